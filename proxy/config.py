@@ -1,0 +1,170 @@
+"""The schema of ``config/backends.json``: the only input of the proxy.
+
+This module is the single home of that file's format. The reconciler renders the file by
+building these models (never dicts), and the proxy loads it with :func:`load_config`, so the
+writer cannot drift from the reader. It imports no aiohttp, so the reconciler can import it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "BackendEntry",
+    "BackendsConfig",
+    "ConfigError",
+    "HealthSettings",
+    "PassiveSettings",
+    "Revision",
+    "TimeoutSettings",
+    "format_validation_error",
+    "load_config",
+    "parse_config",
+]
+
+SCHEMA_VERSION = 1
+
+_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HealthSettings(_Model):
+    """Active health check: GET ``path`` every ``interval`` seconds, ``timeout`` per probe."""
+
+    path: str = Field(default="/health", pattern=r"^/")
+    interval: PositiveSeconds = 2.0
+    timeout: PositiveSeconds = 1.0
+    rise: int = Field(default=2, ge=1, le=100)
+    fall: int = Field(default=3, ge=1, le=100)
+    # A backend that appears at (re)load starts as "checking"; when True it gets no traffic
+    # until ``rise`` probes succeed. Backends present at the first load start up.
+    wait_healthy_on_add: bool = True
+
+
+class PassiveSettings(_Model):
+    """Outlier detection: ``max_fails`` consecutive errors eject a backend for ``cooldown`` s."""
+
+    max_fails: int = Field(default=3, ge=0, le=1000)  # 0 disables passive checks
+    cooldown: PositiveSeconds = 10.0
+
+
+class TimeoutSettings(_Model):
+    connect: PositiveSeconds = 2.0
+    read: PositiveSeconds = 30.0
+    idle: PositiveSeconds = 60.0
+
+
+class Revision(_Model):
+    """Where the desired state came from (a git commit under GitOps sync), for reporting."""
+
+    commit: str | None = None
+    author: str | None = None
+    message: str | None = None
+    time: str | None = None
+    source: str | None = None
+
+
+class BackendEntry(_Model):
+    name: str = Field(pattern=_NAME_PATTERN)
+    url: str
+    weight: int = Field(ge=0, le=1000)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http",) or not parts.hostname:
+            raise ValueError(f"must be an http://host:port URL, got {value!r}")
+        try:
+            _ = parts.port
+        except ValueError as err:
+            raise ValueError(f"bad port in {value!r}") from err
+        return value
+
+
+class BackendsConfig(_Model):
+    """The whole of ``config/backends.json``."""
+
+    version: int = SCHEMA_VERSION
+    # Content hash of the desired state this file was rendered from; the proxy reports it
+    # on its admin endpoint so anyone can confirm that the running pool is the desired one.
+    generation: str = ""
+    revision: Revision | None = None
+    # Defaults for `lbrec proxy` when --listen/--admin are not given (host:port).
+    listen: str = "127.0.0.1:8080"
+    admin: str = "127.0.0.1:8081"
+    health: HealthSettings = HealthSettings()
+    passive: PassiveSettings = PassiveSettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
+    backends: tuple[BackendEntry, ...] = ()
+
+    @field_validator("version")
+    @classmethod
+    def _check_version(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"unsupported schema version {value} (this lbrec reads {SCHEMA_VERSION})")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> BackendsConfig:
+        seen: set[str] = set()
+        for entry in self.backends:
+            if entry.name in seen:
+                raise ValueError(f"duplicate backend name {entry.name!r}")
+            seen.add(entry.name)
+        return self
+
+    def to_json(self) -> str:
+        """Deterministic bytes: fixed key order, 2-space indent, trailing newline."""
+        return json.dumps(self.model_dump(mode="json", exclude_none=True), indent=2) + "\n"
+
+
+class ConfigError(Exception):
+    """backends.json is missing, unreadable or invalid; the message names file and field."""
+
+
+def format_validation_error(err: ValidationError, *, source: str) -> str:
+    """``source: backends[1].weight: Input should be ... (got 5000)`` one line per error."""
+    lines = []
+    for item in err.errors():
+        loc = ""
+        for part in item["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+        lines.append(f"{source}: {loc or '<root>'}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(text: str, *, source: str = "backends.json") -> BackendsConfig:
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{source}: line {err.lineno} column {err.colno}: {err.msg}") from err
+    # The original tool wrote a bare list or {"backends": [{"url":..., "weight":...}]} entries
+    # without names; accept a bare list for compatibility by wrapping it.
+    if isinstance(data, list):
+        data = {"backends": data}
+    try:
+        return BackendsConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source=source)) from err
+
+
+def load_config(path: Path) -> BackendsConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from err
+    return parse_config(text, source=str(path))
