@@ -143,7 +143,12 @@ def format_validation_error(err: ValidationError, *, source: str) -> str:
             loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
         got = item.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-        lines.append(f"{source}: {loc or '<root>'}: {item['msg']}{shown}")
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg, shown = "unknown key", ""
+        elif item["type"] == "string_pattern_mismatch" and loc.endswith("name"):
+            msg = "must be a DNS label: a-z, 0-9 and '-', at most 63 characters"
+        lines.append(f"{source}: {loc + ': ' if loc else ''}{msg}{shown}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,182 @@
+"""The schema of ``desired-state.yaml``: the single source of truth for the user's file.
+
+Validation of an already-parsed document is pure; :func:`load_spec` and :func:`parse_spec`
+add YAML parsing with line/column positions in the error messages.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from proxy.config import HealthSettings, PassiveSettings, format_validation_error
+
+from .errors import SpecError
+
+__all__ = [
+    "DEFAULT_FILE",
+    "BackendSpec",
+    "DesiredState",
+    "HealthSpec",
+    "ProxySpec",
+    "load_spec",
+    "parse_backend_arg",
+    "parse_spec",
+]
+
+DEFAULT_FILE = "desired-state.yaml"
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+_HOSTPORT = re.compile(r"^(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_hostport(value: str) -> str:
+    match = _HOSTPORT.match(value)
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise ValueError(f"must be HOST:PORT like 127.0.0.1:8080, got {value!r}")
+    return value
+
+
+class BackendSpec(_Model):
+    """One backend container: NAME:PORT:WEIGHT on the command line."""
+
+    name: str = Field(pattern=_DNS_LABEL, description="DNS label: a-z, 0-9 and '-', at most 63")
+    port: Port = Field(description="Host port published on publish_host (and the container port)")
+    weight: int = Field(default=1, ge=0, le=1000, description="Share of traffic; 0 drains")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra container environment")
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"environment variable name {key!r} is not valid")
+        return value
+
+
+class HealthSpec(HealthSettings):
+    """Active health check of the proxy and of the containers (same path)."""
+
+
+class ProxySpec(_Model):
+    """How the load balancer itself runs."""
+
+    mode: Literal["host", "container"] = Field(
+        default="host",
+        description="host: `lbrec proxy`/`lbrec up` runs it; container: an `lb` Compose service",
+    )
+    passive: PassiveSettings = PassiveSettings()
+
+
+class DesiredState(_Model):
+    """The whole of desired-state.yaml."""
+
+    project: str = Field(default="lbrec", pattern=_DNS_LABEL, description="Compose project name")
+    listen: str = Field(default="127.0.0.1:8080", description="The proxy's traffic listener")
+    admin: str = Field(default="127.0.0.1:8081", description="The proxy's admin listener")
+    publish_host: str = Field(
+        default="127.0.0.1", description="Host address backend ports are published on"
+    )
+    base_image: str | None = Field(
+        default=None,
+        description="BASE_IMAGE build arg of Dockerfile.backend; default: $LBREC_BASE_IMAGE, "
+        "else the Dockerfile's own default",
+    )
+    health: HealthSpec = HealthSpec()
+    proxy: ProxySpec = ProxySpec()
+    backends: tuple[BackendSpec, ...] = ()
+
+    _check_listen = field_validator("listen", "admin")(classmethod(lambda cls, v: _check_hostport(v)))
+
+    @field_validator("publish_host")
+    @classmethod
+    def _publish_host(cls, value: str) -> str:
+        _check_hostport(f"{value}:1")
+        return value
+
+    @model_validator(mode="after")
+    def _unique(self) -> DesiredState:
+        names: dict[str, int] = {}
+        ports: dict[int, str] = {}
+        for index, backend in enumerate(self.backends):
+            if backend.name in names:
+                raise ValueError(
+                    f"backends[{index}].name: {backend.name!r} is already used by "
+                    f"backends[{names[backend.name]}]"
+                )
+            if backend.port in ports:
+                raise ValueError(
+                    f"backends[{index}].port: {backend.port} is already used by "
+                    f"backend {ports[backend.port]!r}"
+                )
+            names[backend.name] = index
+            ports[backend.port] = backend.name
+        reserved = {int(self.listen.rsplit(":", 1)[1]): "listen", int(self.admin.rsplit(":", 1)[1]): "admin"}
+        for index, backend in enumerate(self.backends):
+            if backend.port in reserved:
+                raise ValueError(
+                    f"backends[{index}].port: {backend.port} is the proxy's {reserved[backend.port]} port"
+                )
+        return self
+
+    def backend(self, name: str) -> BackendSpec | None:
+        return next((b for b in self.backends if b.name == name), None)
+
+
+def parse_spec(text: str, *, source: str = DEFAULT_FILE) -> DesiredState:
+    """Parse and validate YAML text; errors name the file, the line/column or the field path."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError(f"{source}: {where}malformed YAML: {problem}") from err
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{source}: the top level must be a mapping with a 'backends' list, "
+            f"got {type(data).__name__}"
+        )
+    try:
+        return DesiredState.model_validate(data)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, source=source)) from err
+
+
+def load_spec(path: Path) -> DesiredState:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise SpecError(
+            f"{path}: no such file", hint="create one with `lbrec init NAME:PORT:WEIGHT ...`"
+        ) from err
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read: {err.strerror or err}") from err
+    return parse_spec(text, source=str(path))
+
+
+def parse_backend_arg(arg: str) -> BackendSpec:
+    """``NAME:PORT:WEIGHT`` (weight optional, default 1) into a validated BackendSpec."""
+    parts = arg.split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise SpecError(f"backend {arg!r}: expected NAME:PORT:WEIGHT, e.g. backend1:9001:2")
+    name, port_text = parts[0], parts[1]
+    weight_text = parts[2] if len(parts) == 3 else "1"
+    for field, text in (("port", port_text), ("weight", weight_text)):
+        if not text.isdigit():
+            raise SpecError(f"backend {arg!r}: {field} must be a whole number, got {text!r}")
+    try:
+        return BackendSpec(name=name, port=int(port_text), weight=int(weight_text))
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err, source=f"backend {arg!r}")) from err
