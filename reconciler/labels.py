@@ -1,0 +1,100 @@
+"""The label contract between lbrec and its containers, and the config hash.
+
+Labels are the only memory lbrec keeps on the engine: which containers are its own
+(``lbrec.project``), for which backend, and a hash of every container-relevant setting so that
+a change is detected and explained without reading anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .spec import BackendSpec, DesiredState
+
+__all__ = [
+    "BACKEND",
+    "CONFIG_HASH",
+    "MANAGED",
+    "PROJECT",
+    "REVISION",
+    "ROLE",
+    "TRACKED",
+    "BuildInfo",
+    "backend_labels",
+    "canonical_hash",
+    "container_fields",
+]
+
+MANAGED = "lbrec.managed"
+PROJECT = "lbrec.project"
+BACKEND = "lbrec.backend"
+ROLE = "lbrec.role"
+CONFIG_HASH = "lbrec.config-hash"
+REVISION = "lbrec.revision"
+_PREFIX = "lbrec.field."
+
+
+@dataclass(frozen=True, slots=True)
+class BuildInfo:
+    """What the image is built from, resolved at the edge (environment, build context)."""
+
+    base_image: str | None  # None: the Dockerfile's own default
+    context_digest: str  # hash of Dockerfile.backend and the files it copies
+
+
+def canonical_hash(value: object) -> str:
+    """sha256 of canonical JSON (sorted keys, no whitespace): stable across key order."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def container_fields(
+    backend: BackendSpec, desired: DesiredState, build: BuildInfo
+) -> dict[str, str]:
+    """Every setting that needs a new container when it changes (not the weight)."""
+    return {
+        "port": str(backend.port),
+        "publish_host": desired.publish_host,
+        "image": build.base_image or "(Dockerfile default)",
+        "build": build.context_digest[:12],
+        "env": canonical_hash(backend.env)[:12],
+        "health_path": desired.health.path,
+    }
+
+
+# Human names of the tracked fields, in the order reasons are given.
+TRACKED: tuple[str, ...] = ("port", "publish_host", "image", "build", "env", "health_path")
+
+
+def backend_labels(
+    backend: BackendSpec, desired: DesiredState, build: BuildInfo, *, revision: str | None = None
+) -> dict[str, str]:
+    fields = container_fields(backend, desired, build)
+    labels = {
+        MANAGED: "true",
+        PROJECT: desired.project,
+        ROLE: "backend",
+        BACKEND: backend.name,
+        CONFIG_HASH: canonical_hash(fields)[:16],
+    }
+    labels.update({_PREFIX + key: value for key, value in fields.items()})
+    if revision:
+        labels[REVISION] = revision
+    return labels
+
+
+def changed_fields(labels: Mapping[str, str], fields: Mapping[str, str]) -> list[str]:
+    """Reasons as `port 9001 -> 9005`, from the labels a container carries."""
+    reasons = []
+    for key in TRACKED:
+        before = labels.get(_PREFIX + key)
+        after = fields[key]
+        if before != after:
+            reasons.append(f"{key} {before or '(unset)'} -> {after}")
+    return reasons
+
+
+__all__ += ["changed_fields"]

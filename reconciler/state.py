@@ -1,0 +1,37 @@
+"""What was observed: plain frozen values, no Docker library types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from proxy.config import BackendsConfig
+
+__all__ = ["Observed", "ObservedContainer"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObservedContainer:
+    id: str
+    backend: str
+    state: str  # running, exited, created, restarting, paused, dead
+    health: str | None  # healthy, unhealthy, starting, or None without a healthcheck
+    labels: Mapping[str, str] = field(default_factory=dict)
+    image: str = ""
+    started_at: str | None = None
+    name: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state in ("running", "restarting")
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    containers: tuple[ObservedContainer, ...] = ()
+    pool: BackendsConfig | None = None  # the current config/backends.json, when readable
+    pool_text: str | None = None
+    compose_text: str | None = None
+
+    def for_backend(self, name: str) -> tuple[ObservedContainer, ...]:
+        return tuple(c for c in self.containers if c.backend == name)
