@@ -140,7 +140,8 @@ def _plan_backend(
         return act(ActionKind.RECREATE, "container unhealthy")
     if before != backend.weight:
         return act(
-            ActionKind.REWEIGHT, "not routed" if before is None else f"weight {before} -> {backend.weight}"
+            ActionKind.REWEIGHT,
+            "not routed" if before is None else f"weight {before} -> {backend.weight}",
         )
     return act(ActionKind.UNCHANGED)
 
@@ -184,6 +185,13 @@ def plan(
         )
     actions.sort(key=lambda a: (_ORDER[a.kind], a.backend))
     settings = _settings_diff(observed.pool, target_pool) if target_pool is not None else ()
+    if (
+        target_pool is not None
+        and not settings
+        and all(a.kind is ActionKind.UNCHANGED for a in actions)
+        and observed.pool_text != target_pool.to_json()
+    ):
+        settings = ("config/backends.json differs from the desired state: rewrite",)
     compose_changed = compose_text is not None and observed.compose_text != compose_text
     return Plan(
         actions=tuple(actions),

@@ -95,7 +95,9 @@ class DesiredState(_Model):
     proxy: ProxySpec = ProxySpec()
     backends: tuple[BackendSpec, ...] = ()
 
-    _check_listen = field_validator("listen", "admin")(classmethod(lambda cls, v: _check_hostport(v)))
+    _check_listen = field_validator("listen", "admin")(
+        classmethod(lambda cls, v: _check_hostport(v))
+    )
 
     @field_validator("publish_host")
     @classmethod
@@ -120,11 +122,15 @@ class DesiredState(_Model):
                 )
             names[backend.name] = index
             ports[backend.port] = backend.name
-        reserved = {int(self.listen.rsplit(":", 1)[1]): "listen", int(self.admin.rsplit(":", 1)[1]): "admin"}
+        reserved = {
+            int(self.listen.rsplit(":", 1)[1]): "listen",
+            int(self.admin.rsplit(":", 1)[1]): "admin",
+        }
         for index, backend in enumerate(self.backends):
             if backend.port in reserved:
+                role = reserved[backend.port]
                 raise ValueError(
-                    f"backends[{index}].port: {backend.port} is the proxy's {reserved[backend.port]} port"
+                    f"backends[{index}].port: {backend.port} is the proxy's {role} port"
                 )
         return self
 

@@ -1,0 +1,267 @@
+"""EDGE orchestration: carry out a plan, make before break, and report what happened.
+
+Order: write docker-compose.yml; route away from backends that go (pool before container);
+remove their containers; build once; start or create containers; wait for their health check;
+then route to every backend that is up (container before pool). A backend that fails is left
+out of backends.json and named in the report; the next apply converges.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from proxy.config import Revision
+
+from .docker import DockerPort
+from .errors import ApplyError
+from .files import atomic_write
+from .labels import BuildInfo
+from .plan import Action, ActionKind, Plan, plan
+from .render import render_compose, render_pool
+from .spec import DesiredState
+from .state import Observed
+from .workspace import Workspace
+
+__all__ = ["Outcome", "Report", "apply", "check_ports", "converge"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    action: Action
+    ok: bool
+    error: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    plan: Plan
+    check: bool
+    outcomes: tuple[Outcome, ...] = ()
+    files_written: tuple[str, ...] = ()
+    routed: tuple[str, ...] = ()
+    generation: str = ""
+    errors: tuple[str, ...] = field(default=())
+
+    @property
+    def failed(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if not o.ok)
+
+    @property
+    def changed(self) -> bool:
+        return not self.plan.in_sync
+
+    def recap(self) -> dict[str, int]:
+        kinds = [a.kind for a in self.plan.actions]
+        failed = {o.action.backend for o in self.failed}
+        return {
+            "ok": sum(1 for a in self.plan.actions if a.backend not in failed),
+            "changed": sum(
+                1
+                for a in self.plan.changes
+                if a.kind is not ActionKind.REMOVE and a.backend not in failed
+            ),
+            "unchanged": kinds.count(ActionKind.UNCHANGED),
+            "removed": sum(1 for a in self.plan.of(ActionKind.REMOVE) if a.backend not in failed),
+            "failed": len(failed),
+        }
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as err:
+            if err.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+def check_ports(desired: DesiredState, the_plan: Plan, observed: Observed) -> None:
+    """Fail before touching anything when a port to publish is taken by someone else."""
+    ours = {int(p) for c in observed.containers if (p := c.labels.get("lbrec.field.port"))}
+    for index, backend in enumerate(desired.backends):
+        action = next(a for a in the_plan.actions if a.backend == backend.name)
+        if action.kind not in (ActionKind.CREATE, ActionKind.RECREATE, ActionKind.START):
+            continue
+        if backend.port in ours:
+            continue
+        if not _port_free(desired.publish_host, backend.port):
+            raise ApplyError(
+                f"backends[{index}].port: {backend.port} is already in use on "
+                f"{desired.publish_host} by another process; nothing was changed",
+                backend=backend.name,
+                hint="choose a free port, or stop what listens there",
+            )
+
+
+def apply(
+    desired: DesiredState,
+    observed: Observed,
+    the_plan: Plan,
+    *,
+    workspace: Workspace,
+    docker: DockerPort,
+    build: BuildInfo,
+    revision: Revision | None = None,
+    progress: Progress | None = None,
+    health_timeout: float = 60.0,
+) -> Report:
+    say = progress or (lambda _msg: None)
+    check_ports(desired, the_plan, observed)
+    written: list[str] = []
+    outcomes: dict[str, Outcome] = {}
+
+    def write_pool(routed: Iterable[str]) -> str:
+        config = render_pool(desired, routed=set(routed), revision=revision)
+        if atomic_write(workspace.pool_file, config.to_json()):
+            written.append(str(workspace.pool_file))
+        return config.generation
+
+    revisions = _container_revisions(the_plan, observed, revision)
+    compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
+    if atomic_write(workspace.compose_file, compose):
+        written.append(str(workspace.compose_file))
+
+    # 1. Pool first for what goes or gets replaced: stop routing to it before touching it.
+    keep = {a.backend for a in the_plan.of(ActionKind.UNCHANGED, ActionKind.REWEIGHT)}
+    generation = write_pool(keep)
+    for action in the_plan.of(ActionKind.REWEIGHT):
+        outcomes[action.backend] = Outcome(action, ok=True)
+
+    # 2. Containers that go.
+    for action in the_plan.of(ActionKind.REMOVE):
+        try:
+            docker.remove(action.container_ids)
+            say(f"{action.backend}: removed")
+            outcomes[action.backend] = Outcome(action, ok=True)
+        except ApplyError as err:
+            outcomes[action.backend] = Outcome(
+                action, ok=False, error=err.message, detail=err.detail
+            )
+
+    # 3. Containers that come: build once, create or start, wait for health.
+    fresh = the_plan.of(ActionKind.CREATE, ActionKind.RECREATE)
+    starts = the_plan.of(ActionKind.START)
+    started: list[Action] = []
+    if fresh:
+        try:
+            say(f"building {desired.project}-backend image ({', '.join(a.backend for a in fresh)})")
+            docker.build([fresh[0].backend], progress=progress)
+        except ApplyError as err:
+            for action in fresh:
+                outcomes[action.backend] = Outcome(
+                    action, ok=False, error=err.message, detail=err.detail
+                )
+            fresh = ()
+    for action in fresh:
+        try:
+            if action.kind is ActionKind.RECREATE:
+                docker.remove(action.container_ids)
+            docker.up([action.backend], force_recreate=False)
+            started.append(action)
+        except ApplyError as err:
+            outcomes[action.backend] = Outcome(
+                action, ok=False, error=err.message, detail=err.detail
+            )
+    for action in starts:
+        try:
+            docker.start(action.container_ids)
+            started.append(action)
+        except ApplyError as err:
+            outcomes[action.backend] = Outcome(
+                action, ok=False, error=err.message, detail=err.detail
+            )
+    if started:
+        say(f"waiting for health: {', '.join(a.backend for a in started)}")
+        health = docker.wait_healthy([a.backend for a in started], timeout=health_timeout)
+        for action in started:
+            problem = health.get(action.backend)
+            if problem is None:
+                keep.add(action.backend)
+                outcomes[action.backend] = Outcome(action, ok=True)
+                say(f"{action.backend}: healthy")
+            else:
+                outcomes[action.backend] = Outcome(
+                    action, ok=False, error=f"{action.backend}: {problem}"
+                )
+
+    # 4. Pool last for what came: route only to backends that answer.
+    generation = write_pool(keep)
+    ordered = tuple(outcomes[a.backend] for a in the_plan.changes if a.backend in outcomes)
+    return Report(
+        plan=the_plan,
+        check=False,
+        outcomes=ordered,
+        files_written=tuple(written),
+        routed=tuple(sorted(keep)),
+        generation=generation,
+    )
+
+
+def _container_revisions(
+    the_plan: Plan, observed: Observed, revision: Revision | None
+) -> dict[str, str]:
+    """Stamp the deploying commit on new containers; keep the old stamp on untouched ones."""
+    out: dict[str, str] = {}
+    for action in the_plan.actions:
+        if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
+            if revision is not None and revision.commit:
+                out[action.backend] = revision.commit
+        else:
+            for c in observed.for_backend(action.backend):
+                if stamp := c.labels.get("lbrec.revision"):
+                    out[action.backend] = stamp
+    return out
+
+
+def converge(
+    workspace: Workspace,
+    docker: DockerPort,
+    *,
+    desired: DesiredState | None = None,
+    check: bool,
+    revision: Revision | None = None,
+    progress: Progress | None = None,
+    health_timeout: float = 60.0,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> Report:
+    """One level-triggered pass: load, observe, plan, and (unless ``check``) apply."""
+    desired = desired if desired is not None else workspace.load()
+    build = workspace.build_info(desired)
+    docker.check()
+    observed = workspace.observe(docker.observe())
+    revisions = _container_revisions_for_plan(desired, observed, build, revision)
+    target = render_pool(desired, revision=revision)
+    compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
+    the_plan = plan(desired, observed, build=build, target_pool=target, compose_text=compose)
+    if check:
+        return Report(plan=the_plan, check=True, generation=target.generation)
+    if on_plan is not None:
+        on_plan(the_plan)
+    return apply(
+        desired,
+        observed,
+        the_plan,
+        workspace=workspace,
+        docker=docker,
+        build=build,
+        revision=revision,
+        progress=progress,
+        health_timeout=health_timeout,
+    )
+
+
+def _container_revisions_for_plan(
+    desired: DesiredState, observed: Observed, build: BuildInfo, revision: Revision | None
+) -> dict[str, str]:
+    preliminary = plan(desired, observed, build=build)
+    return _container_revisions(preliminary, observed, revision)

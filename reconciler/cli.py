@@ -1,0 +1,231 @@
+"""The `lbrec` command: the composition root. The only module that prints or exits.
+
+Exit codes (documented in docs/cli.md):
+  0  success; for `diff` and `apply --check`: in sync
+  1  `diff`/`apply --check`: changes pending; other commands: apply failed for a backend
+  2  bad input: malformed or invalid file or argument, unknown backend
+  3  Docker engine or Compose v2 unavailable
+  4  timed out waiting for the lock held by another lbrec command
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .apply import Report, converge
+from .docker import DockerPort, WhalesDocker
+from .edit import add_backend, init_document, remove_backend
+from .errors import LbrecError, SpecError
+from .files import atomic_write, read_text_or_none
+from .lock import project_lock
+from .output import Style, format_plan, format_recap, report_json
+from .render import COMPOSE_FILE
+from .spec import DEFAULT_FILE, DesiredState, parse_backend_arg, parse_spec
+from .workspace import Workspace
+
+__all__ = ["main"]
+
+DockerFactory = Callable[[Workspace, DesiredState], DockerPort]
+
+
+def _whales(workspace: Workspace, desired: DesiredState) -> DockerPort:
+    return WhalesDocker(folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE)
+
+
+class _Out:
+    def __init__(self, *, json_mode: bool, color: bool) -> None:
+        self.json = json_mode
+        self.style = Style(color=color)
+
+    def info(self, text: str) -> None:
+        """Human progress: stderr in JSON mode so stdout stays one JSON document."""
+        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
+
+    def err(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-f",
+        "--file",
+        default=os.environ.get("LBREC_FILE", DEFAULT_FILE),
+        help=f"desired-state file (default: $LBREC_FILE or {DEFAULT_FILE})",
+    )
+    common.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    common.add_argument("--no-color", action="store_true", help="never colour (also NO_COLOR=1)")
+    mutating = argparse.ArgumentParser(add_help=False)
+    mutating.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for another lbrec command holding the lock (default 300)",
+    )
+    mutating.add_argument(
+        "--health-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a new container has to pass its health check (default 60)",
+    )
+    mutating.add_argument(
+        "--no-apply", action="store_true", help="only edit the desired-state file"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="lbrec", description="Declarative weighted HTTP load balancer over Docker backends."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("init", parents=[common, mutating], help="write the backends, then apply")
+    p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
+    p = sub.add_parser("add", parents=[common, mutating], help="add or update backends, then apply")
+    p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
+    p = sub.add_parser("remove", parents=[common, mutating], help="remove backends, then apply")
+    p.add_argument("keys", nargs="+", metavar="NAME|PORT")
+    p = sub.add_parser("apply", parents=[common, mutating], help="converge to the desired state")
+    p.add_argument("--check", action="store_true", help="plan only (same as diff)")
+    sub.add_parser("diff", parents=[common], help="show the plan; exit 0 in sync, 1 pending")
+    sub.add_parser("validate", parents=[common], help="validate the desired-state file")
+    sub.add_parser("schema", help="print the JSON Schema of the desired-state file")
+    sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
+    sub.add_parser("proxy", add_help=False, help="run the load balancer (see `lbrec proxy --help`)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, docker: DockerFactory = _whales) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["proxy"]:
+        from proxy.cli import main as proxy_main
+
+        return proxy_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    color = (
+        sys.stdout.isatty()
+        and not os.environ.get("NO_COLOR")
+        and not getattr(args, "no_color", False)
+    )
+    out = _Out(json_mode=getattr(args, "output", "text") == "json", color=bool(color))
+    try:
+        return _dispatch(args, out, docker)
+    except LbrecError as err:
+        out.err(f"lbrec {args.command}: error: {err.message}")
+        if err.hint:
+            out.err(f"  hint: {err.hint}")
+        detail = getattr(err, "detail", "")
+        for line in detail.splitlines():
+            out.err(f"    {line}")
+        return err.exit_code
+    except KeyboardInterrupt:
+        out.err("interrupted")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int:
+    command: str = args.command
+    if command == "schema":
+        print(json.dumps(DesiredState.model_json_schema(), indent=2))
+        return 0
+    workspace = Workspace.at(args.file)
+    if command == "validate":
+        desired = workspace.load()
+        out.info(f"{args.file}: valid ({len(desired.backends)} backends)")
+        return 0
+    if command == "status":
+        from .status import show_status
+
+        return show_status(workspace, docker, json_mode=out.json)
+    if command == "diff" or (command == "apply" and args.check):
+        desired = workspace.load()
+        report = converge(workspace, docker(workspace, desired), desired=desired, check=True)
+        _show(report, out)
+        return 0 if report.plan.in_sync else 1
+    with project_lock(
+        workspace.folder, command=f"lbrec {command}", timeout=args.lock_timeout, on_wait=out.err
+    ):
+        if command in ("init", "add", "remove"):
+            _edit(command, args, workspace, out)
+            if args.no_apply:
+                return 0
+        desired = workspace.load()
+        report = converge(
+            workspace,
+            docker(workspace, desired),
+            desired=desired,
+            check=False,
+            progress=None if out.json else _BuildProgress(out).line,
+            health_timeout=args.health_timeout,
+            on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
+        )
+    if out.json:
+        print(report_json(report))
+    else:
+        print(format_recap(report, out.style))
+    return 1 if report.failed else 0
+
+
+class _BuildProgress:
+    """Condense Docker's build log to its steps (`[2/3] COPY ...`) and lbrec's own lines."""
+
+    def __init__(self, out: _Out) -> None:
+        self.out = out
+        self.seen: set[str] = set()
+
+    def line(self, text: str) -> None:
+        if text.startswith("#"):
+            step = text.split(" ", 1)[1] if " " in text else ""
+            if step.startswith("[") and "internal]" not in step and step not in self.seen:
+                self.seen.add(step)
+                self.out.info(self.out.style.dim(f"  | {step}"))
+            return
+        if "level=warning" in text or text.strip().endswith("Built"):
+            return
+        self.out.info(text)
+
+
+def _edit(command: str, args: argparse.Namespace, workspace: Workspace, out: _Out) -> None:
+    path = workspace.spec_file
+    source = str(args.file)
+    text = read_text_or_none(path)
+    if command == "init":
+        backends = [parse_backend_arg(a) for a in args.backends]
+        new = init_document(text, backends, source=source)
+        verb = "initialised" if text is None else "re-initialised"
+        message = f"{source}: {verb} with {len(backends)} backends"
+    else:
+        if text is None:
+            raise SpecError(f"{source}: no such file", hint="create it with `lbrec init ...`")
+        new, done = text, []
+        if command == "add":
+            for arg in args.backends:
+                new, what = add_backend(new, parse_backend_arg(arg), source=source)
+                done.append(f"{what} {arg}")
+        else:
+            for key in args.keys:
+                new, name = remove_backend(new, key, source=source)
+                done.append(f"removed {name}")
+        message = f"{source}: " + ", ".join(done)
+    parse_spec(new, source=source)  # validate the whole result before writing anything
+    if Path(path).parent.is_dir():
+        atomic_write(path, new)
+    out.info(message)
+
+
+def _show(report: Report, out: _Out) -> None:
+    if out.json:
+        print(report_json(report))
+        return
+    print(format_plan(report.plan, out.style))
+    if not report.check:
+        print(format_recap(report, out.style))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

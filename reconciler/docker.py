@@ -1,0 +1,205 @@
+"""EDGE. The only module that imports python_on_whales.
+
+``DockerPort`` is what the rest of lbrec needs from Docker; ``WhalesDocker`` implements it with
+python-on-whales (the docker CLI and Compose v2 plugin). Third-party exceptions are translated
+here into lbrec errors that keep the command and the tail of Docker's stderr.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from python_on_whales import DockerClient
+from python_on_whales.exceptions import DockerException, NoSuchContainer
+
+from .errors import ApplyError, DockerUnavailable
+from .labels import BACKEND, PROJECT
+from .state import ObservedContainer
+
+__all__ = ["DockerPort", "WhalesDocker", "stderr_tail"]
+
+Progress = Callable[[str], None]
+
+
+class DockerPort(Protocol):
+    def check(self) -> None: ...
+    def observe(self) -> tuple[ObservedContainer, ...]: ...
+    def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None: ...
+    def up(self, services: Sequence[str], *, force_recreate: bool) -> None: ...
+    def start(self, container_ids: Sequence[str]) -> None: ...
+    def remove(self, container_ids: Sequence[str]) -> None: ...
+    def wait_healthy(self, services: Sequence[str], *, timeout: float) -> dict[str, str | None]: ...
+
+
+def stderr_tail(err: DockerException, lines: int = 6) -> str:
+    text = (err.stderr or err.stdout or "").strip()
+    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(tail) or f"exit code {err.return_code}"
+
+
+def _one_line(err: DockerException) -> str:
+    tail = stderr_tail(err, lines=3).splitlines()
+    return tail[-1] if tail else f"exit code {err.return_code}"
+
+
+class WhalesDocker:
+    """Docker through python-on-whales, scoped to one Compose project in one folder."""
+
+    def __init__(self, *, folder: Path, project: str, compose_file: str) -> None:
+        self.project = project
+        self._client = DockerClient(
+            compose_files=[folder / compose_file],
+            compose_project_name=project,
+            compose_project_directory=folder,
+        )
+
+    @contextmanager
+    def _translate(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except DockerException as err:
+            raise ApplyError(f"{what} failed: {_one_line(err)}", detail=stderr_tail(err)) from err
+
+    def check(self) -> None:
+        try:
+            self._client.version()
+        except DockerException as err:
+            raise DockerUnavailable(
+                f"cannot reach the Docker engine: {_one_line(err)}",
+                hint="start it (on Debian as root: scripts/docker-dev.sh), or set DOCKER_HOST",
+            ) from err
+        except FileNotFoundError as err:
+            raise DockerUnavailable(
+                "the docker CLI is not installed",
+                hint="run scripts/docker-dev.sh (Debian, root) or install Docker",
+            ) from err
+        try:
+            self._client.compose.version()
+        except DockerException as err:
+            raise DockerUnavailable(
+                "Docker Compose v2 is missing (`docker compose version` failed)",
+                hint="run scripts/docker-dev.sh, or install the docker-compose-plugin",
+            ) from err
+
+    def observe(self) -> tuple[ObservedContainer, ...]:
+        try:
+            containers = self._client.container.list(
+                all=True, filters={"label": f"{PROJECT}={self.project}"}
+            )
+        except DockerException as err:
+            raise DockerUnavailable(f"cannot list containers: {_one_line(err)}") from err
+        observed = []
+        for c in containers:
+            labels = dict(c.config.labels or {})
+            if BACKEND not in labels:
+                continue
+            health = c.state.health.status if c.state.health is not None else None
+            started = c.state.started_at.isoformat() if c.state.started_at else None
+            observed.append(
+                ObservedContainer(
+                    id=c.id,
+                    backend=labels[BACKEND],
+                    state=str(c.state.status),
+                    health=str(health) if health else None,
+                    labels=labels,
+                    image=str(c.config.image),
+                    started_at=started,
+                    name=c.name,
+                )
+            )
+        observed.sort(key=lambda o: (o.backend, o.id))
+        return tuple(observed)
+
+    def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None:
+        if not services:
+            return
+        try:
+            if progress is None:
+                self._client.compose.build(list(services), quiet=True)
+                return
+            stream = self._client.compose.build(list(services), stream_logs=True)
+            for _source, chunk in stream or ():
+                line = chunk.decode(errors="replace").rstrip()
+                if line:
+                    progress(line)
+        except DockerException as err:
+            raise ApplyError(
+                f"building the image of {', '.join(services)} failed: {_one_line(err)}",
+                backend=services[0],
+                detail=stderr_tail(err, lines=12),
+            ) from err
+
+    def up(self, services: Sequence[str], *, force_recreate: bool) -> None:
+        if not services:
+            return
+        try:
+            self._client.compose.up(
+                list(services),
+                detach=True,
+                no_build=True,
+                dependencies=False,
+                force_recreate=force_recreate,
+                quiet=True,
+                pull="never",
+            )
+        except DockerException as err:
+            raise ApplyError(
+                f"starting {', '.join(services)} failed: {_one_line(err)}",
+                backend=services[0],
+                detail=stderr_tail(err),
+            ) from err
+
+    def start(self, container_ids: Sequence[str]) -> None:
+        if container_ids:
+            with self._translate("docker start"):
+                self._client.container.start(list(container_ids))
+
+    def remove(self, container_ids: Sequence[str]) -> None:
+        for cid in container_ids:
+            try:
+                self._client.container.remove(cid, force=True)
+            except NoSuchContainer:
+                continue  # already gone: that is what we wanted
+            except DockerException as err:
+                raise ApplyError(
+                    f"removing container {cid[:12]} failed: {_one_line(err)}",
+                    detail=stderr_tail(err),
+                ) from err
+
+    def wait_healthy(self, services: Sequence[str], *, timeout: float) -> dict[str, str | None]:
+        """Poll until each backend's container is healthy; map backend -> None or the problem."""
+        pending = set(services)
+        problems: dict[str, str | None] = {}
+        deadline = time.monotonic() + timeout
+        while pending:
+            by_backend = {c.backend: c for c in self.observe() if c.backend in pending}
+            for name in sorted(pending):
+                c = by_backend.get(name)
+                if c is None:
+                    problems[name] = "container not found after start"
+                elif c.state in ("exited", "dead"):
+                    problems[name] = f"container {c.state}: {self._logs_tail(c.id)}"
+                elif c.health in ("healthy", None) and c.state == "running":
+                    problems[name] = None
+                else:
+                    continue
+                pending.discard(name)
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                for name in pending:
+                    problems[name] = f"not healthy after {timeout:g}s"
+                break
+            time.sleep(0.25)
+        return problems
+
+    def _logs_tail(self, container_id: str) -> str:
+        try:
+            text = str(self._client.container.logs(container_id, tail=3))
+        except DockerException:
+            return "(no logs)"
+        return " | ".join(line for line in text.splitlines() if line.strip()) or "(no output)"

@@ -1,0 +1,142 @@
+"""Rendering reports for people (terraform-like plan, Ansible-like recap) and for machines."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .apply import Report
+from .plan import Action, ActionKind, Plan
+
+__all__ = ["Style", "format_plan", "format_recap", "report_json"]
+
+
+class Style:
+    """ANSI colour only when asked (the CLI asks on a TTY without NO_COLOR)."""
+
+    def __init__(self, *, color: bool) -> None:
+        self.color = color
+
+    def _wrap(self, code: str, text: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def green(self, text: str) -> str:
+        return self._wrap("32", text)
+
+    def yellow(self, text: str) -> str:
+        return self._wrap("33", text)
+
+    def red(self, text: str) -> str:
+        return self._wrap("31", text)
+
+    def bold(self, text: str) -> str:
+        return self._wrap("1", text)
+
+    def dim(self, text: str) -> str:
+        return self._wrap("2", text)
+
+
+_SYMBOL = {
+    ActionKind.CREATE: "+",
+    ActionKind.RECREATE: "-/+",
+    ActionKind.START: "~",
+    ActionKind.REWEIGHT: "~",
+    ActionKind.REMOVE: "-",
+    ActionKind.UNCHANGED: " ",
+}
+
+
+def _line(action: Action, style: Style) -> str:
+    sym = _SYMBOL[action.kind]
+    name = action.backend
+    if action.kind is ActionKind.CREATE:
+        text = f"  {sym} {name} port {action.port} weight {action.weight_after}"
+        return style.green(text)
+    if action.kind is ActionKind.RECREATE:
+        return style.yellow(f"{sym} {name} (recreate: {action.reason})")
+    if action.kind is ActionKind.START:
+        return style.yellow(f"  {sym} {name} start ({action.reason})")
+    if action.kind is ActionKind.REWEIGHT:
+        before = "unrouted" if action.weight_before is None else str(action.weight_before)
+        return style.yellow(f"  {sym} {name} weight {before} -> {action.weight_after}")
+    if action.kind is ActionKind.REMOVE:
+        return style.red(f"  {sym} {name} ({action.reason})")
+    return f"    {name}"
+
+
+def format_plan(the_plan: Plan, style: Style, *, verbose: bool = False) -> str:
+    lines: list[str] = []
+    if the_plan.in_sync:
+        return "No changes. Containers and config/backends.json match the desired state."
+    lines.append("lbrec will perform the following actions:")
+    lines.append("")
+    for action in the_plan.actions:
+        if action.kind is ActionKind.UNCHANGED and not verbose:
+            continue
+        lines.append(_line(action, style))
+    for setting in the_plan.settings_changed:
+        lines.append(style.yellow(f"  ~ pool {setting}"))
+    if the_plan.compose_changed and not the_plan.changes:
+        lines.append(style.yellow("  ~ docker-compose.yml rewritten (no container change)"))
+    counts = {k: len(the_plan.of(k)) for k in ActionKind}
+    lines.append("")
+    lines.append(
+        style.bold(
+            f"Plan: {counts[ActionKind.CREATE]} to create, {counts[ActionKind.RECREATE]} to "
+            f"recreate, {counts[ActionKind.START]} to start, {counts[ActionKind.REWEIGHT]} to "
+            f"reweight, {counts[ActionKind.REMOVE]} to remove."
+        )
+    )
+    return "\n".join(lines)
+
+
+def format_recap(report: Report, style: Style) -> str:
+    recap = report.recap()
+    lines = []
+    for outcome in report.failed:
+        lines.append(style.red(f"FAILED {outcome.action.backend}: {outcome.error}"))
+        for detail in outcome.detail.splitlines():
+            lines.append(style.dim(f"    {detail}"))
+    parts = [
+        style.green(f"ok={recap['ok']}"),
+        style.yellow(f"changed={recap['changed']}") if recap["changed"] else "changed=0",
+        style.red(f"removed={recap['removed']}") if recap["removed"] else "removed=0",
+        style.red(f"failed={recap['failed']}") if recap["failed"] else "failed=0",
+    ]
+    lines.append("RECAP " + "  ".join(parts) + f"  generation={report.generation}")
+    return "\n".join(lines)
+
+
+def _action_json(action: Action) -> dict[str, Any]:
+    return {
+        "backend": action.backend,
+        "action": action.kind.value,
+        "reason": action.reason,
+        "port": action.port,
+        "weight_before": action.weight_before,
+        "weight_after": action.weight_after,
+        "containers": list(action.container_ids),
+    }
+
+
+def report_json(report: Report) -> str:
+    outcomes = {o.action.backend: o for o in report.outcomes}
+    actions = []
+    for action in report.plan.actions:
+        item = _action_json(action)
+        if (outcome := outcomes.get(action.backend)) is not None:
+            item["ok"] = outcome.ok
+            item["error"] = outcome.error
+        actions.append(item)
+    document = {
+        "check": report.check,
+        "in_sync": report.plan.in_sync,
+        "actions": actions,
+        "settings_changed": list(report.plan.settings_changed),
+        "compose_changed": report.plan.compose_changed,
+        "files_written": list(report.files_written),
+        "routed": list(report.routed),
+        "generation": report.generation,
+        "recap": report.recap(),
+    }
+    return json.dumps(document, indent=2)

@@ -1,0 +1,116 @@
+"""`lbrec status`: desired backends beside their containers, the routed pool and the proxy."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+from .docker import DockerPort
+from .files import read_text_or_none
+from .spec import DesiredState
+from .workspace import Workspace
+
+__all__ = ["DEPLOYED_FILE", "collect_status", "show_status"]
+
+DEPLOYED_FILE = ".lbrec/deployed.json"
+
+
+def _proxy_pool(admin: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://{admin}/-/pool", timeout=0.5) as response:
+            data: dict[str, Any] = json.loads(response.read())
+            return data
+    except (OSError, ValueError):
+        return None
+
+
+def collect_status(
+    workspace: Workspace, docker: Callable[[Workspace, DesiredState], DockerPort]
+) -> dict[str, Any]:
+    desired = workspace.load()
+    port = docker(workspace, desired)
+    port.check()
+    containers = port.observe()
+    pool, _ = workspace.read_pool()
+    routed = {e.name: e.weight for e in pool.backends} if pool else {}
+    rows = []
+    names = [b.name for b in desired.backends]
+    names += sorted({c.backend for c in containers} - set(names))
+    for name in names:
+        spec = desired.backend(name)
+        mine = [c for c in containers if c.backend == name]
+        c = mine[0] if mine else None
+        rows.append(
+            {
+                "backend": name,
+                "desired": spec is not None,
+                "weight": spec.weight if spec else None,
+                "routed_weight": routed.get(name),
+                "port": spec.port if spec else None,
+                "state": (c.state + (f" ({c.health})" if c.health else "")) if c else "missing",
+                "image": c.image if c else None,
+                "since": c.started_at if c else None,
+                "revision": c.labels.get("lbrec.revision") if c else None,
+                "container": c.id[:12] if c else None,
+            }
+        )
+    deployed_text = read_text_or_none(workspace.folder / DEPLOYED_FILE)
+    proxy = _proxy_pool(desired.admin)
+    return {
+        "file": str(workspace.spec_file),
+        "project": desired.project,
+        "generation": pool.generation if pool else None,
+        "proxy": None
+        if proxy is None
+        else {"admin": desired.admin, "generation": proxy.get("generation")},
+        "deployed": json.loads(deployed_text) if deployed_text else None,
+        "backends": rows,
+    }
+
+
+def show_status(
+    workspace: Workspace,
+    docker: Callable[[Workspace, DesiredState], DockerPort],
+    *,
+    json_mode: bool,
+) -> int:
+    status = collect_status(workspace, docker)
+    if json_mode:
+        print(json.dumps(status, indent=2))
+        return 0
+    headers = ["BACKEND", "WEIGHT", "ROUTED", "PORT", "CONTAINER", "IMAGE", "SINCE"]
+    table = [headers]
+    for row in status["backends"]:
+        table.append(
+            [
+                row["backend"] + ("" if row["desired"] else " (orphan)"),
+                "-" if row["weight"] is None else str(row["weight"]),
+                "-" if row["routed_weight"] is None else str(row["routed_weight"]),
+                "-" if row["port"] is None else str(row["port"]),
+                row["state"],
+                row["image"] or "-",
+                (row["since"] or "-")[:19],
+            ]
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    for r in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    print(f"\npool generation: {status['generation'] or '(no config/backends.json)'}")
+    proxy = status["proxy"]
+    if proxy is None:
+        print("proxy: not answering on the admin address")
+    else:
+        same = proxy["generation"] == status["generation"]
+        print(
+            f"proxy: running at {proxy['admin']}, generation {proxy['generation']} "
+            f"({'in sync' if same else 'NOT the generation on disk'})"
+        )
+    if (deployed := status["deployed"]) is not None:
+        print(
+            f"deployed: {deployed.get('commit', '?')[:12]} by {deployed.get('author', '?')} "
+            f"at {deployed.get('time', '?')} from {deployed.get('source', '?')}: "
+            f"{deployed.get('message', '')}"
+        )
+    return 0

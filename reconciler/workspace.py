@@ -1,0 +1,77 @@
+"""EDGE. The folder lbrec works in: the desired-state file and the files generated beside it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.config import BackendsConfig, ConfigError, load_config
+
+from .errors import SpecError
+from .files import build_context_digest, read_text_or_none
+from .labels import BuildInfo
+from .render import BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE
+from .spec import DesiredState, load_spec
+from .state import Observed, ObservedContainer
+
+__all__ = ["BASE_IMAGE_ENV", "Workspace"]
+
+BASE_IMAGE_ENV = "LBREC_BASE_IMAGE"
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    spec_file: Path
+
+    @classmethod
+    def at(cls, spec_file: str | Path) -> Workspace:
+        return cls(Path(spec_file).absolute())
+
+    @property
+    def folder(self) -> Path:
+        return self.spec_file.parent
+
+    @property
+    def compose_file(self) -> Path:
+        return self.folder / COMPOSE_FILE
+
+    @property
+    def pool_file(self) -> Path:
+        return self.folder / POOL_FILE
+
+    def load(self) -> DesiredState:
+        return load_spec(self.spec_file)
+
+    def build_info(self, desired: DesiredState, env: Mapping[str, str] = os.environ) -> BuildInfo:
+        dockerfile = self.folder / BACKEND_DOCKERFILE
+        if not dockerfile.is_file():
+            raise SpecError(
+                f"{dockerfile}: not found; lbrec builds backends from {BACKEND_DOCKERFILE} "
+                f"next to {self.spec_file.name}",
+                hint="run lbrec from a clone of the lbrec repository, or copy its "
+                "Dockerfile.backend and backend/ folder here",
+            )
+        base = desired.base_image or env.get(BASE_IMAGE_ENV) or None
+        return BuildInfo(
+            base_image=base, context_digest=build_context_digest(self.folder, BACKEND_DOCKERFILE)
+        )
+
+    def read_pool(self) -> tuple[BackendsConfig | None, str | None]:
+        text = read_text_or_none(self.pool_file)
+        if text is None:
+            return None, None
+        try:
+            return load_config(self.pool_file), text
+        except ConfigError:
+            return None, text  # unreadable: planned as if nothing were routed, then rewritten
+
+    def observe(self, containers: tuple[ObservedContainer, ...]) -> Observed:
+        pool, pool_text = self.read_pool()
+        return Observed(
+            containers=containers,
+            pool=pool,
+            pool_text=pool_text,
+            compose_text=read_text_or_none(self.compose_file),
+        )
