@@ -1,0 +1,1156 @@
+"""Data-plane benchmark: lbrec's proxy against nginx and HAProxy, on loopback, with wrk.
+
+One run starts its own backends (one nginx serving ``return 200 "ok"`` on several ports,
+with weights 2:3 by default), then for each target
+
+* ``direct``  - wrk straight to the first backend (the ceiling of this machine),
+* ``lbrec``   - ``python -m proxy --config <tmp>/backends.json`` in front of the backends,
+* ``nginx``   - one worker, weighted upstream, keepalive to upstreams, access log off,
+* ``haproxy`` - nbthread 1, weighted roundrobin, http-reuse, no logging,
+
+runs one warm-up and ``--rounds`` measured wrk runs (rounds interleaved across targets, so a
+noisy neighbour hurts every target alike), and reports the median requests/s, p50 and p99
+latency, and the socket errors and non-2xx/3xx answers summed over the rounds.
+
+With ``--reload-every S`` the config of each load balancer is rewritten every S seconds while
+wrk runs (lbrec: atomic rename of backends.json; nginx: SIGHUP to its master; HAProxy: a new
+process started with ``-sf <old pid>``), and the errors show what a reload costs the clients.
+
+All traffic goes to 127.0.0.1; every load is bounded by wrk's ``-d``; every process this
+script starts runs in its own session and is stopped by its process-group id at exit.
+
+    .venv/bin/python bench/proxy_bench.py                 # ~2 minutes, all four targets
+    .venv/bin/python bench/proxy_bench.py --reload-every 0.5
+    .venv/bin/python bench/proxy_bench.py --only lbrec --profile 10
+    .venv/bin/python bench/proxy_bench.py --install       # apt-get what is missing first
+
+See docs/benchmarks.md for what the figures mean and the ones measured so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TARGETS = ("direct", "lbrec", "nginx", "haproxy")
+LOOPBACK = "127.0.0.1"
+APT_PACKAGES = {"wrk": ["wrk"], "nginx": ["nginx-light", "nginx"], "haproxy": ["haproxy"]}
+
+# wrk calls done() once at the end; a JSON line is easier and more exact to read than the
+# human summary (latencies in microseconds, errors by kind).
+_WRK_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests":%.0f,"duration_us":%.0f,"bytes":%.0f,' ..
+    '"connect":%.0f,"read":%.0f,"write":%.0f,"timeout":%.0f,"status":%.0f,' ..
+    '"p50_us":%.0f,"p90_us":%.0f,"p99_us":%.0f,"max_us":%.0f,"mean_us":%.1f}\\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
+"""
+
+
+class BenchError(Exception):
+    """A target could not be set up or measured; the message says why."""
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class WrkRun:
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    socket_errors: int  # connect + read + write + timeout
+    non_2xx: int  # wrk's "status" errors: answers with a status above 399
+    errors_by_kind: dict[str, int]
+    reloads: int = 0
+
+
+@dataclass(slots=True)
+class TargetResult:
+    name: str
+    status: str = "ok"  # "ok", or why the row has no figures ("failed to start: ...")
+    runs: list[WrkRun] = field(default_factory=list)
+    warmup: WrkRun | None = None
+    spread: dict[str, int] = field(default_factory=dict)  # backend name -> answers seen
+
+    def median(self, key: str) -> float:
+        return statistics.median(float(getattr(run, key)) for run in self.runs)
+
+    def total(self, key: str) -> int:
+        return sum(int(getattr(run, key)) for run in self.runs)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Processes:
+    """Every process this script starts; each in its own session, stopped by its pgid."""
+
+    def __init__(self, logdir: Path) -> None:
+        self._logdir = logdir
+        self._procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self._lock = threading.Lock()
+
+    def start(
+        self, name: str, argv: Sequence[str], *, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = self.log_path(name)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        with self._lock:
+            self._procs.append((name, proc))
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self._logdir / f"{name}.log"
+
+    def log_tail(self, name: str, lines: int = 8) -> str:
+        try:
+            text = self.log_path(name).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    def stop(self, proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)  # our own session: pgid == pid of the process we started
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            procs = list(reversed(self._procs))
+        for _name, proc in procs:
+            self.stop(proc)
+        # An nginx master stopped above takes its workers with it; a group left with an
+        # orphan (say a worker of an old generation) is killed by its id as well.
+        for _name, proc in procs:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(port: int, path: str = "/", *, timeout: float = 2.0) -> tuple[int, dict[str, str]]:
+    conn = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}
+    finally:
+        conn.close()
+
+
+def wait_ready(
+    procs: Processes, proc: subprocess.Popen[bytes], name: str, port: int, *, timeout: float
+) -> None:
+    """Until GET / on ``port`` answers 200; raise BenchError with the log tail otherwise."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = procs.log_tail(name)
+            raise BenchError(f"exited with code {proc.returncode}" + (f": {tail}" if tail else ""))
+        try:
+            status, _ = http_get(port, timeout=1.0)
+        except OSError as err:
+            last = f"{type(err).__name__}: {err}"
+        except http.client.HTTPException as err:
+            last = f"bad HTTP answer: {type(err).__name__}"
+        else:
+            if status == 200:
+                return
+            last = f"HTTP {status}"
+        time.sleep(0.2)
+    tail = procs.log_tail(name, 4)
+    raise BenchError(f"not ready after {timeout:.0f}s ({last})" + (f": {tail}" if tail else ""))
+
+
+# --------------------------------------------------------------------------- config files
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    name: str
+    port: int
+    weight: int
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+def _reweighted(backends: Sequence[Backend], generation: int) -> list[Backend]:
+    """Odd generations reverse the weights (2:3 -> 3:2), so every reload really changes."""
+    if generation % 2 == 0:
+        return list(backends)
+    weights = [b.weight for b in reversed(backends)]
+    return [Backend(b.name, b.port, w) for b, w in zip(backends, weights, strict=True)]
+
+
+def backends_nginx_conf(tmp: Path, backends: Sequence[Backend]) -> str:
+    servers = "\n".join(
+        f"    server {{ listen {LOOPBACK}:{b.port} backlog=4096;"
+        f' location / {{ add_header X-Backend {b.name}; return 200 "ok"; }} }}'
+        for b in backends
+    )
+    return (
+        _nginx_main(tmp, "backends")
+        + f"""http {{
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 1000000;
+    keepalive_timeout 65s;
+{servers}
+}}
+"""
+    )
+
+
+def _nginx_main(tmp: Path, name: str) -> str:
+    return f"""worker_processes 1;
+error_log {tmp}/{name}-error.log warn;
+pid {tmp}/{name}.pid;
+events {{ worker_connections 4096; }}
+"""
+
+
+def lb_nginx_conf(tmp: Path, port: int, backends: Sequence[Backend]) -> str:
+    servers = "\n".join(f"        server {LOOPBACK}:{b.port} weight={b.weight};" for b in backends)
+    temp = tmp / "nginx-temp"
+    return (
+        _nginx_main(tmp, "nginx")
+        + f"""http {{
+    access_log off;
+    client_body_temp_path {temp}/body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    keepalive_requests 1000000;
+    upstream pool {{
+{servers}
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen {LOOPBACK}:{port} backlog=4096;
+        location / {{
+            proxy_pass http://pool;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_connect_timeout 2s;
+            proxy_read_timeout 30s;
+        }}
+    }}
+}}
+"""
+    )
+
+
+def lb_haproxy_conf(port: int, backends: Sequence[Backend]) -> str:
+    servers = "\n".join(
+        f"    server {b.name} {LOOPBACK}:{b.port} weight {b.weight}" for b in backends
+    )
+    return f"""global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 65s
+    maxconn 4096
+
+frontend fe
+    bind {LOOPBACK}:{port}
+    default_backend pool
+
+backend pool
+    balance roundrobin
+    http-reuse always
+{servers}
+"""
+
+
+def lbrec_config_json(
+    backends: Sequence[Backend], *, generation: str, listen: int, admin: int
+) -> str:
+    """backends.json built with the proxy's own model, so the bench cannot drift from it."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from proxy.config import BackendEntry, BackendsConfig, HealthSettings
+
+    config = BackendsConfig(
+        generation=generation,
+        listen=f"{LOOPBACK}:{listen}",
+        admin=f"{LOOPBACK}:{admin}",
+        # Probes every 60 s: negligible next to the load, and the pool starts up anyway.
+        health=HealthSettings(interval=60.0, timeout=2.0),
+        backends=tuple(
+            BackendEntry(name=b.name, url=f"http://{LOOPBACK}:{b.port}", weight=b.weight)
+            for b in backends
+        ),
+    )
+    return config.to_json()
+
+
+# --------------------------------------------------------------------------- targets
+
+
+class Target:
+    """One row of the table: something wrk can load, which may be reloadable."""
+
+    name = "target"
+
+    def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
+        self.procs = procs
+        self.tmp = tmp
+        self.backends = list(backends)
+        self.port = free_port()
+        self.generation = 0
+
+    def start(self, *, timeout: float) -> None:
+        raise NotImplementedError
+
+    def reload(self) -> None:
+        raise BenchError(f"{self.name} cannot reload")
+
+    def alive(self) -> bool:
+        return True
+
+    def stop(self) -> None:
+        """Processes are stopped by Processes.stop_all; targets may stop earlier."""
+
+
+class Direct(Target):
+    name = "direct"
+
+    def start(self, *, timeout: float) -> None:
+        self.port = self.backends[0].port
+
+
+class Lbrec(Target):
+    name = "lbrec"
+    repo = REPO  # where ``python -m proxy`` runs; --lbrec-repo points it at another checkout
+
+    def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
+        super().__init__(procs, tmp, backends)
+        self.admin = free_port()
+        self.config = tmp / "lbrec" / "backends.json"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write(self) -> None:
+        text = lbrec_config_json(
+            _reweighted(self.backends, self.generation),
+            generation=f"bench-{self.generation}",
+            listen=self.port,
+            admin=self.admin,
+        )
+        _write_atomic(self.config, text)
+
+    def start(self, *, timeout: float) -> None:
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        self._write()
+        python = self.repo / ".venv" / "bin" / "python"
+        if not python.exists():
+            python = REPO / ".venv" / "bin" / "python"
+        argv = [
+            str(python if python.exists() else Path(sys.executable)),
+            "-m",
+            "proxy",
+            "--config",
+            str(self.config),
+            "--listen",
+            f"{LOOPBACK}:{self.port}",
+            "--admin",
+            f"{LOOPBACK}:{self.admin}",
+        ]
+        self.proc = self.procs.start("lbrec", argv, cwd=self.repo)
+        wait_ready(self.procs, self.proc, "lbrec", self.port, timeout=timeout)
+
+    def reload(self) -> None:
+        self.generation += 1
+        self._write()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Nginx(Target):
+    name = "nginx"
+
+    def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
+        super().__init__(procs, tmp, backends)
+        self.conf = tmp / "nginx.conf"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write(self) -> None:
+        text = lb_nginx_conf(self.tmp, self.port, _reweighted(self.backends, self.generation))
+        _write_atomic(self.conf, text)
+
+    def start(self, *, timeout: float) -> None:
+        (self.tmp / "nginx-temp").mkdir(exist_ok=True)
+        self._write()
+        argv = [
+            "nginx",
+            "-p",
+            str(self.tmp),
+            "-e",
+            str(self.tmp / "nginx-error.log"),
+            "-c",
+            str(self.conf),
+            "-g",
+            "daemon off;",
+        ]
+        self.proc = self.procs.start("nginx", argv)
+        wait_ready(self.procs, self.proc, "nginx", self.port, timeout=timeout)
+
+    def reload(self) -> None:
+        assert self.proc is not None
+        self.generation += 1
+        self._write()
+        os.kill(self.proc.pid, signal.SIGHUP)  # the master we started (daemon off)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Haproxy(Target):
+    name = "haproxy"
+
+    def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
+        super().__init__(procs, tmp, backends)
+        self.conf = tmp / "haproxy.cfg"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write(self) -> None:
+        _write_atomic(
+            self.conf, lb_haproxy_conf(self.port, _reweighted(self.backends, self.generation))
+        )
+
+    def start(self, *, timeout: float) -> None:
+        self._write()
+        self.proc = self.procs.start("haproxy", ["haproxy", "-f", str(self.conf), "-db"])
+        wait_ready(self.procs, self.proc, "haproxy", self.port, timeout=timeout)
+
+    def reload(self) -> None:
+        """The classic reload: a new process binds (SO_REUSEPORT), the old one soft-stops."""
+        assert self.proc is not None
+        self.generation += 1
+        self._write()
+        argv = ["haproxy", "-f", str(self.conf), "-db", "-sf", str(self.proc.pid)]
+        self.proc = self.procs.start("haproxy", argv)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+TARGET_CLASSES: dict[str, type[Target]] = {
+    "direct": Direct,
+    "lbrec": Lbrec,
+    "nginx": Nginx,
+    "haproxy": Haproxy,
+}
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+@dataclass(frozen=True, slots=True)
+class LoadShape:
+    threads: int
+    connections: int
+    duration: float
+    timeout: float
+
+
+def run_wrk(
+    lua: Path,
+    port: int,
+    shape: LoadShape,
+    *,
+    duration: float | None = None,
+    reload: Callable[[], None] | None = None,
+    reload_every: float = 0.0,
+) -> WrkRun:
+    seconds = max(1, round(duration if duration is not None else shape.duration))
+    argv = [
+        "wrk",
+        f"-t{shape.threads}",
+        f"-c{shape.connections}",
+        f"-d{seconds}s",
+        f"--timeout={shape.timeout:g}s",
+        "--latency",
+        "-s",
+        str(lua),
+        f"http://{LOOPBACK}:{port}/",
+    ]
+    stop = threading.Event()
+    reloads = 0
+    reload_errors: list[str] = []
+
+    def reloader() -> None:
+        nonlocal reloads
+        while not stop.wait(reload_every):
+            try:
+                assert reload is not None
+                reload()
+                reloads += 1
+            except (OSError, BenchError) as err:
+                reload_errors.append(str(err))
+                return
+
+    thread = None
+    if reload is not None and reload_every > 0:
+        thread = threading.Thread(target=reloader, name="reloader", daemon=True)
+        thread.start()
+    try:
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=seconds + 30, check=False
+        )
+    except subprocess.TimeoutExpired as err:
+        raise BenchError(f"wrk did not finish within {seconds + 30}s") from err
+    finally:
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=10)
+    if reload_errors:
+        raise BenchError(f"reload failed: {reload_errors[0]}")
+    return parse_wrk(done.stdout, done.stderr, done.returncode, reloads=reloads)
+
+
+def parse_wrk(stdout: str, stderr: str, returncode: int, *, reloads: int = 0) -> WrkRun:
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        detail = (stderr.strip() or stdout.strip())[-300:]
+        raise BenchError(f"wrk exited {returncode} without a summary: {detail}")
+    data: dict[str, float] = json.loads(line.removeprefix("WRK_JSON "))
+    duration_s = data["duration_us"] / 1e6
+    kinds = {k: int(data[k]) for k in ("connect", "read", "write", "timeout", "status")}
+    return WrkRun(
+        requests=int(data["requests"]),
+        duration_s=round(duration_s, 3),
+        rps=round(data["requests"] / duration_s if duration_s > 0 else 0.0, 1),
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data["p90_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        socket_errors=kinds["connect"] + kinds["read"] + kinds["write"] + kinds["timeout"],
+        non_2xx=kinds["status"],
+        errors_by_kind=kinds,
+        reloads=reloads,
+    )
+
+
+def sample_spread(port: int, count: int = 50) -> dict[str, int]:
+    """Which backend answered ``count`` sequential requests (the X-Backend header)."""
+    seen: Counter[str] = Counter()
+    for _ in range(count):
+        try:
+            status, headers = http_get(port, timeout=2.0)
+        except (OSError, http.client.HTTPException):
+            seen["<error>"] += 1
+            continue
+        seen[headers.get("x-backend", f"<HTTP {status}, no X-Backend>")] += 1
+    return dict(sorted(seen.items()))
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def profile_pid(pid: int, seconds: int, out: Path) -> dict[str, Any]:
+    """py-spy record (folded stacks) of ``pid`` for ``seconds``; own/total time per function."""
+    pyspy = REPO / ".venv" / "bin" / "py-spy"
+    exe = str(pyspy) if pyspy.exists() else shutil.which("py-spy")
+    if exe is None:
+        raise BenchError("py-spy not found (.venv/bin/pip install py-spy)")
+    argv = [
+        exe,
+        "record",
+        "--pid",
+        str(pid),
+        "--duration",
+        str(seconds),
+        "--rate",
+        "100",
+        "--function",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if done.returncode != 0 or not out.exists():
+        raise BenchError(f"py-spy failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+    return summarize_folded(out.read_text(encoding="utf-8"), expected=seconds * 100)
+
+
+def summarize_folded(text: str, *, expected: int, top: int = 15) -> dict[str, Any]:
+    """Own time (the leaf frame) and inclusive time per function, and own time per file.
+
+    Own time is the leaf Python frame, so a system call (``socket.send``) counts as own time
+    of the Python function that made it (py-spy runs without ``--native``). Frames on the
+    stack of nearly every sample (runpy, ``run_forever``...) are left out of "total".
+    """
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    files: Counter[str] = Counter()
+    samples = 0
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        # frames look like "func (path/to/file.py:line)"; process/thread entries have no "("
+        frames = [f for f in stack.split(";") if " (" in f and f.endswith(")")]
+        if not frames:
+            continue
+        samples += count
+        leaf = _short_frame(frames[-1])
+        own[leaf] += count
+        files[leaf.partition(" (")[2].rstrip(")").rpartition(":")[0] or "?"] += count
+        for name in {_short_frame(f) for f in frames}:
+            total[name] += count
+
+    def table(counter: Counter[str], key: str) -> list[dict[str, Any]]:
+        return [
+            {key: name, "samples": n, "percent": round(100 * n / samples, 1)}
+            for name, n in counter.most_common(top)
+        ]
+
+    return {
+        "samples": samples,
+        "expected_samples": expected,
+        "active_percent": round(100 * samples / expected, 1) if expected else None,
+        "own": table(own, "function") if samples else [],
+        "total": table(Counter({k: n for k, n in total.items() if n < 0.99 * samples}), "function")
+        if samples
+        else [],
+        "own_by_file": table(files, "file") if samples else [],
+    }
+
+
+def _short_frame(frame: str) -> str:
+    func, _, where = frame.partition(" (")
+    where = where.rstrip(")")
+    for marker in ("site-packages/", "lib/python3.11/", str(REPO) + "/"):
+        if marker in where:
+            where = where.split(marker, 1)[1]
+            break
+    return f"{func} ({where})"
+
+
+# --------------------------------------------------------------------------- machine, report
+
+
+def machine_info() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+
+    def version(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return "not installed"
+        text = (done.stdout + done.stderr).strip().splitlines()
+        return text[0] if text else "?"
+
+    return {
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "nproc": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "loadavg_start": Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3],
+        "wrk": version(["wrk", "--version"]).split(" Copyright")[0],
+        "nginx": version(["nginx", "-v"]),
+        "haproxy": version(["haproxy", "-v"]),
+    }
+
+
+def _fmt_rps(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def render_markdown(
+    results: Sequence[TargetResult], machine: dict[str, Any], settings: dict[str, Any]
+) -> str:
+    reload = settings["reload_every"] > 0
+    lines = [
+        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), kernel {machine['kernel']}, "
+        f"load average at start {' '.join(machine['loadavg_start'])}; {machine['date_utc']}",
+        f"Load: wrk -t{settings['threads']} -c{settings['connections']} "
+        f"-d{settings['duration']:g}s, "
+        f"{settings['rounds']} rounds (median) after a {settings['warmup']:g}s warm-up; "
+        f"backends weights {settings['weights']}"
+        + (f"; config reload every {settings['reload_every']:g}s during load" if reload else ""),
+        f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})",
+        "",
+        "| target | req/s (median) | req/s min-max | p50 ms | p99 ms | socket errors | non-2xx"
+        + (" | reloads |" if reload else " |"),
+        "|---|---:|---:|---:|---:|---:|---:" + ("|---:|" if reload else "|"),
+    ]
+    for res in results:
+        if res.status != "ok" or not res.runs:
+            status = res.status.replace("|", "/")
+            lines.append(f"| {res.name} | {status} |" + " |" * (6 if reload else 5))
+            continue
+        rps = [r.rps for r in res.runs]
+        row = (
+            f"| {res.name} | {_fmt_rps(res.median('rps'))} | "
+            f"{_fmt_rps(min(rps))}-{_fmt_rps(max(rps))} | {res.median('p50_ms'):.2f} | "
+            f"{res.median('p99_ms'):.2f} | {res.total('socket_errors')} | {res.total('non_2xx')} |"
+        )
+        if reload:
+            row += f" {res.total('reloads')} |"
+        lines.append(row)
+    lines.append("")
+    lines.append(
+        f"Errors are totals over the {settings['rounds']} measured rounds; socket errors = wrk's "
+        "connect + read + write + timeout, non-2xx = answers with status >= 400."
+    )
+    by_name = {r.name: r for r in results if r.status == "ok" and r.runs}
+    if "lbrec" in by_name:
+        mine = by_name["lbrec"]
+        ratios = []
+        for peer in ("direct", "nginx", "haproxy"):
+            if peer in by_name:
+                other = by_name[peer]
+                ratios.append(
+                    f"vs {peer}: req/s x{mine.median('rps') / other.median('rps'):.2f}, "
+                    f"p99 x{mine.median('p99_ms') / other.median('p99_ms'):.2f}"
+                )
+        if ratios:
+            lines.append("lbrec " + "; ".join(ratios))
+    spreads = [f"{r.name} {r.spread}" for r in results if r.spread]
+    if spreads:
+        lines.append("Answers per backend over 50 sequential requests: " + "; ".join(spreads))
+    return "\n".join(lines)
+
+
+def render_profile(summary: dict[str, Any], *, top: int = 10) -> str:
+    lines = [
+        f"py-spy, 100 Hz: {summary['samples']} samples with a Python thread on CPU, of "
+        f"{summary['expected_samples']} ticks (~{summary['active_percent']}% active)",
+        "",
+        "| # | function (own time) | own % |",
+        "|---:|---|---:|",
+    ]
+    lines += [
+        f"| {i} | `{row['function']}` | {row['percent']} |"
+        for i, row in enumerate(summary["own"][:top], 1)
+    ]
+    lines += ["", "| file (own time) | own % |", "|---|---:|"]
+    lines += [f"| `{row['file']}` | {row['percent']} |" for row in summary["own_by_file"][:top]]
+    lines += ["", "| function (including callees) | total % |", "|---|---:|"]
+    lines += [f"| `{row['function']}` | {row['percent']} |" for row in summary["total"][:top]]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def ensure_tools(*, install: bool, needed: set[str]) -> set[str]:
+    """The tools (wrk, nginx, haproxy) that are present, after apt-get if ``install``."""
+    missing = {tool for tool in needed if shutil.which(tool) is None}
+    if missing and install:
+        subprocess.run(["apt-get", "update", "-qq"], check=False, timeout=600)
+        for tool in sorted(missing):
+            for package in APT_PACKAGES[tool]:
+                done = subprocess.run(
+                    ["apt-get", "install", "-y", "-qq", package],
+                    check=False,
+                    timeout=600,
+                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+                )
+                if done.returncode == 0:
+                    break
+    return {tool for tool in needed if shutil.which(tool) is not None}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run (8)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk -c (32)")
+    parser.add_argument("--threads", type=int, default=1, help="wrk -t (1)")
+    parser.add_argument("--rounds", type=int, default=3, help="measured runs per target (3)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2; 0 = none)")
+    parser.add_argument("--timeout", type=float, default=2.0, help="wrk --timeout seconds (2)")
+    parser.add_argument(
+        "--only", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}"
+    )
+    parser.add_argument("--weights", default="2,3", help="backend weights, one per backend (2,3)")
+    parser.add_argument(
+        "--reload-every",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="rewrite and reload each LB's config every S seconds during load",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="S",
+        help="also py-spy the lbrec proxy for S seconds under wrk load",
+    )
+    parser.add_argument(
+        "--start-timeout",
+        type=float,
+        default=20.0,
+        help="seconds a target may take to answer 200 (20)",
+    )
+    parser.add_argument(
+        "--lbrec-repo",
+        type=Path,
+        default=REPO,
+        help="checkout whose proxy/ to run (its .venv if it has one); default this repo",
+    )
+    parser.add_argument(
+        "--install",
+        action="store_true",
+        help="apt-get install wrk, nginx-light, haproxy if missing",
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="where to write the JSON (default bench/results/<kind>-<time>.json)",
+    )
+    args = parser.parse_args(argv)
+    only = [t.strip() for t in args.only.split(",") if t.strip()]
+    unknown = sorted(set(only) - set(TARGETS))
+    if unknown:
+        parser.error(f"--only: unknown target(s) {', '.join(unknown)}; choose from {TARGETS}")
+    args.only = [t for t in TARGETS if t in only]
+    try:
+        args.weights = [int(w) for w in args.weights.split(",")]
+    except ValueError:
+        parser.error("--weights: comma-separated integers, e.g. 2,3")
+    if not 1 <= len(args.weights) <= 8 or min(args.weights) < 1:
+        parser.error("--weights: 1 to 8 positive integers")
+    if args.duration < 1 or args.rounds < 1 or args.connections < 1 or args.threads < 1:
+        parser.error("--duration, --rounds, --connections and --threads must be >= 1")
+    if args.connections < args.threads:
+        parser.error("--connections must be >= --threads (wrk's rule)")
+    if args.duration > 120 or args.rounds > 20 or args.connections > 1000:
+        parser.error("bounded load: --duration <= 120, --rounds <= 20, --connections <= 1000")
+    return args
+
+
+@contextlib.contextmanager
+def _signals_stop(procs: Processes) -> Iterator[None]:
+    def handler(signum: int, _frame: object) -> None:
+        procs.stop_all()
+        raise SystemExit(128 + signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    tools = ensure_tools(install=args.install, needed={"wrk", "nginx", "haproxy"})
+    if "wrk" not in tools:
+        print(
+            "wrk is not installed: apt-get install -y wrk (or run with --install)", file=sys.stderr
+        )
+        return 2
+    if "nginx" not in tools:
+        print(
+            "nginx is not installed (it serves the backends): apt-get install -y nginx-light "
+            "(or run with --install)",
+            file=sys.stderr,
+        )
+        return 2
+
+    Lbrec.repo = args.lbrec_repo.resolve()
+    lbrec_commit = _git_describe(Lbrec.repo)
+    machine = machine_info()
+    shape = LoadShape(args.threads, args.connections, args.duration, args.timeout)
+    settings = {
+        "threads": args.threads,
+        "connections": args.connections,
+        "duration": args.duration,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "timeout": args.timeout,
+        "weights": ":".join(str(w) for w in args.weights),
+        "reload_every": args.reload_every,
+        "targets": args.only,
+        "lbrec_repo": str(Lbrec.repo),
+        "lbrec_commit": lbrec_commit,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix="lbrec-bench-"))
+    procs = Processes(tmp)
+    results = {name: TargetResult(name) for name in args.only}
+    profile: dict[str, Any] | None = None
+    try:
+        with _signals_stop(procs):
+            profile = _run(args, tmp, procs, shape=shape, tools=tools, results=results)
+    finally:
+        procs.stop_all()
+        machine["loadavg_end"] = Path("/proc/loadavg").read_text(encoding="utf-8").split()[:3]
+        if args.keep_tmp:
+            print(f"temp dir kept: {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    ordered = [results[name] for name in args.only]
+    print()
+    print(render_markdown(ordered, machine, settings))
+    print(f"Load average at end: {' '.join(machine['loadavg_end'])}")
+    if profile is not None:
+        print()
+        print(render_profile(profile) if "own" in profile else f"profile: {profile['error']}")
+    kind = "reload" if args.reload_every > 0 else "throughput"
+    out = args.json or RESULTS_DIR / f"proxy-{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": machine,
+        "settings": settings,
+        "results": [
+            {
+                "name": r.name,
+                "status": r.status,
+                "spread": r.spread,
+                "warmup": asdict(r.warmup) if r.warmup else None,
+                "median": (
+                    {k: r.median(k) for k in ("rps", "p50_ms", "p90_ms", "p99_ms")}
+                    if r.runs
+                    else None
+                ),
+                "totals": (
+                    {k: r.total(k) for k in ("socket_errors", "non_2xx", "reloads")}
+                    if r.runs
+                    else None
+                ),
+                "runs": [asdict(run) for run in r.runs],
+            }
+            for r in ordered
+        ],
+        "profile": profile,
+    }
+    out.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    print(f"\nJSON: {out}")
+    return 0
+
+
+def _run(
+    args: argparse.Namespace,
+    tmp: Path,
+    procs: Processes,
+    *,
+    shape: LoadShape,
+    tools: set[str],
+    results: dict[str, TargetResult],
+) -> dict[str, Any] | None:
+    lua = tmp / "summary.lua"
+    lua.write_text(_WRK_LUA, encoding="utf-8")
+    backends = [Backend(f"b{i}", free_port(), w) for i, w in enumerate(args.weights, 1)]
+    conf = tmp / "backends-nginx.conf"
+    conf.write_text(backends_nginx_conf(tmp, backends), encoding="utf-8")
+    backend_proc = procs.start(
+        "backends",
+        [
+            "nginx",
+            "-p",
+            str(tmp),
+            "-e",
+            str(tmp / "backends-error.log"),
+            "-c",
+            str(conf),
+            "-g",
+            "daemon off;",
+        ],
+    )
+    for b in backends:
+        wait_ready(procs, backend_proc, "backends", b.port, timeout=10)
+    _log(f"backends up: {', '.join(f'{b.name}:{b.port} w{b.weight}' for b in backends)}")
+
+    targets: dict[str, Target] = {}
+    for name in args.only:
+        if name in ("nginx", "haproxy") and name not in tools:
+            results[name].status = f"skipped: {name} not installed (--install)"
+            continue
+        target = TARGET_CLASSES[name](procs, tmp, backends)
+        try:
+            target.start(timeout=args.start_timeout)
+        except (BenchError, OSError) as err:
+            results[name].status = f"failed to start: {_one_line(str(err))}"
+            _log(f"{name}: {results[name].status}")
+            continue
+        targets[name] = target
+        results[name].spread = sample_spread(target.port)
+        _log(f"{name} up on :{target.port}, answers per backend {results[name].spread}")
+
+    def measure(name: str, target: Target, *, duration: float | None = None) -> WrkRun | None:
+        reload = target.reload if args.reload_every > 0 and name != "direct" else None
+        if not target.alive():
+            results[name].status = f"died: {_one_line(procs.log_tail(name, 3))}"
+            return None
+        try:
+            return run_wrk(
+                lua,
+                target.port,
+                shape,
+                duration=duration,
+                reload=reload,
+                reload_every=args.reload_every,
+            )
+        except BenchError as err:
+            results[name].status = f"failed: {_one_line(str(err))}"
+            return None
+
+    if args.warmup > 0:
+        for name, target in targets.items():
+            results[name].warmup = measure(name, target, duration=args.warmup)
+    for rnd in range(1, args.rounds + 1):
+        for name, target in targets.items():
+            if results[name].status != "ok":
+                continue
+            run = measure(name, target)
+            if run is not None:
+                results[name].runs.append(run)
+                _log(
+                    f"round {rnd} {name}: {run.rps:,.0f} req/s p50 {run.p50_ms:.2f} ms "
+                    f"p99 {run.p99_ms:.2f} ms errors {run.socket_errors}/{run.non_2xx}"
+                    + (f" reloads {run.reloads}" if run.reloads else "")
+                )
+
+    if args.profile > 0:
+        target = targets.get("lbrec")
+        if not isinstance(target, Lbrec) or target.proc is None or not target.alive():
+            return {"error": "lbrec is not running"}
+        return _profile(lua, target, shape, args.profile, tmp)
+    return None
+
+
+def _profile(lua: Path, target: Lbrec, shape: LoadShape, seconds: int, tmp: Path) -> dict[str, Any]:
+    assert target.proc is not None
+    folded = tmp / "lbrec-profile.folded"
+    box: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            box["wrk"] = run_wrk(lua, target.port, shape, duration=seconds + 3)
+        except BenchError as err:
+            box["wrk_error"] = str(err)
+
+    loader = threading.Thread(target=load, name="profile-load", daemon=True)
+    loader.start()
+    time.sleep(1.0)  # let wrk connect first
+    try:
+        summary = profile_pid(target.proc.pid, seconds, folded)
+    except (BenchError, subprocess.TimeoutExpired) as err:
+        summary = {"error": _one_line(str(err))}
+    loader.join(timeout=seconds + 40)
+    if "wrk" in box:
+        summary["wrk_during_profile"] = asdict(box["wrk"])
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if folded.exists():
+        keep = RESULTS_DIR / f"lbrec-profile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.folded"
+        shutil.copyfile(folded, keep)
+        summary["folded"] = str(keep)
+    return summary
+
+
+def _git_describe(repo: Path) -> str:
+    """``<short sha>`` of the checkout, ``+dirty(proxy)`` when proxy/ has local changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--", "proxy"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (sha or "unknown") + ("+dirty(proxy)" if dirty else "")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _log(message: str) -> None:
+    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
