@@ -131,8 +131,15 @@ def apply(
     if atomic_write(workspace.compose_file, compose):
         written.append(str(workspace.compose_file))
 
-    # 1. Pool first for what goes or gets replaced: stop routing to it before touching it.
-    keep = {a.backend for a in the_plan.of(ActionKind.UNCHANGED, ActionKind.REWEIGHT)}
+    # 1. Pool first for what goes: stop routing to it before its container is removed.
+    going = {a.backend for a in the_plan.of(ActionKind.REMOVE)}
+    keep = {a.backend for a in the_plan.actions if a.backend not in going}
+    keep -= {a.backend for a in the_plan.of(ActionKind.CREATE, ActionKind.START)}
+    if observed.pool is not None:  # replaced backends stay routed only while already routed
+        routed_now = {e.name for e in observed.pool.backends}
+        keep -= {a.backend for a in the_plan.of(ActionKind.RECREATE)} - routed_now
+    else:
+        keep -= {a.backend for a in the_plan.of(ActionKind.RECREATE)}
     generation = write_pool(keep)
     for action in the_plan.of(ActionKind.REWEIGHT):
         outcomes[action.backend] = Outcome(action, ok=True)
@@ -148,13 +155,12 @@ def apply(
                 action, ok=False, error=err.message, detail=err.detail
             )
 
-    # 3. Containers that come: build once, create or start, wait for health.
+    # 3. Containers that come: build once; a failed build leaves the old containers serving.
     fresh = the_plan.of(ActionKind.CREATE, ActionKind.RECREATE)
-    starts = the_plan.of(ActionKind.START)
     started: list[Action] = []
     if fresh:
         try:
-            say(f"building {desired.project}-backend image ({', '.join(a.backend for a in fresh)})")
+            say(f"building the backend image ({', '.join(a.backend for a in fresh)})")
             docker.build([fresh[0].backend], progress=progress)
         except ApplyError as err:
             for action in fresh:
@@ -162,6 +168,10 @@ def apply(
                     action, ok=False, error=err.message, detail=err.detail
                 )
             fresh = ()
+    replaced = {a.backend for a in fresh if a.kind is ActionKind.RECREATE}
+    if replaced & keep:  # drain what is about to be replaced
+        keep -= replaced
+        generation = write_pool(keep)
     for action in fresh:
         try:
             if action.kind is ActionKind.RECREATE:
@@ -172,7 +182,7 @@ def apply(
             outcomes[action.backend] = Outcome(
                 action, ok=False, error=err.message, detail=err.detail
             )
-    for action in starts:
+    for action in the_plan.of(ActionKind.START):
         try:
             docker.start(action.container_ids)
             started.append(action)

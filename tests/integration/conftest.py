@@ -1,0 +1,160 @@
+"""Fixtures for tests against the real Docker engine: one throwaway Compose project each."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE_IMAGE = os.environ.get("LBREC_BASE_IMAGE", "lbrec-base:bookworm")
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports that are free on 127.0.0.1 right now, away from the usual ones."""
+    ports: list[int] = []
+    socks = []
+    while len(ports) < count:
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        socks.append(s)
+        if port not in ports:
+            ports.append(port)
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass
+class Project:
+    folder: Path
+    name: str
+    env: dict[str, str]
+
+    @property
+    def spec(self) -> Path:
+        return self.folder / "desired-state.yaml"
+
+    @property
+    def pool(self) -> dict[str, object]:
+        data: dict[str, object] = json.loads((self.folder / "config/backends.json").read_text())
+        return data
+
+    def routed(self) -> dict[str, int]:
+        return {b["name"]: b["weight"] for b in self.pool["backends"]}  # type: ignore[attr-defined, index]
+
+    def lbrec(
+        self, *args: str, check: bool | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "reconciler", *args],
+            cwd=self.folder,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if check is True and result.returncode != 0:
+            raise AssertionError(
+                f"lbrec {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    def containers(self, *, all_: bool = True) -> dict[str, dict[str, str]]:
+        """backend -> {id, state, started} for this project's containers only."""
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "--no-trunc",
+                "--filter",
+                f"label=lbrec.project={self.name}",
+                "--format",
+                "{{.ID}}",
+            ]
+            + (["-a"] if all_ else []),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        result: dict[str, dict[str, str]] = {}
+        if not out:
+            return result
+        inspect = json.loads(
+            subprocess.run(
+                ["docker", "inspect", *out], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for c in inspect:
+            result[c["Config"]["Labels"]["lbrec.backend"]] = {
+                "id": c["Id"],
+                "state": c["State"]["Status"],
+                "started": c["State"]["StartedAt"],
+                "revision": c["Config"]["Labels"].get("lbrec.revision", ""),
+            }
+        return result
+
+    def write(self, text: str) -> None:
+        self.spec.write_text(text)
+
+    def snapshot(self) -> dict[str, bytes | None]:
+        files = ["desired-state.yaml", "docker-compose.yml", "config/backends.json"]
+        return {
+            f: (self.folder / f).read_bytes() if (self.folder / f).exists() else None for f in files
+        }
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    for name in ("Dockerfile.backend", ".dockerignore"):
+        shutil.copy(REPO / name, folder / name)
+    shutil.copytree(
+        REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    name = f"lbrec-t-{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    proj = Project(folder=folder, name=name, env=env)
+    try:
+        yield proj
+    finally:
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=lbrec.project={name}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if ids:
+            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+        subprocess.run(
+            ["docker", "network", "rm", f"{name}_default"], capture_output=True, check=False
+        )
+        images = subprocess.run(
+            ["docker", "images", "-q", f"{name}-backend"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if images:
+            subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True, check=False)
+
+
+def spec_text(name: str, backends: list[tuple[str, int, int]], extra: str = "") -> str:
+    lines = [f"# test project\nproject: {name}\n{extra}backends:"]
+    for bname, port, weight in backends:
+        lines.append(f"  - {{name: {bname}, port: {port}, weight: {weight}}}  # {bname}")
+    return "\n".join(lines) + "\n"
