@@ -67,8 +67,9 @@ class Project:
             check=False,
         )
         if check is True and result.returncode != 0:
+            command = " ".join(args)
             raise AssertionError(
-                f"lbrec {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+                f"lbrec {command} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
             )
         return result
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a development machine for lbrec, idempotently: a virtualenv with lbrec and its dev tools,
+# then a Docker engine, Compose v2 and the offline base image (scripts/docker-dev.sh).
+# Debian as root (or a machine that already has Docker and python3-venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+  log "installing python3-venv"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >&2
+fi
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.lbrec-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing lbrec and its dev tools into .venv"
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -e '.[dev]' >&2
+  touch "$stamp"
+fi
+
+if [ "${LBREC_SKIP_DOCKER:-}" != 1 ]; then
+  eval "$(bash scripts/docker-dev.sh)"
+  echo "export LBREC_BASE_IMAGE=${LBREC_BASE_IMAGE}"
+fi
