@@ -20,6 +20,7 @@ __all__ = [
     "BackendsConfig",
     "ConfigError",
     "HealthSettings",
+    "LimitSettings",
     "PassiveSettings",
     "Revision",
     "TimeoutSettings",
@@ -65,6 +66,14 @@ class TimeoutSettings(_Model):
     idle: PositiveSeconds = 60.0
 
 
+class LimitSettings(_Model):
+    """Request limits enforced by the proxy: 431 above ``max_header_bytes``, 413 above
+    ``max_body_bytes`` (request line + headers, and decoded body, respectively)."""
+
+    max_header_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    max_body_bytes: int = Field(default=10 * 1024**3, ge=0)  # 0 disables the body limit
+
+
 class Revision(_Model):
     """Where the desired state came from (a git commit under GitOps sync), for reporting."""
 
@@ -107,13 +116,18 @@ class BackendsConfig(_Model):
     health: HealthSettings = HealthSettings()
     passive: PassiveSettings = PassiveSettings()
     timeouts: TimeoutSettings = TimeoutSettings()
+    limits: LimitSettings = LimitSettings()
+    # Forward the client's Host header unchanged (True) or send the backend's host:port.
+    preserve_host: bool = True
     backends: tuple[BackendEntry, ...] = ()
 
     @field_validator("version")
     @classmethod
     def _check_version(cls, value: int) -> int:
         if value != SCHEMA_VERSION:
-            raise ValueError(f"unsupported schema version {value} (this lbrec reads {SCHEMA_VERSION})")
+            raise ValueError(
+                f"unsupported schema version {value} (this lbrec reads {SCHEMA_VERSION})"
+            )
         return value
 
     @model_validator(mode="after")

@@ -1,0 +1,133 @@
+"""Compose the proxy: data-path server, health probes, config watcher and admin listener.
+
+:func:`serve` is the embeddable entry point (``lbrec proxy`` and ``lbrec up`` call it); it
+owns every task it starts and stops them all before returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from proxy.admin import make_admin_app
+from proxy.health import HealthMonitor
+from proxy.reload import ConfigWatcher, read_config
+from proxy.server import ProxyServer
+
+__all__ = ["ServeInfo", "parse_hostport", "serve"]
+
+_log = logging.getLogger("lbrec.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class ServeInfo:
+    """Where the proxy ended up listening (ports are real even when 0 was asked for)."""
+
+    listen: tuple[str, int]
+    admin: tuple[str, int] | None
+    server: ProxyServer
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8080"``, ``":8080"`` (all interfaces) or ``"[::1]:8080"``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+async def serve(
+    config_path: str | Path,
+    *,
+    listen: str | tuple[str, int] | None = None,
+    admin: str | tuple[str, int] | None = None,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[ServeInfo], None] | None = None,
+    access_log: bool = False,
+    reuse_port: bool = False,
+    enable_admin: bool = True,
+    handle_signals: bool = False,
+    drain_timeout: float = 30.0,
+) -> None:
+    """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
+
+    ``listen``/``admin`` default to the ``listen``/``admin`` fields of backends.json.
+    ``ready`` is called once both listeners are bound. ``handle_signals`` installs SIGTERM/
+    SIGINT (graceful stop) and SIGHUP (reload) handlers; only for the main thread.
+    Raises :class:`proxy.config.ConfigError` when the file is invalid at start.
+    """
+    path = Path(config_path)
+    config, digest = read_config(path)
+    stop = stop or asyncio.Event()
+    listen_at = _address(listen, config.listen)
+    admin_at = _address(admin, config.admin) if enable_admin else None
+
+    server = ProxyServer(config, digest=digest, access_log=access_log)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0, force_close=True),
+        auto_decompress=False,
+    )
+    runner: web.AppRunner | None = None
+    watcher = ConfigWatcher(path, server, digest=digest)
+    loop = asyncio.get_running_loop()
+    signals: list[int] = []
+    try:
+        monitor = HealthMonitor(
+            session=session,
+            sink=server,
+            settings=config.health,
+            on_result=server.record_probe,
+        )
+        server.attach_health(monitor)
+        bound = await server.start(*listen_at, reuse_port=reuse_port)
+        admin_bound: tuple[str, int] | None = None
+        if admin_at is not None:
+            runner = web.AppRunner(make_admin_app(server), access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, admin_at[0], admin_at[1], reuse_port=reuse_port or None)
+            await site.start()
+            assert runner.addresses, "admin site did not bind"
+            addr = runner.addresses[0]
+            admin_bound = (str(addr[0]), int(addr[1]))
+        watcher.start()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+                signals.append(sig)
+            loop.add_signal_handler(signal.SIGHUP, lambda: watcher.notify(force=True))
+            signals.append(signal.SIGHUP)
+        _log.info(
+            "proxy listening on %s:%d, admin on %s",
+            *bound,
+            "%s:%d" % admin_bound if admin_bound else "-",
+            extra={"event": "start", "listen": f"{bound[0]}:{bound[1]}"},
+        )
+        if ready is not None:
+            ready(ServeInfo(listen=bound, admin=admin_bound, server=server))
+        await stop.wait()
+        _log.info("stopping: draining in-flight requests", extra={"event": "stopping"})
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await watcher.close()
+        await asyncio.shield(server.shutdown(drain_timeout=drain_timeout))
+        if runner is not None:
+            await runner.cleanup()
+        await session.close()
+        _log.info("proxy stopped", extra={"event": "stopped"})
+
+
+def _address(value: str | tuple[str, int] | None, default: str) -> tuple[str, int]:
+    if value is None:
+        return parse_hostport(default)
+    if isinstance(value, tuple):
+        return value
+    return parse_hostport(value)

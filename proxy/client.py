@@ -1,0 +1,290 @@
+"""The client side of the data path: an asyncio Protocol that parses HTTP/1.1 with httptools.
+
+One :class:`ClientConnection` per accepted socket. It turns parsed request heads into
+:class:`~proxy.forward.Exchange` objects and runs them one at a time (pipelined requests wait,
+with reading paused). Reading is paused while a request body cannot be forwarded yet or the
+backend is slow to take it; the exchange pauses the backend when the client is slow to read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from proxy.forward import Exchange
+from proxy.http import simple_response
+
+if TYPE_CHECKING:
+    from proxy.server import ProxyServer
+
+__all__ = ["ClientConnection"]
+
+_PAUSE_BODY = 1  # body arrived before a backend was attached
+_PAUSE_UPSTREAM = 2  # backend socket buffer full
+_PAUSE_PIPELINE = 4  # a pipelined request waits for the previous one
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_chunked",
+        "_content_length",
+        "_expect",
+        "_header_bytes",
+        "_headers",
+        "_pause",
+        "_too_large",
+        "_url",
+        "active",
+        "client_ip",
+        "closed",
+        "closing",
+        "idle_since",
+        "loop",
+        "parser",
+        "parsing",
+        "queue",
+        "server",
+        "task",
+        "transport",
+        "tunnel",
+        "write_paused",
+    )
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client_ip = "unknown"
+        self.active: Exchange | None = None  # the exchange being forwarded
+        self.parsing: Exchange | None = None  # the exchange whose body is being parsed
+        self.queue: deque[Exchange] = deque()
+        self.tunnel: Exchange | None = None
+        self.task: asyncio.Task[None] | None = None  # owns the running exchange
+        self.closed = False
+        self.closing = False  # graceful shutdown: close after the current exchange
+        self.write_paused = False
+        self.idle_since: float | None = None
+        self._pause = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._too_large = False
+        self._chunked = False
+        self._content_length: int | None = None
+        self._expect = False
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.client_ip = str(peer[0])
+        self.idle_since = self.loop.time()
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.tunnel_from_client(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            exchange = self.parsing
+            if exchange is not None and exchange.upgrade is not None:
+                self.tunnel = exchange
+                rest = data[exc.args[0] :]
+                if rest:
+                    exchange.tunnel_from_client(rest)
+            else:
+                self._bad_request(400, "bad request")
+        except httptools.HttpParserError:
+            self._bad_request(400, "bad request")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        for exchange in (self.active, self.tunnel):
+            if exchange is not None:
+                exchange.client_lost()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.active is not None:
+            self.active.client_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.active is not None:
+            self.active.client_resume_writing()
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._chunked = False
+        self._content_length = None
+        self._expect = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._header_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.server.max_header_bytes:
+            self._too_large = True
+            return
+        self._headers.append((name, value))
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
+            try:
+                self._content_length = int(value)
+            except ValueError:
+                self._content_length = None
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
+        elif size == 6 and name.lower() == b"expect":
+            self._expect = value.lower() == b"100-continue"
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        self.idle_since = None
+        if self._too_large or self._header_bytes > self.server.max_header_bytes:
+            self._bad_request(431, "request header fields too large")
+            return
+        limit = self.server.max_body_bytes
+        if limit and self._content_length is not None and self._content_length > limit:
+            self._bad_request(413, "request body too large")
+            return
+        upgrade: bytes | None = None
+        if parser.should_upgrade():
+            for name, value in self._headers:
+                if name.lower() == b"upgrade":
+                    upgrade = value
+        exchange = Exchange(
+            self,
+            method=parser.get_method(),
+            target=self._url,
+            headers=self._headers,
+            http11=parser.get_http_version() == "1.1",
+            keep_alive=parser.should_keep_alive() and upgrade is None,
+            chunked_in=self._chunked,
+            content_length=self._content_length,
+            expect_continue=self._expect,
+            upgrade=upgrade,
+        )
+        self.parsing = exchange
+        if self.active is None:
+            self._start(exchange)
+        else:
+            self.queue.append(exchange)
+            self._set_pause(_PAUSE_PIPELINE, True)
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.feed_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.parsing is not None:
+            self.parsing.body_end()
+
+    # -- used by Exchange ----------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def reject(self, exchange: Exchange, status: int, message: str) -> bool:
+        """Answer ``exchange`` with a short error; returns whether the connection stays open."""
+        keep_alive = exchange.keep_alive and exchange.body_complete and not self.closing
+        self.write(
+            simple_response(
+                status, message, keep_alive=keep_alive, head_only=exchange.method == b"HEAD"
+            )
+        )
+        return keep_alive
+
+    def abort(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+            self.closed = True
+
+    def pause_reading_for_body(self, pause: bool) -> None:
+        self._set_pause(_PAUSE_BODY, pause)
+
+    def pause_reading_for_upstream(self, pause: bool) -> None:
+        self._set_pause(_PAUSE_UPSTREAM, pause)
+
+    def start_tunnel(self, exchange: Exchange) -> asyncio.Transport:
+        assert self.transport is not None
+        self.tunnel = exchange
+        self._set_pause(_PAUSE_BODY | _PAUSE_UPSTREAM | _PAUSE_PIPELINE, False)
+        return self.transport
+
+    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
+        self.active = None
+        if self.closed:
+            return
+        if self.tunnel is exchange:
+            return  # the connection now belongs to the tunnel
+        if not keep_alive or self.closing:
+            self.closed = True
+            assert self.transport is not None
+            self.transport.close()
+            return
+        self._set_pause(_PAUSE_UPSTREAM | _PAUSE_BODY, False)
+        if self.queue:
+            nxt = self.queue.popleft()
+            if not self.queue:
+                self._set_pause(_PAUSE_PIPELINE, False)
+            self._start(nxt)
+        else:
+            self.idle_since = self.loop.time()
+
+    # -- server side ---------------------------------------------------------------------------
+
+    def close_if_idle(self) -> bool:
+        """Graceful shutdown: close now when idle, else after the exchange in flight."""
+        self.closing = True
+        if self.active is None and self.tunnel is None and not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+            return True
+        return False
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _start(self, exchange: Exchange) -> None:
+        self.active = exchange
+        self.task = self.loop.create_task(exchange.run())
+
+    def _set_pause(self, flag: int, on: bool) -> None:
+        before = self._pause
+        after = (before | flag) if on else (before & ~flag)
+        if after == before or self.closed or self.transport is None:
+            self._pause = after
+            return
+        self._pause = after
+        if before == 0:
+            self.transport.pause_reading()
+        elif after == 0:
+            self.transport.resume_reading()
+
+    def _bad_request(self, status: int, message: str) -> None:
+        if self.active is None:
+            self.write(simple_response(status, message, keep_alive=False))
+            if self.transport is not None and not self.closed:
+                self.closed = True
+                self.transport.close()
+        else:
+            self.abort()

@@ -1,0 +1,177 @@
+"""Active health checks: a pure rise/fall state machine and the async probes that feed it.
+
+The probes report through :class:`StatusSink`; they know nothing about the balancer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import aiohttp
+
+from proxy.config import HealthSettings
+
+__all__ = [
+    "HealthMonitor",
+    "HealthState",
+    "ProbeResult",
+    "ProbeTarget",
+    "RiseFall",
+    "StatusSink",
+]
+
+_log = logging.getLogger("lbrec.proxy.health")
+
+
+class HealthState(enum.Enum):
+    CHECKING = "checking"
+    UP = "up"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class RiseFall:
+    """``rise`` successes in a row mark a backend up, ``fall`` failures in a row mark it down.
+
+    A value: :meth:`observe` returns the next state. From CHECKING the first threshold reached
+    wins, so a new backend needs ``rise`` good probes before it takes traffic.
+    """
+
+    rise: int
+    fall: int
+    state: HealthState = HealthState.CHECKING
+    successes: int = 0
+    failures: int = 0
+
+    def observe(self, ok: bool) -> RiseFall:
+        if ok:
+            successes, failures = self.successes + 1, 0
+            state = HealthState.UP if successes >= self.rise else self.state
+        else:
+            successes, failures = 0, self.failures + 1
+            state = HealthState.DOWN if failures >= self.fall else self.state
+        return replace(self, state=state, successes=successes, failures=failures)
+
+    def with_thresholds(self, *, rise: int, fall: int) -> RiseFall:
+        return replace(self, rise=rise, fall=fall)
+
+
+class StatusSink(Protocol):
+    """Receives health transitions (the server turns them into balancer changes)."""
+
+    def set_health(self, name: str, state: HealthState) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeTarget:
+    name: str
+    base_url: str  # http://host:port
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    at: float  # wall-clock seconds (for display only)
+    detail: str  # "200" or the error
+
+
+class HealthMonitor:
+    """Owns one probe task per backend. ``update`` follows reloads; ``close`` cancels all."""
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession,
+        sink: StatusSink,
+        settings: HealthSettings,
+        on_result: Callable[[str, RiseFall, ProbeResult], None] | None = None,
+    ) -> None:
+        self._session = session
+        self._sink = sink
+        self._settings = settings
+        self._on_result = on_result
+        self._tasks: dict[str, tuple[ProbeTarget, asyncio.Task[None]]] = {}
+        self._states: dict[str, RiseFall] = {}
+
+    def state_of(self, name: str) -> RiseFall | None:
+        return self._states.get(name)
+
+    def update(
+        self,
+        targets: list[ProbeTarget],
+        settings: HealthSettings,
+        *,
+        initial: dict[str, HealthState],
+    ) -> None:
+        """Probe exactly ``targets``; new names start in ``initial[name]`` (default CHECKING)."""
+        self._settings = settings
+        wanted = {t.name: t for t in targets}
+        for name, (target, task) in list(self._tasks.items()):
+            if wanted.get(name) != target:
+                task.cancel()
+                del self._tasks[name]
+                self._states.pop(name, None)
+        for name, target in wanted.items():
+            if name in self._tasks:
+                rf = self._states[name]
+                self._states[name] = rf.with_thresholds(rise=settings.rise, fall=settings.fall)
+                continue
+            start = initial.get(name, HealthState.CHECKING)
+            self._states[name] = RiseFall(settings.rise, settings.fall, state=start)
+            self._tasks[name] = (
+                target,
+                asyncio.get_running_loop().create_task(self._run(target), name=f"probe-{name}"),
+            )
+
+    async def close(self) -> None:
+        tasks = [task for _, task in self._tasks.values()]
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self, target: ProbeTarget) -> None:
+        while True:
+            settings = self._settings
+            result = await self._probe(target, settings)
+            before = self._states.get(target.name)
+            if before is None:  # removed while probing
+                return
+            after = before.observe(result.ok)
+            self._states[target.name] = after
+            if self._on_result is not None:
+                self._on_result(target.name, after, result)
+            if after.state is not before.state:
+                _log.info(
+                    "backend %s health %s -> %s (%s)",
+                    target.name,
+                    before.state.value,
+                    after.state.value,
+                    result.detail,
+                    extra={"event": "health", "backend": target.name, "state": after.state.value},
+                )
+                self._sink.set_health(target.name, after.state)
+            await asyncio.sleep(settings.interval)
+
+    async def _probe(self, target: ProbeTarget, settings: HealthSettings) -> ProbeResult:
+        timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        try:
+            async with self._session.get(
+                target.base_url + settings.path, timeout=timeout, allow_redirects=False
+            ) as response:
+                await response.read()
+                ok = 200 <= response.status < 400
+                return ProbeResult(ok, time.time(), str(response.status))
+        except TimeoutError:
+            return ProbeResult(False, time.time(), f"timeout after {settings.timeout}s")
+        except aiohttp.ClientError as err:
+            return ProbeResult(False, time.time(), f"{type(err).__name__}: {err}")

@@ -1,0 +1,108 @@
+"""The live pool: one :class:`Backend` per configured name and an immutable :class:`Pool`.
+
+A reload builds a new ``Pool`` and the server swaps it in by assigning one reference. Backends
+whose name and URL stay are carried over as the same object, so their health, counters and
+keep-alive connections survive; the others are drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Mapping
+from urllib.parse import urlsplit
+
+from proxy.balancer import SmoothWeightedRoundRobin
+from proxy.config import BackendEntry, BackendsConfig
+from proxy.health import HealthState, ProbeResult
+from proxy.upstream import ConnectionPool
+
+__all__ = ["Backend", "Pool"]
+
+
+class Backend:
+    """Runtime state of one backend; mutated only on the event loop."""
+
+    __slots__ = (
+        "conns",
+        "eject_handle",
+        "ejected",
+        "errors",
+        "fails",
+        "health",
+        "host_header",
+        "inflight",
+        "last_check",
+        "name",
+        "requests",
+        "url",
+        "weight",
+    )
+
+    def __init__(self, entry: BackendEntry, *, health: HealthState) -> None:
+        parts = urlsplit(entry.url)
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or 80
+        self.name = entry.name
+        self.url = entry.url
+        self.weight = entry.weight
+        self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")
+        self.conns = ConnectionPool(host, port)
+        self.health = health
+        self.ejected = False
+        self.eject_handle: asyncio.TimerHandle | None = None
+        self.fails = 0  # consecutive passive failures
+        self.inflight = 0
+        self.requests = 0
+        self.errors = 0
+        self.last_check: ProbeResult | None = None
+
+    @property
+    def base_url(self) -> str:
+        return self.url.rstrip("/")
+
+    def takes_traffic(self, *, wait_healthy: bool) -> bool:
+        if self.ejected or self.health is HealthState.DOWN:
+            return False
+        return self.health is HealthState.UP or not wait_healthy
+
+    @property
+    def state(self) -> str:
+        """For display: up, down, checking, ejected (passive) or draining (removed)."""
+        if self.conns.closed:
+            return "draining"
+        if self.ejected:
+            return "ejected"
+        return self.health.value
+
+    def drain(self) -> None:
+        if self.eject_handle is not None:
+            self.eject_handle.cancel()
+            self.eject_handle = None
+        self.conns.close()
+
+
+class Pool:
+    """What the proxy serves right now: the config, its backends and their rotation."""
+
+    __slots__ = ("backends", "balancer", "config", "digest")
+
+    def __init__(
+        self,
+        config: BackendsConfig,
+        backends: Mapping[str, Backend],
+        balancer: SmoothWeightedRoundRobin,
+        digest: str,
+    ) -> None:
+        self.config = config
+        self.backends = dict(backends)
+        self.balancer = balancer
+        self.digest = digest
+
+    def pick(self, exclude: Collection[str] = ()) -> Backend | None:
+        name = self.balancer.pick(exclude)
+        return None if name is None else self.backends[name]
+
+    def refresh(self, backend: Backend) -> None:
+        """Re-derive one backend's place in the rotation from its health/ejection."""
+        wait = self.config.health.wait_healthy_on_add
+        self.balancer.set_healthy(backend.name, backend.takes_traffic(wait_healthy=wait))

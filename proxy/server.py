@@ -1,0 +1,219 @@
+"""The proxy server: owns the live pool, the listening socket, client connections and timers.
+
+Reload = :meth:`ProxyServer.apply_config`, which builds a new :class:`~proxy.pool.Pool` and
+swaps it in with one assignment. Requests already running hold a reference to the backend
+they started on and finish there; removed backends are drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+
+from proxy.balancer import SmoothWeightedRoundRobin
+from proxy.client import ClientConnection
+from proxy.config import BackendsConfig
+from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
+from proxy.pool import Backend, Pool
+
+__all__ = ["ProxyServer"]
+
+_log = logging.getLogger("lbrec.proxy")
+
+_SWEEP_INTERVAL = 1.0
+
+
+class ProxyServer:
+    """One listening socket and everything a request needs. Implements ``StatusSink``."""
+
+    def __init__(
+        self, config: BackendsConfig, *, digest: str = "", access_log: bool = False
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.access_log = access_log
+        self.connections: set[ClientConnection] = set()
+        self.max_header_bytes = config.limits.max_header_bytes
+        self.max_body_bytes = config.limits.max_body_bytes
+        self.health: HealthMonitor | None = None
+        self.started_at = time.time()
+        self.reloads = 0
+        self.reload_errors = 0
+        self.last_reload_error: str | None = None
+        self.last_reload_at = time.time()
+        self.ejections = 0
+        self._listener: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.pool = self._build_pool(config, digest, previous=None)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048
+    ) -> tuple[str, int]:
+        """Listen on ``host:port`` (port 0 picks one); returns the bound address."""
+        self._listener = await self.loop.create_server(
+            lambda: ClientConnection(self),
+            host,
+            port,
+            reuse_port=reuse_port or None,
+            backlog=backlog,
+            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+        )
+        self._sweeper = self.loop.create_task(self._sweep(), name="proxy-sweeper")
+        sockname = self._listener.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    def attach_health(self, monitor: HealthMonitor) -> None:
+        self.health = monitor
+        self._update_health(initial=True)
+
+    async def shutdown(self, *, drain_timeout: float = 30.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``drain_timeout``), close."""
+        if self._listener is not None:
+            self._listener.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        deadline = self.loop.time() + drain_timeout
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self.health is not None:
+            await self.health.close()
+        for backend in self.pool.backends.values():
+            backend.drain()
+        if self._listener is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._listener.wait_closed()
+            self._listener = None
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def apply_config(self, config: BackendsConfig, *, digest: str = "") -> None:
+        """Swap in ``config``. Backends that keep name and URL keep their state."""
+        old = self.pool
+        pool = self._build_pool(config, digest, previous=old)
+        removed = [b for n, b in old.backends.items() if pool.backends.get(n) is not b]
+        self.max_header_bytes = config.limits.max_header_bytes
+        self.max_body_bytes = config.limits.max_body_bytes
+        self.pool = pool  # the swap: new requests see the new pool from here on
+        for backend in removed:
+            backend.drain()
+        self.reloads += 1
+        self.last_reload_at = time.time()
+        self._update_health(initial=False)
+        _log.info(
+            "pool reloaded: generation %s, %d backends (%s)",
+            config.generation or "-",
+            len(pool.backends),
+            ", ".join(f"{b.name}={b.weight}" for b in pool.backends.values()),
+            extra={
+                "event": "reload",
+                "generation": config.generation,
+                "backends": {b.name: b.weight for b in pool.backends.values()},
+                "removed": [b.name for b in removed],
+            },
+        )
+
+    def _build_pool(self, config: BackendsConfig, digest: str, *, previous: Pool | None) -> Pool:
+        backends: dict[str, Backend] = {}
+        for entry in config.backends:
+            prev = previous.backends.get(entry.name) if previous is not None else None
+            if prev is not None and prev.url == entry.url:
+                prev.weight = entry.weight
+                backends[entry.name] = prev
+            else:
+                start = HealthState.UP if previous is None else HealthState.CHECKING
+                backends[entry.name] = Backend(entry, health=start)
+        wait = config.health.wait_healthy_on_add
+        weights = {name: b.weight for name, b in backends.items()}
+        healthy = [n for n, b in backends.items() if b.takes_traffic(wait_healthy=wait)]
+        if previous is None:
+            balancer = SmoothWeightedRoundRobin(weights, healthy=healthy)
+        else:
+            balancer = previous.balancer.with_config(weights, healthy=healthy)
+        return Pool(config, backends, balancer, digest)
+
+    def _update_health(self, *, initial: bool) -> None:
+        if self.health is None:
+            return
+        pool = self.pool
+        self.health.update(
+            [ProbeTarget(b.name, b.base_url) for b in pool.backends.values()],
+            pool.config.health,
+            initial={b.name: b.health for b in pool.backends.values()},
+        )
+
+    # -- health (StatusSink) and passive checks ------------------------------------------------
+
+    def set_health(self, name: str, state: HealthState) -> None:
+        pool = self.pool
+        backend = pool.backends.get(name)
+        if backend is not None:
+            backend.health = state
+            pool.refresh(backend)
+
+    def record_probe(self, name: str, state: RiseFall, result: ProbeResult) -> None:
+        backend = self.pool.backends.get(name)
+        if backend is not None:
+            backend.last_check = result
+
+    def passive_failure(self, backend: Backend, reason: str) -> None:
+        backend.errors += 1
+        passive = self.pool.config.passive
+        if passive.max_fails == 0 or backend.ejected:
+            return
+        backend.fails += 1
+        if backend.fails < passive.max_fails:
+            return
+        backend.fails = 0
+        backend.ejected = True
+        self.ejections += 1
+        backend.eject_handle = self.loop.call_later(passive.cooldown, self._readmit, backend)
+        _log.warning(
+            "backend %s ejected for %.1fs after %d consecutive failures (last: %s)",
+            backend.name,
+            passive.cooldown,
+            passive.max_fails,
+            reason,
+            extra={"event": "eject", "backend": backend.name, "reason": reason},
+        )
+        self._refresh_if_current(backend)
+
+    def _readmit(self, backend: Backend) -> None:
+        backend.eject_handle = None
+        backend.ejected = False
+        _log.info(
+            "backend %s back from passive ejection",
+            backend.name,
+            extra={"event": "readmit", "backend": backend.name},
+        )
+        self._refresh_if_current(backend)
+
+    def _refresh_if_current(self, backend: Backend) -> None:
+        pool = self.pool
+        if pool.backends.get(backend.name) is backend:
+            pool.refresh(backend)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        """Close client connections idle longer than timeouts.idle, and stale backend ones."""
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            now = self.loop.time()
+            idle = self.pool.config.timeouts.idle
+            for conn in list(self.connections):
+                if conn.idle_since is not None and now - conn.idle_since > idle:
+                    conn.close_if_idle()
+            for backend in self.pool.backends.values():
+                backend.conns.close_idle(idle_before=now - idle)
