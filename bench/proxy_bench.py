@@ -103,6 +103,7 @@ class TargetResult:
     runs: list[WrkRun] = field(default_factory=list)
     warmup: WrkRun | None = None
     spread: dict[str, int] = field(default_factory=dict)  # backend name -> answers seen
+    reload_check: dict[str, Any] | None = None  # did the last reload take effect?
 
     def median(self, key: str) -> float:
         return statistics.median(float(getattr(run, key)) for run in self.runs)
@@ -375,6 +376,14 @@ class Target:
     def alive(self) -> bool:
         return True
 
+    def exit_code(self) -> int | None:
+        proc: subprocess.Popen[bytes] | None = getattr(self, "proc", None)
+        return None if proc is None else proc.poll()
+
+    def weights(self) -> dict[str, int]:
+        """The weights of the config written last (what a reload should have applied)."""
+        return {b.name: b.weight for b in _reweighted(self.backends, self.generation)}
+
     def stop(self) -> None:
         """Processes are stopped by Processes.stop_all; targets may stop earlier."""
 
@@ -612,6 +621,24 @@ def sample_spread(port: int, count: int = 50) -> dict[str, int]:
     return dict(sorted(seen.items()))
 
 
+def check_reload_applied(target: Target, *, count: int = 50) -> dict[str, Any]:
+    """Make sure the last config written swaps the weights, then see whether it is live.
+
+    A balancer that ignored its reloads would trivially drop no connection; this shows it.
+    """
+    try:
+        if target.generation % 2 == 0:
+            target.reload()
+        time.sleep(2.0)
+    except (OSError, BenchError) as err:
+        return {"applied": False, "error": str(err), "expected": {}, "seen": {}}
+    weights = target.weights()
+    expected = {name: round(count * w / sum(weights.values())) for name, w in weights.items()}
+    seen = sample_spread(target.port, count)
+    applied = all(abs(seen.get(name, 0) - n) <= 3 for name, n in expected.items())
+    return {"applied": applied, "expected": expected, "seen": seen}
+
+
 # --------------------------------------------------------------------------- profile
 
 
@@ -761,10 +788,13 @@ def render_markdown(
         row = (
             f"| {res.name} | {_fmt_rps(res.median('rps'))} | "
             f"{_fmt_rps(min(rps))}-{_fmt_rps(max(rps))} | {res.median('p50_ms'):.2f} | "
-            f"{res.median('p99_ms'):.2f} | {res.total('socket_errors')} | {res.total('non_2xx')} |"
+            f"{res.median('p99_ms'):.2f} | {_per_run(res, 'socket_errors')} | "
+            f"{_per_run(res, 'non_2xx')} |"
         )
         if reload:
-            row += f" {res.total('reloads')} |"
+            check = res.reload_check
+            flag = "" if check is None or check["applied"] else " (last NOT applied)"
+            row += f" {res.total('reloads')}{flag} |"
         lines.append(row)
     lines.append("")
     lines.append(
@@ -787,7 +817,22 @@ def render_markdown(
     spreads = [f"{r.name} {r.spread}" for r in results if r.spread]
     if spreads:
         lines.append("Answers per backend over 50 sequential requests: " + "; ".join(spreads))
+    checks = [
+        f"{r.name} expected {r.reload_check['expected']} saw {r.reload_check['seen']}"
+        + ("" if r.reload_check["applied"] else " NOT APPLIED")
+        for r in results
+        if r.reload_check is not None
+    ]
+    if checks:
+        lines.append("After the last reload (weights swapped): " + "; ".join(checks))
     return "\n".join(lines)
+
+
+def _per_run(res: TargetResult, key: str) -> str:
+    total = res.total(key)
+    if total == 0 or len(res.runs) == 1:
+        return str(total)
+    return f"{total} ({'/'.join(str(getattr(run, key)) for run in res.runs)})"
 
 
 def render_profile(summary: dict[str, Any], *, top: int = 10) -> str:
@@ -981,6 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "name": r.name,
                 "status": r.status,
                 "spread": r.spread,
+                "reload_check": r.reload_check,
                 "warmup": asdict(r.warmup) if r.warmup else None,
                 "median": (
                     {k: r.median(k) for k in ("rps", "p50_ms", "p90_ms", "p99_ms")}
@@ -1054,7 +1100,9 @@ def _run(
     def measure(name: str, target: Target, *, duration: float | None = None) -> WrkRun | None:
         reload = target.reload if args.reload_every > 0 and name != "direct" else None
         if not target.alive():
-            results[name].status = f"died: {_one_line(procs.log_tail(name, 3))}"
+            code = target.exit_code()
+            tail = _one_line(procs.log_tail(name, 3))
+            results[name].status = f"died (exit code {code})" + (f": {tail}" if tail else "")
             return None
         try:
             return run_wrk(
@@ -1084,6 +1132,12 @@ def _run(
                     f"p99 {run.p99_ms:.2f} ms errors {run.socket_errors}/{run.non_2xx}"
                     + (f" reloads {run.reloads}" if run.reloads else "")
                 )
+
+    if args.reload_every > 0:
+        for name, target in targets.items():
+            if name != "direct" and results[name].status == "ok" and target.alive():
+                results[name].reload_check = check_reload_applied(target)
+                _log(f"{name} after the last reload: {results[name].reload_check}")
 
     if args.profile > 0:
         target = targets.get("lbrec")
