@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from proxy.config import Revision
 
 from .docker import DockerPort
-from .errors import ApplyError
+from .errors import ApplyError, PortInUse
 from .files import atomic_write
 from .labels import BuildInfo
 from .plan import Action, ActionKind, Plan, plan
@@ -95,10 +95,9 @@ def check_ports(desired: DesiredState, the_plan: Plan, observed: Observed) -> No
         if backend.port in ours:
             continue
         if not _port_free(desired.publish_host, backend.port):
-            raise ApplyError(
+            raise PortInUse(
                 f"backends[{index}].port: {backend.port} is already in use on "
                 f"{desired.publish_host} by another process; nothing was changed",
-                backend=backend.name,
                 hint="choose a free port, or stop what listens there",
             )
 

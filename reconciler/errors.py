@@ -7,6 +7,7 @@ __all__ = [
     "DockerUnavailable",
     "LbrecError",
     "LockTimeout",
+    "PortInUse",
     "SpecError",
     "UsageError",
 ]
@@ -36,6 +37,10 @@ class UsageError(LbrecError):
     """The command line asks for something impossible (e.g. remove an unknown backend)."""
 
     exit_code = 2
+
+
+class PortInUse(UsageError):
+    """A port to publish is held by a process that is not one of this project's containers."""
 
 
 class DockerUnavailable(LbrecError):
