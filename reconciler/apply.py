@@ -130,21 +130,24 @@ def apply(
     if atomic_write(workspace.compose_file, compose):
         written.append(str(workspace.compose_file))
 
+    def of(*kinds: ActionKind) -> tuple[Action, ...]:
+        return tuple(a for a in the_plan.of(*kinds) if a.role == "backend")
+
     # 1. Pool first for what goes: stop routing to it before its container is removed.
-    going = {a.backend for a in the_plan.of(ActionKind.REMOVE)}
-    keep = {a.backend for a in the_plan.actions if a.backend not in going}
-    keep -= {a.backend for a in the_plan.of(ActionKind.CREATE, ActionKind.START)}
+    going = {a.backend for a in of(ActionKind.REMOVE)}
+    keep = {a.backend for a in the_plan.actions if a.backend not in going and a.role == "backend"}
+    keep -= {a.backend for a in of(ActionKind.CREATE, ActionKind.START)}
     if observed.pool is not None:  # replaced backends stay routed only while already routed
         routed_now = {e.name for e in observed.pool.backends}
-        keep -= {a.backend for a in the_plan.of(ActionKind.RECREATE)} - routed_now
+        keep -= {a.backend for a in of(ActionKind.RECREATE)} - routed_now
     else:
-        keep -= {a.backend for a in the_plan.of(ActionKind.RECREATE)}
+        keep -= {a.backend for a in of(ActionKind.RECREATE)}
     generation = write_pool(keep)
-    for action in the_plan.of(ActionKind.REWEIGHT):
+    for action in of(ActionKind.REWEIGHT):
         outcomes[action.backend] = Outcome(action, ok=True)
 
     # 2. Containers that go.
-    for action in the_plan.of(ActionKind.REMOVE):
+    for action in of(ActionKind.REMOVE):
         try:
             docker.remove(action.container_ids)
             say(f"{action.backend}: removed")
@@ -155,7 +158,7 @@ def apply(
             )
 
     # 3. Containers that come: build once; a failed build leaves the old containers serving.
-    fresh = the_plan.of(ActionKind.CREATE, ActionKind.RECREATE)
+    fresh = of(ActionKind.CREATE, ActionKind.RECREATE)
     started: list[Action] = []
     if fresh:
         try:
@@ -181,7 +184,7 @@ def apply(
             outcomes[action.backend] = Outcome(
                 action, ok=False, error=err.message, detail=err.detail
             )
-    for action in the_plan.of(ActionKind.START):
+    for action in of(ActionKind.START):
         try:
             docker.start(action.container_ids)
             started.append(action)
@@ -205,6 +208,11 @@ def apply(
 
     # 4. Pool last for what came: route only to backends that answer.
     generation = write_pool(keep)
+
+    # 5. The load balancer's own container (proxy.mode: container) reads that pool at start.
+    for action in the_plan.actions:
+        if action.role == "lb" and action.kind is not ActionKind.UNCHANGED:
+            outcomes["lb"] = _converge_lb(action, docker, say, progress, health_timeout)
     ordered = tuple(outcomes[a.backend] for a in the_plan.changes if a.backend in outcomes)
     return Report(
         plan=the_plan,
@@ -214,6 +222,36 @@ def apply(
         routed=tuple(sorted(keep)),
         generation=generation,
     )
+
+
+def _converge_lb(
+    action: Action,
+    docker: DockerPort,
+    say: Progress,
+    progress: Progress | None,
+    health_timeout: float,
+) -> Outcome:
+    try:
+        if action.kind is ActionKind.REMOVE:
+            docker.remove(action.container_ids)
+            say("lb: removed")
+            return Outcome(action, ok=True)
+        if action.kind is ActionKind.START:
+            docker.start(action.container_ids)
+        else:
+            say("building the load balancer image")
+            docker.build(["lb"], progress=progress)
+            if action.kind is ActionKind.RECREATE:
+                docker.remove(action.container_ids)
+            docker.up(["lb"], force_recreate=False)
+    except ApplyError as err:
+        return Outcome(action, ok=False, error=err.message, detail=err.detail)
+    say("waiting for health: lb")
+    problem = docker.wait_healthy(["lb"], timeout=health_timeout).get("lb")
+    if problem is not None:
+        return Outcome(action, ok=False, error=f"lb: {problem}")
+    say("lb: healthy")
+    return Outcome(action, ok=True)
 
 
 def _container_revisions(

@@ -17,7 +17,7 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
 
 from .errors import ApplyError, DockerUnavailable
-from .labels import BACKEND, PROJECT
+from .labels import BACKEND, PROJECT, ROLE
 from .state import ObservedContainer
 
 __all__ = ["DockerPort", "WhalesDocker", "stderr_tail"]
@@ -95,6 +95,9 @@ class WhalesDocker:
         observed = []
         for c in containers:
             labels = dict(c.config.labels or {})
+            role = labels.get(ROLE, "backend")
+            if role == "lb":
+                labels.setdefault(BACKEND, "lb")
             if BACKEND not in labels:
                 continue
             health = c.state.health.status if c.state.health is not None else None
@@ -109,6 +112,7 @@ class WhalesDocker:
                     image=str(c.config.image),
                     started_at=started,
                     name=c.name,
+                    role=role,
                 )
             )
         observed.sort(key=lambda o: (o.backend, o.id))

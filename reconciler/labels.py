@@ -39,10 +39,11 @@ _PREFIX = "lbrec.field."
 
 @dataclass(frozen=True, slots=True)
 class BuildInfo:
-    """What the image is built from, resolved at the edge (environment, build context)."""
+    """What the images are built from, resolved at the edge (environment, build context)."""
 
     base_image: str | None  # None: the Dockerfile's own default
     context_digest: str  # hash of Dockerfile.backend and the files it copies
+    proxy_digest: str = ""  # hash of Dockerfile.proxy and the staged proxy (container mode)
 
 
 def canonical_hash(value: object) -> str:
@@ -86,10 +87,35 @@ def backend_labels(
     return labels
 
 
+LB_TRACKED: tuple[str, ...] = ("listen", "admin", "image", "build")
+
+
+def lb_fields(desired: DesiredState, build: BuildInfo) -> dict[str, str]:
+    """Settings of the load balancer's own container (proxy.mode: container)."""
+    return {
+        "listen": desired.listen,
+        "admin": desired.admin,
+        "image": build.base_image or "(Dockerfile default)",
+        "build": build.proxy_digest[:12],
+    }
+
+
+def lb_labels(desired: DesiredState, build: BuildInfo) -> dict[str, str]:
+    fields = lb_fields(desired, build)
+    labels = {
+        MANAGED: "true",
+        PROJECT: desired.project,
+        ROLE: "lb",
+        CONFIG_HASH: canonical_hash(fields)[:16],
+    }
+    labels.update({_PREFIX + key: value for key, value in fields.items()})
+    return labels
+
+
 def changed_fields(labels: Mapping[str, str], fields: Mapping[str, str]) -> list[str]:
     """Reasons as `port 9001 -> 9005`, from the labels a container carries."""
     reasons = []
-    for key in TRACKED:
+    for key in fields:
         before = labels.get(_PREFIX + key)
         after = fields[key]
         if before != after:
@@ -97,4 +123,4 @@ def changed_fields(labels: Mapping[str, str], fields: Mapping[str, str]) -> list
     return reasons
 
 
-__all__ += ["changed_fields"]
+__all__ += ["LB_TRACKED", "changed_fields", "lb_fields", "lb_labels"]

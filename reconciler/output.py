@@ -49,6 +49,9 @@ _SYMBOL = {
 def _line(action: Action, style: Style) -> str:
     sym = _SYMBOL[action.kind]
     name = action.backend
+    if action.role == "lb" and action.kind is not ActionKind.UNCHANGED:
+        text = f"  {sym} lb (load balancer container: {action.reason})"
+        return style.red(text) if action.kind is ActionKind.REMOVE else style.yellow(text)
     if action.kind is ActionKind.CREATE:
         text = f"  {sym} {name} port {action.port} weight {action.weight_after}"
         return style.green(text)

@@ -12,7 +12,15 @@ from enum import StrEnum
 
 from proxy.config import BackendsConfig
 
-from .labels import CONFIG_HASH, BuildInfo, backend_labels, changed_fields, container_fields
+from .labels import (
+    CONFIG_HASH,
+    BuildInfo,
+    backend_labels,
+    changed_fields,
+    container_fields,
+    lb_fields,
+    lb_labels,
+)
 from .spec import BackendSpec, DesiredState
 from .state import Observed, ObservedContainer
 
@@ -48,6 +56,7 @@ class Action:
     weight_before: int | None = None  # as routed in backends.json now (None: not routed)
     weight_after: int | None = None
     container_ids: tuple[str, ...] = ()  # existing containers this action acts on
+    role: str = "backend"  # or "lb": the load balancer's own container
 
     @property
     def touches_container(self) -> bool:
@@ -146,6 +155,34 @@ def _plan_backend(
     return act(ActionKind.UNCHANGED)
 
 
+def _plan_lb(desired: DesiredState, observed: Observed, build: BuildInfo) -> Action | None:
+    """The load balancer's container: wanted only when proxy.mode is container."""
+    containers = observed.lb
+    ids = tuple(c.id for c in containers)
+
+    def act(kind: ActionKind, reason: str = "") -> Action:
+        return Action(kind, backend="lb", reason=reason, container_ids=ids, role="lb")
+
+    if desired.proxy.mode != "container":
+        return act(ActionKind.REMOVE, "proxy.mode is host") if containers else None
+    if not containers:
+        return act(ActionKind.CREATE, "no container")
+    if len(containers) > 1:
+        return act(ActionKind.RECREATE, f"{len(containers)} load balancer containers")
+    container = containers[0]
+    if container.labels.get(CONFIG_HASH) != lb_labels(desired, build)[CONFIG_HASH]:
+        fields = lb_fields(desired, build)
+        return act(
+            ActionKind.RECREATE,
+            ", ".join(changed_fields(container.labels, fields) or ["config hash changed"]),
+        )
+    if not container.running:
+        return act(ActionKind.START, f"container {container.state}")
+    if container.health == "unhealthy":
+        return act(ActionKind.RECREATE, "container unhealthy")
+    return act(ActionKind.UNCHANGED)
+
+
 def plan(
     desired: DesiredState,
     observed: Observed,
@@ -166,7 +203,7 @@ def plan(
     ]
     wanted = {b.name for b in desired.backends}
     orphans: dict[str, list[str]] = {}
-    for container in observed.containers:
+    for container in observed.backends:
         if container.backend not in wanted:
             orphans.setdefault(container.backend, []).append(container.id)
     for name in sorted(set(routed) - wanted - set(orphans)):
@@ -183,7 +220,9 @@ def plan(
                 container_ids=ids,
             )
         )
-    actions.sort(key=lambda a: (_ORDER[a.kind], a.backend))
+    if (lb := _plan_lb(desired, observed, build)) is not None:
+        actions.append(lb)
+    actions.sort(key=lambda a: (_ORDER[a.kind], a.role == "lb", a.backend))
     settings = _settings_diff(observed.pool, target_pool) if target_pool is not None else ()
     if (
         target_pool is not None

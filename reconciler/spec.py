@@ -106,6 +106,17 @@ class DesiredState(_Model):
         return value
 
     @model_validator(mode="after")
+    def _lb_name(self) -> DesiredState:
+        if self.proxy.mode == "container":
+            for index, backend in enumerate(self.backends):
+                if backend.name == "lb":
+                    raise ValueError(
+                        f"backends[{index}].name: 'lb' is the load balancer's service name "
+                        "when proxy.mode is container"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _unique(self) -> DesiredState:
         names: dict[str, int] = {}
         ports: dict[int, str] = {}

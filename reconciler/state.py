@@ -20,6 +20,7 @@ class ObservedContainer:
     image: str = ""
     started_at: str | None = None
     name: str = ""
+    role: str = "backend"  # or "lb": the load balancer's own container (proxy.mode container)
 
     @property
     def running(self) -> bool:
@@ -34,4 +35,12 @@ class Observed:
     compose_text: str | None = None
 
     def for_backend(self, name: str) -> tuple[ObservedContainer, ...]:
-        return tuple(c for c in self.containers if c.backend == name)
+        return tuple(c for c in self.containers if c.backend == name and c.role == "backend")
+
+    @property
+    def backends(self) -> tuple[ObservedContainer, ...]:
+        return tuple(c for c in self.containers if c.role == "backend")
+
+    @property
+    def lb(self) -> tuple[ObservedContainer, ...]:
+        return tuple(c for c in self.containers if c.role == "lb")

@@ -54,8 +54,15 @@ class Workspace:
                 "Dockerfile.backend and backend/ folder here",
             )
         base = desired.base_image or env.get(BASE_IMAGE_ENV) or None
+        proxy_digest = ""
+        if desired.proxy.mode == "container":
+            from .proxy_image import stage_proxy_context
+
+            proxy_digest = stage_proxy_context(self.folder, base)
         return BuildInfo(
-            base_image=base, context_digest=build_context_digest(self.folder, BACKEND_DOCKERFILE)
+            base_image=base,
+            context_digest=build_context_digest(self.folder, BACKEND_DOCKERFILE),
+            proxy_digest=proxy_digest,
         )
 
     def read_pool(self) -> tuple[BackendsConfig | None, str | None]:

@@ -121,7 +121,7 @@ class Project:
 def project(tmp_path: Path) -> Iterator[Project]:
     folder = tmp_path / "deploy"
     folder.mkdir()
-    for name in ("Dockerfile.backend", ".dockerignore"):
+    for name in ("Dockerfile.backend", "Dockerfile.proxy", ".dockerignore"):
         shutil.copy(REPO / name, folder / name)
     shutil.copytree(
         REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")

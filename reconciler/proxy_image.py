@@ -1,0 +1,131 @@
+"""EDGE. Stage the build context of the `lb` image (proxy.mode: container), offline-friendly.
+
+The image gets the `proxy` package and the wheels of its dependencies, pinned to the versions
+installed here (the ones the tests ran with) and downloaded for the image's own Python version.
+Nothing is fetched at image build time, so the build works on an air-gapped engine; pip runs on
+the host, against whatever index the host's pip is configured for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import proxy
+
+from .errors import ApplyError
+from .files import atomic_write
+from .render import PROXY_DOCKERFILE, PROXY_STAGE
+
+__all__ = ["PROXY_REQUIREMENTS", "stage_proxy_context"]
+
+# The proxy's runtime dependencies (and uvloop/httptools for speed when present).
+PROXY_REQUIREMENTS = ("pydantic", "aiohttp", "watchdog", "prometheus-client", "uvloop", "httptools")
+
+
+def _pins() -> list[str]:
+    pins = []
+    for name in PROXY_REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+def _image_python(base_image: str | None) -> str:
+    """'3.11' for the base image (run once; the host's version when no image is named)."""
+    if not base_image:
+        return "3.12"  # the Dockerfile's default, python:3.12-slim
+    try:
+        out = subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "python3",
+                base_image,
+                "-c",
+                "import sys; print('%d.%d' % sys.version_info[:2])",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
+        detail = getattr(err, "stderr", "") or str(err)
+        raise ApplyError(
+            f"cannot run python3 in the base image {base_image}", backend="lb", detail=detail
+        ) from err
+    return out.stdout.strip()
+
+
+def _download(wheels: Path, pins: list[str], py: str) -> None:
+    machine = platform.machine()
+    platforms = [f"manylinux_2_{n}_{machine}" for n in (36, 34, 31, 28, 17)]
+    platforms += [f"manylinux2014_{machine}", "linux_" + machine]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--only-binary=:all:",
+        "--python-version",
+        py,
+        "--implementation",
+        "cp",
+        "-d",
+        str(wheels),
+    ]
+    for plat in platforms:
+        cmd += ["--platform", plat]
+    try:
+        subprocess.run(cmd + pins, capture_output=True, text=True, timeout=600, check=True)
+    except subprocess.CalledProcessError as err:
+        tail = "\n".join(err.stderr.strip().splitlines()[-6:])
+        raise ApplyError(
+            f"downloading the proxy's wheels for Python {py} failed", backend="lb", detail=tail
+        ) from err
+
+
+def stage_proxy_context(folder: Path, base_image: str | None) -> str:
+    """Fill ``folder/dist/lbrec-proxy`` (wheels + proxy package); return its digest."""
+    if not (folder / PROXY_DOCKERFILE).is_file():
+        raise ApplyError(
+            f"{folder / PROXY_DOCKERFILE}: not found; proxy.mode container builds the lb image "
+            "from it",
+            backend="lb",
+            hint="copy Dockerfile.proxy from the lbrec repository next to the desired-state file",
+        )
+    stage = folder / PROXY_STAGE
+    py = _image_python(base_image)
+    pins = _pins()
+    wheels = stage / "wheels" / py
+    marker = wheels / ".pins"
+    want = "\n".join(pins) + "\n"
+    if not marker.is_file() or marker.read_text() != want:
+        if wheels.exists():
+            shutil.rmtree(wheels)
+        wheels.mkdir(parents=True)
+        _download(wheels, pins, py)
+        atomic_write(marker, want)
+    current = stage / "current"
+    if current.exists():
+        shutil.rmtree(current)
+    shutil.copytree(wheels, current / "wheels", ignore=shutil.ignore_patterns(".pins"))
+    source = Path(proxy.__file__).parent
+    shutil.copytree(source, current / "proxy", ignore=shutil.ignore_patterns("__pycache__"))
+    digest = hashlib.sha256((folder / PROXY_DOCKERFILE).read_bytes())
+    for path in sorted(p for p in current.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(current)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
