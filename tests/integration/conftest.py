@@ -99,6 +99,8 @@ class Project:
             ).stdout
         )
         for c in inspect:
+            if c["Config"]["Labels"].get("lbrec.role") == "lb":
+                continue
             result[c["Config"]["Labels"]["lbrec.backend"]] = {
                 "id": c["Id"],
                 "state": c["State"]["Status"],

@@ -1,0 +1,100 @@
+"""proxy.mode: container — the load balancer as the `lb` Compose service, on the real engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from .conftest import Project, free_ports
+
+pytestmark = pytest.mark.docker
+
+
+def _spec(project: Project, listen: int, admin: int, backends: list[tuple[str, int, int]]) -> str:
+    lines = [
+        f"project: {project.name}",
+        f"listen: 127.0.0.1:{listen}",
+        f"admin: 127.0.0.1:{admin}",
+        "proxy: {mode: container}",
+        "backends:",
+    ]
+    lines += [f"  - {{name: {n}, port: {p}, weight: {w}}}" for n, p, w in backends]
+    return "\n".join(lines) + "\n"
+
+
+def _pool(admin: int) -> dict[str, object]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/-/pool", timeout=5) as response:
+        data: dict[str, object] = json.loads(response.read())
+        return data
+
+
+def _lb(project: Project) -> dict[str, str]:
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--no-trunc",
+            "--filter",
+            f"label=lbrec.project={project.name}",
+            "--filter",
+            "label=lbrec.role=lb",
+            "--format",
+            "{{.ID}} {{.Status}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")[0]
+    cid = out.split(" ")[0]
+    started = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.StartedAt}}", cid],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return {"id": cid, "started": started}
+
+
+def test_lb_in_compose_serves_and_reweights_without_restart(project: Project) -> None:
+    listen, admin, p1, p2 = free_ports(4)
+    project.write(_spec(project, listen, admin, [("a", p1, 1), ("b", p2, 2)]))
+    r = project.lbrec("apply", check=True)
+    assert "+ lb (load balancer container: no container)" in r.stdout
+    compose = (project.folder / "docker-compose.yml").read_text()
+    assert "network_mode: host" in compose and "./config:/config:ro" in compose
+
+    seen: Counter[str] = Counter()
+    for _ in range(30):
+        with urllib.request.urlopen(f"http://127.0.0.1:{listen}/", timeout=5) as response:
+            seen[response.headers["X-Backend"]] += 1
+    assert seen == {"a": 10, "b": 20}
+    assert _pool(admin)["generation"] == project.pool["generation"]
+
+    lb = _lb(project)
+    project.write(_spec(project, listen, admin, [("a", p1, 3), ("b", p2, 1)]))
+    r = project.lbrec("apply", check=True)
+    assert "~ a weight 1 -> 3" in r.stdout and "lb" not in r.stdout.split("Plan:")[0].replace(
+        "lbrec", ""
+    )
+    deadline = time.monotonic() + 10
+    while _pool(admin)["generation"] != project.pool["generation"]:
+        assert time.monotonic() < deadline, "the lb container did not reload backends.json"
+        time.sleep(0.2)
+    assert _lb(project) == lb  # same container, not restarted
+    assert project.lbrec("diff").returncode == 0
+
+    # Back to host mode: the lb container goes, the backends stay.
+    project.write(
+        _spec(project, listen, admin, [("a", p1, 3), ("b", p2, 1)]).replace(
+            "proxy: {mode: container}\n", ""
+        )
+    )
+    r = project.lbrec("apply", check=True)
+    assert "- lb (load balancer container: proxy.mode is host)" in r.stdout
+    assert set(project.containers()) == {"a", "b"}
