@@ -113,7 +113,10 @@ def apply(
     revision: Revision | None = None,
     progress: Progress | None = None,
     health_timeout: float = 60.0,
+    confirm: Callable[[str], bool | None] | None = None,
 ) -> Report:
+    """Carry out ``the_plan``. ``confirm(generation)`` waits until the running proxy serves a
+    pool generation (None: no proxy answers); it is called before containers are removed."""
     say = progress or (lambda _msg: None)
     check_ports(desired, the_plan, observed)
     written: list[str] = []
@@ -124,6 +127,14 @@ def apply(
         if atomic_write(workspace.pool_file, config.to_json()):
             written.append(str(workspace.pool_file))
         return config.generation
+
+    def drain(generation: str) -> None:
+        """Before a container goes: wait until the proxy no longer routes to it."""
+        if confirm is None:
+            return
+        result = confirm(generation)
+        if result is False:
+            say(f"the proxy at {desired.admin} did not confirm generation {generation}; going on")
 
     revisions = _container_revisions(the_plan, observed, revision)
     compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
@@ -143,6 +154,8 @@ def apply(
     else:
         keep -= {a.backend for a in of(ActionKind.RECREATE)}
     generation = write_pool(keep)
+    if going:
+        drain(generation)
     for action in of(ActionKind.REWEIGHT):
         outcomes[action.backend] = Outcome(action, ok=True)
 
@@ -174,6 +187,7 @@ def apply(
     if replaced & keep:  # drain what is about to be replaced
         keep -= replaced
         generation = write_pool(keep)
+        drain(generation)
     for action in fresh:
         try:
             if action.kind is ActionKind.RECREATE:
@@ -280,6 +294,7 @@ def converge(
     progress: Progress | None = None,
     health_timeout: float = 60.0,
     on_plan: Callable[[Plan], None] | None = None,
+    confirm: Callable[[str], bool | None] | None = None,
 ) -> Report:
     """One level-triggered pass: load, observe, plan, and (unless ``check``) apply."""
     desired = desired if desired is not None else workspace.load()
@@ -304,6 +319,7 @@ def converge(
         revision=revision,
         progress=progress,
         health_timeout=health_timeout,
+        confirm=confirm,
     )
 
 

@@ -25,6 +25,7 @@ from .errors import LbrecError, SpecError
 from .files import atomic_write, read_text_or_none
 from .lock import project_lock
 from .output import Style, format_plan, format_recap, report_json
+from .proxy_admin import wait_for_generation
 from .render import COMPOSE_FILE
 from .spec import DEFAULT_FILE, DesiredState, parse_backend_arg, parse_spec
 from .workspace import Workspace
@@ -163,6 +164,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             progress=None if out.json else _BuildProgress(out).line,
             health_timeout=args.health_timeout,
             on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
+            confirm=lambda generation: wait_for_generation(desired.admin, generation),
         )
     if out.json:
         print(report_json(report))

@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
 from .docker import DockerPort
 from .files import read_text_or_none
+from .proxy_admin import proxy_generation
 from .spec import DesiredState
 from .workspace import Workspace
 
 __all__ = ["DEPLOYED_FILE", "collect_status", "show_status"]
 
 DEPLOYED_FILE = ".lbrec/deployed.json"
-
-
-def _proxy_pool(admin: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://{admin}/-/pool", timeout=0.5) as response:
-            data: dict[str, Any] = json.loads(response.read())
-            return data
-    except (OSError, ValueError):
-        return None
 
 
 def collect_status(
@@ -57,14 +48,12 @@ def collect_status(
             }
         )
     deployed_text = read_text_or_none(workspace.folder / DEPLOYED_FILE)
-    proxy = _proxy_pool(desired.admin)
+    proxy_gen = proxy_generation(desired.admin)
     return {
         "file": str(workspace.spec_file),
         "project": desired.project,
         "generation": pool.generation if pool else None,
-        "proxy": None
-        if proxy is None
-        else {"admin": desired.admin, "generation": proxy.get("generation")},
+        "proxy": None if proxy_gen is None else {"admin": desired.admin, "generation": proxy_gen},
         "deployed": json.loads(deployed_text) if deployed_text else None,
         "backends": rows,
     }
