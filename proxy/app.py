@@ -78,7 +78,7 @@ async def serve(
     runner: web.AppRunner | None = None
     watcher = ConfigWatcher(path, server, digest=digest)
     loop = asyncio.get_running_loop()
-    signals: list[int] = []
+    signals: list[signal.Signals] = []
     try:
         monitor = HealthMonitor(
             session=session,
@@ -107,7 +107,7 @@ async def serve(
         _log.info(
             "proxy listening on %s:%d, admin on %s",
             *bound,
-            "%s:%d" % admin_bound if admin_bound else "-",
+            f"{admin_bound[0]}:{admin_bound[1]}" if admin_bound else "-",
             extra={"event": "start", "listen": f"{bound[0]}:{bound[1]}"},
         )
         if ready is not None:

@@ -35,6 +35,7 @@ class ClientConnection(asyncio.Protocol):
         "_header_bytes",
         "_headers",
         "_pause",
+        "_pending",
         "_too_large",
         "_url",
         "active",
@@ -63,12 +64,13 @@ class ClientConnection(asyncio.Protocol):
         self.parsing: Exchange | None = None  # the exchange whose body is being parsed
         self.queue: deque[Exchange] = deque()
         self.tunnel: Exchange | None = None
-        self.task: asyncio.Task[None] | None = None  # owns the running exchange
+        self.task: asyncio.Task[None] | None = None  # a backend connect in progress
         self.closed = False
         self.closing = False  # graceful shutdown: close after the current exchange
         self.write_paused = False
         self.idle_since: float | None = None
         self._pause = 0
+        self._pending: Exchange | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
@@ -94,10 +96,18 @@ class ClientConnection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            # Start after parsing the whole chunk, so head and a small body go out in one write.
+            pending = self._pending
+            if pending is not None:
+                self._pending = None
+                self._start(pending)
         except httptools.HttpParserUpgrade as exc:
             exchange = self.parsing
             if exchange is not None and exchange.upgrade is not None:
                 self.tunnel = exchange
+                if self._pending is exchange:
+                    self._pending = None
+                    self._start(exchange)
                 rest = data[exc.args[0] :]
                 if rest:
                     exchange.tunnel_from_client(rest)
@@ -183,8 +193,8 @@ class ClientConnection(asyncio.Protocol):
             upgrade=upgrade,
         )
         self.parsing = exchange
-        if self.active is None:
-            self._start(exchange)
+        if self.active is None and self._pending is None:
+            self._pending = exchange
         else:
             self.queue.append(exchange)
             self._set_pause(_PAUSE_PIPELINE, True)
@@ -232,6 +242,9 @@ class ClientConnection(asyncio.Protocol):
 
     def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
         self.active = None
+        self.task = None
+        if self.parsing is exchange:
+            self.parsing = None  # no reference cycles per request: garbage goes by refcount
         if self.closed:
             return
         if self.tunnel is exchange:
@@ -266,7 +279,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _start(self, exchange: Exchange) -> None:
         self.active = exchange
-        self.task = self.loop.create_task(exchange.run())
+        exchange.start()
 
     def _set_pause(self, flag: int, on: bool) -> None:
         before = self._pause

@@ -1,12 +1,14 @@
 """Forward one client request to a backend and relay the answer: the data-path core.
 
 :class:`Exchange` is created by the client connection when a request head has been parsed.
-Its :meth:`Exchange.run` coroutine picks a backend, takes a pooled keep-alive connection (or
-opens one), writes the request head and streams the body, then relays the response as the
-bytes arrive. Bytes move in protocol callbacks, transport to transport, with flow control
-in both directions; the coroutine only waits for the outcome of each attempt.
+:meth:`Exchange.start` picks a backend, takes a pooled keep-alive connection, writes the
+request head and streams the body, then relays the response as the bytes arrive. Everything
+happens in protocol callbacks, transport to transport, with flow control both ways: there is
+no task, future or timer per request (a task only when a new backend connection must be
+opened; read timeouts are checked by the server's sweeper). Output produced while parsing one
+received chunk is written with a single ``write`` call.
 
-Failures map to client answers in exactly one place, :meth:`Exchange.run`:
+Failures map to client answers in exactly one place, :meth:`Exchange._outcome`:
 
 * connect refused / connect timeout: the request never reached a backend, so it is retried
   on the next backend for every method; with no backend left: 503.
@@ -21,7 +23,6 @@ Failures map to client answers in exactly one place, :meth:`Exchange.run`:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 __all__ = ["REPLAY_LIMIT", "Exchange"]
 
+_log = logging.getLogger("lbrec.proxy")
 _access_log = logging.getLogger("lbrec.proxy.access")
 
 REPLAY_LIMIT = 64 * 1024  # request-body bytes kept for a retry; above it the body is streamed
@@ -65,41 +67,45 @@ class Exchange:
 
     __slots__ = (
         "_head",
+        "attempting",
         "backend",
         "body_chunks",
         "body_complete",
         "body_size",
         "chunked_in",
         "client",
+        "complete_pending",
         "content_length",
         "expect_continue",
         "finished",
         "framing",
-        "fut",
         "headers",
         "http11",
         "interim",
         "keep_alive",
         "last_activity",
         "method",
+        "out",
         "parser",
+        "pool",
         "reason",
         "resp_headers",
         "resp_keep_alive",
         "resp_until_close",
         "response_started",
+        "reused",
         "rx",
         "sending",
         "server",
         "spilled",
+        "stale_retries",
         "started",
         "status",
         "target",
-        "timer",
+        "tried",
         "tunnel_pending",
         "upgrade",
         "upstream",
-        "upstream_paused",
     )
 
     def __init__(
@@ -128,17 +134,21 @@ class Exchange:
         self.expect_continue = expect_continue
         self.upgrade = upgrade
         self._head: bytes | None = None
+        self.pool: Pool = client.server.pool
+        self.tried: set[str] | None = None
+        self.stale_retries = 0
         self.body_chunks: list[bytes] = []
         self.body_size = 0
         self.body_complete = False
         self.spilled = False  # body no longer fully held: not replayable
         self.sending = False  # body bytes go straight to self.upstream
         self.upstream: UpstreamConnection | None = None
-        self.upstream_paused = False
+        self.reused = False
         self.backend: Backend | None = None
         self.parser: httptools.HttpResponseParser | None = None
-        self.fut: asyncio.Future[int] | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.attempting = False
+        self.complete_pending = False
+        self.out: list[bytes] | None = None
         self.last_activity = 0.0
         self.started = 0.0
         self.rx = False
@@ -162,7 +172,6 @@ class Exchange:
         limit = self.server.max_body_bytes
         if limit and size > limit:  # chunked body over the limit (Content-Length is checked early)
             self.client.abort()
-            self._finish(_ABORTED)
             return
         if self.sending:
             upstream = self.upstream
@@ -187,7 +196,10 @@ class Exchange:
             self.upstream.write(LAST_CHUNK)
 
     def client_lost(self) -> None:
-        self._finish(_ABORTED)
+        if self.attempting:
+            self._outcome(_ABORTED)
+        elif not self.finished and self.upstream is not None:  # a tunnel
+            self.upstream.close()
 
     def client_pause_writing(self) -> None:
         upstream = self.upstream
@@ -206,71 +218,62 @@ class Exchange:
         elif self.upstream is not None:
             self.upstream.write(data)
 
+    def check_timeout(self, now: float) -> None:
+        """Called by the server's sweeper: no progress for ``timeouts.read`` fails the attempt."""
+        if (
+            self.attempting
+            and not self.client.write_paused
+            and now - self.last_activity > self.pool.config.timeouts.read
+        ):
+            self._outcome(_ABORTED if self.response_started else _TIMEOUT)
+
     # -- the request, start to end -------------------------------------------------------------
 
-    async def run(self) -> None:
-        server = self.server
-        pool: Pool = server.pool
-        tried: set[str] = set()
-        stale_retries = 0
-        error_status, error_text = 503, "no healthy backend available"
-        keep_alive = False
+    def start(self) -> None:
         self.started = time.monotonic()
-        try:
-            while True:
-                backend = pool.pick(tried)
-                if backend is None:
-                    if not pool.backends:
-                        error_status, error_text = 503, "no backends configured"
-                    keep_alive = self.client.reject(self, error_status, error_text)
-                    self._log(error_status, None)
-                    return
-                conn = backend.conns.take()
-                reused = conn is not None
-                if conn is None:
-                    try:
-                        conn = await backend.conns.connect(pool.config.timeouts.connect)
-                    except (OSError, TimeoutError) as err:
-                        server.passive_failure(backend, f"connect: {err or type(err).__name__}")
-                        tried.add(backend.name)
-                        continue
-                    if self.client.closed:
-                        backend.conns.release(conn, server.loop.time())
-                        return
-                outcome = await self._attempt(backend, conn, pool)
-                if outcome == _DONE:
-                    keep_alive = self.keep_alive and self.body_complete
-                    self._log(self.status, backend)
-                    return
-                if outcome == _TUNNEL:
-                    self._log(101, backend)
-                    return
-                if outcome == _ABORTED:
-                    self.client.abort()
-                    self._log(self.status or 499, backend)
-                    return
-                replayable = not self.spilled and not self.response_started
-                idempotent = self.method in IDEMPOTENT_METHODS
-                if outcome == _STALE and reused and stale_retries < _MAX_STALE_RETRIES:
-                    stale_retries += 1
-                    if replayable:
-                        continue
-                server.passive_failure(backend, _DESCRIPTION[outcome])
-                tried.add(backend.name)
-                error_status, error_text = _ERROR[outcome]
-                if replayable and idempotent:
-                    continue
-                keep_alive = self.client.reject(self, error_status, error_text)
-                self._log(error_status, backend)
-                return
-        finally:
-            self.finished = True
-            self.body_chunks = []
-            self.client.exchange_done(self, keep_alive=keep_alive)
+        self._next_attempt()
 
-    def _request_head(self, backend: Backend, pool: Pool) -> bytes:
+    def _next_attempt(self) -> None:
+        pool = self.pool
+        backend = pool.pick(self.tried or ())
+        if backend is None:
+            if not pool.backends:
+                self._fail(503, "no backends configured", None)
+            else:
+                self._fail(503, "no healthy backend available", None)
+            return
+        conn = backend.conns.take()
+        if conn is None:
+            self.client.task = self.server.loop.create_task(self._connect(backend))
+        else:
+            self._attempt(backend, conn, reused=True)
+
+    async def _connect(self, backend: Backend) -> None:
+        try:
+            conn = await backend.conns.connect(self.pool.config.timeouts.connect)
+        except (OSError, TimeoutError) as err:
+            backend.requests += 1
+            self.server.passive_failure(backend, f"connect: {err or type(err).__name__}")
+            self._tried(backend)
+            if self.client.closed:
+                self._done(False)
+            else:
+                self._next_attempt()
+            return
+        if self.client.closed:
+            backend.conns.release(conn, self.server.loop.time())
+            self._done(False)
+            return
+        self._attempt(backend, conn, reused=False)
+
+    def _tried(self, backend: Backend) -> None:
+        if self.tried is None:
+            self.tried = set()
+        self.tried.add(backend.name)
+
+    def _request_head(self, backend: Backend) -> bytes:
         head = self._head
-        preserve = pool.config.preserve_host
+        preserve = self.pool.config.preserve_host
         if head is None or not preserve:
             head = build_request_head(
                 self.method,
@@ -285,75 +288,101 @@ class Exchange:
             self._head = head
         return head
 
-    async def _attempt(self, backend: Backend, conn: UpstreamConnection, pool: Pool) -> int:
-        server = self.server
-        loop = server.loop
+    def _attempt(self, backend: Backend, conn: UpstreamConnection, *, reused: bool) -> None:
         self.backend = backend
         self.upstream = conn
+        self.reused = reused
         self.rx = False
         self.interim = False
+        self.complete_pending = False
         self.parser = httptools.HttpResponseParser(self)
-        fut = self.fut = loop.create_future()
         conn.listener = self
         backend.inflight += 1
         backend.requests += 1
-        if self.upgrade is not None:
-            self.tunnel_pending = self.tunnel_pending or []
-        head = self._request_head(backend, pool)
+        self.attempting = True
+        if self.upgrade is not None and self.tunnel_pending is None:
+            self.tunnel_pending = []
+        head = self._request_head(backend)
         chunks = self.body_chunks
         if chunks:
-            if self.chunked_in:
-                conn.write(head + b"".join(chunk(c) for c in chunks))
-            else:
-                conn.write(head + b"".join(chunks))
+            body = b"".join(chunk(c) for c in chunks) if self.chunked_in else b"".join(chunks)
+            if self.body_complete and self.chunked_in:
+                body += LAST_CHUNK
+            conn.write(head + body)
             if self.body_size > REPLAY_LIMIT:
                 self.spilled = True
                 self.body_chunks = []
+        elif self.body_complete and self.chunked_in:
+            conn.write(head + LAST_CHUNK)
         else:
             conn.write(head)
-        if self.body_complete and self.chunked_in:
-            conn.write(LAST_CHUNK)
         self.sending = True
         self.client.pause_reading_for_body(False)
-        now = loop.time()
-        self.last_activity = now
-        read_timeout = pool.config.timeouts.read
-        self.timer = loop.call_at(now + read_timeout, self._on_timer, read_timeout)
-        try:
-            outcome = await fut
-        finally:
-            backend.inflight -= 1
-            self.sending = False
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            self.fut = None
+        self.last_activity = self.server.loop.time()
+
+    def _outcome(self, outcome: int) -> None:
+        """End the current attempt and decide: done, retry, or an error answer."""
+        if not self.attempting:
+            return
+        self.attempting = False
+        self.sending = False
+        backend = self.backend
+        conn = self.upstream
+        assert backend is not None and conn is not None
+        backend.inflight -= 1
         if outcome == _DONE:
             if self.resp_keep_alive and self.body_complete and not conn.closed:
-                backend.conns.release(conn, loop.time())
+                backend.conns.release(conn, self.server.loop.time())
             else:
                 conn.close()
-        elif outcome != _TUNNEL:
-            conn.abort()
             self.upstream = None
-        return outcome
-
-    def _finish(self, outcome: int) -> None:
-        fut = self.fut
-        if fut is not None and not fut.done():
-            fut.set_result(outcome)
-        if outcome == _ABORTED and self.upstream is not None:
-            self.upstream.abort()
-
-    def _on_timer(self, read_timeout: float) -> None:
-        self.timer = None
-        loop = self.server.loop
-        deadline = self.last_activity + read_timeout
-        now = loop.time()
-        if now < deadline or self.client.write_paused:
-            self.timer = loop.call_at(max(deadline, now + 0.5), self._on_timer, read_timeout)
+            self._log(self.status, backend)
+            self._done(self.keep_alive and self.body_complete)
             return
-        self._finish(_ABORTED if self.response_started else _TIMEOUT)
+        if outcome == _TUNNEL:
+            self._log(101, backend)
+            self._done(False)
+            return
+        conn.abort()
+        self.upstream = None
+        if outcome == _ABORTED:
+            if self.response_started:
+                backend.errors += 1
+            self.client.abort()
+            self._log(self.status or 499, backend)
+            self._done(False)
+            return
+        replayable = not self.spilled and not self.response_started and not self.client.closed
+        if outcome == _STALE and self.reused and self.stale_retries < _MAX_STALE_RETRIES:
+            self.stale_retries += 1  # the backend closed an idle keep-alive connection
+            if replayable:
+                self._next_attempt()
+                return
+        self.server.passive_failure(backend, _DESCRIPTION[outcome])
+        self._tried(backend)
+        status, text = _ERROR[outcome]
+        if replayable and self.method in IDEMPOTENT_METHODS and self._has_other(backend):
+            self._next_attempt()
+            return
+        self._fail(status, text, backend)
+
+    def _has_other(self, backend: Backend) -> bool:
+        """Whether a retry could pick anything (else the specific error is more useful)."""
+        tried = self.tried or set()
+        return any(name not in tried for name in self.pool.balancer.eligible)
+
+    def _fail(self, status: int, text: str, backend: Backend | None) -> None:
+        keep_alive = self.client.reject(self, status, text)
+        self._log(status, backend)
+        self._done(keep_alive)
+
+    def _done(self, keep_alive: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.body_chunks = []
+        self.parser = None  # the parser holds our bound methods: break the cycle for refcounting
+        self.client.exchange_done(self, keep_alive=keep_alive)
 
     # -- upstream side (UpstreamListener) ------------------------------------------------------
 
@@ -362,37 +391,63 @@ class Exchange:
         self.last_activity = self.server.loop.time()
         parser = self.parser
         assert parser is not None
+        out: list[bytes] = []
+        self.out = out
+        outcome = -1
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            offset = exc.args[0]
-            if self.status == 101 and self.fut is not None:
-                self._start_tunnel(data[offset:])
-            else:
-                self._finish(_ABORTED if self.response_started else _BAD)
+            if self.status == 101 and self.attempting:
+                self.out = None
+                self._flush(out)
+                self._start_tunnel(data[exc.args[0] :])
+                return
+            outcome = _ABORTED if self.response_started else _BAD
+        except httptools.HttpParserCallbackError:
+            _log.exception("bug in a response callback", extra={"event": "bug"})
+            outcome = _ABORTED if self.response_started else _BAD
         except httptools.HttpParserError:
-            self._finish(_ABORTED if self.response_started else _BAD)
+            outcome = _ABORTED if self.response_started else _BAD
+        self.out = None
+        if out:
+            self._flush(out)
+        if self.complete_pending:
+            self.complete_pending = False
+            outcome = _DONE
+        if outcome >= 0:
+            self._outcome(outcome)
+
+    def _flush(self, out: list[bytes]) -> None:
+        if out:
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _emit(self, data: bytes) -> None:
+        out = self.out
+        if out is not None:
+            out.append(data)
+        else:
+            self.client.write(data)
 
     def upstream_lost(self, exc: Exception | None) -> None:
+        if not self.attempting:
+            return
         if self.response_started:
-            if self.resp_until_close and self.fut is not None and not self.fut.done():
+            if self.resp_until_close:
                 self.resp_keep_alive = False
                 if self.framing == ResponseFraming.CHUNKED:
                     self.client.write(LAST_CHUNK)
-                self._finish(_DONE)
+                self._outcome(_DONE)
             else:
-                self._finish(_ABORTED)
+                self._outcome(_ABORTED)
         elif not self.rx:
-            self._finish(_STALE)
+            self._outcome(_STALE)
         else:
-            self._finish(_BAD)
+            self._outcome(_BAD)
 
     def upstream_pause_writing(self) -> None:
-        self.upstream_paused = True
         self.client.pause_reading_for_upstream(True)
 
     def upstream_resume_writing(self) -> None:
-        self.upstream_paused = False
         self.client.pause_reading_for_upstream(False)
 
     # -- response parser callbacks (httptools) -------------------------------------------------
@@ -414,7 +469,7 @@ class Exchange:
         if status < 200 and status != 101:
             self.interim = True
             if status == 100 and self.expect_continue:
-                self.client.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self._emit(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         backend = self.backend
         assert backend is not None
@@ -438,20 +493,22 @@ class Exchange:
         self.framing = framing
         self.keep_alive = keep_alive  # towards the client
         self.resp_keep_alive = parser.should_keep_alive()  # the backend connection
-        self.resp_until_close = framing != ResponseFraming.NONE and not any(
-            n.lower() in (b"content-length", b"transfer-encoding") for n, _ in self.resp_headers
-        )
+        if framing != ResponseFraming.NONE:
+            self.resp_until_close = not any(
+                n.lower() in _FRAMING_HEADERS for n, _ in self.resp_headers
+            )
         self.response_started = True
-        self.client.write(head)
+        self._emit(head)
         if self.method == b"HEAD":
             # httptools cannot be told this answers a HEAD; finish here, fresh parser next time
-            self._finish(_DONE)
+            self.complete_pending = True
 
     def on_body(self, data: bytes) -> None:
-        if self.framing == ResponseFraming.CHUNKED:
-            self.client.write(chunk(data))
-        elif self.framing != ResponseFraming.NONE:
-            self.client.write(data)
+        framing = self.framing
+        if framing in (ResponseFraming.LENGTH, ResponseFraming.CLOSE):
+            self._emit(data)
+        elif framing == ResponseFraming.CHUNKED:
+            self._emit(chunk(data))
 
     def on_message_complete(self) -> None:
         if self.interim:
@@ -460,12 +517,12 @@ class Exchange:
         if self.status == 101:
             return  # the tunnel starts when the parser raises HttpParserUpgrade
         if self.framing == ResponseFraming.CHUNKED:
-            self.client.write(LAST_CHUNK)
+            self._emit(LAST_CHUNK)
         parser = self.parser
         assert parser is not None
         if not parser.should_keep_alive():
             self.resp_keep_alive = False
-        self._finish(_DONE)
+        self.complete_pending = True
 
     # -- WebSocket tunnel ----------------------------------------------------------------------
 
@@ -481,7 +538,7 @@ class Exchange:
         self.tunnel_pending = None
         for data in pending:
             upstream.write(data)
-        self._finish(_TUNNEL)
+        self._outcome(_TUNNEL)
 
     # -- access log ----------------------------------------------------------------------------
 
@@ -509,6 +566,7 @@ class Exchange:
         )
 
 
+_FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 _DESCRIPTION = {
     _STALE: "connection closed before response",
     _TIMEOUT: "read timeout",

@@ -116,10 +116,10 @@ class ConnectionPool:
                 return conn
         return None
 
-    async def connect(self, timeout: float) -> UpstreamConnection:
+    async def connect(self, connect_timeout: float) -> UpstreamConnection:
         """A fresh connection; OSError/TimeoutError when the backend cannot be reached."""
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(connect_timeout):
             _, protocol = await loop.create_connection(
                 lambda: UpstreamConnection(self), self.host, self.port
             )
