@@ -35,6 +35,7 @@ import http.client
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -174,10 +175,33 @@ class Processes:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the ephemeral range.
+
+    A port that the kernel hands out for ``bind(0)`` is ephemeral: before the server binds
+    it, an outgoing connection (wrk's, a proxy's to its upstreams) may take it as its source
+    port, and the server fails with EADDRINUSE. So pick at random below that range.
+    """
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="utf-8")
+        low = int(text.split()[0])
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(max(1025, low - 12000), low)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise BenchError("no free loopback port found below the ephemeral range")
 
 
 def http_get(port: int, path: str = "/", *, timeout: float = 2.0) -> tuple[int, dict[str, str]]:
@@ -658,6 +682,7 @@ def profile_pid(pid: int, seconds: int, out: Path) -> dict[str, Any]:
         "--rate",
         "100",
         "--function",
+        "--threads",
         "--format",
         "raw",
         "--output",
@@ -672,19 +697,29 @@ def profile_pid(pid: int, seconds: int, out: Path) -> dict[str, Any]:
 def summarize_folded(text: str, *, expected: int, top: int = 15) -> dict[str, Any]:
     """Own time (the leaf frame) and inclusive time per function, and own time per file.
 
-    Own time is the leaf Python frame, so a system call (``socket.send``) counts as own time
-    of the Python function that made it (py-spy runs without ``--native``). Frames on the
-    stack of nearly every sample (runpy, ``run_forever``...) are left out of "total".
+    Only the main thread's samples are tabled: it runs the event loop and so the whole data
+    path. Other threads (watchdog's observer...) are counted apart, because py-spy sometimes
+    takes a thread blocked in a lock or ``select`` for an active one while the process is
+    paused under load. Own time is the leaf Python frame, so time in C (uvloop, a system
+    call such as ``send``) counts as own time of the Python function that called into it
+    (py-spy runs without ``--native``). Frames on the stack of 95% or more of the samples
+    (runpy, ``Runner.run``...) are left out of "total".
     """
     own: Counter[str] = Counter()
     total: Counter[str] = Counter()
     files: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     samples = 0
     for line in text.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
+        first = stack.split(";", 1)[0]
+        thread = first.split(": ", 1)[1] if first.startswith("thread (") else "MainThread"
+        threads[thread] += count
+        if thread != "MainThread":
+            continue
         # frames look like "func (path/to/file.py:line)"; process/thread entries have no "("
         frames = [f for f in stack.split(";") if " (" in f and f.endswith(")")]
         if not frames:
@@ -706,8 +741,9 @@ def summarize_folded(text: str, *, expected: int, top: int = 15) -> dict[str, An
         "samples": samples,
         "expected_samples": expected,
         "active_percent": round(100 * samples / expected, 1) if expected else None,
+        "samples_by_thread": dict(threads.most_common()),
         "own": table(own, "function") if samples else [],
-        "total": table(Counter({k: n for k, n in total.items() if n < 0.99 * samples}), "function")
+        "total": table(Counter({k: n for k, n in total.items() if n < 0.95 * samples}), "function")
         if samples
         else [],
         "own_by_file": table(files, "file") if samples else [],
@@ -837,8 +873,9 @@ def _per_run(res: TargetResult, key: str) -> str:
 
 def render_profile(summary: dict[str, Any], *, top: int = 10) -> str:
     lines = [
-        f"py-spy, 100 Hz: {summary['samples']} samples with a Python thread on CPU, of "
-        f"{summary['expected_samples']} ticks (~{summary['active_percent']}% active)",
+        f"py-spy, 100 Hz: main thread (event loop) on CPU in {summary['samples']} of "
+        f"{summary['expected_samples']} ticks (~{summary['active_percent']}%); samples by "
+        f"thread {summary['samples_by_thread']}",
         "",
         "| # | function (own time) | own % |",
         "|---:|---|---:|",
