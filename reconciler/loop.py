@@ -207,6 +207,14 @@ class ControlLoop:
     def stopping(self) -> bool:
         return self._stopping
 
+    @property
+    def logger(self) -> logging.Logger:
+        return self._log
+
+    @property
+    def resync(self) -> float | None:
+        return self._schedule.resync
+
     def start(self) -> threading.Thread:
         """Run the loop in a daemon thread (for `lbrec up`); stop it with stop() + join()."""
         if self._thread is not None:
