@@ -1,0 +1,83 @@
+"""Message heads: hop-by-hop stripping, X-Forwarded-*, framing."""
+
+from __future__ import annotations
+
+from proxy.http import ResponseFraming, build_request_head, build_response_head, simple_response
+
+
+def _request(headers: list[tuple[bytes, bytes]], **kw: object) -> list[bytes]:
+    options: dict[str, object] = {
+        "client_ip": "10.0.0.9",
+        "backend_host": b"127.0.0.1:9000",
+        "preserve_host": True,
+        "chunked": False,
+        "upgrade": None,
+    }
+    options.update(kw)
+    head = build_request_head(b"GET", b"/p?q=1", headers, **options)  # type: ignore[arg-type]
+    assert head.endswith(b"\r\n\r\n")
+    return head.split(b"\r\n")[:-2]
+
+
+def test_request_hop_by_hop_and_forwarded() -> None:
+    lines = _request(
+        [
+            (b"Host", b"example.com"),
+            (b"Connection", b"keep-alive, X-Secret"),
+            (b"X-Secret", b"1"),
+            (b"Keep-Alive", b"300"),
+            (b"TE", b"trailers"),
+            (b"Proxy-Authorization", b"x"),
+            (b"X-Forwarded-For", b"1.1.1.1"),
+            (b"Accept", b"*/*"),
+        ]
+    )
+    assert lines[0] == b"GET /p?q=1 HTTP/1.1"
+    assert set(lines[1:]) == {
+        b"Accept: */*",
+        b"Host: example.com",
+        b"X-Forwarded-For: 1.1.1.1, 10.0.0.9",
+        b"X-Forwarded-Proto: http",
+        b"X-Forwarded-Host: example.com",
+    }
+
+
+def test_request_host_rewrite_chunked_and_upgrade() -> None:
+    lines = _request(
+        [(b"Host", b"h"), (b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")],
+        preserve_host=False,
+        chunked=True,
+        upgrade=b"websocket",
+    )
+    assert b"Host: 127.0.0.1:9000" in lines
+    assert b"Transfer-Encoding: chunked" in lines
+    assert not any(line.lower().startswith(b"content-length") for line in lines)
+    assert b"Connection: upgrade" in lines and b"Upgrade: websocket" in lines
+
+
+def test_response_framing() -> None:
+    headers = [(b"Content-Length", b"3"), (b"Connection", b"close"), (b"Set-Cookie", b"a=1"),
+               (b"Set-Cookie", b"b=2"), (b"Keep-Alive", b"timeout=5")]
+    head, framing, keep = build_response_head(
+        200, b"OK", headers, bodyless=False, client_http11=True, keep_alive=True
+    )
+    assert framing == ResponseFraming.LENGTH and keep
+    assert head == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
+    _, framing, keep = build_response_head(
+        200, b"OK", [], bodyless=False, client_http11=True, keep_alive=True
+    )
+    assert framing == ResponseFraming.CHUNKED and keep
+    head, framing, keep = build_response_head(
+        200, b"OK", [], bodyless=False, client_http11=False, keep_alive=True
+    )
+    assert framing == ResponseFraming.CLOSE and not keep and b"Connection: close" in head
+    _, framing, _ = build_response_head(
+        304, b"Not Modified", [], bodyless=True, client_http11=True, keep_alive=True
+    )
+    assert framing == ResponseFraming.NONE
+
+
+def test_simple_response() -> None:
+    raw = simple_response(503, "no healthy backend available", keep_alive=False)
+    assert raw.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    assert raw.endswith(b"\r\n\r\nno healthy backend available\n")
