@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import http.client
 import json
 import os
@@ -95,6 +96,14 @@ class WrkRun:
     non_2xx: int  # wrk's "status" errors: answers with a status above 399
     errors_by_kind: dict[str, int]
     reloads: int = 0
+    # CPU seconds the target's processes used during the run (for "direct": the backends').
+    # Much steadier than req/s on a shared machine: it does not depend on who else runs.
+    cpu_user_s: float = 0.0
+    cpu_sys_s: float = 0.0
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return 1e6 * (self.cpu_user_s + self.cpu_sys_s) / self.requests if self.requests else 0.0
 
 
 @dataclass(slots=True)
@@ -140,6 +149,29 @@ class Processes:
         with self._lock:
             self._procs.append((name, proc))
         return proc
+
+    def cpu_seconds(self, name: str) -> tuple[float, float]:
+        """User and system CPU seconds of every live process in the groups started as ``name``.
+
+        Includes the time of reaped children (an nginx master's old workers), so a reload's
+        workers count too. Read before and after a run; the difference is the run's cost.
+        """
+        with self._lock:
+            groups = {proc.pid for n, proc in self._procs if n == name}
+        tick = float(os.sysconf("SC_CLK_TCK"))
+        user = system = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text(encoding="ascii").rpartition(")")[2].split()
+            except (OSError, UnicodeDecodeError):
+                continue  # gone meanwhile
+            # after "pid (comm)": state ppid pgrp ... utime stime cutime cstime (fields 3..17)
+            if len(fields) > 14 and int(fields[2]) in groups:
+                user += (int(fields[11]) + int(fields[13])) / tick
+                system += (int(fields[12]) + int(fields[14])) / tick
+        return user, system
 
     def log_path(self, name: str) -> Path:
         return self._logdir / f"{name}.log"
@@ -811,20 +843,20 @@ def render_markdown(
         + (f"; config reload every {settings['reload_every']:g}s during load" if reload else ""),
         f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})",
         "",
-        "| target | req/s (median) | req/s min-max | p50 ms | p99 ms | socket errors | non-2xx"
-        + (" | reloads |" if reload else " |"),
-        "|---|---:|---:|---:|---:|---:|---:" + ("|---:|" if reload else "|"),
+        "| target | req/s (median) | req/s min-max | p50 ms | p99 ms | CPU us/req (usr+sys) "
+        "| socket errors | non-2xx" + (" | reloads |" if reload else " |"),
+        "|---|---:|---:|---:|---:|---:|---:|---:" + ("|---:|" if reload else "|"),
     ]
     for res in results:
         if res.status != "ok" or not res.runs:
             status = res.status.replace("|", "/")
-            lines.append(f"| {res.name} | {status} |" + " |" * (6 if reload else 5))
+            lines.append(f"| {res.name} | {status} |" + " |" * (7 if reload else 6))
             continue
         rps = [r.rps for r in res.runs]
         row = (
             f"| {res.name} | {_fmt_rps(res.median('rps'))} | "
             f"{_fmt_rps(min(rps))}-{_fmt_rps(max(rps))} | {res.median('p50_ms'):.2f} | "
-            f"{res.median('p99_ms'):.2f} | {_per_run(res, 'socket_errors')} | "
+            f"{res.median('p99_ms'):.2f} | {_cpu(res)} | {_per_run(res, 'socket_errors')} | "
             f"{_per_run(res, 'non_2xx')} |"
         )
         if reload:
@@ -835,7 +867,8 @@ def render_markdown(
     lines.append("")
     lines.append(
         f"Errors are totals over the {settings['rounds']} measured rounds; socket errors = wrk's "
-        "connect + read + write + timeout, non-2xx = answers with status >= 400."
+        "connect + read + write + timeout, non-2xx = answers with status >= 400. CPU us/req: "
+        "CPU time of the target's processes (for direct: the backends) per request answered."
     )
     by_name = {r.name: r for r in results if r.status == "ok" and r.runs}
     if "lbrec" in by_name:
@@ -862,6 +895,14 @@ def render_markdown(
     if checks:
         lines.append("After the last reload (weights swapped): " + "; ".join(checks))
     return "\n".join(lines)
+
+
+def _cpu(res: TargetResult) -> str:
+    per_req = statistics.median(run.cpu_us_per_request for run in res.runs)
+    user = statistics.median(run.cpu_user_s for run in res.runs)
+    system = statistics.median(run.cpu_sys_s for run in res.runs)
+    share = 100 * user / (user + system) if user + system else 0.0
+    return f"{per_req:.1f} ({share:.0f}% usr)"
 
 
 def _per_run(res: TargetResult, key: str) -> str:
@@ -1141,8 +1182,10 @@ def _run(
             tail = _one_line(procs.log_tail(name, 3))
             results[name].status = f"died (exit code {code})" + (f": {tail}" if tail else "")
             return None
+        group = "backends" if name == "direct" else name
+        user0, sys0 = procs.cpu_seconds(group)
         try:
-            return run_wrk(
+            run = run_wrk(
                 lua,
                 target.port,
                 shape,
@@ -1153,6 +1196,10 @@ def _run(
         except BenchError as err:
             results[name].status = f"failed: {_one_line(str(err))}"
             return None
+        user1, sys1 = procs.cpu_seconds(group)
+        return dataclasses.replace(
+            run, cpu_user_s=round(user1 - user0, 2), cpu_sys_s=round(sys1 - sys0, 2)
+        )
 
     if args.warmup > 0:
         for name, target in targets.items():
