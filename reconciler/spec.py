@@ -149,10 +149,28 @@ class DesiredState(_Model):
         return next((b for b in self.backends if b.name == name), None)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a repeated key is an error instead of silently replacing the first
+    (two `backends:` blocks would otherwise drop the first one's backends)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_spec(text: str, *, source: str = DEFAULT_FILE) -> DesiredState:
     """Parse and validate YAML text; errors name the file, the line/column or the field path."""
     try:
-        data: Any = yaml.safe_load(text)
+        data: Any = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark is not None else ""
@@ -191,7 +209,7 @@ def parse_backend_arg(arg: str) -> BackendSpec:
     name, port_text = parts[0], parts[1]
     weight_text = parts[2] if len(parts) == 3 else "1"
     for field, text in (("port", port_text), ("weight", weight_text)):
-        if not text.isdigit():
+        if not (text.isascii() and text.isdigit()):  # not "²" or "٣"
             raise SpecError(f"backend {arg!r}: {field} must be a whole number, got {text!r}")
     try:
         return BackendSpec(name=name, port=int(port_text), weight=int(weight_text))

@@ -1,0 +1,63 @@
+"""Shared values for the reconciler's unit tests: a build, a sample desired state, a converged
+observation. Everything here is pure data; no test in this folder needs Docker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from reconciler.labels import BuildInfo, backend_labels
+from reconciler.render import render_compose, render_pool
+from reconciler.spec import DesiredState, parse_spec
+from reconciler.state import Observed, ObservedContainer
+
+BUILD = BuildInfo(base_image=None, context_digest="c0ffee" * 10 + "abcd")
+
+SAMPLE_YAML = """\
+project: demo
+listen: 127.0.0.1:8080
+admin: 127.0.0.1:8081
+health: {path: /health, interval: 2, rise: 2, fall: 3}
+backends:
+  - {name: backend1, port: 9001, weight: 2}
+  - {name: backend2, port: 9002, weight: 3, env: {GREETING: hello, A_FIRST: "1"}}
+  - {name: backend3, port: 9003, weight: 0}
+"""
+
+
+def converged_observed(
+    desired: DesiredState, build: BuildInfo = BUILD, *, compose: bool = True
+) -> Observed:
+    """What the engine and the files look like right after a successful apply of ``desired``."""
+    pool = render_pool(desired)
+    return Observed(
+        containers=tuple(
+            ObservedContainer(
+                id=f"id-{b.name}",
+                backend=b.name,
+                state="running",
+                health="healthy",
+                labels=backend_labels(b, desired, build),
+            )
+            for b in desired.backends
+        ),
+        pool=pool,
+        pool_text=pool.to_json(),
+        compose_text=render_compose(desired, build) if compose else None,
+    )
+
+
+@pytest.fixture
+def build() -> BuildInfo:
+    return BUILD
+
+
+@pytest.fixture
+def sample() -> DesiredState:
+    return parse_spec(SAMPLE_YAML)
+
+
+@pytest.fixture
+def converged() -> Callable[..., Observed]:
+    return converged_observed
