@@ -84,7 +84,7 @@ class Backend:
 class Pool:
     """What the proxy serves right now: the config, its backends and their rotation."""
 
-    __slots__ = ("backends", "balancer", "config", "digest")
+    __slots__ = ("backends", "balancer", "config", "digest", "fallback")
 
     def __init__(
         self,
@@ -97,12 +97,26 @@ class Pool:
         self.backends = dict(backends)
         self.balancer = balancer
         self.digest = digest
+        # Panic routing (as Envoy's panic threshold): when nothing is in rotation, backends
+        # that are still "checking" (new, not yet proven, never failed) take the traffic
+        # rather than every client getting a 503.
+        self.fallback = SmoothWeightedRoundRobin(
+            {name: b.weight for name, b in self.backends.items()},
+            healthy=[n for n, b in self.backends.items() if _unproven(b)],
+        )
 
     def pick(self, exclude: Collection[str] = ()) -> Backend | None:
         name = self.balancer.pick(exclude)
+        if name is None:
+            name = self.fallback.pick(exclude)
         return None if name is None else self.backends[name]
 
     def refresh(self, backend: Backend) -> None:
         """Re-derive one backend's place in the rotation from its health/ejection."""
         wait = self.config.health.wait_healthy_on_add
         self.balancer.set_healthy(backend.name, backend.takes_traffic(wait_healthy=wait))
+        self.fallback.set_healthy(backend.name, _unproven(backend))
+
+
+def _unproven(backend: Backend) -> bool:
+    return backend.health is HealthState.CHECKING and not backend.ejected

@@ -1,0 +1,230 @@
+"""The data path against real backends on loopback: balancing, failures, headers, streams."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import aiohttp
+
+from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
+
+
+async def _names(http: aiohttp.ClientSession, url: str, n: int) -> list[str]:
+    names = []
+    for _ in range(n):
+        async with http.get(url) as response:
+            assert response.status == 200, await response.text()
+            names.append(response.headers["X-Backend"])
+    return names
+
+
+async def test_distribution_2_3_exact(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    p = await proxy(config_doc([("a", a.url, 2), ("b", b.url, 3)]))
+    names = await _names(http, p.url + "/x", 100)
+    assert collections.Counter(names) == {"a": 40, "b": 60}
+    assert names[:5] == ["b", "a", "b", "a", "b"]
+    for start in range(0, 96):  # any window of 5 is exact
+        assert collections.Counter(names[start : start + 5]) == {"a": 2, "b": 3}
+
+
+async def test_concurrent_requests_and_body(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+
+    async def one(i: int) -> None:
+        async with http.post(p.url + f"/echo?i={i}", data=b"x" * (i * 997)) as response:
+            doc = await response.json()
+            assert doc["size"] == i * 997 and doc["path"] == f"/echo?i={i}"
+
+    await asyncio.gather(*(one(i) for i in range(40)))
+
+
+async def test_killed_backend_no_client_errors(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    p = await proxy(config_doc([("a", a.url, 1), ("b", b.url, 1)]))
+    await _names(http, p.url + "/warm", 10)  # pooled keep-alive connections to both
+    await a.stop()
+    names = await _names(http, p.url + "/after", 30)
+    assert set(names) == {"b"}
+    async with http.get(p.admin_url + "/-/pool") as response:
+        pool = {x["name"]: x for x in (await response.json())["backends"]}
+    assert pool["a"]["errors"] >= 1
+    assert pool["a"]["state"] in ("ejected", "down")
+
+
+async def test_all_down_gives_503(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    await a.stop()
+    async with http.get(p.url + "/x") as response:
+        assert response.status == 503
+        assert "no healthy backend" in await response.text()
+    async with http.head(p.url + "/x") as response:
+        assert response.status == 503
+
+
+async def test_empty_pool_gives_503(proxy: ProxyFactory, http: aiohttp.ClientSession) -> None:
+    p = await proxy(config_doc([]))
+    async with http.get(p.url + "/x") as response:
+        assert response.status == 503
+        assert "no backends configured" in await response.text()
+
+
+async def test_slow_backend_504(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    doc = config_doc([("a", a.url, 1)], timeouts={"connect": 1.0, "read": 0.5, "idle": 30.0})
+    p = await proxy(doc)
+    async with http.get(p.url + "/slow?s=5") as response:
+        assert response.status == 504
+    async with http.get(p.url + "/slow?s=0") as response:  # the proxy still serves
+        assert response.status == 200
+
+
+async def test_5xx_passes_through_and_ejects(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    doc = config_doc(
+        [("a", a.url, 1), ("b", b.url, 1)], passive={"max_fails": 2, "cooldown": 30}
+    )
+    p = await proxy(doc)
+    statuses = []
+    for _ in range(4):
+        async with http.get(p.url + "/status/500") as response:
+            statuses.append(response.status)
+    assert statuses == [500, 500, 500, 500]  # answers are passed through, never rewritten
+    async with http.get(p.admin_url + "/-/pool") as response:
+        states = {x["name"]: x["state"] for x in (await response.json())["backends"]}
+    assert states == {"a": "ejected", "b": "ejected"}
+    async with http.get(p.url + "/x") as response:
+        assert response.status == 503
+
+
+async def test_headers_hop_by_hop_and_forwarded(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    headers = {
+        "Connection": "keep-alive, X-Private",
+        "X-Private": "secret",
+        "Keep-Alive": "timeout=9",
+        "TE": "trailers",
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Kept": "yes",
+    }
+    async with http.get(p.url + "/h?x=1", headers=headers) as response:
+        seen = (await response.json())["headers"]
+    assert "X-Private" not in seen and "Keep-Alive" not in seen and "TE" not in seen
+    assert seen["X-Kept"] == "yes"
+    assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "http"
+    assert seen["X-Forwarded-Host"] == f"127.0.0.1:{p.info.listen[1]}"
+    assert seen["Host"] == f"127.0.0.1:{p.info.listen[1]}"  # kept by default
+    async with http.get(p.url + "/hop") as response:
+        assert response.headers["X-Custom"] == "kept"
+        assert "Keep-Alive" not in response.headers
+        assert "Proxy-Authenticate" not in response.headers
+        assert await response.text() == "hop"
+
+
+async def test_host_rewrite_when_configured(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)], preserve_host=False))
+    async with http.get(p.url + "/h") as response:
+        seen = (await response.json())["headers"]
+    assert seen["Host"] == f"127.0.0.1:{a.port}"
+
+
+async def test_chunked_both_ways_and_head(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+
+    async def gen() -> collections.abc.AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"y" * 10_000
+
+    async with http.post(p.url + "/up", data=gen()) as response:  # chunked upload
+        assert (await response.json())["size"] == 100_000
+    async with http.get(p.url + "/stream?n=7") as response:  # chunked download
+        assert response.headers.get("Transfer-Encoding") == "chunked"
+        assert await response.text() == "".join(f"part{i};" for i in range(7))
+    async with http.head(p.url + "/x") as response:
+        assert response.status == 200
+        assert int(response.headers["Content-Length"]) > 0
+    async with http.get(p.url + "/x") as response:  # the connection after HEAD still works
+        assert response.status == 200
+    async with http.get(p.url + "/status/204") as response:
+        assert response.status == 204
+
+
+async def test_limits(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(
+        config_doc([("a", a.url, 1)], limits={"max_header_bytes": 2048, "max_body_bytes": 1000})
+    )
+    async with http.get(p.url + "/x", headers={"X-Big": "z" * 4000}) as response:
+        assert response.status == 431
+    async with http.post(p.url + "/x", data=b"z" * 2000) as response:
+        assert response.status == 413
+    async with http.post(p.url + "/x", data=b"z" * 500) as response:
+        assert response.status == 200
+
+
+async def test_websocket_upgrade(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    async with http.ws_connect(p.url + "/ws") as ws:
+        for i in range(3):
+            await ws.send_str(f"m{i}")
+            assert await asyncio.wait_for(ws.receive_str(), 5) == f"a:m{i}"
+    async with http.get(p.url + "/x") as response:
+        assert response.status == 200
+
+
+async def test_pipelined_requests(backends: BackendFactory, proxy: ProxyFactory) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.info.listen[1])
+    request = b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n"
+    writer.write(request % 1 + request % 2 + request % 3)
+    await writer.drain()
+    bodies = []
+    for _ in range(3):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        bodies.append(await reader.readexactly(length))
+    assert [b'"/p1"' in x for x in bodies] == [True, False, False]
+    assert b'"/p3"' in bodies[2]
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_bad_request_line(proxy: ProxyFactory) -> None:
+    p = await proxy(config_doc([]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.info.listen[1])
+    writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.startswith(b"HTTP/1.1 400 ")
+    writer.close()
+    await writer.wait_closed()
