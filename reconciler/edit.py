@@ -12,7 +12,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import CommentMark, YAMLError
+from ruamel.yaml.tokens import CommentToken
 
 from .errors import SpecError, UsageError
 from .spec import BackendSpec
@@ -65,6 +66,75 @@ def _backends(data: CommentedMap, source: str) -> CommentedSeq:
     return seq
 
 
+def _is_block(value: object) -> bool:
+    return (
+        isinstance(value, CommentedMap | CommentedSeq)
+        and len(value) > 0
+        and not value.fa.flow_style()
+    )
+
+
+def _last_key(value: CommentedMap | CommentedSeq) -> Any:
+    return len(value) - 1 if isinstance(value, CommentedSeq) else list(value)[-1]
+
+
+def _slot(parent: Any, key: Any) -> tuple[list[Any], int]:
+    """The comment slot after the last scalar of ``parent[key]``: (ruamel comment entry, index).
+
+    ruamel.yaml hangs the lines that follow a collection (blank lines, comments about the next
+    key) on the deepest last item of that collection, so editing the list would move or drop
+    them; :func:`_take_tail` and :func:`_put_tail` carry them over an edit.
+    """
+    value = parent[key]
+    while _is_block(value):
+        parent, key = value, _last_key(value)
+        value = parent[key]
+    entry: list[Any] = parent.ca.items.setdefault(key, [None, None, None, None])
+    return entry, 0 if isinstance(parent, CommentedSeq) else 2
+
+
+def _take_tail(parent: Any, key: Any) -> str:
+    """Detach and return the lines after ``parent[key]`` (keeping its own end-of-line comment)."""
+    parts: list[str] = []
+    entry, index = _slot(parent, key)
+    token = entry[index]
+    if token is not None:
+        head, newline, tail = token.value.partition("\n")
+        parts.append(tail)
+        if head.strip():
+            token.value = head + newline
+        else:
+            entry[index] = None
+    value = parent[key]
+    ends: list[str] = []
+    while _is_block(value):
+        ends[:0] = [t.value for t in value.ca.end if t is not None]
+        value.ca.end = []
+        value = value[_last_key(value)]
+    return "".join(parts + ends)
+
+
+def _put_tail(parent: Any, key: Any, tail: str) -> None:
+    """Attach ``tail`` (from :func:`_take_tail`) after ``parent[key]``."""
+    if not tail:
+        return
+    entry, index = _slot(parent, key)
+    token = entry[index]
+    if token is None:
+        entry[index] = CommentToken("\n" + tail, CommentMark(0), None)
+    else:
+        token.value = token.value + tail
+
+
+def _put_before_first(seq: CommentedSeq, tail: str) -> None:
+    """Attach ``tail`` above the first item of ``seq``, after any comment already there."""
+    if seq.ca.comment is None:
+        seq.ca.comment = [None, []]
+    if seq.ca.comment[1] is None:
+        seq.ca.comment[1] = []
+    seq.ca.comment[1].append(CommentToken(tail, CommentMark(0), None))
+
+
 def _entry(backend: BackendSpec, *, flow: bool) -> CommentedMap:
     entry = CommentedMap()
     entry["name"] = backend.name
@@ -90,11 +160,16 @@ def init_document(existing: str | None, backends: list[BackendSpec], *, source: 
     data = _load(existing if existing is not None else _NEW_FILE, source)
     seq = _backends(data, source)
     flow = _flow_like(seq)
-    if isinstance(seq, CommentedSeq) and seq.fa.flow_style():
+    tail = _take_tail(data, "backends")
+    if seq.fa.flow_style():
         seq.fa.set_block_style()
     del seq[:]
+    seq.ca.items.clear()
     for backend in backends:
         seq.append(_entry(backend, flow=flow))
+    if not seq:
+        seq.fa.set_flow_style()
+    _put_tail(data, "backends", tail)
     return _dump(data)
 
 
@@ -105,6 +180,7 @@ def add_backend(text: str, backend: BackendSpec, *, source: str) -> tuple[str, s
     """
     data = _load(text, source)
     seq = _backends(data, source)
+    tail = _take_tail(data, "backends")
     if seq.fa.flow_style():
         seq.fa.set_block_style()
     for item in seq:
@@ -113,8 +189,10 @@ def add_backend(text: str, backend: BackendSpec, *, source: str) -> tuple[str, s
                 return text, "unchanged"
             item["port"] = backend.port
             item["weight"] = backend.weight
+            _put_tail(data, "backends", tail)
             return _dump(data), "updated"
     seq.append(_entry(backend, flow=_flow_like(seq)))
+    _put_tail(data, "backends", tail)
     return _dump(data), "added"
 
 
@@ -126,9 +204,18 @@ def remove_backend(text: str, key: str, *, source: str) -> tuple[str, str]:
         if not isinstance(item, dict):
             continue
         port: Any = item.get("port")
-        if item.get("name") == key or (key.isdigit() and port == int(key)):
+        if item.get("name") == key or (key.isascii() and key.isdigit() and port == int(key)):
             name = str(item.get("name"))
+            last = index == len(seq) - 1
+            tail = _take_tail(data, "backends") if last else _take_tail(seq, index)
             del seq[index]
+            if index > 0:
+                _put_tail(seq, index - 1, tail)
+            elif not seq:
+                seq.fa.set_flow_style()  # `backends: []`, then what followed the list
+                _put_tail(data, "backends", tail)
+            elif tail:
+                _put_before_first(seq, tail)
             return _dump(data), name
     known = ", ".join(
         f"{item.get('name')}:{item.get('port')}" for item in seq if isinstance(item, dict)
