@@ -41,10 +41,17 @@ def configure_logging(
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("lbrec")
+    ours = logging.getLogger("lbrec")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    # Third-party warnings (aiohttp, asyncio) come out in the same format, one per line.
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    # watchdog warns about its own shutdown race ("queue_events() called when the thread is
+    # inactive"), which is harmless noise.
+    logging.getLogger("watchdog").setLevel(logging.CRITICAL)
     logging.getLogger("lbrec.proxy.access").setLevel(
         logging.INFO if access_log else logging.WARNING
     )

@@ -49,8 +49,13 @@ def _backend_app(state: dict[str, Any]) -> web.Application:
         async for data in request.content.iter_any():
             size += len(data)
         return web.json_response(
-            {"backend": backend.name, "method": request.method, "path": request.path_qs,
-             "size": size, "headers": dict(request.headers)},
+            {
+                "backend": backend.name,
+                "method": request.method,
+                "path": request.path_qs,
+                "size": size,
+                "headers": dict(request.headers),
+            },
             headers={"X-Backend": backend.name, "Set-Cookie": "a=1"},
         )
 
@@ -77,6 +82,16 @@ def _backend_app(state: dict[str, Any]) -> web.Application:
         await response.write_eof()
         return response
 
+    async def big(request: web.Request) -> web.StreamResponse:
+        mib = int(request.query.get("mib", "10"))
+        response = web.StreamResponse(headers={"Content-Length": str(mib << 20)})
+        await response.prepare(request)
+        block = b"d" * (1 << 20)
+        for _ in range(mib):
+            await response.write(block)
+        await response.write_eof()
+        return response
+
     async def ws(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse()
         await sock.prepare(request)
@@ -92,6 +107,7 @@ def _backend_app(state: dict[str, Any]) -> web.Application:
     app.router.add_get("/hop", hop)
     app.router.add_get("/stream", stream)
     app.router.add_get("/ws", ws)
+    app.router.add_get("/big", big)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 

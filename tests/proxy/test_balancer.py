@@ -90,7 +90,9 @@ def test_balancer_is_pure() -> None:
         alias.name.split(".")[0]
         for node in ast.walk(tree)
         if isinstance(node, ast.Import | ast.ImportFrom)
-        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+        for alias in (
+            node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")]
+        )
     }
     assert imported <= {"__future__", "collections"}, imported
 
@@ -130,8 +132,9 @@ def test_smooth(weights: dict[str, int]) -> None:
 @settings(max_examples=100, deadline=None)
 @given(
     weights=weights_st,
-    flaps=st.lists(st.tuples(st.sampled_from("abcdefgh"), st.booleans(), st.integers(0, 9)),
-                   max_size=8),
+    flaps=st.lists(
+        st.tuples(st.sampled_from("abcdefgh"), st.booleans(), st.integers(0, 9)), max_size=8
+    ),
 )
 def test_health_flaps_then_exact(
     weights: dict[str, int], flaps: list[tuple[str, bool, int]]

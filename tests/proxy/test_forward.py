@@ -96,9 +96,7 @@ async def test_5xx_passes_through_and_ejects(
     backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
 ) -> None:
     a, b = await backends("a"), await backends("b")
-    doc = config_doc(
-        [("a", a.url, 1), ("b", b.url, 1)], passive={"max_fails": 2, "cooldown": 30}
-    )
+    doc = config_doc([("a", a.url, 1), ("b", b.url, 1)], passive={"max_fails": 2, "cooldown": 30})
     p = await proxy(doc)
     statuses = []
     for _ in range(4):

@@ -56,13 +56,21 @@ def test_request_host_rewrite_chunked_and_upgrade() -> None:
 
 
 def test_response_framing() -> None:
-    headers = [(b"Content-Length", b"3"), (b"Connection", b"close"), (b"Set-Cookie", b"a=1"),
-               (b"Set-Cookie", b"b=2"), (b"Keep-Alive", b"timeout=5")]
+    headers = [
+        (b"Content-Length", b"3"),
+        (b"Connection", b"close"),
+        (b"Set-Cookie", b"a=1"),
+        (b"Set-Cookie", b"b=2"),
+        (b"Keep-Alive", b"timeout=5"),
+    ]
     head, framing, keep = build_response_head(
         200, b"OK", headers, bodyless=False, client_http11=True, keep_alive=True
     )
     assert framing == ResponseFraming.LENGTH and keep
-    assert head == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
+    assert (
+        head
+        == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
+    )
     _, framing, keep = build_response_head(
         200, b"OK", [], bodyless=False, client_http11=True, keep_alive=True
     )

@@ -19,8 +19,8 @@ async def _pool(http: aiohttp.ClientSession, p: RunningProxy) -> dict[str, objec
         return doc
 
 
-async def _wait_for(predicate: collections.abc.Callable[[], object], timeout: float) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _wait_for(predicate: collections.abc.Callable[[], object], within: float) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not predicate():
         assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
         await asyncio.sleep(0.02)
