@@ -36,6 +36,7 @@ __all__ = [
     "PassOutcome",
     "Schedule",
     "configure_logging",
+    "describe_failures",
     "is_permanent",
     "whales_docker",
 ]
@@ -286,7 +287,7 @@ class ControlLoop:
             return self._done(PassOutcome.TEMPORARY)
         elapsed = self._clock() - started
         if report.failed:
-            names = ", ".join(f"{o.action.backend}: {o.error}" for o in report.failed)
+            names = describe_failures(report)
             self.last_error = names
             self._log.error(
                 "pass=%d failed backends: %s", n, names, extra={**extra, "error": names}
@@ -307,6 +308,16 @@ class ControlLoop:
     def _done(self, outcome: PassOutcome) -> PassOutcome:
         self.last_outcome = outcome
         return outcome
+
+
+def describe_failures(report: Report) -> str:
+    """``b1: not healthy after 60s; b2: build failed: ...``, each backend named once."""
+    parts = []
+    for o in report.failed:
+        error = o.error or "failed"
+        name = o.action.backend
+        parts.append(error if error.startswith(f"{name}:") else f"{name}: {error}")
+    return "; ".join(parts)
 
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
