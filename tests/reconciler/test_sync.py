@@ -128,8 +128,10 @@ class FakeApply:
         return [r.commit for _, r in self.calls]
 
 
-def make_sync(origin: Origin, deploy: Workspace, fake: FakeApply, **kw: float) -> SyncLoop:
-    return SyncLoop(SyncSource(str(origin.bare)), deploy, apply=fake, **kw)
+def make_sync(
+    origin: Origin, deploy: Workspace, fake: FakeApply, *, interval: float = 30.0
+) -> SyncLoop:
+    return SyncLoop(SyncSource(str(origin.bare)), deploy, apply=fake, interval=interval)
 
 
 def test_new_commit_is_detected_and_applied(origin: Origin, deploy: Workspace) -> None:
