@@ -25,6 +25,7 @@ __all__ = ["ClientConnection"]
 _PAUSE_BODY = 1  # body arrived before a backend was attached
 _PAUSE_UPSTREAM = 2  # backend socket buffer full
 _PAUSE_PIPELINE = 4  # a pipelined request waits for the previous one
+_HEAD_SLACK = 64 * 1024  # a received chunk may hold the head plus the start of the body
 
 
 class ClientConnection(asyncio.Protocol):
@@ -34,8 +35,10 @@ class ClientConnection(asyncio.Protocol):
         "_expect",
         "_header_bytes",
         "_headers",
+        "_in_head",
         "_pause",
         "_pending",
+        "_raw_head",
         "_too_large",
         "_url",
         "active",
@@ -70,6 +73,8 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.idle_since: float | None = None
         self._pause = 0
+        self._in_head = True
+        self._raw_head = 0
         self._pending: Exchange | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -94,6 +99,15 @@ class ClientConnection(asyncio.Protocol):
         if tunnel is not None:
             tunnel.tunnel_from_client(data)
             return
+        if self._in_head:
+            # httptools buffers an unfinished header line without limit: cap the raw head.
+            self._raw_head += len(data)
+            if (
+                self._raw_head > self.server.max_header_bytes + _HEAD_SLACK
+                and b"\r\n\r\n" not in data
+            ):
+                self._bad_request(431, "request header fields too large")
+                return
         try:
             self.parser.feed_data(data)
             # Start after parsing the whole chunk, so head and a small body go out in one write.
@@ -119,6 +133,9 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self.task is not None:  # a backend connect for this client: nobody waits for it
+            self.task.cancel()
+            self.task = None
         for exchange in (self.active, self.tunnel):
             if exchange is not None:
                 exchange.client_lost()
@@ -137,6 +154,7 @@ class ClientConnection(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_head = True
         self._url = b""
         self._headers = []
         self._header_bytes = 0
@@ -168,6 +186,8 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         self.idle_since = None
+        self._in_head = False
+        self._raw_head = 0
         if self._too_large or self._header_bytes > self.server.max_header_bytes:
             self._bad_request(431, "request header fields too large")
             return

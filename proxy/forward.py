@@ -234,7 +234,7 @@ class Exchange:
         self._next_attempt()
 
     def _next_attempt(self) -> None:
-        pool = self.pool
+        pool = self.pool = self.server.pool  # a retry sees the newest pool
         backend = pool.pick(self.tried or ())
         if backend is None:
             if not pool.backends:

@@ -226,3 +226,80 @@ async def test_bad_request_line(proxy: ProxyFactory) -> None:
     assert data.startswith(b"HTTP/1.1 400 ")
     writer.close()
     await writer.wait_closed()
+
+
+async def _one_shot_backend() -> tuple[asyncio.Server, int, list[int]]:
+    """A raw backend that answers one request per connection, keeps the connection open
+    (no ``Connection: close``) and silently closes it when a second request arrives: the
+    stale keep-alive race, made deterministic. Path /die closes without answering."""
+    served: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            if head.startswith((b"GET /die", b"POST /die")):
+                writer.transport.abort()
+                return
+            if head.startswith(b"POST /form"):
+                served.append(1)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: raw\r\n\r\nok")
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # the next request: drop it, close
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], served
+
+
+async def test_stale_keepalive_retried_for_post(
+    proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    server, port, served = await _one_shot_backend()
+    try:
+        p = await proxy(config_doc([("raw", f"http://127.0.0.1:{port}", 1)]))
+        for i in range(5):
+            async with http.post(p.url + "/form", data=b"k=%d" % i) as response:
+                assert response.status == 200 and await response.text() == "ok"
+        assert len(served) == 5
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_broken_backend_answer(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    server, port, _ = await _one_shot_backend()
+    b = await backends("b")
+    try:
+        raw = f"http://127.0.0.1:{port}"
+        p = await proxy(config_doc([("raw", raw, 1)], passive={"max_fails": 0}))
+        async with http.post(p.url + "/die", data=b"x") as response:
+            assert response.status == 502  # not idempotent: never replayed
+        p.write(config_doc([("raw", raw, 1), ("b", b.url, 1)], passive={"max_fails": 0}))
+        await asyncio.sleep(0.3)
+        for _ in range(4):  # GET: retried on the next backend, the client sees no error
+            async with http.get(p.url + "/die") as response:
+                assert response.status == 200
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_http10_client(backends: BackendFactory, proxy: ProxyFactory) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.info.listen[1])
+    writer.write(b"GET /old HTTP/1.0\r\n\r\n")
+    data = await asyncio.wait_for(reader.read(), 5)  # the proxy closes after the answer
+    assert data.startswith(b"HTTP/1.1 200 ") and b"Connection: close" in data
+    assert b'"/old"' in data
+    writer.close()
+    await writer.wait_closed()
