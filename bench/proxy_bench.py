@@ -57,7 +57,12 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGETS = ("direct", "lbrec", "nginx", "haproxy")
 LOOPBACK = "127.0.0.1"
-APT_PACKAGES = {"wrk": ["wrk"], "nginx": ["nginx-light", "nginx"], "haproxy": ["haproxy"]}
+APT_PACKAGES = {
+    "wrk": ["wrk"],
+    "nginx": ["nginx-light", "nginx"],
+    "haproxy": ["haproxy"],
+    "perf": ["linux-perf"],
+}
 
 # wrk calls done() once at the end; a JSON line is easier and more exact to read than the
 # human summary (latencies in microseconds, errors by kind).
@@ -698,7 +703,7 @@ def check_reload_applied(target: Target, *, count: int = 50) -> dict[str, Any]:
 # --------------------------------------------------------------------------- profile
 
 
-def profile_pid(pid: int, seconds: int, out: Path) -> dict[str, Any]:
+def profile_pid(pid: int, seconds: int, out: Path, *, native: bool = False) -> dict[str, Any]:
     """py-spy record (folded stacks) of ``pid`` for ``seconds``; own/total time per function."""
     pyspy = REPO / ".venv" / "bin" / "py-spy"
     exe = str(pyspy) if pyspy.exists() else shutil.which("py-spy")
@@ -715,6 +720,7 @@ def profile_pid(pid: int, seconds: int, out: Path) -> dict[str, Any]:
         "100",
         "--function",
         "--threads",
+        *(["--native"] if native else []),
         "--format",
         "raw",
         "--output",
@@ -790,6 +796,54 @@ def _short_frame(frame: str) -> str:
             where = where.split(marker, 1)[1]
             break
     return f"{func} ({where})"
+
+
+def perf_pid(pid: int, seconds: int, data: Path, *, top: int = 15) -> dict[str, Any]:
+    """``perf record -e cpu-clock`` of ``pid``: the split kernel / CPython / uvloop / httptools.
+
+    py-spy sees Python frames only; perf sees every CPU cycle of the process, kernel included.
+    """
+    exe = shutil.which("perf")
+    if exe is None:
+        raise BenchError("perf not found (apt-get install linux-perf)")
+    record = [exe, "record", "-q", "-e", "cpu-clock", "-F", "499", "-g", "-p", str(pid)]
+    done = subprocess.run(
+        [*record, "-o", str(data), "--", "sleep", str(seconds)],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )
+    if done.returncode != 0 or not data.exists():
+        raise BenchError(f"perf record failed ({done.returncode}): {done.stderr.strip()[-300:]}")
+
+    def report(sort: str) -> list[dict[str, Any]]:
+        argv = [exe, "report", "-i", str(data), "--no-children", "--sort", sort, "--stdio"]
+        text = subprocess.run(
+            [*argv, "-g", "none"], capture_output=True, text=True, timeout=120, check=False
+        ).stdout
+        rows: list[dict[str, Any]] = []
+        for line in text.splitlines():
+            parts = line.split()
+            if not parts or not parts[0].endswith("%") or line.lstrip().startswith("#"):
+                continue
+            try:
+                percent = float(parts[0].rstrip("%"))
+            except ValueError:
+                continue
+            name = " ".join(p for p in parts[1:] if p not in ("[.]", "[k]"))
+            rows.append({"what": name, "percent": percent})
+        return rows[:top]
+
+    return {"by_dso": report("dso"), "by_symbol": report("dso,sym")}
+
+
+def render_perf(summary: dict[str, Any], *, top: int = 10) -> str:
+    lines = ["perf (cpu-clock, all threads of the proxy):", "", "| where | % |", "|---|---:|"]
+    lines += [f"| `{row['what']}` | {row['percent']} |" for row in summary["by_dso"][:top]]
+    lines += ["", "| symbol | % |", "|---|---:|"]
+    lines += [f"| `{row['what']}` | {row['percent']} |" for row in summary["by_symbol"][:top]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- machine, report
@@ -980,6 +1034,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also py-spy the lbrec proxy for S seconds under wrk load",
     )
     parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="with --profile: py-spy --native, so time in C (uvloop, httptools) shows by name",
+    )
+    parser.add_argument(
+        "--perf",
+        type=int,
+        default=0,
+        metavar="S",
+        help="also perf-record the lbrec proxy for S seconds under wrk load (linux-perf)",
+    )
+    parser.add_argument(
         "--start-timeout",
         type=float,
         default=20.0,
@@ -1040,7 +1106,11 @@ def _signals_stop(procs: Processes) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    tools = ensure_tools(install=args.install, needed={"wrk", "nginx", "haproxy"})
+    needed = {"wrk", "nginx", "haproxy"} | ({"perf"} if args.perf > 0 else set())
+    tools = ensure_tools(install=args.install, needed=needed)
+    pyspy = REPO / ".venv" / "bin" / "py-spy"
+    if args.install and args.profile > 0 and not pyspy.exists() and not shutil.which("py-spy"):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=False)
     if "wrk" not in tools:
         print(
             "wrk is not installed: apt-get install -y wrk (or run with --install)", file=sys.stderr
@@ -1090,9 +1160,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render_markdown(ordered, machine, settings))
     print(f"Load average at end: {' '.join(machine['loadavg_end'])}")
-    if profile is not None:
-        print()
-        print(render_profile(profile) if "own" in profile else f"profile: {profile['error']}")
+    for key, render in (("pyspy", render_profile), ("perf", render_perf)):
+        part = (profile or {}).get(key)
+        if part is not None:
+            print()
+            print(f"{key}: {part['error']}" if "error" in part else render(part))
+    if profile is not None and "error" in profile:
+        print(f"\nprofile: {profile['error']}")
     kind = "reload" if args.reload_every > 0 else "throughput"
     out = args.json or RESULTS_DIR / f"proxy-{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -1223,17 +1297,18 @@ def _run(
                 results[name].reload_check = check_reload_applied(target)
                 _log(f"{name} after the last reload: {results[name].reload_check}")
 
-    if args.profile > 0:
+    if args.profile > 0 or args.perf > 0:
         target = targets.get("lbrec")
         if not isinstance(target, Lbrec) or target.proc is None or not target.alive():
             return {"error": "lbrec is not running"}
-        return _profile(lua, target, shape, args.profile, tmp)
+        return _profiles(lua, target, shape, args, tmp)
     return None
 
 
-def _profile(lua: Path, target: Lbrec, shape: LoadShape, seconds: int, tmp: Path) -> dict[str, Any]:
-    assert target.proc is not None
-    folded = tmp / "lbrec-profile.folded"
+def _under_load(
+    lua: Path, target: Lbrec, shape: LoadShape, seconds: int, sample: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run ``sample`` (a profiler, ``seconds`` long) while wrk loads ``target``."""
     box: dict[str, Any] = {}
 
     def load() -> None:
@@ -1246,18 +1321,42 @@ def _profile(lua: Path, target: Lbrec, shape: LoadShape, seconds: int, tmp: Path
     loader.start()
     time.sleep(1.0)  # let wrk connect first
     try:
-        summary = profile_pid(target.proc.pid, seconds, folded)
-    except (BenchError, subprocess.TimeoutExpired) as err:
+        summary = sample()
+    except (BenchError, OSError, subprocess.TimeoutExpired) as err:
         summary = {"error": _one_line(str(err))}
     loader.join(timeout=seconds + 40)
     if "wrk" in box:
-        summary["wrk_during_profile"] = asdict(box["wrk"])
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    if folded.exists():
-        keep = RESULTS_DIR / f"lbrec-profile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.folded"
-        shutil.copyfile(folded, keep)
-        summary["folded"] = str(keep)
+        summary["wrk_rps_while_profiled"] = box["wrk"].rps
     return summary
+
+
+def _profiles(
+    lua: Path, target: Lbrec, shape: LoadShape, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    assert target.proc is not None
+    pid = target.proc.pid
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {}
+    if args.profile > 0:
+        folded = tmp / "lbrec-profile.folded"
+        out["pyspy"] = _under_load(
+            lua,
+            target,
+            shape,
+            args.profile,
+            lambda: profile_pid(pid, args.profile, folded, native=args.profile_native),
+        )
+        if folded.exists():
+            keep = RESULTS_DIR / f"lbrec-pyspy-{stamp}.folded"
+            shutil.copyfile(folded, keep)
+            out["pyspy"]["folded"] = str(keep)
+    if args.perf > 0:
+        data = tmp / "lbrec-perf.data"
+        out["perf"] = _under_load(
+            lua, target, shape, args.perf, lambda: perf_pid(pid, args.perf, data)
+        )
+    return out
 
 
 def _git_describe(repo: Path) -> str:
