@@ -17,6 +17,19 @@ from .errors import LbrecError
 
 __all__ = ["CommitInfo", "GitError", "Mirror", "normalize_repo"]
 
+# Set by git for hooks (post-receive runs `lbrec sync`): they would point our git at the wrong
+# repository, so they are dropped from the environment of every git call.
+_REPO_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_QUARANTINE_PATH",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[^/\s]+@[^/\s]+:)", re.IGNORECASE)
 
 
@@ -52,7 +65,8 @@ class Mirror:
         self.timeout = timeout
 
     def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_ASKPASS="")
+        env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+        env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_ASKPASS="")
         env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         command = ["git", "-C", str(self.workdir), *args]
         try:

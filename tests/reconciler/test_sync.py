@@ -315,6 +315,20 @@ def test_once_with_a_relative_repo_path(
     assert fake.calls[0][1].source == str(origin.bare)
 
 
+def test_once_from_a_post_receive_hook_environment(
+    origin: Origin, deploy: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git sets GIT_DIR for hooks; the mirror must not follow it into the pushed repository."""
+    commit = origin.commit(GOOD_A, "good")
+    monkeypatch.setenv("GIT_DIR", str(origin.bare))
+    monkeypatch.chdir(origin.bare)
+    fake = FakeApply()
+    assert once(origin, deploy, fake) == 0
+    assert fake.commits == [commit]
+    assert (deploy.folder / ".lbrec/repo/HEAD").is_file()  # the mirror, not the pushed repo
+    assert "refs/lbrec" not in git(origin.bare, "for-each-ref")
+
+
 # -- the loop: polling, webhook trigger, stop -------------------------------------------
 
 
