@@ -127,6 +127,17 @@ def _lb_service(desired: DesiredState, build: BuildInfo) -> dict[str, object]:
     }
 
 
+def _literal(value: object) -> object:
+    """Compose interpolates `$VAR` in every value; lbrec means each `$` literally (`$$`)."""
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, dict):
+        return {key: _literal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_literal(item) for item in value]
+    return value
+
+
 def render_compose(
     desired: DesiredState,
     build: BuildInfo,
@@ -142,7 +153,7 @@ def render_compose(
     }
     if desired.proxy.mode == "container":
         services[LB_SERVICE] = _lb_service(desired, build)
-    document: dict[str, object] = {"name": desired.project, "services": services}
+    document: dict[str, object] = {"name": desired.project, "services": _literal(services)}
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=1000)
     return _HEADER.format(source=source) + body
 
