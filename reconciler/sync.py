@@ -91,6 +91,7 @@ class SyncResult:
     revision: Revision | None = None
     report: Report | None = None
     error: str | None = None
+    recorded: bool = False  # this pass wrote deployed.json (a new commit went live)
 
     @property
     def exit_code(self) -> int:
@@ -212,7 +213,8 @@ class SyncLoop:
                 error = describe_failures(report)
                 return SyncResult(SyncState.FAILED, commit, revision, report, error)
             deployed = read_deployed(folder) or {}
-            if deployed.get("commit") != commit:
+            recorded = deployed.get("commit") != commit
+            if recorded:
                 _write_deployed(folder, revision, branch=self.source.branch, path=self.source.path)
                 self._log.info(
                     "commit %s: deployed (%s: %s)",
@@ -221,7 +223,7 @@ class SyncLoop:
                     revision.message,
                     extra={"commit": commit, "author": revision.author},
                 )
-        return SyncResult(SyncState.DEPLOYED, commit, revision, report)
+        return SyncResult(SyncState.DEPLOYED, commit, revision, report, recorded=recorded)
 
     def _last_good(self) -> tuple[str, DesiredState, Revision] | None:
         deployed = read_deployed(self.workspace.folder) or {}
@@ -406,11 +408,9 @@ def _once(sync: SyncLoop, *, log_error: Callable[..., None], log_info: Callable[
             log_error("  hint: %s", err.hint)
         return err.exit_code
     short = result.commit[:12]
-    match result.state:
-        case SyncState.DEPLOYED:
-            log_info("commit %s: deployed", short)
-        case SyncState.INVALID:
-            log_error("commit %s: invalid, not applied: %s", short, result.error)
+    match result.state:  # a new deployment and an invalid commit were logged by sync_once
+        case SyncState.DEPLOYED if not result.recorded:
+            log_info("commit %s: deployed, in sync", short)
         case SyncState.FAILED:
             log_error("commit %s: apply failed: %s", short, result.error)
     return result.exit_code
