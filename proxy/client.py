@@ -267,7 +267,7 @@ class ClientConnection(asyncio.Protocol):
             self.parsing = None  # no reference cycles per request: garbage goes by refcount
         if self.closed:
             return
-        if self.tunnel is exchange:
+        if self.tunnel is exchange and exchange.status == 101:
             return  # the connection now belongs to the tunnel
         if not keep_alive or self.closing:
             self.closed = True

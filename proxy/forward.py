@@ -160,7 +160,8 @@ class Exchange:
         self.framing = ResponseFraming.NONE
         self.resp_keep_alive = False
         self.resp_until_close = False
-        self.tunnel_pending: list[bytes] | None = None
+        # bytes the client sent after an upgrade request, until the backend answers 101
+        self.tunnel_pending: list[bytes] | None = [] if upgrade is not None else None
         self.finished = False
 
     # -- request body, fed by the client connection --------------------------------------------
@@ -198,7 +199,7 @@ class Exchange:
     def client_lost(self) -> None:
         if self.attempting:
             self._outcome(_ABORTED)
-        elif not self.finished and self.upstream is not None:  # a tunnel
+        elif self.upstream is not None:  # a tunnel: close the backend side too
             self.upstream.close()
 
     def client_pause_writing(self) -> None:
@@ -300,8 +301,6 @@ class Exchange:
         backend.inflight += 1
         backend.requests += 1
         self.attempting = True
-        if self.upgrade is not None and self.tunnel_pending is None:
-            self.tunnel_pending = []
         head = self._request_head(backend)
         chunks = self.body_chunks
         if chunks:

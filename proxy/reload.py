@@ -111,7 +111,7 @@ class ConfigWatcher:
             observer = self._observer
             self._observer = None
             observer.stop()
-            await asyncio.to_thread(observer.join, 2.0)
+            await asyncio.to_thread(observer.join, 1.0)
 
     def reload_now(self, *, force: bool = False) -> bool:
         """Read, validate and apply the file. Returns True when a new pool was swapped in."""

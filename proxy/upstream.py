@@ -77,7 +77,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- helpers -------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None:
+        if not self.closed and self.transport is not None:
             self.transport.write(data)
 
     def close(self) -> None:

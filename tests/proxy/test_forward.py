@@ -303,3 +303,36 @@ async def test_http10_client(backends: BackendFactory, proxy: ProxyFactory) -> N
     assert b'"/old"' in data
     writer.close()
     await writer.wait_closed()
+
+
+async def test_upgrade_refused_closes_cleanly(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.info.listen[1])
+    writer.write(
+        b"GET /not-ws HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    data = await asyncio.wait_for(reader.read(), 5)  # answered, then closed (no hang)
+    assert data.startswith(b"HTTP/1.1 200 ")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_websocket_close_from_client_closes_backend(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    ws = await http.ws_connect(p.url + "/ws")
+    await ws.send_str("x")
+    assert await asyncio.wait_for(ws.receive_str(), 5) == "a:x"
+    await ws.close()
+    server = p.info.server
+    for _ in range(100):
+        if not server.connections and server.pool.backends["a"].conns.opened == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert not server.connections
+    assert server.pool.backends["a"].conns.opened == 0
