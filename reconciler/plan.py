@@ -46,6 +46,9 @@ _ORDER = {
     ActionKind.UNCHANGED: 5,
 }
 
+# `docker start` fails on these ("cannot start a paused container"); a new container is needed.
+_NOT_STARTABLE = ("dead", "removing", "paused")
+
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -141,7 +144,7 @@ def _plan_backend(
     if container.labels.get(CONFIG_HASH) != want_hash:
         reasons = changed_fields(container.labels, fields) or ["config hash changed"]
         return act(ActionKind.RECREATE, ", ".join(reasons))
-    if container.state in ("dead", "removing"):
+    if container.state in _NOT_STARTABLE:
         return act(ActionKind.RECREATE, f"container {container.state}")
     if not container.running:
         return act(ActionKind.START, f"container {container.state}")
@@ -176,6 +179,8 @@ def _plan_lb(desired: DesiredState, observed: Observed, build: BuildInfo) -> Act
             ActionKind.RECREATE,
             ", ".join(changed_fields(container.labels, fields) or ["config hash changed"]),
         )
+    if container.state in _NOT_STARTABLE:
+        return act(ActionKind.RECREATE, f"container {container.state}")
     if not container.running:
         return act(ActionKind.START, f"container {container.state}")
     if container.health == "unhealthy":

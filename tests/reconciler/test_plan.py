@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from proxy.config import BackendEntry, BackendsConfig
-from reconciler.labels import CONFIG_HASH, BuildInfo, backend_labels
+from reconciler.labels import CONFIG_HASH, BuildInfo, backend_labels, lb_labels
 from reconciler.plan import Action, ActionKind, Plan, plan
 from reconciler.render import render_compose, render_pool
 from reconciler.spec import BackendSpec, DesiredState
@@ -145,6 +145,20 @@ CASES: list[tuple[str, Observed, BuildInfo, ActionKind, str]] = [
         BUILD,
         K.RECREATE,
         "container dead",
+    ),
+    (
+        "paused-cannot-be-started",
+        _observed(_ctr("a", state="paused"), _ctr("b"), pool=ROUTED),
+        BUILD,
+        K.RECREATE,
+        "container paused",
+    ),
+    (
+        "restarting-counts-as-running",
+        _observed(_ctr("a", state="restarting", health="starting"), _ctr("b"), pool=ROUTED),
+        BUILD,
+        K.UNCHANGED,
+        "",
     ),
     (
         "two-containers",
@@ -462,6 +476,7 @@ def test_lb_role_containers_are_not_backend_orphans() -> None:
     result = plan(DESIRED, observed, build=BUILD)
     backend_actions = [a for a in result.actions if a.role == "backend"]
     assert all(a.kind is K.UNCHANGED for a in backend_actions)
+    assert [(a.kind, a.backend) for a in result.actions if a.role == "lb"] == [(K.REMOVE, "lb")]
 
 
 # --- properties --------------------------------------------------------------------------------
@@ -639,3 +654,56 @@ def test_property_converged_state_is_in_sync(desired: DesiredState, build: Build
     assert result.in_sync
     assert all(a.kind is K.UNCHANGED for a in result.actions)
     assert result.settings_changed == ()
+
+
+# --- the load balancer's own container (proxy.mode: container) ---------------------------------
+
+
+def _lb(state: str = "running", health: str | None = "healthy", **labels: str) -> ObservedContainer:
+    desired = _desired(("a", 9001, 2), proxy={"mode": "container"})
+    return ObservedContainer(
+        id=f"lb-{state}",
+        backend="lb",
+        state=state,
+        health=health,
+        labels={**lb_labels(desired, BUILD), **labels},
+        role="lb",
+    )
+
+
+@pytest.mark.parametrize(
+    ("containers", "kind", "reason"),
+    [
+        ((), K.CREATE, "no container"),
+        ((_lb(),), K.UNCHANGED, ""),
+        ((_lb(state="exited", health=None),), K.START, "container exited"),
+        ((_lb(state="paused"),), K.RECREATE, "container paused"),
+        ((_lb(health="unhealthy"),), K.RECREATE, "container unhealthy"),
+        ((_lb(), _lb(state="exited")), K.RECREATE, "2 load balancer containers"),
+        ((_lb(**{"lbrec.field.listen": "x", CONFIG_HASH: "old"}),), K.RECREATE, "listen x -> "),
+    ],
+)
+def test_lb_container_in_container_mode(
+    containers: tuple[ObservedContainer, ...], kind: ActionKind, reason: str
+) -> None:
+    desired = _desired(("a", 9001, 2), proxy={"mode": "container"})
+    observed = _observed(_ctr("a", labels=_labels("a", desired)), *containers, pool=_pool(a=2))
+    result = plan(desired, observed, build=BUILD)
+    (action,) = [a for a in result.actions if a.role == "lb"]
+    assert (action.backend, action.kind) == ("lb", kind)
+    assert reason in action.reason if reason else action.reason == ""
+    assert action.container_ids == tuple(c.id for c in containers)
+    assert _action(result, "a").kind is K.UNCHANGED
+
+
+def test_lb_container_removed_in_host_mode() -> None:
+    observed = _observed(_ctr("a"), _ctr("b"), _lb(), pool=ROUTED)
+    (action,) = [a for a in plan(DESIRED, observed, build=BUILD).actions if a.role == "lb"]
+    assert (action.kind, action.reason, action.container_ids) == (
+        K.REMOVE,
+        "proxy.mode is host",
+        ("lb-running",),
+    )
+    assert not [
+        a for a in plan(DESIRED, _observed(_ctr("a")), build=BUILD).actions if a.role == "lb"
+    ]
