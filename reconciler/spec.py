@@ -133,10 +133,13 @@ class DesiredState(_Model):
                 )
             names[backend.name] = index
             ports[backend.port] = backend.name
-        reserved = {
-            int(self.listen.rsplit(":", 1)[1]): "listen",
-            int(self.admin.rsplit(":", 1)[1]): "admin",
-        }
+        listen_host, listen_port = self.listen.rsplit(":", 1)
+        admin_host, admin_port = self.admin.rsplit(":", 1)
+        if listen_port == admin_port and (
+            listen_host == admin_host or {listen_host, admin_host} & {"0.0.0.0", "[::]"}
+        ):
+            raise ValueError(f"admin: {self.admin} overlaps listen {self.listen}: use another port")
+        reserved = {int(listen_port): "listen", int(admin_port): "admin"}
         for index, backend in enumerate(self.backends):
             if backend.port in reserved:
                 role = reserved[backend.port]

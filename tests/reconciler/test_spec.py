@@ -81,6 +81,11 @@ backends:
     assert DesiredState.model_validate(state.model_dump()) == state
 
 
+def test_same_port_on_different_hosts_is_allowed() -> None:
+    state = parse_spec("listen: 10.0.0.1:8081\nadmin: 127.0.0.1:8081\n")
+    assert (state.listen, state.admin) == ("10.0.0.1:8081", "127.0.0.1:8081")
+
+
 def test_models_are_frozen() -> None:
     state = parse_spec("backends:\n  - {name: a, port: 9001}\n")
     with pytest.raises(ValueError, match="frozen"):
@@ -164,6 +169,16 @@ def test_models_are_frozen() -> None:
             "backends:\n  - {name: a, port: 9001}\n  - {name: b, port: 9999}\n",
             "backends[1].port: 9999 is the proxy's admin port",
             id="port-is-admin",
+        ),
+        pytest.param(
+            "admin: 127.0.0.1:8080\n",
+            "admin: 127.0.0.1:8080 overlaps listen 127.0.0.1:8080: use another port",
+            id="admin-equals-listen",
+        ),
+        pytest.param(
+            "listen: 0.0.0.0:8081\n",
+            "admin: 127.0.0.1:8081 overlaps listen 0.0.0.0:8081: use another port",
+            id="admin-under-wildcard-listen",
         ),
         pytest.param(
             "listen: localhost\n",
