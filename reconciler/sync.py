@@ -49,6 +49,7 @@ from .loop import (
     describe_failures,
     whales_docker,
 )
+from .plan import Plan
 from .spec import DEFAULT_FILE, DesiredState, parse_spec
 from .status import DEPLOYED_FILE
 from .workspace import Workspace
@@ -294,6 +295,7 @@ def make_apply(
     *,
     docker: DockerFactory = whales_docker,
     health_timeout: float = 60.0,
+    on_plan: Callable[[Plan, Revision], None] | None = None,
 ) -> ApplyFn:
     """The real apply: one converge of ``desired`` stamped with ``revision``."""
 
@@ -305,6 +307,7 @@ def make_apply(
             check=False,
             revision=revision,
             health_timeout=health_timeout,
+            on_plan=None if on_plan is None else lambda p: on_plan(p, revision),
         )
 
     return apply
@@ -373,6 +376,21 @@ def run_sync(
 
     log = configure_logging(log_format, name="sync")
     workspace = Workspace.at(file)
+    if not workspace.folder.is_dir():
+        log.error("%s: no such deploy folder", workspace.folder)
+        return 2
+
+    def on_plan(the_plan: Plan, revision: Revision) -> None:
+        for action in the_plan.changes:
+            log.info(
+                "commit %s: %s %s: %s",
+                (revision.commit or "?")[:12],
+                action.kind.value,
+                action.backend,
+                action.reason or "-",
+                extra={"commit": revision.commit, "action": action.kind.value},
+            )
+
     try:
         source = SyncSource(normalize_repo(repo, Path.cwd()), branch, path)
     except GitError as err:
@@ -381,7 +399,8 @@ def run_sync(
     sync = SyncLoop(
         source,
         workspace,
-        apply=apply or make_apply(workspace, docker=docker, health_timeout=health_timeout),
+        apply=apply
+        or make_apply(workspace, docker=docker, health_timeout=health_timeout, on_plan=on_plan),
         workdir=None if workdir is None else Path(workdir).absolute(),
         interval=interval,
         lock_timeout=lock_timeout,

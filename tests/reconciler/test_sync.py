@@ -303,6 +303,8 @@ def test_once_exit_codes(
     assert "missing.yaml: not in commit" in capsys.readouterr().err
     assert once(origin, deploy, fake, repo=str(origin.bare.parent / "nope.git")) == 5
     assert "GitError: git fetch failed" in capsys.readouterr().err
+    assert once(origin, Workspace.at(deploy.folder / "nope" / "desired-state.yaml"), fake) == 2
+    assert "no such deploy folder" in capsys.readouterr().err
 
 
 def test_once_with_a_relative_repo_path(
