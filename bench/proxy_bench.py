@@ -502,6 +502,22 @@ class Lbrec(Target):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def admin_generation(self) -> str | None:
+        """The generation the proxy says it serves (admin ``/-/pool``), if it answers."""
+        conn = http.client.HTTPConnection(LOOPBACK, self.admin, timeout=2.0)
+        try:
+            conn.request("GET", "/-/pool")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status != 200:
+                return None
+            value = json.loads(body).get("generation")
+            return value if isinstance(value, str) else None
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            return None
+        finally:
+            conn.close()
+
 
 class Nginx(Target):
     name = "nginx"
@@ -697,7 +713,11 @@ def check_reload_applied(target: Target, *, count: int = 50) -> dict[str, Any]:
     expected = {name: round(count * w / sum(weights.values())) for name, w in weights.items()}
     seen = sample_spread(target.port, count)
     applied = all(abs(seen.get(name, 0) - n) <= 3 for name, n in expected.items())
-    return {"applied": applied, "expected": expected, "seen": seen}
+    check: dict[str, Any] = {"applied": applied, "expected": expected, "seen": seen}
+    if isinstance(target, Lbrec):
+        check["admin_generation"] = target.admin_generation()
+        check["written_generation"] = f"bench-{target.generation}"
+    return check
 
 
 # --------------------------------------------------------------------------- profile
@@ -949,6 +969,12 @@ def render_markdown(
     checks = [
         f"{r.name} expected {r.reload_check['expected']} saw {r.reload_check['seen']}"
         + ("" if r.reload_check["applied"] else " NOT APPLIED")
+        + (
+            f" (admin /-/pool generation {r.reload_check['admin_generation']}, "
+            f"written {r.reload_check['written_generation']})"
+            if "admin_generation" in r.reload_check
+            else ""
+        )
         for r in results
         if r.reload_check is not None
     ]
