@@ -34,6 +34,10 @@ _HOSTPORT = re.compile(r"^(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>[
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
+# Set on every backend container by render.py; a user value would break the port mapping or
+# the healthcheck.
+_RESERVED_ENV = frozenset({"BACKEND_NAME", "PORT", "HEALTH_PATH", "HEALTH_TIMEOUT"})
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,6 +64,8 @@ class BackendSpec(_Model):
         for key in value:
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
                 raise ValueError(f"environment variable name {key!r} is not valid")
+            if key in _RESERVED_ENV:
+                raise ValueError(f"{key} is set by lbrec (from name, port and health)")
         return value
 
 

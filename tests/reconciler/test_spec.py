@@ -211,6 +211,16 @@ def test_models_are_frozen() -> None:
             id="env-name",
         ),
         pytest.param(
+            "backends:\n  - {name: a, port: 9001, env: {PORT: '8000'}}\n",
+            "backends[0].env: PORT is set by lbrec (from name, port and health)",
+            id="env-reserved-port",
+        ),
+        pytest.param(
+            "backends:\n  - {name: a, port: 9001, env: {HEALTH_PATH: /x}}\n",
+            "backends[0].env: HEALTH_PATH is set by lbrec",
+            id="env-reserved-health-path",
+        ),
+        pytest.param(
             "backends:\n  - {name: a, port: 9001, env: {X: 1}}\n",
             "backends[0].env.X: Input should be a valid string (got 1)",
             id="env-value-not-string",
