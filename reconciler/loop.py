@@ -258,7 +258,10 @@ class ControlLoop:
         self.passes += 1
         n = self.passes
         extra: dict[str, Any] = {"pass": n, "reason": reason}
-        self._log.info("pass=%d start (%s)", n, reason, extra=extra)
+        routine = reason == "resync"  # a resync that changes nothing logs one line, not two
+        self._log.log(
+            logging.DEBUG if routine else logging.INFO, "pass=%d start (%s)", n, reason, extra=extra
+        )
         started = self._clock()
         try:
             report = self._reconcile()
@@ -296,8 +299,9 @@ class ControlLoop:
         self.last_error = None
         recap = report.recap()
         self._log.info(
-            "pass=%d ok in %.1fs: %s generation=%s",
+            "pass=%d %sok in %.1fs: %s generation=%s",
             n,
+            "resync " if routine else "",
             elapsed,
             "changed" if report.changed else "in sync",
             report.generation or "-",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hmac
 import json
+import logging
 import re
 import threading
 import time
@@ -39,7 +40,7 @@ from proxy.config import Revision
 from .apply import Report, converge
 from .errors import LbrecError, SpecError
 from .files import atomic_write, read_text_or_none
-from .git import GitError, Mirror, normalize_repo
+from .git import Mirror, normalize_repo
 from .lock import project_lock
 from .loop import (
     Backoff,
@@ -62,6 +63,7 @@ __all__ = [
     "SyncSource",
     "SyncState",
     "add_sync_arguments",
+    "build_sync_loop",
     "make_apply",
     "parse_duration",
     "read_deployed",
@@ -354,6 +356,51 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
 
+def _log_plan(the_plan: Plan, revision: Revision) -> None:
+    log = logging.getLogger("lbrec.sync")
+    for action in the_plan.changes:
+        log.info(
+            "commit %s: %s %s: %s",
+            (revision.commit or "?")[:12],
+            action.kind.value,
+            action.backend,
+            action.reason or "-",
+            extra={"commit": revision.commit, "action": action.kind.value},
+        )
+
+
+def build_sync_loop(
+    *,
+    repo: str,
+    file: str | Path = DEFAULT_FILE,
+    branch: str = "main",
+    path: str = DEFAULT_FILE,
+    interval: float = 30.0,
+    workdir: str | Path | None = None,
+    lock_timeout: float = 300.0,
+    health_timeout: float = 60.0,
+    git_timeout: float = 120.0,
+    docker: DockerFactory = whales_docker,
+    apply: ApplyFn | None = None,
+) -> SyncLoop:
+    """The real sync loop (for run_sync and `lbrec up`). Raises GitError for a bad --repo,
+    SpecError when the deploy folder (the folder of ``file``) does not exist."""
+    workspace = Workspace.at(file)
+    if not workspace.folder.is_dir():
+        raise SpecError(f"{workspace.folder}: no such deploy folder")
+    source = SyncSource(normalize_repo(repo, Path.cwd()), branch, path)
+    return SyncLoop(
+        source,
+        workspace,
+        apply=apply
+        or make_apply(workspace, docker=docker, health_timeout=health_timeout, on_plan=_log_plan),
+        workdir=None if workdir is None else Path(workdir).absolute(),
+        interval=interval,
+        lock_timeout=lock_timeout,
+        git_timeout=git_timeout,
+    )
+
+
 def run_sync(
     *,
     repo: str,
@@ -375,37 +422,23 @@ def run_sync(
     from .watch import run_thread_until_stopped, stop_on_signals
 
     log = configure_logging(log_format, name="sync")
-    workspace = Workspace.at(file)
-    if not workspace.folder.is_dir():
-        log.error("%s: no such deploy folder", workspace.folder)
-        return 2
-
-    def on_plan(the_plan: Plan, revision: Revision) -> None:
-        for action in the_plan.changes:
-            log.info(
-                "commit %s: %s %s: %s",
-                (revision.commit or "?")[:12],
-                action.kind.value,
-                action.backend,
-                action.reason or "-",
-                extra={"commit": revision.commit, "action": action.kind.value},
-            )
-
     try:
-        source = SyncSource(normalize_repo(repo, Path.cwd()), branch, path)
-    except GitError as err:
+        sync = build_sync_loop(
+            repo=repo,
+            file=file,
+            branch=branch,
+            path=path,
+            interval=interval,
+            workdir=workdir,
+            lock_timeout=lock_timeout,
+            health_timeout=health_timeout,
+            git_timeout=git_timeout,
+            docker=docker,
+            apply=apply,
+        )
+    except LbrecError as err:
         log.error("%s", err.message)
         return err.exit_code
-    sync = SyncLoop(
-        source,
-        workspace,
-        apply=apply
-        or make_apply(workspace, docker=docker, health_timeout=health_timeout, on_plan=on_plan),
-        workdir=None if workdir is None else Path(workdir).absolute(),
-        interval=interval,
-        lock_timeout=lock_timeout,
-        git_timeout=git_timeout,
-    )
     if once:
         return _once(sync, log_error=log.error, log_info=log.info)
     with stop_on_signals(sync.stop, log.info):

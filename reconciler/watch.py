@@ -26,6 +26,7 @@ from typing import Literal
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 from .apply import Report, converge
 from .lock import project_lock
@@ -44,6 +45,7 @@ __all__ = [
     "FileWatch",
     "WatchLoop",
     "add_watch_arguments",
+    "build_watch_loop",
     "log_plan",
     "make_reconcile",
     "run_thread_until_stopped",
@@ -74,7 +76,7 @@ class FileWatch:
     def __init__(self, path: Path, on_change: Callable[[str], None]) -> None:
         self.path = Path(path).absolute()
         self._on_change = on_change
-        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._observer: BaseObserver | None = None
 
     def start(self) -> None:
         if self._observer is not None:
@@ -260,6 +262,36 @@ def run_thread_until_stopped(thread: threading.Thread) -> None:
         thread.join(0.2)
 
 
+def build_watch_loop(
+    file: str | Path,
+    *,
+    resync: float = 30.0,
+    debounce: float = 0.3,
+    lock_timeout: float = 300.0,
+    health_timeout: float = 60.0,
+    docker: DockerFactory = whales_docker,
+) -> WatchLoop:
+    """The real watch loop for ``file`` (logging each planned change); for run_watch and `up`."""
+    workspace = Workspace.at(file)
+
+    def on_plan(the_plan: Plan) -> None:
+        log_plan(watch.loop)(the_plan)
+
+    watch = WatchLoop(
+        workspace.spec_file,
+        make_reconcile(
+            workspace,
+            docker=docker,
+            lock_timeout=lock_timeout,
+            health_timeout=health_timeout,
+            on_plan=on_plan,
+        ),
+        resync=resync or None,
+        debounce=debounce,
+    )
+    return watch
+
+
 def run_watch(
     file: str | Path,
     *,
@@ -277,20 +309,13 @@ def run_watch(
         log.error("%s: no such folder", workspace.folder)
         return 2
 
-    def on_plan(the_plan: Plan) -> None:
-        log_plan(watch.loop)(the_plan)
-
-    watch = WatchLoop(
+    watch = build_watch_loop(
         workspace.spec_file,
-        make_reconcile(
-            workspace,
-            docker=docker,
-            lock_timeout=lock_timeout,
-            health_timeout=health_timeout,
-            on_plan=on_plan,
-        ),
-        resync=resync or None,
+        resync=resync,
         debounce=debounce,
+        lock_timeout=lock_timeout,
+        health_timeout=health_timeout,
+        docker=docker,
     )
     with stop_on_signals(watch.stop, log.info):
         try:
