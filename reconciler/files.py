@@ -24,8 +24,11 @@ def atomic_write(path: Path, text: str, *, mode: int | None = None) -> bool:
     Returns False, writing nothing, when the content is already there. Readers see the old
     file or the new one, never a mix; a crash leaves at most a stray temp file.
     """
-    if read_text_or_none(path) == text:
-        return False
+    try:
+        if read_text_or_none(path) == text:
+            return False
+    except UnicodeDecodeError:
+        pass  # not even UTF-8 (a corrupt file): replace it
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:
         try:

@@ -207,6 +207,8 @@ def load_spec(path: Path) -> DesiredState:
         ) from err
     except OSError as err:
         raise SpecError(f"{path}: cannot read: {err.strerror or err}") from err
+    except UnicodeDecodeError as err:
+        raise SpecError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     return parse_spec(text, source=str(path))
 
 

@@ -237,3 +237,11 @@ def test_digest_ignores_files_outside_the_context(context: Path, change: Any) ->
 def test_digest_without_backend_folder(tmp_path: Path) -> None:
     (tmp_path / "Dockerfile.backend").write_text("FROM x\n")
     assert len(_digest(tmp_path)) == 64
+
+
+def test_replaces_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    """A corrupt file must not make the rewrite that repairs it impossible."""
+    path = tmp_path / "backends.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    assert atomic_write(path, "{}\n") is True
+    assert path.read_text() == "{}\n"

@@ -388,3 +388,11 @@ def test_duplicate_key_is_an_error_not_a_silent_override() -> None:
 def test_yaml_merge_keys_still_work() -> None:
     state = parse_spec("health: {<<: {path: /a, rise: 4}, path: /b}\n")
     assert (state.health.path, state.health.rise) == ("/b", 4)
+
+
+def test_load_spec_names_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "desired-state.yaml"
+    path.write_bytes(b"# caf\xe9\nbackends: []\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    assert str(info.value) == f"{path}: not UTF-8 text (byte 5: invalid continuation byte)"
