@@ -46,7 +46,7 @@ class _Model(BaseModel):
 def _check_hostport(value: str) -> str:
     match = _HOSTPORT.match(value)
     if not match or not 1 <= int(match["port"]) <= 65535:
-        raise ValueError(f"must be HOST:PORT like 127.0.0.1:8080, got {value!r}")
+        raise ValueError("must be HOST:PORT like 127.0.0.1:8080")  # the value is appended
     return value
 
 
@@ -108,7 +108,8 @@ class DesiredState(_Model):
     @field_validator("publish_host")
     @classmethod
     def _publish_host(cls, value: str) -> str:
-        _check_hostport(f"{value}:1")
+        if not _HOSTPORT.match(f"{value}:1"):
+            raise ValueError("must be a host address like 127.0.0.1, 0.0.0.0 or [::1]")
         return value
 
     @model_validator(mode="after")

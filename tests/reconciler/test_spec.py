@@ -182,12 +182,12 @@ def test_models_are_frozen() -> None:
         ),
         pytest.param(
             "listen: localhost\n",
-            "listen: must be HOST:PORT like 127.0.0.1:8080, got 'localhost'",
+            "listen: must be HOST:PORT like 127.0.0.1:8080 (got 'localhost')",
             id="listen-no-port",
         ),
         pytest.param(
             "listen: 127.0.0.1:99999\n",
-            "listen: must be HOST:PORT like 127.0.0.1:8080, got '127.0.0.1:99999'",
+            "listen: must be HOST:PORT like 127.0.0.1:8080 (got '127.0.0.1:99999')",
             id="listen-port-range",
         ),
         pytest.param(
@@ -197,8 +197,13 @@ def test_models_are_frozen() -> None:
         ),
         pytest.param(
             "admin: 'http://127.0.0.1:8081'\n",
-            "admin: must be HOST:PORT like 127.0.0.1:8080, got 'http://127.0.0.1:8081'",
+            "admin: must be HOST:PORT like 127.0.0.1:8080 (got 'http://127.0.0.1:8081')",
             id="admin-url",
+        ),
+        pytest.param(
+            "publish_host: 'a b'\n",
+            "publish_host: must be a host address like 127.0.0.1, 0.0.0.0 or [::1] (got 'a b')",
+            id="publish-host",
         ),
         pytest.param(
             "listen: 8080\n",
@@ -396,3 +401,8 @@ def test_load_spec_names_a_file_that_is_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
         load_spec(path)
     assert str(info.value) == f"{path}: not UTF-8 text (byte 5: invalid continuation byte)"
+
+
+def test_bad_value_is_shown_once() -> None:
+    message = _error("listen: localhost\n")
+    assert message.count("'localhost'") == 1, message
