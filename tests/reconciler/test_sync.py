@@ -478,7 +478,10 @@ def test_sync_deploys_commits_on_the_real_engine(
             ["docker", "network", "rm", f"{project}_default"], capture_output=True, check=False
         )
         images = subprocess.run(
-            ["docker", "images", "-q", f"{project}-*"], capture_output=True, text=True, check=False
+            ["docker", "images", "-q", f"{project}-backend"],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
         if images:
             subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True, check=False)
