@@ -10,7 +10,8 @@ with weights 2:3 by default), then for each target
 
 runs one warm-up and ``--rounds`` measured wrk runs (rounds interleaved across targets, so a
 noisy neighbour hurts every target alike), and reports the median requests/s, p50 and p99
-latency, and the socket errors and non-2xx/3xx answers summed over the rounds.
+latency, the CPU time per request of the target's processes, and the socket errors and
+answers with a status >= 400, summed over the rounds.
 
 With ``--reload-every S`` the config of each load balancer is rewritten every S seconds while
 wrk runs (lbrec: atomic rename of backends.json; nginx: SIGHUP to its master; HAProxy: a new
@@ -165,15 +166,9 @@ class Processes:
             groups = {proc.pid for n, proc in self._procs if n == name}
         tick = float(os.sysconf("SC_CLK_TCK"))
         user = system = 0.0
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = (entry / "stat").read_text(encoding="ascii").rpartition(")")[2].split()
-            except (OSError, UnicodeDecodeError):
-                continue  # gone meanwhile
+        for _pid, fields in _proc_stats():
             # after "pid (comm)": state ppid pgrp ... utime stime cutime cstime (fields 3..17)
-            if len(fields) > 14 and int(fields[2]) in groups:
+            if int(fields[2]) in groups:
                 user += (int(fields[11]) + int(fields[13])) / tick
                 system += (int(fields[12]) + int(fields[14])) / tick
         return user, system
@@ -205,11 +200,27 @@ class Processes:
             procs = list(reversed(self._procs))
         for _name, proc in procs:
             self.stop(proc)
-        # An nginx master stopped above takes its workers with it; a group left with an
-        # orphan (say a worker of an old generation) is killed by its id as well.
-        for _name, proc in procs:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
+        # An nginx master stopped above takes its workers with it. A process still in one of
+        # our groups (an orphaned worker) is ours, and the group id stays reserved while it
+        # lives, so it cannot be someone else's: kill it by its pid.
+        groups = {proc.pid for _name, proc in procs}
+        for pid, fields in _proc_stats():
+            if int(fields[2]) in groups:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the fields of /proc/<pid>/stat after "(comm)") of every process now."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text(encoding="ascii").rpartition(")")[2].split()
+        except (OSError, UnicodeDecodeError):
+            continue  # gone meanwhile
+        if len(fields) > 14:
+            yield int(entry.name), fields
 
 
 _PORTS_GIVEN: set[int] = set()
@@ -427,6 +438,7 @@ class Target:
         self.backends = list(backends)
         self.port = free_port()
         self.generation = 0
+        self.proc: subprocess.Popen[bytes] | None = None  # the process wrk talks to
 
     def start(self, *, timeout: float) -> None:
         raise NotImplementedError
@@ -435,18 +447,14 @@ class Target:
         raise BenchError(f"{self.name} cannot reload")
 
     def alive(self) -> bool:
-        return True
+        return self.proc is not None and self.proc.poll() is None
 
     def exit_code(self) -> int | None:
-        proc: subprocess.Popen[bytes] | None = getattr(self, "proc", None)
-        return None if proc is None else proc.poll()
+        return None if self.proc is None else self.proc.poll()
 
     def weights(self) -> dict[str, int]:
         """The weights of the config written last (what a reload should have applied)."""
         return {b.name: b.weight for b in _reweighted(self.backends, self.generation)}
-
-    def stop(self) -> None:
-        """Processes are stopped by Processes.stop_all; targets may stop earlier."""
 
 
 class Direct(Target):
@@ -454,6 +462,9 @@ class Direct(Target):
 
     def start(self, *, timeout: float) -> None:
         self.port = self.backends[0].port
+
+    def alive(self) -> bool:
+        return True  # the backends: checked by wait_ready at the start
 
 
 class Lbrec(Target):
@@ -464,7 +475,6 @@ class Lbrec(Target):
         super().__init__(procs, tmp, backends)
         self.admin = free_port()
         self.config = tmp / "lbrec" / "backends.json"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def _write(self) -> None:
         text = lbrec_config_json(
@@ -499,9 +509,6 @@ class Lbrec(Target):
         self.generation += 1
         self._write()
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def admin_generation(self) -> str | None:
         """The generation the proxy says it serves (admin ``/-/pool``), if it answers."""
         conn = http.client.HTTPConnection(LOOPBACK, self.admin, timeout=2.0)
@@ -525,7 +532,6 @@ class Nginx(Target):
     def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
         super().__init__(procs, tmp, backends)
         self.conf = tmp / "nginx.conf"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def _write(self) -> None:
         text = lb_nginx_conf(self.tmp, self.port, _reweighted(self.backends, self.generation))
@@ -554,9 +560,6 @@ class Nginx(Target):
         self._write()
         os.kill(self.proc.pid, signal.SIGHUP)  # the master we started (daemon off)
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
 
 class Haproxy(Target):
     name = "haproxy"
@@ -564,7 +567,6 @@ class Haproxy(Target):
     def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
         super().__init__(procs, tmp, backends)
         self.conf = tmp / "haproxy.cfg"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def _write(self) -> None:
         _write_atomic(
@@ -583,9 +585,6 @@ class Haproxy(Target):
         self._write()
         argv = ["haproxy", "-f", str(self.conf), "-db", "-sf", str(self.proc.pid)]
         self.proc = self.procs.start("haproxy", argv)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 TARGET_CLASSES: dict[str, type[Target]] = {
@@ -1330,10 +1329,10 @@ def _run(
                 _log(f"{name} after the last reload: {results[name].reload_check}")
 
     if args.profile > 0 or args.perf > 0:
-        target = targets.get("lbrec")
-        if not isinstance(target, Lbrec) or target.proc is None or not target.alive():
+        lbrec = targets.get("lbrec")
+        if not isinstance(lbrec, Lbrec) or lbrec.proc is None or not lbrec.alive():
             return {"error": "lbrec is not running"}
-        return _profiles(lua, target, shape, args, tmp)
+        return _profiles(lua, lbrec, shape, args, tmp)
     return None
 
 
