@@ -18,7 +18,15 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 from proxy.config import BackendsConfig, ConfigError, parse_config
@@ -28,6 +36,7 @@ __all__ = ["ConfigWatcher", "Reloadable", "read_config"]
 _log = logging.getLogger("lbrec.proxy.reload")
 
 _DEBOUNCE = 0.05
+_CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed"})
 _POLL_INTERVAL = 1.0
 
 
@@ -59,6 +68,9 @@ class _Handler(FileSystemEventHandler):
         self._notify = notify
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        # Our own reads raise "opened"/"closed_no_write" events: reacting to them would loop.
+        if event.event_type not in _CHANGES:
+            return
         paths = [event.src_path, getattr(event, "dest_path", "")]
         if any(os.path.basename(os.fsdecode(p)) == self._name for p in paths if p):
             with contextlib.suppress(RuntimeError):  # loop already closed at shutdown
@@ -83,12 +95,23 @@ class ConfigWatcher:
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._task: asyncio.Task[None] | None = None
         self._poller: asyncio.Task[None] | None = None
+        self.checks = 0  # times the file was read (for tests and debugging)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         observer = Observer()
         directory = self._path.parent if str(self._path.parent) else Path(".")
-        observer.schedule(_Handler(self._path.name, loop, self.notify), str(directory))
+        observer.schedule(
+            _Handler(self._path.name, loop, self.notify),
+            str(directory),
+            event_filter=[
+                FileCreatedEvent,
+                FileModifiedEvent,
+                FileMovedEvent,
+                FileDeletedEvent,
+                FileClosedEvent,
+            ],
+        )
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -115,6 +138,8 @@ class ConfigWatcher:
 
     def reload_now(self, *, force: bool = False) -> bool:
         """Read, validate and apply the file. Returns True when a new pool was swapped in."""
+        self._stat = self._stat_now()
+        self.checks += 1
         try:
             config, digest = read_config(self._path)
         except ConfigError as err:

@@ -6,10 +6,19 @@ import asyncio
 import collections
 import json
 import random
+from pathlib import Path
 
 import aiohttp
 
-from tests.proxy.conftest import BackendFactory, ProxyFactory, RunningProxy, config_doc
+from proxy.config import BackendsConfig
+from proxy.reload import ConfigWatcher
+from tests.proxy.conftest import (
+    BackendFactory,
+    ProxyFactory,
+    RunningProxy,
+    config_doc,
+    write_config,
+)
 
 
 async def _pool(http: aiohttp.ClientSession, p: RunningProxy) -> dict[str, object]:
@@ -140,3 +149,34 @@ async def test_reload_under_load_zero_failures(
     snapshot = await _pool(http, p)
     assert snapshot["generation"] == "final"
     assert json.dumps(snapshot)  # serialisable
+
+
+async def test_watcher_does_not_feed_on_its_own_reads(tmp_path: Path) -> None:
+    """Reading the file raises inotify open/close events; they must not trigger reloads."""
+
+    class Target:
+        reload_errors = 0
+        last_reload_error: str | None = None
+        applied = 0
+
+        def apply_config(self, config: BackendsConfig, *, digest: str = "") -> None:
+            self.applied += 1
+
+    path = tmp_path / "backends.json"
+    write_config(path, config_doc([]))
+    target = Target()
+    watcher = ConfigWatcher(path, target, digest="")
+    watcher.start()
+    try:
+        write_config(path, config_doc([], generation="two"))
+        for _ in range(100):
+            if target.applied:
+                break
+            await asyncio.sleep(0.02)
+        assert target.applied == 1
+        checks = watcher.checks
+        await asyncio.sleep(1.3)  # longer than the stat poll interval
+        assert watcher.checks == checks
+        assert target.applied == 1
+    finally:
+        await watcher.close()
