@@ -176,6 +176,10 @@ class ProxyServer:
         if backend.fails < passive.max_fails:
             return
         backend.fails = 0
+        if self.pool.balancer.eligible == (backend.name,):
+            # Like nginx with a single server: ejecting the last backend in rotation would turn
+            # partial failure into a total outage. Active checks still take it down if dead.
+            return
         backend.ejected = True
         self.ejections += 1
         backend.eject_handle = self.loop.call_later(passive.cooldown, self._readmit, backend)
