@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -470,6 +471,7 @@ class Direct(Target):
 class Lbrec(Target):
     name = "lbrec"
     repo = REPO  # where ``python -m proxy`` runs; --lbrec-repo points it at another checkout
+    extra_args: tuple[str, ...] = ()  # --lbrec-args
 
     def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
         super().__init__(procs, tmp, backends)
@@ -486,6 +488,8 @@ class Lbrec(Target):
         _write_atomic(self.config, text)
 
     def start(self, *, timeout: float) -> None:
+        if not (self.repo / "proxy" / "__main__.py").exists():
+            raise BenchError(f"no proxy/__main__.py in {self.repo}")
         self.config.parent.mkdir(parents=True, exist_ok=True)
         self._write()
         python = self.repo / ".venv" / "bin" / "python"
@@ -501,6 +505,7 @@ class Lbrec(Target):
             f"{LOOPBACK}:{self.port}",
             "--admin",
             f"{LOOPBACK}:{self.admin}",
+            *self.extra_args,
         ]
         self.proc = self.procs.start("lbrec", argv, cwd=self.repo)
         wait_ready(self.procs, self.proc, "lbrec", self.port, timeout=timeout)
@@ -920,7 +925,8 @@ def render_markdown(
         f"{settings['rounds']} rounds (median) after a {settings['warmup']:g}s warm-up; "
         f"backends weights {settings['weights']}"
         + (f"; config reload every {settings['reload_every']:g}s during load" if reload else ""),
-        f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})",
+        f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})"
+        + (f" with {settings['lbrec_args']}" if settings["lbrec_args"] else ""),
         "",
         "| target | req/s (median) | req/s min-max | p50 ms | p99 ms | CPU us/req (usr+sys) "
         "| socket errors | non-2xx" + (" | reloads |" if reload else " |"),
@@ -1040,11 +1046,11 @@ def ensure_tools(*, install: bool, needed: set[str]) -> set[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run (8)")
+    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (8)")
     parser.add_argument("--connections", type=int, default=32, help="wrk -c (32)")
     parser.add_argument("--threads", type=int, default=1, help="wrk -t (1)")
     parser.add_argument("--rounds", type=int, default=3, help="measured runs per target (3)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (2; 0 = none)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds (2; 0 = none)")
     parser.add_argument("--timeout", type=float, default=2.0, help="wrk --timeout seconds (2)")
     parser.add_argument(
         "--only", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}"
@@ -1089,6 +1095,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="checkout whose proxy/ to run (its .venv if it has one); default this repo",
     )
     parser.add_argument(
+        "--lbrec-args",
+        default="",
+        metavar="ARGS",
+        help="more arguments for python -m proxy, e.g. --lbrec-args='--workers 2'",
+    )
+    parser.add_argument(
         "--install",
         action="store_true",
         help="apt-get install wrk, nginx-light, haproxy if missing",
@@ -1116,14 +1128,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--duration, --rounds, --connections and --threads must be >= 1")
     if args.connections < args.threads:
         parser.error("--connections must be >= --threads (wrk's rule)")
-    if args.duration > 120 or args.rounds > 20 or args.connections > 1000:
-        parser.error("bounded load: --duration <= 120, --rounds <= 20, --connections <= 1000")
+    if args.duration > 120 or args.warmup > 60 or args.rounds > 20 or args.connections > 1000:
+        parser.error(
+            "bounded load: --duration <= 120, --warmup <= 60, --rounds <= 20, --connections <= 1000"
+        )
     return args
 
 
 @contextlib.contextmanager
 def _signals_stop(procs: Processes) -> Iterator[None]:
     def handler(signum: int, _frame: object) -> None:
+        _log(f"interrupted by signal {signum}: stopping what this run started")
         procs.stop_all()
         raise SystemExit(128 + signum)
 
@@ -1156,6 +1171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     Lbrec.repo = args.lbrec_repo.resolve()
+    Lbrec.extra_args = tuple(shlex.split(args.lbrec_args))
     lbrec_commit = _git_describe(Lbrec.repo)
     machine = machine_info()
     shape = LoadShape(args.threads, args.connections, args.duration, args.timeout)
@@ -1171,6 +1187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "targets": args.only,
         "lbrec_repo": str(Lbrec.repo),
         "lbrec_commit": lbrec_commit,
+        "lbrec_args": args.lbrec_args,
     }
     tmp = Path(tempfile.mkdtemp(prefix="lbrec-bench-"))
     procs = Processes(tmp)
