@@ -20,6 +20,7 @@ from .errors import ApplyError, PortInUse
 from .files import atomic_write
 from .labels import BuildInfo
 from .plan import Action, ActionKind, Plan, plan
+from .proxy_admin import wait_for_generation
 from .render import render_compose, render_pool
 from .spec import DesiredState
 from .state import Observed
@@ -298,6 +299,9 @@ def converge(
 ) -> Report:
     """One level-triggered pass: load, observe, plan, and (unless ``check``) apply."""
     desired = desired if desired is not None else workspace.load()
+    if confirm is None:  # make before break against the proxy serving this desired state
+        admin = desired.admin
+        confirm = lambda generation: wait_for_generation(admin, generation)  # noqa: E731
     build = workspace.build_info(desired)
     docker.check()
     observed = workspace.observe(docker.observe())

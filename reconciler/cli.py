@@ -25,9 +25,11 @@ from .errors import LbrecError, SpecError
 from .files import atomic_write, read_text_or_none
 from .lock import project_lock
 from .output import Style, format_plan, format_recap, report_json
-from .proxy_admin import wait_for_generation
 from .render import COMPOSE_FILE
 from .spec import DEFAULT_FILE, DesiredState, parse_backend_arg, parse_spec
+from .sync import add_sync_arguments, run_sync
+from .up import add_up_arguments, run_up
+from .watch import add_watch_arguments, run_watch
 from .workspace import Workspace
 
 __all__ = ["main"]
@@ -98,6 +100,19 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the desired-state file")
     sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
     sub.add_parser("proxy", add_help=False, help="run the load balancer (see `lbrec proxy --help`)")
+    loops = argparse.ArgumentParser(add_help=False)
+    loops.add_argument("--lock-timeout", type=float, default=300.0, metavar="SECONDS")
+    loops.add_argument("--health-timeout", type=float, default=60.0, metavar="SECONDS")
+    p = sub.add_parser(
+        "up", parents=[common, loops], help="apply, serve the proxy and watch, in the foreground"
+    )
+    add_up_arguments(p)
+    p = sub.add_parser(
+        "watch", parents=[common, loops], help="reconcile on every change and every --resync"
+    )
+    add_watch_arguments(p)
+    p = sub.add_parser("sync", parents=[common, loops], help="GitOps: deploy a git branch")
+    add_sync_arguments(p)
     return parser
 
 
@@ -134,6 +149,47 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
     if command == "schema":
         print(json.dumps(DesiredState.model_json_schema(), indent=2))
         return 0
+    if command == "up":
+        return run_up(
+            args.file,
+            down=args.down,
+            resync=args.resync,
+            debounce=args.debounce,
+            log_format=args.log_format,
+            access_log=args.access_log,
+            repo=args.repo,
+            branch=args.branch,
+            path=args.path,
+            interval=args.interval,
+            lock_timeout=args.lock_timeout,
+            health_timeout=args.health_timeout,
+            docker=docker,
+        )
+    if command == "watch":
+        return run_watch(
+            args.file,
+            resync=args.resync,
+            debounce=args.debounce,
+            log_format=args.log_format,
+            lock_timeout=args.lock_timeout,
+            health_timeout=args.health_timeout,
+            docker=docker,
+        )
+    if command == "sync":
+        return run_sync(
+            repo=args.repo,
+            file=args.file,
+            branch=args.branch,
+            path=args.path,
+            interval=args.interval,
+            once=args.once,
+            workdir=args.workdir,
+            log_format=args.log_format,
+            lock_timeout=args.lock_timeout,
+            health_timeout=args.health_timeout,
+            git_timeout=args.git_timeout,
+            docker=docker,
+        )
     workspace = Workspace.at(args.file)
     if command == "validate":
         desired = workspace.load()
@@ -164,7 +220,6 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             progress=None if out.json else _BuildProgress(out).line,
             health_timeout=args.health_timeout,
             on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
-            confirm=lambda generation: wait_for_generation(desired.admin, generation),
         )
     if out.json:
         print(report_json(report))

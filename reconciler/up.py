@@ -1,0 +1,220 @@
+"""EDGE. ``lbrec up``: apply, serve the proxy, and follow the file (or a git branch).
+
+One foreground command for a newcomer and for development. The first pass runs before the proxy
+starts so that it has a pool to serve. Then the control loop (watch, or sync with ``--repo``)
+runs in a daemon thread, since its passes block on Docker for as long as a build takes, while
+the proxy (proxy.mode: host) runs on the main thread's asyncio loop. Logs of all three go to
+stderr through the `lbrec` logger. Ctrl-C/SIGTERM stop the loop, then drain the proxy;
+``--down`` also removes this project's containers (by id, found by label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal, Protocol
+
+from proxy.app import serve as serve_proxy
+from proxy.logs import configure_logging
+
+from .apply import converge
+from .errors import LbrecError
+from .lock import project_lock
+from .loop import DockerFactory, whales_docker
+from .output import Style, format_plan, format_recap
+from .sync import build_sync_loop, parse_duration
+from .watch import build_watch_loop
+from .workspace import Workspace
+
+__all__ = ["add_up_arguments", "run_up"]
+
+_log = logging.getLogger("lbrec.up")
+
+
+class _Loop(Protocol):
+    def start(self) -> threading.Thread: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--down", action="store_true", help="remove the containers on exit")
+    parser.add_argument(
+        "--resync",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="reconcile at least this often, to repair drift (default 30; 0: only on change)",
+    )
+    parser.add_argument("--debounce", type=float, default=0.3, metavar="SECONDS")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--access-log", action="store_true", help="log one line per request")
+    gitops = parser.add_argument_group("GitOps (instead of watching the file)")
+    gitops.add_argument("--repo", help="deploy the desired-state file of this git repository")
+    gitops.add_argument("--branch", default="main")
+    gitops.add_argument("--path", default="desired-state.yaml", help="the file in the repository")
+    gitops.add_argument("--interval", type=parse_duration, default=30.0, metavar="DURATION")
+
+
+def _first_pass(
+    workspace: Workspace, docker: DockerFactory, *, lock_timeout: float, health_timeout: float
+) -> int:
+    style = Style(color=False)
+    with project_lock(
+        workspace.folder, command="lbrec up", timeout=lock_timeout, on_wait=_log.info
+    ):
+        desired = workspace.load()
+        report = converge(
+            workspace,
+            docker(workspace, desired),
+            desired=desired,
+            check=False,
+            progress=lambda line: _log.info("%s", line) if not line.startswith("#") else None,
+            health_timeout=health_timeout,
+            on_plan=lambda p: _log.info("plan:\n%s", format_plan(p, style)),
+        )
+    _log.info("%s", format_recap(report, style))
+    return 1 if report.failed else 0
+
+
+def _remove_all(workspace: Workspace, docker: DockerFactory) -> None:
+    desired = workspace.load()
+    port = docker(workspace, desired)
+    ids = [c.id for c in port.observe()]
+    port.remove(ids)
+    _log.info("--down: removed %d containers of project %s", len(ids), desired.project)
+
+
+async def _serve_until_signal(
+    pool_file: Path, *, access_log: bool, on_ready: Callable[[], None]
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await serve_proxy(
+            pool_file,
+            stop=stop,
+            access_log=access_log,
+            handle_signals=False,
+            ready=lambda _info: on_ready(),
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def _wait_for_signal() -> None:
+    done = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        while not done.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_up(
+    file: str | Path,
+    *,
+    down: bool = False,
+    resync: float = 30.0,
+    debounce: float = 0.3,
+    log_format: Literal["text", "json"] = "text",
+    access_log: bool = False,
+    repo: str | None = None,
+    branch: str = "main",
+    path: str = "desired-state.yaml",
+    interval: float = 30.0,
+    lock_timeout: float = 300.0,
+    health_timeout: float = 60.0,
+    docker: DockerFactory = whales_docker,
+) -> int:
+    configure_logging(log_format, access_log=access_log)
+    workspace = Workspace.at(file)
+    control: _Loop
+    try:
+        if repo is None:
+            failed = _first_pass(
+                workspace, docker, lock_timeout=lock_timeout, health_timeout=health_timeout
+            )
+            if failed:
+                _log.warning("first apply left backends out of the pool; the loop retries")
+            control = build_watch_loop(
+                file,
+                resync=resync,
+                debounce=debounce,
+                lock_timeout=lock_timeout,
+                health_timeout=health_timeout,
+                docker=docker,
+            )
+        else:
+            sync = build_sync_loop(
+                repo=repo,
+                file=file,
+                branch=branch,
+                path=path,
+                interval=interval,
+                lock_timeout=lock_timeout,
+                health_timeout=health_timeout,
+                docker=docker,
+            )
+            result = sync.sync_once()
+            _log.info(
+                "first sync: commit %s %s%s",
+                result.commit[:12],
+                result.state,
+                f": {result.error}" if result.error else "",
+            )
+            control = sync
+        desired = workspace.load()
+    except LbrecError as err:
+        _log.error("%s%s", err.message, f" (hint: {err.hint})" if err.hint else "")
+        return err.exit_code
+
+    thread: threading.Thread | None = None
+
+    def start_loop() -> None:
+        nonlocal thread
+        thread = control.start()
+
+    try:
+        if desired.proxy.mode == "host":
+            _log.info(
+                "serving %s (admin %s); watching %s. Ctrl-C stops.",
+                desired.listen,
+                desired.admin,
+                workspace.spec_file,
+            )
+            asyncio.run(
+                _serve_until_signal(workspace.pool_file, access_log=access_log, on_ready=start_loop)
+            )
+        else:
+            _log.info(
+                "the proxy runs in the lb container on %s; watching %s. Ctrl-C stops.",
+                desired.listen,
+                workspace.spec_file,
+            )
+            start_loop()
+            _wait_for_signal()
+    finally:
+        control.stop()
+        if thread is not None:
+            control.join(timeout=120)
+    if down:
+        try:
+            _remove_all(workspace, docker)
+        except LbrecError as err:
+            _log.error("--down: %s", err.message)
+            return err.exit_code
+    _log.info("stopped")
+    return 0

@@ -1,0 +1,162 @@
+"""`lbrec up` end to end on the real engine: file edits reach traffic, drift is repaired,
+removal drains with zero failed requests under a bounded load."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import Project, free_ports
+
+pytestmark = pytest.mark.docker
+
+
+def _spec(project: Project, listen: int, admin: int, backends: list[tuple[str, int, int]]) -> str:
+    lines = [
+        f"project: {project.name}",
+        f"listen: 127.0.0.1:{listen}",
+        f"admin: 127.0.0.1:{admin}",
+        "health: {interval: 0.5, timeout: 1.0, rise: 1, fall: 2}",
+        "backends:",
+    ]
+    lines += [f"  - {{name: {n}, port: {p}, weight: {w}}}" for n, p, w in backends]
+    return "\n".join(lines) + "\n"
+
+
+def _save(path: Path, text: str) -> None:
+    """Save like an editor does: write a temp file, rename it over the original."""
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _get(port: int, path: str = "/") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("X-Backend") or ""
+    finally:
+        conn.close()
+
+
+def _wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def up(project: Project) -> Iterator[tuple[Project, subprocess.Popen[str], list[int]]]:
+    ports = free_ports(5)
+    listen, admin, p1, p2, _p3 = ports
+    project.write(_spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1)]))
+    log = open(project.folder / "up.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "up", "--resync", "2"],
+        cwd=project.folder,
+        env=project.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: _get(listen)[0] == 200, 180, "lbrec up to serve")
+        yield project, proc, ports
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+
+
+def test_up_follows_the_file_and_repairs_drift(
+    up: tuple[Project, subprocess.Popen[str], list[int]],
+) -> None:
+    project, proc, (listen, admin, p1, p2, p3) = up
+    seen = Counter(_get(listen)[1] for _ in range(20))
+    assert seen == {"u1": 10, "u2": 10}
+
+    # Adding a backend to the file makes it serve traffic through the proxy.
+    _save(
+        project.spec, _spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1), ("u3", p3, 2)])
+    )
+    _wait(lambda: "u3" in {_get(listen)[1] for _ in range(8)}, 120, "u3 to serve")
+
+    # Removing one under a bounded load drains it: zero failed requests.
+    failures: list[str] = []
+    served: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def load() -> None:
+        deadline = time.monotonic() + 60
+        for _ in range(20000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                status, backend = _get(listen)
+            except OSError as err:
+                failures.append(repr(err))
+                continue
+            if status != 200:
+                failures.append(str(status))
+            served[backend] += 1
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        time.sleep(1)
+        _save(project.spec, _spec(project, listen, admin, [("u1", p1, 1), ("u3", p3, 2)]))
+        _wait(lambda: "u2" not in project.containers(), 120, "u2's container to go")
+        time.sleep(1)
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == []
+    assert served["u2"] > 0 and sum(served.values()) > 50
+    after = Counter(_get(listen)[1] for _ in range(30))
+    assert after == {"u1": 10, "u3": 20}
+
+    # A container removed by hand comes back within one resync.
+    old = project.containers()["u1"]["id"]
+    subprocess.run(["docker", "rm", "-f", old], check=True, capture_output=True)
+    _wait(
+        lambda: project.containers().get("u1", {}).get("state") == "running",
+        60,
+        "u1 to be recreated by the resync",
+    )
+    _wait(lambda: "u1" in {_get(listen)[1] for _ in range(6)}, 30, "u1 to serve again")
+
+    # An invalid file is not applied: the last good state keeps serving.
+    _save(project.spec, "backends: [{name: BAD, port: 1}]\n")
+    time.sleep(3)
+    assert proc.poll() is None
+    assert {"u1", "u3"} == {_get(listen)[1] for _ in range(9)}
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 0
+    pool = json.loads((project.folder / "config/backends.json").read_text())
+    assert [b["name"] for b in pool["backends"]] == ["u1", "u3"]
