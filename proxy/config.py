@@ -160,7 +160,7 @@ def format_validation_error(err: ValidationError, *, source: str) -> str:
         msg = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             msg, shown = "unknown key", ""
-        elif item["type"] == "string_pattern_mismatch" and loc.endswith("name"):
+        elif item["type"] == "string_pattern_mismatch" and loc.endswith(("name", "project")):
             msg = "must be a DNS label: a-z, 0-9 and '-', at most 63 characters"
         lines.append(f"{source}: {loc + ': ' if loc else ''}{msg}{shown}")
     return "\n".join(lines)

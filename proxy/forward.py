@@ -480,7 +480,7 @@ class Exchange:
         upgrade = None
         if status == 101:
             upgrade = self.upgrade or b"websocket"
-        head, framing, keep_alive = build_response_head(
+        head, framing, keep_alive, until_close = build_response_head(
             status,
             self.reason,
             self.resp_headers,
@@ -492,10 +492,7 @@ class Exchange:
         self.framing = framing
         self.keep_alive = keep_alive  # towards the client
         self.resp_keep_alive = parser.should_keep_alive()  # the backend connection
-        if framing != ResponseFraming.NONE:
-            self.resp_until_close = not any(
-                n.lower() in _FRAMING_HEADERS for n, _ in self.resp_headers
-            )
+        self.resp_until_close = until_close
         self.response_started = True
         self._emit(head)
         if self.method == b"HEAD":
@@ -565,7 +562,6 @@ class Exchange:
         )
 
 
-_FRAMING_HEADERS = (b"content-length", b"transfer-encoding")
 _DESCRIPTION = {
     _STALE: "connection closed before response",
     _TIMEOUT: "read timeout",

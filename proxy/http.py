@@ -44,20 +44,18 @@ _FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-
 _STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
-def _end_to_end(headers: Headers) -> list[tuple[bytes, bytes, bytes]]:
-    """``(lowercase name, name, value)`` of every header that is not hop-by-hop."""
-    kept: list[tuple[bytes, bytes, bytes]] = []
-    tokens: set[bytes] | None = None
-    for name, value in headers:
-        low = name.lower()
-        if low in HOP_BY_HOP:
-            if low == b"connection":
-                tokens = tokens or set()
-                tokens.update(t.strip().lower() for t in value.split(b","))
-            continue
-        kept.append((low, name, value))
-    if tokens and tokens - _STANDARD_TOKENS:
-        kept = [item for item in kept if item[0] not in tokens]
+def _named_in_connection(values: list[bytes]) -> frozenset[bytes]:
+    """Extra hop-by-hop header names listed in Connection (beyond keep-alive/close/upgrade)."""
+    tokens = {t.strip().lower() for value in values for t in value.split(b",")}
+    return frozenset(tokens - _STANDARD_TOKENS)
+
+
+def _drop(parts: list[bytes], start: int, names: frozenset[bytes]) -> list[bytes]:
+    """Remove ``name: value\r\n`` quadruples (from ``start`` on) whose name is in ``names``."""
+    kept = parts[:start]
+    for i in range(start, len(parts), 4):
+        if parts[i].lower() not in names:
+            kept += parts[i : i + 4]
     return kept
 
 
@@ -81,17 +79,24 @@ def build_request_head(
     """
     xff: list[bytes] = []
     host: bytes | None = None
+    connection: list[bytes] | None = None
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for low, name, value in _end_to_end(headers):
-        if low in _FORWARDED:
+    for name, value in headers:
+        low = name.lower()
+        if low in HOP_BY_HOP:
+            if low == b"connection":
+                connection = (connection or []) + [value]
+        elif low in _FORWARDED:
             if low == b"host":
                 host = value
             elif low == b"x-forwarded-for":
                 xff.append(value)
-            continue
-        if chunked and low == b"content-length":
-            continue
-        out += (name, b": ", value, b"\r\n")
+        elif not (chunked and low == b"content-length"):
+            out += (name, b": ", value, b"\r\n")
+    if connection is not None:
+        extra = _named_in_connection(connection)
+        if extra:
+            out = _drop(out, 4, extra)
     xff.append(client_ip.encode("ascii"))
     send_host = host if (preserve_host and host is not None) else backend_host
     out += (b"Host: ", send_host, b"\r\nX-Forwarded-For: ", b", ".join(xff))
@@ -124,36 +129,53 @@ def build_response_head(
     client_http11: bool,
     keep_alive: bool,
     upgrade: bytes | None = None,
-) -> tuple[bytes, int, bool]:
-    """The response head for the client, its framing and whether the connection stays open.
+) -> tuple[bytes, int, bool, bool]:
+    """The response head for the client, its framing, whether the client connection stays
+    open, and whether the backend delimits the body by closing (no length, not chunked).
 
     Strips hop-by-hop headers; everything else (order, case, repeated Set-Cookie) is kept.
     """
     has_length = False
+    has_te = False
+    connection: list[bytes] | None = None
     out = [b"HTTP/1.1 %d %b\r\n" % (status, reason)]
-    for low, name, value in _end_to_end(headers):
+    for name, value in headers:
+        low = name.lower()
+        if low in HOP_BY_HOP:
+            if low == b"connection":
+                connection = (connection or []) + [value]
+            elif low == b"transfer-encoding":
+                has_te = True
+            continue
         if low == b"content-length":
             has_length = True
         out += (name, b": ", value, b"\r\n")
+    if connection is not None:
+        extra = _named_in_connection(connection)
+        if extra:
+            out = _drop(out, 1, extra)
     if upgrade is not None:
         out += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n\r\n")
-        return b"".join(out), ResponseFraming.NONE, False
+        return b"".join(out), ResponseFraming.NONE, False, False
+    until_close = False
     if bodyless:
         framing = ResponseFraming.NONE
     elif has_length:
         framing = ResponseFraming.LENGTH
-    elif client_http11:
-        framing = ResponseFraming.CHUNKED
-        out.append(b"Transfer-Encoding: chunked\r\n")
     else:
-        framing = ResponseFraming.CLOSE
-        keep_alive = False
+        until_close = not has_te
+        if client_http11:
+            framing = ResponseFraming.CHUNKED
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            framing = ResponseFraming.CLOSE
+            keep_alive = False
     if not keep_alive:
         out.append(b"Connection: close\r\n")
     elif not client_http11:
         out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
-    return b"".join(out), framing, keep_alive
+    return b"".join(out), framing, keep_alive, until_close
 
 
 def chunk(data: bytes) -> bytes:

@@ -63,7 +63,7 @@ def test_response_framing() -> None:
         (b"Set-Cookie", b"b=2"),
         (b"Keep-Alive", b"timeout=5"),
     ]
-    head, framing, keep = build_response_head(
+    head, framing, keep, _ = build_response_head(
         200, b"OK", headers, bodyless=False, client_http11=True, keep_alive=True
     )
     assert framing == ResponseFraming.LENGTH and keep
@@ -71,15 +71,15 @@ def test_response_framing() -> None:
         head
         == b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
     )
-    _, framing, keep = build_response_head(
+    _, framing, keep, until_close = build_response_head(
         200, b"OK", [], bodyless=False, client_http11=True, keep_alive=True
     )
-    assert framing == ResponseFraming.CHUNKED and keep
-    head, framing, keep = build_response_head(
+    assert framing == ResponseFraming.CHUNKED and keep and until_close
+    head, framing, keep, _ = build_response_head(
         200, b"OK", [], bodyless=False, client_http11=False, keep_alive=True
     )
     assert framing == ResponseFraming.CLOSE and not keep and b"Connection: close" in head
-    _, framing, _ = build_response_head(
+    _, framing, _, _ = build_response_head(
         304, b"Not Modified", [], bodyless=True, client_http11=True, keep_alive=True
     )
     assert framing == ResponseFraming.NONE
@@ -89,3 +89,23 @@ def test_simple_response() -> None:
     raw = simple_response(503, "no healthy backend available", keep_alive=False)
     assert raw.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
     assert raw.endswith(b"\r\n\r\nno healthy backend available\n")
+
+
+def test_connection_named_headers_dropped_both_ways() -> None:
+    head, _, _, until_close = build_response_head(
+        200,
+        b"OK",
+        [
+            (b"Connection", b"X-A, close"),
+            (b"X-A", b"1"),
+            (b"X-B", b"2"),
+            (b"Transfer-Encoding", b"chunked"),
+        ],
+        bodyless=False,
+        client_http11=True,
+        keep_alive=True,
+    )
+    assert b"X-A" not in head and b"X-B: 2\r\n" in head and not until_close
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    lines = _request([(b"Connection", b"x-a"), (b"X-A", b"1"), (b"Host", b"h")])
+    assert not any(line.startswith(b"X-A") for line in lines)
