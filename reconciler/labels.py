@@ -63,11 +63,20 @@ def container_fields(
         "build": build.context_digest[:12],
         "env": canonical_hash(backend.env)[:12],
         "health_path": desired.health.path,
+        "healthcheck": f"timeout={desired.health.timeout:g}s,fall={desired.health.fall}",
     }
 
 
 # Human names of the tracked fields, in the order reasons are given.
-TRACKED: tuple[str, ...] = ("port", "publish_host", "image", "build", "env", "health_path")
+TRACKED: tuple[str, ...] = (
+    "port",
+    "publish_host",
+    "image",
+    "build",
+    "env",
+    "health_path",
+    "healthcheck",
+)
 
 
 def backend_labels(
@@ -85,9 +94,6 @@ def backend_labels(
     if revision:
         labels[REVISION] = revision
     return labels
-
-
-LB_TRACKED: tuple[str, ...] = ("listen", "admin", "image", "build")
 
 
 def lb_fields(desired: DesiredState, build: BuildInfo) -> dict[str, str]:
@@ -123,4 +129,4 @@ def changed_fields(labels: Mapping[str, str], fields: Mapping[str, str]) -> list
     return reasons
 
 
-__all__ += ["LB_TRACKED", "changed_fields", "lb_fields", "lb_labels"]
+__all__ += ["changed_fields", "lb_fields", "lb_labels"]

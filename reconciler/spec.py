@@ -32,7 +32,7 @@ DEFAULT_FILE = "desired-state.yaml"
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _HOSTPORT = re.compile(r"^(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
 # Set on every backend container by render.py; a user value would break the port mapping or
 # the healthcheck.
@@ -55,7 +55,9 @@ class BackendSpec(_Model):
 
     name: str = Field(pattern=_DNS_LABEL, description="DNS label: a-z, 0-9 and '-', at most 63")
     port: Port = Field(description="Host port published on publish_host (and the container port)")
-    weight: int = Field(default=1, ge=0, le=1000, description="Share of traffic; 0 drains")
+    weight: int = Field(
+        default=1, ge=0, le=1000, strict=True, description="Share of traffic; 0 drains"
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Extra container environment")
 
     @field_validator("env")

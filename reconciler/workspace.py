@@ -66,7 +66,10 @@ class Workspace:
         )
 
     def read_pool(self) -> tuple[BackendsConfig | None, str | None]:
-        text = read_text_or_none(self.pool_file)
+        try:
+            text = read_text_or_none(self.pool_file)
+        except (UnicodeDecodeError, OSError):
+            return None, None  # unreadable: planned as if nothing were routed, then rewritten
         if text is None:
             return None, None
         try:

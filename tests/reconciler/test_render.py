@@ -231,14 +231,6 @@ def _service(desired: DesiredState, build: BuildInfo, name: str) -> dict[str, ob
     return service
 
 
-_UNTRACKED = pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported, not fixed): health.timeout and health.fall are rendered into the "
-    "container (HEALTH_TIMEOUT, healthcheck timeout/retries) but are not in container_fields, "
-    "so plan() never recreates the container and it keeps the old healthcheck",
-)
-
-
 @pytest.mark.parametrize(
     "update",
     [
@@ -246,8 +238,8 @@ _UNTRACKED = pytest.mark.xfail(
         pytest.param({"publish_host": "0.0.0.0"}, id="publish_host"),
         pytest.param({"backends": [{"name": "a", "port": 9005}]}, id="port"),
         pytest.param({"backends": [{"name": "a", "port": 9001, "env": {"X": "1"}}]}, id="env"),
-        pytest.param({"health": {"timeout": 3}}, id="health.timeout", marks=_UNTRACKED),
-        pytest.param({"health": {"fall": 7}}, id="health.fall", marks=_UNTRACKED),
+        pytest.param({"health": {"timeout": 3}}, id="health.timeout"),
+        pytest.param({"health": {"fall": 7}}, id="health.fall"),
     ],
 )
 def test_a_change_the_container_sees_changes_its_hash(
