@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 
 import aiohttp
+import pytest
 
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
 
@@ -337,3 +339,38 @@ async def test_websocket_close_from_client_closes_backend(
         await asyncio.sleep(0.02)
     assert not server.connections
     assert server.pool.backends["a"].conns.opened == 0
+
+
+async def test_idle_client_connection_closed(backends: BackendFactory, proxy: ProxyFactory) -> None:
+    a = await backends("a")
+    doc = config_doc([("a", a.url, 1)], timeouts={"connect": 1.0, "read": 5.0, "idle": 0.3})
+    p = await proxy(doc)
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.info.listen[1])
+    writer.write(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    await reader.readexactly(length)
+    assert await asyncio.wait_for(reader.read(), 3) == b""  # closed by the proxy when idle
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_access_log(
+    backends: BackendFactory,
+    proxy: ProxyFactory,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    p.info.server.access_log = True
+    with caplog.at_level(logging.INFO, logger="lbrec.proxy.access"):
+        async with http.get(p.url + "/logged?q=1") as response:
+            assert response.status == 200
+    records = [r for r in caplog.records if r.name == "lbrec.proxy.access"]
+    assert len(records) == 1
+    record = records[0]
+    assert record.__dict__["event"] == "access"
+    assert record.__dict__["path"] == "/logged?q=1"
+    assert record.__dict__["status"] == 200 and record.__dict__["backend"] == "a"
