@@ -184,6 +184,8 @@ class ClientConnection(asyncio.Protocol):
             self._expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
+        if self.closed:
+            return
         parser = self.parser
         self.idle_since = None
         self._in_head = False
@@ -314,6 +316,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _bad_request(self, status: int, message: str) -> None:
+        self.parsing = None  # whatever the parser still emits belongs to no request
+        self._pending = None
         if self.active is None:
             self.write(simple_response(status, message, keep_alive=False))
             if self.transport is not None and not self.closed:

@@ -231,7 +231,8 @@ class Exchange:
     # -- the request, start to end -------------------------------------------------------------
 
     def start(self) -> None:
-        self.started = time.monotonic()
+        if self.server.access_log:
+            self.started = time.monotonic()
         self._next_attempt()
 
     def _next_attempt(self) -> None:

@@ -374,3 +374,25 @@ async def test_access_log(
     assert record.__dict__["event"] == "access"
     assert record.__dict__["path"] == "/logged?q=1"
     assert record.__dict__["status"] == 200 and record.__dict__["backend"] == "a"
+
+
+async def test_oversized_second_request_does_not_leak_into_first(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    a = await backends("a")
+    p = await proxy(
+        config_doc([("a", a.url, 1)], limits={"max_header_bytes": 2048, "max_body_bytes": 10**6})
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.info.listen[1])
+    first = b"POST /one HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
+    second = (
+        b"POST /two HTTP/1.1\r\nHost: t\r\nX-Big: " + b"z" * 4000 + b"\r\n"
+        b"Content-Length: 5\r\n\r\nEVIL!"
+    )
+    writer.write(first + second)
+    data = await asyncio.wait_for(reader.read(), 5)
+    assert data.startswith(b"HTTP/1.1 200 ") or data.startswith(b"HTTP/1.1 431 ")
+    assert b'"size": 3' in data or b"431" in data
+    assert a.hits <= 1
+    writer.close()
+    await writer.wait_closed()
