@@ -153,15 +153,6 @@ class ClientConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._in_head = True
-        self._url = b""
-        self._headers = []
-        self._header_bytes = 0
-        self._chunked = False
-        self._content_length = None
-        self._expect = False
-
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
@@ -214,6 +205,14 @@ class ClientConnection(asyncio.Protocol):
             expect_continue=self._expect,
             upgrade=upgrade,
         )
+        # Reset for the next message here rather than in an on_message_begin callback (one
+        # callback less per request).
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._chunked = False
+        self._content_length = None
+        self._expect = False
         self.parsing = exchange
         if self.active is None and self._pending is None:
             self._pending = exchange
@@ -226,6 +225,7 @@ class ClientConnection(asyncio.Protocol):
             self.parsing.feed_body(body)
 
     def on_message_complete(self) -> None:
+        self._in_head = True  # whatever follows starts the next request head
         if self.parsing is not None:
             self.parsing.body_end()
 

@@ -297,6 +297,9 @@ class Exchange:
         self.rx = False
         self.interim = False
         self.complete_pending = False
+        if self.resp_headers:  # a retry: forget what a failed attempt had parsed
+            self.resp_headers = []
+            self.reason = b""
         self.parser = httptools.HttpResponseParser(self)
         conn.listener = self
         backend.inflight += 1
@@ -317,7 +320,8 @@ class Exchange:
         else:
             conn.write(head)
         self.sending = True
-        self.client.pause_reading_for_body(False)
+        if self.body_size > REPLAY_LIMIT:
+            self.client.pause_reading_for_body(False)
         self.last_activity = self.server.loop.time()
 
     def _outcome(self, outcome: int) -> None:
@@ -452,10 +456,6 @@ class Exchange:
 
     # -- response parser callbacks (httptools) -------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.resp_headers = []
-        self.reason = b""
-
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
@@ -468,6 +468,8 @@ class Exchange:
         status = self.status = parser.get_status_code()
         if status < 200 and status != 101:
             self.interim = True
+            self.resp_headers = []
+            self.reason = b""
             if status == 100 and self.expect_continue:
                 self._emit(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
