@@ -180,3 +180,22 @@ async def test_watcher_does_not_feed_on_its_own_reads(tmp_path: Path) -> None:
         assert target.applied == 1
     finally:
         await watcher.close()
+
+
+async def test_removed_backend_finishes_in_flight_then_closes(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    server = p.info.server
+    old = server.pool.backends["a"]
+    slow = asyncio.create_task(http.get(p.url + "/slow?s=0.6"))
+    await _wait_for(lambda: old.inflight == 1, 3.0)
+    p.write(config_doc([("b", b.url, 1)], generation="without-a"))
+    await _wait_for(lambda: server.pool.config.generation == "without-a", 3.0)
+    assert old.state == "draining"
+    assert await _counts(http, p.url + "/x", 3) == {"b": 3}  # new requests: new pool
+    response = await slow
+    assert response.status == 200 and await response.text() == "late"  # finished on a
+    response.release()
+    await _wait_for(lambda: old.conns.opened == 0, 3.0)  # and its connection is closed
