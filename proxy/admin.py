@@ -32,7 +32,8 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
     config = pool.config
     eligible = set(pool.balancer.eligible)
     backends = []
-    for backend in pool.backends.values():
+    current = list(pool.backends.values())
+    for backend in current + [b for b in server.draining if b not in current]:
         check = backend.last_check
         backends.append(
             {

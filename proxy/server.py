@@ -44,6 +44,7 @@ class ProxyServer:
         self.last_reload_error: str | None = None
         self.last_reload_at = time.time()
         self.ejections = 0
+        self.draining: list[Backend] = []  # removed, still finishing requests (for display)
         self._listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.pool = self._build_pool(config, digest, previous=None)
@@ -108,6 +109,7 @@ class ProxyServer:
         self.pool = pool  # the swap: new requests see the new pool from here on
         for backend in removed:
             backend.drain()
+        self.draining = [b for b in self.draining + removed if b.inflight or b.conns.opened]
         self.reloads += 1
         self.last_reload_at = time.time()
         self._update_health(initial=False)
@@ -230,3 +232,5 @@ class ProxyServer:
             if ticks % 4 == 0:
                 for backend in self.pool.backends.values():
                     backend.conns.close_idle(idle_before=now - idle)
+                if self.draining:
+                    self.draining = [b for b in self.draining if b.inflight or b.conns.opened]

@@ -194,6 +194,10 @@ async def test_removed_backend_finishes_in_flight_then_closes(
     p.write(config_doc([("b", b.url, 1)], generation="without-a"))
     await _wait_for(lambda: server.pool.config.generation == "without-a", 3.0)
     assert old.state == "draining"
+    rows = (await _pool(http, p))["backends"]
+    assert isinstance(rows, list)
+    assert [(r["name"], r["inflight"]) for r in rows] == [("b", 0), ("a", 1)]
+    assert rows[1]["state"] == "draining"
     assert await _counts(http, p.url + "/x", 3) == {"b": 3}  # new requests: new pool
     response = await slow
     assert response.status == 200 and await response.text() == "late"  # finished on a
