@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,23 @@ def test_read_config_digest(tmp_path: Path) -> None:
     first = read_config(path)[1]
     path.write_text('{"backends": [] }')
     assert read_config(path)[1] != first
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_dependency_rules() -> None:
+    """proxy/ never imports reconciler/; config.py (shared with the reconciler) no aiohttp."""
+    package = Path(__file__).parents[2] / "proxy"
+    for source in package.glob("*.py"):
+        assert not any(n.split(".")[0] == "reconciler" for n in _imports(source)), source
+    config_imports = _imports(package / "config.py")
+    assert not any(n.split(".")[0] in {"aiohttp", "asyncio", "watchdog"} for n in config_imports)
