@@ -144,6 +144,7 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         if self.active is not None:
+            self.active.last_activity = self.loop.time()
             self.active.client_pause_writing()
 
     def resume_writing(self) -> None:

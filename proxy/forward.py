@@ -220,12 +220,19 @@ class Exchange:
             self.upstream.write(data)
 
     def check_timeout(self, now: float) -> None:
-        """Called by the server's sweeper: no progress for ``timeouts.read`` fails the attempt."""
-        if (
-            self.attempting
-            and not self.client.write_paused
-            and now - self.last_activity > self.pool.config.timeouts.read
-        ):
+        """Called by the server's sweeper: no progress for ``timeouts.read`` fails the attempt.
+
+        While the client does not read (its socket buffer is full) the backend is paused, so
+        that is the client's stall, bounded by ``timeouts.idle`` instead.
+        """
+        if not self.attempting:
+            return
+        timeouts = self.pool.config.timeouts
+        stalled = now - self.last_activity
+        if self.client.write_paused:
+            if stalled > timeouts.idle:
+                self._outcome(_ABORTED)
+        elif stalled > timeouts.read:
             self._outcome(_ABORTED if self.response_started else _TIMEOUT)
 
     # -- the request, start to end -------------------------------------------------------------

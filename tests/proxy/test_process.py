@@ -187,3 +187,23 @@ def test_cli_bad_config_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["--config", str(path), "--workers", "0"]) == 2
     with pytest.raises(SystemExit):
         main(["--listen", "nonsense"])
+
+
+async def test_slow_reader_backpressure(
+    backends: BackendFactory, spawn: Any, http: aiohttp.ClientSession
+) -> None:
+    """A client that stops reading pauses the backend: the proxy does not buffer the answer."""
+    a = await backends("a")
+    proxy = spawn(config_doc([("a", a.url, 1)]))
+    await proxy.wait_ready(http)
+    async with http.get(proxy.url + "/warm") as response:
+        assert response.status == 200
+    before = proxy.rss_peak_kib()
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"GET /big?mib=200 HTTP/1.1\r\nHost: t\r\n\r\n")
+    await reader.readexactly(65536)
+    await asyncio.sleep(1.0)  # the backend could push 200 MiB in this time
+    growth_mib = (proxy.rss_peak_kib() - before) / 1024
+    writer.close()
+    await writer.wait_closed()
+    assert growth_mib < 40, f"proxy buffered {growth_mib:.0f} MiB for a client that reads nothing"
