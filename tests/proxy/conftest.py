@@ -92,6 +92,13 @@ def _backend_app(state: dict[str, Any]) -> web.Application:
         await response.write_eof()
         return response
 
+    async def lazy_reader(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query.get("s", "1")))  # read nothing for a while
+        size = 0
+        async for data in request.content.iter_any():
+            size += len(data)
+        return web.json_response({"size": size})
+
     async def ws(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse()
         await sock.prepare(request)
@@ -108,6 +115,7 @@ def _backend_app(state: dict[str, Any]) -> web.Application:
     app.router.add_get("/stream", stream)
     app.router.add_get("/ws", ws)
     app.router.add_get("/big", big)
+    app.router.add_post("/lazy", lazy_reader)
     app.router.add_route("*", "/{tail:.*}", echo)
     return app
 

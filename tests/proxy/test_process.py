@@ -207,3 +207,30 @@ async def test_slow_reader_backpressure(
     writer.close()
     await writer.wait_closed()
     assert growth_mib < 40, f"proxy buffered {growth_mib:.0f} MiB for a client that reads nothing"
+
+
+async def test_slow_backend_reader_backpressure(
+    backends: BackendFactory, spawn: Any, http: aiohttp.ClientSession
+) -> None:
+    """A backend that does not read the body pauses reading from the client."""
+    a = await backends("a")
+    proxy = spawn(config_doc([("a", a.url, 1)]))
+    await proxy.wait_ready(http)
+    async with http.get(proxy.url + "/warm") as response:
+        assert response.status == 200
+    before = proxy.rss_peak_kib()
+    block = b"u" * (1 << 20)
+    total = 150
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(total):
+            yield block
+
+    headers = {"Content-Length": str(total << 20)}
+    upload = asyncio.create_task(http.post(proxy.url + "/lazy?s=1.0", data=body(), headers=headers))
+    await asyncio.sleep(0.9)
+    growth_mib = (proxy.rss_peak_kib() - before) / 1024
+    response = await upload
+    assert response.status == 200 and (await response.json())["size"] == total << 20
+    response.release()
+    assert growth_mib < 40, f"proxy buffered {growth_mib:.0f} MiB of an unread request body"
