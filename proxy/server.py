@@ -102,6 +102,11 @@ class ProxyServer:
     def apply_config(self, config: BackendsConfig, *, digest: str = "") -> None:
         """Swap in ``config``. Backends that keep name and URL keep their state."""
         old = self.pool
+        if (config.listen, config.admin) != (old.config.listen, old.config.admin):
+            _log.warning(
+                "listen/admin changed in the file; they apply at the next start only",
+                extra={"event": "restart_needed"},
+            )
         pool = self._build_pool(config, digest, previous=old)
         removed = [b for n, b in old.backends.items() if pool.backends.get(n) is not b]
         self.max_header_bytes = config.limits.max_header_bytes
