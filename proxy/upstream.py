@@ -100,7 +100,7 @@ class ConnectionPool:
 
     __slots__ = ("closed", "host", "idle", "max_idle", "opened", "port")
 
-    def __init__(self, host: str, port: int, *, max_idle: int = 256) -> None:
+    def __init__(self, host: str, port: int, *, max_idle: int = 1024) -> None:
         self.host = host
         self.port = port
         self.max_idle = max_idle
