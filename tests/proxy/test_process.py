@@ -36,7 +36,12 @@ class ProxyProcess:
         self.path = path
         write_config(path, doc)
         self.log = path.with_suffix(".log")
-        self.proc = subprocess.Popen(
+        with self.log.open("wb") as log:
+            self.proc = self._popen(path, log, extra)
+
+    @staticmethod
+    def _popen(path: Path, log: Any, extra: tuple[str, ...]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -51,7 +56,7 @@ class ProxyProcess:
             ],
             cwd=_ROOT,
             stdout=subprocess.DEVNULL,
-            stderr=self.log.open("wb"),
+            stderr=log,
         )
 
     @property
