@@ -143,14 +143,16 @@ class ClientConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.active is not None:
-            self.active.last_activity = self.loop.time()
-            self.active.client_pause_writing()
+        exchange = self.active or self.tunnel
+        if exchange is not None:
+            exchange.last_activity = self.loop.time()
+            exchange.client_pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.active is not None:
-            self.active.client_resume_writing()
+        exchange = self.active or self.tunnel
+        if exchange is not None:
+            exchange.client_resume_writing()
 
     # -- httptools callbacks -------------------------------------------------------------------
 

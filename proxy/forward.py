@@ -536,8 +536,8 @@ class Exchange:
         upstream = self.upstream
         assert upstream is not None
         client_transport = self.client.start_tunnel(self)
-        upstream.tunnel = client_transport
-        upstream.listener = None
+        upstream.tunnel = client_transport  # from now on its bytes go straight to the client;
+        # we stay its listener for flow control (pause/resume) only.
         if rest:
             client_transport.write(rest)
         pending = self.tunnel_pending or []
