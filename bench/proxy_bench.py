@@ -965,6 +965,11 @@ def render_markdown(
                 ratios.append(
                     f"vs {peer}: req/s x{mine.median('rps') / other.median('rps'):.2f}, "
                     f"p99 x{mine.median('p99_ms') / other.median('p99_ms'):.2f}"
+                    + (
+                        f", CPU/req x{_cpu_per_req(mine) / _cpu_per_req(other):.2f}"
+                        if peer != "direct" and _cpu_per_req(other) > 0
+                        else ""
+                    )
                 )
         if ratios:
             lines.append("lbrec " + "; ".join(ratios))
@@ -988,8 +993,12 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def _cpu_per_req(res: TargetResult) -> float:
+    return statistics.median(run.cpu_us_per_request for run in res.runs)
+
+
 def _cpu(res: TargetResult) -> str:
-    per_req = statistics.median(run.cpu_us_per_request for run in res.runs)
+    per_req = _cpu_per_req(res)
     user = statistics.median(run.cpu_user_s for run in res.runs)
     system = statistics.median(run.cpu_sys_s for run in res.runs)
     share = 100 * user / (user + system) if user + system else 0.0
