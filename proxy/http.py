@@ -50,6 +50,11 @@ def _named_in_connection(values: list[bytes]) -> frozenset[bytes]:
     return frozenset(tokens - _STANDARD_TOKENS)
 
 
+def _only_standard(values: list[bytes]) -> bool:
+    """The common ``Connection: keep-alive`` / ``close``: nothing else to strip."""
+    return len(values) == 1 and values[0].lower() in _STANDARD_TOKENS
+
+
 def _drop(parts: list[bytes], start: int, names: frozenset[bytes]) -> list[bytes]:
     """Remove ``name: value\r\n`` quadruples (from ``start`` on) whose name is in ``names``."""
     kept = parts[:start]
@@ -93,7 +98,7 @@ def build_request_head(
                 xff.append(value)
         elif not (chunked and low == b"content-length"):
             out += (name, b": ", value, b"\r\n")
-    if connection is not None:
+    if connection is not None and not _only_standard(connection):
         extra = _named_in_connection(connection)
         if extra:
             out = _drop(out, 4, extra)
@@ -150,7 +155,7 @@ def build_response_head(
         if low == b"content-length":
             has_length = True
         out += (name, b": ", value, b"\r\n")
-    if connection is not None:
+    if connection is not None and not _only_standard(connection):
         extra = _named_in_connection(connection)
         if extra:
             out = _drop(out, 1, extra)
