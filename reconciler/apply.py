@@ -305,6 +305,9 @@ def converge(
     build = workspace.build_info(desired)
     docker.check()
     observed = workspace.observe(docker.observe())
+    if revision is None and observed.pool is not None:
+        # A plain apply after `lbrec sync` keeps the deployed commit in backends.json.
+        revision = observed.pool.revision
     revisions = _container_revisions_for_plan(desired, observed, build, revision)
     target = render_pool(desired, revision=revision)
     compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
