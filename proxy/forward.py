@@ -347,7 +347,8 @@ class Exchange:
             else:
                 conn.close()
             self.upstream = None
-            self._log(self.status, backend)
+            if self.server.access_log:
+                self._log(self.status, backend)
             self._done(self.keep_alive and self.body_complete)
             return
         if outcome == _TUNNEL:
@@ -421,7 +422,7 @@ class Exchange:
             outcome = _ABORTED if self.response_started else _BAD
         self.out = None
         if out:
-            self._flush(out)
+            self.client.write(out[0] if len(out) == 1 else b"".join(out))
         if self.complete_pending:
             self.complete_pending = False
             outcome = _DONE
@@ -511,10 +512,15 @@ class Exchange:
 
     def on_body(self, data: bytes) -> None:
         framing = self.framing
-        if framing in (ResponseFraming.LENGTH, ResponseFraming.CLOSE):
-            self._emit(data)
-        elif framing == ResponseFraming.CHUNKED:
-            self._emit(chunk(data))
+        if framing == ResponseFraming.NONE:
+            return
+        if framing == ResponseFraming.CHUNKED:
+            data = chunk(data)
+        out = self.out
+        if out is not None:
+            out.append(data)
+        else:
+            self.client.write(data)
 
     def on_message_complete(self) -> None:
         if self.interim:
