@@ -24,7 +24,7 @@ from .edit import add_backend, init_document, remove_backend
 from .errors import LbrecError, SpecError
 from .files import atomic_write, read_text_or_none
 from .lock import project_lock
-from .output import Style, format_plan, format_recap, report_json
+from .output import BuildProgress, Style, format_plan, format_recap, report_json
 from .render import COMPOSE_FILE
 from .spec import DEFAULT_FILE, DesiredState, parse_backend_arg, parse_spec
 from .sync import add_sync_arguments, run_sync
@@ -217,7 +217,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             docker(workspace, desired),
             desired=desired,
             check=False,
-            progress=None if out.json else _BuildProgress(out).line,
+            progress=None if out.json else BuildProgress(out.info, out.style).line,
             health_timeout=args.health_timeout,
             on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
         )
@@ -226,25 +226,6 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
     else:
         print(format_recap(report, out.style))
     return 1 if report.failed else 0
-
-
-class _BuildProgress:
-    """Condense Docker's build log to its steps (`[2/3] COPY ...`) and lbrec's own lines."""
-
-    def __init__(self, out: _Out) -> None:
-        self.out = out
-        self.seen: set[str] = set()
-
-    def line(self, text: str) -> None:
-        if text.startswith("#"):
-            step = text.split(" ", 1)[1] if " " in text else ""
-            if step.startswith("[") and "internal]" not in step and step not in self.seen:
-                self.seen.add(step)
-                self.out.info(self.out.style.dim(f"  | {step}"))
-            return
-        if "level=warning" in text or text.strip().endswith("Built"):
-            return
-        self.out.info(text)
 
 
 def _edit(command: str, args: argparse.Namespace, workspace: Workspace, out: _Out) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from .apply import Report
 from .plan import Action, ActionKind, Plan
 
-__all__ = ["Style", "format_plan", "format_recap", "report_json"]
+__all__ = ["BuildProgress", "Style", "format_plan", "format_recap", "report_json"]
 
 
 class Style:
@@ -143,3 +144,23 @@ def report_json(report: Report) -> str:
         "recap": report.recap(),
     }
     return json.dumps(document, indent=2)
+
+
+class BuildProgress:
+    """Condense Docker's build log to its steps (`[2/3] COPY ...`) and lbrec's own lines."""
+
+    def __init__(self, emit: Callable[[str], None], style: Style) -> None:
+        self.emit = emit
+        self.style = style
+        self.seen: set[str] = set()
+
+    def line(self, text: str) -> None:
+        if text.startswith("#"):
+            step = text.split(" ", 1)[1] if " " in text else ""
+            if step.startswith("[") and "internal]" not in step and step not in self.seen:
+                self.seen.add(step)
+                self.emit(self.style.dim(f"  | {step}"))
+            return
+        if "level=warning" in text or text.strip().endswith("Built"):
+            return
+        self.emit(text)

@@ -26,7 +26,7 @@ from .apply import converge
 from .errors import LbrecError
 from .lock import project_lock
 from .loop import DockerFactory, whales_docker
-from .output import Style, format_plan, format_recap
+from .output import BuildProgress, Style, format_plan, format_recap
 from .sync import build_sync_loop, parse_duration
 from .watch import build_watch_loop
 from .workspace import Workspace
@@ -74,7 +74,7 @@ def _first_pass(
             docker(workspace, desired),
             desired=desired,
             check=False,
-            progress=lambda line: _log.info("%s", line) if not line.startswith("#") else None,
+            progress=BuildProgress(_log.info, style).line,
             health_timeout=health_timeout,
             on_plan=lambda p: _log.info("plan:\n%s", format_plan(p, style)),
         )

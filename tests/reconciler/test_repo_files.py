@@ -1,0 +1,31 @@
+"""The repository's own docker-compose.yml and config/backends.json are what lbrec renders from
+its sample desired-state.yaml (with the Dockerfile's default base image). Regenerate them with
+LBREC_UPDATE_GOLDEN=1 when the renderers or the sample change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reconciler.render import render_compose, render_pool
+from reconciler.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "config/backends.json"])
+def test_committed_generated_files_match_the_sample(name: str) -> None:
+    workspace = Workspace.at(REPO / "desired-state.yaml")
+    desired = workspace.load()
+    build = workspace.build_info(desired, env={})
+    rendered = {
+        "docker-compose.yml": render_compose(desired, build),
+        "config/backends.json": render_pool(desired).to_json(),
+    }[name]
+    path = REPO / name
+    if os.environ.get("LBREC_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(rendered)
+    assert path.read_text() == rendered, f"{name} is stale: rerun with LBREC_UPDATE_GOLDEN=1"
