@@ -396,3 +396,21 @@ async def test_oversized_second_request_does_not_leak_into_first(
     assert a.hits <= 1
     writer.close()
     await writer.wait_closed()
+
+
+async def test_passive_ejection_expires(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    doc = config_doc([("a", a.url, 1), ("b", b.url, 1)], passive={"max_fails": 2, "cooldown": 0.3})
+    p = await proxy(doc)
+    server = p.info.server
+    backend = server.pool.backends["a"]
+    server.passive_failure(backend, "test")
+    assert backend.state == "up"  # one failure is not enough
+    server.passive_failure(backend, "test")
+    assert backend.state == "ejected"
+    assert server.pool.balancer.eligible == ("b",)
+    await asyncio.sleep(0.5)
+    assert backend.state == "up"
+    assert server.pool.balancer.eligible == ("a", "b")
