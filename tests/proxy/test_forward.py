@@ -410,7 +410,7 @@ async def test_passive_ejection_expires(
     assert backend.state == "up"  # one failure is not enough
     server.passive_failure(backend, "test")
     assert backend.state == "ejected"
-    assert server.pool.balancer.eligible == ("b",)
+    assert list(server.pool.balancer.eligible) == ["b"]
     await asyncio.sleep(0.5)
     assert backend.state == "up"
-    assert server.pool.balancer.eligible == ("a", "b")
+    assert list(server.pool.balancer.eligible) == ["a", "b"]
