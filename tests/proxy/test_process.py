@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -183,6 +184,27 @@ async def test_large_upload_and_download_bounded_memory(
     assert growth_mib < 40, f"proxy RSS grew by {growth_mib:.0f} MiB for a 100 MiB answer"
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """main() configures logging for the process; undo it for the tests that follow."""
+    names = ["", "lbrec", "lbrec.proxy.access", "watchdog"]
+    saved = [
+        (
+            logging.getLogger(n),
+            logging.getLogger(n).handlers[:],
+            logging.getLogger(n).level,
+            logging.getLogger(n).propagate,
+        )
+        for n in names
+    ]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_cli_bad_config_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "backends.json"
     path.write_text("{not json")
