@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from .files import atomic_write
 from .labels import BuildInfo
 from .plan import Action, ActionKind, Plan, plan
 from .proxy_admin import wait_for_generation
-from .render import render_compose, render_pool
+from .render import backend_url, image_tag, render_compose, render_pool
 from .spec import DesiredState
 from .state import Observed
 from .workspace import Workspace
@@ -84,6 +85,19 @@ def _port_free(host: str, port: int) -> bool:
                 return False
             raise
     return True
+
+
+def _answers(desired: DesiredState, name: str) -> bool:
+    """The backend's health path answers 200 on its published port (probed from the host)."""
+    backend = desired.backend(name)
+    if backend is None:
+        return False
+    url = backend_url(desired, backend) + desired.health.path
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as response:
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False
 
 
 def check_ports(desired: DesiredState, the_plan: Plan, observed: Observed) -> None:
@@ -174,7 +188,7 @@ def apply(
     # 3. Containers that come: build once; a failed build leaves the old containers serving.
     fresh = of(ActionKind.CREATE, ActionKind.RECREATE)
     started: list[Action] = []
-    if fresh:
+    if fresh and not docker.has_image(image_tag(desired, build)):
         try:
             say(f"building the backend image ({', '.join(a.backend for a in fresh)})")
             docker.build([fresh[0].backend], progress=progress)
@@ -209,7 +223,11 @@ def apply(
             )
     if started:
         say(f"waiting for health: {', '.join(a.backend for a in started)}")
-        health = docker.wait_healthy([a.backend for a in started], timeout=health_timeout)
+        health = docker.wait_healthy(
+            [a.backend for a in started],
+            timeout=health_timeout,
+            ready=lambda name: _answers(desired, name),
+        )
         for action in started:
             problem = health.get(action.backend)
             if problem is None:

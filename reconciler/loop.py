@@ -166,7 +166,7 @@ class ControlLoop:
         *,
         name: str,
         resync: float | None = 30.0,
-        debounce: float = 0.3,
+        debounce: float = 0.1,
         max_delay: float = 2.0,
         backoff: Backoff = Backoff(),
         retry_permanent_after: float | None = None,

@@ -56,7 +56,9 @@ def backend_url(desired: DesiredState, backend: BackendSpec) -> str:
 
 
 def image_tag(desired: DesiredState, build: BuildInfo) -> str:
-    return f"{desired.project}-backend:{build.context_digest[:12]}"
+    """One tag per (build context, base image): an existing tag never needs a rebuild."""
+    inputs = canonical_hash([build.context_digest, build.base_image or ""])
+    return f"{desired.project}-backend:{inputs[:12]}"
 
 
 def _seconds(value: float) -> str:

@@ -51,7 +51,7 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="reconcile at least this often, to repair drift (default 30; 0: only on change)",
     )
-    parser.add_argument("--debounce", type=float, default=0.3, metavar="SECONDS")
+    parser.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
     gitops = parser.add_argument_group("GitOps (instead of watching the file)")
@@ -128,7 +128,7 @@ def run_up(
     *,
     down: bool = False,
     resync: float = 30.0,
-    debounce: float = 0.3,
+    debounce: float = 0.1,
     log_format: Literal["text", "json"] = "text",
     access_log: bool = False,
     repo: str | None = None,

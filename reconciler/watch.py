@@ -109,7 +109,7 @@ class WatchLoop:
         reconcile: Reconcile,
         *,
         resync: float | None = 30.0,
-        debounce: float = 0.3,
+        debounce: float = 0.1,
         max_delay: float = 2.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -209,9 +209,9 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--debounce",
         type=float,
-        default=0.3,
+        default=0.1,
         metavar="SECONDS",
-        help="wait for this much quiet after a file event before a pass (default 0.3)",
+        help="wait for this much quiet after a file event before a pass (default 0.1)",
     )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
@@ -266,7 +266,7 @@ def build_watch_loop(
     file: str | Path,
     *,
     resync: float = 30.0,
-    debounce: float = 0.3,
+    debounce: float = 0.1,
     lock_timeout: float = 300.0,
     health_timeout: float = 60.0,
     docker: DockerFactory = whales_docker,
@@ -296,7 +296,7 @@ def run_watch(
     file: str | Path,
     *,
     resync: float = 30.0,
-    debounce: float = 0.3,
+    debounce: float = 0.1,
     log_format: Literal["text", "json"] = "text",
     lock_timeout: float = 300.0,
     health_timeout: float = 60.0,

@@ -93,11 +93,12 @@ class Project:
         result: dict[str, dict[str, str]] = {}
         if not out:
             return result
-        inspect = json.loads(
-            subprocess.run(
-                ["docker", "inspect", *out], capture_output=True, text=True, check=True
-            ).stdout
+        # A container can go between the listing and the inspect (lbrec is removing it):
+        # `docker inspect` then still prints the others and exits 1; keep what it printed.
+        done = subprocess.run(
+            ["docker", "inspect", *out], capture_output=True, text=True, check=False
         )
+        inspect = json.loads(done.stdout or "[]")
         for c in inspect:
             if c["Config"]["Labels"].get("lbrec.role") == "lb":
                 continue

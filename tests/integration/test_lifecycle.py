@@ -210,6 +210,6 @@ def test_status_lists_backends(project: Project) -> None:
     project.write(spec_text(project.name, [("s1", p1, 4)]))
     project.lbrec("apply", check=True)
     r = project.lbrec("status", check=True)
-    assert "s1" in r.stdout and "running (healthy)" in r.stdout
+    assert "s1" in r.stdout and "running" in r.stdout
     data = json.loads(project.lbrec("status", "-o", "json", check=True).stdout)
     assert data["backends"][0]["weight"] == 4 and data["backends"][0]["routed_weight"] == 4

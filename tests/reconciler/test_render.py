@@ -14,7 +14,7 @@ import yaml
 
 from proxy.config import BackendsConfig, Revision, parse_config
 from reconciler.labels import BACKEND, CONFIG_HASH, MANAGED, PROJECT, BuildInfo, backend_labels
-from reconciler.render import backend_url, render_compose, render_pool
+from reconciler.render import backend_url, image_tag, render_compose, render_pool
 from reconciler.spec import DesiredState, parse_spec
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
@@ -78,7 +78,7 @@ def test_compose_services_are_complete(sample: DesiredState, build: BuildInfo) -
         assert {"interval", "timeout", "retries", "start_period"} <= set(health)
         assert health["retries"] == sample.health.fall
         assert service["build"] == {"context": ".", "dockerfile": "Dockerfile.backend"}
-        assert service["image"] == f"demo-backend:{build.context_digest[:12]}"
+        assert service["image"] == image_tag(sample, build)
         labels = service["labels"]
         assert labels[MANAGED] == "true"
         assert labels[PROJECT] == "demo"
@@ -272,3 +272,13 @@ def test_proxy_only_settings_leave_the_container_alone(
     before = DesiredState.model_validate(base)
     after = DesiredState.model_validate({**base, **update})
     assert _service(before, build, "a") == _service(after, build, "a")
+
+
+def test_image_tag_changes_with_the_base_image_and_the_context(build: BuildInfo) -> None:
+    """An existing tag is reused without a build, so every build input must be in it."""
+    desired = DesiredState.model_validate({"project": "demo"})
+    other_base = BuildInfo(base_image="elsewhere:1", context_digest=build.context_digest)
+    other_context = BuildInfo(base_image=build.base_image, context_digest="f" * 64)
+    tags = {image_tag(desired, b) for b in (build, other_base, other_context)}
+    assert len(tags) == 3
+    assert image_tag(desired, build) == image_tag(desired, build)
