@@ -36,6 +36,22 @@ class HealthState(enum.Enum):
     DOWN = "down"
 
 
+# Like HAProxy's `fastinter`: a backend whose state is not settled yet (a new backend still
+# "checking", or an up backend that has started failing) is probed this often, so that a
+# backend added at reload gets traffic in a fraction of a second instead of rise x interval.
+FAST_INTERVAL = 0.2
+
+
+def next_probe_delay(state: RiseFall, settings: HealthSettings) -> float:
+    """Seconds until the next probe: the interval, or FAST_INTERVAL while in transition."""
+    settling = (state.state is HealthState.UP and state.failures) or (
+        state.state is HealthState.DOWN and state.successes
+    )
+    if state.state is HealthState.CHECKING or settling:
+        return min(settings.interval, FAST_INTERVAL)
+    return settings.interval
+
+
 @dataclass(frozen=True, slots=True)
 class RiseFall:
     """``rise`` successes in a row mark a backend up, ``fall`` failures in a row mark it down.
@@ -160,7 +176,7 @@ class HealthMonitor:
                     extra={"event": "health", "backend": target.name, "state": after.state.value},
                 )
                 self._sink.set_health(target.name, after.state)
-            await asyncio.sleep(settings.interval)
+            await asyncio.sleep(next_probe_delay(after, settings))
 
     async def _probe(self, target: ProbeTarget, settings: HealthSettings) -> ProbeResult:
         timeout = aiohttp.ClientTimeout(total=settings.timeout)

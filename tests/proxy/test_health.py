@@ -8,7 +8,14 @@ import aiohttp
 import pytest
 
 from proxy.config import HealthSettings
-from proxy.health import HealthMonitor, HealthState, ProbeTarget, RiseFall
+from proxy.health import (
+    FAST_INTERVAL,
+    HealthMonitor,
+    HealthState,
+    ProbeTarget,
+    RiseFall,
+    next_probe_delay,
+)
 from tests.proxy.conftest import BackendFactory
 
 UP, DOWN, CHECKING = HealthState.UP, HealthState.DOWN, HealthState.CHECKING
@@ -86,3 +93,19 @@ async def test_probe_timeout_and_refused_count_as_failures(backends: BackendFact
         monitor.update([], settings, initial={})  # removal cancels the probe task
         assert monitor.state_of("a") is None
         await monitor.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "fast"),
+    [
+        (RiseFall(2, 3, state=CHECKING), True),  # new backend: settle quickly
+        (RiseFall(2, 3, state=UP), False),
+        (RiseFall(2, 3, state=UP, failures=1), True),  # up but failing: confirm quickly
+        (RiseFall(2, 3, state=DOWN), False),
+        (RiseFall(2, 3, state=DOWN, successes=1), True),  # down but answering again
+    ],
+)
+def test_probe_interval_is_fast_only_while_the_state_settles(state: RiseFall, fast: bool) -> None:
+    settings = HealthSettings(interval=5.0)
+    assert next_probe_delay(state, settings) == (FAST_INTERVAL if fast else 5.0)
+    assert next_probe_delay(state, HealthSettings(interval=0.1)) == 0.1
