@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -184,7 +184,11 @@ async def _status_page(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
-def make_admin_app(server: ProxyServer) -> web.Application:
+def make_admin_app(
+    server: ProxyServer, *, extra_routes: Sequence[web.RouteDef] = ()
+) -> web.Application:
+    """The admin listener. ``extra_routes`` lets an embedding process (``lbrec up``) add its
+    own endpoints, e.g. the GitOps webhook ``POST /-/sync``, without the proxy knowing them."""
     app = web.Application()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_PoolCollector(server))
@@ -194,4 +198,5 @@ def make_admin_app(server: ProxyServer) -> web.Application:
     app.router.add_get("/-/pool", _pool)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", _status_page)
+    app.router.add_routes(extra_routes)
     return app

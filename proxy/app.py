@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,7 @@ async def serve(
     enable_admin: bool = True,
     handle_signals: bool = False,
     drain_timeout: float = 30.0,
+    admin_routes: Sequence[web.RouteDef] = (),
 ) -> None:
     """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
 
@@ -90,7 +91,9 @@ async def serve(
         bound = await server.start(*listen_at, reuse_port=reuse_port)
         admin_bound: tuple[str, int] | None = None
         if admin_at is not None:
-            runner = web.AppRunner(make_admin_app(server), access_log=None)
+            runner = web.AppRunner(
+                make_admin_app(server, extra_routes=admin_routes), access_log=None
+            )
             await runner.setup()
             site = web.TCPSite(runner, admin_at[0], admin_at[1], reuse_port=reuse_port or None)
             await site.start()

@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
+
+from aiohttp import web
 
 from proxy.app import serve as serve_proxy
 from proxy.logs import configure_logging
@@ -27,11 +30,11 @@ from .errors import LbrecError
 from .lock import project_lock
 from .loop import DockerFactory, whales_docker
 from .output import BuildProgress, Style, format_plan, format_recap
-from .sync import build_sync_loop, parse_duration
+from .sync import build_sync_loop, parse_duration, token_matches
 from .watch import build_watch_loop
 from .workspace import Workspace
 
-__all__ = ["add_up_arguments", "run_up"]
+__all__ = ["SYNC_TOKEN_ENV", "add_up_arguments", "run_up", "sync_webhook"]
 
 _log = logging.getLogger("lbrec.up")
 
@@ -90,8 +93,35 @@ def _remove_all(workspace: Workspace, docker: DockerFactory) -> None:
     _log.info("--down: removed %d containers of project %s", len(ids), desired.project)
 
 
+SYNC_TOKEN_ENV = "LBREC_SYNC_TOKEN"
+
+
+def sync_webhook(trigger: Callable[[], None], token: str) -> list[web.RouteDef]:
+    """``POST /-/sync`` on the admin listener: a forge webhook deploys at once.
+
+    Token-protected (``Authorization: Bearer <token>``, compared in constant time); without a
+    token configured the endpoint refuses every call, so it can never be left open.
+    """
+
+    async def handler(request: web.Request) -> web.Response:
+        if not token:
+            return web.Response(
+                status=403, text=f"webhook disabled: start lbrec up with {SYNC_TOKEN_ENV} set\n"
+            )
+        if not token_matches(request.headers.get("Authorization"), token):
+            return web.Response(status=401, text="bad or missing token\n")
+        trigger()
+        return web.Response(status=202, text="sync triggered\n")
+
+    return [web.post("/-/sync", handler)]
+
+
 async def _serve_until_signal(
-    pool_file: Path, *, access_log: bool, on_ready: Callable[[], None]
+    pool_file: Path,
+    *,
+    access_log: bool,
+    on_ready: Callable[[], None],
+    admin_routes: list[web.RouteDef],
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -104,6 +134,7 @@ async def _serve_until_signal(
             access_log=access_log,
             handle_signals=False,
             ready=lambda _info: on_ready(),
+            admin_routes=admin_routes,
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -142,6 +173,7 @@ def run_up(
     configure_logging(log_format, access_log=access_log)
     workspace = Workspace.at(file)
     control: _Loop
+    routes: list[web.RouteDef] = []
     try:
         if repo is None:
             failed = _first_pass(
@@ -176,6 +208,7 @@ def run_up(
                 f": {result.error}" if result.error else "",
             )
             control = sync
+            routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""))
         desired = workspace.load()
     except LbrecError as err:
         _log.error("%s%s", err.message, f" (hint: {err.hint})" if err.hint else "")
@@ -196,7 +229,12 @@ def run_up(
                 workspace.spec_file,
             )
             asyncio.run(
-                _serve_until_signal(workspace.pool_file, access_log=access_log, on_ready=start_loop)
+                _serve_until_signal(
+                    workspace.pool_file,
+                    access_log=access_log,
+                    on_ready=start_loop,
+                    admin_routes=routes,
+                )
             )
         else:
             _log.info(

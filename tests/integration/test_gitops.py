@@ -3,8 +3,12 @@ rolls back, and the deployed commit is stamped on containers, in backends.json a
 
 from __future__ import annotations
 
+import http.client
 import json
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +76,62 @@ def test_sync_deploys_rejects_and_reverts(project: Project, tmp_path: Path) -> N
     assert set(project.containers()) == {"g1"}  # pruned
     assert project.pool["revision"]["commit"] == head  # type: ignore[index]
     assert project.lbrec("diff").returncode == 0
+
+
+def test_up_with_repo_deploys_on_webhook(project: Project, tmp_path: Path) -> None:
+    """`lbrec up --repo` serves the branch head; POST /-/sync deploys a new commit at once,
+    long before the next poll (--interval 1h)."""
+    bare, work = tmp_path / "config.git", tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True, capture_output=True)
+    listen, admin, p1, p2 = free_ports(4)
+    head = f"listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\n"
+    _commit(work, spec_text(project.name, [("w1", p1, 1)], extra=head), "one")
+    env = dict(project.env, LBREC_SYNC_TOKEN="t0ken")
+    log = open(project.folder / "up.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "up", "--repo", str(bare), "--interval", "1h"],
+        cwd=project.folder,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+    def request(method: str, port: int, path: str, token: str | None = None) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            return response.status, response.getheader("X-Backend") or ""
+        finally:
+            conn.close()
+
+    def until(predicate: object, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if predicate():  # type: ignore[operator]
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (project.folder / "up.log").read_text()[-3000:]
+            time.sleep(0.2)
+
+    try:
+        until(lambda: request("GET", listen, "/") == (200, "w1"), 180)
+        _commit(work, spec_text(project.name, [("w1", p1, 1), ("w2", p2, 1)], extra=head), "two")
+        assert request("POST", admin, "/-/sync", "wrong")[0] == 401
+        assert request("POST", admin, "/-/sync", "t0ken")[0] == 202
+        until(lambda: "w2" in {request("GET", listen, "/")[1] for _ in range(4)}, 60)
+        status = json.loads(project.lbrec("status", "-o", "json", check=True).stdout)
+        assert status["deployed"]["message"].startswith("two")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
