@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import platform
 import shutil
 import subprocess
@@ -39,9 +40,30 @@ def _pins() -> list[str]:
 
 
 def _image_python(base_image: str | None) -> str:
-    """'3.11' for the base image (run once; the host's version when no image is named)."""
+    """The base image's Python, e.g. '3.11' (asked once per image id, then cached)."""
     if not base_image:
         return "3.12"  # the Dockerfile's default, python:3.12-slim
+    image_id = (
+        subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Id}}", base_image],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        .stdout.strip()
+        .replace(":", "-")
+    )
+    known = _cache_dir() / "image-python" / image_id if image_id else None
+    if known is not None and known.is_file():
+        return known.read_text().strip()
+    version = _run_image_python(base_image)
+    if known is not None:
+        atomic_write(known, version + "\n")
+    return version
+
+
+def _run_image_python(base_image: str) -> str:
     try:
         out = subprocess.run(
             [
@@ -67,6 +89,12 @@ def _image_python(base_image: str | None) -> str:
             f"cannot run python3 in the base image {base_image}", backend="lb", detail=detail
         ) from err
     return out.stdout.strip()
+
+
+def _cache_dir() -> Path:
+    """Wheels are shared by every deploy folder of this user: downloaded once per version."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lbrec"
 
 
 def _download(wheels: Path, pins: list[str], py: str) -> None:
@@ -99,7 +127,11 @@ def _download(wheels: Path, pins: list[str], py: str) -> None:
 
 
 def stage_proxy_context(folder: Path, base_image: str | None) -> str:
-    """Fill ``folder/dist/lbrec-proxy`` (wheels + proxy package); return its digest."""
+    """Fill ``folder/dist/lbrec-proxy/current`` (wheels + proxy package); return its digest.
+
+    The wheels come from a per-user cache (``~/.cache/lbrec/proxy-wheels/<python>``), filled
+    by one ``pip download`` per set of pinned versions.
+    """
     if not (folder / PROXY_DOCKERFILE).is_file():
         raise ApplyError(
             f"{folder / PROXY_DOCKERFILE}: not found; proxy.mode container builds the lb image "
@@ -110,7 +142,7 @@ def stage_proxy_context(folder: Path, base_image: str | None) -> str:
     stage = folder / PROXY_STAGE
     py = _image_python(base_image)
     pins = _pins()
-    wheels = stage / "wheels" / py
+    wheels = _cache_dir() / "proxy-wheels" / py
     marker = wheels / ".pins"
     want = "\n".join(pins) + "\n"
     if not marker.is_file() or marker.read_text() != want:

@@ -22,9 +22,16 @@ from .conftest import Project, free_ports
 pytestmark = pytest.mark.docker
 
 
-def _spec(project: Project, listen: int, admin: int, backends: list[tuple[str, int, int]]) -> str:
+def _spec(
+    project: Project,
+    listen: int,
+    admin: int,
+    backends: list[tuple[str, int, int]],
+    mode: str = "host",
+) -> str:
     lines = [
         f"project: {project.name}",
+        f"proxy: {{mode: {mode}}}",
         f"listen: 127.0.0.1:{listen}",
         f"admin: 127.0.0.1:{admin}",
         "health: {interval: 0.5, timeout: 1.0, rise: 1, fall: 2}",
@@ -65,11 +72,15 @@ def _wait(predicate: object, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def up(project: Project) -> Iterator[tuple[Project, subprocess.Popen[str], list[int]]]:
+@pytest.fixture(params=["host", "container"])
+def up(
+    project: Project, request: pytest.FixtureRequest
+) -> Iterator[tuple[Project, subprocess.Popen[str], list[int], str]]:
+    """`lbrec up` with the proxy in-process (host) or as the lb Compose service (container)."""
+    mode: str = request.param
     ports = free_ports(5)
     listen, admin, p1, p2, _p3 = ports
-    project.write(_spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1)]))
+    project.write(_spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1)], mode))
     log = open(project.folder / "up.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "up", "--resync", "2"],
@@ -82,7 +93,7 @@ def up(project: Project) -> Iterator[tuple[Project, subprocess.Popen[str], list[
     )
     try:
         _wait(lambda: _get(listen)[0] == 200, 180, "lbrec up to serve")
-        yield project, proc, ports
+        yield project, proc, ports, mode
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -94,15 +105,16 @@ def up(project: Project) -> Iterator[tuple[Project, subprocess.Popen[str], list[
 
 
 def test_up_follows_the_file_and_repairs_drift(
-    up: tuple[Project, subprocess.Popen[str], list[int]],
+    up: tuple[Project, subprocess.Popen[str], list[int], str],
 ) -> None:
-    project, proc, (listen, admin, p1, p2, p3) = up
+    project, proc, (listen, admin, p1, p2, p3), mode = up
     seen = Counter(_get(listen)[1] for _ in range(20))
     assert seen == {"u1": 10, "u2": 10}
 
     # Adding a backend to the file makes it serve traffic through the proxy.
     _save(
-        project.spec, _spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1), ("u3", p3, 2)])
+        project.spec,
+        _spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1), ("u3", p3, 2)], mode),
     )
     _wait(lambda: "u3" in {_get(listen)[1] for _ in range(8)}, 120, "u3 to serve")
 
@@ -129,7 +141,7 @@ def test_up_follows_the_file_and_repairs_drift(
     worker.start()
     try:
         time.sleep(1)
-        _save(project.spec, _spec(project, listen, admin, [("u1", p1, 1), ("u3", p3, 2)]))
+        _save(project.spec, _spec(project, listen, admin, [("u1", p1, 1), ("u3", p3, 2)], mode))
         _wait(lambda: "u2" not in project.containers(), 120, "u2's container to go")
         time.sleep(1)
     finally:
