@@ -164,6 +164,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             lock_timeout=args.lock_timeout,
             health_timeout=args.health_timeout,
             docker=docker,
+            docker_events=args.docker_events,
         )
     if command == "watch":
         return run_watch(
@@ -174,6 +175,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             lock_timeout=args.lock_timeout,
             health_timeout=args.health_timeout,
             docker=docker,
+            docker_events=args.docker_events,
         )
     if command == "sync":
         return run_sync(

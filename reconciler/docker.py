@@ -7,6 +7,8 @@ here into lbrec errors that keep the command and the tail of Docker's stderr.
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from .errors import ApplyError, DockerUnavailable
 from .labels import BACKEND, PROJECT, ROLE
 from .state import ObservedContainer
 
-__all__ = ["DockerPort", "WhalesDocker", "stderr_tail"]
+__all__ = ["DockerEvents", "DockerPort", "WhalesDocker", "stderr_tail"]
 
 Progress = Callable[[str], None]
 
@@ -235,3 +237,65 @@ class WhalesDocker:
         except DockerException:
             return "(no logs)"
         return " | ".join(line for line in text.splitlines() if line.strip()) or "(no output)"
+
+
+class DockerEvents:
+    """Follow ``docker events`` for one project's containers in a thread (drift, at once).
+
+    Calls ``on_event("die backend1")`` when one of the project's containers stops, dies or is
+    removed, so a watch loop repairs drift without waiting for its resync. The ``docker events``
+    process is our own child: it is terminated by pid on :meth:`stop`, and restarted (after a
+    pause) if it ends while we still want events, e.g. when the engine restarts.
+    """
+
+    _ACTIONS = ("die", "destroy", "stop", "kill", "oom")
+
+    def __init__(self, project: str, on_event: Callable[[str], None]) -> None:
+        self.project = project
+        self.on_event = on_event
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[str] | None = None
+        self._thread: threading.Thread | None = None
+
+    def _command(self) -> list[str]:
+        cmd = ["docker", "events", "--filter", "type=container"]
+        cmd += ["--filter", f"label={PROJECT}={self.project}"]
+        for action in self._ACTIONS:
+            cmd += ["--filter", f"event={action}"]
+        return [*cmd, "--format", '{{.Action}} {{index .Actor.Attributes "lbrec.backend"}}']
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._proc = subprocess.Popen(
+                    self._command(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                )
+            except OSError:
+                self._stop.wait(5.0)
+                continue
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                if line.strip():
+                    self.on_event(line.strip())
+            self._proc.wait()
+            self._stop.wait(2.0)  # the engine went away: try again shortly
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lbrec-docker-events", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -55,6 +55,12 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         help="reconcile at least this often, to repair drift (default 30; 0: only on change)",
     )
     parser.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS")
+    parser.add_argument(
+        "--no-docker-events",
+        dest="docker_events",
+        action="store_false",
+        help="do not follow `docker events` (drift is then repaired at the next --resync)",
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
     gitops = parser.add_argument_group("GitOps (instead of watching the file)")
@@ -169,6 +175,7 @@ def run_up(
     lock_timeout: float = 300.0,
     health_timeout: float = 60.0,
     docker: DockerFactory = whales_docker,
+    docker_events: bool = True,
 ) -> int:
     configure_logging(log_format, access_log=access_log)
     workspace = Workspace.at(file)
@@ -188,6 +195,7 @@ def run_up(
                 lock_timeout=lock_timeout,
                 health_timeout=health_timeout,
                 docker=docker,
+                docker_events=docker_events,
             )
         else:
             sync = build_sync_loop(

@@ -29,6 +29,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from .apply import Report, converge
+from .docker import DockerEvents
+from .errors import LbrecError
 from .lock import project_lock
 from .loop import (
     Backoff,
@@ -114,6 +116,7 @@ class WatchLoop:
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
         logger_name: str = "watch",
+        docker_project: str | None = None,
     ) -> None:
         self.path = Path(path).absolute()
         self.loop = ControlLoop(
@@ -128,6 +131,7 @@ class WatchLoop:
         )
         self._log = self.loop.logger
         self._files = FileWatch(self.path, self._changed)
+        self._events = DockerEvents(docker_project, self._docker_event) if docker_project else None
         self._thread: threading.Thread | None = None
 
     @property
@@ -138,10 +142,16 @@ class WatchLoop:
         self._log.info("%s: %s", self.path.name, kind, extra={"event": kind})
         self.loop.notify(f"{self.path.name} {kind}")
 
+    def _docker_event(self, what: str) -> None:
+        self._log.info("docker: %s", what, extra={"event": "docker"})
+        self.loop.notify(f"docker {what}")
+
     def run(self) -> None:
         if not self.path.parent.is_dir():
             raise FileNotFoundError(f"{self.path.parent}: no such folder")
         self._files.start()
+        if self._events is not None:
+            self._events.start()
         self._log.info(
             "watching %s (resync every %ss)",
             self.path,
@@ -151,6 +161,8 @@ class WatchLoop:
             self.loop.run()
         finally:
             self._files.stop()
+            if self._events is not None:
+                self._events.stop()
             self._log.info("stopped after %d passes", self.loop.passes)
 
     def start(self) -> threading.Thread:
@@ -213,6 +225,12 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="wait for this much quiet after a file event before a pass (default 0.1)",
     )
+    parser.add_argument(
+        "--no-docker-events",
+        dest="docker_events",
+        action="store_false",
+        help="do not follow `docker events` (drift is then repaired at the next --resync)",
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
 
@@ -270,9 +288,20 @@ def build_watch_loop(
     lock_timeout: float = 300.0,
     health_timeout: float = 60.0,
     docker: DockerFactory = whales_docker,
+    docker_events: bool = True,
 ) -> WatchLoop:
-    """The real watch loop for ``file`` (logging each planned change); for run_watch and `up`."""
+    """The real watch loop for ``file`` (logging each planned change); for run_watch and `up`.
+
+    With ``docker_events`` it also reacts at once when one of the project's containers stops
+    or is removed (the project name is read from the file now; a rename needs a restart).
+    """
     workspace = Workspace.at(file)
+    project = None
+    if docker_events:
+        try:
+            project = workspace.load().project
+        except LbrecError:
+            project = None  # an invalid file: the loop reports it; resync still repairs drift
 
     def on_plan(the_plan: Plan) -> None:
         log_plan(watch.loop)(the_plan)
@@ -288,6 +317,7 @@ def build_watch_loop(
         ),
         resync=resync or None,
         debounce=debounce,
+        docker_project=project,
     )
     return watch
 
@@ -301,6 +331,7 @@ def run_watch(
     lock_timeout: float = 300.0,
     health_timeout: float = 60.0,
     docker: DockerFactory = whales_docker,
+    docker_events: bool = True,
 ) -> int:
     """`lbrec watch`: runs until SIGINT/SIGTERM; 0 on a clean stop, 130 on a forced one."""
     log = configure_logging(log_format, name="watch")
@@ -316,6 +347,7 @@ def run_watch(
         lock_timeout=lock_timeout,
         health_timeout=health_timeout,
         docker=docker,
+        docker_events=docker_events,
     )
     with stop_on_signals(watch.stop, log.info):
         try:

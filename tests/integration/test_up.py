@@ -172,3 +172,34 @@ def test_up_follows_the_file_and_repairs_drift(
     assert proc.wait(timeout=60) == 0
     pool = json.loads((project.folder / "config/backends.json").read_text())
     assert [b["name"] for b in pool["backends"]] == ["u1", "u3"]
+
+
+def test_watch_repairs_drift_at_once_from_docker_events(project: Project) -> None:
+    """No resync at all (--resync 0): only `docker events` can bring the container back."""
+    (p1,) = free_ports(1)
+    project.write(f"project: {project.name}\nbackends:\n  - {{name: e1, port: {p1}, weight: 1}}\n")
+    project.lbrec("apply", check=True)
+    old = project.containers()["e1"]["id"]
+    log = open(project.folder / "watch.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "watch", "--resync", "0"],
+        cwd=project.folder,
+        env=project.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        _wait(lambda: "pass=1 ok" in (project.folder / "watch.log").read_text(), 60, "pass 1")
+        subprocess.run(["docker", "rm", "-f", old], check=True, capture_output=True)
+        _wait(
+            lambda: project.containers().get("e1", {}).get("state") == "running",
+            30,
+            "e1 to be recreated after its removal was seen in docker events",
+        )
+        assert project.containers()["e1"]["id"] != old
+        assert "docker: destroy e1" in (project.folder / "watch.log").read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        log.close()
