@@ -10,7 +10,6 @@ machine over timestamps that tests drive without threads or a clock.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import threading
@@ -19,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
+
+from proxy.logs import JsonFormatter
 
 from .apply import Report
 from .docker import DockerPort, WhalesDocker
@@ -322,27 +323,6 @@ def describe_failures(report: Report) -> str:
         name = o.action.backend
         parts.append(error if error.startswith(f"{name}:") else f"{name}: {error}")
     return "; ".join(parts)
-
-
-_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and the record's ``extra`` fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _RESERVED and not key.startswith("_"):
-                doc[key] = value
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
 
 
 def configure_logging(fmt: Literal["text", "json"] = "text", *, name: str) -> logging.Logger:

@@ -31,7 +31,7 @@ from .lock import project_lock
 from .loop import DockerFactory, whales_docker
 from .output import BuildProgress, Style, format_plan, format_recap
 from .sync import build_sync_loop, parse_duration, token_matches
-from .watch import build_watch_loop
+from .watch import add_watch_arguments, build_watch_loop
 from .workspace import Workspace
 
 __all__ = ["SYNC_TOKEN_ENV", "add_up_arguments", "run_up", "sync_webhook"]
@@ -47,21 +47,7 @@ class _Loop(Protocol):
 
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--down", action="store_true", help="remove the containers on exit")
-    parser.add_argument(
-        "--resync",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="reconcile at least this often, to repair drift (default 30; 0: only on change)",
-    )
-    parser.add_argument("--debounce", type=float, default=0.1, metavar="SECONDS")
-    parser.add_argument(
-        "--no-docker-events",
-        dest="docker_events",
-        action="store_false",
-        help="do not follow `docker events` (drift is then repaired at the next --resync)",
-    )
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    add_watch_arguments(parser)  # --resync, --debounce, --no-docker-events, --log-format
     parser.add_argument("--access-log", action="store_true", help="log one line per request")
     gitops = parser.add_argument_group("GitOps (instead of watching the file)")
     gitops.add_argument("--repo", help="deploy the desired-state file of this git repository")
