@@ -38,6 +38,7 @@ class DockerPort(Protocol):
     def up(self, services: Sequence[str], *, force_recreate: bool) -> None: ...
     def start(self, container_ids: Sequence[str]) -> None: ...
     def remove(self, container_ids: Sequence[str]) -> None: ...
+    def remove_network(self) -> None: ...
     def wait_healthy(
         self, services: Sequence[str], *, timeout: float, ready: Ready | None = None
     ) -> dict[str, str | None]: ...
@@ -193,6 +194,15 @@ class WhalesDocker:
                     f"removing container {cid[:12]} failed: {_one_line(err)}",
                     detail=stderr_tail(err),
                 ) from err
+
+    def remove_network(self) -> None:
+        """The project's default network, which Compose created with the first container."""
+        name = f"{self.project}_default"
+        try:
+            if self._client.network.exists(name):
+                self._client.network.remove(name)
+        except DockerException as err:
+            raise ApplyError(f"removing network {name} failed: {_one_line(err)}") from err
 
     def wait_healthy(
         self, services: Sequence[str], *, timeout: float, ready: Ready | None = None

@@ -30,6 +30,7 @@ from .errors import LbrecError
 from .lock import project_lock
 from .loop import DockerFactory, whales_docker
 from .output import BuildProgress, Style, format_plan, format_recap
+from .spec import DesiredState
 from .sync import build_sync_loop, parse_duration, token_matches
 from .watch import add_watch_arguments, build_watch_loop
 from .workspace import Workspace
@@ -77,11 +78,12 @@ def _first_pass(
     return 1 if report.failed else 0
 
 
-def _remove_all(workspace: Workspace, docker: DockerFactory) -> None:
-    desired = workspace.load()
+def _remove_all(workspace: Workspace, docker: DockerFactory, desired: DesiredState) -> None:
+    """``--down``: the project as it was when up started (the file may be invalid by now)."""
     port = docker(workspace, desired)
     ids = [c.id for c in port.observe()]
     port.remove(ids)
+    port.remove_network()
     _log.info("--down: removed %d containers of project %s", len(ids), desired.project)
 
 
@@ -244,7 +246,7 @@ def run_up(
             control.join(timeout=120)
     if down:
         try:
-            _remove_all(workspace, docker)
+            _remove_all(workspace, docker, desired)
         except LbrecError as err:
             _log.error("--down: %s", err.message)
             return err.exit_code

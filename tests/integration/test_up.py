@@ -83,7 +83,7 @@ def up(
     project.write(_spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1)], mode))
     log = open(project.folder / "up.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "up", "--resync", "2"],
+        [sys.executable, "-m", "reconciler", "up", "--resync", "2", "--down"],
         cwd=project.folder,
         env=project.env,
         stdout=log,
@@ -172,6 +172,21 @@ def test_up_follows_the_file_and_repairs_drift(
     assert proc.wait(timeout=60) == 0
     pool = json.loads((project.folder / "config/backends.json").read_text())
     assert [b["name"] for b in pool["backends"]] == ["u1", "u3"]
+    # --down: this project's containers and network are gone (the lb container too).
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=lbrec.project={project.name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert left == []
+    networks = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", f"name=^{project.name}_default$"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert networks == []
 
 
 def test_watch_repairs_drift_at_once_from_docker_events(project: Project) -> None:

@@ -87,6 +87,9 @@ class FakeDocker:
             if c.id in container_ids:
                 del self.containers[name]
 
+    def remove_network(self) -> None:
+        self._record("remove_network", ())
+
     def wait_healthy(
         self, services: Sequence[str], *, timeout: float, ready: object = None
     ) -> dict[str, str | None]:
