@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,22 @@ def test_status_lists_backends(project: Project) -> None:
     assert "s1" in r.stdout and "running" in r.stdout
     data = json.loads(project.lbrec("status", "-o", "json", check=True).stdout)
     assert data["backends"][0]["weight"] == 4 and data["backends"][0]["routed_weight"] == 4
+
+
+def test_no_compose_v2_is_one_clear_line(project: Project, tmp_path: Path) -> None:
+    """Compose is a CLI plugin found through DOCKER_CONFIG; an empty one hides a per-user
+    install such as scripts/docker-dev.sh makes."""
+    empty = tmp_path / "docker-config"
+    empty.mkdir()
+    project.env["DOCKER_CONFIG"] = str(empty)
+    probe = subprocess.run(
+        ["docker", "compose", "version"], env=project.env, capture_output=True, check=False
+    )
+    if probe.returncode == 0:
+        pytest.skip("Compose v2 is installed system-wide here: it cannot be hidden")
+    (p1,) = free_ports(1)
+    project.write(spec_text(project.name, [("m1", p1, 1)]))
+    r = project.lbrec("apply")
+    assert r.returncode == 3
+    assert "Docker Compose v2 is missing" in r.stderr and "Traceback" not in r.stderr
+    assert not (project.folder / "config/backends.json").exists()
