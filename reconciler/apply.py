@@ -163,11 +163,13 @@ def apply(
     going = {a.backend for a in of(ActionKind.REMOVE)}
     keep = {a.backend for a in the_plan.actions if a.backend not in going and a.role == "backend"}
     keep -= {a.backend for a in of(ActionKind.CREATE, ActionKind.START)}
-    if observed.pool is not None:  # replaced backends stay routed only while already routed
-        routed_now = {e.name for e in observed.pool.backends}
-        keep -= {a.backend for a in of(ActionKind.RECREATE)} - routed_now
-    else:
-        keep -= {a.backend for a in of(ActionKind.RECREATE)}
+    # A backend to replace keeps serving from its old container until the new image is built,
+    # but only where it is routed already and at the same URL (a new port is not up yet).
+    routed_urls = {e.name: e.url for e in observed.pool.backends} if observed.pool else {}
+    for action in of(ActionKind.RECREATE):
+        spec = desired.backend(action.backend)
+        if spec is None or routed_urls.get(action.backend) != backend_url(desired, spec):
+            keep.discard(action.backend)
     generation = write_pool(keep)
     if going:
         drain(generation)

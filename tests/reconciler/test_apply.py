@@ -256,3 +256,21 @@ def test_label_fields_of_fake_match_build(folder: Path) -> None:
     _pass(workspace, docker)
     assert _pass(workspace, docker).plan.in_sync
     assert isinstance(workspace.build_info(desired), BuildInfo)
+
+
+def test_port_change_stops_routing_before_the_new_port_is_up(folder: Path) -> None:
+    workspace, desired = _setup(folder, TWO)
+    docker = FakeDocker(workspace, desired)
+    _pass(workspace, docker)
+    docker.calls.clear()
+    (folder / "desired-state.yaml").write_text(TWO.replace("9102", "9202"))
+    report = _pass(workspace, docker)
+    assert [a.kind for a in report.plan.changes] == [ActionKind.RECREATE]
+    assert docker.calls[0][0] == "build" and docker.calls[0][2] == ("a",)  # b out already
+    assert [(w, n) for w, n, _ in docker.calls[1:]] == [
+        ("remove", ("b-2",)),
+        ("up", ("b",)),
+        ("wait", ("b",)),
+    ]
+    pool = json.loads((folder / POOL_FILE).read_text())["backends"]
+    assert pool[1] == {"name": "b", "url": "http://127.0.0.1:9202", "weight": 2}
