@@ -44,9 +44,22 @@ class DockerPort(Protocol):
     ) -> dict[str, str | None]: ...
 
 
+_PULL_FAILURES = (
+    "pull access denied",
+    "no such host",
+    "failed to resolve",
+    "not found: manifest",
+    "dial tcp",
+    "failed to do request",
+    "repository does not exist",
+)
+
+
 def stderr_tail(err: DockerException, lines: int = 6) -> str:
     text = (err.stderr or err.stdout or "").strip()
-    tail = [line for line in text.splitlines() if line.strip()][-lines:]
+    tail = [line for line in text.splitlines() if line.strip() and "level=warning" not in line][
+        -lines:
+    ]
     return "\n".join(tail) or f"exit code {err.return_code}"
 
 
@@ -152,10 +165,17 @@ class WhalesDocker:
                 if line:
                     progress(line)
         except DockerException as err:
+            detail = stderr_tail(err, lines=12)
+            if any(word in detail for word in _PULL_FAILURES):
+                detail += (
+                    "\nhint: the base image could not be pulled; without internet, set "
+                    "LBREC_BASE_IMAGE (or base_image:) to a local image, e.g. the "
+                    "lbrec-base:bookworm that scripts/docker-dev.sh builds"
+                )
             raise ApplyError(
                 f"building the image of {', '.join(services)} failed: {_one_line(err)}",
                 backend=services[0],
-                detail=stderr_tail(err, lines=12),
+                detail=detail,
             ) from err
 
     def up(self, services: Sequence[str], *, force_recreate: bool) -> None:
