@@ -113,6 +113,31 @@ def _settings_diff(current: BackendsConfig | None, target: BackendsConfig) -> tu
     return tuple(out)
 
 
+def _judge(
+    containers: tuple[ObservedContainer, ...],
+    want_hash: str,
+    fields: dict[str, str],
+    *,
+    many: str,
+) -> tuple[ActionKind, str] | None:
+    """What the containers of one service need (create, recreate, start), or None if fine."""
+    if not containers:
+        return ActionKind.CREATE, "no container"
+    if len(containers) > 1:
+        return ActionKind.RECREATE, f"{len(containers)} {many}"
+    container = containers[0]
+    if container.labels.get(CONFIG_HASH) != want_hash:
+        reasons = changed_fields(container.labels, fields) or ["config hash changed"]
+        return ActionKind.RECREATE, ", ".join(reasons)
+    if container.state in _NOT_STARTABLE:
+        return ActionKind.RECREATE, f"container {container.state}"
+    if not container.running:
+        return ActionKind.START, f"container {container.state}"
+    if container.health == "unhealthy":
+        return ActionKind.RECREATE, "container unhealthy"
+    return None
+
+
 def _plan_backend(
     backend: BackendSpec,
     containers: tuple[ObservedContainer, ...],
@@ -136,20 +161,8 @@ def _plan_backend(
             container_ids=ids,
         )
 
-    if not containers:
-        return act(ActionKind.CREATE, "no container")
-    if len(containers) > 1:
-        return act(ActionKind.RECREATE, f"{len(containers)} containers for one backend")
-    container = containers[0]
-    if container.labels.get(CONFIG_HASH) != want_hash:
-        reasons = changed_fields(container.labels, fields) or ["config hash changed"]
-        return act(ActionKind.RECREATE, ", ".join(reasons))
-    if container.state in _NOT_STARTABLE:
-        return act(ActionKind.RECREATE, f"container {container.state}")
-    if not container.running:
-        return act(ActionKind.START, f"container {container.state}")
-    if container.health == "unhealthy":
-        return act(ActionKind.RECREATE, "container unhealthy")
+    if verdict := _judge(containers, want_hash, fields, many="containers for one backend"):
+        return act(*verdict)
     if before != backend.weight:
         return act(
             ActionKind.REWEIGHT,
@@ -168,23 +181,10 @@ def _plan_lb(desired: DesiredState, observed: Observed, build: BuildInfo) -> Act
 
     if desired.proxy.mode != "container":
         return act(ActionKind.REMOVE, "proxy.mode is host") if containers else None
-    if not containers:
-        return act(ActionKind.CREATE, "no container")
-    if len(containers) > 1:
-        return act(ActionKind.RECREATE, f"{len(containers)} load balancer containers")
-    container = containers[0]
-    if container.labels.get(CONFIG_HASH) != lb_labels(desired, build)[CONFIG_HASH]:
-        fields = lb_fields(desired, build)
-        return act(
-            ActionKind.RECREATE,
-            ", ".join(changed_fields(container.labels, fields) or ["config hash changed"]),
-        )
-    if container.state in _NOT_STARTABLE:
-        return act(ActionKind.RECREATE, f"container {container.state}")
-    if not container.running:
-        return act(ActionKind.START, f"container {container.state}")
-    if container.health == "unhealthy":
-        return act(ActionKind.RECREATE, "container unhealthy")
+    want_hash = lb_labels(desired, build)[CONFIG_HASH]
+    fields = lb_fields(desired, build)
+    if verdict := _judge(containers, want_hash, fields, many="load balancer containers"):
+        return act(*verdict)
     return act(ActionKind.UNCHANGED)
 
 
