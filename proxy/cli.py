@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from proxy.app import parse_hostport, serve
@@ -109,30 +112,78 @@ def _run_worker(args: argparse.Namespace, *, admin: bool) -> int:
     return 0
 
 
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM (and drains) if the supervisor itself is killed."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+
 def _run_workers(args: argparse.Namespace) -> int:
-    """Fork ``--workers`` processes on one SO_REUSEPORT port; worker 0 serves the admin."""
-    children: list[int] = []
-    for index in range(args.workers):
+    """Fork ``--workers`` processes on one SO_REUSEPORT port; worker 0 serves the admin.
+
+    A supervisor: a worker that dies (crash, OOM kill, ``kill -9``) is forked again after a
+    short pause, so the port never loses its listeners for long. A worker that exits 2 (invalid
+    config or port in use at start) or crashes 5 times within a minute stops the whole proxy:
+    restarting cannot fix that. SIGTERM/SIGINT/SIGHUP are forwarded to every worker.
+    """
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def fork(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # child
+            _die_with_parent()
             code = 1
             try:
                 code = _run_worker(args, admin=index == 0)
             finally:
                 os._exit(code)
-        children.append(pid)
+        children[pid] = index
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        if signum != signal.SIGHUP:
+            stopping = True
+        for child in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
 
+    for index in range(args.workers):
+        fork(index)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
+    crashes: list[float] = []
     worst = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        worst = max(worst, os.waitstatus_to_exitcode(status))
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        if pid not in children:
+            continue
+        index = children.pop(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if stopping or code == 0:
+            worst = max(worst, code)
+            continue
+        now = time.monotonic()
+        crashes = [t for t in crashes if now - t < 60] + [now]
+        if code == 2 or len(crashes) > 5:
+            _log.error("worker %d exited %d; stopping the proxy", index, code)
+            worst = max(worst, code if code > 0 else 1)
+            forward(signal.SIGTERM, None)
+            continue
+        _log.warning(
+            "worker %d (pid %d) died (exit %d); starting it again",
+            index,
+            pid,
+            code,
+            extra={"event": "worker_restart", "worker": index, "exit": code},
+        )
+        time.sleep(0.5)
+        if not stopping:
+            fork(index)
     return worst
 
 

@@ -261,3 +261,44 @@ async def test_slow_backend_reader_backpressure(
     assert response.status == 200 and (await response.json())["size"] == total << 20
     response.release()
     assert growth_mib < 40, f"proxy buffered {growth_mib:.0f} MiB of an unread request body"
+
+
+def _gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return not status.exists() or "zombie" in status.read_text().lower()
+
+
+def _children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(p) for p in text.split()}
+
+
+async def test_workers_are_restarted_when_one_dies(
+    backends: BackendFactory, spawn: Any, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    proxy = spawn(config_doc([("a", a.url, 1)]), "--workers", "2")
+    await proxy.wait_ready(http)
+    for _ in range(100):
+        if len(_children(proxy.proc.pid)) == 2:
+            break
+        await asyncio.sleep(0.05)
+    first = _children(proxy.proc.pid)
+    assert len(first) == 2
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(200):
+        now = _children(proxy.proc.pid)
+        if len(now) == 2 and victim not in now:
+            break
+        await asyncio.sleep(0.05)
+    now = _children(proxy.proc.pid)
+    assert len(now) == 2 and victim not in now, proxy.log.read_text()
+    await proxy.wait_ready(http)
+    for _ in range(20):
+        async with http.get(proxy.url + "/") as response:
+            assert response.status == 200
+    assert "worker_restart" in proxy.log.read_text()
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proxy.proc.wait, 20) == 0
+    assert all(_gone(pid) for pid in now)
