@@ -147,12 +147,13 @@ def project(tmp_path: Path) -> Iterator[Project]:
         subprocess.run(
             ["docker", "network", "rm", f"{name}_default"], capture_output=True, check=False
         )
-        images = subprocess.run(
-            ["docker", "images", "-q", f"{name}-backend"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
+        images = [
+            image
+            for repo in (f"{name}-backend", f"{name}-lb")
+            for image in subprocess.run(
+                ["docker", "images", "-q", repo], capture_output=True, text=True, check=False
+            ).stdout.split()
+        ]
         if images:
             subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True, check=False)
 
