@@ -1,0 +1,72 @@
+"""The CLI's contract with a fake Docker port: exit codes, output formats, no colour off a TTY."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.cli import main
+from reconciler.lock import project_lock
+from reconciler.spec import DesiredState
+from reconciler.workspace import Workspace
+
+from .fakes import TWO, FakeDocker, make_folder
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path)
+
+
+@pytest.fixture
+def cli(folder: Path):  # type: ignore[no-untyped-def]
+    (folder / "desired-state.yaml").write_text(TWO)
+    fakes: list[FakeDocker] = []
+
+    def factory(workspace: Workspace, desired: DesiredState) -> FakeDocker:
+        fake = FakeDocker(workspace, desired)
+        if fakes:  # keep the containers between commands, like a real engine
+            fake.containers = fakes[-1].containers
+        fakes.append(fake)
+        return fake
+
+    def run(*args: str) -> int:
+        return main([*args, "-f", str(folder / "desired-state.yaml")], docker=factory)
+
+    return run
+
+
+def test_diff_exit_codes_and_plain_output(cli, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli("diff") == 1
+    out = capsys.readouterr().out
+    assert "+ a port 9101 weight 1" in out and "\033[" not in out  # no colour off a TTY
+    assert cli("apply", "--check") == 1
+    assert capsys.readouterr().out == out  # apply --check is diff
+    assert cli("apply") == 0
+    assert "RECAP ok=2  changed=2  removed=0  failed=0" in capsys.readouterr().out
+    assert cli("diff") == 0
+    assert "No changes" in capsys.readouterr().out
+
+
+def test_json_output_is_one_document(cli, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli("apply", "-o", "json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [a["action"] for a in doc["actions"]] == ["create", "create"]
+    assert doc["recap"]["changed"] == 2 and doc["routed"] == ["a", "b"]
+
+
+def test_invalid_file_exits_2_with_the_field(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    (folder / "desired-state.yaml").write_text(TWO.replace("weight: 2", "weight: -1"))
+    assert cli("diff") == 2
+    err = capsys.readouterr().err
+    assert "backends[1].weight" in err and "(got -1)" in err and "Traceback" not in err
+
+
+def test_lock_timeout_exits_4(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    with project_lock(folder, command="test holder"):
+        assert cli("apply", "--lock-timeout", "0.3") == 4
+    err = capsys.readouterr().err
+    assert "waiting for the lock" in err and "test holder" in err
+    assert cli("apply", "--lock-timeout", "0.3") == 0  # released with its holder
