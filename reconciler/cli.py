@@ -12,6 +12,7 @@ Exit codes (documented in docs/cli.md):
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import sys
@@ -54,6 +55,13 @@ class _Out:
         print(text, file=sys.stderr, flush=True)
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lbrec")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -86,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lbrec", description="Declarative weighted HTTP load balancer over Docker backends."
     )
+    parser.add_argument("--version", action="version", version=f"lbrec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("init", parents=[common, mutating], help="write the backends, then apply")
     p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
