@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,3 +165,35 @@ def spec_text(name: str, backends: list[tuple[str, int, int]], extra: str = "") 
     for bname, port, weight in backends:
         lines.append(f"  - {{name: {bname}, port: {port}, weight: {weight}}}  # {bname}")
     return "\n".join(lines) + "\n"
+
+
+def http_request(
+    method: str, port: int, path: str = "/", token: str | None = None
+) -> tuple[int, str]:
+    """(status, X-Backend) of one request to 127.0.0.1:port, on a fresh connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        conn.request(method, path, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("X-Backend") or ""
+    finally:
+        conn.close()
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, what: str, log: Path | None = None
+) -> None:
+    """Poll every 0.2 s; connection errors count as "not yet"; fail with the log's tail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+        time.sleep(0.2)

@@ -3,17 +3,16 @@ rolls back, and the deployed commit is stamped on containers, in backends.json a
 
 from __future__ import annotations
 
-import http.client
 import json
 import signal
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from .conftest import Project, free_ports, spec_text
+from .conftest import Project, free_ports, http_request, spec_text, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -98,27 +97,11 @@ def test_up_with_repo_deploys_on_webhook(project: Project, tmp_path: Path) -> No
         stdin=subprocess.DEVNULL,
     )
 
-    def request(method: str, port: int, path: str, token: str | None = None) -> tuple[int, str]:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-        try:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
-            conn.request(method, path, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            return response.status, response.getheader("X-Backend") or ""
-        finally:
-            conn.close()
+    request = http_request
+    log_path = project.folder / "up.log"
 
-    def until(predicate: object, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if predicate():  # type: ignore[operator]
-                    return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (project.folder / "up.log").read_text()[-3000:]
-            time.sleep(0.2)
+    def until(predicate: Callable[[], bool], timeout: float) -> None:
+        wait_until(predicate, timeout, "lbrec up --repo", log=log_path)
 
     try:
         until(lambda: request("GET", listen, "/") == (200, "w1"), 180)

@@ -3,7 +3,6 @@ removal drains with zero failed requests under a bounded load."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -12,12 +11,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import Project, free_ports
+from .conftest import Project, free_ports, http_request, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -49,27 +48,11 @@ def _save(path: Path, text: str) -> None:
 
 
 def _get(port: int, path: str = "/") -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        response.read()
-        return response.status, response.getheader("X-Backend") or ""
-    finally:
-        conn.close()
+    return http_request("GET", port, path)
 
 
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():  # type: ignore[operator]
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    wait_until(predicate, timeout, what)
 
 
 @pytest.fixture(params=["host", "container"])
