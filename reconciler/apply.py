@@ -12,7 +12,7 @@ import errno
 import socket
 import urllib.request
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from proxy.config import Revision
 
@@ -48,7 +48,6 @@ class Report:
     files_written: tuple[str, ...] = ()
     routed: tuple[str, ...] = ()
     generation: str = ""
-    errors: tuple[str, ...] = field(default=())
 
     @property
     def failed(self) -> tuple[Outcome, ...]:
@@ -159,12 +158,12 @@ def apply(
     def of(*kinds: ActionKind) -> tuple[Action, ...]:
         return tuple(a for a in the_plan.of(*kinds) if a.role == "backend")
 
-    # 1. Pool first for what goes: stop routing to it before its container is removed.
-    going = {a.backend for a in of(ActionKind.REMOVE)}
-    keep = {a.backend for a in the_plan.actions if a.backend not in going and a.role == "backend"}
-    keep -= {a.backend for a in of(ActionKind.CREATE, ActionKind.START)}
-    # A backend to replace keeps serving from its old container until the new image is built,
-    # but only where it is routed already and at the same URL (a new port is not up yet).
+    # 1. Pool first: route only to containers that serve now, not to what goes (pool before
+    # container), stopped ones, or new ones. A backend to replace keeps serving from its old
+    # container until the new image is built, but only where it is routed already and at the
+    # same URL (a new port is not up yet).
+    going = of(ActionKind.REMOVE)
+    keep = {a.backend for a in of(ActionKind.UNCHANGED, ActionKind.REWEIGHT, ActionKind.RECREATE)}
     routed_urls = {e.name: e.url for e in observed.pool.backends} if observed.pool else {}
     for action in of(ActionKind.RECREATE):
         spec = desired.backend(action.backend)
@@ -177,7 +176,7 @@ def apply(
         outcomes[action.backend] = Outcome(action, ok=True)
 
     # 2. Containers that go.
-    for action in of(ActionKind.REMOVE):
+    for action in going:
         try:
             docker.remove(action.container_ids)
             say(f"{action.backend}: removed")

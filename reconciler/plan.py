@@ -7,7 +7,7 @@ carries its reason, and the order of ``Plan.actions`` is the safe order to carry
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from proxy.config import BackendsConfig
@@ -77,7 +77,6 @@ class Plan:
     # Pool-wide settings that differ in backends.json (health, timeouts, listen...).
     settings_changed: tuple[str, ...] = ()
     compose_changed: bool = False
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def changes(self) -> tuple[Action, ...]:

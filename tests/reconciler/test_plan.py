@@ -16,6 +16,8 @@ from reconciler.render import render_compose, render_pool
 from reconciler.spec import BackendSpec, DesiredState
 from reconciler.state import Observed, ObservedContainer
 
+from .conftest import converged_observed
+
 K = ActionKind
 BUILD = BuildInfo(base_image=None, context_digest="a" * 64)
 
@@ -632,22 +634,8 @@ def test_property_apply_then_plan_is_in_sync(
 @settings(max_examples=60, deadline=None)
 @given(desired=_desired_states(), build=_BUILDS)
 def test_property_converged_state_is_in_sync(desired: DesiredState, build: BuildInfo) -> None:
+    observed = converged_observed(desired, build)
     pool = render_pool(desired)
-    observed = Observed(
-        containers=tuple(
-            ObservedContainer(
-                id=f"id-{b.name}",
-                backend=b.name,
-                state="running",
-                health="healthy",
-                labels=backend_labels(b, desired, build),
-            )
-            for b in desired.backends
-        ),
-        pool=pool,
-        pool_text=pool.to_json(),
-        compose_text=render_compose(desired, build),
-    )
     result = plan(
         desired, observed, build=build, target_pool=pool, compose_text=observed.compose_text
     )
