@@ -32,7 +32,12 @@ from .loop import DockerFactory, whales_docker
 from .output import BuildProgress, Style, format_plan, format_recap
 from .spec import DesiredState
 from .sync import build_sync_loop, parse_duration, token_matches
-from .watch import add_watch_arguments, build_watch_loop
+from .watch import (
+    add_watch_arguments,
+    build_watch_loop,
+    run_thread_until_stopped,
+    stop_on_signals,
+)
 from .workspace import Workspace
 
 __all__ = ["SYNC_TOKEN_ENV", "add_up_arguments", "run_up", "sync_webhook"]
@@ -135,19 +140,6 @@ async def _serve_until_signal(
             loop.remove_signal_handler(sig)
 
 
-def _wait_for_signal() -> None:
-    done = threading.Event()
-    previous = {
-        sig: signal.signal(sig, lambda *_: done.set()) for sig in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        while not done.wait(0.5):
-            pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def run_up(
     file: str | Path,
     *,
@@ -238,8 +230,10 @@ def run_up(
                 desired.listen,
                 workspace.spec_file,
             )
-            start_loop()
-            _wait_for_signal()
+            with stop_on_signals(control.stop, _log.info):
+                start_loop()
+                assert thread is not None
+                run_thread_until_stopped(thread)
     finally:
         control.stop()
         if thread is not None:
