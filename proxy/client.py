@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from proxy.forward import Exchange
+from proxy.framing import Rejection, check_request
 from proxy.http import simple_response
 
 if TYPE_CHECKING:
@@ -26,33 +27,38 @@ _PAUSE_BODY = 1  # body arrived before a backend was attached
 _PAUSE_UPSTREAM = 2  # backend socket buffer full
 _PAUSE_PIPELINE = 4  # a pipelined request waits for the previous one
 _HEAD_SLACK = 64 * 1024  # a received chunk may hold the head plus the start of the body
+MAX_PIPELINE = 32  # parsed requests waiting behind the one in flight; past it: close after
 
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "_chunked",
-        "_content_length",
-        "_expect",
+        "_after_chunk_header",
         "_header_bytes",
         "_headers",
+        "_in_body",
         "_in_head",
         "_pause",
         "_pending",
         "_raw_head",
+        "_refusing",
         "_too_large",
+        "_trailer_raw",
         "_url",
         "active",
         "client_ip",
         "closed",
         "closing",
+        "head_started",
         "idle_since",
         "loop",
         "parser",
         "parsing",
+        "proto",
         "queue",
         "server",
         "task",
         "transport",
+        "trusted",
         "tunnel",
         "write_paused",
     )
@@ -72,6 +78,9 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False  # graceful shutdown: close after the current exchange
         self.write_paused = False
         self.idle_since: float | None = None
+        self.head_started: float | None = None  # first byte of a head not yet complete
+        self.trusted = False  # the peer is in trusted_proxies: its X-Forwarded-* are kept
+        self.proto = b"http"  # the listener's scheme, for X-Forwarded-Proto
         self._pause = 0
         self._in_head = True
         self._raw_head = 0
@@ -80,27 +89,40 @@ class ClientConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._too_large = False
-        self._chunked = False
-        self._content_length: int | None = None
-        self._expect = False
+        self._in_body = False  # between the head and the end of a request: headers are trailers
+        self._after_chunk_header = False  # a chunk header parsed, no data yet (or: trailers)
+        self._trailer_raw = 0
+        self._refusing = False  # MAX_PIPELINE reached: parse no further request
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        server = self.server
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0])
+            self.trusted = server.is_trusted(self.client_ip)
+        if len(server.connections) >= server.max_connections:
+            server.refused_connections += 1
+            self.closed = True
+            self.transport.write(simple_response(503, "too many connections", keep_alive=False))
+            self.transport.close()
+            return
         self.idle_since = self.loop.time()
-        self.server.connections.add(self)
+        server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.tunnel_from_client(data)
             return
+        if self.closed or self._refusing:
+            return
         if self._in_head:
             # httptools buffers an unfinished header line without limit: cap the raw head.
+            if self.head_started is None:
+                self.head_started = self.loop.time()
             self._raw_head += len(data)
             if (
                 self._raw_head > self.server.max_header_bytes + _HEAD_SLACK
@@ -108,27 +130,47 @@ class ClientConnection(asyncio.Protocol):
             ):
                 self._bad_request(431, "request header fields too large")
                 return
+        elif self._after_chunk_header:
+            # Trailer fields (and chunk extensions) are buffered by httptools: cap them too.
+            self._trailer_raw += len(data)
+            if self._trailer_raw > self.server.max_header_bytes + _HEAD_SLACK:
+                self._bad_request(431, "request trailer fields too large")
+                return
         try:
             self.parser.feed_data(data)
-            # Start after parsing the whole chunk, so head and a small body go out in one write.
-            pending = self._pending
-            if pending is not None:
-                self._pending = None
-                self._start(pending)
         except httptools.HttpParserUpgrade as exc:
-            exchange = self.parsing
-            if exchange is not None and exchange.upgrade is not None:
-                self.tunnel = exchange
-                if self._pending is exchange:
-                    self._pending = None
-                    self._start(exchange)
-                rest = data[exc.args[0] :]
-                if rest:
-                    exchange.tunnel_from_client(rest)
-            else:
-                self._bad_request(400, "bad request")
+            self._upgraded(data[exc.args[0] :])
+            return
         except httptools.HttpParserError:
             self._bad_request(400, "bad request")
+            return
+        # Start after parsing the whole chunk, so head and a small body go out in one write.
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            self._start(pending)
+
+    def _upgraded(self, rest: bytes) -> None:
+        """llhttp stopped after a request with Upgrade (or CONNECT, rejected before)."""
+        exchange = self.parsing
+        if self.closed or exchange is None:
+            return
+        pending = self._pending
+        if exchange.upgrade is not None:  # a WebSocket handshake: the rest belongs to it
+            self.tunnel = exchange
+            if pending is exchange:
+                self._pending = None
+                self._start(exchange)
+            if rest:
+                exchange.tunnel_from_client(rest)
+            return
+        # Any other Upgrade (h2c...) is ignored: an ordinary request, and parsing goes on.
+        self.parser = httptools.HttpRequestParser(self)
+        if pending is not None:
+            self._pending = None
+            self._start(pending)
+        if rest:
+            self.data_received(rest)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -153,6 +195,8 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.active or self.tunnel
         if exchange is not None:
             exchange.client_resume_writing()
+        elif self.queue and not self.closed:
+            self._start_queued()
 
     # -- httptools callbacks -------------------------------------------------------------------
 
@@ -161,74 +205,72 @@ class ClientConnection(asyncio.Protocol):
         self._header_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:  # a chunked request's trailer fields: never forwarded
+            return
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.server.max_header_bytes:
             self._too_large = True
             return
         self._headers.append((name, value))
-        size = len(name)
-        if size == 14 and name.lower() == b"content-length":
-            try:
-                self._content_length = int(value)
-            except ValueError:
-                self._content_length = None
-        elif size == 17 and name.lower() == b"transfer-encoding":
-            self._chunked = b"chunked" in value.lower()
-        elif size == 6 and name.lower() == b"expect":
-            self._expect = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
-        if self.closed:
+        if self.closed or self._refusing:
             return
         parser = self.parser
         self.idle_since = None
+        self.head_started = None
         self._in_head = False
+        self._in_body = True
         self._raw_head = 0
         if self._too_large or self._header_bytes > self.server.max_header_bytes:
             self._bad_request(431, "request header fields too large")
             return
-        limit = self.server.max_body_bytes
-        if limit and self._content_length is not None and self._content_length > limit:
-            self._bad_request(413, "request body too large")
-            return
-        upgrade: bytes | None = None
-        if parser.should_upgrade():
-            for name, value in self._headers:
-                if name.lower() == b"upgrade":
-                    upgrade = value
-        exchange = Exchange(
-            self,
-            method=parser.get_method(),
-            target=self._url,
-            headers=self._headers,
-            http11=parser.get_http_version() == "1.1",
-            keep_alive=parser.should_keep_alive() and upgrade is None,
-            chunked_in=self._chunked,
-            content_length=self._content_length,
-            expect_continue=self._expect,
-            upgrade=upgrade,
+        head = check_request(
+            parser.get_method(), self._url, parser.get_http_version(), self._headers
         )
         # Reset for the next message here rather than in an on_message_begin callback (one
         # callback less per request).
         self._url = b""
         self._headers = []
         self._header_bytes = 0
-        self._chunked = False
-        self._content_length = None
-        self._expect = False
+        if isinstance(head, Rejection):
+            self._bad_request(head.status, head.reason)
+            return
+        limit = self.server.max_body_bytes
+        if limit and head.content_length is not None and head.content_length > limit:
+            self._bad_request(413, "request body too large")
+            return
+        exchange = Exchange(
+            self, head, keep_alive=parser.should_keep_alive() and head.upgrade is None
+        )
         self.parsing = exchange
         if self.active is None and self._pending is None:
             self._pending = exchange
+        elif len(self.queue) >= MAX_PIPELINE:
+            # Answer what is queued, then close: the client retries the rest (RFC 9112 9.3.2).
+            self._refusing = True
+            self.parsing = None
+            self.queue[-1].keep_alive = False
         else:
             self.queue.append(exchange)
             self._set_pause(_PAUSE_PIPELINE, True)
 
     def on_body(self, body: bytes) -> None:
+        self._after_chunk_header = False
         if self.parsing is not None:
             self.parsing.feed_body(body)
 
+    def on_chunk_header(self) -> None:
+        self._after_chunk_header = True
+        self._trailer_raw = 0
+
+    def on_chunk_complete(self) -> None:
+        self._after_chunk_header = False
+
     def on_message_complete(self) -> None:
         self._in_head = True  # whatever follows starts the next request head
+        self._in_body = False
+        self._after_chunk_header = False
         if self.parsing is not None:
             self.parsing.body_end()
 
@@ -281,14 +323,23 @@ class ClientConnection(asyncio.Protocol):
             return
         self._set_pause(_PAUSE_UPSTREAM | _PAUSE_BODY, False)
         if self.queue:
-            nxt = self.queue.popleft()
-            if not self.queue:
-                self._set_pause(_PAUSE_PIPELINE, False)
-            self._start(nxt)
+            if not self.write_paused:  # a client that does not read gets no further answers
+                self._start_queued()
         else:
             self.idle_since = self.loop.time()
 
+    def _start_queued(self) -> None:
+        nxt = self.queue.popleft()
+        if not self.queue:
+            self._set_pause(_PAUSE_PIPELINE, False)
+        self._start(nxt)
+
     # -- server side ---------------------------------------------------------------------------
+
+    def header_timeout(self) -> None:
+        """The sweeper's verdict: a request head took longer than ``timeouts.header``."""
+        self.head_started = None
+        self._bad_request(408, "request header timeout")
 
     def close_if_idle(self) -> bool:
         """Graceful shutdown: close now when idle, else after the exchange in flight."""

@@ -7,6 +7,7 @@ writer cannot drift from the reader. It imports no aiohttp, so the reconciler ca
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -64,6 +65,8 @@ class TimeoutSettings(_Model):
     connect: PositiveSeconds = 2.0
     read: PositiveSeconds = 30.0
     idle: PositiveSeconds = 60.0
+    # A request head (request line and headers) must arrive whole within this (slowloris).
+    header: PositiveSeconds = 10.0
 
 
 class LimitSettings(_Model):
@@ -72,6 +75,8 @@ class LimitSettings(_Model):
 
     max_header_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
     max_body_bytes: int = Field(default=10 * 1024**3, ge=0)  # 0 disables the body limit
+    # Client connections held at once; past it a new one gets 503 and is closed.
+    max_connections: int = Field(default=10000, ge=1, le=1_000_000)
 
 
 class Revision(_Model):
@@ -119,7 +124,22 @@ class BackendsConfig(_Model):
     limits: LimitSettings = LimitSettings()
     # Forward the client's Host header unchanged (True) or send the backend's host:port.
     preserve_host: bool = True
+    # Peers whose X-Forwarded-* / Forwarded headers are kept and appended to (proxies in
+    # front of this one); from anyone else they are replaced. Default: nobody.
+    trusted_proxies: tuple[str, ...] = ()
+    # Also send an RFC 7239 Forwarded header (for=, proto=, host=).
+    forwarded_header: bool = False
     backends: tuple[BackendEntry, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as err:
+                raise ValueError(f"not an IP network (CIDR): {cidr!r}") from err
+        return value
 
     @field_validator("version")
     @classmethod

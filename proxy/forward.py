@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from proxy.framing import RequestHead, check_response
 from proxy.http import (
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
@@ -62,6 +63,10 @@ _TUNNEL = 6  # upgraded to a tunnel (WebSocket)
 _MAX_STALE_RETRIES = 3
 
 
+class _StopParsing(Exception):
+    """Raised from a parser callback to stop parsing a backend's answer (see the flags)."""
+
+
 class Exchange:
     """One request, from parsed head to the last byte of the response."""
 
@@ -69,6 +74,7 @@ class Exchange:
         "_head",
         "attempting",
         "backend",
+        "bad_reason",
         "body_chunks",
         "body_complete",
         "body_size",
@@ -79,7 +85,6 @@ class Exchange:
         "expect_continue",
         "finished",
         "framing",
-        "headers",
         "http11",
         "interim",
         "keep_alive",
@@ -89,6 +94,9 @@ class Exchange:
         "parser",
         "pool",
         "reason",
+        "request",
+        "resp_extra",
+        "resp_header_bytes",
         "resp_headers",
         "resp_keep_alive",
         "resp_until_close",
@@ -108,31 +116,18 @@ class Exchange:
         "upstream",
     )
 
-    def __init__(
-        self,
-        client: ClientConnection,
-        *,
-        method: bytes,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        http11: bool,
-        keep_alive: bool,
-        chunked_in: bool,
-        content_length: int | None,
-        expect_continue: bool,
-        upgrade: bytes | None,
-    ) -> None:
+    def __init__(self, client: ClientConnection, head: RequestHead, *, keep_alive: bool) -> None:
         self.client = client
         self.server: ProxyServer = client.server
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.http11 = http11
+        self.request = head
+        self.method = head.method
+        self.target = head.target
+        self.http11 = head.http11
         self.keep_alive = keep_alive
-        self.chunked_in = chunked_in
-        self.content_length = content_length
-        self.expect_continue = expect_continue
-        self.upgrade = upgrade
+        self.chunked_in = head.chunked
+        self.content_length = head.content_length
+        self.expect_continue = head.expect_continue
+        self.upgrade = head.upgrade
         self._head: bytes | None = None
         self.pool: Pool = client.server.pool
         self.tried: set[str] | None = None
@@ -155,13 +150,16 @@ class Exchange:
         self.interim = False
         self.response_started = False
         self.resp_headers: list[tuple[bytes, bytes]] = []
+        self.resp_header_bytes = 0
+        self.resp_extra = False  # bytes after the response: the connection is not reused
+        self.bad_reason: str | None = None  # why the response head cannot be relayed
         self.reason = b""
         self.status = 0
         self.framing = ResponseFraming.NONE
         self.resp_keep_alive = False
         self.resp_until_close = False
         # bytes the client sent after an upgrade request, until the backend answers 101
-        self.tunnel_pending: list[bytes] | None = [] if upgrade is not None else None
+        self.tunnel_pending: list[bytes] | None = [] if head.upgrade is not None else None
         self.finished = False
 
     # -- request body, fed by the client connection --------------------------------------------
@@ -284,15 +282,15 @@ class Exchange:
         head = self._head
         preserve = self.pool.config.preserve_host
         if head is None or not preserve:
+            client = self.client
             head = build_request_head(
-                self.method,
-                self.target,
-                self.headers,
-                client_ip=self.client.client_ip,
+                self.request,
+                client_ip=client.client_ip,
                 backend_host=backend.host_header,
                 preserve_host=preserve,
-                chunked=self.chunked_in,
-                upgrade=self.upgrade,
+                trusted=client.trusted,
+                proto=client.proto,
+                forwarded_header=self.pool.config.forwarded_header,
             )
             self._head = head
         return head
@@ -307,6 +305,9 @@ class Exchange:
         if self.resp_headers:  # a retry: forget what a failed attempt had parsed
             self.resp_headers = []
             self.reason = b""
+        self.resp_header_bytes = 0
+        self.resp_extra = False
+        self.bad_reason = None
         self.parser = httptools.HttpResponseParser(self)
         conn.listener = self
         backend.inflight += 1
@@ -370,7 +371,7 @@ class Exchange:
             if replayable:
                 self._next_attempt()
                 return
-        self.server.passive_failure(backend, _DESCRIPTION[outcome])
+        self.server.passive_failure(backend, self.bad_reason or _DESCRIPTION[outcome])
         self._tried(backend)
         status, text = _ERROR[outcome]
         if replayable and self.method in IDEMPOTENT_METHODS and self._has_other(backend):
@@ -416,10 +417,17 @@ class Exchange:
                 return
             outcome = _ABORTED if self.response_started else _BAD
         except httptools.HttpParserCallbackError:
-            _log.exception("bug in a response callback", extra={"event": "bug"})
-            outcome = _ABORTED if self.response_started else _BAD
+            if self.resp_extra:  # bytes after a complete response: relay it, drop the conn
+                self.resp_keep_alive = False
+            elif self.bad_reason is None:
+                _log.exception("bug in a response callback", extra={"event": "bug"})
+            if not self.complete_pending:
+                outcome = _ABORTED if self.response_started else _BAD
         except httptools.HttpParserError:
-            outcome = _ABORTED if self.response_started else _BAD
+            if self.complete_pending:  # garbage after a complete answer
+                self.resp_keep_alive = False
+            else:
+                outcome = _ABORTED if self.response_started else _BAD
         self.out = None
         if out:
             self.client.write(out[0] if len(out) == 1 else b"".join(out))
@@ -464,11 +472,23 @@ class Exchange:
 
     # -- response parser callbacks (httptools) -------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete_pending:
+            # A second message in the same read: bytes after the body (or a body on a 204/304).
+            # The answer already parsed stands; this connection is never reused.
+            self.resp_extra = True
+            raise _StopParsing
+
     def on_status(self, reason: bytes) -> None:
         self.reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp_headers.append((name, value))
+        size = self.resp_header_bytes = self.resp_header_bytes + len(name) + len(value) + 4
+        if size > self.server.max_header_bytes:
+            self.bad_reason = "response header fields too large"
+            raise _StopParsing
+        if not self.response_started:  # trailers (after the head) are dropped
+            self.resp_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -481,6 +501,10 @@ class Exchange:
             if status == 100 and self.expect_continue:
                 self._emit(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
+        reason = check_response(status, self.resp_headers, method=self.method, upgrade=self.upgrade)
+        if reason is not None:
+            self.bad_reason = reason
+            raise _StopParsing
         backend = self.backend
         assert backend is not None
         if status >= 500:
@@ -502,12 +526,15 @@ class Exchange:
         )
         self.framing = framing
         self.keep_alive = keep_alive  # towards the client
-        self.resp_keep_alive = parser.should_keep_alive()  # the backend connection
+        # The backend connection is reused only when the body has a length of its own.
+        self.resp_keep_alive = parser.should_keep_alive() and not until_close
         self.resp_until_close = until_close
         self.response_started = True
         self._emit(head)
         if self.method == b"HEAD":
-            # httptools cannot be told this answers a HEAD; finish here, fresh parser next time
+            # httptools cannot be told this answers a HEAD, so it cannot tell whether body
+            # bytes follow: finish here and never reuse the connection.
+            self.resp_keep_alive = False
             self.complete_pending = True
 
     def on_body(self, data: bytes) -> None:

@@ -1,5 +1,7 @@
 """HTTP/1.1 message heads for the data path: hop-by-hop filtering, X-Forwarded-*, framing.
 
+What to forward is decided in :mod:`proxy.framing`; this module only writes heads.
+
 Pure functions over bytes; the protocols in ``client.py`` / ``upstream.py`` call them once per
 request and once per response.
 """
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
+
+from proxy.framing import HOP_BY_HOP, PROTECTED, RequestHead
 
 __all__ = [
     "HOP_BY_HOP",
@@ -22,32 +26,17 @@ __all__ = [
 
 Headers = Sequence[tuple[bytes, bytes]]
 
-# RFC 9110 7.6.1 plus the de-facto ones; anything named in Connection is hop-by-hop too.
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
-
-_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"host"})
-
-
-_STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
 def _named_in_connection(values: list[bytes]) -> frozenset[bytes]:
-    """Extra hop-by-hop header names listed in Connection (beyond keep-alive/close/upgrade)."""
-    tokens = {t.strip().lower() for value in values for t in value.split(b",")}
-    return frozenset(tokens - _STANDARD_TOKENS)
+    """Extra hop-by-hop header names listed in Connection, minus those the proxy controls
+    (a backend's ``Connection: Content-Length`` must not strip the framing it relies on)."""
+    tokens = {t.strip(b" \t").lower() for value in values for t in value.split(b",")}
+    return frozenset(tokens - _STANDARD_TOKENS - PROTECTED)
+
+
+_STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 
 def _only_standard(values: list[bytes]) -> bool:
@@ -64,54 +53,69 @@ def _drop(parts: list[bytes], start: int, names: frozenset[bytes]) -> list[bytes
     return kept
 
 
+def _forwarded_node(ip: str) -> bytes:
+    return (f'"[{ip}]"' if ":" in ip else ip).encode("ascii")
+
+
 def build_request_head(
-    method: bytes,
-    target: bytes,
-    headers: Headers,
+    head: RequestHead,
     *,
     client_ip: str,
     backend_host: bytes,
     preserve_host: bool,
-    chunked: bool,
-    upgrade: bytes | None,
+    trusted: bool = False,
+    proto: bytes = b"http",
+    forwarded_header: bool = False,
 ) -> bytes:
     """The request head sent to a backend (always HTTP/1.1, keep-alive).
 
-    Drops hop-by-hop headers and those named in Connection; appends the client to
-    X-Forwarded-For; sets X-Forwarded-Proto/-Host; keeps Host unless ``preserve_host`` is
-    False. ``chunked``: the body is re-framed as chunked (the client sent chunked), so any
-    Content-Length is dropped. ``upgrade``: the Upgrade token to pass on (WebSocket).
+    ``head`` comes from :func:`proxy.framing.check_request`: hop-by-hop headers and those
+    named in Connection are already gone. The framing is the proxy's own (Content-Length as
+    it counted it, or chunked). Forwarding headers: from a ``trusted`` peer (a proxy in front
+    of this one) the incoming X-Forwarded-For / Forwarded are appended to and the incoming
+    X-Forwarded-Proto/-Host kept; from anyone else they are replaced by what this proxy saw.
+    Host is kept unless ``preserve_host`` is False.
     """
-    xff: list[bytes] = []
-    host: bytes | None = None
-    connection: list[bytes] | None = None
-    out = [method, b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        low = name.lower()
-        if low in HOP_BY_HOP:
-            if low == b"connection":
-                connection = (connection or []) + [value]
-        elif low in _FORWARDED:
-            if low == b"host":
-                host = value
-            elif low == b"x-forwarded-for":
-                xff.append(value)
-        elif not (chunked and low == b"content-length"):
-            out += (name, b": ", value, b"\r\n")
-    if connection is not None and not _only_standard(connection):
-        extra = _named_in_connection(connection)
-        if extra:
-            out = _drop(out, 4, extra)
-    xff.append(client_ip.encode("ascii"))
+    out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
+    for name, value in head.headers:
+        out += (name, b": ", value, b"\r\n")
+    host = head.host
     send_host = host if (preserve_host and host is not None) else backend_host
-    out += (b"Host: ", send_host, b"\r\nX-Forwarded-For: ", b", ".join(xff))
-    out.append(b"\r\nX-Forwarded-Proto: http\r\n")
-    if host is not None:
-        out += (b"X-Forwarded-Host: ", host, b"\r\n")
-    if chunked:
+    out += (b"Host: ", send_host, b"\r\n")
+    xff: list[bytes] = []
+    fwd: list[bytes] = []
+    xfp = proto
+    xfh = host
+    if trusted:
+        for name, value in head.forwarded:
+            low = name.lower()
+            if low == b"x-forwarded-for":
+                xff.append(value)
+            elif low == b"forwarded":
+                fwd.append(value)
+            elif low == b"x-forwarded-proto":
+                xfp = value
+            elif low == b"x-forwarded-host":
+                xfh = value
+            else:
+                out += (name, b": ", value, b"\r\n")  # X-Real-IP, X-Forwarded-Port
+    xff.append(client_ip.encode("ascii"))
+    out += (b"X-Forwarded-For: ", b", ".join(xff), b"\r\nX-Forwarded-Proto: ", xfp, b"\r\n")
+    if xfh is not None:
+        out += (b"X-Forwarded-Host: ", xfh, b"\r\n")
+    if forwarded_header:
+        node = b"for=" + _forwarded_node(client_ip) + b";proto=" + proto
+        if host is not None:
+            node += b';host="' + host + b'"'
+        fwd.append(node)
+    if fwd:
+        out += (b"Forwarded: ", b", ".join(fwd), b"\r\n")
+    if head.chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
-    if upgrade is not None:
-        out += (b"Connection: upgrade\r\nUpgrade: ", upgrade, b"\r\n")
+    elif head.content_length is not None:
+        out.append(b"Content-Length: %d\r\n" % head.content_length)
+    if head.upgrade is not None:
+        out += (b"Connection: upgrade\r\nUpgrade: ", head.upgrade, b"\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -20,6 +21,11 @@ from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, R
 from proxy.pool import Backend, Pool
 
 __all__ = ["ProxyServer"]
+
+
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
 
 _log = logging.getLogger("lbrec.proxy")
 
@@ -37,6 +43,9 @@ class ProxyServer:
         self.connections: set[ClientConnection] = set()
         self.max_header_bytes = config.limits.max_header_bytes
         self.max_body_bytes = config.limits.max_body_bytes
+        self.max_connections = config.limits.max_connections
+        self.refused_connections = 0
+        self._trusted = _networks(config.trusted_proxies)
         self.health: HealthMonitor | None = None
         self.started_at = time.time()
         self.reloads = 0
@@ -111,6 +120,8 @@ class ProxyServer:
         removed = [b for n, b in old.backends.items() if pool.backends.get(n) is not b]
         self.max_header_bytes = config.limits.max_header_bytes
         self.max_body_bytes = config.limits.max_body_bytes
+        self.max_connections = config.limits.max_connections
+        self._trusted = _networks(config.trusted_proxies)
         self.pool = pool  # the swap: new requests see the new pool from here on
         for backend in removed:
             backend.drain()
@@ -159,6 +170,18 @@ class ProxyServer:
             pool.config.health,
             initial={b.name: b.health for b in pool.backends.values()},
         )
+
+    def is_trusted(self, ip: str) -> bool:
+        """Whether a peer is a trusted proxy (its X-Forwarded-* / Forwarded are kept)."""
+        if not self._trusted:
+            return False
+        try:
+            address = ipaddress.ip_address(ip.partition("%")[0])
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in net for net in self._trusted)
 
     # -- health (StatusSink) and passive checks ------------------------------------------------
 
@@ -227,11 +250,16 @@ class ProxyServer:
             await asyncio.sleep(_SWEEP_INTERVAL)
             ticks += 1
             now = self.loop.time()
-            idle = self.pool.config.timeouts.idle
+            timeouts = self.pool.config.timeouts
+            idle = timeouts.idle
+            header = timeouts.header
             for conn in list(self.connections):
                 active = conn.active
                 if active is not None:
                     active.check_timeout(now)
+                elif conn.head_started is not None:
+                    if now - conn.head_started > header:
+                        conn.header_timeout()
                 elif conn.idle_since is not None and now - conn.idle_since > idle:
                     conn.close_if_idle()
             if ticks % 4 == 0:

@@ -130,7 +130,7 @@ async def test_headers_hop_by_hop_and_forwarded(
         seen = (await response.json())["headers"]
     assert "X-Private" not in seen and "Keep-Alive" not in seen and "TE" not in seen
     assert seen["X-Kept"] == "yes"
-    assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1"
+    assert seen["X-Forwarded-For"] == "127.0.0.1"  # an untrusted peer's value is replaced
     assert seen["X-Forwarded-Proto"] == "http"
     assert seen["X-Forwarded-Host"] == f"127.0.0.1:{p.info.listen[1]}"
     assert seen["Host"] == f"127.0.0.1:{p.info.listen[1]}"  # kept by default
@@ -139,6 +139,36 @@ async def test_headers_hop_by_hop_and_forwarded(
         assert "Keep-Alive" not in response.headers
         assert "Proxy-Authenticate" not in response.headers
         assert await response.text() == "hop"
+
+
+async def test_trusted_proxies_append_forwarding_headers(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    doc = config_doc([("a", a.url, 1)], trusted_proxies=["127.0.0.0/8"], forwarded_header=True)
+    p = await proxy(doc)
+    headers = {
+        "X-Forwarded-For": "203.0.113.7",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "shop.example",
+        "Forwarded": "for=203.0.113.7;proto=https",
+    }
+    async with http.get(p.url + "/h", headers=headers) as response:
+        seen = (await response.json())["headers"]
+    assert seen["X-Forwarded-For"] == "203.0.113.7, 127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "https"
+    assert seen["X-Forwarded-Host"] == "shop.example"
+    host = f"127.0.0.1:{p.info.listen[1]}"
+    assert seen["Forwarded"] == f'for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host="{host}"'
+    # The same headers from a peer outside trusted_proxies are replaced, never appended to.
+    p.write(dict(doc, trusted_proxies=["10.0.0.0/8"]))
+    await asyncio.sleep(0.5)
+    async with aiohttp.ClientSession() as fresh, fresh.get(p.url + "/h", headers=headers) as resp:
+        seen = (await resp.json())["headers"]  # trust is judged when a connection opens
+    assert seen["X-Forwarded-For"] == "127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "http"
+    assert seen["X-Forwarded-Host"] == host
+    assert seen["Forwarded"] == f'for=127.0.0.1;proto=http;host="{host}"'
 
 
 async def test_host_rewrite_when_configured(

@@ -2,36 +2,40 @@
 
 from __future__ import annotations
 
+from proxy.framing import RequestHead, check_request
 from proxy.http import ResponseFraming, build_request_head, build_response_head, simple_response
 
 
-def _request(headers: list[tuple[bytes, bytes]], **kw: object) -> list[bytes]:
+def _request(
+    headers: list[tuple[bytes, bytes]],
+    method: bytes = b"GET",
+    **kw: object,
+) -> list[bytes]:
+    parsed = check_request(method, b"/p?q=1", "1.1", headers)
+    assert isinstance(parsed, RequestHead), parsed
     options: dict[str, object] = {
         "client_ip": "10.0.0.9",
         "backend_host": b"127.0.0.1:9000",
         "preserve_host": True,
-        "chunked": False,
-        "upgrade": None,
     }
     options.update(kw)
-    head = build_request_head(b"GET", b"/p?q=1", headers, **options)  # type: ignore[arg-type]
+    head = build_request_head(parsed, **options)  # type: ignore[arg-type]
     assert head.endswith(b"\r\n\r\n")
     return head.split(b"\r\n")[:-2]
 
 
 def test_request_hop_by_hop_and_forwarded() -> None:
-    lines = _request(
-        [
-            (b"Host", b"example.com"),
-            (b"Connection", b"keep-alive, X-Secret"),
-            (b"X-Secret", b"1"),
-            (b"Keep-Alive", b"300"),
-            (b"TE", b"trailers"),
-            (b"Proxy-Authorization", b"x"),
-            (b"X-Forwarded-For", b"1.1.1.1"),
-            (b"Accept", b"*/*"),
-        ]
-    )
+    headers = [
+        (b"Host", b"example.com"),
+        (b"Connection", b"keep-alive, X-Secret"),
+        (b"X-Secret", b"1"),
+        (b"Keep-Alive", b"300"),
+        (b"TE", b"trailers"),
+        (b"Proxy-Authorization", b"x"),
+        (b"X-Forwarded-For", b"1.1.1.1"),
+        (b"Accept", b"*/*"),
+    ]
+    lines = _request(headers, trusted=True)
     assert lines[0] == b"GET /p?q=1 HTTP/1.1"
     assert set(lines[1:]) == {
         b"Accept: */*",
@@ -40,19 +44,25 @@ def test_request_hop_by_hop_and_forwarded() -> None:
         b"X-Forwarded-Proto: http",
         b"X-Forwarded-Host: example.com",
     }
+    untrusted = _request(headers)
+    assert b"X-Forwarded-For: 10.0.0.9" in untrusted
 
 
 def test_request_host_rewrite_chunked_and_upgrade() -> None:
     lines = _request(
-        [(b"Host", b"h"), (b"Content-Length", b"5"), (b"Transfer-Encoding", b"chunked")],
+        [(b"Host", b"h"), (b"Transfer-Encoding", b"chunked")],
+        method=b"POST",
         preserve_host=False,
-        chunked=True,
-        upgrade=b"websocket",
     )
     assert b"Host: 127.0.0.1:9000" in lines
     assert b"Transfer-Encoding: chunked" in lines
     assert not any(line.lower().startswith(b"content-length") for line in lines)
-    assert b"Connection: upgrade" in lines and b"Upgrade: websocket" in lines
+    ws = _request(
+        [(b"Host", b"h"), (b"Connection", b"Upgrade"), (b"Upgrade", b"WebSocket")],
+    )
+    assert b"Connection: upgrade" in ws and b"Upgrade: websocket" in ws
+    h2c = _request([(b"Host", b"h"), (b"Connection", b"Upgrade"), (b"Upgrade", b"h2c")])
+    assert not any(line.lower().startswith((b"upgrade", b"connection")) for line in h2c)
 
 
 def test_response_framing() -> None:
