@@ -142,13 +142,26 @@ class ClientConnection(asyncio.Protocol):
             self._upgraded(data[exc.args[0] :])
             return
         except httptools.HttpParserError:
-            self._bad_request(400, "bad request")
-            return
+            if not self._finish_before_error():
+                self._bad_request(400, "bad request")
+                return
         # Start after parsing the whole chunk, so head and a small body go out in one write.
         pending = self._pending
         if pending is not None:
             self._pending = None
             self._start(pending)
+
+    def _finish_before_error(self) -> bool:
+        """A parse error after complete requests (``Data after Connection: close``, garbage
+        after a pipelined request): answer those, then close. False: the error is inside the
+        request being parsed, which must not be forwarded."""
+        last = self.queue[-1] if self.queue else (self._pending or self.active)
+        if not self._in_head or last is None or not last.body_complete:
+            return False
+        self._refusing = True
+        self.parsing = None
+        last.keep_alive = False
+        return True
 
     def _upgraded(self, rest: bytes) -> None:
         """llhttp stopped after a request with Upgrade (or CONNECT, rejected before)."""

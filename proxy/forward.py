@@ -407,6 +407,7 @@ class Exchange:
         out: list[bytes] = []
         self.out = out
         outcome = -1
+        fresh = not self.response_started  # nothing of this answer has reached the client yet
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -429,6 +430,12 @@ class Exchange:
             else:
                 outcome = _ABORTED if self.response_started else _BAD
         self.out = None
+        if outcome == _ABORTED and fresh:
+            # The answer broke in the same read as its head: the client gets a clean 502
+            # instead of a truncated answer.
+            out = []
+            self.response_started = False
+            outcome = _BAD
         if out:
             self.client.write(out[0] if len(out) == 1 else b"".join(out))
         if self.complete_pending:

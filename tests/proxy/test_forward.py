@@ -159,7 +159,9 @@ async def test_trusted_proxies_append_forwarding_headers(
     assert seen["X-Forwarded-Proto"] == "https"
     assert seen["X-Forwarded-Host"] == "shop.example"
     host = f"127.0.0.1:{p.info.listen[1]}"
-    assert seen["Forwarded"] == f'for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host="{host}"'
+    assert seen["Forwarded"] == (
+        f'for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host="{host}"'
+    )
     # The same headers from a peer outside trusted_proxies are replaced, never appended to.
     p.write(dict(doc, trusted_proxies=["10.0.0.0/8"]))
     await asyncio.sleep(0.5)
