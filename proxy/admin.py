@@ -6,9 +6,10 @@ prometheus-client collector reads them at scrape time.
 
 from __future__ import annotations
 
+import hmac
 import html
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -62,6 +63,8 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
         "last_reload_at": server.last_reload_at,
         "uptime_s": round(time.time() - server.started_at, 3),
         "client_connections": len(server.connections),
+        "refused_connections": server.refused_connections,
+        "runtime": server.runtime,
         "backends": backends,
     }
 
@@ -184,12 +187,35 @@ async def _status_page(request: web.Request) -> web.Response:
     return web.Response(text=page, content_type="text/html")
 
 
+def _token_middleware(token: str) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # Reading endpoints need the admin token; /-/healthz stays open (container health
+        # checks); mutating endpoints (POST /-/sync) check their own token.
+        if request.method in ("GET", "HEAD") and request.path != "/-/healthz":
+            presented = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(presented, expected):
+                return web.json_response(
+                    {"error": "admin token required (Authorization: Bearer ...)"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="lbrec"'},
+                )
+        return await handler(request)
+
+    return check
+
+
 def make_admin_app(
-    server: ProxyServer, *, extra_routes: Sequence[web.RouteDef] = ()
+    server: ProxyServer, *, extra_routes: Sequence[web.RouteDef] = (), token: str = ""
 ) -> web.Application:
     """The admin listener. ``extra_routes`` lets an embedding process (``lbrec up``) add its
-    own endpoints, e.g. the GitOps webhook ``POST /-/sync``, without the proxy knowing them."""
-    app = web.Application()
+    own endpoints, e.g. the GitOps webhook ``POST /-/sync``, without the proxy knowing them.
+    With a ``token``, every reading endpoint but ``/-/healthz`` requires it."""
+    app = web.Application(middlewares=[_token_middleware(token)] if token else [])
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_PoolCollector(server))
     app[SERVER_KEY] = server

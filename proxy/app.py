@@ -7,7 +7,9 @@ owns every task it starts and stops them all before returning.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import os
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,11 +19,14 @@ import aiohttp
 from aiohttp import web
 
 from proxy.admin import make_admin_app
+from proxy.config import ConfigError
 from proxy.health import HealthMonitor
 from proxy.reload import ConfigWatcher, read_config
 from proxy.server import ProxyServer
 
-__all__ = ["ServeInfo", "parse_hostport", "serve"]
+__all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "parse_hostport", "serve"]
+
+ADMIN_TOKEN_ENV = "LBREC_ADMIN_TOKEN"
 
 _log = logging.getLogger("lbrec.proxy")
 
@@ -57,6 +62,7 @@ async def serve(
     handle_signals: bool = False,
     drain_timeout: float = 30.0,
     admin_routes: Sequence[web.RouteDef] = (),
+    admin_token: str | None = None,
 ) -> None:
     """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
 
@@ -70,6 +76,12 @@ async def serve(
     stop = stop or asyncio.Event()
     listen_at = _address(listen, config.listen)
     admin_at = _address(admin, config.admin) if enable_admin else None
+    token = os.environ.get(ADMIN_TOKEN_ENV, "") if admin_token is None else admin_token
+    if admin_at is not None and not token and not _is_loopback(admin_at[0]):
+        raise ConfigError(
+            f"admin listener {admin_at[0]}:{admin_at[1]} is not on a loopback address: "
+            f"set {ADMIN_TOKEN_ENV} so that it requires a token, or bind it to 127.0.0.1"
+        )
 
     server = ProxyServer(config, digest=digest, access_log=access_log)
     session = aiohttp.ClientSession(
@@ -92,7 +104,7 @@ async def serve(
         admin_bound: tuple[str, int] | None = None
         if admin_at is not None:
             runner = web.AppRunner(
-                make_admin_app(server, extra_routes=admin_routes), access_log=None
+                make_admin_app(server, extra_routes=admin_routes, token=token), access_log=None
             )
             await runner.setup()
             site = web.TCPSite(runner, admin_at[0], admin_at[1], reuse_port=reuse_port or None)
@@ -107,11 +119,15 @@ async def serve(
                 signals.append(sig)
             loop.add_signal_handler(signal.SIGHUP, lambda: watcher.notify(force=True))
             signals.append(signal.SIGHUP)
+        runtime = server.runtime
         _log.info(
-            "proxy listening on %s:%d, admin on %s",
+            "proxy %s listening on %s:%d, admin on %s (event loop %s, parser %s)",
+            runtime["lbrec"],
             *bound,
             f"{admin_bound[0]}:{admin_bound[1]}" if admin_bound else "-",
-            extra={"event": "start", "listen": f"{bound[0]}:{bound[1]}"},
+            runtime["event_loop"],
+            runtime["parser"],
+            extra={"event": "start", "listen": f"{bound[0]}:{bound[1]}", **runtime},
         )
         if ready is not None:
             ready(ServeInfo(listen=bound, admin=admin_bound, server=server))
@@ -126,6 +142,15 @@ async def serve(
             await runner.cleanup()
         await session.close()
         _log.info("proxy stopped", extra={"event": "stopped"})
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _address(value: str | tuple[str, int] | None, default: str) -> tuple[str, int]:

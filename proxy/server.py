@@ -11,8 +11,11 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import platform
 import socket
 import time
+
+import httptools
 
 from proxy.balancer import SmoothWeightedRoundRobin
 from proxy.client import ClientConnection
@@ -21,6 +24,23 @@ from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, R
 from proxy.pool import Backend, Pool
 
 __all__ = ["ProxyServer"]
+
+
+def runtime_info(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
+    """Which event loop and HTTP parser serve: shown at start and on ``/-/pool``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    module = type(loop).__module__.partition(".")[0]
+    try:
+        lbrec = version("lbrec")
+    except PackageNotFoundError:
+        lbrec = "unknown"
+    return {
+        "lbrec": lbrec,
+        "event_loop": "uvloop" if module == "uvloop" else "asyncio",
+        "parser": f"httptools {httptools.__version__} (llhttp)",
+        "python": platform.python_version(),
+    }
 
 
 def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -45,6 +65,7 @@ class ProxyServer:
         self.max_body_bytes = config.limits.max_body_bytes
         self.max_connections = config.limits.max_connections
         self.refused_connections = 0
+        self.runtime = runtime_info(self.loop)
         self._trusted = _networks(config.trusted_proxies)
         self.health: HealthMonitor | None = None
         self.started_at = time.time()

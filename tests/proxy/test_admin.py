@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
+from proxy.app import ServeInfo, serve
+from proxy.config import ConfigError
+from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc, write_config
 
 
 async def test_admin_endpoints(
@@ -59,3 +65,51 @@ async def test_admin_endpoints(
         page = await response.text()
         assert response.content_type == "text/html"
     assert "abc123" in page and '<td class="n">a</td>' in page
+
+
+async def test_pool_names_event_loop_and_parser(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    async with http.get(p.admin_url + "/-/pool") as response:
+        runtime = (await response.json())["runtime"]
+    assert runtime["event_loop"] in ("uvloop", "asyncio")
+    assert runtime["parser"].startswith("httptools ")
+    assert runtime["lbrec"]
+
+
+async def test_admin_off_loopback_needs_a_token(tmp_path: Path) -> None:
+    path = tmp_path / "backends.json"
+    write_config(path, config_doc([], admin="0.0.0.0:0"))
+    with pytest.raises(ConfigError, match="LBREC_ADMIN_TOKEN"):
+        await serve(path, stop=asyncio.Event(), admin_token="")
+
+
+async def test_admin_token_guards_reading_endpoints(
+    backends: BackendFactory, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    path = tmp_path / "backends.json"
+    write_config(path, config_doc([("a", a.url, 1)], admin="0.0.0.0:0"))
+    stop = asyncio.Event()
+    ready: asyncio.Future[ServeInfo] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(path, stop=stop, ready=ready.set_result, admin_token="s3cret", drain_timeout=1)
+    )
+    try:
+        info = await asyncio.wait_for(asyncio.shield(ready), 5)
+        assert info.admin is not None
+        url = f"http://127.0.0.1:{info.admin[1]}"
+        for path_ in ("/-/pool", "/metrics", "/"):
+            async with http.get(url + path_) as response:
+                assert response.status == 401, path_
+            async with http.get(url + path_, headers={"Authorization": "Bearer wrong"}) as resp:
+                assert resp.status == 401, path_
+            async with http.get(url + path_, headers={"Authorization": "Bearer s3cret"}) as ok:
+                assert ok.status == 200, path_
+        async with http.get(url + "/-/healthz") as response:
+            assert response.status == 200
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
