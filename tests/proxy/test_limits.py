@@ -64,14 +64,14 @@ async def test_connection_limit_answers_503_and_recovers(
     writer.close()
     assert refused.startswith(b"HTTP/1.1 503 ") and b"too many connections" in refused
     assert p.info.server.refused_connections == 1
-    held_reader, held_writer = held.pop()
+    _, held_writer = held.pop()
     held_writer.close()
     await asyncio.sleep(0.1)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(_GET)
     line = await asyncio.wait_for(reader.readline(), 5)
     assert line.startswith(b"HTTP/1.1 200 "), line
-    for _, w in held + [(reader, writer)]:
+    for _, w in [*held, (reader, writer)]:
         w.close()
 
 
