@@ -27,7 +27,7 @@ from .spec import DesiredState
 from .state import Observed
 from .workspace import Workspace
 
-__all__ = ["Outcome", "Report", "apply", "check_ports", "converge"]
+__all__ = ["Outcome", "Report", "apply", "check_ports", "converge", "preflight"]
 
 Progress = Callable[[str], None]
 
@@ -99,13 +99,18 @@ def _answers(desired: DesiredState, name: str) -> bool:
         return False
 
 
-def check_ports(desired: DesiredState, the_plan: Plan, observed: Observed) -> None:
-    """Fail before touching anything when a port to publish is taken by someone else."""
+def check_ports(desired: DesiredState, the_plan: Plan | None, observed: Observed) -> None:
+    """Fail before touching anything when a port to publish is taken by someone else.
+
+    Without a plan (the preflight of `lbrec add`/`init`, before the file is written) every
+    backend whose port none of our containers publishes is checked.
+    """
     ours = {int(p) for c in observed.containers if (p := c.labels.get("lbrec.field.port"))}
     for index, backend in enumerate(desired.backends):
-        action = next(a for a in the_plan.actions if a.backend == backend.name)
-        if action.kind not in (ActionKind.CREATE, ActionKind.RECREATE, ActionKind.START):
-            continue
+        if the_plan is not None:
+            action = next(a for a in the_plan.actions if a.backend == backend.name)
+            if action.kind not in (ActionKind.CREATE, ActionKind.RECREATE, ActionKind.START):
+                continue
         if backend.port in ours:
             continue
         if not _port_free(desired.publish_host, backend.port):
@@ -302,6 +307,13 @@ def _container_revisions(
                 if stamp := c.labels.get("lbrec.revision"):
                     out[action.backend] = stamp
     return out
+
+
+def preflight(workspace: Workspace, docker: DockerPort, desired: DesiredState) -> None:
+    """The checks of an apply that can fail before anything changes (engine reachable, ports
+    free), run by `lbrec init/add/remove` before the edited file is written."""
+    docker.check()
+    check_ports(desired, None, workspace.observe(docker.observe()))
 
 
 def converge(

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .apply import Report, converge
+from .apply import Report, converge, preflight
 from .docker import DockerPort, WhalesDocker
 from .edit import add_backend, init_document, remove_backend
 from .errors import LbrecError, SpecError
@@ -27,7 +27,7 @@ from .files import atomic_write, read_text_or_none
 from .lock import project_lock
 from .output import BuildProgress, Style, format_plan, format_recap, report_json
 from .render import COMPOSE_FILE
-from .spec import DEFAULT_FILE, DesiredState, parse_backend_arg, parse_spec
+from .spec import DEFAULT_FILE, DesiredState, parse_backend_arg, parse_spec, project_from_folder
 from .sync import add_sync_arguments, run_sync
 from .up import add_up_arguments, run_up
 from .watch import add_watch_arguments, run_watch
@@ -219,7 +219,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
         workspace.folder, command=f"lbrec {command}", timeout=args.lock_timeout, on_wait=out.err
     ):
         if command in ("init", "add", "remove"):
-            _edit(command, args, workspace, out)
+            _edit(command, args, workspace, out, docker)
             if args.no_apply:
                 return 0
         desired = workspace.load()
@@ -239,13 +239,20 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
     return 1 if report.failed else 0
 
 
-def _edit(command: str, args: argparse.Namespace, workspace: Workspace, out: _Out) -> None:
+def _edit(
+    command: str,
+    args: argparse.Namespace,
+    workspace: Workspace,
+    out: _Out,
+    docker: DockerFactory,
+) -> None:
     path = workspace.spec_file
     source = str(args.file)
     text = read_text_or_none(path)
     if command == "init":
         backends = [parse_backend_arg(a) for a in args.backends]
-        new = init_document(text, backends, source=source)
+        project = None if text is not None else project_from_folder(workspace.folder)
+        new = init_document(text, backends, source=source, project=project)
         verb = "initialised" if text is None else "re-initialised"
         message = f"{source}: {verb} with {len(backends)} backends"
     else:
@@ -261,7 +268,11 @@ def _edit(command: str, args: argparse.Namespace, workspace: Workspace, out: _Ou
                 new, name = remove_backend(new, key, source=source)
                 done.append(f"removed {name}")
         message = f"{source}: " + ", ".join(done)
-    parse_spec(new, source=source)  # validate the whole result before writing anything
+    # Validate the whole result, and everything an apply could fail on before changing
+    # anything, before writing: a refused edit leaves the file as it was.
+    desired = parse_spec(new, source=source)
+    if not args.no_apply:
+        preflight(workspace, docker(workspace, desired), desired)
     if Path(path).parent.is_dir():
         atomic_write(path, new)
     out.info(message)

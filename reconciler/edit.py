@@ -155,9 +155,16 @@ def _flow_like(seq: CommentedSeq) -> bool:
     return True
 
 
-def init_document(existing: str | None, backends: list[BackendSpec], *, source: str) -> str:
-    """A new file, or the existing one with its backends list replaced (settings kept)."""
+def init_document(
+    existing: str | None, backends: list[BackendSpec], *, source: str, project: str | None = None
+) -> str:
+    """A new file, or the existing one with its backends list replaced (settings kept).
+
+    ``project`` is written first into a new file, so that two folders never share a Compose
+    project (and one's apply never removes the other's containers)."""
     data = _load(existing if existing is not None else _NEW_FILE, source)
+    if project is not None and "project" not in data:
+        data.insert(0, "project", project)
     seq = _backends(data, source)
     flow = _flow_like(seq)
     tail = _take_tail(data, "backends")

@@ -1,4 +1,5 @@
-"""EDGE. The project lock: an flock that dies with its process, so never a stale lock."""
+"""EDGE. The project lock: an flock on the project folder that dies with its process, so never a
+stale lock, and one that deleting a file cannot defeat."""
 
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ def project_lock(
     itself is the kernel's and is released when the process exits, however it exits.
     """
     path = folder / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # The lock is on the folder itself: deleting or replacing .lbrec.lock (which only names
+    # the holder for messages) cannot take it away from a holder.
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         deadline = time.monotonic() + timeout
         told = False
@@ -41,7 +44,7 @@ def project_lock(
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                holder = _read_holder(fd)
+                holder = _read_holder(path)
                 if not told and on_wait is not None:
                     on_wait(f"waiting for the lock on {path} held by {holder}")
                     told = True
@@ -51,16 +54,20 @@ def project_lock(
                         hint="wait for that command to finish, or raise --lock-timeout",
                     ) from None
                 time.sleep(poll)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({command})\n".encode(), 0)
+        with contextlib.suppress(OSError):
+            info = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(info, f"pid {os.getpid()} ({command})\n".encode())
+            finally:
+                os.close(info)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def _read_holder(fd: int) -> str:
+def _read_holder(path: Path) -> str:
     try:
-        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+        text = path.read_bytes()[:200].decode(errors="replace").strip()
     except OSError:
         text = ""
     return text or "another lbrec process"

@@ -178,6 +178,10 @@ def render_pool(
         admin=desired.admin,
         health=HealthSettings(**desired.health.model_dump()),
         passive=desired.proxy.passive,
+        timeouts=desired.proxy.timeouts,
+        limits=desired.proxy.limits,
+        trusted_proxies=desired.proxy.trusted_proxies,
+        forwarded_header=desired.proxy.forwarded_header,
         backends=entries,
     )
     content = config.model_dump(mode="json", exclude={"generation"}, exclude_none=True)

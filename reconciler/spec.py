@@ -6,6 +6,7 @@ add YAML parsing with line/column positions in the error messages.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,7 +14,13 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from proxy.config import HealthSettings, PassiveSettings, format_validation_error
+from proxy.config import (
+    HealthSettings,
+    LimitSettings,
+    PassiveSettings,
+    TimeoutSettings,
+    format_validation_error,
+)
 
 from .errors import SpecError
 
@@ -83,6 +90,26 @@ class ProxySpec(_Model):
         description="host: `lbrec proxy`/`lbrec up` runs it; container: an `lb` Compose service",
     )
     passive: PassiveSettings = PassiveSettings()
+    timeouts: TimeoutSettings = TimeoutSettings()
+    limits: LimitSettings = LimitSettings()
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs of proxies in front of lbrec whose X-Forwarded-* / Forwarded are "
+        "kept and appended to; from anyone else they are replaced",
+    )
+    forwarded_header: bool = Field(
+        default=False, description="also send an RFC 7239 Forwarded header to backends"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as err:
+                raise ValueError(f"not an IP network (CIDR): {cidr!r}") from err
+        return value
 
 
 class DesiredState(_Model):
@@ -189,16 +216,27 @@ def parse_spec(text: str, *, source: str = DEFAULT_FILE) -> DesiredState:
         problem = getattr(err, "problem", None) or str(err)
         raise SpecError(f"{source}: {where}malformed YAML: {problem}") from err
     if data is None:
-        data = {}
+        # An empty file is a truncated save or an editor accident far more often than a wish
+        # to remove everything (Argo CD refuses to prune to zero for the same reason).
+        raise SpecError(
+            f"{source}: the file is empty (a save in progress?): nothing was applied",
+            hint="to remove every backend on purpose, write `backends: []`",
+        )
     if not isinstance(data, dict):
         raise SpecError(
             f"{source}: the top level must be a mapping with a 'backends' list, "
             f"got {type(data).__name__}"
         )
     try:
-        return DesiredState.model_validate(data)
+        desired = DesiredState.model_validate(data)
     except ValidationError as err:
         raise SpecError(format_validation_error(err, source=source)) from err
+    if "backends" not in data:
+        raise SpecError(
+            f"{source}: no 'backends' key (a truncated save?): nothing was applied",
+            hint="to remove every backend on purpose, write `backends: []`",
+        )
+    return desired
 
 
 def load_spec(path: Path) -> DesiredState:
@@ -213,6 +251,13 @@ def load_spec(path: Path) -> DesiredState:
     except UnicodeDecodeError as err:
         raise SpecError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from err
     return parse_spec(text, source=str(path))
+
+
+def project_from_folder(folder: Path) -> str:
+    """A Compose project name from a folder's name, as Compose derives its default: lower
+    case, other characters as '-', at most 63; 'lbrec' when nothing usable is left."""
+    name = re.sub(r"[^a-z0-9-]+", "-", folder.resolve().name.lower()).strip("-")[:63].strip("-")
+    return name or "lbrec"
 
 
 def parse_backend_arg(arg: str) -> BackendSpec:

@@ -33,6 +33,7 @@ from .output import BuildProgress, Style, format_plan, format_recap
 from .spec import DesiredState
 from .sync import build_sync_loop, parse_duration, token_matches
 from .watch import (
+    QUIET_PERIOD,
     add_watch_arguments,
     build_watch_loop,
     run_thread_until_stopped,
@@ -145,7 +146,7 @@ def run_up(
     *,
     down: bool = False,
     resync: float = 30.0,
-    debounce: float = 0.1,
+    debounce: float = QUIET_PERIOD,
     log_format: Literal["text", "json"] = "text",
     access_log: bool = False,
     repo: str | None = None,

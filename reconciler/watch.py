@@ -44,6 +44,7 @@ from .plan import Plan
 from .workspace import Workspace
 
 __all__ = [
+    "QUIET_PERIOD",
     "FileWatch",
     "WatchLoop",
     "add_watch_arguments",
@@ -54,6 +55,11 @@ __all__ = [
     "run_watch",
     "stop_on_signals",
 ]
+
+# A saved file is applied only once it has stayed unchanged this long: an editor's or a
+# script's save in two writes is never applied half-way (measured: two parts 1.5 s apart used
+# to destroy both containers; an empty or key-less file is refused anyway, see spec.py).
+QUIET_PERIOD = 0.5
 
 # Events that can mean new content; opened/closed-without-write come from our own reads.
 _CHANGES = frozenset({"created", "modified", "moved", "deleted", "closed", "attrib"})
@@ -111,7 +117,7 @@ class WatchLoop:
         reconcile: Reconcile,
         *,
         resync: float | None = 30.0,
-        debounce: float = 0.1,
+        debounce: float = QUIET_PERIOD,
         max_delay: float = 2.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -221,9 +227,10 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--debounce",
         type=float,
-        default=0.1,
+        default=QUIET_PERIOD,
         metavar="SECONDS",
-        help="wait for this much quiet after a file event before a pass (default 0.1)",
+        help="apply a saved file only once it has stayed unchanged this long, so that a save "
+        f"in progress is never applied (default {QUIET_PERIOD})",
     )
     parser.add_argument(
         "--no-docker-events",
@@ -284,7 +291,7 @@ def build_watch_loop(
     file: str | Path,
     *,
     resync: float = 30.0,
-    debounce: float = 0.1,
+    debounce: float = QUIET_PERIOD,
     lock_timeout: float = 300.0,
     health_timeout: float = 60.0,
     docker: DockerFactory = whales_docker,
@@ -326,7 +333,7 @@ def run_watch(
     file: str | Path,
     *,
     resync: float = 30.0,
-    debounce: float = 0.1,
+    debounce: float = QUIET_PERIOD,
     log_format: Literal["text", "json"] = "text",
     lock_timeout: float = 300.0,
     health_timeout: float = 60.0,

@@ -70,3 +70,30 @@ def test_lock_timeout_exits_4(cli, folder, capsys) -> None:  # type: ignore[no-u
     err = capsys.readouterr().err
     assert "waiting for the lock" in err and "test holder" in err
     assert cli("apply", "--lock-timeout", "0.3") == 0  # released with its holder
+
+
+def test_add_with_a_port_in_use_writes_nothing(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    spec = folder / "desired-state.yaml"
+    before = spec.read_bytes()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli("add", f"c:{port}:1") != 0
+    err = capsys.readouterr().err
+    assert f"port: {port} is already in use" in err and "nothing was changed" in err
+    assert spec.read_bytes() == before  # the check ran before the write
+    assert cli("add", f"c:{port}:1", "--no-apply") == 0  # --no-apply only edits the file
+    assert f"port: {port}" in spec.read_text()
+
+
+def test_init_writes_the_folder_as_project(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "My Shop_2"
+    folder.mkdir()
+    spec = folder / "desired-state.yaml"
+    assert main(["init", "a:9101:1", "--no-apply", "-f", str(spec)]) == 0
+    assert spec.read_text().splitlines()[3] == "project: my-shop-2"
+    assert main(["init", "a:9101:2", "--no-apply", "-f", str(spec)]) == 0  # re-init keeps it
+    assert spec.read_text().count("project:") == 1

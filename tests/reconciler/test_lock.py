@@ -173,3 +173,12 @@ def test_released_when_the_holder_finishes(tmp_path: Path, holder: subprocess.Po
     assert out == "released\n"
     with project_lock(tmp_path, command="x", timeout=0):
         pass
+
+
+def test_deleting_the_lock_file_does_not_defeat_the_lock(tmp_path: Path) -> None:
+    with project_lock(tmp_path, command="lbrec apply"):
+        (tmp_path / ".lbrec.lock").unlink()  # an operator "cleaning up"
+        with pytest.raises(LockTimeout), project_lock(tmp_path, command="lbrec add", timeout=0.3):
+            pass
+    with project_lock(tmp_path, command="lbrec add", timeout=1):
+        pass

@@ -23,8 +23,20 @@ def _error(text: str) -> str:
 # --- defaults ----------------------------------------------------------------------------------
 
 
-def test_empty_file_is_the_defaults() -> None:
-    state = parse_spec("", source=SOURCE)
+@pytest.mark.parametrize(
+    "text",
+    ["", "\n", "# only a comment\n", "---\n", "project: web\nlisten: 127.0.0.1:8080\n"],
+    ids=["empty", "newline", "comment", "document-start", "no-backends-key"],
+)
+def test_empty_or_truncated_file_is_refused(text: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, source=SOURCE)
+    assert "nothing was applied" in str(info.value)
+    assert info.value.hint is not None and "backends: []" in info.value.hint
+
+
+def test_explicit_empty_backends_is_the_defaults() -> None:
+    state = parse_spec("backends: []\n", source=SOURCE)
     assert state == DesiredState()
     assert state.project == "lbrec"
     assert state.listen == "127.0.0.1:8080"
@@ -82,7 +94,7 @@ backends:
 
 
 def test_same_port_on_different_hosts_is_allowed() -> None:
-    state = parse_spec("listen: 10.0.0.1:8081\nadmin: 127.0.0.1:8081\n")
+    state = parse_spec("listen: 10.0.0.1:8081\nadmin: 127.0.0.1:8081\nbackends: []\n")
     assert (state.listen, state.admin) == ("10.0.0.1:8081", "127.0.0.1:8081")
 
 
@@ -391,7 +403,7 @@ def test_duplicate_key_is_an_error_not_a_silent_override() -> None:
 
 
 def test_yaml_merge_keys_still_work() -> None:
-    state = parse_spec("health: {<<: {path: /a, rise: 4}, path: /b}\n")
+    state = parse_spec("health: {<<: {path: /a, rise: 4}, path: /b}\nbackends: []\n")
     assert (state.health.path, state.health.rise) == ("/b", 4)
 
 
