@@ -135,23 +135,41 @@ _STATUS = re.compile(rb"(?:^|\n)HTTP/\d\.\d (\d{3})")
 class ClientView:
     """What the client saw on the attacker's connection."""
 
-    statuses: list[int] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # final answers, complete
+    interim: list[int] = field(default_factory=list)  # 1xx answers
     closed: bool = False
     generated_error: bool = False  # an answer >= 400 that no backend request produced
     framing: str | None = None  # the proxy's answer itself was not well framed
     rest: int = 0  # bytes of an incomplete answer at the end
+    partial: int | None = None  # the status of that incomplete answer, if it has a head
     note: str = ""  # e.g. reset while the client was still sending
 
     def text(self) -> str:
-        shown = ",".join(str(s) for s in self.statuses) or "—"
-        parts = [shown, "closed" if self.closed else "open"]
+        parts = [f"({','.join(str(s) for s in self.interim)})"] if self.interim else []
+        parts.append(_runs(self.statuses) or "—")
+        if self.rest:
+            head = f"{self.partial} " if self.partial is not None else ""
+            parts.append(f"+{head}partial {self.rest}B")
         if self.framing is not None:
             parts.append("BAD-FRAMING")
-        if self.rest:
-            parts.append(f"+{self.rest}B partial")
+        parts.append("closed" if self.closed else "open")
         if self.note:
             parts.append(self.note)
         return " ".join(parts)
+
+
+def _runs(statuses: Sequence[int]) -> str:
+    """``200,200,200,400`` as ``200x3,400``."""
+    out: list[str] = []
+    i = 0
+    while i < len(statuses):
+        j = i
+        while j < len(statuses) and statuses[j] == statuses[i]:
+            j += 1
+        n = j - i
+        out += [f"{statuses[i]}x{n}"] if n > 2 else [str(statuses[i])] * n
+        i = j
+    return ",".join(out)
 
 
 @dataclass(slots=True)
@@ -167,6 +185,11 @@ class RequestResult:
     def refused(self) -> bool:
         """Ended with a rejection: an error answer of the proxy's own, or a close unanswered."""
         return self.client.generated_error or (self.client.closed and not self.client.statuses)
+
+    @property
+    def ended(self) -> bool:
+        """Refused, or closed the connection (after answering what it forwarded)."""
+        return self.refused or self.client.closed
 
     def cell(self) -> str:
         if self.error is not None:
@@ -189,8 +212,8 @@ class ResponseResult:
 
     @property
     def refused(self) -> bool:
-        """The backend's answer was not relayed: no answer, or a 5xx of the proxy's own
-        (none of the scripted answers is a 5xx)."""
+        """The backend's answer was not relayed: no complete answer (a truncated one counts as
+        none), or a 5xx of the proxy's own (none of the scripted answers is a 5xx)."""
         return not self.client.statuses or self.client.statuses[0] >= 500
 
     @property
@@ -474,6 +497,7 @@ def _reason(err: BaseException) -> str:
 
 def _client_view(data: bytes, closed: bool, *, head_request: bool = False) -> ClientView:
     view = ClientView(closed=closed)
+    view.interim = [s for s in (int(m) for m in _STATUS.findall(data)) if 100 <= s < 200]
     try:
         responses, rest = parse_responses(data, head_request=head_request)
     except FramingError as err:
@@ -484,6 +508,8 @@ def _client_view(data: bytes, closed: bool, *, head_request: bool = False) -> Cl
     view.statuses = [r.status for r in responses]
     view.generated_error = any(r.header(b"x-seen") is None and r.status >= 400 for r in responses)
     view.rest = len(rest)
+    head = _STATUS.match(rest)
+    view.partial = int(head.group(1)) if head is not None else None
     return view
 
 
@@ -648,7 +674,8 @@ def compare(mine: Result, peer: Result) -> str:
 
     Request cases: fewer attacker requests completed at the backend is stricter; with as many,
     ending in a rejection (an error of the proxy's own, or a close unanswered) where the peer
-    did not is stricter. Response cases: not relaying the backend's answer (5xx or nothing)
+    neither rejected nor closed is stricter (a close after the last answer and a 400 for the
+    rest count alike). Response cases: not relaying the backend's answer (5xx or nothing)
     where the peer relayed it is stricter; relaying alike, not reusing the connection of an
     answer the corpus says must not be reused, where the peer reused it, is stricter.
     """
@@ -657,8 +684,10 @@ def compare(mine: Result, peer: Result) -> str:
     if isinstance(mine, RequestResult) and isinstance(peer, RequestResult):
         if mine.attacker != peer.attacker:
             return "stricter" if mine.attacker < peer.attacker else "looser"
-        if mine.refused != peer.refused:
-            return "stricter" if mine.refused else "looser"
+        if mine.refused and not peer.ended:
+            return "stricter"
+        if peer.refused and not mine.ended:
+            return "looser"
         return "equal"
     if isinstance(mine, ResponseResult) and isinstance(peer, ResponseResult):
         if mine.refused != peer.refused:
@@ -767,8 +796,9 @@ def _flag(text: str) -> str:
 def highlights(rows: Sequence[Row]) -> list[str]:
     """What the reader should look at first: lbrec looser than a peer, lbrec's own failures."""
     looser = [
-        f"`{row.name}` (vs {LABEL[peer]}: lbrec {row.results['lbrec'].cell()}; "
-        f"{LABEL[peer]} {row.results[peer].cell()})"
+        f"`{row.name}` vs {LABEL[peer]} (corpus: {row.expected}): lbrec "
+        f"{row.results['lbrec'].cell()}, oracle {oracle(row.results['lbrec'])}; "
+        f"{LABEL[peer]} {row.results[peer].cell()}, oracle {oracle(row.results[peer])}"
         for row in rows
         for peer in PEERS
         if relation(row, peer) == "looser"

@@ -20,9 +20,10 @@ from aiohttp import web
 
 from proxy.admin import make_admin_app
 from proxy.config import ConfigError
+from proxy.handoff import HandoffServer, take_over
 from proxy.health import HealthMonitor
 from proxy.reload import ConfigWatcher, read_config
-from proxy.server import ProxyServer
+from proxy.server import ProxyServer, listening_socket
 
 __all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "parse_hostport", "serve"]
 
@@ -63,11 +64,14 @@ async def serve(
     drain_timeout: float = 30.0,
     admin_routes: Sequence[web.RouteDef] = (),
     admin_token: str | None = None,
+    handoff: Path | None = None,
 ) -> None:
     """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
 
     ``listen``/``admin`` default to the ``listen``/``admin`` fields of backends.json.
-    ``ready`` is called once both listeners are bound. ``handle_signals`` installs SIGTERM/
+    ``ready`` is called once both listeners are bound. ``handoff``: a Unix socket path; a
+    proxy already serving there hands over its listening sockets (no gap), and this one serves
+    them to its own successor (see :mod:`proxy.handoff`). ``handle_signals`` installs SIGTERM/
     SIGINT (graceful stop) and SIGHUP (reload) handlers; only for the main thread.
     Raises :class:`proxy.config.ConfigError` when the file is invalid at start.
     """
@@ -92,6 +96,7 @@ async def serve(
     watcher = ConfigWatcher(path, server, digest=digest)
     loop = asyncio.get_running_loop()
     signals: list[signal.Signals] = []
+    successor: HandoffServer | None = None
     try:
         monitor = HealthMonitor(
             session=session,
@@ -100,19 +105,42 @@ async def serve(
             on_result=server.record_probe,
         )
         server.attach_health(monitor)
-        bound = await server.start(*listen_at, reuse_port=reuse_port)
+        taken = take_over(handoff) if handoff is not None else None
+        if taken is not None:
+            listen_sock = taken.sockets[0]
+            admin_sock = taken.sockets[1] if len(taken.sockets) > 1 else None
+            if admin_at is None and admin_sock is not None:
+                admin_sock.close()
+                admin_sock = None
+            elif admin_at is not None and admin_sock is None:
+                admin_sock = listening_socket(*admin_at, reuse_port=reuse_port)
+        else:
+            listen_sock = listening_socket(*listen_at, reuse_port=reuse_port)
+            admin_sock = None
+            if admin_at is not None:
+                admin_sock = listening_socket(*admin_at, reuse_port=reuse_port)
+        bound = await server.start(listen_sock)
         admin_bound: tuple[str, int] | None = None
-        if admin_at is not None:
+        if admin_sock is not None:
             runner = web.AppRunner(
                 make_admin_app(server, extra_routes=admin_routes, token=token), access_log=None
             )
             await runner.setup()
-            site = web.TCPSite(runner, admin_at[0], admin_at[1], reuse_port=reuse_port or None)
+            site = web.SockSite(runner, admin_sock)
             await site.start()
-            assert runner.addresses, "admin site did not bind"
-            addr = runner.addresses[0]
+            addr = admin_sock.getsockname()
             admin_bound = (str(addr[0]), int(addr[1]))
         watcher.start()
+        if taken is not None:
+            taken.ready()  # the previous proxy stops accepting and drains
+        if handoff is not None:
+            handed = [listen_sock] + ([admin_sock] if admin_sock is not None else [])
+
+            def taken_over() -> None:  # in the handoff thread
+                loop.call_soon_threadsafe(stop.set)
+
+            successor = HandoffServer(handoff, handed, taken_over)
+            successor.start()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
@@ -134,6 +162,8 @@ async def serve(
         await stop.wait()
         _log.info("stopping: draining in-flight requests", extra={"event": "stopping"})
     finally:
+        if successor is not None:
+            successor.close()
         for sig in signals:
             loop.remove_signal_handler(sig)
         await watcher.close()

@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes sharing the port with SO_REUSEPORT (default: 1)",
     )
     parser.add_argument(
+        "--handoff",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="Unix socket for a restart without a gap: a proxy already running with the same "
+        "PATH hands its listening sockets to this one and drains (one process only)",
+    )
+    parser.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
@@ -95,6 +103,7 @@ def _run_worker(args: argparse.Namespace, *, admin: bool) -> int:
                 enable_admin=admin,
                 handle_signals=True,
                 drain_timeout=args.drain_timeout,
+                handoff=args.handoff,
             )
         )
     except ConfigError as err:
@@ -189,6 +198,9 @@ def _run_workers(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.handoff is not None and args.workers > 1:
+        print("lbrec proxy: --handoff works with one process (--workers 1)", file=sys.stderr)
+        return 2
     if args.workers < 1:
         print("lbrec proxy: --workers must be >= 1", file=sys.stderr)
         return 2

@@ -23,7 +23,15 @@ from proxy.config import BackendsConfig
 from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
 from proxy.pool import Backend, Pool
 
-__all__ = ["ProxyServer"]
+__all__ = ["ProxyServer", "listening_socket", "runtime_info"]
+
+
+def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A bound, listening TCP socket (port 0 picks one)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=reuse_port)
+    sock.setblocking(False)
+    return sock
 
 
 def runtime_info(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
@@ -81,17 +89,11 @@ class ProxyServer:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(
-        self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 2048
-    ) -> tuple[str, int]:
-        """Listen on ``host:port`` (port 0 picks one); returns the bound address."""
+    async def start(self, sock: socket.socket, *, backlog: int = 2048) -> tuple[str, int]:
+        """Serve on a bound listening socket (see :func:`listening_socket`, or one handed
+        over by the previous proxy); returns its address."""
         self._listener = await self.loop.create_server(
-            lambda: ClientConnection(self),
-            host,
-            port,
-            reuse_port=reuse_port or None,
-            backlog=backlog,
-            family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+            lambda: ClientConnection(self), sock=sock, backlog=backlog
         )
         self._sweeper = self.loop.create_task(self._sweep(), name="proxy-sweeper")
         sockname = self._listener.sockets[0].getsockname()
@@ -101,14 +103,25 @@ class ProxyServer:
         self.health = monitor
         self._update_health(initial=True)
 
-    async def shutdown(self, *, drain_timeout: float = 30.0) -> None:
-        """Stop accepting, let in-flight requests finish (up to ``drain_timeout``), close."""
+    async def shutdown(self, *, drain_timeout: float = 30.0, idle_grace: float = 1.0) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``drain_timeout``), close.
+
+        Idle keep-alive connections are not closed at once: a client may be sending its next
+        request right now, and a close would make it fail. For ``idle_grace`` seconds every
+        answer says ``Connection: close`` (busy clients move to a new connection, to the
+        successor after a handoff); then the connections still idle are closed.
+        """
         if self._listener is not None:
             self._listener.close()
         for conn in list(self.connections):
-            conn.close_if_idle()
-        deadline = self.loop.time() + drain_timeout
-        while self.connections and self.loop.time() < deadline:  # noqa: ASYNC110 - polled drain
+            conn.closing = True
+        now = self.loop.time()
+        deadline = now + drain_timeout
+        grace_end = now + min(idle_grace, drain_timeout)
+        while self.connections and self.loop.time() < deadline:
+            if self.loop.time() >= grace_end:
+                for conn in list(self.connections):
+                    conn.close_if_idle()
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()

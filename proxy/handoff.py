@@ -1,0 +1,149 @@
+"""Replace a running proxy without a gap: it hands its listening sockets to its successor.
+
+The running proxy (started with ``--handoff PATH``) listens on a Unix socket at PATH. A new
+proxy started with the same PATH connects, asks ``TAKE``, and receives the listening sockets
+(traffic, then admin) over SCM_RIGHTS. Both processes now hold the *same* kernel sockets, with
+one accept queue: no connection can be refused or reset in between, unlike an SO_REUSEPORT
+overlap, where connections still queued on the old socket when it closes are reset. Once the
+new proxy serves, it says ``READY``; the old one stops accepting, tells keep-alive clients
+``Connection: close`` on their next answer, finishes in-flight requests (``--drain-timeout``)
+and exits. The new proxy then serves the handoff socket for its own successor.
+
+This is HAProxy's ``-x`` and nginx's binary upgrade, for one process (not ``--workers N``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["HandoffServer", "Taken", "take_over"]
+
+_log = logging.getLogger("lbrec.proxy")
+
+_TAKE = b"TAKE\n"
+_READY = b"READY\n"
+_MAX_FDS = 4
+
+
+class Taken:
+    """Listening sockets received from the previous proxy; :meth:`ready` releases it."""
+
+    def __init__(self, channel: socket.socket, sockets: list[socket.socket]) -> None:
+        self._channel = channel
+        self.sockets = sockets
+
+    def ready(self) -> None:
+        """We serve on the sockets: the previous proxy may stop accepting and drain."""
+        with contextlib.suppress(OSError):
+            self._channel.sendall(_READY)
+        self._channel.close()
+
+
+def take_over(path: Path, *, timeout: float = 5.0) -> Taken | None:
+    """The previous proxy's listening sockets, or None when no proxy serves ``path``."""
+    channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    channel.settimeout(timeout)
+    try:
+        channel.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError):
+        channel.close()
+        with contextlib.suppress(OSError):
+            path.unlink()  # a stale socket file of a proxy that is gone
+        return None
+    try:
+        channel.sendall(_TAKE)
+        _, fds, _, _ = socket.recv_fds(channel, 64, _MAX_FDS)
+    except OSError:
+        channel.close()
+        raise
+    if not fds:
+        channel.close()
+        raise OSError(f"{path}: the running proxy sent no sockets")
+    sockets = [socket.socket(fileno=fd) for fd in fds]
+    for sock in sockets:
+        sock.setblocking(False)
+    return Taken(channel, sockets)
+
+
+class HandoffServer:
+    """Serves ``TAKE`` on a Unix socket at ``path`` (one successor), in a thread of its own.
+
+    ``on_taken`` runs in that thread once the successor said ``READY``: hand it to the event
+    loop with ``call_soon_threadsafe``.
+    """
+
+    def __init__(
+        self, path: Path, sockets: list[socket.socket], on_taken: Callable[[], None]
+    ) -> None:
+        self.path = path
+        self._sockets = sockets
+        self._on_taken = on_taken
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+        self._taken = False
+
+    def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # the previous proxy's name: it keeps serving its own accepted
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)  # only this user may take the sockets
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(1)
+        listener.settimeout(0.2)
+        self._listener = listener
+        self._thread = threading.Thread(target=self._run, name="proxy-handoff", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while not self._closed.is_set():
+            try:
+                channel, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with channel:
+                if self._serve(channel):
+                    return
+
+    def _serve(self, channel: socket.socket) -> bool:
+        channel.settimeout(10.0)
+        try:
+            if channel.recv(len(_TAKE)) != _TAKE:
+                return False
+            socket.send_fds(channel, [b"lbrec"], [s.fileno() for s in self._sockets])
+            answer = channel.recv(len(_READY))
+        except OSError as err:
+            _log.warning("proxy handoff failed: %s", err, extra={"event": "handoff_error"})
+            return False
+        if answer != _READY:  # the successor died before serving: keep serving ourselves
+            _log.warning("successor did not take over", extra={"event": "handoff_error"})
+            return False
+        _log.info("listening sockets taken over by the new proxy", extra={"event": "handoff"})
+        self._taken = True
+        self._on_taken()
+        return True
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.close()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+            self._thread = None
+        if not self._taken:  # a successor binds its own name; else leave no stale file
+            with contextlib.suppress(OSError):
+                self.path.unlink()
