@@ -33,9 +33,20 @@ class Observed:
     pool: BackendsConfig | None = None  # the current config/backends.json, when readable
     pool_text: str | None = None
     compose_text: str | None = None
+    _by_backend: dict[str, tuple[ObservedContainer, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        # One pass over the containers, so planning N backends stays linear.
+        index: dict[str, list[ObservedContainer]] = {}
+        for container in self.containers:
+            if container.role == "backend":
+                index.setdefault(container.backend, []).append(container)
+        object.__setattr__(self, "_by_backend", {k: tuple(v) for k, v in index.items()})
 
     def for_backend(self, name: str) -> tuple[ObservedContainer, ...]:
-        return tuple(c for c in self.containers if c.backend == name and c.role == "backend")
+        return self._by_backend.get(name, ())
 
     @property
     def backends(self) -> tuple[ObservedContainer, ...]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -695,3 +696,42 @@ def test_lb_container_removed_in_host_mode() -> None:
     assert not [
         a for a in plan(DESIRED, _observed(_ctr("a")), build=BUILD).actions if a.role == "lb"
     ]
+
+
+def _lines_executed(n: int) -> int:
+    """Lines of lbrec's own code run to render and plan ``n`` converged backends."""
+    import sys
+
+    from reconciler.render import render_compose, render_pool
+    from reconciler.spec import BackendSpec
+
+    desired = DesiredState(
+        backends=tuple(BackendSpec(name=f"b{i}", port=10000 + i) for i in range(n))
+    )
+    observed = converged_observed(desired, BUILD)
+    roots = ("/reconciler/", "/proxy/")
+    count = 0
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        nonlocal count
+        if not any(root in frame.f_code.co_filename for root in roots):
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        target = render_pool(desired)
+        compose = render_compose(desired, BUILD)
+        the_plan = plan(desired, observed, build=BUILD, target_pool=target, compose_text=compose)
+    finally:
+        sys.settrace(None)
+    assert the_plan.in_sync
+    return count
+
+
+def test_planning_and_rendering_stay_linear() -> None:
+    # Operations, not seconds: 4x the backends may cost at most ~4x the lines executed.
+    small, large = _lines_executed(100), _lines_executed(400)
+    assert large <= 4.4 * small, (small, large)
