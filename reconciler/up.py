@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,11 +23,13 @@ from typing import Literal, Protocol
 
 from aiohttp import web
 
+from proxy.app import parse_hostport
 from proxy.app import serve as serve_proxy
+from proxy.config import ConfigError, load_config
 from proxy.logs import configure_logging
 
 from .apply import converge
-from .errors import LbrecError
+from .errors import LbrecError, PortInUse
 from .lock import project_lock
 from .loop import DockerFactory, whales_docker
 from .output import BuildProgress, Style, format_plan, format_recap
@@ -82,6 +85,32 @@ def _first_pass(
         )
     _log.info("%s", format_recap(report, style))
     return 1 if report.failed else 0
+
+
+def _check_listeners_free(desired: DesiredState) -> None:
+    """Before anything changes: the proxy's addresses must be free (a second `lbrec up` in the
+    same folder, or another program, would otherwise make this one fail after applying)."""
+    for role, hostport in (("listen", desired.listen), ("admin", desired.admin)):
+        host, port = parse_hostport(hostport)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as err:
+                raise PortInUse(
+                    f"{role}: {hostport} is already in use ({err.strerror}): nothing was changed",
+                    hint="is another `lbrec up` or `lbrec proxy` running for this folder?",
+                ) from err
+
+
+def _last_good_pool(pool_file: Path) -> bool:
+    """Whether config/backends.json holds a pool the proxy can serve at once."""
+    try:
+        load_config(pool_file)
+    except ConfigError:
+        return False
+    return True
 
 
 def _remove_all(workspace: Workspace, docker: DockerFactory, desired: DesiredState) -> None:
@@ -164,11 +193,21 @@ def run_up(
     routes: list[web.RouteDef] = []
     try:
         if repo is None:
-            failed = _first_pass(
-                workspace, docker, lock_timeout=lock_timeout, health_timeout=health_timeout
-            )
-            if failed:
-                _log.warning("first apply left backends out of the pool; the loop retries")
+            desired = workspace.load()
+            serve_first = False
+            if desired.proxy.mode == "host":
+                _check_listeners_free(desired)
+                serve_first = _last_good_pool(workspace.pool_file)
+            if serve_first:
+                # Serve the last known good pool from the first second; the loop's first pass
+                # (right after the proxy is up) reconciles beside it, engine reachable or not.
+                _log.info("serving the last known good pool while the first pass runs")
+            else:
+                failed = _first_pass(
+                    workspace, docker, lock_timeout=lock_timeout, health_timeout=health_timeout
+                )
+                if failed:
+                    _log.warning("first apply left backends out of the pool; the loop retries")
             control = build_watch_loop(
                 file,
                 resync=resync,
@@ -198,7 +237,9 @@ def run_up(
             )
             control = sync
             routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""))
-        desired = workspace.load()
+            desired = workspace.load()
+            if desired.proxy.mode == "host":
+                _check_listeners_free(desired)
     except LbrecError as err:
         _log.error("%s%s", err.message, f" (hint: {err.hint})" if err.hint else "")
         return err.exit_code

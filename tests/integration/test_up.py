@@ -201,3 +201,72 @@ def test_watch_repairs_drift_at_once_from_docker_events(project: Project) -> Non
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         log.close()
+
+
+def _start_up(
+    project: Project, name: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], Path]:
+    log_path = project.folder / name
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reconciler", "up", "--resync", "2"],
+        cwd=project.folder,
+        env=env or project.env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    return proc, log_path
+
+
+def _stop(proc: subprocess.Popen[str]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+    return proc.returncode
+
+
+def test_up_serves_the_last_pool_with_the_engine_unreachable_and_refuses_a_second_up(
+    project: Project,
+) -> None:
+    listen, admin, p1 = free_ports(3)
+    project.write(_spec(project, listen, admin, [("s1", p1, 1)]))
+    first, first_log = _start_up(project, "up1.log")
+    try:
+        _wait(lambda: _get(listen) == (200, "s1"), 180, "the first lbrec up to serve")
+        # A second `lbrec up` in the same folder is refused before it changes anything.
+        second = subprocess.run(
+            [sys.executable, "-m", "reconciler", "up"],
+            cwd=project.folder,
+            env=project.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        assert second.returncode == 2, second.stderr
+        assert f"listen: 127.0.0.1:{listen} is already in use" in second.stderr + second.stdout
+        assert _get(listen) == (200, "s1")  # the first one never noticed
+    finally:
+        assert _stop(first) == 0, first_log.read_text()[-2000:]
+    assert project.containers()["s1"]["state"] == "running"  # no --down: still running
+
+    # Restarted while the engine cannot be reached: the last known good pool is served at
+    # once (the containers still run), and the loop keeps retrying beside it.
+    unreachable = dict(project.env, DOCKER_HOST="unix:///nonexistent/docker.sock")
+    third, third_log = _start_up(project, "up3.log", unreachable)
+    try:
+        _wait(lambda: _get(listen) == (200, "s1"), 30, "lbrec up to serve the last pool")
+        _wait(lambda: "docker" in third_log.read_text().lower(), 30, "the engine error logged")
+        assert third.poll() is None, third_log.read_text()[-2000:]
+        assert all(_get(listen) == (200, "s1") for _ in range(10))
+    finally:
+        assert _stop(third) == 0, third_log.read_text()[-2000:]
+    project.lbrec("apply", check=True)  # the engine is fine for everyone else
