@@ -7,6 +7,7 @@ here into lbrec errors that keep the command and the tail of Docker's stderr.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 import time
@@ -269,6 +270,13 @@ class WhalesDocker:
         return " | ".join(line for line in text.splitlines() if line.strip()) or "(no output)"
 
 
+def _tied_to_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that it gets SIGTERM when lbrec dies, even by ``kill -9`` (Linux:
+    util-linux ``setpriv --pdeathsig``; no ``preexec_fn``, which is unsafe with threads)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else cmd
+
+
 class DockerEvents:
     """Follow ``docker events`` for one project's containers in a thread (drift, at once).
 
@@ -295,10 +303,11 @@ class DockerEvents:
         return [*cmd, "--format", '{{.Action}} {{index .Actor.Attributes "lbrec.backend"}}']
 
     def _run(self) -> None:
+        lost = False  # a previous stream ended: events may have been missed meanwhile
         while not self._stop.is_set():
             try:
                 self._proc = subprocess.Popen(
-                    self._command(),
+                    _tied_to_parent(self._command()),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
                     stdin=subprocess.DEVNULL,
@@ -307,12 +316,27 @@ class DockerEvents:
             except OSError:
                 self._stop.wait(5.0)
                 continue
+            if lost:
+                self._when_alive(self._proc)
             assert self._proc.stdout is not None
             for line in self._proc.stdout:
                 if line.strip():
                     self.on_event(line.strip())
             self._proc.wait()
+            lost = True
             self._stop.wait(2.0)  # the engine went away: try again shortly
+
+    def _when_alive(self, proc: subprocess.Popen[str]) -> None:
+        """Once a restarted stream has stayed up for a second, the engine is back: events
+        during the outage are lost, so ask for a pass that re-observes everything at once."""
+
+        def check() -> None:
+            if proc.poll() is None and not self._stop.is_set():
+                self.on_event("reconnected events-stream")
+
+        timer = threading.Timer(1.0, check)
+        timer.daemon = True
+        timer.start()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="lbrec-docker-events", daemon=True)
