@@ -51,6 +51,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -940,6 +941,17 @@ def render(
         "",
         *table,
         "",
+        "Caveats when reading the oracle columns:",
+        "",
+        "- The client-side reader (`parse_responses`) is strict: a chunked answer that "
+        "carries trailers counts as BAD-FRAMING, although RFC 9112 allows trailers.",
+        "- Some request checks are policy rather than framing (headers named in Connection, "
+        "Proxy-Connection, Upgrade and HTTP2-Settings dropped, names with `_` dropped, "
+        "absolute-form sent on in origin form, Host validated): a peer failing only those "
+        "forwarded a well-framed request that lbrec would have changed or refused.",
+        "- The victim check of test_desync.py does not look for the bad answer's bytes in the "
+        "victim's answer; the `VICTIM POISONED` flag of the response cells does.",
+        "",
         "### Oracle complaints",
         "",
         "The first failed check per case and proxy (source line of the assertion -> what it saw).",
@@ -948,11 +960,13 @@ def render(
         "",
         "## Configurations",
         "",
-        "nginx and HAProxy as the brief for this comparison asks (one worker/thread, keepalive "
-        "upstream, `http-reuse always`), timeouts near lbrec's test config (3 s for headers, "
-        "bodies and upstream reads), plus, unless `--peer-defaults`, the forwarding-header "
-        "policy lbrec has by default (Host passed through, X-Forwarded-For replaced by the "
-        "client address, Forwarded and X-Real-IP dropped).",
+        "nginx and HAProxy in a usual reverse-proxy setup: nginx with one worker, "
+        "`proxy_pass` to an upstream with `keepalive`, `proxy_http_version 1.1`, "
+        '`proxy_set_header Connection ""` and its default request buffering; HAProxy in '
+        "`mode http` with `http-reuse always` and one thread. Timeouts are near lbrec's test "
+        "config (3 s for headers, bodies and upstream reads). Unless `--peer-defaults`, both "
+        "also get the forwarding-header policy lbrec has by default (Host passed through, "
+        "X-Forwarded-For replaced by the client address, Forwarded and X-Real-IP dropped).",
         "",
         *configs,
     ]
@@ -1008,6 +1022,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def _amain(
     args: argparse.Namespace, procs: Processes, tmp: Path
 ) -> tuple[list[Row], dict[str, ProxyUnderTest]]:
+    loop = asyncio.get_running_loop()
+    me = asyncio.current_task()
+    if me is not None:  # Ctrl-C: cancel the run, whose finally blocks stop what it started
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, me.cancel)
     proxies = make_proxies(procs, tmp, header_policy=not args.peer_defaults)
     for proxy in proxies.values():  # fail early, with the reason, if one cannot start at all
         await proxy.start()
@@ -1049,6 +1068,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as err:
         print(f"cannot run: {err}", file=sys.stderr)
         return 2
+    except asyncio.CancelledError:
+        print("interrupted: stopped what this run started", file=sys.stderr)
+        return 130
     finally:
         procs.stop_all()
         if args.keep_tmp:
