@@ -7,6 +7,7 @@ here into lbrec errors that keep the command and the tail of Docker's stderr.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
@@ -18,6 +19,7 @@ from typing import Protocol
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
+from python_on_whales.utils import run as run_docker
 
 from .errors import ApplyError, DockerUnavailable
 from .labels import BACKEND, PROJECT, ROLE
@@ -67,6 +69,44 @@ def stderr_tail(err: DockerException, lines: int = 6) -> str:
 def _one_line(err: DockerException) -> str:
     tail = stderr_tail(err, lines=3).splitlines()
     return tail[-1] if tail else f"exit code {err.return_code}"
+
+
+def parse_inspect(text: str) -> tuple[ObservedContainer, ...]:
+    """PURE. lbrec's view of ``docker container inspect`` JSON (containers without the
+    backend label are not lbrec's to manage and are left out)."""
+    try:
+        documents = json.loads(text or "[]")
+    except json.JSONDecodeError as err:
+        raise DockerUnavailable(f"docker inspect printed what is not JSON: {err}") from err
+    observed = []
+    for doc in documents:
+        config = doc.get("Config") or {}
+        state = doc.get("State") or {}
+        labels = dict(config.get("Labels") or {})
+        role = labels.get(ROLE, "backend")
+        if role == "lb":
+            labels.setdefault(BACKEND, "lb")
+        if BACKEND not in labels:
+            continue
+        health = (state.get("Health") or {}).get("Status")
+        started = state.get("StartedAt")
+        if not started or started.startswith("0001-01-01"):
+            started = None
+        observed.append(
+            ObservedContainer(
+                id=str(doc["Id"]),
+                backend=labels[BACKEND],
+                state=str(state.get("Status", "unknown")),
+                health=str(health) if health else None,
+                labels=labels,
+                image=str(config.get("Image", "")),
+                started_at=started,
+                name=str(doc.get("Name", "")).lstrip("/"),
+                role=role,
+            )
+        )
+    observed.sort(key=lambda o: (o.backend, o.id))
+    return tuple(observed)
 
 
 class WhalesDocker:
@@ -120,38 +160,28 @@ class WhalesDocker:
             return False
 
     def observe(self) -> tuple[ObservedContainer, ...]:
+        """One snapshot: one ``docker ps`` and one ``docker inspect`` over all ids, parsed
+        here. No lazy python-on-whales objects (each property read would re-run ``docker
+        inspect``, and a container removed in between raised NoSuchContainer mid-loop); a
+        container that vanishes between the two calls is simply not observed."""
+        docker = [str(part) for part in self._client.client_config.docker_cmd]
+        listing = [*docker, "container", "ls", "-aq", "--no-trunc"]
+        listing += ["--filter", f"label={PROJECT}={self.project}"]
         try:
-            containers = self._client.container.list(
-                all=True, filters={"label": f"{PROJECT}={self.project}"}
-            )
+            ids = str(run_docker(listing)).split()
         except DockerException as err:
             WhalesDocker._engine_ok = False
             raise DockerUnavailable(f"cannot list containers: {_one_line(err)}") from err
-        observed = []
-        for c in containers:
-            labels = dict(c.config.labels or {})
-            role = labels.get(ROLE, "backend")
-            if role == "lb":
-                labels.setdefault(BACKEND, "lb")
-            if BACKEND not in labels:
-                continue
-            health = c.state.health.status if c.state.health is not None else None
-            started = c.state.started_at.isoformat() if c.state.started_at else None
-            observed.append(
-                ObservedContainer(
-                    id=c.id,
-                    backend=labels[BACKEND],
-                    state=str(c.state.status),
-                    health=str(health) if health else None,
-                    labels=labels,
-                    image=str(c.config.image),
-                    started_at=started,
-                    name=c.name,
-                    role=role,
-                )
-            )
-        observed.sort(key=lambda o: (o.backend, o.id))
-        return tuple(observed)
+        if not ids:
+            return ()
+        try:
+            text = str(run_docker([*docker, "container", "inspect", *ids]))
+        except DockerException as err:
+            if "no such" not in (err.stderr or "").lower():
+                WhalesDocker._engine_ok = False
+                raise DockerUnavailable(f"cannot inspect containers: {_one_line(err)}") from err
+            text = err.stdout or "[]"  # the ones still there; the others were just removed
+        return parse_inspect(text)
 
     def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None:
         if not services:

@@ -122,3 +122,38 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_parse_inspect_is_lbrecs_view_of_the_json() -> None:
+    import json
+
+    from reconciler.docker import parse_inspect
+
+    doc = [
+        {
+            "Id": "b" * 64,
+            "Name": "/demo-web-1",
+            "Config": {"Image": "demo-web", "Labels": {"lbrec.backend": "web", "x": "1"}},
+            "State": {
+                "Status": "running",
+                "StartedAt": "2026-12-02T10:00:00.5Z",
+                "Health": {"Status": "healthy"},
+            },
+        },
+        {"Id": "c" * 64, "Name": "/other", "Config": {"Labels": {}}, "State": {}},
+        {
+            "Id": "a" * 64,
+            "Name": "/demo-lb",
+            "Config": {"Image": "lb", "Labels": {"lbrec.role": "lb"}},
+            "State": {"Status": "created", "StartedAt": "0001-01-01T00:00:00Z"},
+        },
+    ]
+    lb, web = parse_inspect(json.dumps(doc))
+    assert (web.backend, web.name, web.state, web.health) == (
+        "web",
+        "demo-web-1",
+        "running",
+        "healthy",
+    )
+    assert web.started_at == "2026-12-02T10:00:00.5Z" and web.labels["x"] == "1"
+    assert (lb.backend, lb.role, lb.started_at, lb.health) == ("lb", "lb", None, None)
