@@ -333,7 +333,7 @@ def converge(
     if confirm is None:  # make before break against the proxy serving this desired state
         admin = desired.admin
         confirm = lambda generation: wait_for_generation(admin, generation)  # noqa: E731
-    build = workspace.build_info(desired)
+    build = workspace.build_info(desired, stage=not check)  # check mode only reads
     docker.check()
     observed = workspace.observe(docker.observe())
     if revision is None and observed.pool is not None:

@@ -23,7 +23,7 @@ from .errors import ApplyError
 from .files import atomic_write
 from .render import PROXY_DOCKERFILE, PROXY_STAGE
 
-__all__ = ["PROXY_REQUIREMENTS", "stage_proxy_context"]
+__all__ = ["PROXY_REQUIREMENTS", "proxy_context_digest", "stage_proxy_context"]
 
 # The proxy's runtime dependencies (and uvloop/httptools for speed when present).
 PROXY_REQUIREMENTS = ("pydantic", "aiohttp", "watchdog", "prometheus-client", "uvloop", "httptools")
@@ -126,6 +126,40 @@ def _download(wheels: Path, pins: list[str], py: str) -> None:
         ) from err
 
 
+def _base_image_id(base_image: str | None) -> str:
+    if not base_image:
+        return "default"
+    return subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", base_image],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    ).stdout.strip()
+
+
+def proxy_context_digest(folder: Path, base_image: str | None) -> str:
+    """The digest of the lb image's build context, from its inputs alone: Dockerfile.proxy,
+    the base image's id (which fixes its Python, hence the wheels), the pinned versions and
+    the proxy package's files. Reads only: check mode (`lbrec diff`) stages nothing, runs no
+    container and downloads nothing."""
+    dockerfile = folder / PROXY_DOCKERFILE
+    if not dockerfile.is_file():
+        raise ApplyError(
+            f"{dockerfile}: not found; proxy.mode container builds the lb image from it",
+            backend="lb",
+            hint="copy Dockerfile.proxy from the lbrec repository next to the desired-state file",
+        )
+    digest = hashlib.sha256(dockerfile.read_bytes())
+    digest.update(b"\0base\0" + _base_image_id(base_image).encode())
+    digest.update(b"\0pins\0" + "\n".join(_pins()).encode())
+    source = Path(proxy.__file__).parent
+    files = sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 def stage_proxy_context(folder: Path, base_image: str | None) -> str:
     """Fill ``folder/dist/lbrec-proxy/current`` (wheels + proxy package); return its digest.
 
@@ -157,7 +191,4 @@ def stage_proxy_context(folder: Path, base_image: str | None) -> str:
     shutil.copytree(wheels, current / "wheels", ignore=shutil.ignore_patterns(".pins"))
     source = Path(proxy.__file__).parent
     shutil.copytree(source, current / "proxy", ignore=shutil.ignore_patterns("__pycache__"))
-    digest = hashlib.sha256((folder / PROXY_DOCKERFILE).read_bytes())
-    for path in sorted(p for p in current.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(current)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return proxy_context_digest(folder, base_image)

@@ -44,7 +44,11 @@ class Workspace:
     def load(self) -> DesiredState:
         return load_spec(self.spec_file)
 
-    def build_info(self, desired: DesiredState, env: Mapping[str, str] = os.environ) -> BuildInfo:
+    def build_info(
+        self, desired: DesiredState, env: Mapping[str, str] = os.environ, *, stage: bool = True
+    ) -> BuildInfo:
+        """What the images are built from. ``stage=False`` (check mode) only reads: the lb
+        image's context digest is computed from its inputs, nothing is staged or run."""
         dockerfile = self.folder / BACKEND_DOCKERFILE
         if not dockerfile.is_file():
             raise SpecError(
@@ -56,9 +60,12 @@ class Workspace:
         base = desired.base_image or env.get(BASE_IMAGE_ENV) or None
         proxy_digest = ""
         if desired.proxy.mode == "container":
-            from .proxy_image import stage_proxy_context
+            from .proxy_image import proxy_context_digest, stage_proxy_context
 
-            proxy_digest = stage_proxy_context(self.folder, base)
+            if stage:
+                proxy_digest = stage_proxy_context(self.folder, base)
+            else:
+                proxy_digest = proxy_context_digest(self.folder, base)
         return BuildInfo(
             base_image=base,
             context_digest=build_context_digest(self.folder, BACKEND_DOCKERFILE),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import urllib.request
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +100,43 @@ def test_lb_in_compose_serves_and_reweights_without_restart(project: Project) ->
     r = project.lbrec("apply", check=True)
     assert "- lb (load balancer container: proxy.mode is host)" in r.stdout
     assert set(project.containers()) == {"a", "b"}
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
+
+
+def test_diff_in_container_mode_touches_nothing(project: Project, tmp_path: Path) -> None:
+    """`lbrec diff` stages no build context, runs no container, downloads nothing."""
+    listen, admin, p1 = free_ports(3)
+    project.write(_spec(project, listen, admin, [("c1", p1, 1)]))
+    env = dict(project.env, XDG_CACHE_HOME=str(tmp_path / "empty-cache"))  # nothing cached
+    before = _tree(project.folder)
+    since = str(int(time.time()) - 1)
+    result = subprocess.run(
+        [sys.executable, "-m", "reconciler", "diff"],
+        cwd=project.folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr  # changes pending: c1 and the lb
+    assert "+ lb" in result.stdout and "+ c1" in result.stdout, result.stdout
+    assert _tree(project.folder) == before
+    assert not (tmp_path / "empty-cache").exists()
+    window = ["--since", since, "--until", str(int(time.time()) + 1)]
+    created = subprocess.run(
+        ["docker", "events", *window, "--filter", "type=container", "--filter", "event=create"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.split()
+    assert created == []
