@@ -17,6 +17,9 @@ HEALTH_PATH = os.environ.get("HEALTH_PATH", "/health")
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "lbrec-demo-backend"
+    # Head and body go out as two writes: with Nagle's algorithm and the client's delayed ACK
+    # every keep-alive answer after the first stalled 40 ms.
+    disable_nagle_algorithm = True
 
     def _send(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
         self.send_response(status)
