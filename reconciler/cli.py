@@ -141,6 +141,18 @@ def main(argv: Sequence[str] | None = None, *, docker: DockerFactory = _whales) 
     try:
         return _dispatch(args, out, docker)
     except LbrecError as err:
+        if out.json:  # stdout stays one JSON document, also on failure
+            print(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "command": args.command,
+                        "error": err.message,
+                        "hint": err.hint,
+                        "exit_code": err.exit_code,
+                    }
+                )
+            )
         out.err(f"lbrec {args.command}: error: {err.message}")
         if err.hint:
             out.err(f"  hint: {err.hint}")
@@ -204,7 +216,11 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
     workspace = Workspace.at(args.file)
     if command == "validate":
         desired = workspace.load()
-        out.info(f"{args.file}: valid ({len(desired.backends)} backends)")
+        if out.json:
+            doc = {"ok": True, "file": str(args.file), "backends": len(desired.backends)}
+            print(json.dumps(doc))
+        else:
+            out.info(f"{args.file}: valid ({len(desired.backends)} backends)")
         return 0
     if command == "status":
         from .status import show_status

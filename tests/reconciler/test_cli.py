@@ -97,3 +97,18 @@ def test_init_writes_the_folder_as_project(tmp_path: Path, capsys) -> None:  # t
     assert spec.read_text().splitlines()[3] == "project: my-shop-2"
     assert main(["init", "a:9101:2", "--no-apply", "-f", str(spec)]) == 0  # re-init keeps it
     assert spec.read_text().count("project:") == 1
+
+
+def test_validate_json_is_one_document_either_way(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli("validate", "-o", "json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True,
+        "file": str(folder / "desired-state.yaml"),
+        "backends": 2,
+    }
+    (folder / "desired-state.yaml").write_text("")
+    assert cli("validate", "-o", "json") == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["ok"] is False and doc["exit_code"] == 2 and "empty" in doc["error"]
+    assert "error:" in captured.err  # people still read stderr
