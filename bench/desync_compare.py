@@ -21,9 +21,9 @@ and the proxy and backend are stopped again: nothing (pooled upstream connection
 keep-alive) carries over from one case to the next. The three proxies run a case at the same
 time (``--serial``: one after the other), each on its own ports.
 
-The judgement is the one of ``tests/proxy/desync/test_desync.py``: its ``_check_invariants``
-and ``_victim`` are imported, and the verdict checks of ``test_request_case`` and
-``test_response_case`` are repeated below (they are inline in the test functions). The
+The judgement is the one of ``tests/proxy/desync/test_desync.py``: its ``judge_request``
+and ``_victim`` are imported, and the verdict checks of ``test_response_case`` are repeated
+below (they are inline in the test function). The
 verdicts of the corpus are lbrec's: an oracle failure of nginx or HAProxy is a finding about
 that proxy (or a policy it does not share), not an error of this script.
 
@@ -95,10 +95,10 @@ from tests.proxy.desync.harness import (  # noqa: E402
 )
 from tests.proxy.desync.test_desync import (  # noqa: E402
     _IGNORED_TARGETS,
-    _check_invariants,
     _doc,
     _victim,
 )
+from tests.proxy.desync.test_desync import judge_request as request_oracle  # noqa: E402
 
 T = TypeVar("T")
 
@@ -525,17 +525,7 @@ async def _exchange(port: int, payload: bytes, *, want: int | None) -> tuple[byt
 def judge_request(case: RequestCase, recorder: Recorder, data: bytes, closed: bool) -> str | None:
     """test_request_case's judgement of the attack (the victim is judged apart)."""
     try:
-        attacker = _check_invariants(case, recorder, data)
-        responses, _ = parse_responses(data)
-        if case.verdict == "reject":
-            assert not attacker, attacker
-            assert len(responses) <= 1 and closed, (responses, closed)
-            if responses:
-                assert responses[0].status in case.statuses, responses[0]
-        elif case.verdict == "forward":
-            assert len(attacker) == case.count, attacker
-            if case.check is not None:
-                case.check(attacker)
+        request_oracle(case, recorder, data, closed)
     except Exception as err:
         return _reason(err)
     return None

@@ -25,6 +25,7 @@ __all__ = [
     "PassiveSettings",
     "Revision",
     "TimeoutSettings",
+    "check_cidrs",
     "format_validation_error",
     "load_config",
     "parse_config",
@@ -107,6 +108,16 @@ class BackendEntry(_Model):
         return value
 
 
+def check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
+    """Validator of ``trusted_proxies`` (here and in desired-state.yaml)."""
+    for cidr in value:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as err:
+            raise ValueError(f"not an IP network (CIDR): {cidr!r}") from err
+    return value
+
+
 class BackendsConfig(_Model):
     """The whole of ``config/backends.json``."""
 
@@ -131,15 +142,7 @@ class BackendsConfig(_Model):
     forwarded_header: bool = False
     backends: tuple[BackendEntry, ...] = ()
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _check_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as err:
-                raise ValueError(f"not an IP network (CIDR): {cidr!r}") from err
-        return value
+    _check_cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: check_cidrs(v)))
 
     @field_validator("version")
     @classmethod

@@ -38,10 +38,12 @@ from dataclasses import dataclass
 __all__ = [
     "HOP_BY_HOP",
     "PROTECTED",
+    "STANDARD_TOKENS",
     "Rejection",
     "RequestHead",
     "check_request",
     "check_response",
+    "connection_tokens",
 ]
 
 Header = tuple[bytes, bytes]
@@ -76,7 +78,7 @@ PROTECTED = frozenset(
         b"upgrade",
     }
 )
-_STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Incoming forwarding headers: kept only from trusted peers (see RequestHead.forwarded).
 _FORWARDING = frozenset(
     {
@@ -117,9 +119,11 @@ class RequestHead:
     forwarded: tuple[Header, ...]  # incoming X-Forwarded-* / Forwarded / X-Real-IP, in order
 
 
-def _connection_tokens(values: list[bytes]) -> tuple[frozenset[bytes], bool]:
+def connection_tokens(values: list[bytes]) -> tuple[frozenset[bytes], bool]:
+    """Header names listed in Connection (minus the standard and the protected ones), and
+    whether it asks for an upgrade."""
     tokens = {t.strip(b" \t").lower() for value in values for t in value.split(b",")}
-    return frozenset(tokens - _STANDARD_TOKENS - PROTECTED - {b""}), b"upgrade" in tokens
+    return frozenset(tokens - STANDARD_TOKENS - PROTECTED - {b""}), b"upgrade" in tokens
 
 
 def _valid_host(value: bytes) -> bool:
@@ -216,7 +220,7 @@ def check_request(
             return Rejection(400, "invalid Content-Length")
         content_length = int(digits)
 
-    named, asks_upgrade = _connection_tokens(connection) if connection else (frozenset(), False)
+    named, asks_upgrade = connection_tokens(connection) if connection else (frozenset(), False)
     if named:
         kept = [(n, v) for n, v in kept if n.lower() not in named]
     if upgrade is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 
-from proxy.framing import HOP_BY_HOP, PROTECTED, RequestHead
+from proxy.framing import HOP_BY_HOP, STANDARD_TOKENS, RequestHead, connection_tokens
 
 __all__ = [
     "HOP_BY_HOP",
@@ -32,16 +32,12 @@ IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", 
 def _named_in_connection(values: list[bytes]) -> frozenset[bytes]:
     """Extra hop-by-hop header names listed in Connection, minus those the proxy controls
     (a backend's ``Connection: Content-Length`` must not strip the framing it relies on)."""
-    tokens = {t.strip(b" \t").lower() for value in values for t in value.split(b",")}
-    return frozenset(tokens - _STANDARD_TOKENS - PROTECTED)
-
-
-_STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+    return connection_tokens(values)[0]
 
 
 def _only_standard(values: list[bytes]) -> bool:
     """The common ``Connection: keep-alive`` / ``close``: nothing else to strip."""
-    return len(values) == 1 and values[0].lower() in _STANDARD_TOKENS
+    return len(values) == 1 and values[0].lower() in STANDARD_TOKENS
 
 
 def _drop(parts: list[bytes], start: int, names: frozenset[bytes]) -> list[bytes]:

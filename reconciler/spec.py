@@ -6,7 +6,6 @@ add YAML parsing with line/column positions in the error messages.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,6 +18,7 @@ from proxy.config import (
     LimitSettings,
     PassiveSettings,
     TimeoutSettings,
+    check_cidrs,
     format_validation_error,
 )
 
@@ -101,15 +101,7 @@ class ProxySpec(_Model):
         default=False, description="also send an RFC 7239 Forwarded header to backends"
     )
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for cidr in value:
-            try:
-                ipaddress.ip_network(cidr, strict=False)
-            except ValueError as err:
-                raise ValueError(f"not an IP network (CIDR): {cidr!r}") from err
-        return value
+    _cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: check_cidrs(v)))
 
 
 class DesiredState(_Model):

@@ -72,6 +72,21 @@ def _check_invariants(case: RequestCase, recorder: Recorder, data: bytes) -> lis
     return attacker
 
 
+def judge_request(case: RequestCase, recorder: Recorder, data: bytes, closed: bool) -> None:
+    """The oracle for one attack: the invariants, then the case's verdict (asserts)."""
+    attacker = _check_invariants(case, recorder, data)
+    responses, _ = parse_responses(data)
+    if case.verdict == "reject":
+        assert not attacker, attacker
+        assert len(responses) <= 1 and closed, (responses, closed)
+        if responses:
+            assert responses[0].status in case.statuses, responses[0]
+    elif case.verdict == "forward":
+        assert len(attacker) == case.count, attacker
+        if case.check is not None:
+            case.check(attacker)
+
+
 @pytest.mark.parametrize("case", REQUEST_CASES, ids=[c.name for c in REQUEST_CASES])
 async def test_request_case(case: RequestCase, proxy: ProxyFactory) -> None:
     recorder = await start_recorder()
@@ -81,17 +96,7 @@ async def test_request_case(case: RequestCase, proxy: ProxyFactory) -> None:
         want = case.count if case.verdict == "forward" else None
         data, closed = await exchange_raw(port, case.raw, want=want)
         await asyncio.sleep(0.02)  # let the backend finish what it is recording
-        attacker = _check_invariants(case, recorder, data)
-        responses, _ = parse_responses(data)
-        if case.verdict == "reject":
-            assert not attacker, attacker
-            assert len(responses) <= 1 and closed, (responses, closed)
-            if responses:
-                assert responses[0].status in case.statuses, responses[0]
-        elif case.verdict == "forward":
-            assert len(attacker) == case.count, attacker
-            if case.check is not None:
-                case.check(attacker)
+        judge_request(case, recorder, data, closed)
         await _victim(port, recorder)
     finally:
         await recorder.close()
