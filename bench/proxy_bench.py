@@ -17,11 +17,20 @@ With ``--reload-every S`` the config of each load balancer is rewritten every S 
 wrk runs (lbrec: atomic rename of backends.json; nginx: SIGHUP to its master; HAProxy: a new
 process started with ``-sf <old pid>``), and the errors show what a reload costs the clients.
 
-All traffic goes to 127.0.0.1; every load is bounded by wrk's ``-d``; every process this
-script starts runs in its own session and is stopped by its process-group id at exit.
+With ``--restart`` the targets are two lbrec proxies instead, and the lbrec *process* is
+replaced every ``--restart-every`` seconds (2) while wrk runs: ``lbrec-handoff`` starts the
+new process beside the old one with the same ``--handoff`` path (the old one hands over its
+listening sockets, drains and exits 0 by itself); ``lbrec-stop-start``, the baseline, stops
+the old one (SIGTERM) and then starts the new one. Beside wrk, one GET on a fresh connection
+every 20 ms counts what a client connecting during a restart sees.
+
+All traffic goes to 127.0.0.1 (``--ports LOW-HIGH`` keeps every port in a range); every load
+is bounded by wrk's ``-d``, every restart loop by the run's length and its own timeouts; every
+process this script starts runs in its own session and is stopped by its process-group id.
 
     .venv/bin/python bench/proxy_bench.py                 # ~2 minutes, all four targets
     .venv/bin/python bench/proxy_bench.py --reload-every 0.5
+    .venv/bin/python bench/proxy_bench.py --restart --duration 20   # process replacements
     .venv/bin/python bench/proxy_bench.py --only lbrec --profile 10
     .venv/bin/python bench/proxy_bench.py --install       # apt-get what is missing first
 
@@ -58,6 +67,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGETS = ("direct", "lbrec", "nginx", "haproxy")
+RESTART_TARGETS = ("lbrec-handoff", "lbrec-stop-start")  # --restart
 LOOPBACK = "127.0.0.1"
 APT_PACKAGES = {
     "wrk": ["wrk"],
@@ -107,6 +117,10 @@ class WrkRun:
     # Much steadier than req/s on a shared machine: it does not depend on who else runs.
     cpu_user_s: float = 0.0
     cpu_sys_s: float = 0.0
+    # --restart: GETs on a fresh connection every few ms beside wrk, and how many failed
+    # (no answer or not 200): what a client that connects during a restart sees.
+    probes: int = 0
+    probes_failed: int = 0
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -121,6 +135,8 @@ class TargetResult:
     warmup: WrkRun | None = None
     spread: dict[str, int] = field(default_factory=dict)  # backend name -> answers seen
     reload_check: dict[str, Any] | None = None  # did the last reload take effect?
+    runtime: dict[str, str] | None = None  # lbrec: /-/pool "runtime" (event loop, parser)
+    restarts: list[dict[str, Any]] = field(default_factory=list)  # --restart: one per restart
 
     def median(self, key: str) -> float:
         return statistics.median(float(getattr(run, key)) for run in self.runs)
@@ -225,10 +241,11 @@ def _proc_stats() -> Iterator[tuple[int, list[str]]]:
 
 
 _PORTS_GIVEN: set[int] = set()
+PORT_RANGE: tuple[int, int] | None = None  # --ports LOW-HIGH: every port from there
 
 
 def free_port() -> int:
-    """A free loopback port below the ephemeral range.
+    """A free loopback port below the ephemeral range (or in ``--ports LOW-HIGH``).
 
     A port that the kernel hands out for ``bind(0)`` is ephemeral: before the server binds
     it, an outgoing connection (wrk's, a proxy's to its upstreams) may take it as its source
@@ -238,9 +255,10 @@ def free_port() -> int:
     with contextlib.suppress(OSError, ValueError):
         text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text(encoding="utf-8")
         low = int(text.split()[0])
+    first, last = PORT_RANGE if PORT_RANGE is not None else (max(1025, low - 12000), low - 1)
     rng = random.Random()
     for _ in range(200):
-        port = rng.randrange(max(1025, low - 12000), low)
+        port = rng.randrange(first, last + 1)
         if port in _PORTS_GIVEN:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -250,7 +268,8 @@ def free_port() -> int:
                 continue
         _PORTS_GIVEN.add(port)
         return port
-    raise BenchError("no free loopback port found below the ephemeral range")
+    where = f"in {first}-{last}" if PORT_RANGE is not None else "below the ephemeral range"
+    raise BenchError(f"no free loopback port found {where}")
 
 
 def http_get(port: int, path: str = "/", *, timeout: float = 2.0) -> tuple[int, dict[str, str]]:
@@ -265,7 +284,13 @@ def http_get(port: int, path: str = "/", *, timeout: float = 2.0) -> tuple[int, 
 
 
 def wait_ready(
-    procs: Processes, proc: subprocess.Popen[bytes], name: str, port: int, *, timeout: float
+    procs: Processes,
+    proc: subprocess.Popen[bytes],
+    name: str,
+    port: int,
+    *,
+    timeout: float,
+    interval: float = 0.2,
 ) -> None:
     """Until GET / on ``port`` answers 200; raise BenchError with the log tail otherwise."""
     deadline = time.monotonic() + timeout
@@ -284,7 +309,7 @@ def wait_ready(
             if status == 200:
                 return
             last = f"HTTP {status}"
-        time.sleep(0.2)
+        time.sleep(interval)
     tail = procs.log_tail(name, 4)
     raise BenchError(f"not ready after {timeout:.0f}s ({last})" + (f": {tail}" if tail else ""))
 
@@ -406,7 +431,11 @@ backend pool
 def lbrec_config_json(
     backends: Sequence[Backend], *, generation: str, listen: int, admin: int
 ) -> str:
-    """backends.json built with the proxy's own model, so the bench cannot drift from it."""
+    """backends.json built with the proxy's own model, so the bench cannot drift from it.
+
+    Only the keys set here are written (the rest are the proxy's defaults), so that an older
+    checkout given with ``--lbrec-repo`` reads the file too (its model forbids unknown keys).
+    """
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from proxy.config import BackendEntry, BackendsConfig, HealthSettings
@@ -422,7 +451,8 @@ def lbrec_config_json(
             for b in backends
         ),
     )
-    return config.to_json()
+    sparse = config.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    return json.dumps(sparse, indent=2) + "\n"
 
 
 # --------------------------------------------------------------------------- targets
@@ -487,15 +517,11 @@ class Lbrec(Target):
         )
         _write_atomic(self.config, text)
 
-    def start(self, *, timeout: float) -> None:
-        if not (self.repo / "proxy" / "__main__.py").exists():
-            raise BenchError(f"no proxy/__main__.py in {self.repo}")
-        self.config.parent.mkdir(parents=True, exist_ok=True)
-        self._write()
+    def argv(self) -> list[str]:
         python = self.repo / ".venv" / "bin" / "python"
         if not python.exists():
             python = REPO / ".venv" / "bin" / "python"
-        argv = [
+        return [
             str(python if python.exists() else Path(sys.executable)),
             "-m",
             "proxy",
@@ -507,15 +533,21 @@ class Lbrec(Target):
             f"{LOOPBACK}:{self.admin}",
             *self.extra_args,
         ]
-        self.proc = self.procs.start("lbrec", argv, cwd=self.repo)
-        wait_ready(self.procs, self.proc, "lbrec", self.port, timeout=timeout)
+
+    def start(self, *, timeout: float) -> None:
+        if not (self.repo / "proxy" / "__main__.py").exists():
+            raise BenchError(f"no proxy/__main__.py in {self.repo}")
+        self.config.parent.mkdir(parents=True, exist_ok=True)
+        self._write()
+        self.proc = self.procs.start(self.name, self.argv(), cwd=self.repo)
+        wait_ready(self.procs, self.proc, self.name, self.port, timeout=timeout)
 
     def reload(self) -> None:
         self.generation += 1
         self._write()
 
-    def admin_generation(self) -> str | None:
-        """The generation the proxy says it serves (admin ``/-/pool``), if it answers."""
+    def admin_pool(self) -> dict[str, Any] | None:
+        """The admin ``/-/pool`` document, if the proxy answers."""
         conn = http.client.HTTPConnection(LOOPBACK, self.admin, timeout=2.0)
         try:
             conn.request("GET", "/-/pool")
@@ -523,12 +555,114 @@ class Lbrec(Target):
             body = resp.read()
             if resp.status != 200:
                 return None
-            value = json.loads(body).get("generation")
-            return value if isinstance(value, str) else None
-        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            value = json.loads(body)
+            return value if isinstance(value, dict) else None
+        except (OSError, http.client.HTTPException, ValueError):
             return None
         finally:
             conn.close()
+
+    def admin_generation(self) -> str | None:
+        """The generation the proxy says it serves (admin ``/-/pool``), if it answers."""
+        value = (self.admin_pool() or {}).get("generation")
+        return value if isinstance(value, str) else None
+
+    def runtime(self) -> dict[str, str] | None:
+        """``runtime`` of ``/-/pool``: lbrec version, event loop, parser, Python."""
+        value = (self.admin_pool() or {}).get("runtime")
+        if not isinstance(value, dict):
+            return None
+        return {str(k): str(v) for k, v in value.items()}
+
+
+class LbrecRestart(Lbrec):
+    """lbrec whose ``reload`` replaces the proxy *process* (a new version, a changed listen).
+
+    Two ways, one subclass each: ``handoff`` starts the new process beside the old one with
+    the same ``--handoff`` path (the old one hands its listening sockets over, drains and exits
+    0 by itself); ``stop-start`` stops the old one (SIGTERM, graceful drain) and then starts
+    the new one, which binds the port again. Every wait is bounded; every restart appends one
+    event (how long it took, the old process's exit code) to ``events``.
+    """
+
+    handoff = False
+
+    def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
+        super().__init__(procs, tmp, backends)
+        self.config = tmp / self.name / "backends.json"
+        self.start_timeout = 20.0
+        self.events: list[dict[str, Any]] = []
+
+    def argv(self) -> list[str]:
+        extra = ["--handoff", str(self.config.parent / "handoff.sock")] if self.handoff else []
+        return [*super().argv(), *extra]
+
+    def start(self, *, timeout: float) -> None:
+        self.start_timeout = timeout
+        super().start(timeout=timeout)
+
+    def take_events(self) -> list[dict[str, Any]]:
+        events, self.events = self.events, []
+        return events
+
+    def reload(self) -> None:
+        if self.handoff:
+            self._restart_handoff()
+        else:
+            self._restart_stop_start()
+
+    def _restart_handoff(self) -> None:
+        old = self.proc
+        assert old is not None
+        began = time.monotonic()
+        new = self.procs.start(self.name, self.argv(), cwd=self.repo)
+        # The old process exits 0 once the new one serves and it has drained (~1 s grace).
+        try:
+            code = old.wait(timeout=self.start_timeout + 10)
+        except subprocess.TimeoutExpired:
+            detail = f"new exited {new.returncode}" if new.poll() is not None else "new runs"
+            self.procs.stop(new)  # the old one keeps serving: the run goes on without it
+            raise BenchError(
+                f"the old proxy did not hand over within {self.start_timeout + 10:.0f}s "
+                f"({detail}): {_one_line(self.procs.log_tail(self.name, 3))}"
+            ) from None
+        if new.poll() is not None:
+            raise BenchError(
+                f"the new proxy exited {new.returncode} after the handoff: "
+                f"{_one_line(self.procs.log_tail(self.name, 3))}"
+            )
+        self.proc = new
+        self.events.append({"seconds": round(time.monotonic() - began, 3), "old_exit": code})
+
+    def _restart_stop_start(self) -> None:
+        old = self.proc
+        assert old is not None
+        began = time.monotonic()
+        self.procs.stop(old)  # SIGTERM to its group, graceful drain; SIGKILL after 5 s
+        code = old.returncode
+        stopped = time.monotonic() - began
+        self.proc = self.procs.start(self.name, self.argv(), cwd=self.repo)
+        wait_ready(
+            self.procs, self.proc, self.name, self.port, timeout=self.start_timeout, interval=0.02
+        )
+        # seconds: from SIGTERM (the listener closes at once) to the new process's first 200
+        self.events.append(
+            {
+                "seconds": round(time.monotonic() - began, 3),
+                "stop_s": round(stopped, 3),
+                "old_exit": code,
+            }
+        )
+
+
+class LbrecHandoff(LbrecRestart):
+    name = "lbrec-handoff"
+    handoff = True
+
+
+class LbrecStopStart(LbrecRestart):
+    name = "lbrec-stop-start"
+    handoff = False
 
 
 class Nginx(Target):
@@ -597,6 +731,8 @@ TARGET_CLASSES: dict[str, type[Target]] = {
     "lbrec": Lbrec,
     "nginx": Nginx,
     "haproxy": Haproxy,
+    "lbrec-handoff": LbrecHandoff,
+    "lbrec-stop-start": LbrecStopStart,
 }
 
 
@@ -619,6 +755,7 @@ def run_wrk(
     duration: float | None = None,
     reload: Callable[[], None] | None = None,
     reload_every: float = 0.0,
+    probe_every: float = 0.0,
 ) -> WrkRun:
     seconds = max(1, round(duration if duration is not None else shape.duration))
     argv = [
@@ -637,8 +774,13 @@ def run_wrk(
     reload_errors: list[str] = []
 
     def reloader() -> None:
+        # On a fixed schedule (every reload_every s from the start; one that overruns its
+        # slot is followed by the next at once), and at most one per slot of the run.
         nonlocal reloads
-        while not stop.wait(reload_every):
+        next_at = time.monotonic() + reload_every
+        for _ in range(int(seconds / reload_every) + 1):
+            if stop.wait(max(0.0, next_at - time.monotonic())):
+                return
             try:
                 assert reload is not None
                 reload()
@@ -646,10 +788,28 @@ def run_wrk(
             except (OSError, BenchError) as err:
                 reload_errors.append(str(err))
                 return
+            next_at = max(next_at + reload_every, time.monotonic())
 
-    thread = None
+    probes = [0, 0]  # sent, failed
+
+    def prober() -> None:
+        for _ in range(int(seconds / probe_every) + 1):
+            if stop.wait(probe_every):
+                return
+            probes[0] += 1
+            try:
+                status, _ = http_get(port, timeout=shape.timeout)
+            except (OSError, http.client.HTTPException):
+                status = 0
+            if status != 200:
+                probes[1] += 1
+
+    threads = []
     if reload is not None and reload_every > 0:
-        thread = threading.Thread(target=reloader, name="reloader", daemon=True)
+        threads.append(threading.Thread(target=reloader, name="reloader", daemon=True))
+    if probe_every > 0:
+        threads.append(threading.Thread(target=prober, name="prober", daemon=True))
+    for thread in threads:
         thread.start()
     try:
         done = subprocess.run(
@@ -659,11 +819,12 @@ def run_wrk(
         raise BenchError(f"wrk did not finish within {seconds + 30}s") from err
     finally:
         stop.set()
-        if thread is not None:
-            thread.join(timeout=10)
+        for thread in threads:
+            thread.join(timeout=60)  # a process restart under way: its waits are bounded
     if reload_errors:
         raise BenchError(f"reload failed: {reload_errors[0]}")
-    return parse_wrk(done.stdout, done.stderr, done.returncode, reloads=reloads)
+    run = parse_wrk(done.stdout, done.stderr, done.returncode, reloads=reloads)
+    return dataclasses.replace(run, probes=probes[0], probes_failed=probes[1])
 
 
 def parse_wrk(stdout: str, stderr: str, returncode: int, *, reloads: int = 0) -> WrkRun:
@@ -973,6 +1134,9 @@ def render_markdown(
                 )
         if ratios:
             lines.append("lbrec " + "; ".join(ratios))
+    runtimes = [f"{r.name} {r.runtime}" for r in results if r.runtime]
+    if runtimes:
+        lines.append("Runtime (admin /-/pool): " + "; ".join(runtimes))
     spreads = [f"{r.name} {r.spread}" for r in results if r.spread]
     if spreads:
         lines.append("Answers per backend over 50 sequential requests: " + "; ".join(spreads))
@@ -990,6 +1154,61 @@ def render_markdown(
     ]
     if checks:
         lines.append("After the last reload (weights swapped): " + "; ".join(checks))
+    return "\n".join(lines)
+
+
+def render_restart(
+    results: Sequence[TargetResult], machine: dict[str, Any], settings: dict[str, Any]
+) -> str:
+    """The --restart table: one row per way of replacing the process."""
+    lines = [
+        f"Machine: {machine['nproc']} CPUs ({machine['cpu_model']}), kernel {machine['kernel']}, "
+        f"load average at start {' '.join(machine['loadavg_start'])}; {machine['date_utc']}",
+        f"Load: wrk -t{settings['threads']} -c{settings['connections']} "
+        f"-d{settings['duration']:g}s --timeout {settings['timeout']:g}s, "
+        f"{settings['rounds']} rounds; the lbrec process replaced every "
+        f"{settings['restart_every']:g}s during each run",
+        f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})"
+        + (f" with {settings['lbrec_args']}" if settings["lbrec_args"] else ""),
+        "",
+        "| replaced by | restarts | req/s (median) | req/s min-max | p99 ms | socket errors "
+        "| connect/read/write/timeout | non-2xx | fresh-connection probes failed "
+        "| old process exit codes | restart s median (max) |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|",
+    ]
+    for res in results:
+        how = res.name.removeprefix("lbrec-")
+        if res.status != "ok" or not res.runs:
+            lines.append(f"| {how} | {res.status.replace('|', '/')} |" + " |" * 9)
+            continue
+        rps = [r.rps for r in res.runs]
+        kinds = Counter[str]()
+        for run in res.runs:
+            kinds.update(run.errors_by_kind)
+        codes = Counter(str(e["old_exit"]) for e in res.restarts)
+        took = [float(e["seconds"]) for e in res.restarts]
+        lines.append(
+            f"| {how} | {res.total('reloads')} | {_fmt_rps(res.median('rps'))} | "
+            f"{_fmt_rps(min(rps))}-{_fmt_rps(max(rps))} | {res.median('p99_ms'):.2f} | "
+            f"{_per_run(res, 'socket_errors')} | "
+            f"{kinds['connect']}/{kinds['read']}/{kinds['write']}/{kinds['timeout']} | "
+            f"{_per_run(res, 'non_2xx')} | "
+            f"{res.total('probes_failed')} of {res.total('probes')} | "
+            + (", ".join(f"{c} x{n}" for c, n in sorted(codes.items())) or "-")
+            + " | "
+            + (f"{statistics.median(took):.2f} ({max(took):.2f})" if took else "-")
+            + " |"
+        )
+    lines.append("")
+    lines.append(
+        "handoff: the new process starts beside the old one with the same --handoff path; "
+        "restart s = until the old one has drained and exited. stop-start: SIGTERM, wait for "
+        "the exit, start again; restart s = from SIGTERM to the new process's first 200. "
+        "Errors are totals over the rounds (per run in brackets). wrk retries a refused "
+        "connection at once and counts every attempt, so its socket errors measure how long "
+        "connecting failed, times wrk's retry rate, not requests lost; the probes (one GET on "
+        "a new connection every 20 ms beside wrk) count what a client connecting then sees."
+    )
     return "\n".join(lines)
 
 
@@ -1073,6 +1292,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="rewrite and reload each LB's config every S seconds during load",
     )
     parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="instead of the targets: replace the lbrec proxy process every --restart-every "
+        "seconds under load, with --handoff and (baseline) by stop-then-start",
+    )
+    parser.add_argument(
+        "--restart-every",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="with --restart: seconds between two process replacements (2)",
+    )
+    parser.add_argument(
+        "--ports",
+        default=None,
+        metavar="LOW-HIGH",
+        help="take every port (backends, balancers, admin) from LOW-HIGH on 127.0.0.1 "
+        "(default: at random below the ephemeral range)",
+    )
+    parser.add_argument(
         "--profile",
         type=int,
         default=0,
@@ -1127,6 +1366,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--only: unknown target(s) {', '.join(unknown)}; choose from {TARGETS}")
     args.only = [t for t in TARGETS if t in only]
+    if args.restart:
+        if args.reload_every > 0 or args.profile > 0 or args.perf > 0:
+            parser.error("--restart runs alone: not with --reload-every, --profile or --perf")
+        if not 0.5 <= args.restart_every <= 60:
+            parser.error("--restart-every: 0.5 to 60 seconds")
+        args.only = list(RESTART_TARGETS)
+    args.port_range = None
+    if args.ports is not None:
+        low, sep, high = args.ports.partition("-")
+        if not (sep and low.isdigit() and high.isdigit()):
+            parser.error("--ports: LOW-HIGH, e.g. 28200-28299")
+        if not 1024 < int(low) <= int(high) <= 65535 or int(high) - int(low) < 15:
+            parser.error("--ports: 1025 <= LOW, HIGH <= 65535, at least 16 ports")
+        args.port_range = (int(low), int(high))
     try:
         args.weights = [int(w) for w in args.weights.split(",")]
     except ValueError:
@@ -1179,6 +1432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
 
+    global PORT_RANGE
+    PORT_RANGE = args.port_range
     Lbrec.repo = args.lbrec_repo.resolve()
     Lbrec.extra_args = tuple(shlex.split(args.lbrec_args))
     lbrec_commit = _git_describe(Lbrec.repo)
@@ -1193,6 +1448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timeout": args.timeout,
         "weights": ":".join(str(w) for w in args.weights),
         "reload_every": args.reload_every,
+        "restart_every": args.restart_every if args.restart else 0.0,
+        "ports": args.ports,
         "targets": args.only,
         "lbrec_repo": str(Lbrec.repo),
         "lbrec_commit": lbrec_commit,
@@ -1215,7 +1472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     ordered = [results[name] for name in args.only]
     print()
-    print(render_markdown(ordered, machine, settings))
+    print(
+        render_restart(ordered, machine, settings)
+        if args.restart
+        else render_markdown(ordered, machine, settings)
+    )
     print(f"Load average at end: {' '.join(machine['loadavg_end'])}")
     for key, render in (("pyspy", render_profile), ("perf", render_perf)):
         part = (profile or {}).get(key)
@@ -1224,7 +1485,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{key}: {part['error']}" if "error" in part else render(part))
     if profile is not None and "error" in profile:
         print(f"\nprofile: {profile['error']}")
-    kind = "reload" if args.reload_every > 0 else "throughput"
+    kind = "restart" if args.restart else "reload" if args.reload_every > 0 else "throughput"
     out = args.json or RESULTS_DIR / f"proxy-{kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -1236,6 +1497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "status": r.status,
                 "spread": r.spread,
                 "reload_check": r.reload_check,
+                "runtime": r.runtime,
+                "restarts": r.restarts,
                 "warmup": asdict(r.warmup) if r.warmup else None,
                 "median": (
                     {k: r.median(k) for k in ("rps", "p50_ms", "p90_ms", "p99_ms")}
@@ -1243,7 +1506,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     else None
                 ),
                 "totals": (
-                    {k: r.total(k) for k in ("socket_errors", "non_2xx", "reloads")}
+                    {
+                        k: r.total(k)
+                        for k in ("socket_errors", "non_2xx", "reloads", "probes", "probes_failed")
+                    }
                     if r.runs
                     else None
                 ),
@@ -1304,10 +1570,19 @@ def _run(
             continue
         targets[name] = target
         results[name].spread = sample_spread(target.port)
-        _log(f"{name} up on :{target.port}, answers per backend {results[name].spread}")
+        if isinstance(target, Lbrec):
+            results[name].runtime = target.runtime()
+        _log(
+            f"{name} up on :{target.port}, answers per backend {results[name].spread}"
+            + (f", runtime {results[name].runtime}" if results[name].runtime else "")
+        )
 
-    def measure(name: str, target: Target, *, duration: float | None = None) -> WrkRun | None:
-        reload = target.reload if args.reload_every > 0 and name != "direct" else None
+    every = args.restart_every if args.restart else args.reload_every
+
+    def measure(
+        name: str, target: Target, *, duration: float | None = None, warmup: bool = False
+    ) -> WrkRun | None:
+        reload = target.reload if every > 0 and name != "direct" and not warmup else None
         if not target.alive():
             code = target.exit_code()
             tail = _one_line(procs.log_tail(name, 3))
@@ -1322,7 +1597,8 @@ def _run(
                 shape,
                 duration=duration,
                 reload=reload,
-                reload_every=args.reload_every,
+                reload_every=every,
+                probe_every=0.02 if args.restart and not warmup else 0.0,
             )
         except BenchError as err:
             results[name].status = f"failed: {_one_line(str(err))}"
@@ -1334,12 +1610,15 @@ def _run(
 
     if args.warmup > 0:
         for name, target in targets.items():
-            results[name].warmup = measure(name, target, duration=args.warmup)
+            results[name].warmup = measure(name, target, duration=args.warmup, warmup=True)
     for rnd in range(1, args.rounds + 1):
         for name, target in targets.items():
             if results[name].status != "ok":
                 continue
             run = measure(name, target)
+            if isinstance(target, LbrecRestart):
+                events = target.take_events()
+                results[name].restarts += [{"round": rnd, **event} for event in events]
             if run is not None:
                 results[name].runs.append(run)
                 _log(
