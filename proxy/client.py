@@ -249,6 +249,12 @@ class ClientConnection(asyncio.Protocol):
         if isinstance(head, Rejection):
             self._bad_request(head.status, head.reason)
             return
+        if parser.should_upgrade() and (head.chunked or head.content_length):
+            # llhttp ends any request it reads as an upgrade at its head (also one named by
+            # Proxy-Connection) and never reads its body: the proxy and a backend would
+            # disagree on where the next request starts.
+            self._bad_request(400, "Upgrade request with a body")
+            return
         limit = self.server.max_body_bytes
         if limit and head.content_length is not None and head.content_length > limit:
             self._bad_request(413, "request body too large")

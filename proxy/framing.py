@@ -160,7 +160,7 @@ def check_request(
         if b"_" in low:
             continue  # Content_Length, X_Forwarded_For...: ambiguous for CGI-style backends
         if low in HOP_BY_HOP:
-            if low == b"connection":
+            if low in (b"connection", b"proxy-connection"):  # llhttp reads both alike
                 connection.append(value)
             elif low == b"transfer-encoding":
                 codings.append(value)
