@@ -78,6 +78,7 @@ from bench.proxy_bench import (  # noqa: E402
     _write_atomic,
     ensure_tools,
     machine_info,
+    nginx_temp_paths,
 )
 from proxy.app import ServeInfo, serve  # noqa: E402
 from tests.proxy.desync.cases import (  # noqa: E402
@@ -379,12 +380,7 @@ def nginx_conf(tmp: Path, ports: Ports, *, header_policy: bool) -> str:
         _nginx_main(tmp, "nginx")
         + f"""http {{
     access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    client_header_timeout 3s;
+{nginx_temp_paths(temp)}    client_header_timeout 3s;
     client_body_timeout 3s;
     send_timeout 3s;
     keepalive_timeout 30s;{host_map}

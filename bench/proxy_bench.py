@@ -368,6 +368,20 @@ events {{ worker_connections 4096; }}
 """
 
 
+def nginx_temp_paths(temp: Path) -> str:
+    """The temp-path lines of an nginx ``http`` block, all under ``temp`` (never /var/lib)."""
+    return "".join(
+        f"    {kind}_temp_path {temp}/{name};\n"
+        for kind, name in (
+            ("client_body", "body"),
+            ("proxy", "proxy"),
+            ("fastcgi", "fastcgi"),
+            ("uwsgi", "uwsgi"),
+            ("scgi", "scgi"),
+        )
+    )
+
+
 def lb_nginx_conf(tmp: Path, port: int, backends: Sequence[Backend]) -> str:
     servers = "\n".join(f"        server {LOOPBACK}:{b.port} weight={b.weight};" for b in backends)
     temp = tmp / "nginx-temp"
@@ -375,12 +389,7 @@ def lb_nginx_conf(tmp: Path, port: int, backends: Sequence[Backend]) -> str:
         _nginx_main(tmp, "nginx")
         + f"""http {{
     access_log off;
-    client_body_temp_path {temp}/body;
-    proxy_temp_path {temp}/proxy;
-    fastcgi_temp_path {temp}/fastcgi;
-    uwsgi_temp_path {temp}/uwsgi;
-    scgi_temp_path {temp}/scgi;
-    keepalive_requests 1000000;
+{nginx_temp_paths(temp)}    keepalive_requests 1000000;
     upstream pool {{
 {servers}
         keepalive 64;

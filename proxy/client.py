@@ -35,7 +35,6 @@ class ClientConnection(asyncio.Protocol):
         "_after_chunk_header",
         "_header_bytes",
         "_headers",
-        "_in_body",
         "_in_head",
         "_pause",
         "_pending",
@@ -53,7 +52,6 @@ class ClientConnection(asyncio.Protocol):
         "loop",
         "parser",
         "parsing",
-        "proto",
         "queue",
         "server",
         "task",
@@ -80,7 +78,6 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since: float | None = None
         self.head_started: float | None = None  # first byte of a head not yet complete
         self.trusted = False  # the peer is in trusted_proxies: its X-Forwarded-* are kept
-        self.proto = b"http"  # the listener's scheme, for X-Forwarded-Proto
         self._pause = 0
         self._in_head = True
         self._raw_head = 0
@@ -89,7 +86,6 @@ class ClientConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._too_large = False
-        self._in_body = False  # between the head and the end of a request: headers are trailers
         self._after_chunk_header = False  # a chunk header parsed, no data yet (or: trailers)
         self._trailer_raw = 0
         self._refusing = False  # MAX_PIPELINE reached: parse no further request
@@ -169,7 +165,7 @@ class ClientConnection(asyncio.Protocol):
         if self.closed or exchange is None:
             return
         pending = self._pending
-        if exchange.upgrade is not None:  # a WebSocket handshake: the rest belongs to it
+        if exchange.request.upgrade is not None:  # a WebSocket handshake: the rest belongs to it
             self.tunnel = exchange
             if pending is exchange:
                 self._pending = None
@@ -218,7 +214,7 @@ class ClientConnection(asyncio.Protocol):
         self._header_bytes += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:  # a chunked request's trailer fields: never forwarded
+        if not self._in_head:  # after the head: a chunked request's trailers, never forwarded
             return
         self._header_bytes += len(name) + len(value) + 4
         if self._header_bytes > self.server.max_header_bytes:
@@ -233,7 +229,6 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = None
         self.head_started = None
         self._in_head = False
-        self._in_body = True
         self._raw_head = 0
         if self._too_large or self._header_bytes > self.server.max_header_bytes:
             self._bad_request(431, "request header fields too large")
@@ -288,7 +283,6 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_head = True  # whatever follows starts the next request head
-        self._in_body = False
         self._after_chunk_header = False
         if self.parsing is not None:
             self.parsing.body_end()
@@ -304,7 +298,7 @@ class ClientConnection(asyncio.Protocol):
         keep_alive = exchange.keep_alive and exchange.body_complete and not self.closing
         self.write(
             simple_response(
-                status, message, keep_alive=keep_alive, head_only=exchange.method == b"HEAD"
+                status, message, keep_alive=keep_alive, head_only=exchange.request.method == b"HEAD"
             )
         )
         return keep_alive

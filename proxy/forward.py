@@ -78,18 +78,13 @@ class Exchange:
         "body_chunks",
         "body_complete",
         "body_size",
-        "chunked_in",
         "client",
         "complete_pending",
-        "content_length",
-        "expect_continue",
         "finished",
         "framing",
-        "http11",
         "interim",
         "keep_alive",
         "last_activity",
-        "method",
         "out",
         "parser",
         "pool",
@@ -109,25 +104,16 @@ class Exchange:
         "stale_retries",
         "started",
         "status",
-        "target",
         "tried",
         "tunnel_pending",
-        "upgrade",
         "upstream",
     )
 
     def __init__(self, client: ClientConnection, head: RequestHead, *, keep_alive: bool) -> None:
         self.client = client
         self.server: ProxyServer = client.server
-        self.request = head
-        self.method = head.method
-        self.target = head.target
-        self.http11 = head.http11
-        self.keep_alive = keep_alive
-        self.chunked_in = head.chunked
-        self.content_length = head.content_length
-        self.expect_continue = head.expect_continue
-        self.upgrade = head.upgrade
+        self.request = head  # method, target, framing: read from here, never copied
+        self.keep_alive = keep_alive  # towards the client; the response may lower it
         self._head: bytes | None = None
         self.pool: Pool = client.server.pool
         self.tried: set[str] | None = None
@@ -175,7 +161,7 @@ class Exchange:
         if self.sending:
             upstream = self.upstream
             assert upstream is not None
-            upstream.write(chunk(data) if self.chunked_in else data)
+            upstream.write(chunk(data) if self.request.chunked else data)
             self.last_activity = self.server.loop.time()
             if not self.spilled:
                 if size <= REPLAY_LIMIT:
@@ -190,7 +176,7 @@ class Exchange:
 
     def body_end(self) -> None:
         self.body_complete = True
-        if self.sending and self.chunked_in:
+        if self.sending and self.request.chunked:
             assert self.upstream is not None
             self.upstream.write(LAST_CHUNK)
 
@@ -289,7 +275,6 @@ class Exchange:
                 backend_host=backend.host_header,
                 preserve_host=preserve,
                 trusted=client.trusted,
-                proto=client.proto,
                 forwarded_header=self.pool.config.forwarded_header,
             )
             self._head = head
@@ -316,14 +301,14 @@ class Exchange:
         head = self._request_head(backend)
         chunks = self.body_chunks
         if chunks:
-            body = b"".join(chunk(c) for c in chunks) if self.chunked_in else b"".join(chunks)
-            if self.body_complete and self.chunked_in:
+            body = b"".join(chunk(c) for c in chunks) if self.request.chunked else b"".join(chunks)
+            if self.body_complete and self.request.chunked:
                 body += LAST_CHUNK
             conn.write(head + body)
             if self.body_size > REPLAY_LIMIT:
                 self.spilled = True
                 self.body_chunks = []
-        elif self.body_complete and self.chunked_in:
+        elif self.body_complete and self.request.chunked:
             conn.write(head + LAST_CHUNK)
         else:
             conn.write(head)
@@ -374,7 +359,7 @@ class Exchange:
         self.server.passive_failure(backend, self.bad_reason or _DESCRIPTION[outcome])
         self._tried(backend)
         status, text = _ERROR[outcome]
-        if replayable and self.method in IDEMPOTENT_METHODS and self._has_other(backend):
+        if replayable and self.request.method in IDEMPOTENT_METHODS and self._has_other(backend):
             self._next_attempt()
             return
         self._fail(status, text, backend)
@@ -505,10 +490,10 @@ class Exchange:
             self.interim = True
             self.resp_headers = []
             self.reason = b""
-            if status == 100 and self.expect_continue:
+            if status == 100 and self.request.expect_continue:
                 self._emit(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
-        reason = check_response(status, self.resp_headers, method=self.method, upgrade=self.upgrade)
+        reason = check_response(status, self.resp_headers, upgrade=self.request.upgrade)
         if reason is not None:
             self.bad_reason = reason
             raise _StopParsing
@@ -518,16 +503,16 @@ class Exchange:
             self.server.passive_failure(backend, f"status {status}")
         elif backend.fails:
             backend.fails = 0
-        bodyless = self.method == b"HEAD" or status in (204, 304)
+        bodyless = self.request.method == b"HEAD" or status in (204, 304)
         upgrade = None
         if status == 101:
-            upgrade = self.upgrade or b"websocket"
+            upgrade = self.request.upgrade or b"websocket"
         head, framing, keep_alive, until_close = build_response_head(
             status,
             self.reason,
             self.resp_headers,
             bodyless=bodyless,
-            client_http11=self.http11,
+            client_http11=self.request.http11,
             keep_alive=self.keep_alive and not self.client.closing,
             upgrade=upgrade,
         )
@@ -538,7 +523,7 @@ class Exchange:
         self.resp_until_close = until_close
         self.response_started = True
         self._emit(head)
-        if self.method == b"HEAD":
+        if self.request.method == b"HEAD":
             # httptools cannot be told this answers a HEAD, so it cannot tell whether body
             # bytes follow: finish here and never reuse the connection.
             self.resp_keep_alive = False
@@ -595,16 +580,16 @@ class Exchange:
         _access_log.info(
             "%s %s %s %d %s %.2fms",
             self.client.client_ip,
-            self.method.decode("latin-1"),
-            self.target.decode("latin-1"),
+            self.request.method.decode("latin-1"),
+            self.request.target.decode("latin-1"),
             status,
             backend.name if backend else "-",
             duration_ms,
             extra={
                 "event": "access",
                 "client": self.client.client_ip,
-                "method": self.method.decode("latin-1"),
-                "path": self.target.decode("latin-1"),
+                "method": self.request.method.decode("latin-1"),
+                "path": self.request.target.decode("latin-1"),
                 "status": status,
                 "backend": backend.name if backend else None,
                 "duration_ms": duration_ms,

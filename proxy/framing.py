@@ -23,8 +23,8 @@ Request side, :func:`check_request` returns a :class:`RequestHead` to forward or
   are never forwarded, the proxy writes its own. ``Connection`` never strips a header the
   proxy controls (framing, Host, forwarding headers).
 * Upgrade is honoured only for a WebSocket handshake (GET, HTTP/1.1, no body); any other
-  Upgrade (h2c...) is dropped and the request forwarded as an ordinary one. An upgrade request
-  with a body is 400 (llhttp would not read that body).
+  Upgrade (h2c...) is dropped and the request forwarded as an ordinary one. (An upgrade
+  request with a body is 400 in ``client.py``, on llhttp's own verdict.)
 
 Response side, :func:`check_response` names why a backend answer cannot be relayed (the proxy
 answers 502 and never reuses that connection), or returns None.
@@ -226,10 +226,8 @@ def check_request(
     if named:
         kept = [(n, v) for n, v in kept if n.lower() not in named]
     if upgrade is not None:
-        if asks_upgrade and (chunked or content_length):
-            # llhttp ends an upgrade request at its head and never reads such a body: the
-            # proxy and a backend could disagree on where the next request starts.
-            return Rejection(400, "Upgrade request with a body")
+        # (An upgrade request with a body is refused by the client connection, on llhttp's
+        # own verdict: llhttp never reads that body.)
         is_websocket = (
             asks_upgrade
             and http11
@@ -253,9 +251,7 @@ def check_request(
     )
 
 
-def check_response(
-    status: int, headers: list[Header], *, method: bytes, upgrade: bytes | None
-) -> str | None:
+def check_response(status: int, headers: list[Header], *, upgrade: bytes | None) -> str | None:
     """Why a backend's final response head cannot be relayed, or None when it can.
 
     Content-Length with Transfer-Encoding, two Content-Length fields, a non-numeric one, a

@@ -29,12 +29,6 @@ Headers = Sequence[tuple[bytes, bytes]]
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 
 
-def _named_in_connection(values: list[bytes]) -> frozenset[bytes]:
-    """Extra hop-by-hop header names listed in Connection, minus those the proxy controls
-    (a backend's ``Connection: Content-Length`` must not strip the framing it relies on)."""
-    return connection_tokens(values)[0]
-
-
 def _only_standard(values: list[bytes]) -> bool:
     """The common ``Connection: keep-alive`` / ``close``: nothing else to strip."""
     return len(values) == 1 and values[0].lower() in STANDARD_TOKENS
@@ -156,7 +150,7 @@ def build_response_head(
             has_length = True
         out += (name, b": ", value, b"\r\n")
     if connection is not None and not _only_standard(connection):
-        extra = _named_in_connection(connection)
+        extra = connection_tokens(connection)[0]
         if extra:
             out = _drop(out, 1, extra)
     if upgrade is not None:

@@ -69,12 +69,9 @@ class ProxyServer:
         self.loop = asyncio.get_running_loop()
         self.access_log = access_log
         self.connections: set[ClientConnection] = set()
-        self.max_header_bytes = config.limits.max_header_bytes
-        self.max_body_bytes = config.limits.max_body_bytes
-        self.max_connections = config.limits.max_connections
+        self._adopt_limits(config)
         self.refused_connections = 0
         self.runtime = runtime_info(self.loop)
-        self._trusted = _networks(config.trusted_proxies)
         self.health: HealthMonitor | None = None
         self.started_at = time.time()
         self.reloads = 0
@@ -152,10 +149,7 @@ class ProxyServer:
             )
         pool = self._build_pool(config, digest, previous=old)
         removed = [b for n, b in old.backends.items() if pool.backends.get(n) is not b]
-        self.max_header_bytes = config.limits.max_header_bytes
-        self.max_body_bytes = config.limits.max_body_bytes
-        self.max_connections = config.limits.max_connections
-        self._trusted = _networks(config.trusted_proxies)
+        self._adopt_limits(config)
         self.pool = pool  # the swap: new requests see the new pool from here on
         for backend in removed:
             backend.drain()
@@ -175,6 +169,14 @@ class ProxyServer:
                 "removed": [b.name for b in removed],
             },
         )
+
+    def _adopt_limits(self, config: BackendsConfig) -> None:
+        """The per-request limits and the trust list, read on the data path without a lookup
+        through the pool's config."""
+        self.max_header_bytes = config.limits.max_header_bytes
+        self.max_body_bytes = config.limits.max_body_bytes
+        self.max_connections = config.limits.max_connections
+        self._trusted = _networks(config.trusted_proxies)
 
     def _build_pool(self, config: BackendsConfig, digest: str, *, previous: Pool | None) -> Pool:
         backends: dict[str, Backend] = {}

@@ -27,7 +27,7 @@ from .spec import DesiredState
 from .state import Observed
 from .workspace import Workspace
 
-__all__ = ["Outcome", "Report", "apply", "check_ports", "converge", "preflight"]
+__all__ = ["Outcome", "Report", "apply", "check_ports", "converge", "port_free", "preflight"]
 
 Progress = Callable[[str], None]
 
@@ -73,7 +73,8 @@ class Report:
         }
 
 
-def _port_free(host: str, port: int) -> bool:
+def port_free(host: str, port: int) -> bool:
+    """Nobody listens on ``host:port`` (a bind test, SO_REUSEADDR as a server would)."""
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,7 +114,7 @@ def check_ports(desired: DesiredState, the_plan: Plan | None, observed: Observed
                 continue
         if backend.port in ours:
             continue
-        if not _port_free(desired.publish_host, backend.port):
+        if not port_free(desired.publish_host, backend.port):
             raise PortInUse(
                 f"backends[{index}].port: {backend.port} is already in use on "
                 f"{desired.publish_host} by another process; nothing was changed",

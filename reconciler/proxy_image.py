@@ -43,17 +43,7 @@ def _image_python(base_image: str | None) -> str:
     """The base image's Python, e.g. '3.11' (asked once per image id, then cached)."""
     if not base_image:
         return "3.12"  # the Dockerfile's default, python:3.12-slim
-    image_id = (
-        subprocess.run(
-            ["docker", "image", "inspect", "-f", "{{.Id}}", base_image],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        .stdout.strip()
-        .replace(":", "-")
-    )
+    image_id = _base_image_id(base_image).replace(":", "-")
     known = _cache_dir() / "image-python" / image_id if image_id else None
     if known is not None and known.is_file():
         return known.read_text().strip()

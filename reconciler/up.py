@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +27,7 @@ from proxy.app import serve as serve_proxy
 from proxy.config import ConfigError, load_config
 from proxy.logs import configure_logging
 
-from .apply import converge
+from .apply import converge, port_free
 from .errors import LbrecError, PortInUse
 from .lock import project_lock
 from .loop import DockerFactory, whales_docker
@@ -91,17 +90,17 @@ def _check_listeners_free(desired: DesiredState) -> None:
     """Before anything changes: the proxy's addresses must be free (a second `lbrec up` in the
     same folder, or another program, would otherwise make this one fail after applying)."""
     for role, hostport in (("listen", desired.listen), ("admin", desired.admin)):
-        host, port = parse_hostport(hostport)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as err:
-                raise PortInUse(
-                    f"{role}: {hostport} is already in use ({err.strerror}): nothing was changed",
-                    hint="is another `lbrec up` or `lbrec proxy` running for this folder?",
-                ) from err
+        try:
+            free = port_free(*parse_hostport(hostport))
+        except OSError as err:  # not an address of this machine, for one
+            raise PortInUse(
+                f"{role}: {hostport} cannot be bound ({err.strerror}): nothing was changed"
+            ) from err
+        if not free:
+            raise PortInUse(
+                f"{role}: {hostport} is already in use: nothing was changed",
+                hint="is another `lbrec up` or `lbrec proxy` running for this folder?",
+            )
 
 
 def _last_good_pool(pool_file: Path) -> bool:
