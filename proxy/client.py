@@ -125,61 +125,51 @@ class ClientConnection(asyncio.Protocol):
                 and b"\r\n\r\n" not in data
             ):
                 self._bad_request(431, "request header fields too large")
-                return
+                data = b""
         elif self._after_chunk_header:
             # Trailer fields (and chunk extensions) are buffered by httptools: cap them too.
             self._trailer_raw += len(data)
             if self._trailer_raw > self.server.max_header_bytes + _HEAD_SLACK:
                 self._bad_request(431, "request trailer fields too large")
+                data = b""
+        if data:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                self._upgraded(data[exc.args[0] :])
                 return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._upgraded(data[exc.args[0] :])
-            return
-        except httptools.HttpParserError:
-            if not self._finish_before_error():
+            except httptools.HttpParserError:
+                # Inside the request being parsed: never forwarded. Between requests (garbage
+                # after a pipelined one, data after Connection: close): those are answered.
                 self._bad_request(400, "bad request")
-                return
         # Start after parsing the whole chunk, so head and a small body go out in one write.
         pending = self._pending
-        if pending is not None:
+        if pending is not None and not self.closed:
             self._pending = None
             self._start(pending)
-
-    def _finish_before_error(self) -> bool:
-        """A parse error after complete requests (``Data after Connection: close``, garbage
-        after a pipelined request): answer those, then close. False: the error is inside the
-        request being parsed, which must not be forwarded."""
-        last = self.queue[-1] if self.queue else (self._pending or self.active)
-        if not self._in_head or last is None or not last.body_complete:
-            return False
-        self._refusing = True
-        self.parsing = None
-        last.keep_alive = False
-        return True
 
     def _upgraded(self, rest: bytes) -> None:
         """llhttp stopped after a request with Upgrade (or CONNECT, rejected before)."""
-        exchange = self.parsing
-        if self.closed or exchange is None:
+        if self.closed:
             return
+        exchange = self.parsing
         pending = self._pending
-        if exchange.request.upgrade is not None:  # a WebSocket handshake: the rest belongs to it
+        self._pending = None
+        if exchange is not None and exchange.request.upgrade is not None:
+            # A WebSocket handshake: the rest belongs to it, whatever was pipelined before it.
             self.tunnel = exchange
-            if pending is exchange:
-                self._pending = None
-                self._start(exchange)
+            if pending is not None:
+                self._start(pending)
             if rest:
                 exchange.tunnel_from_client(rest)
             return
-        # Any other Upgrade (h2c...) is ignored: an ordinary request, and parsing goes on.
-        self.parser = httptools.HttpRequestParser(self)
         if pending is not None:
-            self._pending = None
             self._start(pending)
-        if rest:
-            self.data_received(rest)
+        if exchange is not None and not self._refusing:
+            # Any other Upgrade (h2c...) is ignored: an ordinary request, and parsing goes on.
+            self.parser = httptools.HttpRequestParser(self)
+            if rest:
+                self.data_received(rest)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -335,13 +325,18 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
             return
         self._set_pause(_PAUSE_UPSTREAM | _PAUSE_BODY, False)
-        if self.queue:
-            if not self.write_paused:  # a client that does not read gets no further answers
-                self._start_queued()
+        now = self.loop.time()
+        if self.head_started is not None:
+            self.head_started = now  # a head begun during the answer: its time starts now
+        if self.queue and not self.write_paused:
+            self._start_queued()
         else:
-            self.idle_since = self.loop.time()
+            # Idle, or a client that does not read gets no further answers: either way,
+            # timeouts.idle closes it if nothing moves.
+            self.idle_since = now
 
     def _start_queued(self) -> None:
+        self.idle_since = None
         nxt = self.queue.popleft()
         if not self.queue:
             self._set_pause(_PAUSE_PIPELINE, False)
@@ -353,6 +348,15 @@ class ClientConnection(asyncio.Protocol):
         """The sweeper's verdict: a request head took longer than ``timeouts.header``."""
         self.head_started = None
         self._bad_request(408, "request header timeout")
+
+    def idle_timeout(self) -> None:
+        """The sweeper's verdict: nothing moved for ``timeouts.idle``. A client that does not
+        read what it was sent is aborted (a close would wait for it to read, forever)."""
+        if self.write_paused:
+            self.queue.clear()
+            self.abort()
+        else:
+            self.close_if_idle()
 
     def close_if_idle(self) -> bool:
         """Graceful shutdown: close now when idle, else after the exchange in flight."""
@@ -384,6 +388,13 @@ class ClientConnection(asyncio.Protocol):
 
     def _bad_request(self, status: int, message: str) -> None:
         self.parsing = None  # whatever the parser still emits belongs to no request
+        last = self.queue[-1] if self.queue else (self._pending or self.active)
+        if last is not None and last.body_complete:
+            # Complete requests came before the bad one: answer them, then close (the answer
+            # to the bad one must never be read as theirs).
+            self._refusing = True
+            last.keep_alive = False
+            return
         self._pending = None
         if self.active is None:
             self.write(simple_response(status, message, keep_alive=False))

@@ -105,6 +105,7 @@ class Exchange:
         "started",
         "status",
         "tried",
+        "tunnel_held",
         "tunnel_pending",
         "upstream",
     )
@@ -146,6 +147,7 @@ class Exchange:
         self.resp_until_close = False
         # bytes the client sent after an upgrade request, until the backend answers 101
         self.tunnel_pending: list[bytes] | None = [] if head.upgrade is not None else None
+        self.tunnel_held = 0
         self.finished = False
 
     # -- request body, fed by the client connection --------------------------------------------
@@ -198,8 +200,14 @@ class Exchange:
         self.last_activity = self.server.loop.time()
 
     def tunnel_from_client(self, data: bytes) -> None:
-        if self.tunnel_pending is not None:
-            self.tunnel_pending.append(data)
+        pending = self.tunnel_pending
+        if pending is not None:
+            # Bytes sent after the handshake, before the backend's 101: held, but not without
+            # bound (past REPLAY_LIMIT the client is not read until the tunnel starts).
+            pending.append(data)
+            self.tunnel_held += len(data)
+            if self.tunnel_held > REPLAY_LIMIT:
+                self.client.pause_reading_for_body(True)
         elif self.upstream is not None:
             self.upstream.write(data)
 
@@ -329,6 +337,8 @@ class Exchange:
         backend.inflight -= 1
         if outcome == _DONE:
             if self.resp_keep_alive and self.body_complete and not conn.closed:
+                if self.client.write_paused and conn.transport is not None:
+                    conn.transport.resume_reading()  # paused for this slow client only
                 backend.conns.release(conn, self.server.loop.time())
             else:
                 conn.close()

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import socket
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ _log = logging.getLogger("lbrec.proxy")
 _TAKE = b"TAKE\n"
 _READY = b"READY\n"
 _MAX_FDS = 4
+_READY_WAIT = 300.0  # a successor that neither serves nor exits in this long is given up
 
 
 class Taken:
@@ -45,6 +47,27 @@ class Taken:
         self._channel.close()
 
 
+def _peer_uid(channel: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    creds = channel.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def _same_user(channel: socket.socket) -> bool:
+    """Sockets are handed only between processes of one user (root may take anyone's)."""
+    uid = _peer_uid(channel)
+    return uid == os.getuid() or uid == 0
+
+
+def _check_listening(sock: socket.socket) -> None:
+    """A received descriptor must be a listening TCP socket, nothing else."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        raise OSError("the running proxy sent a descriptor that is not a TCP socket")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise OSError("the running proxy sent a TCP socket that is not listening")
+
+
 def take_over(path: Path, *, timeout: float = 5.0) -> Taken | None:
     """The previous proxy's listening sockets, or None when no proxy serves ``path``."""
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -57,17 +80,27 @@ def take_over(path: Path, *, timeout: float = 5.0) -> Taken | None:
             path.unlink()  # a stale socket file of a proxy that is gone
         return None
     try:
+        if not _same_user(channel):
+            raise OSError(f"{path}: served by another user's process; not taking its sockets")
         channel.sendall(_TAKE)
         _, fds, _, _ = socket.recv_fds(channel, 64, _MAX_FDS)
     except OSError:
         channel.close()
         raise
-    if not fds:
-        channel.close()
-        raise OSError(f"{path}: the running proxy sent no sockets")
     sockets = [socket.socket(fileno=fd) for fd in fds]
-    for sock in sockets:
-        sock.setblocking(False)
+    try:
+        if not sockets:
+            raise OSError(f"{path}: the running proxy sent no sockets")
+        for sock in sockets:
+            _check_listening(sock)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        channel.close()
+        raise
+    # The old proxy waits for READY as long as this process lives (see HandoffServer).
+    channel.settimeout(None)
     return Taken(channel, sockets)
 
 
@@ -93,11 +126,14 @@ class HandoffServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # the previous proxy's name: it keeps serving its own accepted
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o077)  # only this user may take the sockets
         try:
             listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
+            # Only this user may connect; the peer's credentials are checked anyway (a
+            # process-wide umask would race other threads' files).
+            os.chmod(self.path, 0o600)
+        except OSError:
+            listener.close()
+            raise
         listener.listen(1)
         listener.settimeout(0.2)
         self._listener = listener
@@ -121,9 +157,19 @@ class HandoffServer:
     def _serve(self, channel: socket.socket) -> bool:
         channel.settimeout(10.0)
         try:
+            if not _same_user(channel):
+                _log.warning(
+                    "proxy handoff refused: the caller runs as uid %d",
+                    _peer_uid(channel),
+                    extra={"event": "handoff_error"},
+                )
+                return False
             if channel.recv(len(_TAKE)) != _TAKE:
                 return False
             socket.send_fds(channel, [b"lbrec"], [s.fileno() for s in self._sockets])
+            # The successor may take a while to serve (it loads its pool first): wait for its
+            # READY as long as it lives; its exit closes the channel and we keep serving.
+            channel.settimeout(_READY_WAIT)
             answer = channel.recv(len(_READY))
         except OSError as err:
             _log.warning("proxy handoff failed: %s", err, extra={"event": "handoff_error"})

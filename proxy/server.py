@@ -297,7 +297,7 @@ class ProxyServer:
                     if now - conn.head_started > header:
                         conn.header_timeout()
                 elif conn.idle_since is not None and now - conn.idle_since > idle:
-                    conn.close_if_idle()
+                    conn.idle_timeout()
             if ticks % 4 == 0:
                 for backend in self.pool.backends.values():
                     backend.conns.close_idle(idle_before=now - idle)

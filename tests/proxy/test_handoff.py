@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from proxy.handoff import HandoffServer, take_over
 from tests.proxy.conftest import BackendFactory, config_doc, write_config
 from tests.proxy.test_process import _free_port
 
@@ -112,3 +119,89 @@ async def test_restart_under_load_loses_no_request(
     assert results["failed"] == 0, (results, errors[:5])
     assert results["ok"] > 100, results
     assert "taken over by the new proxy" in log.read_text()
+
+
+def _serve_handoff(path: Path, sockets: list[socket.socket]) -> HandoffServer:
+    server = HandoffServer(path, sockets, on_taken=lambda: None)
+    server.start()
+    return server
+
+
+def test_the_handoff_socket_is_private_to_its_user(tmp_path: Path) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    server = _serve_handoff(tmp_path / "h.sock", [listener])
+    try:
+        assert stat.S_IMODE((tmp_path / "h.sock").stat().st_mode) == 0o600
+    finally:
+        server.close()
+        listener.close()
+
+
+@pytest.mark.parametrize("kind", ["udp", "connected"])
+def test_only_listening_tcp_sockets_are_taken(tmp_path: Path, kind: str) -> None:
+    if kind == "udp":
+        odd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        odd.bind(("127.0.0.1", 0))
+        extra: list[socket.socket] = []
+    else:
+        peer = socket.create_server(("127.0.0.1", 0))
+        odd = socket.create_connection(peer.getsockname())
+        extra = [peer]
+    server = _serve_handoff(tmp_path / "h.sock", [odd])
+    try:
+        with pytest.raises(OSError, match="not"):
+            take_over(tmp_path / "h.sock", timeout=5)
+    finally:
+        server.close()
+        for sock in [odd, *extra]:
+            sock.close()
+
+
+def test_another_users_process_gets_no_sockets(tmp_path: Path) -> None:
+    """SO_PEERCRED: even if the socket file were reachable, another uid is refused."""
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.fail("this test runs as root with util-linux's setpriv (as CI does)")
+    listener = socket.create_server(("127.0.0.1", 0))
+    shared = Path(tempfile.mkdtemp(prefix="lbrec-handoff-"))  # pytest's tmp is root-only
+    shared.chmod(0o755)
+    path = shared / "h.sock"
+    server = _serve_handoff(path, [listener])
+    try:
+        path.chmod(0o666)  # as if the file mode had been loosened
+        probe = (
+            "import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.settimeout(5)\n"
+            f"s.connect({str(path)!r}); s.sendall(b'TAKE\\n')\n"
+            "try:\n"
+            "    _, fds, _, _ = socket.recv_fds(s, 64, 4)\n"
+            "except OSError:\n"
+            "    fds = []\n"
+            "print(len(fds))\n"
+        )
+        done = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                sys.executable,
+                "-I",
+                "-c",
+                probe,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.stdout.strip() == "0", (done.stdout, done.stderr)
+        # The rightful successor still gets them.
+        taken = take_over(path, timeout=5)
+        assert taken is not None and len(taken.sockets) == 1
+        for sock in taken.sockets:
+            sock.close()
+        taken.ready()
+    finally:
+        server.close()
+        listener.close()
+        shutil.rmtree(shared, ignore_errors=True)

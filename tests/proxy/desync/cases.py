@@ -624,7 +624,17 @@ forward(
     2,
     check=all_of(targets(b"/", b"/next"), no_header(b"upgrade", b"http2-settings")),
 )
-reject("upgrade-via-proxy-connection-with-body", K, req("POST /inbox HTTP/1.1", H, "Upgrade: foo", "Proxy-Connection: upgrade", "Content-Length: 120"))
+reject(
+    "upgrade-via-proxy-connection-with-body",
+    K,
+    req(
+        "POST /inbox HTTP/1.1",
+        H,
+        "Upgrade: foo",
+        "Proxy-Connection: upgrade",
+        "Content-Length: 120",
+    ),
+)
 reject(
     "upgrade-with-body",
     K,
