@@ -94,6 +94,9 @@ class BackendEntry(_Model):
     name: str = Field(pattern=_NAME_PATTERN)
     url: str
     weight: int = Field(ge=0, le=1000)
+    instance: str | None = Field(
+        default=None, max_length=255, description="the container behind this URL (display)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -155,11 +158,21 @@ class BackendsConfig(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> BackendsConfig:
-        seen: set[str] = set()
+        # A name may repeat: the entries are instances of one backend (its containers), each
+        # with its own URL, sharing the backend's weight (see proxy.pool.instance_keys).
+        seen: dict[str, set[str]] = {}
         for entry in self.backends:
-            if entry.name in seen:
-                raise ValueError(f"duplicate backend name {entry.name!r}")
-            seen.add(entry.name)
+            urls = seen.setdefault(entry.name, set())
+            if entry.url in urls:
+                raise ValueError(f"duplicate backend {entry.name!r} at {entry.url}")
+            urls.add(entry.url)
+        weights: dict[str, int] = {}
+        for entry in self.backends:
+            if weights.setdefault(entry.name, entry.weight) != entry.weight:
+                raise ValueError(
+                    f"instances of backend {entry.name!r} have different weights: the weight "
+                    "is the backend's share, written the same on each of its instances"
+                )
         return self
 
     def to_json(self) -> str:

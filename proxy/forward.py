@@ -270,7 +270,7 @@ class Exchange:
     def _tried(self, backend: Backend) -> None:
         if self.tried is None:
             self.tried = set()
-        self.tried.add(backend.name)
+        self.tried.add(backend.key)
 
     def _request_head(self, backend: Backend) -> bytes:
         head = self._head

@@ -8,7 +8,9 @@ keep-alive connections survive; the others are drained.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping
+import math
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from proxy.balancer import SmoothWeightedRoundRobin
@@ -16,7 +18,30 @@ from proxy.config import BackendEntry, BackendsConfig
 from proxy.health import HealthState, ProbeResult
 from proxy.upstream import ConnectionPool
 
-__all__ = ["Backend", "Pool"]
+__all__ = ["Backend", "Pool", "instance_keys", "rotation_weights"]
+
+
+def instance_keys(entries: Sequence[BackendEntry]) -> list[str]:
+    """PURE. The key of each entry in the pool: its name when the name is unique, else
+    ``name@host:port`` (the instances of one backend). Keys are what the rotation, the health
+    checks and retries count by; names are what people read."""
+    counts = Counter(entry.name for entry in entries)
+    return [
+        entry.name if counts[entry.name] == 1 else f"{entry.name}@{urlsplit(entry.url).netloc}"
+        for entry in entries
+    ]
+
+
+def rotation_weights(entries: Sequence[BackendEntry], keys: Sequence[str]) -> dict[str, int]:
+    """PURE. Rotation weights such that each *backend* gets its weight's share, split evenly
+    over its instances: weight x L / instances, with L the least common multiple of the
+    instance counts (all integers, so the smooth rotation stays exact)."""
+    counts = Counter(entry.name for entry in entries)
+    scale = math.lcm(*counts.values()) if counts else 1
+    return {
+        key: entry.weight * scale // counts[entry.name]
+        for key, entry in zip(keys, entries, strict=True)
+    }
 
 
 class Backend:
@@ -31,6 +56,8 @@ class Backend:
         "health",
         "host_header",
         "inflight",
+        "instance",
+        "key",
         "last_check",
         "name",
         "requests",
@@ -38,11 +65,13 @@ class Backend:
         "weight",
     )
 
-    def __init__(self, entry: BackendEntry, *, health: HealthState) -> None:
+    def __init__(self, entry: BackendEntry, *, health: HealthState, key: str = "") -> None:
         parts = urlsplit(entry.url)
         host = parts.hostname or "127.0.0.1"
         port = parts.port or 80
-        self.name = entry.name
+        self.name = entry.name  # the backend (several instances may share it)
+        self.key = key or entry.name  # unique in the pool: name, or name@host:port
+        self.instance = entry.instance
         self.url = entry.url
         self.weight = entry.weight
         self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")
@@ -101,7 +130,7 @@ class Pool:
         # that are still "checking" (new, not yet proven, never failed) take the traffic
         # rather than every client getting a 503.
         self.fallback = SmoothWeightedRoundRobin(
-            {name: b.weight for name, b in self.backends.items()},
+            balancer.weights,
             healthy=[n for n, b in self.backends.items() if _unproven(b)],
         )
 
@@ -114,8 +143,8 @@ class Pool:
     def refresh(self, backend: Backend) -> None:
         """Re-derive one backend's place in the rotation from its health/ejection."""
         wait = self.config.health.wait_healthy_on_add
-        self.balancer.set_healthy(backend.name, backend.takes_traffic(wait_healthy=wait))
-        self.fallback.set_healthy(backend.name, _unproven(backend))
+        self.balancer.set_healthy(backend.key, backend.takes_traffic(wait_healthy=wait))
+        self.fallback.set_healthy(backend.key, _unproven(backend))
 
 
 def _unproven(backend: Backend) -> bool:

@@ -21,7 +21,7 @@ from proxy.balancer import SmoothWeightedRoundRobin
 from proxy.client import ClientConnection
 from proxy.config import BackendsConfig
 from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
-from proxy.pool import Backend, Pool
+from proxy.pool import Backend, Pool, instance_keys, rotation_weights
 
 __all__ = ["ProxyServer", "listening_socket", "runtime_info"]
 
@@ -148,7 +148,8 @@ class ProxyServer:
                 extra={"event": "restart_needed"},
             )
         pool = self._build_pool(config, digest, previous=old)
-        removed = [b for n, b in old.backends.items() if pool.backends.get(n) is not b]
+        kept = {id(b) for b in pool.backends.values()}
+        removed = [b for b in old.backends.values() if id(b) not in kept]
         self._adopt_limits(config)
         self.pool = pool  # the swap: new requests see the new pool from here on
         for backend in removed:
@@ -180,16 +181,24 @@ class ProxyServer:
 
     def _build_pool(self, config: BackendsConfig, digest: str, *, previous: Pool | None) -> Pool:
         backends: dict[str, Backend] = {}
-        for entry in config.backends:
-            prev = previous.backends.get(entry.name) if previous is not None else None
-            if prev is not None and prev.url == entry.url:
+        # Carried over by (name, URL): the key of an instance changes when its backend gains or
+        # loses instances, its health, counters and connections do not.
+        before = (
+            {} if previous is None else {(b.name, b.url): b for b in previous.backends.values()}
+        )
+        keys = instance_keys(config.backends)
+        for key, entry in zip(keys, config.backends, strict=True):
+            prev = before.get((entry.name, entry.url))
+            if prev is not None:
                 prev.weight = entry.weight
-                backends[entry.name] = prev
+                prev.key = key
+                prev.instance = entry.instance
+                backends[key] = prev
             else:
                 start = HealthState.UP if previous is None else HealthState.CHECKING
-                backends[entry.name] = Backend(entry, health=start)
+                backends[key] = Backend(entry, health=start, key=key)
         wait = config.health.wait_healthy_on_add
-        weights = {name: b.weight for name, b in backends.items()}
+        weights = rotation_weights(config.backends, keys)
         healthy = [n for n, b in backends.items() if b.takes_traffic(wait_healthy=wait)]
         if previous is None:
             balancer = SmoothWeightedRoundRobin(weights, healthy=healthy)
@@ -202,9 +211,9 @@ class ProxyServer:
             return
         pool = self.pool
         self.health.update(
-            [ProbeTarget(b.name, b.base_url) for b in pool.backends.values()],
+            [ProbeTarget(b.key, b.base_url) for b in pool.backends.values()],
             pool.config.health,
-            initial={b.name: b.health for b in pool.backends.values()},
+            initial={b.key: b.health for b in pool.backends.values()},
         )
 
     def is_trusted(self, ip: str) -> bool:
@@ -242,7 +251,7 @@ class ProxyServer:
         if backend.fails < passive.max_fails:
             return
         backend.fails = 0
-        if self.pool.balancer.eligible == (backend.name,):
+        if self.pool.balancer.eligible == (backend.key,):
             # Like nginx with a single server: ejecting the last backend in rotation would turn
             # partial failure into a total outage. Active checks still take it down if dead.
             return
@@ -271,7 +280,7 @@ class ProxyServer:
 
     def _refresh_if_current(self, backend: Backend) -> None:
         pool = self.pool
-        if pool.backends.get(backend.name) is backend:
+        if pool.backends.get(backend.key) is backend:
             pool.refresh(backend)
 
     # -- housekeeping --------------------------------------------------------------------------

@@ -30,8 +30,13 @@ def test_defaults_and_roundtrip() -> None:
         ('{"backends": [{"name": "a", "url": "http://x:1", "weight": 1, "x": 1}]}', "x"),
         (
             '{"backends": [{"name": "a", "url": "http://x:1", "weight": 1},'
-            ' {"name": "a", "url": "http://x:2", "weight": 1}]}',
+            ' {"name": "a", "url": "http://x:1", "weight": 1}]}',
             "duplicate",
+        ),
+        (
+            '{"backends": [{"name": "a", "url": "http://x:1", "weight": 1},'
+            ' {"name": "a", "url": "http://x:2", "weight": 2}]}',
+            "different weights",
         ),
         ('{"version": 2}', "version"),
         ('{"limits": {"max_header_bytes": 10}}', "limits.max_header_bytes"),

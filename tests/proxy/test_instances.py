@@ -1,0 +1,89 @@
+"""Instances: several entries with one name are the containers of one backend.
+
+The backend keeps its weight's share however many instances it has (the rollout of a new
+version runs old and new side by side); each instance is checked and retried on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import aiohttp
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.balancer import SmoothWeightedRoundRobin
+from proxy.config import BackendEntry
+from proxy.pool import instance_keys, rotation_weights
+from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
+
+
+def _entries(spec: list[tuple[str, int, int]]) -> list[BackendEntry]:
+    out = []
+    port = 1000
+    for name, weight, count in spec:
+        for _ in range(count):
+            port += 1
+            out.append(BackendEntry(name=name, url=f"http://127.0.0.1:{port}", weight=weight))
+    return out
+
+
+def test_keys_are_names_unless_a_name_repeats() -> None:
+    entries = _entries([("a", 1, 1), ("b", 2, 2)])
+    assert instance_keys(entries) == ["a", "b@127.0.0.1:1002", "b@127.0.0.1:1003"]
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(1, 4)), min_size=1, max_size=5))
+def test_each_backend_gets_its_weight_share_over_any_full_period(
+    spec: list[tuple[int, int]],
+) -> None:
+    named = [(f"b{i}", weight, count) for i, (weight, count) in enumerate(spec)]
+    entries = _entries(named)
+    keys = instance_keys(entries)
+    weights = rotation_weights(entries, keys)
+    rotation = SmoothWeightedRoundRobin(weights)
+    period = sum(weights.values())
+    if period == 0:
+        assert rotation.pick() is None
+        return
+    by_key = dict(zip(keys, entries, strict=True))
+    picks = Counter(by_key[k].name for k in (rotation.pick() for _ in range(period)) if k)
+    total_weight = sum(weight for _, weight, _ in named)
+    for name, weight, _ in named:
+        assert picks[name] * total_weight == weight * period  # exact share per backend
+    per_instance = Counter(rotation.pick() for _ in range(period))
+    for name, weight, count in named:
+        if weight:  # instances of one backend share evenly
+            shares = {per_instance[k] for k in keys if by_key[k].name == name}
+            assert len(shares) == 1, (name, shares)
+            assert count * shares.pop() == picks[name]
+
+
+async def test_instances_share_the_backends_traffic_and_survive_a_key_change(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a1, a2, b = await backends("a1"), await backends("a2"), await backends("b")
+    p = await proxy(config_doc([("a", a1.url, 1), ("b", b.url, 1)]))
+    first = p.info.server.pool.backends["a"]
+    doc = config_doc([("a", a1.url, 1), ("a", a2.url, 1), ("b", b.url, 1)])
+    p.write(doc)
+    for _ in range(100):  # the file watcher reloads it
+        if len(p.info.server.pool.backends) == 3:
+            break
+        await asyncio.sleep(0.05)
+    pool = p.info.server.pool
+    assert set(pool.backends) == {"a@" + a1.url[7:], "a@" + a2.url[7:], "b"}
+    assert pool.backends["a@" + a1.url[7:]] is first  # same object: health and conns kept
+    for _ in range(50):  # a2 is new: checking until its first probe passes
+        if pool.backends["a@" + a2.url[7:]].health.value == "up":
+            break
+        await asyncio.sleep(0.05)
+    seen: Counter[str] = Counter()
+    for _ in range(40):
+        async with http.get(p.url + "/x") as response:
+            seen[response.headers["X-Backend"]] += 1
+    assert seen["b"] == 20 and seen["a1"] == 10 and seen["a2"] == 10, seen
+    async with http.get(p.admin_url + "/-/pool") as response:
+        listed = [(e["name"], e["url"]) for e in (await response.json())["backends"]]
+    assert ("a", a1.url) in listed and ("a", a2.url) in listed
