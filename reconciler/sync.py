@@ -16,13 +16,12 @@ execution in the build, and an upgrade of the backend code is a separate, delibe
 
 For ``lbrec up``: :meth:`SyncLoop.start` runs the loop in a daemon thread (passes block on git
 and docker); :meth:`SyncLoop.trigger` is thread-safe and non-blocking, for ``POST /-/sync``
-(check the token with :func:`token_matches`).
+(:mod:`reconciler.webhooks` judges each call).
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
 import json
 import logging
 import re
@@ -53,6 +52,7 @@ from .loop import (
 from .plan import Plan
 from .spec import DEFAULT_FILE, DesiredState, parse_spec
 from .status import DEPLOYED_FILE
+from .webhooks import token_matches
 from .workspace import Workspace
 
 __all__ = [
@@ -277,19 +277,6 @@ class SyncLoop:
 
     def join(self, timeout: float | None = None) -> bool:
         return self.loop.join(timeout)
-
-
-def token_matches(presented: str | None, expected: str) -> bool:
-    """Constant-time check of a webhook token (``Authorization: Bearer <token>`` or bare).
-
-    An empty ``expected`` token disables the webhook: nothing matches it.
-    """
-    if not expected or presented is None:
-        return False
-    value = presented.strip()
-    if value[:7].lower() == "bearer ":
-        value = value[7:].strip()
-    return hmac.compare_digest(value.encode(), expected.encode())
 
 
 def make_apply(

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
@@ -33,7 +34,7 @@ from .lock import project_lock
 from .loop import DockerFactory, whales_docker
 from .output import BuildProgress, Style, format_plan, format_recap
 from .spec import DesiredState
-from .sync import build_sync_loop, parse_duration, token_matches
+from .sync import build_sync_loop, parse_duration
 from .watch import (
     QUIET_PERIOD,
     add_watch_arguments,
@@ -41,11 +42,21 @@ from .watch import (
     run_thread_until_stopped,
     stop_on_signals,
 )
+from .webhooks import (
+    SYNC_TOKEN_ENV,
+    Delivery,
+    DeliveryMemory,
+    Outcome,
+    Verdict,
+    WebhookSecret,
+    judge,
+)
 from .workspace import Workspace
 
 __all__ = ["SYNC_TOKEN_ENV", "add_up_arguments", "run_up", "sync_webhook"]
 
 _log = logging.getLogger("lbrec.up")
+_webhook_log = logging.getLogger("lbrec.webhook")
 
 
 class _Loop(Protocol):
@@ -121,27 +132,64 @@ def _remove_all(workspace: Workspace, docker: DockerFactory, desired: DesiredSta
     _log.info("--down: removed %d containers of project %s", len(ids), desired.project)
 
 
-SYNC_TOKEN_ENV = "LBREC_SYNC_TOKEN"
-
-
-def sync_webhook(trigger: Callable[[], None], token: str) -> list[web.RouteDef]:
+def sync_webhook(
+    trigger: Callable[[], None],
+    token: str,
+    *,
+    branch: str,
+    clock: Callable[[], float] = time.time,
+) -> list[web.RouteDef]:
     """``POST /-/sync`` on the admin listener: a forge webhook deploys at once.
 
-    Token-protected (``Authorization: Bearer <token>``, compared in constant time); without a
-    token configured the endpoint refuses every call, so it can never be left open.
+    Each call is judged by :func:`reconciler.webhooks.judge` (GitHub, Gitea/Forgejo, GitLab,
+    Standard Webhooks and ``Authorization: Bearer``, all keyed on ``token``; pushes to another
+    branch than ``branch`` are ignored; replays refused) and logged with its verdict and source
+    address. Without a token configured the endpoint refuses every call (403), so it can never
+    be left open; a ``whsec_`` token that is not base64 raises :class:`UsageError` here.
     """
+    secret = WebhookSecret.parse(token)
+    memory = DeliveryMemory()
 
     async def handler(request: web.Request) -> web.Response:
-        if not token:
-            return web.Response(
-                status=403, text=f"webhook disabled: start lbrec up with {SYNC_TOKEN_ENV} set\n"
-            )
-        if not token_matches(request.headers.get("Authorization"), token):
-            return web.Response(status=401, text="bad or missing token\n")
-        trigger()
-        return web.Response(status=202, text="sync triggered\n")
+        source = request.remote or "unknown"
+        try:
+            body = await request.read() if secret.token else b""
+        except web.HTTPRequestEntityTooLarge as err:
+            _log_webhook(Verdict(Outcome.REFUSED, 413, f"body: {err.text}"), request, source)
+            raise
+        delivery = Delivery(request.method, request.headers, body, now=clock(), source=source)
+        verdict = judge(delivery, secret=secret, branch=branch, memory=memory)
+        _log_webhook(verdict, request, source)
+        if verdict.sync:
+            trigger()
+        return web.Response(status=verdict.status, text=f"{verdict.reason}\n")
 
     return [web.post("/-/sync", handler)]
+
+
+def _log_webhook(verdict: Verdict, request: web.Request, source: str) -> None:
+    fields: dict[str, object] = {
+        "event": "webhook",
+        "outcome": verdict.outcome.value,
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "source": source,
+        "scheme": verdict.scheme.value if verdict.scheme else None,
+        "delivery": verdict.delivery_id,
+    }
+    if "X-Forwarded-For" in request.headers:  # behind a TLS proxy; as told, not verified
+        fields["forwarded_for"] = request.headers["X-Forwarded-For"]
+    level = logging.WARNING if verdict.outcome is Outcome.REFUSED else logging.INFO
+    _webhook_log.log(
+        level,
+        "webhook %s (%d) from %s%s: %s",
+        verdict.outcome.value,
+        verdict.status,
+        source,
+        f" via {verdict.scheme.value}" if verdict.scheme else "",
+        verdict.reason,
+        extra=fields,
+    )
 
 
 async def _serve_until_signal(
@@ -227,6 +275,8 @@ def run_up(
                 health_timeout=health_timeout,
                 docker=docker,
             )
+            # Before the first pass: a malformed whsec_ secret stops here, with nothing applied.
+            routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""), branch=branch)
             result = sync.sync_once()
             _log.info(
                 "first sync: commit %s %s%s",
@@ -235,7 +285,6 @@ def run_up(
                 f": {result.error}" if result.error else "",
             )
             control = sync
-            routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""))
             desired = workspace.load()
             if desired.proxy.mode == "host":
                 _check_listeners_free(desired)

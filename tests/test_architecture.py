@@ -15,6 +15,7 @@ PURE = [
     "reconciler/plan.py",
     "reconciler/render.py",
     "reconciler/edit.py",
+    "reconciler/webhooks.py",
     "proxy/config.py",
     "proxy/balancer.py",
 ]

@@ -10,7 +10,7 @@ from reconciler.up import sync_webhook
 
 async def _client(aiohttp_client, token: str, calls: list[int]) -> TestClient:  # type: ignore[no-untyped-def]
     app = web.Application()
-    app.router.add_routes(sync_webhook(lambda: calls.append(1), token))
+    app.router.add_routes(sync_webhook(lambda: calls.append(1), token, branch="main"))
     client: TestClient = await aiohttp_client(app)
     return client
 
