@@ -40,9 +40,10 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
             {
                 "name": backend.name,
                 "url": backend.url,
+                "instance": backend.instance,
                 "weight": backend.weight,
                 "state": backend.state,
-                "in_rotation": backend.name in eligible,
+                "in_rotation": backend.key in eligible,
                 "inflight": backend.inflight,
                 "requests": backend.requests,
                 "errors": backend.errors,
