@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .apply import Report, converge, preflight
 from .docker import DockerPort, WhalesDocker
+from .durations import duration_arg
 from .edit import add_backend, init_document, remove_backend
 from .errors import LbrecError, SpecError
 from .files import atomic_write, read_text_or_none
@@ -75,16 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     mutating = argparse.ArgumentParser(add_help=False)
     mutating.add_argument(
         "--lock-timeout",
-        type=float,
+        type=duration_arg,
         default=300.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="how long to wait for another lbrec command holding the lock (default 300)",
     )
     mutating.add_argument(
         "--health-timeout",
-        type=float,
+        type=duration_arg,
         default=60.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="how long a new container has to pass its health check (default 60)",
     )
     mutating.add_argument(
@@ -110,8 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
     sub.add_parser("proxy", add_help=False, help="run the load balancer (see `lbrec proxy --help`)")
     loops = argparse.ArgumentParser(add_help=False)
-    loops.add_argument("--lock-timeout", type=float, default=300.0, metavar="SECONDS")
-    loops.add_argument("--health-timeout", type=float, default=60.0, metavar="SECONDS")
+    loops.add_argument("--lock-timeout", type=duration_arg, default=300.0, metavar="DURATION")
+    loops.add_argument("--health-timeout", type=duration_arg, default=60.0, metavar="DURATION")
     p = sub.add_parser(
         "up", parents=[common, loops], help="apply, serve the proxy and watch, in the foreground"
     )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from typing import Any, Literal
 from proxy.config import Revision
 
 from .apply import Report, converge
+from .durations import duration_arg, parse_duration
 from .errors import LbrecError, SpecError
 from .files import atomic_write, read_text_or_none
 from .git import Mirror, normalize_repo
@@ -302,18 +302,6 @@ def make_apply(
     return apply
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """``30``, ``30s``, ``500ms``, ``2m``, ``1h`` into seconds (for argparse ``type=``)."""
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a duration like 30s, 2m or 1h")
-    return float(match[1]) * _UNIT[match[2]]
-
-
 def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `lbrec sync` beyond the common -f and --lock-timeout/--health-timeout."""
     parser.add_argument("--repo", required=True, help="git URL or path of the config repository")
@@ -325,7 +313,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--interval",
-        type=parse_duration,
+        type=duration_arg,
         default=30.0,
         metavar="DURATION",
         help="poll and reconcile this often, e.g. 30s, 5m (default 30s)",
@@ -339,7 +327,7 @@ def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", default=None, help="the bare mirror (default .lbrec/repo in the deploy folder)"
     )
-    parser.add_argument("--git-timeout", type=parse_duration, default=120.0, metavar="DURATION")
+    parser.add_argument("--git-timeout", type=duration_arg, default=120.0, metavar="DURATION")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
 
 

@@ -29,12 +29,13 @@ from proxy.config import ConfigError, load_config
 from proxy.logs import configure_logging
 
 from .apply import converge, port_free
+from .durations import duration_arg
 from .errors import LbrecError, PortInUse
 from .lock import project_lock
 from .loop import DockerFactory, whales_docker
 from .output import BuildProgress, Style, format_plan, format_recap
 from .spec import DesiredState
-from .sync import build_sync_loop, parse_duration
+from .sync import build_sync_loop
 from .watch import (
     QUIET_PERIOD,
     add_watch_arguments,
@@ -73,7 +74,7 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     gitops.add_argument("--repo", help="deploy the desired-state file of this git repository")
     gitops.add_argument("--branch", default="main")
     gitops.add_argument("--path", default="desired-state.yaml", help="the file in the repository")
-    gitops.add_argument("--interval", type=parse_duration, default=30.0, metavar="DURATION")
+    gitops.add_argument("--interval", type=duration_arg, default=30.0, metavar="DURATION")
 
 
 def _first_pass(

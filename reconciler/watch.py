@@ -30,6 +30,7 @@ from watchdog.observers.api import BaseObserver
 
 from .apply import Report, converge
 from .docker import DockerEvents
+from .durations import duration_arg
 from .errors import LbrecError
 from .lock import project_lock
 from .loop import (
@@ -159,9 +160,9 @@ class WatchLoop:
         if self._events is not None:
             self._events.start()
         self._log.info(
-            "watching %s (resync every %ss)",
+            "watching %s (%s)",
             self.path,
-            "-" if self.loop.resync is None else f"{self.loop.resync:g}",
+            "resync off" if self.loop.resync is None else f"resync every {self.loop.resync:g}s",
         )
         try:
             self.loop.run()
@@ -219,16 +220,16 @@ def add_watch_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of `lbrec watch` beyond the common -f and --lock-timeout/--health-timeout."""
     parser.add_argument(
         "--resync",
-        type=float,
+        type=duration_arg,
         default=30.0,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="reconcile at least this often, to repair drift (default 30; 0 disables)",
     )
     parser.add_argument(
         "--debounce",
-        type=float,
+        type=duration_arg,
         default=QUIET_PERIOD,
-        metavar="SECONDS",
+        metavar="DURATION",
         help="apply a saved file only once it has stayed unchanged this long, so that a save "
         f"in progress is never applied (default {QUIET_PERIOD})",
     )

@@ -16,6 +16,7 @@ PURE = [
     "reconciler/render.py",
     "reconciler/edit.py",
     "reconciler/webhooks.py",
+    "reconciler/durations.py",
     "proxy/config.py",
     "proxy/balancer.py",
 ]
