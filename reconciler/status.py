@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from proxy.config import ConfigError, load_config
+
 from .docker import DockerPort
 from .files import read_text_or_none
 from .proxy_admin import proxy_generation
@@ -24,7 +26,15 @@ def collect_status(
     port = docker(workspace, desired)
     port.check()
     containers = port.observe()
-    pool, _ = workspace.read_pool()
+    pool, pool_text = workspace.read_pool()
+    pool_problem: str | None = None
+    if pool is None:
+        pool_problem = "missing"
+        if pool_text is not None:
+            try:
+                load_config(workspace.pool_file)
+            except ConfigError as err:
+                pool_problem = f"invalid: {err}"
     routed = {e.name: e.weight for e in pool.backends} if pool else {}
     rows = []
     names = [b.name for b in desired.backends]
@@ -53,6 +63,7 @@ def collect_status(
         "file": str(workspace.spec_file),
         "project": desired.project,
         "generation": pool.generation if pool else None,
+        "pool_problem": pool_problem,
         "proxy": None if proxy_gen is None else {"admin": desired.admin, "generation": proxy_gen},
         "deployed": json.loads(deployed_text) if deployed_text else None,
         "backends": rows,
@@ -86,7 +97,16 @@ def show_status(
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for r in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
-    print(f"\npool generation: {status['generation'] or '(no config/backends.json)'}")
+    problem = status["pool_problem"]
+    if problem is None:
+        print(f"\npool generation: {status['generation']}")
+    elif problem == "missing":
+        print("\npool generation: (no config/backends.json yet: run lbrec apply)")
+    else:
+        print(
+            f"\npool: config/backends.json is {problem}\n"
+            "  a running proxy keeps serving its last good pool; `lbrec apply` rewrites the file"
+        )
     proxy = status["proxy"]
     if proxy is None:
         print("proxy: not answering on the admin address")
