@@ -1,15 +1,18 @@
-"""The admin listener (aiohttp): ``/-/healthz``, ``/-/pool``, ``/metrics`` and a status page.
+"""The admin listener (aiohttp): ``/-/healthz``, ``/-/pool``, ``/-/stats``, ``/metrics`` and
+the status page (``/``, see :mod:`proxy.dashboard`).
 
 Counters live as plain ints on the backends (no cost on the request path); a custom
-prometheus-client collector reads them at scrape time.
+prometheus-client collector reads them at scrape time. A sampler task, owned by this app,
+closes each backend's 5-second bucket (:mod:`proxy.stats`) for the status page's charts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-import html
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -17,14 +20,40 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from proxy.dashboard import render_page
+from proxy.health import ProbeResult
+from proxy.pool import Backend
 from proxy.server import ProxyServer
+from proxy.stats import BUCKET_S, BUCKETS, STATUS_CLASSES, percentile
 
-__all__ = ["SERVER_KEY", "make_admin_app", "pool_snapshot"]
+__all__ = ["SERVER_KEY", "make_admin_app", "pool_snapshot", "stats_snapshot"]
 
 SERVER_KEY = web.AppKey("proxy_server", ProxyServer)
 _REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
 _STATES = ("up", "down", "checking", "ejected", "draining")
+
+RATE_WINDOW_S = 10.0  # requests/s and errors/s on the status page
+LATENCY_WINDOW_S = 60.0  # p50/p99 and the observed share of traffic
+_STATE_POLL_S = 1.0  # time in state is exact to this
+
+
+def _check_doc(check: ProbeResult) -> dict[str, Any]:
+    return {
+        "ok": check.ok,
+        "at": check.at,
+        "detail": check.detail,
+        "code": check.code,
+        "reason": check.reason,
+        "summary": check.summary,
+        "duration_ms": round(check.duration * 1000, 3),
+    }
+
+
+def _shown(server: ProxyServer) -> list[Backend]:
+    """The pool's backends, then the removed ones still draining."""
+    current = list(server.pool.backends.values())
+    return current + [b for b in server.draining if b not in current]
 
 
 def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
@@ -33,8 +62,7 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
     config = pool.config
     eligible = set(pool.balancer.eligible)
     backends = []
-    current = list(pool.backends.values())
-    for backend in current + [b for b in server.draining if b not in current]:
+    for backend in _shown(server):
         check = backend.last_check
         backends.append(
             {
@@ -49,9 +77,7 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
                 "errors": backend.errors,
                 "connections": backend.conns.opened,
                 "idle_connections": len(backend.conns.idle),
-                "last_check": None
-                if check is None
-                else {"ok": check.ok, "at": check.at, "detail": check.detail},
+                "last_check": None if check is None else _check_doc(check),
             }
         )
     return {
@@ -68,6 +94,125 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
         "runtime": server.runtime,
         "backends": backends,
     }
+
+
+def stats_snapshot(server: ProxyServer, *, now: float | None = None) -> dict[str, Any]:
+    """The JSON document of ``/-/stats``: what the status page shows, refreshed in place.
+
+    Rates cover the last :data:`RATE_WINDOW_S` seconds, percentiles and the observed share of
+    traffic the last :data:`LATENCY_WINDOW_S`; ``series`` holds one point per closed bucket.
+    """
+    now = time.time() if now is None else now
+    pool = server.pool
+    config = pool.config
+    eligible = pool.balancer.eligible
+    weights = pool.balancer.weights
+    rotation_total = sum(weights.get(key, 0) for key in eligible)
+    shown = _shown(server)
+    recent = {}
+    for backend in shown:
+        backend.stats.observe_state(backend.state, now)
+        requests, errors = backend.requests, backend.errors
+        recent[id(backend)] = (
+            backend.stats.window(span=RATE_WINDOW_S, now=now, requests=requests, errors=errors),
+            backend.stats.window(span=LATENCY_WINDOW_S, now=now, requests=requests, errors=errors),
+        )
+    share_total = sum(minute.requests for _, minute in recent.values())
+    rows = []
+    status_sum = [0] * len(STATUS_CLASSES)
+    for backend in shown:
+        stats = backend.stats
+        rate, minute = recent[id(backend)]
+        in_rotation = backend.key in eligible and pool.backends.get(backend.key) is backend
+        p50, p99 = percentile(minute.latency, 0.5), percentile(minute.latency, 0.99)
+        split = stats.status_totals()
+        status_sum = [a + b for a, b in zip(status_sum, split, strict=True)]
+        check = backend.last_check
+        rows.append(
+            {
+                "key": backend.key,
+                "name": backend.name,
+                "instance": backend.instance,
+                "url": backend.url,
+                "state": backend.state,
+                "since": round(stats.since, 3),
+                "in_rotation": in_rotation,
+                "weight": backend.weight,
+                "expected_share": round(weights.get(backend.key, 0) / rotation_total, 4)
+                if in_rotation and rotation_total
+                else 0.0,
+                "observed_share": round(minute.requests / share_total, 4) if share_total else None,
+                "inflight": backend.inflight,
+                "connections": backend.conns.opened,
+                "requests": backend.requests,
+                "errors": backend.errors,
+                "rps": round(rate.requests_per_s, 3),
+                "eps": round(rate.errors_per_s, 3),
+                "p50_ms": None if p50 is None else round(p50 * 1000, 3),
+                "p99_ms": None if p99 is None else round(p99 * 1000, 3),
+                "status": dict(zip(STATUS_CLASSES, split, strict=True)),
+                "check": None if check is None else _check_doc(check),
+                "series": stats.series(),
+            }
+        )
+    rates = [rate for rate, _ in recent.values()]
+    return {
+        "version": server.runtime.get("lbrec", "unknown"),
+        "runtime": server.runtime,
+        "generation": config.generation,
+        "digest": pool.digest,
+        "revision": None if config.revision is None else config.revision.model_dump(),
+        "now": round(now, 3),
+        "started_at": round(server.started_at, 3),
+        "uptime_s": round(now - server.started_at, 3),
+        "reloads": server.reloads,
+        "reload_errors": server.reload_errors,
+        "last_reload_error": server.last_reload_error,
+        "last_reload_at": round(server.last_reload_at, 3),
+        "client_connections": len(server.connections),
+        "ejections": server.ejections,
+        "bucket_s": BUCKET_S,
+        "buckets": BUCKETS,
+        "rate_window_s": RATE_WINDOW_S,
+        "latency_window_s": LATENCY_WINDOW_S,
+        "totals": {
+            "requests": sum(row["requests"] for row in rows),
+            "errors": sum(row["errors"] for row in rows),
+            "rps": round(sum(rate.requests_per_s for rate in rates), 3),
+            "eps": round(sum(rate.errors_per_s for rate in rates), 3),
+            "status": dict(zip(STATUS_CLASSES, status_sum, strict=True)),
+            "backends": len(pool.backends),
+            "up": sum(1 for b in pool.backends.values() if b.state == "up"),
+            "in_rotation": len(eligible),
+        },
+        "backends": rows,
+    }
+
+
+async def _sample(server: ProxyServer) -> None:
+    """Note each backend's state every second; close its bucket every :data:`BUCKET_S`."""
+    loop = asyncio.get_running_loop()
+    rotate_at = loop.time() + BUCKET_S
+    while True:
+        await asyncio.sleep(_STATE_POLL_S)
+        now = time.time()
+        rotate = loop.time() >= rotate_at
+        if rotate:
+            rotate_at = max(rotate_at + BUCKET_S, loop.time() + BUCKET_S / 2)
+        for backend in _shown(server):
+            backend.stats.observe_state(backend.state, now)
+            if rotate:
+                backend.stats.rotate(requests=backend.requests, errors=backend.errors, now=now)
+
+
+async def _sampler_ctx(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(
+        _sample(app[SERVER_KEY]), name="admin-stats-sampler"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _PoolCollector(Collector):
@@ -133,59 +278,15 @@ async def _metrics(request: web.Request) -> web.Response:
     return response
 
 
-_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>lbrec proxy</title>
-<meta http-equiv="refresh" content="5">
-<style>
-body{{font:13px sans-serif;margin:1em}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #999;padding:2px 8px;text-align:right}} th{{background:#ccd}}
-td.n{{text-align:left}} tr.up{{background:#cfc}} tr.down,tr.ejected{{background:#fcc}}
-tr.checking{{background:#ffc}} tr.draining{{background:#ddd}}
-</style></head><body>
-<h3>lbrec proxy &mdash; generation {generation}</h3>
-<p>revision: {revision} &middot; reloads: {reloads} &middot; rejected files: {reload_errors}
-&middot; client connections: {clients} &middot; uptime: {uptime}s</p>
-{error}
-<table><tr><th>backend</th><th>url</th><th>weight</th><th>state</th><th>in-flight</th>
-<th>requests</th><th>errors</th><th>conns</th><th>last check</th></tr>
-{rows}
-</table></body></html>
-"""
+async def _stats(request: web.Request) -> web.Response:
+    return web.json_response(
+        stats_snapshot(request.app[SERVER_KEY]), headers={"Cache-Control": "no-store"}
+    )
 
 
 async def _status_page(request: web.Request) -> web.Response:
-    snap = pool_snapshot(request.app[SERVER_KEY])
-    rows = []
-    for b in snap["backends"]:
-        check = b["last_check"]
-        check_text = (
-            "-" if check is None else f"{'ok' if check['ok'] else 'FAIL'} {check['detail']}"
-        )
-        cells = [
-            f'<td class="n">{html.escape(b["name"])}</td>',
-            f'<td class="n">{html.escape(b["url"])}</td>',
-            f"<td>{b['weight']}</td>",
-            f'<td class="n">{b["state"]}</td>',
-            f"<td>{b['inflight']}</td>",
-            f"<td>{b['requests']}</td>",
-            f"<td>{b['errors']}</td>",
-            f"<td>{b['connections']}</td>",
-            f'<td class="n">{html.escape(check_text)}</td>',
-        ]
-        rows.append(f'<tr class="{b["state"]}">{"".join(cells)}</tr>')
-    revision = snap["revision"] or {}
-    error = snap["last_reload_error"]
-    page = _PAGE.format(
-        generation=html.escape(snap["generation"] or "-"),
-        revision=html.escape(str(revision.get("commit") or "-")),
-        reloads=snap["reloads"],
-        reload_errors=snap["reload_errors"],
-        clients=snap["client_connections"],
-        uptime=int(snap["uptime_s"]),
-        error=f"<p><b>last reload rejected:</b> {html.escape(error)}</p>" if error else "",
-        rows="\n".join(rows),
-    )
-    return web.Response(text=page, content_type="text/html")
+    page = render_page(stats_snapshot(request.app[SERVER_KEY]))
+    return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-store"})
 
 
 def _token_middleware(token: str) -> Any:
@@ -221,8 +322,10 @@ def make_admin_app(
     registry.register(_PoolCollector(server))
     app[SERVER_KEY] = server
     app[_REGISTRY_KEY] = registry
+    app.cleanup_ctx.append(_sampler_ctx)
     app.router.add_get("/-/healthz", _healthz)
     app.router.add_get("/-/pool", _pool)
+    app.router.add_get("/-/stats", _stats)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/", _status_page)
     app.router.add_routes(extra_routes)

@@ -395,6 +395,8 @@ class Exchange:
     # -- upstream side (UpstreamListener) ------------------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
+        if not self.rx and self.backend is not None:  # an answer's first bytes: status page
+            self.backend.stats.first_byte(data, self.server.loop.time() - self.last_activity)
         self.rx = True
         self.last_activity = self.server.loop.time()
         parser = self.parser

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +26,8 @@ __all__ = [
     "ProbeTarget",
     "RiseFall",
     "StatusSink",
+    "classify_error",
+    "classify_status",
 ]
 
 _log = logging.getLogger("lbrec.proxy.health")
@@ -93,9 +96,67 @@ class ProbeTarget:
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
+    """One check's outcome. ``code`` and ``reason`` classify it the way HAProxy's check status
+    does (``L7OK``, ``L7STS``, ``L7RSP``, ``L7TOUT``, ``L6RSP``, ``L4CON``, ``L4TOUT``);
+    ``detail`` keeps the raw text (the status, or the client library's error)."""
+
     ok: bool
     at: float  # wall-clock seconds (for display only)
     detail: str  # "200" or the error
+    code: str = ""
+    reason: str = ""  # short: "503", "connection refused"; empty when the code says it all
+    duration: float = 0.0  # seconds the check took
+
+    @property
+    def summary(self) -> str:
+        """``L4CON connection refused in 0ms``, ``L7STS 503 in 2ms``, ``L7TOUT in 500ms``."""
+        words = [self.code or ("ok" if self.ok else "failed")]
+        if self.reason:
+            words.append(self.reason)
+        return f"{' '.join(words)} in {round(self.duration * 1000)}ms"
+
+
+def classify_status(status: int) -> tuple[bool, str, str]:
+    """PURE. ``(ok, code, reason)`` of a check answered with ``status``: 2xx/3xx pass."""
+    if 200 <= status < 400:
+        return True, "L7OK", str(status)
+    return False, "L7STS", str(status)
+
+
+def classify_error(err: BaseException) -> tuple[str, str]:
+    """PURE. ``(code, reason)`` of a check that got no usable answer.
+
+    Layer 4 (``L4CON``, ``L4TOUT``) when the TCP connection could not be made, layer 6
+    (``L6RSP``) when TLS failed, layer 7 (``L7TOUT``, ``L7RSP``) when the connection was made
+    but no valid answer came in time. Order matters: aiohttp's connect timeout is also a
+    ``TimeoutError``, and its TLS errors are also connector errors.
+    """
+    if isinstance(err, aiohttp.ConnectionTimeoutError):
+        return "L4TOUT", ""
+    if isinstance(err, TimeoutError):
+        return "L7TOUT", ""
+    if isinstance(err, aiohttp.ClientSSLError):
+        return "L6RSP", "tls handshake failed"
+    if isinstance(err, aiohttp.ClientConnectorDNSError):
+        return "L4CON", "name does not resolve"
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return "L4CON", _os_reason(err.os_error, "connect failed")
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return "L7RSP", "server disconnected"
+    if isinstance(err, aiohttp.ClientPayloadError):
+        return "L7RSP", "broken body"
+    if isinstance(err, aiohttp.ClientResponseError):
+        return "L7RSP", "malformed response"
+    if isinstance(err, OSError):  # e.g. reset after connecting
+        return "L7RSP", _os_reason(err, "connection error")
+    return "L7RSP", type(err).__name__
+
+
+def _os_reason(err: OSError, fallback: str) -> str:
+    """``connection refused`` for ECONNREFUSED: the system's text for the errno, lower case."""
+    if err.errno is None:
+        return fallback
+    return os.strerror(err.errno).lower()
 
 
 class HealthMonitor:
@@ -172,22 +233,34 @@ class HealthMonitor:
                     target.name,
                     before.state.value,
                     after.state.value,
-                    result.detail,
-                    extra={"event": "health", "backend": target.name, "state": after.state.value},
+                    result.summary,
+                    extra={
+                        "event": "health",
+                        "backend": target.name,
+                        "state": after.state.value,
+                        "check": result.code,
+                        "reason": result.reason,
+                        "detail": result.detail,
+                    },
                 )
                 self._sink.set_health(target.name, after.state)
             await asyncio.sleep(next_probe_delay(after, settings))
 
     async def _probe(self, target: ProbeTarget, settings: HealthSettings) -> ProbeResult:
         timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        started = time.monotonic()
         try:
             async with self._session.get(
                 target.base_url + settings.path, timeout=timeout, allow_redirects=False
             ) as response:
                 await response.read()
-                ok = 200 <= response.status < 400
-                return ProbeResult(ok, time.time(), str(response.status))
-        except TimeoutError:
-            return ProbeResult(False, time.time(), f"timeout after {settings.timeout}s")
+                ok, code, reason = classify_status(response.status)
+                detail = str(response.status)
+        except TimeoutError as err:  # aiohttp's connect timeout is one too (L4TOUT)
+            ok, detail = False, f"timeout after {settings.timeout}s"
+            code, reason = classify_error(err)
         except aiohttp.ClientError as err:
-            return ProbeResult(False, time.time(), f"{type(err).__name__}: {err}")
+            ok, detail = False, f"{type(err).__name__}: {err}"
+            code, reason = classify_error(err)
+        duration = time.monotonic() - started
+        return ProbeResult(ok, time.time(), detail, code, reason, duration)

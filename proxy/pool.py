@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 from proxy.balancer import SmoothWeightedRoundRobin
 from proxy.config import BackendEntry, BackendsConfig
 from proxy.health import HealthState, ProbeResult
+from proxy.stats import BackendStats
 from proxy.upstream import ConnectionPool
 
 __all__ = ["Backend", "Pool", "instance_keys", "rotation_weights"]
@@ -61,6 +63,7 @@ class Backend:
         "last_check",
         "name",
         "requests",
+        "stats",
         "url",
         "weight",
     )
@@ -84,6 +87,7 @@ class Backend:
         self.requests = 0
         self.errors = 0
         self.last_check: ProbeResult | None = None
+        self.stats = BackendStats(now=time.time())  # recent figures for the status page
 
     @property
     def base_url(self) -> str:
@@ -96,10 +100,11 @@ class Backend:
 
     @property
     def state(self) -> str:
-        """For display: up, down, checking, ejected (passive) or draining (removed)."""
+        """For display: up, down, checking, ejected (passive) or draining (removed). Down
+        wins over ejected: when the active checks fail too, the backend is dead, not flaky."""
         if self.conns.closed:
             return "draining"
-        if self.ejected:
+        if self.ejected and self.health is not HealthState.DOWN:
             return "ejected"
         return self.health.value
 

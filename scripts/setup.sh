@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up a development machine for lbrec, idempotently: a virtualenv with lbrec and its dev tools,
-# then a Docker engine, Compose v2 and the offline base image (scripts/docker-dev.sh).
+# Set up a development machine for lbrec, idempotently: Debian's chromium (for the browser test),
+# a virtualenv with lbrec and its dev tools, then a Docker engine, Compose v2 and the offline base
+# image (scripts/docker-dev.sh).
 # Debian as root (or a machine that already has Docker and python3-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2
   log "installing python3-venv"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >&2
+fi
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  log "installing chromium (the status page's browser test drives it)"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
 fi
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"

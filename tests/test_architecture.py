@@ -19,6 +19,7 @@ PURE = [
     "reconciler/durations.py",
     "proxy/config.py",
     "proxy/balancer.py",
+    "proxy/stats.py",
 ]
 FORBIDDEN_IN_PURE = {
     "python_on_whales",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -64,7 +65,10 @@ async def test_admin_endpoints(
     async with http.get(p.admin_url + "/") as response:
         page = await response.text()
         assert response.content_type == "text/html"
-    assert "abc123" in page and '<td class="n">a</td>' in page
+    assert "<title>lbrec proxy abc123</title>" in page
+    embedded = json.loads(page.split('type="application/json">')[1].split("</script>")[0])
+    assert embedded["generation"] == "abc123"
+    assert [row["name"] for row in embedded["backends"]] == ["a", "b"]
 
 
 async def test_pool_names_event_loop_and_parser(
@@ -113,3 +117,64 @@ async def test_admin_token_guards_reading_endpoints(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_stats_document_and_classified_check(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a, b = await backends("a"), await backends("b")
+    p = await proxy(config_doc([("a", a.url, 3), ("b", b.url, 1)], generation="g1"))
+    for _ in range(8):
+        async with http.get(p.url + "/x") as response:
+            assert response.status == 200
+    async with http.get(p.url + "/status/404") as response:
+        assert response.status == 404
+    await b.stop()  # nothing listens on b's port now: its checks fail to connect
+
+    async def b_check() -> dict[str, object]:
+        while True:
+            async with http.get(p.admin_url + "/-/stats") as response:
+                assert response.headers["Cache-Control"] == "no-store"
+                doc = await response.json()
+            row = {r["name"]: r for r in doc["backends"]}["b"]
+            if row["state"] == "down":
+                return doc
+            await asyncio.sleep(0.05)
+
+    doc = await asyncio.wait_for(b_check(), 5)
+    rows = {r["name"]: r for r in doc["backends"]}
+    check = rows["b"]["check"]
+    assert check["ok"] is False and check["code"] == "L4CON"
+    assert check["reason"] == "connection refused"
+    assert (
+        check["summary"].startswith("L4CON connection refused in ")
+        and "ssl" not in check["summary"]
+    )
+    assert "ClientConnectorError" in check["detail"]  # the raw text stays, as detail
+    assert rows["a"]["check"]["code"] == "L7OK" and rows["a"]["check"]["reason"] == "200"
+    assert (
+        rows["a"]["status"]["2xx"] >= 5
+        and rows["a"]["status"]["4xx"] + rows["b"]["status"]["4xx"] == 1
+    )
+    assert rows["a"]["p50_ms"] is not None and rows["a"]["p99_ms"] >= rows["a"]["p50_ms"]
+    assert rows["a"]["expected_share"] == 1.0 and rows["b"]["expected_share"] == 0.0
+    assert rows["a"]["in_rotation"] and not rows["b"]["in_rotation"]
+    assert doc["totals"]["requests"] == 9 and doc["totals"]["up"] == 1
+    assert doc["generation"] == "g1" and doc["version"] and doc["bucket_s"] == 5.0
+    assert set(rows["a"]["series"]) == {"at", "rps", "eps", "p50", "p99"}
+
+    async with http.get(p.admin_url + "/-/pool") as response:
+        pool_row = {r["name"]: r for r in (await response.json())["backends"]}["b"]
+    last = pool_row["last_check"]
+    assert {"ok", "at", "detail"} <= last.keys() and last["code"] == "L4CON"
+
+
+async def test_status_page_cannot_be_closed_by_a_revision_message(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    a = await backends("a")
+    evil = "</script><script>alert(1)</script>"
+    p = await proxy(config_doc([("a", a.url, 1)], revision={"commit": "c0ffee", "message": evil}))
+    async with http.get(p.admin_url + "/") as response:
+        page = await response.text()
+    assert evil not in page and "\\u003c/script>" in page
