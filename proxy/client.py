@@ -252,9 +252,8 @@ class ClientConnection(asyncio.Protocol):
             self._pending = exchange
         elif len(self.queue) >= MAX_PIPELINE:
             # Answer what is queued, then close: the client retries the rest (RFC 9112 9.3.2).
-            self._refusing = True
             self.parsing = None
-            self.queue[-1].keep_alive = False
+            self._close_after(self.queue[-1])
         else:
             self.queue.append(exchange)
             self._set_pause(_PAUSE_PIPELINE, True)
@@ -386,14 +385,18 @@ class ClientConnection(asyncio.Protocol):
         elif after == 0:
             self.transport.resume_reading()
 
+    def _close_after(self, last: Exchange) -> None:
+        """Parse nothing more; close once ``last`` (the last complete request) is answered."""
+        self._refusing = True
+        last.keep_alive = False
+
     def _bad_request(self, status: int, message: str) -> None:
         self.parsing = None  # whatever the parser still emits belongs to no request
         last = self.queue[-1] if self.queue else (self._pending or self.active)
         if last is not None and last.body_complete:
             # Complete requests came before the bad one: answer them, then close (the answer
             # to the bad one must never be read as theirs).
-            self._refusing = True
-            last.keep_alive = False
+            self._close_after(last)
             return
         self._pending = None
         if self.active is None:

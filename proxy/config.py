@@ -160,14 +160,12 @@ class BackendsConfig(_Model):
     def _unique_names(self) -> BackendsConfig:
         # A name may repeat: the entries are instances of one backend (its containers), each
         # with its own URL, sharing the backend's weight (see proxy.pool.instance_keys).
-        seen: dict[str, set[str]] = {}
-        for entry in self.backends:
-            urls = seen.setdefault(entry.name, set())
-            if entry.url in urls:
-                raise ValueError(f"duplicate backend {entry.name!r} at {entry.url}")
-            urls.add(entry.url)
+        seen: set[tuple[str, str]] = set()
         weights: dict[str, int] = {}
         for entry in self.backends:
+            if (entry.name, entry.url) in seen:
+                raise ValueError(f"duplicate backend {entry.name!r} at {entry.url}")
+            seen.add((entry.name, entry.url))
             if weights.setdefault(entry.name, entry.weight) != entry.weight:
                 raise ValueError(
                     f"instances of backend {entry.name!r} have different weights: the weight "

@@ -395,10 +395,11 @@ class Exchange:
     # -- upstream side (UpstreamListener) ------------------------------------------------------
 
     def upstream_data(self, data: bytes) -> None:
+        now = self.server.loop.time()
         if not self.rx and self.backend is not None:  # an answer's first bytes: status page
-            self.backend.stats.first_byte(data, self.server.loop.time() - self.last_activity)
+            self.backend.stats.first_byte(data, now - self.last_activity)
         self.rx = True
-        self.last_activity = self.server.loop.time()
+        self.last_activity = now
         parser = self.parser
         assert parser is not None
         out: list[bytes] = []
