@@ -97,6 +97,9 @@ class BackendEntry(_Model):
     instance: str | None = Field(
         default=None, max_length=255, description="the container behind this URL (display)"
     )
+    health_path: str | None = Field(
+        default=None, pattern=r"^/", description="this backend's health path (else health.path)"
+    )
 
     @field_validator("url")
     @classmethod

@@ -92,6 +92,7 @@ class StatusSink(Protocol):
 class ProbeTarget:
     name: str
     base_url: str  # http://host:port
+    path: str | None = None  # this backend's own health path (else the pool-wide one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +252,9 @@ class HealthMonitor:
         started = time.monotonic()
         try:
             async with self._session.get(
-                target.base_url + settings.path, timeout=timeout, allow_redirects=False
+                target.base_url + (target.path or settings.path),
+                timeout=timeout,
+                allow_redirects=False,
             ) as response:
                 await response.read()
                 ok, code, reason = classify_status(response.status)

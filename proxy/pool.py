@@ -56,6 +56,7 @@ class Backend:
         "errors",
         "fails",
         "health",
+        "health_path",
         "host_header",
         "inflight",
         "instance",
@@ -75,6 +76,7 @@ class Backend:
         self.name = entry.name  # the backend (several instances may share it)
         self.key = key or entry.name  # unique in the pool: name, or name@host:port
         self.instance = entry.instance
+        self.health_path = entry.health_path
         self.url = entry.url
         self.weight = entry.weight
         self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")

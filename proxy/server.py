@@ -211,7 +211,7 @@ class ProxyServer:
             return
         pool = self.pool
         self.health.update(
-            [ProbeTarget(b.key, b.base_url) for b in pool.backends.values()],
+            [ProbeTarget(b.key, b.base_url, b.health_path) for b in pool.backends.values()],
             pool.config.health,
             initial={b.key: b.health for b in pool.backends.values()},
         )

@@ -1,35 +1,51 @@
 """EDGE orchestration: carry out a plan, make before break, and report what happened.
 
-Order: write docker-compose.yml; route away from backends that go (pool before container);
-remove their containers; build once; start or create containers; wait for their health check;
-then route to every backend that is up (container before pool). A backend that fails is left
-out of backends.json and named in the report; the next apply converges.
+Order: pull or build every image a new instance needs (a failure changes nothing of that
+backend); write docker-compose.yml; route away from backends that go and apply new weights
+(the proxy confirms the generation); drain and remove what goes; then carry out each backend's
+rollout steps (plan.py) one by one: create a batch beside the old instances, wait until it has
+answered healthy for ``min_healthy_time``, route to it, and only then retire old instances
+(out of the pool, confirmed, drained up to ``drain_timeout``, stopped with their grace period,
+removed). A batch that is not healthy within ``healthy_deadline`` is removed and the rest of
+that backend's rollout is skipped: its old instances were never touched and keep serving.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+import time
+import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 
 from proxy.config import Revision
 
 from .docker import DockerPort
-from .errors import ApplyError, PortInUse
+from .errors import ApplyError
 from .files import atomic_write
 from .labels import BuildInfo
-from .plan import Action, ActionKind, Plan, plan
-from .proxy_admin import wait_for_generation
-from .render import backend_url, image_tag, render_compose, render_pool
-from .spec import DesiredState
-from .state import Observed
+from .plan import Action, ActionKind, Plan, Step, StepKind, plan
+from .proxy_admin import wait_drained, wait_for_generation
+from .render import backend_image, converged_pool, render_compose, render_pool
+from .spec import BackendSpec, DesiredState
+from .state import Observed, ObservedContainer
 from .workspace import Workspace
 
-__all__ = ["Outcome", "Report", "apply", "check_ports", "converge", "port_free", "preflight"]
+__all__ = [
+    "Hooks",
+    "Outcome",
+    "Report",
+    "apply",
+    "converge",
+    "http_probe",
+    "port_free",
+    "preflight",
+]
 
 Progress = Callable[[str], None]
+Probe = Callable[[str, float], str | None]  # (url, timeout) -> None if healthy, else why not
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +54,7 @@ class Outcome:
     ok: bool
     error: str | None = None
     detail: str = ""
+    rolled_back: bool = False  # a new version failed; the old instances kept serving
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +87,7 @@ class Report:
             "unchanged": kinds.count(ActionKind.UNCHANGED),
             "removed": sum(1 for a in self.plan.of(ActionKind.REMOVE) if a.backend not in failed),
             "failed": len(failed),
+            "rolled_back": sum(1 for o in self.failed if o.rolled_back),
         }
 
 
@@ -87,39 +105,171 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def _answers(desired: DesiredState, name: str) -> bool:
-    """The backend's health path answers 200 on its published port (probed from the host)."""
-    backend = desired.backend(name)
-    if backend is None:
-        return False
-    url = backend_url(desired, backend) + desired.health.path
+def http_probe(url: str, timeout: float) -> str | None:
+    """GET ``url`` from the host: None on 200, else the answer or the error, for the report."""
     try:
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            return bool(response.status == 200)
-    except (OSError, ValueError):
-        return False
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            if response.status == 200:
+                return None
+            return f"GET {url} answered {response.status}"
+    except urllib.error.HTTPError as err:
+        return f"GET {url} answered {err.code}"
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        return f"GET {url}: {reason}"
 
 
-def check_ports(desired: DesiredState, the_plan: Plan | None, observed: Observed) -> None:
-    """Fail before touching anything when a port to publish is taken by someone else.
+@dataclass
+class Hooks:
+    """The proxy and the clock, injectable so unit tests run without either.
 
-    Without a plan (the preflight of `lbrec add`/`init`, before the file is written) every
-    backend whose port none of our containers publishes is checked.
-    """
-    ours = {int(p) for c in observed.containers if (p := c.labels.get("lbrec.field.port"))}
-    for index, backend in enumerate(desired.backends):
-        if the_plan is not None:
-            action = next(a for a in the_plan.actions if a.backend == backend.name)
-            if action.kind not in (ActionKind.CREATE, ActionKind.RECREATE, ActionKind.START):
-                continue
-        if backend.port in ours:
-            continue
-        if not port_free(desired.publish_host, backend.port):
-            raise PortInUse(
-                f"backends[{index}].port: {backend.port} is already in use on "
-                f"{desired.publish_host} by another process; nothing was changed",
-                hint="choose a free port, or stop what listens there",
+    ``confirm(generation)`` waits until the running proxy serves a pool generation (None: no
+    proxy answers); ``drained(urls, timeout)`` waits until nothing is in flight to ``urls``
+    through it and returns what is left (None: no proxy)."""
+
+    confirm: Callable[[str], bool | None] | None = None
+    drained: Callable[[Collection[str], float], int | None] | None = None
+    probe: Probe = http_probe
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+@dataclass
+class _Run:
+    """The mutable state of one apply: which instances the pool routes to, and the outcomes."""
+
+    desired: DesiredState
+    workspace: Workspace
+    docker: DockerPort
+    hooks: Hooks
+    say: Progress
+    revision: Revision | None
+    routed: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
+    known: dict[str, ObservedContainer] = field(default_factory=dict)
+    written: list[str] = field(default_factory=list)
+    generation: str = ""
+
+    def write_pool(self) -> str:
+        instances = {name: list(by_id.values()) for name, by_id in self.routed.items() if by_id}
+        config = render_pool(self.desired, instances=instances, revision=self.revision)
+        if atomic_write(self.workspace.pool_file, config.to_json()):
+            self.written.append(str(self.workspace.pool_file))
+        self.generation = config.generation
+        return config.generation
+
+    def publish(self) -> None:
+        """Write the pool and wait until the proxy serves it."""
+        generation = self.write_pool()
+        if self.hooks.confirm is not None and self.hooks.confirm(generation) is False:
+            self.say(
+                f"the proxy at {self.desired.admin} did not confirm generation {generation}; "
+                "going on"
             )
+
+    def retire(self, backend: str, ids: Sequence[str], drain_timeout: float) -> None:
+        """Out of the pool, confirmed, drained, then stopped (grace period) and removed."""
+        urls = [self.routed.get(backend, {}).pop(i, ("", None))[0] for i in ids]
+        urls = [u for u in urls if u]
+        if urls:
+            self.publish()
+            if self.hooks.drained is not None:
+                left = self.hooks.drained(urls, drain_timeout)
+                if left:
+                    self.say(
+                        f"{backend}: {left} request(s) still in flight after "
+                        f"{drain_timeout:g}s (drain_timeout): stopping anyway"
+                    )
+        self.docker.stop_remove(ids)
+
+    def wait_ready(
+        self, backend: BackendSpec, ids: Sequence[str], *, min_healthy: float, deadline: float
+    ) -> str | None:
+        """Every instance answers its health path from the host, without a failure, for
+        ``min_healthy`` s; None when so, else the reason (last answer and log tail)."""
+        path = backend.health_path(self.desired)
+        timeout = self.desired.health.timeout
+        hooks = self.hooks
+        start = hooks.clock()
+        healthy_since: dict[str, float | None] = dict.fromkeys(ids)
+        last: dict[str, str] = {}
+        next_inspect = start
+        while True:
+            now = hooks.clock()
+            if now >= next_inspect:
+                for c in self.docker.inspect(ids):
+                    self.known[c.id] = c
+                    if not c.running:
+                        return (
+                            f"instance {c.name or c.short_id} {c.state}: "
+                            f"{self.docker.logs_tail(c.id)}"
+                        )
+                next_inspect = now + 1.0
+            for cid in ids:
+                seen = self.known.get(cid)
+                if seen is None or seen.url is None:
+                    last[cid] = "no published port yet"
+                    healthy_since[cid] = None
+                    continue
+                problem = hooks.probe(seen.url + path, timeout)
+                if problem is None:
+                    if healthy_since[cid] is None:
+                        healthy_since[cid] = hooks.clock()
+                else:
+                    last[cid] = problem
+                    healthy_since[cid] = None
+            now = hooks.clock()
+            if all(t is not None and now - t >= min_healthy for t in healthy_since.values()):
+                return None
+            if now - start >= deadline:
+                bad = next(
+                    (i for i, t in healthy_since.items() if t is None or now - t < min_healthy),
+                    ids[0],
+                )
+                gone = self.known.get(bad)
+                what = gone.name if gone is not None and gone.name else bad[:12]
+                answer = last.get(bad, "healthy, but not for min_healthy_time")
+                return (
+                    f"instance {what} not healthy within {deadline:g}s (healthy_deadline): "
+                    f"{answer}; log: {self.docker.logs_tail(bad)}"
+                )
+            hooks.sleep(0.2)
+
+
+def _images(
+    desired: DesiredState,
+    actions: Sequence[Action],
+    *,
+    docker: DockerPort,
+    build: BuildInfo,
+    say: Progress,
+    progress: Progress | None,
+) -> dict[str, ApplyError]:
+    """Pull or build every image a new instance needs, before anything changes. Returns the
+    backends whose image failed (their rollout is skipped: nothing of them changes)."""
+    failed: dict[str, ApplyError] = {}
+    done: dict[str, ApplyError | None] = {}
+    for action in actions:
+        spec = desired.backend(action.backend)
+        if spec is None or not any(s.kind is StepKind.CREATE for s in action.steps):
+            continue
+        image = backend_image(desired, spec, build)
+        if image not in done:
+            done[image] = None
+            try:
+                if docker.has_image(image):
+                    pass
+                elif spec.image is not None:
+                    say(f"pulling {image} ({spec.name})")
+                    docker.pull(image)
+                else:
+                    say(f"building {image} ({spec.name})")
+                    docker.build([spec.name], progress=progress)
+            except ApplyError as err:
+                done[image] = err
+        problem = done[image]
+        if problem is not None:
+            failed[action.backend] = problem
+    return failed
 
 
 def apply(
@@ -134,122 +284,56 @@ def apply(
     progress: Progress | None = None,
     health_timeout: float = 60.0,
     confirm: Callable[[str], bool | None] | None = None,
+    hooks: Hooks | None = None,
 ) -> Report:
-    """Carry out ``the_plan``. ``confirm(generation)`` waits until the running proxy serves a
-    pool generation (None: no proxy answers); it is called before containers are removed."""
+    """Carry out ``the_plan`` (see the module docstring for the order)."""
     say = progress or (lambda _msg: None)
-    check_ports(desired, the_plan, observed)
-    written: list[str] = []
+    hooks = hooks or Hooks(confirm=confirm)
+    if hooks.confirm is None:
+        hooks.confirm = confirm
+    run = _Run(desired, workspace, docker, hooks, say, revision)
     outcomes: dict[str, Outcome] = {}
-
-    def write_pool(routed: Iterable[str]) -> str:
-        config = render_pool(desired, routed=set(routed), revision=revision)
-        if atomic_write(workspace.pool_file, config.to_json()):
-            written.append(str(workspace.pool_file))
-        return config.generation
-
-    def drain(generation: str) -> None:
-        """Before a container goes: wait until the proxy no longer routes to it."""
-        if confirm is None:
-            return
-        result = confirm(generation)
-        if result is False:
-            say(f"the proxy at {desired.admin} did not confirm generation {generation}; going on")
+    backends = [a for a in the_plan.actions if a.role == "backend"]
 
     revisions = _container_revisions(the_plan, observed, revision)
     compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
     if atomic_write(workspace.compose_file, compose):
-        written.append(str(workspace.compose_file))
+        run.written.append(str(workspace.compose_file))
 
-    def of(*kinds: ActionKind) -> tuple[Action, ...]:
-        return tuple(a for a in the_plan.of(*kinds) if a.role == "backend")
+    # 0. Images before any container: a pull or build that fails changes nothing of its backend.
+    broken = _images(desired, backends, docker=docker, build=build, say=say, progress=progress)
+    for name, err in broken.items():
+        action = next(a for a in backends if a.backend == name)
+        outcomes[name] = Outcome(action, ok=False, error=err.message, detail=err.detail)
 
-    # 1. Pool first: route only to containers that serve now, not to what goes (pool before
-    # container), stopped ones, or new ones. A backend to replace keeps serving from its old
-    # container until the new image is built, but only where it is routed already and at the
-    # same URL (a new port is not up yet).
-    going = of(ActionKind.REMOVE)
-    keep = {a.backend for a in of(ActionKind.UNCHANGED, ActionKind.REWEIGHT, ActionKind.RECREATE)}
-    routed_urls = {e.name: e.url for e in observed.pool.backends} if observed.pool else {}
-    for action in of(ActionKind.RECREATE):
-        spec = desired.backend(action.backend)
-        if spec is None or routed_urls.get(action.backend) != backend_url(desired, spec):
-            keep.discard(action.backend)
-    generation = write_pool(keep)
-    if going:
-        drain(generation)
-    for action in of(ActionKind.REWEIGHT):
-        outcomes[action.backend] = Outcome(action, ok=True)
-
-    # 2. Containers that go.
-    for action in going:
-        try:
-            docker.remove(action.container_ids)
-            say(f"{action.backend}: removed")
+    # 1. The pool routes what serves now (matched by URL), at the desired weights; backends
+    # that go leave it before their containers do.
+    pool_urls: dict[str, set[str]] = {}
+    for entry in observed.pool.backends if observed.pool is not None else ():
+        pool_urls.setdefault(entry.name, set()).add(entry.url)
+    for spec in desired.backends:
+        run.routed[spec.name] = {
+            c.id: (c.url, c.name or None)
+            for c in observed.for_backend(spec.name)
+            if c.running and c.url is not None and c.url in pool_urls.get(spec.name, set())
+        }
+    for c in observed.containers:
+        run.known[c.id] = c
+    run.publish()
+    for action in backends:
+        if action.kind is ActionKind.REWEIGHT and not action.steps:
             outcomes[action.backend] = Outcome(action, ok=True)
-        except ApplyError as err:
-            outcomes[action.backend] = Outcome(
-                action, ok=False, error=err.message, detail=err.detail
-            )
 
-    # 3. Containers that come: build once; a failed build leaves the old containers serving.
-    fresh = of(ActionKind.CREATE, ActionKind.RECREATE)
-    started: list[Action] = []
-    if fresh and not docker.has_image(image_tag(desired, build)):
-        try:
-            say(f"building the backend image ({', '.join(a.backend for a in fresh)})")
-            docker.build([fresh[0].backend], progress=progress)
-        except ApplyError as err:
-            for action in fresh:
-                outcomes[action.backend] = Outcome(
-                    action, ok=False, error=err.message, detail=err.detail
-                )
-            fresh = ()
-    replaced = {a.backend for a in fresh if a.kind is ActionKind.RECREATE}
-    if replaced & keep:  # drain what is about to be replaced
-        keep -= replaced
-        generation = write_pool(keep)
-        drain(generation)
-    for action in fresh:
-        try:
-            if action.kind is ActionKind.RECREATE:
-                docker.remove(action.container_ids)
-            docker.up([action.backend], force_recreate=False)
-            started.append(action)
-        except ApplyError as err:
-            outcomes[action.backend] = Outcome(
-                action, ok=False, error=err.message, detail=err.detail
-            )
-    for action in of(ActionKind.START):
-        try:
-            docker.start(action.container_ids)
-            started.append(action)
-        except ApplyError as err:
-            outcomes[action.backend] = Outcome(
-                action, ok=False, error=err.message, detail=err.detail
-            )
-    if started:
-        say(f"waiting for health: {', '.join(a.backend for a in started)}")
-        health = docker.wait_healthy(
-            [a.backend for a in started],
-            timeout=health_timeout,
-            ready=lambda name: _answers(desired, name),
-        )
-        for action in started:
-            problem = health.get(action.backend)
-            if problem is None:
-                keep.add(action.backend)
-                outcomes[action.backend] = Outcome(action, ok=True)
-                say(f"{action.backend}: healthy")
-            else:
-                outcomes[action.backend] = Outcome(
-                    action, ok=False, error=f"{action.backend}: {problem}"
-                )
+    # 2. Each backend's steps, in plan order (removals first).
+    for action in backends:
+        if action.backend in outcomes or not action.steps:
+            continue
+        outcomes[action.backend] = _roll(run, action)
 
-    # 4. Pool last for what came: route only to backends that answer.
-    generation = write_pool(keep)
+    # 3. The pool once more (unchanged unless a step was skipped).
+    generation = run.write_pool()
 
-    # 5. The load balancer's own container (proxy.mode: container) reads that pool at start.
+    # 4. The load balancer's own container (proxy.mode: container) reads that pool at start.
     for action in the_plan.actions:
         if action.role == "lb" and action.kind is not ActionKind.UNCHANGED:
             outcomes["lb"] = _converge_lb(action, docker, say, progress, health_timeout)
@@ -258,9 +342,85 @@ def apply(
         plan=the_plan,
         check=False,
         outcomes=ordered,
-        files_written=tuple(written),
-        routed=tuple(sorted(keep)),
+        files_written=tuple(run.written),
+        routed=tuple(sorted(name for name, by_id in run.routed.items() if by_id)),
         generation=generation,
+    )
+
+
+def _roll(run: _Run, action: Action) -> Outcome:
+    """Carry out one backend's steps; a batch that fails is removed and the rest skipped."""
+    spec = run.desired.backend(action.backend)
+    name = action.backend
+    rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
+    batches: dict[int, tuple[str, ...]] = {}
+    try:
+        for step in action.steps:
+            if step.kind is StepKind.RETIRE:
+                run.retire(name, step.container_ids, rollout.drain_timeout)
+                run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
+            elif step.kind is StepKind.CREATE:
+                batches[step.batch] = _create(run, name, step)
+                run.say(f"{name}: started {step.count} new instance(s), waiting for health")
+            elif step.kind is StepKind.START:
+                run.docker.start(step.container_ids)
+                batches[step.batch] = step.container_ids
+            elif step.kind is StepKind.WAIT:
+                ids = batches.get(step.batch, step.container_ids)
+                assert spec is not None
+                problem = run.wait_ready(
+                    spec,
+                    ids,
+                    min_healthy=rollout.min_healthy_time,
+                    deadline=rollout.healthy_deadline,
+                )
+                if problem is not None:
+                    return _roll_back(run, action, step, ids, problem)
+            elif step.kind is StepKind.ROUTE:
+                ids = batches.get(step.batch, step.container_ids)
+                for cid in ids:
+                    c = run.known[cid]
+                    assert c.url is not None
+                    run.routed.setdefault(name, {})[cid] = (c.url, c.name or None)
+                run.publish()
+                run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
+    except ApplyError as err:
+        return Outcome(action, ok=False, error=err.message, detail=err.detail)
+    return Outcome(action, ok=True)
+
+
+def _create(run: _Run, name: str, step: Step) -> tuple[str, ...]:
+    """Scale the service up by ``step.count`` beside what exists; the new containers' ids."""
+    before = {c.id for c in run.docker.observe() if c.backend == name and c.role == "backend"}
+    run.docker.scale(name, len(before) + step.count)
+    fresh = [
+        c
+        for c in run.docker.observe()
+        if c.backend == name and c.role == "backend" and c.id not in before
+    ]
+    for c in fresh:
+        run.known[c.id] = c
+    if len(fresh) < step.count:
+        raise ApplyError(
+            f"{name}: asked Compose for {step.count} new instance(s), got {len(fresh)}",
+            backend=name,
+        )
+    return tuple(c.id for c in fresh)
+
+
+def _roll_back(run: _Run, action: Action, step: Step, ids: Sequence[str], problem: str) -> Outcome:
+    """The new batch failed: remove it; the old instances were never touched."""
+    try:
+        run.docker.stop_remove(ids)
+    except ApplyError as err:
+        problem += f" (removing the new instance failed too: {err.message})"
+    old = len(run.routed.get(action.backend, {}))
+    run.say(f"{action.backend}: rolled back; {old} old instance(s) keep serving")
+    return Outcome(
+        action,
+        ok=False,
+        error=f"{action.backend}: new version not healthy, rolled back: {problem}",
+        rolled_back=step.kind is StepKind.WAIT and action.kind is not ActionKind.CREATE,
     )
 
 
@@ -300,7 +460,7 @@ def _container_revisions(
     """Stamp the deploying commit on new containers; keep the old stamp on untouched ones."""
     out: dict[str, str] = {}
     for action in the_plan.actions:
-        if action.kind in (ActionKind.CREATE, ActionKind.RECREATE):
+        if action.kind in (ActionKind.CREATE, ActionKind.RECREATE, ActionKind.SCALE):
             if revision is not None and revision.commit:
                 out[action.backend] = revision.commit
         else:
@@ -311,10 +471,11 @@ def _container_revisions(
 
 
 def preflight(workspace: Workspace, docker: DockerPort, desired: DesiredState) -> None:
-    """The checks of an apply that can fail before anything changes (engine reachable, ports
-    free), run by `lbrec init/add/remove` before the edited file is written."""
+    """The checks of an apply that can fail before anything changes (the engine answers),
+    run by `lbrec init/add/remove` before the edited file is written. Backend ports cannot be
+    taken: Docker allocates each instance's host port."""
+    del workspace, desired
     docker.check()
-    check_ports(desired, None, workspace.observe(docker.observe()))
 
 
 def converge(
@@ -328,12 +489,18 @@ def converge(
     health_timeout: float = 60.0,
     on_plan: Callable[[Plan], None] | None = None,
     confirm: Callable[[str], bool | None] | None = None,
+    hooks: Hooks | None = None,
 ) -> Report:
     """One level-triggered pass: load, observe, plan, and (unless ``check``) apply."""
     desired = desired if desired is not None else workspace.load()
+    admin = desired.admin
     if confirm is None:  # make before break against the proxy serving this desired state
-        admin = desired.admin
         confirm = lambda generation: wait_for_generation(admin, generation)  # noqa: E731
+    if hooks is None:
+        hooks = Hooks(
+            confirm=confirm,
+            drained=lambda urls, timeout: wait_drained(admin, urls, timeout=timeout),
+        )
     build = workspace.build_info(desired, stage=not check)  # check mode only reads
     docker.check()
     observed = workspace.observe(docker.observe())
@@ -341,7 +508,7 @@ def converge(
         # A plain apply after `lbrec sync` keeps the deployed commit in backends.json.
         revision = observed.pool.revision
     revisions = _container_revisions_for_plan(desired, observed, build, revision)
-    target = render_pool(desired, revision=revision)
+    target = converged_pool(desired, observed, build, revision)
     compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
     the_plan = plan(desired, observed, build=build, target_pool=target, compose_text=compose)
     if check:
@@ -358,7 +525,7 @@ def converge(
         revision=revision,
         progress=progress,
         health_timeout=health_timeout,
-        confirm=confirm,
+        hooks=hooks,
     )
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
@@ -38,9 +38,14 @@ class DockerPort(Protocol):
     def has_image(self, tag: str) -> bool: ...
     def observe(self) -> tuple[ObservedContainer, ...]: ...
     def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None: ...
+    def pull(self, image: str) -> None: ...
     def up(self, services: Sequence[str], *, force_recreate: bool) -> None: ...
+    def scale(self, service: str, count: int) -> None: ...
+    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]: ...
+    def logs_tail(self, container_id: str) -> str: ...
     def start(self, container_ids: Sequence[str]) -> None: ...
     def remove(self, container_ids: Sequence[str]) -> None: ...
+    def stop_remove(self, container_ids: Sequence[str]) -> None: ...
     def remove_network(self) -> None: ...
     def wait_healthy(
         self, services: Sequence[str], *, timeout: float, ready: Ready | None = None
@@ -94,6 +99,7 @@ def parse_inspect(text: str) -> tuple[ObservedContainer, ...]:
             started = None
         observed.append(
             ObservedContainer(
+                endpoint=_endpoint(doc, labels.get(PORT_LABEL)),
                 id=str(doc["Id"]),
                 backend=labels[BACKEND],
                 state=str(state.get("Status", "unknown")),
@@ -107,6 +113,30 @@ def parse_inspect(text: str) -> tuple[ObservedContainer, ...]:
         )
     observed.sort(key=lambda o: (o.backend, o.id))
     return tuple(observed)
+
+
+PORT_LABEL = "lbrec.field.port"
+
+
+def _endpoint(doc: dict[str, Any], port: str | None) -> str | None:
+    """HOST:PORT the host reaches the container's ``port`` at, from NetworkSettings.Ports
+    (an unspecified host address 0.0.0.0 or :: is reached on loopback)."""
+    if not port:
+        return None
+    bindings = ((doc.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
+    for binding in sorted(bindings, key=lambda b: ":" in str(b.get("HostIp", ""))):
+        host = str(binding.get("HostIp") or "0.0.0.0")
+        host_port = str(binding.get("HostPort") or "")
+        if not host_port.isdigit():
+            continue
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif host == "::":
+            host = "[::1]"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"{host}:{host_port}"
+    return None
 
 
 class WhalesDocker:
@@ -229,6 +259,62 @@ class WhalesDocker:
                 detail=stderr_tail(err),
             ) from err
 
+    def pull(self, image: str) -> None:
+        try:
+            self._client.image.pull(image, quiet=True)
+        except DockerException as err:
+            raise ApplyError(
+                f"pulling {image} failed: {_one_line(err)}; nothing of it was changed",
+                detail=stderr_tail(err),
+            ) from err
+
+    def scale(self, service: str, count: int) -> None:
+        """``count`` containers of ``service``: new ones from the current compose file, beside
+        the existing ones, which are left as they are (``--no-recreate``)."""
+        try:
+            self._client.compose.up(
+                [service],
+                detach=True,
+                no_build=True,
+                dependencies=False,
+                recreate=False,
+                scales={service: count},
+                quiet=True,
+                pull="never",
+            )
+        except DockerException as err:
+            raise ApplyError(
+                f"starting an instance of {service} failed: {_one_line(err)}",
+                backend=service,
+                detail=stderr_tail(err),
+            ) from err
+
+    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
+        if not container_ids:
+            return ()
+        docker = [str(part) for part in self._client.client_config.docker_cmd]
+        try:
+            text = str(run_docker([*docker, "container", "inspect", *container_ids]))
+        except DockerException as err:
+            text = err.stdout or "[]"
+        return parse_inspect(text)
+
+    def stop_remove(self, container_ids: Sequence[str]) -> None:
+        """Stop with each container's stop signal and grace period, then remove."""
+        if not container_ids:
+            return
+        try:
+            self._client.container.stop(list(container_ids))
+        except NoSuchContainer:
+            pass
+        except DockerException as err:
+            if "no such container" not in (err.stderr or "").lower():
+                raise ApplyError(
+                    f"stopping {', '.join(i[:12] for i in container_ids)} failed: {_one_line(err)}",
+                    detail=stderr_tail(err),
+                ) from err
+        self.remove(container_ids)
+
     def start(self, container_ids: Sequence[str]) -> None:
         if container_ids:
             with self._translate("docker start"):
@@ -274,7 +360,7 @@ class WhalesDocker:
                 if c is None:
                     problems[name] = "container not found after start"
                 elif c.state in ("exited", "dead"):
-                    problems[name] = f"container {c.state}: {self._logs_tail(c.id)}"
+                    problems[name] = f"container {c.state}: {self.logs_tail(c.id)}"
                 elif c.state == "running" and (
                     c.health in ("healthy", None)
                     or (c.health == "starting" and ready is not None and ready(name))
@@ -292,7 +378,7 @@ class WhalesDocker:
             time.sleep(0.1)
         return problems
 
-    def _logs_tail(self, container_id: str) -> str:
+    def logs_tail(self, container_id: str) -> str:
         try:
             text = str(self._client.container.logs(container_id, tail=3))
         except DockerException:

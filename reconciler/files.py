@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write", "build_context_digest", "read_text_or_none"]
+__all__ = ["atomic_write", "build_context_digest", "folder_digest", "read_text_or_none"]
 
 
 def read_text_or_none(path: Path) -> str | None:
@@ -66,6 +66,21 @@ def build_context_digest(root: Path, dockerfile: str, extra: tuple[str, ...] = (
                 p for p in sorted(base.rglob("*")) if p.is_file() and "__pycache__" not in p.parts
             )
     for path in paths:
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+_SKIP = frozenset({".git", "__pycache__", "node_modules", ".venv"})
+
+
+def folder_digest(root: Path) -> str:
+    """sha256 over every file of a build context (names and bytes), as a build would see it:
+    a change of any file means a new image. VCS and cache folders are skipped."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or _SKIP & set(path.relative_to(root).parts):
+            continue
         digest.update(str(path.relative_to(root)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .spec import BackendSpec, DesiredState
 
@@ -44,6 +44,17 @@ class BuildInfo:
     base_image: str | None  # None: the Dockerfile's own default
     context_digest: str  # hash of Dockerfile.backend and the files it copies
     proxy_digest: str = ""  # hash of Dockerfile.proxy and the staged proxy (container mode)
+    # backend name -> hash of its `build:` context folder (backends with a build section)
+    build_digests: Mapping[str, str] = field(default_factory=dict)
+
+    def digest_of(self, backend: BackendSpec) -> str:
+        """The digest of what the backend's image is built from ("" for a pulled image)."""
+        if backend.image is not None:
+            return ""
+        if backend.build is not None:
+            spec = canonical_hash(backend.build.model_dump(mode="json"))
+            return canonical_hash([self.build_digests.get(backend.name, ""), spec])
+        return self.context_digest
 
 
 def canonical_hash(value: object) -> str:
@@ -52,17 +63,32 @@ def canonical_hash(value: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+# How an instance's port is published: `dynamic` is a host port Docker allocates on
+# publish_host (read back from the container), so that two instances of one backend can live
+# side by side during a rollout. Containers of lbrec before 0.3 published `port` itself; they
+# carry no such label and are replaced, start first, on the first apply.
+PUBLISH = "dynamic"
+
+
 def container_fields(
     backend: BackendSpec, desired: DesiredState, build: BuildInfo
 ) -> dict[str, str]:
-    """Every setting that needs a new container when it changes (not the weight)."""
+    """Every setting that needs a new container when it changes (not weight, not replicas)."""
+    if backend.image is not None:
+        image = backend.image
+    elif backend.build is not None:
+        image = f"build {backend.build.context}"
+    else:
+        image = build.base_image or "(Dockerfile default)"
     return {
         "port": str(backend.port),
+        "publish": PUBLISH,
         "publish_host": desired.publish_host,
-        "image": build.base_image or "(Dockerfile default)",
-        "build": build.context_digest[:12],
+        "image": image,
+        "build": build.digest_of(backend)[:12],
         "env": canonical_hash(backend.env)[:12],
-        "health_path": desired.health.path,
+        "command": canonical_hash(list(backend.command or ()))[:12],
+        "health_path": backend.health_path(desired),
         "healthcheck": f"timeout={desired.health.timeout:g}s,fall={desired.health.fall}",
     }
 
@@ -70,10 +96,12 @@ def container_fields(
 # Human names of the tracked fields, in the order reasons are given.
 TRACKED: tuple[str, ...] = (
     "port",
+    "publish",
     "publish_host",
     "image",
     "build",
     "env",
+    "command",
     "health_path",
     "healthcheck",
 )

@@ -40,11 +40,17 @@ class Style:
 _SYMBOL = {
     ActionKind.CREATE: "+",
     ActionKind.RECREATE: "-/+",
+    ActionKind.SCALE: "~",
     ActionKind.START: "~",
     ActionKind.REWEIGHT: "~",
     ActionKind.REMOVE: "-",
     ActionKind.UNCHANGED: " ",
 }
+
+
+def _instances(action: Action) -> str:
+    n = action.instances_after
+    return f"{n} instance{'s' * (n != 1)}"
 
 
 def _line(action: Action, style: Style) -> str:
@@ -55,9 +61,15 @@ def _line(action: Action, style: Style) -> str:
         return style.red(text) if action.kind is ActionKind.REMOVE else style.yellow(text)
     if action.kind is ActionKind.CREATE:
         text = f"  {sym} {name} port {action.port} weight {action.weight_after}"
+        if action.instances_after != 1:
+            text += f", {_instances(action)}"
         return style.green(text)
     if action.kind is ActionKind.RECREATE:
-        return style.yellow(f"{sym} {name} (recreate: {action.reason})")
+        replaced = len(action.replaced)
+        what = f"replace {replaced} instance{'s' * (replaced != 1)}, start first"
+        return style.yellow(f"{sym} {name} ({what}: {action.reason})")
+    if action.kind is ActionKind.SCALE:
+        return style.yellow(f"  {sym} {name} scale ({action.reason})")
     if action.kind is ActionKind.START:
         return style.yellow(f"  {sym} {name} start ({action.reason})")
     if action.kind is ActionKind.REWEIGHT:
@@ -78,6 +90,10 @@ def format_plan(the_plan: Plan, style: Style, *, verbose: bool = False) -> str:
         if action.kind is ActionKind.UNCHANGED and not verbose:
             continue
         lines.append(_line(action, style))
+        if action.kind in (ActionKind.RECREATE, ActionKind.SCALE) or (verbose and action.steps):
+            lines.extend(
+                style.dim(f"      {i}. {step.describe()}") for i, step in enumerate(action.steps, 1)
+            )
     for setting in the_plan.settings_changed:
         lines.append(style.yellow(f"  ~ pool {setting}"))
     if the_plan.compose_changed and not the_plan.changes:
@@ -87,8 +103,9 @@ def format_plan(the_plan: Plan, style: Style, *, verbose: bool = False) -> str:
     lines.append(
         style.bold(
             f"Plan: {counts[ActionKind.CREATE]} to create, {counts[ActionKind.RECREATE]} to "
-            f"recreate, {counts[ActionKind.START]} to start, {counts[ActionKind.REWEIGHT]} to "
-            f"reweight, {counts[ActionKind.REMOVE]} to remove."
+            f"replace, {counts[ActionKind.SCALE]} to scale, {counts[ActionKind.START]} to "
+            f"start, {counts[ActionKind.REWEIGHT]} to reweight, {counts[ActionKind.REMOVE]} "
+            "to remove."
         )
     )
     return "\n".join(lines)
@@ -107,6 +124,8 @@ def format_recap(report: Report, style: Style) -> str:
         style.red(f"removed={recap['removed']}") if recap["removed"] else "removed=0",
         style.red(f"failed={recap['failed']}") if recap["failed"] else "failed=0",
     ]
+    if recap["rolled_back"]:
+        parts.append(style.red(f"rolled_back={recap['rolled_back']}"))
     lines.append("RECAP " + "  ".join(parts) + f"  generation={report.generation}")
     return "\n".join(lines)
 
@@ -120,6 +139,19 @@ def _action_json(action: Action) -> dict[str, Any]:
         "weight_before": action.weight_before,
         "weight_after": action.weight_after,
         "containers": list(action.container_ids),
+        "instances_before": action.instances_before,
+        "instances_after": action.instances_after,
+        "changes": list(action.changes),
+        "steps": [
+            {
+                "step": step.kind.value,
+                "batch": step.batch,
+                "count": step.count,
+                "containers": list(step.container_ids),
+                "reason": step.reason,
+            }
+            for step in action.steps
+        ],
     }
 
 
@@ -131,6 +163,7 @@ def report_json(report: Report) -> str:
         if (outcome := outcomes.get(action.backend)) is not None:
             item["ok"] = outcome.ok
             item["error"] = outcome.error
+            item["rolled_back"] = outcome.rolled_back
         actions.append(item)
     document = {
         "check": report.check,

@@ -2,7 +2,14 @@
 
 ``plan(desired, observed, build=...)`` is a pure function: no I/O, no clock. Every action
 carries its reason, and the order of ``Plan.actions`` is the safe order to carry them out in
-(removals first, then reweights, then new or replaced containers).
+(removals first, then reweights, then new, scaled or replaced backends).
+
+A backend's containers are its *instances*. An action that changes instances carries the
+ordered rollout ``steps`` that make it, start first and break last: create a batch of at most
+``max_parallel`` new instances beside the old ones, wait until they have answered healthy for
+``min_healthy_time``, route to them (the proxy confirms the new pool generation), and only then
+retire as many old instances: out of the pool, drained, stopped, removed. The executor in
+apply.py carries the steps out one by one; the order is tested here, without Docker.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ from .labels import (
 from .spec import BackendSpec, DesiredState
 from .state import Observed, ObservedContainer
 
-__all__ = ["Action", "ActionKind", "Plan", "plan"]
+__all__ = ["Action", "ActionKind", "Plan", "Step", "StepKind", "plan"]
 
 
 class ActionKind(StrEnum):
     CREATE = "create"
-    RECREATE = "recreate"
+    RECREATE = "recreate"  # shown as "replace": a rolling, start-first replacement
+    SCALE = "scale"
     START = "start"
     REWEIGHT = "reweight"
     REMOVE = "remove"
@@ -41,13 +49,46 @@ _ORDER = {
     ActionKind.REMOVE: 0,
     ActionKind.REWEIGHT: 1,
     ActionKind.START: 2,
-    ActionKind.RECREATE: 3,
-    ActionKind.CREATE: 4,
-    ActionKind.UNCHANGED: 5,
+    ActionKind.SCALE: 3,
+    ActionKind.RECREATE: 4,
+    ActionKind.CREATE: 5,
+    ActionKind.UNCHANGED: 6,
 }
 
 # `docker start` fails on these ("cannot start a paused container"); a new container is needed.
 _NOT_STARTABLE = ("dead", "removing", "paused")
+
+
+class StepKind(StrEnum):
+    CREATE = "create"  # `count` new instances beside the others (batch `batch`)
+    START = "start"  # start stopped instances that are current (they form batch `batch`)
+    WAIT = "wait"  # until every instance of the batch answers healthy for min_healthy_time
+    ROUTE = "route"  # add the batch to the pool; the proxy confirms the generation
+    RETIRE = "retire"  # leave the pool, proxy confirms, drain, stop, remove
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    kind: StepKind
+    backend: str
+    batch: int = 0  # CREATE/START/WAIT/ROUTE: which batch of new instances
+    count: int = 0  # CREATE: how many
+    container_ids: tuple[str, ...] = ()  # START/WAIT/ROUTE of existing ones, RETIRE
+    reason: str = ""
+
+    def describe(self) -> str:
+        ids = ", ".join(i[:12] for i in self.container_ids)
+        if self.kind is StepKind.CREATE:
+            what = f"create {self.count} instance{'s' * (self.count != 1)} (batch {self.batch})"
+        elif self.kind is StepKind.START:
+            what = f"start {ids} (batch {self.batch})"
+        elif self.kind is StepKind.WAIT:
+            what = f"wait until batch {self.batch} is healthy"
+        elif self.kind is StepKind.ROUTE:
+            what = f"route to batch {self.batch}, confirm generation"
+        else:
+            what = f"drain and remove {ids}"
+        return f"{what}: {self.reason}" if self.reason else what
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,15 +101,28 @@ class Action:
     weight_after: int | None = None
     container_ids: tuple[str, ...] = ()  # existing containers this action acts on
     role: str = "backend"  # or "lb": the load balancer's own container
+    steps: tuple[Step, ...] = ()  # the rollout, in order (backends only)
+    instances_before: int = 0  # running instances now
+    instances_after: int = 0  # instances once done (replicas)
+    changes: tuple[str, ...] = ()  # every changed attribute, e.g. "weight 2 -> 3"
 
     @property
     def touches_container(self) -> bool:
+        if self.role == "backend":
+            return any(
+                s.kind is not StepKind.ROUTE and s.kind is not StepKind.WAIT for s in self.steps
+            )
         return self.kind in (
             ActionKind.CREATE,
             ActionKind.RECREATE,
             ActionKind.START,
             ActionKind.REMOVE,
         ) and not (self.kind is ActionKind.REMOVE and not self.container_ids)
+
+    @property
+    def replaced(self) -> tuple[str, ...]:
+        """Ids of the instances this action retires."""
+        return tuple(i for s in self.steps if s.kind is StepKind.RETIRE for i in s.container_ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +146,13 @@ class Plan:
 
 def _pool_weights(pool: BackendsConfig | None) -> dict[str, int]:
     return {} if pool is None else {entry.name: entry.weight for entry in pool.backends}
+
+
+def _pool_urls(pool: BackendsConfig | None) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for entry in pool.backends if pool is not None else ():
+        out.setdefault(entry.name, set()).add(entry.url)
+    return out
 
 
 def _settings_diff(current: BackendsConfig | None, target: BackendsConfig) -> tuple[str, ...]:
@@ -139,35 +200,129 @@ def _judge(
 
 def _plan_backend(
     backend: BackendSpec,
+    *,
     containers: tuple[ObservedContainer, ...],
     desired: DesiredState,
     build: BuildInfo,
     routed: dict[str, int],
+    routed_urls: set[str],
 ) -> Action:
     fields = container_fields(backend, desired, build)
     want_hash = backend_labels(backend, desired, build)[CONFIG_HASH]
     before = routed.get(backend.name)
-    ids = tuple(c.id for c in containers)
+    wanted = backend.replicas
+    batch_size = backend.rollout_of(desired).max_parallel
 
-    def act(kind: ActionKind, reason: str = "") -> Action:
-        return Action(
-            kind,
-            backend=backend.name,
-            reason=reason,
-            port=backend.port,
-            weight_before=before,
-            weight_after=backend.weight,
-            container_ids=ids,
-        )
+    def current(c: ObservedContainer) -> bool:
+        return c.labels.get(CONFIG_HASH) == want_hash
 
-    if verdict := _judge(containers, want_hash, fields, many="containers for one backend"):
-        return act(*verdict)
-    if before != backend.weight:
-        return act(
-            ActionKind.REWEIGHT,
-            "not routed" if before is None else f"weight {before} -> {backend.weight}",
+    def is_routed(c: ObservedContainer) -> bool:
+        return c.url is not None and c.url in routed_urls
+
+    # Routed instances first, then by name: the ones that serve now are the ones kept.
+    ordered = sorted(containers, key=lambda c: (not is_routed(c), c.name, c.id))
+    serving = [c for c in ordered if current(c) and c.running and c.health != "unhealthy"]
+    stopped = [c for c in ordered if current(c) and not c.running and c.state not in _NOT_STARTABLE]
+    stale = [c for c in ordered if c.running and c not in serving]  # old config, or unhealthy
+    dead = [c for c in ordered if not c.running and c not in stopped]
+
+    steps: list[Step] = []
+    name = backend.name
+    if dead:
+        why = ", ".join(sorted({f"container {c.state}" for c in dead}))
+        steps.append(
+            Step(StepKind.RETIRE, name, container_ids=tuple(c.id for c in dead), reason=why)
         )
-    return act(ActionKind.UNCHANGED)
+    keep = serving[:wanted]
+    excess = serving[wanted:]
+    batch = 0
+    unrouted = [c for c in keep if not is_routed(c)]
+    if unrouted:
+        ids = tuple(c.id for c in unrouted)
+        steps += [
+            Step(StepKind.WAIT, name, batch=batch, container_ids=ids),
+            Step(StepKind.ROUTE, name, batch=batch, container_ids=ids, reason="not routed"),
+        ]
+        batch += 1
+    starts = stopped[: wanted - len(keep)]
+    if starts:
+        ids = tuple(c.id for c in starts)
+        steps += [
+            Step(StepKind.START, name, batch=batch, container_ids=ids),
+            Step(StepKind.WAIT, name, batch=batch, container_ids=ids),
+            Step(StepKind.ROUTE, name, batch=batch, container_ids=ids),
+        ]
+        batch += 1
+    leftover = stopped[len(starts) :]
+    if leftover:
+        ids = tuple(c.id for c in leftover)
+        steps.append(Step(StepKind.RETIRE, name, container_ids=ids, reason="stopped extra"))
+    need = wanted - len(keep) - len(starts)
+    old = stale + excess  # retired one for one as new ones serve, the rest at the end
+    while need > 0:
+        # Batches of max_parallel only while old instances are to be replaced one for one;
+        # new capacity beside nothing to retire comes at once.
+        count = min(batch_size, need) if old else need
+        steps += [
+            Step(StepKind.CREATE, name, batch=batch, count=count),
+            Step(StepKind.WAIT, name, batch=batch),
+            Step(StepKind.ROUTE, name, batch=batch),
+        ]
+        if old[:count]:
+            retire = tuple(c.id for c in old[:count])
+            steps.append(Step(StepKind.RETIRE, name, container_ids=retire, reason="replaced"))
+            old = old[count:]
+        need -= count
+        batch += 1
+    while old:
+        retire = tuple(c.id for c in old[:batch_size])
+        steps.append(Step(StepKind.RETIRE, name, container_ids=retire, reason="scaled down"))
+        old = old[batch_size:]
+
+    # What the plan says, and why.
+    changes: list[str] = []
+    for c in stale + dead:
+        if current(c):
+            changes.append(f"container {c.health if c.running else c.state}")
+        else:
+            changes.extend(changed_fields(c.labels, fields) or ["config hash changed"])
+    changes = list(dict.fromkeys(changes))  # each reason once, in order
+    running_now = len(serving) + len(stale)
+    counted = running_now + len(stopped)
+    if containers and counted != wanted:
+        changes.append(f"replicas {counted} -> {wanted}")
+    if before is not None and before != backend.weight:
+        changes.append(f"weight {before} -> {backend.weight}")
+    if not containers:
+        kind, reason = ActionKind.CREATE, "no container"
+    elif stale or (dead and not serving and not stopped):
+        kind = ActionKind.RECREATE
+    elif counted != wanted or leftover or dead:
+        kind = ActionKind.SCALE
+    elif starts:
+        kind = ActionKind.START
+        changes.insert(0, ", ".join(sorted({f"container {c.state}" for c in starts})))
+    elif unrouted or before != backend.weight:
+        kind = ActionKind.REWEIGHT
+        if before is None or unrouted:
+            changes.insert(0, "not routed")
+    else:
+        kind = ActionKind.UNCHANGED
+    if kind is not ActionKind.CREATE:
+        reason = ", ".join(changes)
+    return Action(
+        kind,
+        backend=name,
+        reason=reason,
+        port=backend.port,
+        weight_before=before,
+        weight_after=backend.weight,
+        container_ids=tuple(c.id for c in containers),
+        steps=tuple(steps),
+        instances_before=running_now,
+        instances_after=wanted,
+        changes=tuple(changes),
+    )
 
 
 def _plan_lb(desired: DesiredState, observed: Observed, build: BuildInfo) -> Action | None:
@@ -201,8 +356,16 @@ def plan(
     pool-wide setting changes and a stale docker-compose.yml are reported too.
     """
     routed = _pool_weights(observed.pool)
+    urls = _pool_urls(observed.pool)
     actions = [
-        _plan_backend(b, observed.for_backend(b.name), desired, build, routed)
+        _plan_backend(
+            b,
+            containers=observed.for_backend(b.name),
+            desired=desired,
+            build=build,
+            routed=routed,
+            routed_urls=urls.get(b.name, set()),
+        )
         for b in desired.backends
     ]
     wanted = {b.name for b in desired.backends}
@@ -215,6 +378,7 @@ def plan(
     for name in sorted(orphans):
         ids = tuple(orphans[name])
         reason = "not in desired state" if ids else "not in desired state (pool only)"
+        steps = (Step(StepKind.RETIRE, name, container_ids=ids, reason=reason),) if ids else ()
         actions.append(
             Action(
                 ActionKind.REMOVE,
@@ -222,6 +386,8 @@ def plan(
                 reason=reason,
                 weight_before=routed.get(name),
                 container_ids=ids,
+                steps=steps,
+                instances_before=len(ids),
             )
         )
     if (lb := _plan_lb(desired, observed, build)) is not None:

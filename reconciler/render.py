@@ -6,14 +6,15 @@ renders byte-identical files and nothing is rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 
 import yaml
 
 from proxy.config import BackendEntry, BackendsConfig, HealthSettings, Revision
 
-from .labels import BuildInfo, backend_labels, canonical_hash, lb_labels
+from .labels import CONFIG_HASH, BuildInfo, backend_labels, canonical_hash, lb_labels
 from .spec import BackendSpec, DesiredState
+from .state import Observed
 
 __all__ = [
     "BACKEND_DOCKERFILE",
@@ -22,7 +23,9 @@ __all__ = [
     "POOL_FILE",
     "PROXY_DOCKERFILE",
     "PROXY_STAGE",
+    "backend_image",
     "backend_url",
+    "converged_pool",
     "image_tag",
     "render_compose",
     "render_pool",
@@ -55,6 +58,9 @@ _PROBE = (
 
 
 def backend_url(desired: DesiredState, backend: BackendSpec) -> str:
+    """Where lbrec before 0.3 published a backend (its own port on publish_host). Instances
+    are now reached at the endpoint Docker allocated (ObservedContainer.url); this is kept for
+    the pool of a desired state without observed instances (samples, tests)."""
     host = desired.publish_host
     if host in ("0.0.0.0", "::", "[::]"):
         host = "127.0.0.1"
@@ -67,6 +73,15 @@ def image_tag(desired: DesiredState, build: BuildInfo) -> str:
     return f"{desired.project}-backend:{inputs[:12]}"
 
 
+def backend_image(desired: DesiredState, backend: BackendSpec, build: BuildInfo) -> str:
+    """The image a backend's containers run: its own, or the tag lbrec builds."""
+    if backend.image is not None:
+        return backend.image
+    if backend.build is not None:
+        return f"{desired.project}-{backend.name}:{build.digest_of(backend)[:12]}"
+    return image_tag(desired, build)
+
+
 def _seconds(value: float) -> str:
     return f"{int(value * 1000)}ms"
 
@@ -74,31 +89,49 @@ def _seconds(value: float) -> str:
 def _service(
     desired: DesiredState, backend: BackendSpec, build: BuildInfo, revision: str | None
 ) -> dict[str, object]:
-    build_section: dict[str, object] = {"context": ".", "dockerfile": BACKEND_DOCKERFILE}
-    if build.base_image:
-        build_section["args"] = {"BASE_IMAGE": build.base_image}
+    service: dict[str, object] = {}
+    if backend.build is not None:
+        section: dict[str, object] = {
+            "context": backend.build.context,
+            "dockerfile": backend.build.dockerfile,
+        }
+        if backend.build.args:
+            section["args"] = dict(sorted(backend.build.args.items()))
+        service["build"] = section
+    elif backend.demo:
+        section = {"context": ".", "dockerfile": BACKEND_DOCKERFILE}
+        if build.base_image:
+            section["args"] = {"BASE_IMAGE": build.base_image}
+        service["build"] = section
+    service["image"] = backend_image(desired, backend, build)
     environment = {
         "BACKEND_NAME": backend.name,
         "PORT": str(backend.port),
-        "HEALTH_PATH": desired.health.path,
+        "HEALTH_PATH": backend.health_path(desired),
         "HEALTH_TIMEOUT": str(desired.health.timeout),
     }
     environment.update(dict(sorted(backend.env.items())))
-    return {
-        "build": build_section,
-        "image": image_tag(desired, build),
-        "environment": environment,
-        "ports": [f"{desired.publish_host}:{backend.port}:{backend.port}"],
-        "healthcheck": {
+    service["environment"] = environment
+    if backend.command is not None:
+        service["command"] = list(backend.command)
+    service["scale"] = backend.replicas
+    # No fixed host port: Docker allocates one per instance on publish_host (two instances
+    # of a backend live side by side during a rollout); lbrec reads it back and routes to it.
+    service["ports"] = [
+        {"target": backend.port, "host_ip": desired.publish_host.strip("[]"), "protocol": "tcp"}
+    ]
+    if backend.demo:
+        # The demo image has python3; any other image keeps its own HEALTHCHECK, if any.
+        service["healthcheck"] = {
             "test": ["CMD", "python3", "-c", _PROBE],
             "interval": BACKEND_CHECK_INTERVAL,
             "timeout": _seconds(desired.health.timeout + 1),
             "retries": desired.health.fall,
             "start_period": "30s",
-        },
-        "restart": "unless-stopped",
-        "labels": backend_labels(backend, desired, build, revision=revision),
-    }
+        }
+    service["restart"] = "unless-stopped"
+    service["labels"] = backend_labels(backend, desired, build, revision=revision)
+    return service
 
 
 def _lb_service(desired: DesiredState, build: BuildInfo) -> dict[str, object]:
@@ -178,18 +211,34 @@ def render_compose(
     return _HEADER.format(source=source) + body
 
 
+Instance = tuple[str, str | None]  # (url, container name)
+
+
 def render_pool(
     desired: DesiredState,
     *,
     routed: Collection[str] | None = None,
     revision: Revision | None = None,
+    instances: Mapping[str, Sequence[Instance]] | None = None,
 ) -> BackendsConfig:
-    """backends.json as a model. ``routed`` limits the pool to backends known to be up."""
-    entries = tuple(
-        BackendEntry(name=b.name, url=backend_url(desired, b), weight=b.weight)
-        for b in desired.backends
-        if routed is None or b.name in routed
-    )
+    """backends.json as a model. ``routed`` limits the pool to backends known to be up.
+
+    ``instances`` maps a backend to the endpoints of its instances that serve: one entry per
+    instance, each with the backend's weight (the proxy splits it among them); a backend with
+    no instance there is not routed. Without it, one entry per backend at ``backend_url``.
+    """
+    entries: list[BackendEntry] = []
+    for b in desired.backends:
+        if routed is not None and b.name not in routed:
+            continue
+        if instances is None:
+            entries.append(BackendEntry(name=b.name, url=backend_url(desired, b), weight=b.weight))
+            continue
+        for url, name in sorted(instances.get(b.name, ()), key=lambda i: (i[1] or "", i[0])):
+            own = b.health.path if b.health is not None else None
+            entries.append(
+                BackendEntry(name=b.name, url=url, weight=b.weight, instance=name, health_path=own)
+            )
     config = BackendsConfig(
         revision=revision,
         listen=desired.listen,
@@ -200,7 +249,26 @@ def render_pool(
         limits=desired.proxy.limits,
         trusted_proxies=desired.proxy.trusted_proxies,
         forwarded_header=desired.proxy.forwarded_header,
-        backends=entries,
+        backends=tuple(entries),
     )
     content = config.model_dump(mode="json", exclude={"generation"}, exclude_none=True)
     return config.model_copy(update={"generation": canonical_hash(content)[:12]})
+
+
+def converged_pool(
+    desired: DesiredState, observed: Observed, build: BuildInfo, revision: Revision | None
+) -> BackendsConfig:
+    """The pool once converged, as far as what runs now tells: every current, serving
+    instance of each backend (what a second apply must find to plan nothing)."""
+    instances: dict[str, list[Instance]] = {}
+    for spec in desired.backends:
+        want = backend_labels(spec, desired, build)[CONFIG_HASH]
+        instances[spec.name] = [
+            (c.url, c.name or None)
+            for c in observed.for_backend(spec.name)
+            if c.url is not None
+            and c.running
+            and c.health != "unhealthy"
+            and c.labels.get(CONFIG_HASH) == want
+        ][: spec.replicas]
+    return render_pool(desired, instances=instances, revision=revision)

@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from proxy.config import (
     HealthSettings,
@@ -22,14 +30,18 @@ from proxy.config import (
     format_validation_error,
 )
 
+from .durations import parse_duration
 from .errors import SpecError
 
 __all__ = [
     "DEFAULT_FILE",
+    "BackendHealthSpec",
     "BackendSpec",
+    "BuildSpec",
     "DesiredState",
     "HealthSpec",
     "ProxySpec",
+    "RolloutSpec",
     "load_spec",
     "parse_backend_arg",
     "parse_spec",
@@ -40,6 +52,16 @@ _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _HOSTPORT = re.compile(r"^(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
 
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
+
+
+def _seconds(value: object) -> object:
+    """A duration written as 3, 3.5, "3s", "500ms" or "1m30s" (the flags' syntax)."""
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=86400)]
 
 # Set on every backend container by render.py; a user value would break the port mapping or
 # the healthcheck.
@@ -57,15 +79,84 @@ def _check_hostport(value: str) -> str:
     return value
 
 
+class BuildSpec(_Model):
+    """Build the backend's image from a folder of the deploy folder (Compose's `build`)."""
+
+    context: str = Field(min_length=1, description="folder, relative to desired-state.yaml")
+    dockerfile: str = Field(default="Dockerfile", min_length=1, description="inside context")
+    args: dict[str, str] = Field(default_factory=dict, description="build arguments")
+
+    @field_validator("context")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        if value.startswith("/") or ".." in Path(value).parts:
+            raise ValueError(f"must be a folder inside the deploy folder, got {value!r}")
+        return value
+
+
+class BackendHealthSpec(_Model):
+    """A backend's own health endpoint, when it is not the top-level ``health.path``."""
+
+    path: str | None = Field(default=None, pattern=r"^/", description="GET this; 200 is up")
+
+
+class RolloutSpec(_Model):
+    """How a changed backend is replaced: start first, then drain (Nomad's `update`)."""
+
+    max_parallel: int = Field(
+        default=1, ge=1, le=100, strict=True, description="instances replaced at once"
+    )
+    min_healthy_time: Seconds = Field(
+        default=3.0, description="a new instance must answer healthy this long before routing"
+    )
+    healthy_deadline: Seconds = Field(
+        default=60.0, description="else it is removed and the old instances keep serving"
+    )
+    drain_timeout: Seconds = Field(
+        default=30.0, description="in-flight requests and streams of a leaving instance get this"
+    )
+
+    @model_validator(mode="after")
+    def _deadline(self) -> RolloutSpec:
+        if self.healthy_deadline <= self.min_healthy_time:
+            raise ValueError(
+                f"healthy_deadline: {self.healthy_deadline:g}s must be longer than "
+                f"min_healthy_time {self.min_healthy_time:g}s"
+            )
+        return self
+
+
 class BackendSpec(_Model):
-    """One backend container: NAME:PORT:WEIGHT on the command line."""
+    """One backend: NAME:PORT:WEIGHT on the command line; optionally any image or build."""
 
     name: str = Field(pattern=_DNS_LABEL, description="DNS label: a-z, 0-9 and '-', at most 63")
-    port: Port = Field(description="Host port published on publish_host (and the container port)")
+    port: Port = Field(
+        description="Port the application listens on inside its container (also $PORT); "
+        "each instance is published on publish_host at a host port Docker allocates"
+    )
     weight: int = Field(
         default=1, ge=0, le=1000, strict=True, description="Share of traffic; 0 drains"
     )
     env: dict[str, str] = Field(default_factory=dict, description="Extra container environment")
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+        description="Run this image (pulled if absent) instead of the demo Dockerfile.backend",
+    )
+    build: BuildSpec | None = Field(default=None, description="Build the image from a folder")
+    command: tuple[str, ...] | None = Field(
+        default=None, description="Override the image's command (exec form)"
+    )
+    replicas: int = Field(
+        default=1, ge=1, le=100, strict=True, description="Instances; weight is their total"
+    )
+    health: BackendHealthSpec | None = Field(
+        default=None, description="This backend's health path, if not the top-level one"
+    )
+    rollout: RolloutSpec | None = Field(
+        default=None, description="This backend's rollout, if not the top-level one"
+    )
 
     @field_validator("env")
     @classmethod
@@ -76,6 +167,32 @@ class BackendSpec(_Model):
             if key in _RESERVED_ENV:
                 raise ValueError(f"{key} is set by lbrec (from name, port and health)")
         return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError('must name a program, e.g. ["bin/server", "--port", "8000"]')
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BackendSpec:
+        if self.image is not None and self.build is not None:
+            raise ValueError("image and build: set one (an image to run, or a folder to build)")
+        return self
+
+    @property
+    def demo(self) -> bool:
+        """Built from the demo Dockerfile.backend (neither image nor build given)."""
+        return self.image is None and self.build is None
+
+    def health_path(self, desired: DesiredState) -> str:
+        if self.health is not None and self.health.path is not None:
+            return self.health.path
+        return desired.health.path
+
+    def rollout_of(self, desired: DesiredState) -> RolloutSpec:
+        return self.rollout if self.rollout is not None else desired.rollout
 
 
 class HealthSpec(HealthSettings):
@@ -120,6 +237,7 @@ class DesiredState(_Model):
     )
     health: HealthSpec = HealthSpec()
     proxy: ProxySpec = ProxySpec()
+    rollout: RolloutSpec = RolloutSpec()
     backends: tuple[BackendSpec, ...] = ()
 
     _check_listen = field_validator("listen", "admin")(
@@ -167,13 +285,6 @@ class DesiredState(_Model):
             listen_host == admin_host or {listen_host, admin_host} & {"0.0.0.0", "[::]"}
         ):
             raise ValueError(f"admin: {self.admin} overlaps listen {self.listen}: use another port")
-        reserved = {int(listen_port): "listen", int(admin_port): "admin"}
-        for index, backend in enumerate(self.backends):
-            if backend.port in reserved:
-                role = reserved[backend.port]
-                raise ValueError(
-                    f"backends[{index}].port: {backend.port} is the proxy's {role} port"
-                )
         return self
 
     def backend(self, name: str) -> BackendSpec | None:

@@ -21,10 +21,21 @@ class ObservedContainer:
     started_at: str | None = None
     name: str = ""
     role: str = "backend"  # or "lb": the load balancer's own container (proxy.mode container)
+    # Where the host reaches it: HOST:PORT that Docker published for the backend's port
+    # (read from the container, never guessed); None when not published (stopped).
+    endpoint: str | None = None
 
     @property
     def running(self) -> bool:
         return self.state in ("running", "restarting")
+
+    @property
+    def url(self) -> str | None:
+        return None if self.endpoint is None else f"http://{self.endpoint}"
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
 
 
 @dataclass(frozen=True, slots=True)

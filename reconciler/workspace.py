@@ -10,7 +10,7 @@ from pathlib import Path
 from proxy.config import BackendsConfig, ConfigError, load_config
 
 from .errors import SpecError
-from .files import build_context_digest, read_text_or_none
+from .files import build_context_digest, folder_digest, read_text_or_none
 from .labels import BuildInfo
 from .render import BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE
 from .spec import DesiredState, load_spec
@@ -50,7 +50,8 @@ class Workspace:
         """What the images are built from. ``stage=False`` (check mode) only reads: the lb
         image's context digest is computed from its inputs, nothing is staged or run."""
         dockerfile = self.folder / BACKEND_DOCKERFILE
-        if not dockerfile.is_file():
+        demo = any(b.demo for b in desired.backends) or not desired.backends
+        if demo and not dockerfile.is_file():
             raise SpecError(
                 f"{dockerfile}: not found; lbrec builds backends from {BACKEND_DOCKERFILE} "
                 f"next to {self.spec_file.name}",
@@ -66,10 +67,23 @@ class Workspace:
                 proxy_digest = stage_proxy_context(self.folder, base)
             else:
                 proxy_digest = proxy_context_digest(self.folder, base)
+        digests: dict[str, str] = {}
+        for index, backend in enumerate(desired.backends):
+            if backend.build is None:
+                continue
+            context = self.folder / backend.build.context
+            if not (context / backend.build.dockerfile).is_file():
+                raise SpecError(
+                    f"backends[{index}].build: {context / backend.build.dockerfile} not found "
+                    f"(context {backend.build.context!r}, dockerfile "
+                    f"{backend.build.dockerfile!r}); nothing was changed"
+                )
+            digests[backend.name] = folder_digest(context)
         return BuildInfo(
             base_image=base,
-            context_digest=build_context_digest(self.folder, BACKEND_DOCKERFILE),
+            context_digest=(build_context_digest(self.folder, BACKEND_DOCKERFILE) if demo else ""),
             proxy_digest=proxy_digest,
+            build_digests=digests,
         )
 
     def read_pool(self) -> tuple[BackendsConfig | None, str | None]:
