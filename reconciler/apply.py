@@ -119,6 +119,10 @@ def http_probe(url: str, timeout: float) -> str | None:
         return f"GET {url}: {reason}"
 
 
+def _late_probe(url: str, timeout: float) -> str | None:
+    return http_probe(url, timeout)
+
+
 @dataclass
 class Hooks:
     """The proxy and the clock, injectable so unit tests run without either.
@@ -129,7 +133,8 @@ class Hooks:
 
     confirm: Callable[[str], bool | None] | None = None
     drained: Callable[[Collection[str], float], int | None] | None = None
-    probe: Probe = http_probe
+    # Looked up when called, so that tests can replace http_probe.
+    probe: Probe = field(default_factory=lambda: _late_probe)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 

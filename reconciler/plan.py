@@ -221,7 +221,11 @@ def _plan_backend(
 
     # Routed instances first, then by name: the ones that serve now are the ones kept.
     ordered = sorted(containers, key=lambda c: (not is_routed(c), c.name, c.id))
-    serving = [c for c in ordered if current(c) and c.running and c.health != "unhealthy"]
+    serving = [
+        c
+        for c in ordered
+        if current(c) and c.running and c.health != "unhealthy" and c.url is not None
+    ]
     stopped = [c for c in ordered if current(c) and not c.running and c.state not in _NOT_STARTABLE]
     stale = [c for c in ordered if c.running and c not in serving]  # old config, or unhealthy
     dead = [c for c in ordered if not c.running and c not in stopped]
@@ -274,15 +278,16 @@ def _plan_backend(
             old = old[count:]
         need -= count
         batch += 1
-    while old:
-        retire = tuple(c.id for c in old[:batch_size])
+    if old:  # fewer replicas: the rest leave at once (one pool change, one drain)
+        retire = tuple(c.id for c in old)
         steps.append(Step(StepKind.RETIRE, name, container_ids=retire, reason="scaled down"))
-        old = old[batch_size:]
 
     # What the plan says, and why.
     changes: list[str] = []
     for c in stale + dead:
-        if current(c):
+        if current(c) and c.running and c.url is None:
+            changes.append("container publishes no port")
+        elif current(c):
             changes.append(f"container {c.health if c.running else c.state}")
         else:
             changes.extend(changed_fields(c.labels, fields) or ["config hash changed"])

@@ -90,7 +90,7 @@ class BuildSpec(_Model):
     @classmethod
     def _relative(cls, value: str) -> str:
         if value.startswith("/") or ".." in Path(value).parts:
-            raise ValueError(f"must be a folder inside the deploy folder, got {value!r}")
+            raise ValueError("must be a folder inside the deploy folder")
         return value
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from reconciler.labels import BuildInfo, backend_labels
-from reconciler.render import render_compose, render_pool
+from reconciler.render import converged_pool, render_compose
 from reconciler.spec import DesiredState, parse_spec
 from reconciler.state import Observed, ObservedContainer
 
@@ -29,19 +29,23 @@ backends:
 def converged_observed(
     desired: DesiredState, build: BuildInfo = BUILD, *, compose: bool = True
 ) -> Observed:
-    """What the engine and the files look like right after a successful apply of ``desired``."""
-    pool = render_pool(desired)
+    """What the engine and the files look like right after a successful apply of ``desired``:
+    one instance per backend on its own host port, every one routed."""
+    containers = tuple(
+        ObservedContainer(
+            id=f"id-{b.name}",
+            backend=b.name,
+            state="running",
+            health="healthy",
+            labels=backend_labels(b, desired, build),
+            name=f"{desired.project}-{b.name}-1",
+            endpoint=f"127.0.0.1:{20000 + index}",
+        )
+        for index, b in enumerate(desired.backends)
+    )
+    pool = converged_pool(desired, Observed(containers=containers), build, None)
     return Observed(
-        containers=tuple(
-            ObservedContainer(
-                id=f"id-{b.name}",
-                backend=b.name,
-                state="running",
-                health="healthy",
-                labels=backend_labels(b, desired, build),
-            )
-            for b in desired.backends
-        ),
+        containers=containers,
         pool=pool,
         pool_text=pool.to_json(),
         compose_text=render_compose(desired, build) if compose else None,

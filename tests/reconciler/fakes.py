@@ -1,4 +1,9 @@
-"""A fake Docker port for unit tests of apply/converge and the CLI (no engine needed)."""
+"""A fake Docker port for unit tests of apply/converge and the CLI (no engine needed).
+
+Containers live in a dict by id; ``scale`` creates instances the way Compose does (new ones
+from the current desired state, beside the others, each on its own host port), and every call
+is recorded with the pool URLs routed at that moment, so tests can assert make before break.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.apply import Hooks
 from reconciler.errors import ApplyError
 from reconciler.labels import backend_labels
 from reconciler.spec import DesiredState
@@ -15,29 +21,43 @@ from reconciler.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[2]
 TWO = "backends:\n  - {name: a, port: 9101, weight: 1}\n  - {name: b, port: 9102, weight: 2}\n"
+FAST = "rollout: {min_healthy_time: 0, healthy_deadline: 1s, drain_timeout: 1s}\n"
 
 
 @dataclass
 class FakeDocker:
-    """Records every call with the pool routed at that moment; containers live in a dict."""
+    """Records every call with the pool routed at that moment."""
 
     workspace: Workspace
     desired: DesiredState
     fail_build: bool = False
-    unhealthy: set[str] = field(default_factory=set)
+    fail_pull: bool = False
+    unhealthy: set[str] = field(default_factory=set)  # backends whose new instances fail
+    exits: set[str] = field(default_factory=set)  # backends whose new instances exit
     containers: dict[str, ObservedContainer] = field(default_factory=dict)
     calls: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
     counter: int = 0
+    broken_urls: set[str] = field(default_factory=set)
 
     def _routed(self) -> tuple[str, ...]:
+        """Backend names in the pool now (one per instance, sorted as written)."""
         path = self.workspace.pool_file
         if not path.exists():
             return ()
         return tuple(b["name"] for b in json.loads(path.read_text())["backends"])
 
+    def routed_urls(self) -> set[str]:
+        path = self.workspace.pool_file
+        if not path.exists():
+            return set()
+        return {b["url"] for b in json.loads(path.read_text())["backends"]}
+
     def _record(self, what: str, names: Sequence[str]) -> None:
         self.calls.append((what, tuple(names), self._routed()))
+
+    def of(self, backend: str) -> list[ObservedContainer]:
+        return [c for c in self.containers.values() if c.backend == backend]
 
     def check(self) -> None:
         pass
@@ -46,41 +66,81 @@ class FakeDocker:
         return tag in self.images
 
     def observe(self) -> tuple[ObservedContainer, ...]:
-        return tuple(self.containers.values())
+        return tuple(sorted(self.containers.values(), key=lambda c: (c.backend, c.id)))
+
+    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
+        return tuple(self.containers[i] for i in container_ids if i in self.containers)
+
+    def logs_tail(self, container_id: str) -> str:
+        return "Traceback: boom"
 
     def build(self, services: Sequence[str], *, progress: object = None) -> None:
         self._record("build", services)
         if self.fail_build:
             raise ApplyError("building failed: no such image", detail="tail of docker's error")
 
+    def pull(self, image: str) -> None:
+        self._record("pull", (image,))
+        if self.fail_pull:
+            raise ApplyError(f"pulling {image} failed: not found", detail="manifest unknown")
+        self.images.add(image)
+
+    def _new(self, name: str, number: int) -> ObservedContainer:
+        spec = self.desired.backend(name)
+        assert spec is not None
+        build = self.workspace.build_info(self.desired)
+        self.counter += 1
+        cid = f"{name}-{self.counter}"
+        port = 40000 + self.counter
+        url = f"http://127.0.0.1:{port}"
+        if name in self.unhealthy:
+            self.broken_urls.add(url)
+        return ObservedContainer(
+            id=cid,
+            backend=name,
+            state="exited" if name in self.exits else "running",
+            health="starting",
+            labels=backend_labels(spec, self.desired, build),
+            name=f"p-{name}-{number}",
+            endpoint=None if name in self.exits else f"127.0.0.1:{port}",
+        )
+
+    def scale(self, service: str, count: int) -> None:
+        self._record("scale", (service, str(count)))
+        existing = self.of(service)
+        for number in range(len(existing) + 1, count + 1):
+            c = self._new(service, number)
+            self.containers[c.id] = c
+
     def up(self, services: Sequence[str], *, force_recreate: bool) -> None:
         self._record("up", services)
-        build = self.workspace.build_info(self.desired)
-        for name in services:
-            spec = self.desired.backend(name)
-            assert spec is not None
-            self.counter += 1
-            self.containers[name] = ObservedContainer(
-                id=f"{name}-{self.counter}",
-                backend=name,
-                state="running",
-                health="healthy",
-                labels=backend_labels(spec, self.desired, build),
-            )
 
     def start(self, container_ids: Sequence[str]) -> None:
         self._record("start", container_ids)
-        for name, c in list(self.containers.items()):
-            if c.id in container_ids:
-                self.containers[name] = ObservedContainer(
-                    id=c.id, backend=name, state="running", health="healthy", labels=c.labels
-                )
+        for cid in container_ids:
+            c = self.containers[cid]
+            port = (
+                40000 + int(cid.rsplit("-", 1)[-1]) if cid.rsplit("-", 1)[-1].isdigit() else 49999
+            )
+            self.containers[cid] = ObservedContainer(
+                id=c.id,
+                backend=c.backend,
+                state="running",
+                health="healthy",
+                labels=c.labels,
+                name=c.name,
+                endpoint=c.endpoint or f"127.0.0.1:{port}",
+            )
 
     def remove(self, container_ids: Sequence[str]) -> None:
         self._record("remove", container_ids)
-        for name, c in list(self.containers.items()):
-            if c.id in container_ids:
-                del self.containers[name]
+        for cid in container_ids:
+            self.containers.pop(cid, None)
+
+    def stop_remove(self, container_ids: Sequence[str]) -> None:
+        self._record("stop_remove", container_ids)
+        for cid in container_ids:
+            self.containers.pop(cid, None)
 
     def remove_network(self) -> None:
         self._record("remove_network", ())
@@ -90,6 +150,35 @@ class FakeDocker:
     ) -> dict[str, str | None]:
         self._record("wait", services)
         return {n: ("not healthy after 1s" if n in self.unhealthy else None) for n in services}
+
+    def probe(self, url: str, timeout: float) -> str | None:
+        base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+        if any(url.startswith(b) for b in self.broken_urls):
+            return f"GET {url} answered 500"
+        del base, timeout
+        return None
+
+    def hooks(self, confirmed: list[str] | None = None) -> Hooks:
+        """Proxy and clock stand-ins: every generation is confirmed, nothing in flight, and
+        time advances 0.2 s per sleep (so deadlines pass without waiting)."""
+        now = [0.0]
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        def confirm(generation: str) -> bool:
+            self._record("confirm", (generation,))
+            if confirmed is not None:
+                confirmed.append(generation)
+            return True
+
+        def drained(urls: object, timeout: float) -> int:
+            self._record("drain", tuple(sorted(str(u) for u in urls)))  # type: ignore[attr-defined]
+            return 0
+
+        return Hooks(
+            confirm=confirm, drained=drained, probe=self.probe, sleep=sleep, clock=lambda: now[0]
+        )
 
 
 def make_folder(tmp_path: Path) -> Path:

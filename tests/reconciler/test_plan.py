@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from proxy.config import BackendEntry, BackendsConfig
 from reconciler.labels import CONFIG_HASH, BuildInfo, backend_labels, lb_labels
-from reconciler.plan import Action, ActionKind, Plan, plan
-from reconciler.render import render_compose, render_pool
+from reconciler.plan import Action, ActionKind, Plan, StepKind, plan
+from reconciler.render import converged_pool, render_compose, render_pool
 from reconciler.spec import BackendSpec, DesiredState
 from reconciler.state import Observed, ObservedContainer
 
@@ -42,6 +42,14 @@ def _labels(
     return backend_labels(spec.model_copy(update=change), desired, build)
 
 
+_PORTS: dict[str, int] = {}
+
+
+def _endpoint(name: str) -> str:
+    """One host port per backend name, the same wherever it is asked for."""
+    return f"127.0.0.1:{_PORTS.setdefault(name, 9100 + len(_PORTS))}"
+
+
 def _ctr(
     name: str,
     *,
@@ -49,6 +57,7 @@ def _ctr(
     health: str | None = "healthy",
     labels: dict[str, str] | None = None,
     id: str | None = None,
+    endpoint: str | None = "",
 ) -> ObservedContainer:
     return ObservedContainer(
         id=id or f"id-{name}",
@@ -56,14 +65,14 @@ def _ctr(
         state=state,
         health=health,
         labels=_labels(name) if labels is None else labels,
+        endpoint=_endpoint(name) if endpoint == "" else endpoint,
     )
 
 
 def _pool(**weights: int) -> BackendsConfig:
     return BackendsConfig(
         backends=tuple(
-            BackendEntry(name=n, url=f"http://127.0.0.1:{9100 + i}", weight=w)
-            for i, (n, w) in enumerate(weights.items())
+            BackendEntry(name=n, url=f"http://{_endpoint(n)}", weight=w) for n, w in weights.items()
         )
     )
 
@@ -165,10 +174,19 @@ CASES: list[tuple[str, Observed, BuildInfo, ActionKind, str]] = [
     ),
     (
         "two-containers",
-        _observed(_ctr("a", id="x1"), _ctr("a", id="x2"), _ctr("b"), pool=ROUTED),
+        _observed(
+            _ctr("a", id="x1"), _ctr("a", id="x2", endpoint="127.0.0.1:1"), _ctr("b"), pool=ROUTED
+        ),
+        BUILD,
+        K.SCALE,
+        "replicas 2 -> 1",
+    ),
+    (
+        "running-without-a-published-port",
+        _observed(_ctr("a", endpoint=None), _ctr("b"), pool=ROUTED),
         BUILD,
         K.RECREATE,
-        "2 containers for one backend",
+        "container publishes no port",
     ),
     (
         "starting-is-not-unhealthy",
@@ -319,7 +337,7 @@ def test_everything_removed_when_nothing_is_desired() -> None:
     assert [(a.kind, a.backend) for a in result.actions] == [(K.REMOVE, "a"), (K.REMOVE, "b")]
 
 
-def test_actions_are_ordered_remove_reweight_start_recreate_create() -> None:
+def test_actions_are_ordered_remove_reweight_start_scale_replace_create() -> None:
     desired = _desired(
         ("create2", 9011, 1),
         ("create1", 9010, 1),
@@ -327,6 +345,7 @@ def test_actions_are_ordered_remove_reweight_start_recreate_create() -> None:
         ("start", 9030, 1),
         ("reweight", 9040, 7),
         ("same", 9050, 1),
+        ("scale", 9060, 1),
     )
 
     def ok(name: str, **kw: object) -> ObservedContainer:
@@ -338,7 +357,9 @@ def test_actions_are_ordered_remove_reweight_start_recreate_create() -> None:
         ok("start", state="exited", health=None),
         _ctr("recreate", labels=_labels("recreate", desired, port=1)),
         _ctr("zombie", labels=_labels("zombie")),
-        pool=_pool(same=1, reweight=1, start=1, recreate=1, ghost=1),
+        ok("scale"),
+        ok("scale", id="scale-2", endpoint="127.0.0.1:2"),
+        pool=_pool(same=1, reweight=1, start=1, recreate=1, ghost=1, scale=1),
     )
     result = plan(desired, observed, build=BUILD)
     assert [(a.kind, a.backend) for a in result.actions] == [
@@ -346,13 +367,14 @@ def test_actions_are_ordered_remove_reweight_start_recreate_create() -> None:
         (K.REMOVE, "zombie"),
         (K.REWEIGHT, "reweight"),
         (K.START, "start"),
+        (K.SCALE, "scale"),
         (K.RECREATE, "recreate"),
         (K.CREATE, "create1"),
         (K.CREATE, "create2"),
         (K.UNCHANGED, "same"),
     ]
     assert [a.backend for a in result.of(K.CREATE)] == ["create1", "create2"]
-    assert len(result.changes) == 7
+    assert len(result.changes) == 8
     assert not result.in_sync
 
 
@@ -363,7 +385,7 @@ def test_converged_is_in_sync(converged: Callable[..., Observed], build: BuildIn
         desired,
         observed,
         build=build,
-        target_pool=render_pool(desired),
+        target_pool=converged_pool(desired, observed, build, None),
         compose_text=render_compose(desired, build),
     )
     assert result.in_sync
@@ -381,7 +403,9 @@ def test_settings_changed_for_pool_wide_settings(
 ) -> None:
     before = _desired(("a", 9001, 2))
     after = _desired(("a", 9001, 2), health={"interval": 5}, listen="127.0.0.1:7000")
-    result = plan(after, converged(before, build), build=build, target_pool=render_pool(after))
+    observed = converged(before, build)
+    target = converged_pool(after, observed, build, None)
+    result = plan(after, observed, build=build, target_pool=target)
     assert result.settings_changed == (
         "health.interval 2.0 -> 5.0",
         "listen 127.0.0.1:8080 -> 127.0.0.1:7000",
@@ -403,7 +427,8 @@ def test_pool_file_with_other_bytes_is_rewritten(
 ) -> None:
     desired = _desired(("a", 9001, 2))
     observed = replace(converged(desired, build), pool_text='{"hand": "edited"}')
-    result = plan(desired, observed, build=build, target_pool=render_pool(desired))
+    target = converged_pool(desired, observed, build, None)
+    result = plan(desired, observed, build=build, target_pool=target)
     assert result.settings_changed == (
         "config/backends.json differs from the desired state: rewrite",
     )
@@ -413,7 +438,8 @@ def test_pool_file_with_other_bytes_is_rewritten(
 def test_missing_pool_file_means_not_routed_and_no_settings_diff() -> None:
     desired = _desired(("a", 9001, 2))
     observed = _observed(_ctr("a", labels=_labels("a", desired)))
-    result = plan(desired, observed, build=BUILD, target_pool=render_pool(desired))
+    target = converged_pool(desired, observed, BUILD, None)
+    result = plan(desired, observed, build=BUILD, target_pool=target)
     assert result.settings_changed == ()
     assert [(a.kind, a.reason) for a in result.actions] == [(K.REWEIGHT, "not routed")]
 
@@ -542,6 +568,10 @@ def _observed_states(draw: st.DrawFn, desired: DesiredState) -> Observed:
                 state=draw(st.sampled_from(["running", "exited", "created", "dead", "paused"])),
                 health=draw(st.sampled_from([None, "healthy", "unhealthy", "starting"])),
                 labels=labels,
+                endpoint=draw(
+                    st.sampled_from([_endpoint(name), f"127.0.0.1:{30000 + index}", None])
+                ),
+                name=f"p-{name}-{index}",
             )
         )
     pool = None
@@ -554,33 +584,42 @@ def _observed_states(draw: st.DrawFn, desired: DesiredState) -> Observed:
 def _simulate_apply(
     desired: DesiredState, observed: Observed, result: Plan, build: BuildInfo
 ) -> Observed:
-    """Carry out ``result`` on a model of the engine: what `lbrec apply` does when all goes well."""
+    """Carry out ``result``'s steps on a model of the engine: what `lbrec apply` does when all
+    goes well (new instances get a host port of their own; the pool routes what serves)."""
     containers = {c.id: c for c in observed.containers}
     fresh = 0
     for action in result.actions:
         spec = desired.backend(action.backend)
-        match action.kind:
-            case K.REMOVE:
-                for cid in action.container_ids:
-                    del containers[cid]
-            case K.CREATE | K.RECREATE:
-                assert spec is not None
-                for cid in action.container_ids:
-                    del containers[cid]
-                fresh += 1
-                containers[f"new{fresh}"] = ObservedContainer(
-                    id=f"new{fresh}",
-                    backend=spec.name,
-                    state="running",
-                    health="healthy",
-                    labels=backend_labels(spec, desired, build),
-                )
-            case K.START:
-                (cid,) = action.container_ids
-                containers[cid] = replace(containers[cid], state="running", health="healthy")
-            case K.REWEIGHT | K.UNCHANGED:
-                assert spec is not None
-    pool = render_pool(desired)
+        for step in action.steps:
+            match step.kind:
+                case StepKind.RETIRE:
+                    for cid in step.container_ids:
+                        del containers[cid]
+                case StepKind.CREATE:
+                    assert spec is not None
+                    for _ in range(step.count):
+                        fresh += 1
+                        containers[f"new{fresh}"] = ObservedContainer(
+                            id=f"new{fresh}",
+                            backend=spec.name,
+                            state="running",
+                            health="starting",
+                            labels=backend_labels(spec, desired, build),
+                            endpoint=f"127.0.0.1:{40000 + fresh}",
+                        )
+                case StepKind.START:
+                    for cid in step.container_ids:
+                        c = containers[cid]
+                        containers[cid] = replace(
+                            c,
+                            state="running",
+                            health="healthy",
+                            endpoint=c.endpoint or "127.0.0.1:1",
+                        )
+                case StepKind.WAIT | StepKind.ROUTE:
+                    pass
+    after = Observed(containers=tuple(containers.values()))
+    pool = converged_pool(desired, after, build, None)
     return Observed(
         containers=tuple(containers.values()),
         pool=pool,
@@ -608,7 +647,7 @@ def test_property_one_action_per_backend(
     ids = [cid for a in result.actions for cid in a.container_ids]
     assert sorted(ids) == sorted(c.id for c in observed.containers)
     order = [a.kind for a in result.actions]
-    rank = [K.REMOVE, K.REWEIGHT, K.START, K.RECREATE, K.CREATE, K.UNCHANGED]
+    rank = [K.REMOVE, K.REWEIGHT, K.START, K.SCALE, K.RECREATE, K.CREATE, K.UNCHANGED]
     assert order == sorted(order, key=rank.index)
     assert all(a.reason for a in result.changes)
 
@@ -625,10 +664,12 @@ def test_property_apply_then_plan_is_in_sync(
         desired,
         after,
         build=build,
-        target_pool=render_pool(desired),
+        target_pool=converged_pool(desired, after, build, None),
         compose_text=render_compose(desired, build),
     )
     assert second.in_sync, second
+    for backend in desired.backends:  # exactly the wanted number of instances, all routed
+        assert len(after.for_backend(backend.name)) == backend.replicas
     assert [a.backend for a in second.actions] == sorted(b.name for b in desired.backends)
 
 
@@ -636,7 +677,7 @@ def test_property_apply_then_plan_is_in_sync(
 @given(desired=_desired_states(), build=_BUILDS)
 def test_property_converged_state_is_in_sync(desired: DesiredState, build: BuildInfo) -> None:
     observed = converged_observed(desired, build)
-    pool = render_pool(desired)
+    pool = converged_pool(desired, observed, build, None)
     result = plan(
         desired, observed, build=build, target_pool=pool, compose_text=observed.compose_text
     )
@@ -702,7 +743,7 @@ def _lines_executed(n: int) -> int:
     """Lines of lbrec's own code run to render and plan ``n`` converged backends."""
     import sys
 
-    from reconciler.render import render_compose, render_pool
+    from reconciler.render import converged_pool, render_compose
     from reconciler.spec import BackendSpec
 
     desired = DesiredState(
@@ -722,7 +763,7 @@ def _lines_executed(n: int) -> int:
 
     sys.settrace(tracer)
     try:
-        target = render_pool(desired)
+        target = converged_pool(desired, observed, BUILD, None)
         compose = render_compose(desired, BUILD)
         the_plan = plan(desired, observed, build=BUILD, target_pool=target, compose_text=compose)
     finally:
@@ -735,3 +776,157 @@ def test_planning_and_rendering_stay_linear() -> None:
     # Operations, not seconds: 4x the backends may cost at most ~4x the lines executed.
     small, large = _lines_executed(100), _lines_executed(400)
     assert large <= 4.4 * small, (small, large)
+
+
+# --- rollout steps: start first, break last ----------------------------------------------------
+
+
+def _one(desired: DesiredState, *containers: ObservedContainer) -> Action:
+    urls = {c.backend: 1 for c in containers}
+    pool = BackendsConfig(
+        backends=tuple(
+            BackendEntry(name=c.backend, url=f"http://{c.endpoint}", weight=1)
+            for c in containers
+            if c.endpoint and c.running
+        )
+    )
+    del urls
+    (action,) = [a for a in plan(desired, _observed(*containers, pool=pool), build=BUILD).actions]
+    return action
+
+
+def _spec(**fields: object) -> DesiredState:
+    return DesiredState.model_validate({"backends": [{"name": "a", "port": 9001, **fields}]})
+
+
+def _steps(action: Action) -> list[tuple[str, int, tuple[str, ...]]]:
+    return [(s.kind.value, s.count, s.container_ids) for s in action.steps]
+
+
+def _old(n: int, desired: DesiredState) -> list[ObservedContainer]:
+    stale = _labels("a", desired, env={"OLD": "1"})
+    return [
+        _ctr("a", id=f"o{i}", labels=stale, endpoint=f"127.0.0.1:{31000 + i}") for i in range(n)
+    ]
+
+
+def _new(n: int, desired: DesiredState) -> list[ObservedContainer]:
+    fresh = _labels("a", desired)
+    return [
+        _ctr("a", id=f"n{i}", labels=fresh, endpoint=f"127.0.0.1:{32000 + i}") for i in range(n)
+    ]
+
+
+def test_replace_one_instance_creates_routes_then_retires() -> None:
+    desired = _spec()
+    action = _one(desired, *_old(1, desired))
+    assert action.kind is K.RECREATE and action.reason == "env 9a082ca51840 -> 44136fa355b3"
+    assert _steps(action) == [
+        ("create", 1, ()),
+        ("wait", 0, ()),
+        ("route", 0, ()),
+        ("retire", 0, ("o0",)),
+    ]
+    assert action.replaced == ("o0",)
+
+
+def test_replace_in_batches_of_max_parallel() -> None:
+    desired = _spec(replicas=3, rollout={"max_parallel": 2})
+    action = _one(desired, *_old(3, desired))
+    assert _steps(action) == [
+        ("create", 2, ()),
+        ("wait", 0, ()),
+        ("route", 0, ()),
+        ("retire", 0, ("o0", "o1")),
+        ("create", 1, ()),
+        ("wait", 0, ()),
+        ("route", 0, ()),
+        ("retire", 0, ("o2",)),
+    ]
+
+
+def test_scale_up_creates_beside_and_touches_nothing() -> None:
+    desired = _spec(replicas=3)
+    action = _one(desired, *_new(1, desired))
+    assert (action.kind, action.reason) == (K.SCALE, "replicas 1 -> 3")
+    assert _steps(action) == [("create", 2, ()), ("wait", 0, ()), ("route", 0, ())]
+    assert action.replaced == ()
+
+
+def test_scale_down_retires_the_extra_instances_at_once() -> None:
+    desired = _spec(replicas=1)
+    action = _one(desired, *_new(3, desired))
+    assert (action.kind, action.reason) == (K.SCALE, "replicas 3 -> 1")
+    assert _steps(action) == [("retire", 0, ("n1", "n2"))]
+
+
+def test_replace_while_scaling_down_keeps_capacity_until_the_new_one_serves() -> None:
+    desired = _spec(replicas=1)
+    action = _one(desired, *_old(3, desired))
+    assert action.reason.endswith("replicas 3 -> 1")
+    assert _steps(action) == [
+        ("create", 1, ()),
+        ("wait", 0, ()),
+        ("route", 0, ()),
+        ("retire", 0, ("o0",)),
+        ("retire", 0, ("o1", "o2")),
+    ]
+
+
+def test_weight_change_is_shown_beside_a_replace() -> None:
+    desired = _spec(weight=5)
+    observed = _observed(*_old(1, desired), pool=_pool_at(_old(1, desired), weight=2))
+    (action,) = plan(desired, observed, build=BUILD).actions
+    assert action.kind is K.RECREATE
+    assert action.changes == ("env 9a082ca51840 -> 44136fa355b3", "weight 2 -> 5")
+
+
+def _pool_at(containers: list[ObservedContainer], *, weight: int) -> BackendsConfig:
+    return BackendsConfig(
+        backends=tuple(
+            BackendEntry(name=c.backend, url=f"http://{c.endpoint}", weight=weight)
+            for c in containers
+        )
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    old=st.integers(0, 5),
+    fresh=st.integers(0, 4),
+    replicas=st.integers(1, 5),
+    max_parallel=st.integers(1, 4),
+)
+def test_property_never_fewer_serving_instances_than_before(
+    old: int, fresh: int, replicas: int, max_parallel: int
+) -> None:
+    """Walk the steps: the routed instances never drop below what served before (or below
+    the new replicas, if the user lowered them), and the walk ends at exactly ``replicas``."""
+    desired = _spec(replicas=replicas, rollout={"max_parallel": max_parallel})
+    containers = [*_old(old, desired), *_new(fresh, desired)]
+    if not containers:
+        return
+    action = _one(desired, *containers)
+    routed = {c.id for c in containers}
+    floor = min(len(routed), replicas)
+    batches: dict[int, int] = {}
+    created = 0
+    for step in action.steps:
+        if step.kind is StepKind.CREATE:
+            batches[step.batch] = step.count
+        elif step.kind is StepKind.ROUTE:
+            for _ in range(batches.get(step.batch, 0)):
+                created += 1
+                routed.add(f"created{created}")
+        elif step.kind is StepKind.RETIRE:
+            routed -= set(step.container_ids)
+            assert len(routed) >= floor, (action.steps, routed)
+    assert len(routed) == replicas
+    assert not routed & {c.id for c in _old(old, desired)}  # every old instance replaced
+    steps = action.steps
+    for i, step in enumerate(steps):
+        if step.kind is StepKind.CREATE:  # created, then waited for, then routed
+            assert [s.kind for s in steps[i + 1 : i + 3]] == [StepKind.WAIT, StepKind.ROUTE]
+            after = steps[i + 3] if i + 3 < len(steps) else None
+            if after is not None and after.reason == "replaced":
+                assert step.count <= max_parallel

@@ -70,8 +70,11 @@ def test_compose_services_are_complete(sample: DesiredState, build: BuildInfo) -
     assert list(services) == ["backend1", "backend2", "backend3"]
     for spec in sample.backends:
         service = services[spec.name]
-        assert service["ports"] == [f"127.0.0.1:{spec.port}:{spec.port}"]
-        assert all(p.startswith("127.0.0.1:") for p in service["ports"])
+        # no fixed host port: Docker allocates one per instance, lbrec reads it back
+        assert service["ports"] == [
+            {"target": spec.port, "host_ip": "127.0.0.1", "protocol": "tcp"}
+        ]
+        assert service["scale"] == spec.replicas
         assert service["restart"] == "unless-stopped"
         health = service["healthcheck"]
         assert health["test"][:2] == ["CMD", "python3"]
@@ -105,7 +108,7 @@ def test_compose_base_image_is_a_build_arg(sample: DesiredState) -> None:
 def test_compose_publish_host_is_used_for_ports(build: BuildInfo) -> None:
     desired = parse_spec("publish_host: 0.0.0.0\nbackends:\n  - {name: a, port: 9001}\n")
     service = yaml.safe_load(render_compose(desired, build))["services"]["a"]
-    assert service["ports"] == ["0.0.0.0:9001:9001"]
+    assert service["ports"] == [{"target": 9001, "host_ip": "0.0.0.0", "protocol": "tcp"}]
     # The proxy still reaches it on loopback.
     assert backend_url(desired, desired.backends[0]) == "http://127.0.0.1:9001"
 
@@ -282,3 +285,43 @@ def test_image_tag_changes_with_the_base_image_and_the_context(build: BuildInfo)
     tags = {image_tag(desired, b) for b in (build, other_base, other_context)}
     assert len(tags) == 3
     assert image_tag(desired, build) == image_tag(desired, build)
+
+
+def test_compose_of_an_image_and_of_a_build_backend(build: BuildInfo) -> None:
+    desired = parse_spec(
+        "backends:\n"
+        "  - {name: web, port: 8000, image: 'registry.example/acme/web:1.4.2', replicas: 3,"
+        " command: [bin/server, --port, '8000'], health: {path: /up}}\n"
+        "  - {name: api, port: 8100, build: {context: api, args: {VERSION: '2'}}}\n"
+    )
+    build = BuildInfo(base_image=None, context_digest="", build_digests={"api": "d" * 64})
+    services = yaml.safe_load(render_compose(desired, build))["services"]
+    web, api = services["web"], services["api"]
+    assert web["image"] == "registry.example/acme/web:1.4.2" and "build" not in web
+    assert web["command"] == ["bin/server", "--port", "8000"]
+    assert web["scale"] == 3
+    assert "healthcheck" not in web  # the image keeps its own HEALTHCHECK, if any
+    assert web["environment"]["HEALTH_PATH"] == "/up"
+    assert web["labels"]["lbrec.field.health_path"] == "/up"
+    assert api["build"] == {"context": "api", "dockerfile": "Dockerfile", "args": {"VERSION": "2"}}
+    assert api["image"].startswith("lbrec-api:")
+    other = BuildInfo(base_image=None, context_digest="", build_digests={"api": "e" * 64})
+    again = yaml.safe_load(render_compose(desired, other))["services"]["api"]
+    assert again["image"] != api["image"]  # a changed context is a new tag
+    assert again["labels"]["lbrec.config-hash"] != api["labels"]["lbrec.config-hash"]
+
+
+def test_pool_has_one_entry_per_instance_with_its_own_health_path() -> None:
+    desired = parse_spec(
+        "backends:\n  - {name: web, port: 8000, weight: 4, replicas: 2, health: {path: /up}}\n"
+    )
+    pool = render_pool(
+        desired,
+        instances={
+            "web": [("http://127.0.0.1:40002", "p-web-2"), ("http://127.0.0.1:40001", "p-web-1")]
+        },
+    )
+    assert [(b.url, b.weight, b.instance, b.health_path) for b in pool.backends] == [
+        ("http://127.0.0.1:40001", 4, "p-web-1", "/up"),
+        ("http://127.0.0.1:40002", 4, "p-web-2", "/up"),
+    ]

@@ -172,15 +172,40 @@ def test_models_are_frozen() -> None:
             id="port-missing",
         ),
         pytest.param(
-            "backends:\n  - {name: a, port: 8080}\n",
-            "backends[0].port: 8080 is the proxy's listen port",
-            id="port-is-listen",
+            "backends:\n  - {name: a, port: 9001, image: 'x:1', build: {context: a}}\n",
+            "backends[0]: image and build: set one",
+            id="image-and-build",
         ),
         pytest.param(
-            "admin: 127.0.0.1:9999\n"
-            "backends:\n  - {name: a, port: 9001}\n  - {name: b, port: 9999}\n",
-            "backends[1].port: 9999 is the proxy's admin port",
-            id="port-is-admin",
+            "backends:\n  - {name: a, port: 9001, replicas: 0}\n",
+            "backends[0].replicas: Input should be greater than or equal to 1 (got 0)",
+            id="replicas-0",
+        ),
+        pytest.param(
+            "rollout: {min_healthy_time: 10s, healthy_deadline: 5s}\nbackends: []\n",
+            "rollout: healthy_deadline: 5s must be longer than min_healthy_time 10s",
+            id="deadline-before-min-healthy",
+        ),
+        pytest.param(
+            "rollout: {drain_timeout: soon}\nbackends: []\n",
+            "rollout.drain_timeout: 'soon': expected a duration",
+            id="drain-timeout-not-a-duration",
+        ),
+        pytest.param(
+            "backends:\n  - {name: a, port: 9001, build: {context: ../elsewhere}}\n",
+            "backends[0].build.context: must be a folder inside the deploy folder "
+            "(got '../elsewhere')",
+            id="build-context-outside",
+        ),
+        pytest.param(
+            "backends:\n  - {name: a, port: 9001, command: []}\n",
+            "backends[0].command: must name a program",
+            id="command-empty",
+        ),
+        pytest.param(
+            "backends:\n  - {name: a, port: 9001, rollout: {max_parallel: 0}}\n",
+            "backends[0].rollout.max_parallel: Input should be greater than or equal to 1",
+            id="max-parallel-0",
         ),
         pytest.param(
             "admin: 127.0.0.1:8080\n",

@@ -12,12 +12,12 @@ from reconciler.render import POOL_FILE
 from reconciler.status import collect_status, show_status
 from reconciler.workspace import Workspace
 
-from .fakes import TWO, FakeDocker, make_folder
+from .fakes import FAST, TWO, FakeDocker, make_folder
 
 
 def _workspace(tmp_path: Path) -> tuple[Workspace, FakeDocker]:
     folder = make_folder(tmp_path)
-    (folder / "desired-state.yaml").write_text(TWO)
+    (folder / "desired-state.yaml").write_text(FAST + TWO)
     workspace = Workspace.at(folder / "desired-state.yaml")
     docker = FakeDocker(workspace, workspace.load())
     return workspace, docker
@@ -35,7 +35,7 @@ def test_invalid_pool_file_is_called_invalid(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     workspace, docker = _workspace(tmp_path)
-    converge(workspace, docker, check=False, confirm=lambda _g: None)
+    converge(workspace, docker, check=False, hooks=docker.hooks())
     assert collect_status(workspace, lambda _w, _d: docker)["pool_problem"] is None
     (workspace.folder / POOL_FILE).write_text('{"backends": [{"name": "A"}]}')
     status = collect_status(workspace, lambda _w, _d: docker)
