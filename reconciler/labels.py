@@ -87,7 +87,11 @@ def container_fields(
         "image": image,
         "build": build.digest_of(backend)[:12],
         "env": canonical_hash(backend.env)[:12],
-        "command": canonical_hash(list(backend.command or ()))[:12],
+        "command": (
+            "(image default)"
+            if backend.command is None
+            else canonical_hash(list(backend.command))[:12]
+        ),
         "health_path": backend.health_path(desired),
         "healthcheck": f"timeout={desired.health.timeout:g}s,fall={desired.health.fall}",
     }

@@ -103,6 +103,7 @@ class Schedule:
         self.retry_permanent_after = retry_permanent_after
         self.pending_reason: str | None = None
         self.immediate = False
+        self.drift_only = False  # every pending event is drift (docker events), no edit
         self.first_event = 0.0
         self.last_event = 0.0
         self.failures = 0
@@ -110,19 +111,31 @@ class Schedule:
         self.parked = False
         self.last_end = 0.0
 
-    def event(self, now: float, reason: str, *, immediate: bool = False) -> None:
-        """Something may have changed; ``immediate`` skips the debounce (start, webhook)."""
+    def event(
+        self, now: float, reason: str, *, immediate: bool = False, drift: bool = False
+    ) -> None:
+        """Something may have changed; ``immediate`` skips the debounce (start, webhook).
+
+        ``drift`` events (a container of the project stopped or went) do not cut a backoff
+        short: a rollout that failed removes its new containers itself, and their events must
+        not restart the same broken version in a tight loop. An edit or a commit does."""
         if self.pending_reason is None:
             self.pending_reason = reason
             self.first_event = now
+            self.drift_only = drift
+        else:
+            self.drift_only = self.drift_only and drift
         self.last_event = now
         self.immediate = self.immediate or immediate
 
     def next_due(self) -> Due | None:
         if self.pending_reason is not None:
             if self.immediate:
-                return Due(self.first_event, self.pending_reason)
-            at = min(self.last_event + self.debounce, self.first_event + self.max_delay)
+                at = self.first_event
+            else:
+                at = min(self.last_event + self.debounce, self.first_event + self.max_delay)
+            if self.drift_only and self.retry_at is not None:
+                at = max(at, self.retry_at)
             return Due(at, self.pending_reason)
         if self.retry_at is not None:
             return Due(self.retry_at, f"retry {self.failures}" if not self.parked else "retry")
@@ -134,6 +147,7 @@ class Schedule:
         """A pass starts: it sees every event so far, so they are consumed."""
         self.pending_reason = None
         self.immediate = False
+        self.drift_only = False
 
     def end(self, now: float, outcome: PassOutcome) -> float | None:
         """Record a pass result; returns the retry delay when one is scheduled."""
@@ -195,9 +209,9 @@ class ControlLoop:
         self.last_error: str | None = None
 
     # -- called from any thread ---------------------------------------------------------
-    def notify(self, reason: str, *, immediate: bool = False) -> None:
+    def notify(self, reason: str, *, immediate: bool = False, drift: bool = False) -> None:
         with self._cond:
-            self._schedule.event(self._clock(), reason, immediate=immediate)
+            self._schedule.event(self._clock(), reason, immediate=immediate, drift=drift)
             self._cond.notify_all()
 
     def stop(self) -> None:

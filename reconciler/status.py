@@ -36,12 +36,13 @@ def collect_status(
             except ConfigError as err:
                 pool_problem = f"invalid: {err}"
     routed = {e.name: e.weight for e in pool.backends} if pool else {}
+    routed_urls = {e.url for e in pool.backends} if pool else set()
     rows = []
     names = [b.name for b in desired.backends]
     names += sorted({c.backend for c in containers} - set(names))
     for name in names:
         spec = desired.backend(name)
-        mine = [c for c in containers if c.backend == name]
+        mine = sorted((c for c in containers if c.backend == name), key=lambda c: c.name)
         c = mine[0] if mine else None
         rows.append(
             {
@@ -55,6 +56,20 @@ def collect_status(
                 "since": c.started_at if c else None,
                 "revision": c.labels.get("lbrec.revision") if c else None,
                 "container": c.id[:12] if c else None,
+                "replicas": spec.replicas if spec else None,
+                "instances": [
+                    {
+                        "name": i.name,
+                        "container": i.id[:12],
+                        "endpoint": i.endpoint,
+                        "routed": i.url is not None and i.url in routed_urls,
+                        "state": i.state + (f" ({i.health})" if i.health else ""),
+                        "image": i.image,
+                        "since": i.started_at,
+                        "revision": i.labels.get("lbrec.revision"),
+                    }
+                    for i in mine
+                ],
             }
         )
     deployed_text = read_text_or_none(workspace.folder / DEPLOYED_FILE)
@@ -80,20 +95,29 @@ def show_status(
     if json_mode:
         print(json.dumps(status, indent=2))
         return 0
-    headers = ["BACKEND", "WEIGHT", "ROUTED", "PORT", "CONTAINER", "IMAGE", "SINCE"]
+    headers = ["BACKEND", "WEIGHT", "ROUTED", "PORT", "INSTANCE", "ENDPOINT", "STATE", "SINCE"]
     table = [headers]
     for row in status["backends"]:
-        table.append(
-            [
-                row["backend"] + ("" if row["desired"] else " (orphan)"),
-                "-" if row["weight"] is None else str(row["weight"]),
-                "-" if row["routed_weight"] is None else str(row["routed_weight"]),
-                "-" if row["port"] is None else str(row["port"]),
-                row["state"],
-                row["image"] or "-",
-                (row["since"] or "-")[:19],
-            ]
-        )
+        head = [
+            row["backend"] + ("" if row["desired"] else " (orphan)"),
+            "-" if row["weight"] is None else str(row["weight"]),
+            "-" if row["routed_weight"] is None else str(row["routed_weight"]),
+            "-" if row["port"] is None else str(row["port"]),
+        ]
+        if not row["instances"]:
+            table.append([*head, "-", "-", "missing", "-"])
+        for index, inst in enumerate(row["instances"]):
+            cells = head if index == 0 else [""] * len(head)
+            endpoint = inst["endpoint"] or "-"
+            table.append(
+                [
+                    *cells,
+                    inst["name"] or inst["container"],
+                    endpoint + ("" if inst["routed"] else " (not routed)"),
+                    inst["state"],
+                    (inst["since"] or "-")[:19],
+                ]
+            )
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for r in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())

@@ -151,7 +151,7 @@ class WatchLoop:
 
     def _docker_event(self, what: str) -> None:
         self._log.info("docker: %s", what, extra={"event": "docker"})
-        self.loop.notify(f"docker {what}")
+        self.loop.notify(f"docker {what}", drift=True)
 
     def run(self) -> None:
         if not self.path.parent.is_dir():

@@ -52,6 +52,14 @@ class Project:
         data: dict[str, object] = json.loads((self.folder / "config/backends.json").read_text())
         return data
 
+    def url(self, backend: str) -> str:
+        """Where the pool routes ``backend`` (its first instance): the host port Docker
+        allocated, read back by lbrec."""
+        for entry in self.pool["backends"]:  # type: ignore[attr-defined]
+            if entry["name"] == backend:
+                return str(entry["url"])
+        raise AssertionError(f"{backend} is not routed: {self.pool}")
+
     def routed(self) -> dict[str, int]:
         return {b["name"]: b["weight"] for b in self.pool["backends"]}  # type: ignore[attr-defined, index]
 
@@ -149,19 +157,22 @@ def project(tmp_path: Path) -> Iterator[Project]:
         subprocess.run(
             ["docker", "network", "rm", f"{name}_default"], capture_output=True, check=False
         )
-        images = [
-            image
-            for repo in (f"{name}-backend", f"{name}-lb")
-            for image in subprocess.run(
-                ["docker", "images", "-q", repo], capture_output=True, text=True, check=False
-            ).stdout.split()
-        ]
+        images = subprocess.run(  # the demo, lb and `build:` images of this project
+            ["docker", "images", "-q", "--filter", f"reference={name}-*"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
         if images:
             subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True, check=False)
 
 
+# A new instance must answer healthy this long before it is routed (3 s by default).
+FAST_ROLLOUT = "rollout: {min_healthy_time: 0.5s, healthy_deadline: 60s, drain_timeout: 10s}\n"
+
+
 def spec_text(name: str, backends: list[tuple[str, int, int]], extra: str = "") -> str:
-    lines = [f"# test project\nproject: {name}\n{extra}backends:"]
+    lines = [f"# test project\nproject: {name}\n{FAST_ROLLOUT}{extra}backends:"]
     for bname, port, weight in backends:
         lines.append(f"  - {{name: {bname}, port: {port}, weight: {weight}}}  # {bname}")
     return "\n".join(lines) + "\n"

@@ -292,6 +292,26 @@ def test_schedule_backoff_doubles_caps_and_resets() -> None:
     assert due is not None and (due.reason, due.at) == ("resync", 130.0)
 
 
+def test_schedule_drift_waits_for_the_backoff_but_an_edit_does_not() -> None:
+    """A failed rollout removes its own new container; the docker event of that must not
+    start the same broken version again before the backoff, while a new save retries now."""
+    s = make_schedule()
+    for i in range(3):
+        s.begin()
+        s.end(float(i), PassOutcome.TEMPORARY)  # third failure at t=2: retry at 2 + 4
+    s.event(2.5, "docker destroy web", drift=True)
+    due = s.next_due()
+    assert due is not None and due.at == pytest.approx(6.0)
+    s.event(2.6, "desired-state.yaml modified")
+    due = s.next_due()
+    assert due is not None and due.at == pytest.approx(2.9)  # the edit: after the debounce
+    s.begin()
+    s.end(3.0, PassOutcome.OK)
+    s.event(4.0, "docker die web", drift=True)  # drift after success: repaired at once
+    due = s.next_due()
+    assert due is not None and due.at == pytest.approx(4.3)
+
+
 def test_schedule_permanent_parks_until_an_event() -> None:
     s = make_schedule()
     s.begin()
