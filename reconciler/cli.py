@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
     p = sub.add_parser("add", parents=[common, mutating], help="add or update backends, then apply")
     p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
+    p.add_argument("--image", help="run this image (any image serving HTTP on PORT)")
+    p.add_argument("--replicas", type=int, help="instances of the backend (default 1)")
     p = sub.add_parser("remove", parents=[common, mutating], help="remove backends, then apply")
     p.add_argument("keys", nargs="+", metavar="NAME|PORT")
     p = sub.add_parser("apply", parents=[common, mutating], help="converge to the desired state")
@@ -277,8 +279,13 @@ def _edit(
             raise SpecError(f"{source}: no such file", hint="create it with `lbrec init ...`")
         new, done = text, []
         if command == "add":
+            extra = {
+                key: value
+                for key, value in (("image", args.image), ("replicas", args.replicas))
+                if value is not None
+            }
             for arg in args.backends:
-                new, what = add_backend(new, parse_backend_arg(arg), source=source)
+                new, what = add_backend(new, parse_backend_arg(arg, **extra), source=source)
                 done.append(f"{what} {arg}")
         else:
             for key in args.keys:

@@ -135,11 +135,19 @@ def _put_before_first(seq: CommentedSeq, tail: str) -> None:
     seq.ca.comment[1].append(CommentToken(tail, CommentMark(0), None))
 
 
+# Fields `lbrec add` may set besides port and weight (--image, --replicas), written only when
+# given on the command line.
+_EXTRA = ("image", "replicas")
+
+
 def _entry(backend: BackendSpec, *, flow: bool) -> CommentedMap:
     entry = CommentedMap()
     entry["name"] = backend.name
     entry["port"] = backend.port
     entry["weight"] = backend.weight
+    for key in _EXTRA:
+        if key in backend.model_fields_set:
+            entry[key] = getattr(backend, key)
     if backend.env:
         entry["env"] = dict(backend.env)
     if flow:
@@ -192,10 +200,18 @@ def add_backend(text: str, backend: BackendSpec, *, source: str) -> tuple[str, s
         seq.fa.set_block_style()
     for item in seq:
         if isinstance(item, dict) and item.get("name") == backend.name:
-            if item.get("port") == backend.port and item.get("weight", 1) == backend.weight:
+            given = {k: getattr(backend, k) for k in _EXTRA if k in backend.model_fields_set}
+            same = all(item.get(k) == v for k, v in given.items())
+            if (
+                same
+                and item.get("port") == backend.port
+                and item.get("weight", 1) == backend.weight
+            ):
                 return text, "unchanged"
             item["port"] = backend.port
             item["weight"] = backend.weight
+            for key, value in given.items():
+                item[key] = value
             _put_tail(data, "backends", tail)
             return _dump(data), "updated"
     seq.append(_entry(backend, flow=_flow_like(seq)))

@@ -363,8 +363,9 @@ def project_from_folder(folder: Path) -> str:
     return name or "lbrec"
 
 
-def parse_backend_arg(arg: str) -> BackendSpec:
-    """``NAME:PORT:WEIGHT`` (weight optional, default 1) into a validated BackendSpec."""
+def parse_backend_arg(arg: str, **fields: object) -> BackendSpec:
+    """``NAME:PORT:WEIGHT`` (weight optional, default 1) into a validated BackendSpec;
+    ``fields`` (image, replicas from the command line) are set too, and marked as set."""
     parts = arg.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise SpecError(f"backend {arg!r}: expected NAME:PORT:WEIGHT, e.g. backend1:9001:2")
@@ -374,6 +375,8 @@ def parse_backend_arg(arg: str) -> BackendSpec:
         if not (text.isascii() and text.isdigit()):  # not "²" or "٣"
             raise SpecError(f"backend {arg!r}: {field} must be a whole number, got {text!r}")
     try:
-        return BackendSpec(name=name, port=int(port_text), weight=int(weight_text))
+        return BackendSpec.model_validate(
+            {"name": name, "port": int(port_text), "weight": int(weight_text), **fields}
+        )
     except ValidationError as err:
         raise SpecError(format_validation_error(err, source=f"backend {arg!r}")) from err

@@ -135,6 +135,24 @@ def test_add_with_env_writes_it() -> None:
     assert parse_spec(added).backends == (spec,)
 
 
+def test_add_with_an_image_and_replicas_writes_only_what_was_given() -> None:
+    from reconciler.spec import parse_backend_arg
+
+    spec = parse_backend_arg("web:8000:5", image="registry.example/web:1.4.2", replicas=3)
+    added, _ = add_backend("backends: []\n", spec, source=SRC)
+    assert added == (
+        "backends:\n  - {name: web, port: 8000, weight: 5, image: registry.example/web:1.4.2,"
+        " replicas: 3}\n"
+    )
+    assert parse_spec(added).backends == (spec,)
+    again, status = add_backend(added, parse_backend_arg("web:8000:5", replicas=3), source=SRC)
+    assert (again, status) == (added, "unchanged")  # the image is kept when not given
+    bumped, status = add_backend(
+        added, parse_backend_arg("web:8000:5", image="registry.example/web:1.5.0"), source=SRC
+    )
+    assert status == "updated" and "web:1.5.0, replicas: 3}" in bumped
+
+
 def test_add_updates_an_existing_name_in_place() -> None:
     updated, status = add_backend(FLOW, BackendSpec(name="a", port=9005, weight=7), source=SRC)
     assert status == "updated"
