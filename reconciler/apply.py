@@ -24,8 +24,9 @@ from proxy.config import Revision
 
 from .docker import DockerPort
 from .errors import ApplyError
-from .files import atomic_write
+from .files import atomic_write, read_text_or_none
 from .labels import BuildInfo
+from .lock import waiting_editor
 from .plan import Action, ActionKind, Plan, Step, StepKind, plan
 from .proxy_admin import wait_drained, wait_for_generation
 from .render import backend_image, converged_pool, render_compose, render_pool
@@ -133,10 +134,21 @@ class Hooks:
 
     confirm: Callable[[str], bool | None] | None = None
     drained: Callable[[Collection[str], float], int | None] | None = None
+    # Why this pass should yield now (an edit waits for the lock, the file changed), or None:
+    # checked while a rollout waits, so one slow backend never queues an emergency change.
+    preempted: Callable[[], str | None] | None = None
     # Looked up when called, so that tests can replace http_probe.
     probe: Probe = field(default_factory=lambda: _late_probe)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+
+
+class Preempted(Exception):
+    """A newer change waits: the pass ends early, and the next one carries on."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 @dataclass
@@ -171,8 +183,15 @@ class _Run:
                 "going on"
             )
 
+    def check_preempted(self) -> None:
+        if self.hooks.preempted is not None and (why := self.hooks.preempted()):
+            raise Preempted(why)
+
     def retire(self, backend: str, ids: Sequence[str], drain_timeout: float) -> None:
-        """Out of the pool, confirmed, drained, then stopped (grace period) and removed."""
+        """Out of the pool, confirmed, drained, then stopped (grace period) and removed.
+
+        Preempted while draining, the instances stay out of the pool but running: the next
+        pass finds them unrouted and retires them again, so nothing in flight is cut."""
         urls = [self.routed.get(backend, {}).pop(i, ("", None))[0] for i in ids]
         urls = [u for u in urls if u]
         if urls:
@@ -180,6 +199,7 @@ class _Run:
             if self.hooks.drained is not None:
                 left = self.hooks.drained(urls, drain_timeout)
                 if left:
+                    self.check_preempted()
                     self.say(
                         f"{backend}: {left} request(s) still in flight after "
                         f"{drain_timeout:g}s (drain_timeout): stopping anyway"
@@ -199,14 +219,16 @@ class _Run:
         last: dict[str, str] = {}
         next_inspect = start
         while True:
+            self.check_preempted()
             now = hooks.clock()
             if now >= next_inspect:
                 for c in self.docker.inspect(ids):
                     self.known[c.id] = c
-                    if not c.running:
+                    if not c.running or c.state == "restarting":
+                        # a new instance that restarts has exited at least once: crash loop
+                        what = "exited and restarts" if c.running else c.state
                         return (
-                            f"instance {c.name or c.short_id} {c.state}: "
-                            f"{self.docker.logs_tail(c.id)}"
+                            f"instance {c.name or c.short_id} {what}: {self.docker.logs_tail(c.id)}"
                         )
                 next_inspect = now + 1.0
             for cid in ids:
@@ -329,11 +351,27 @@ def apply(
         if action.kind is ActionKind.REWEIGHT and not action.steps:
             outcomes[action.backend] = Outcome(action, ok=True)
 
-    # 2. Each backend's steps, in plan order (removals first).
+    # 2. Each backend's steps, in plan order (removals first). A newer change that waits
+    # ends the pass here: what is half done was undone, the rest is left to the next pass.
+    preempted: str | None = None
     for action in backends:
         if action.backend in outcomes or not action.steps:
             continue
-        outcomes[action.backend] = _roll(run, action)
+        if preempted is not None:
+            outcomes[action.backend] = Outcome(
+                action, ok=False, error=f"{action.backend}: not started: {preempted}"
+            )
+            continue
+        try:
+            outcomes[action.backend] = _roll(run, action)
+        except Preempted as err:
+            preempted = f"preempted ({err.reason}); the next pass carries on"
+            say(f"{action.backend}: {preempted}")
+            outcomes[action.backend] = Outcome(
+                action,
+                ok=False,
+                error=f"{action.backend}: {preempted}; its old instances keep serving",
+            )
 
     # 3. The pool once more (unchanged unless a step was skipped).
     generation = run.write_pool()
@@ -373,12 +411,17 @@ def _roll(run: _Run, action: Action) -> Outcome:
             elif step.kind is StepKind.WAIT:
                 ids = batches.get(step.batch, step.container_ids)
                 assert spec is not None
-                problem = run.wait_ready(
-                    spec,
-                    ids,
-                    min_healthy=rollout.min_healthy_time,
-                    deadline=rollout.healthy_deadline,
-                )
+                try:
+                    problem = run.wait_ready(
+                        spec,
+                        ids,
+                        min_healthy=rollout.min_healthy_time,
+                        deadline=rollout.healthy_deadline,
+                    )
+                except Preempted:
+                    if step.batch in batches and not step.container_ids:
+                        run.docker.stop_remove(ids)  # created by this pass: not half left
+                    raise
                 if problem is not None:
                     return _roll_back(run, action, step, ids, problem)
             elif step.kind is StepKind.ROUTE:
@@ -502,9 +545,13 @@ def converge(
     if confirm is None:  # make before break against the proxy serving this desired state
         confirm = lambda generation: wait_for_generation(admin, generation)  # noqa: E731
     if hooks is None:
+        preempted = _preemption(workspace)
         hooks = Hooks(
             confirm=confirm,
-            drained=lambda urls, timeout: wait_drained(admin, urls, timeout=timeout),
+            drained=lambda urls, timeout: wait_drained(
+                admin, urls, timeout=timeout, cancel=preempted
+            ),
+            preempted=preempted,
         )
     build = workspace.build_info(desired, stage=not check)  # check mode only reads
     docker.check()
@@ -532,6 +579,26 @@ def converge(
         health_timeout=health_timeout,
         hooks=hooks,
     )
+
+
+def _preemption(workspace: Workspace) -> Callable[[], str | None]:
+    """Why a pass over ``workspace`` should yield: an edit command waits for the lock, or the
+    desired-state file no longer holds what this pass read."""
+    spec_file = workspace.spec_file
+    seen = read_text_or_none(spec_file)
+
+    def preempted() -> str | None:
+        if (who := waiting_editor(workspace.folder)) is not None:
+            return f"{who} is waiting for the lock"
+        try:
+            now = read_text_or_none(spec_file)
+        except (OSError, UnicodeDecodeError):
+            return None
+        if now != seen:
+            return f"{spec_file.name} changed"
+        return None
+
+    return preempted
 
 
 def _container_revisions_for_plan(

@@ -235,7 +235,11 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
         _show(report, out)
         return 0 if report.plan.in_sync else 1
     with project_lock(
-        workspace.folder, command=f"lbrec {command}", timeout=args.lock_timeout, on_wait=out.err
+        workspace.folder,
+        command=f"lbrec {command}",
+        timeout=args.lock_timeout,
+        on_wait=out.err,
+        preempt=command in ("init", "add", "remove"),
     ):
         if command in ("init", "add", "remove"):
             _edit(command, args, workspace, out, docker)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -70,6 +71,17 @@ def canonical_hash(value: object) -> str:
 PUBLISH = "dynamic"
 
 
+def _command_label(command: tuple[str, ...] | None) -> str:
+    """Readable in a plan (`command bin/server --port 8000 -> ...`); a long one is cut and
+    keeps a hash of the whole, so that any change still changes the label."""
+    if command is None:
+        return "(image default)"
+    text = shlex.join(command)
+    if len(text) <= 60:
+        return text
+    return f"{text[:48]}... #{canonical_hash(list(command))[:8]}"
+
+
 def container_fields(
     backend: BackendSpec, desired: DesiredState, build: BuildInfo
 ) -> dict[str, str]:
@@ -87,11 +99,7 @@ def container_fields(
         "image": image,
         "build": build.digest_of(backend)[:12],
         "env": canonical_hash(backend.env)[:12],
-        "command": (
-            "(image default)"
-            if backend.command is None
-            else canonical_hash(list(backend.command))[:12]
-        ),
+        "command": _command_label(backend.command),
         "health_path": backend.health_path(desired),
         "healthcheck": f"timeout={desired.health.timeout:g}s,fall={desired.health.fall}",
     }

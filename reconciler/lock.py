@@ -12,9 +12,35 @@ from pathlib import Path
 
 from .errors import LockTimeout
 
-__all__ = ["LOCK_FILE", "project_lock"]
+__all__ = ["LOCK_FILE", "WAIT_PREFIX", "project_lock", "waiting_editor"]
 
 LOCK_FILE = ".lbrec.lock"
+# An edit command (init/add/remove) waiting for the lock leaves `.lbrec.wait.<pid>` beside it:
+# a pass stuck on a slow rollout sees it and yields, so that an emergency drain is not queued
+# behind a backend that hangs (the holder removes its half-made batch and ends its pass).
+WAIT_PREFIX = ".lbrec.wait."
+
+
+def waiting_editor(folder: Path) -> str | None:
+    """The edit command waiting for the lock on ``folder`` (alive, not us), if any."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(WAIT_PREFIX)]
+    except OSError:
+        return None
+    for name in sorted(names):
+        pid_text = name[len(WAIT_PREFIX) :]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)  # its waiter died: a leftover
+            continue
+        except PermissionError:
+            pass  # alive, another user's
+        return _read_holder(folder / name)
+    return None
 
 
 @contextlib.contextmanager
@@ -25,17 +51,22 @@ def project_lock(
     timeout: float = 300.0,
     on_wait: Callable[[str], None] | None = None,
     poll: float = 0.1,
+    preempt: bool = False,
 ) -> Iterator[None]:
     """Hold an exclusive flock on ``folder/.lbrec.lock`` for the duration of the block.
 
     Waits up to ``timeout`` seconds for another holder, calling ``on_wait`` once with a message
     naming it. The lock file records the holder (pid, command) for that message only; the lock
     itself is the kernel's and is released when the process exits, however it exits.
+
+    With ``preempt`` (the edit commands), a waiter announces itself (``WAIT_PREFIX``) so that
+    a holder in a slow rollout yields the lock early (see apply.py).
     """
     path = folder / LOCK_FILE
     # The lock is on the folder itself: deleting or replacing .lbrec.lock (which only names
     # the holder for messages) cannot take it away from a holder.
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    marker = folder / f"{WAIT_PREFIX}{os.getpid()}"
     try:
         deadline = time.monotonic() + timeout
         told = False
@@ -44,6 +75,9 @@ def project_lock(
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if preempt and not told:
+                    with contextlib.suppress(OSError):
+                        marker.write_text(f"pid {os.getpid()} ({command})\n")
                 holder = _read_holder(path)
                 if not told and on_wait is not None:
                     on_wait(f"waiting for the lock on {path} held by {holder}")
@@ -54,6 +88,9 @@ def project_lock(
                         hint="wait for that command to finish, or raise --lock-timeout",
                     ) from None
                 time.sleep(poll)
+        if preempt:
+            with contextlib.suppress(OSError):
+                marker.unlink()
         with contextlib.suppress(OSError):
             info = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
@@ -62,6 +99,9 @@ def project_lock(
                 os.close(info)
         yield
     finally:
+        if preempt:
+            with contextlib.suppress(OSError):
+                marker.unlink()
         os.close(fd)  # closing the descriptor releases the flock
 
 

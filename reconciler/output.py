@@ -115,7 +115,10 @@ def format_recap(report: Report, style: Style) -> str:
     recap = report.recap()
     lines = []
     for outcome in report.failed:
-        lines.append(style.red(f"FAILED {outcome.action.backend}: {outcome.error}"))
+        name = outcome.action.backend
+        error = outcome.error or "failed"
+        error = error.removeprefix(f"{name}: ")  # the backend is named once
+        lines.append(style.red(f"FAILED {name}: {error}"))
         for detail in outcome.detail.splitlines():
             lines.append(style.dim(f"    {detail}"))
     parts = [

@@ -12,7 +12,7 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 __all__ = [
@@ -75,8 +75,15 @@ def inflight(document: Mapping[str, Any], urls: Collection[str]) -> int:
     return total
 
 
-def wait_drained(admin: str, urls: Collection[str], *, timeout: float) -> int | None:
-    """Wait until the proxy has nothing in flight to ``urls``, at most ``timeout`` s.
+def wait_drained(
+    admin: str,
+    urls: Collection[str],
+    *,
+    timeout: float,
+    cancel: Callable[[], object] | None = None,
+) -> int | None:
+    """Wait until the proxy has nothing in flight to ``urls``, at most ``timeout`` s, or until
+    ``cancel()`` is true.
 
     Returns what was still in flight when it gave up (0: drained), or None if no proxy
     answers (then nothing can be in flight through it)."""
@@ -86,6 +93,6 @@ def wait_drained(admin: str, urls: Collection[str], *, timeout: float) -> int | 
         if document is None:
             return None
         left = inflight(document, urls)
-        if left == 0 or time.monotonic() >= deadline:
+        if left == 0 or time.monotonic() >= deadline or (cancel is not None and cancel()):
             return left
         time.sleep(0.1)

@@ -34,6 +34,7 @@ class FakeDocker:
     fail_pull: bool = False
     unhealthy: set[str] = field(default_factory=set)  # backends whose new instances fail
     exits: set[str] = field(default_factory=set)  # backends whose new instances exit
+    crashloop: set[str] = field(default_factory=set)  # ... exit and are restarted by Docker
     containers: dict[str, ObservedContainer] = field(default_factory=dict)
     calls: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
@@ -98,7 +99,11 @@ class FakeDocker:
         return ObservedContainer(
             id=cid,
             backend=name,
-            state="exited" if name in self.exits else "running",
+            state="exited"
+            if name in self.exits
+            else "restarting"
+            if name in self.crashloop
+            else "running",
             health="starting",
             labels=backend_labels(spec, self.desired, build),
             name=f"p-{name}-{number}",

@@ -347,3 +347,66 @@ def test_port_change_is_a_start_first_replace(folder: Path) -> None:
     assert action.kind is ActionKind.RECREATE and action.reason == "port 9102 -> 9202"
     assert all(r in (("a", "b"), ("a", "b", "b")) for _, _, r in docker.calls)
     assert [c.id for c in docker.of("b")] == ["b-3"]
+
+
+def test_a_waiting_change_preempts_a_slow_rollout(folder: Path) -> None:
+    """An emergency edit must not queue behind a backend that hangs: the pass removes the batch
+    it made, keeps the old instances serving, and ends at once; the rest is not started."""
+    text = TWO + "  - {name: c, port: 9103, weight: 1}\n"
+    workspace, desired = _setup(folder, text)
+    docker = FakeDocker(workspace, desired)
+    _pass(workspace, docker)
+    before = {c.backend: c.id for c in docker.observe()}
+    docker.unhealthy = {"a", "c"}  # a's new version would wait until its deadline
+    _edit(
+        folder,
+        text.replace(
+            "{name: a, port: 9101, weight: 1}", "{name: a, port: 9101, weight: 1, env: {V: '2'}}"
+        ).replace("weight: 1}\n", "weight: 1, env: {V: '2'}}\n"),
+    )
+    docker.desired = workspace.load()
+    hooks = docker.hooks()
+    checks: list[int] = []
+
+    def preempted() -> str | None:
+        checks.append(1)
+        return "pid 42 (lbrec add) is waiting for the lock" if len(checks) > 3 else None
+
+    hooks.preempted = preempted
+    report = converge(workspace, docker, check=False, hooks=hooks)
+    errors = {o.action.backend: o.error for o in report.failed}
+    assert set(errors) == {"a", "c"}
+    assert "preempted (pid 42 (lbrec add) is waiting for the lock)" in (errors["a"] or "")
+    assert "not started" in (errors["c"] or "")
+    assert {c.backend: c.id for c in docker.observe()} == before  # a's new batch was removed
+    assert {b["name"] for b in _pool(folder)} == {"a", "b", "c"}  # the old ones keep serving
+
+
+def test_a_crash_looping_new_instance_fails_at_once_with_its_log(folder: Path) -> None:
+    workspace, desired = _setup(folder, TWO)
+    docker = FakeDocker(workspace, desired, crashloop={"b"})
+    hooks = docker.hooks()
+    docker.desired = workspace.load()
+    report = converge(workspace, docker, check=False, hooks=hooks)
+    (failure,) = report.failed
+    assert failure.error is not None
+    assert "exited and restarts: Traceback: boom" in failure.error
+    assert hooks.clock() < 1.0  # failed at the first look, not at the deadline
+
+
+def test_the_recap_names_a_failed_backend_once() -> None:
+    from reconciler.apply import Outcome
+    from reconciler.output import Style, format_recap
+    from reconciler.plan import Action, Plan
+
+    action = Action(ActionKind.RECREATE, backend="web", reason="image a -> b")
+    report = Report(
+        plan=Plan(actions=(action,)),
+        check=False,
+        outcomes=(
+            Outcome(action, ok=False, error="web: new version not healthy", rolled_back=True),
+        ),
+    )
+    text = format_recap(report, Style(color=False))
+    assert "FAILED web: new version not healthy" in text and "web: web" not in text
+    assert "rolled_back=1" in text
