@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from proxy.config import Revision
 
-from .docker import DockerPort
+from .docker import DockerPort, collectable
 from .errors import ApplyError
 from .files import atomic_write, read_text_or_none
 from .labels import BuildInfo
@@ -380,6 +380,11 @@ def apply(
     for action in the_plan.actions:
         if action.role == "lb" and action.kind is not ActionKind.UNCHANGED:
             outcomes["lb"] = _converge_lb(action, docker, say, progress, health_timeout)
+
+    # 5. Images lbrec built and nothing runs any more: keep the previous one per repository
+    # (a fast rollback), remove the rest. Only after a pass where everything went well.
+    if all(o.ok for o in outcomes.values()) and any(a.steps for a in backends):
+        _collect_images(docker, say)
     ordered = tuple(outcomes[a.backend] for a in the_plan.changes if a.backend in outcomes)
     return Report(
         plan=the_plan,
@@ -389,6 +394,16 @@ def apply(
         routed=tuple(sorted(name for name, by_id in run.routed.items() if by_id)),
         generation=generation,
     )
+
+
+def _collect_images(docker: DockerPort, say: Progress) -> None:
+    in_use = {c.image for c in docker.observe()}
+    for reference in collectable(docker.built_images(), in_use):
+        try:
+            docker.remove_image(reference)
+            say(f"removed old image {reference}")
+        except ApplyError as err:  # e.g. used by a container of someone else: leave it
+            say(f"kept image {reference}: {err.message}")
 
 
 def _roll(run: _Run, action: Action) -> Outcome:

@@ -12,8 +12,9 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +26,14 @@ from .errors import ApplyError, DockerUnavailable
 from .labels import BACKEND, PROJECT, ROLE
 from .state import ObservedContainer
 
-__all__ = ["DockerEvents", "DockerPort", "WhalesDocker", "stderr_tail"]
+__all__ = [
+    "BuiltImage",
+    "DockerEvents",
+    "DockerPort",
+    "WhalesDocker",
+    "collectable",
+    "stderr_tail",
+]
 
 Progress = Callable[[str], None]
 
@@ -46,6 +54,8 @@ class DockerPort(Protocol):
     def start(self, container_ids: Sequence[str]) -> None: ...
     def remove(self, container_ids: Sequence[str]) -> None: ...
     def stop_remove(self, container_ids: Sequence[str]) -> None: ...
+    def built_images(self) -> tuple[BuiltImage, ...]: ...
+    def remove_image(self, reference: str) -> None: ...
     def remove_network(self) -> None: ...
     def wait_healthy(
         self, services: Sequence[str], *, timeout: float, ready: Ready | None = None
@@ -116,6 +126,31 @@ def parse_inspect(text: str) -> tuple[ObservedContainer, ...]:
 
 
 PORT_LABEL = "lbrec.field.port"
+
+
+@dataclass(frozen=True, slots=True)
+class BuiltImage:
+    """An image Compose built for the project (it labels them com.docker.compose.project)."""
+
+    reference: str  # repository:tag
+    created: str  # sortable: "2026-12-03 16:58:29 +0000 UTC"
+
+
+def collectable(
+    images: Sequence[BuiltImage], in_use: Collection[str], *, keep_previous: int = 1
+) -> list[str]:
+    """PURE. Which built images may go: per repository, every one that no container uses,
+    except the ``keep_previous`` newest of those (kept for a fast rollback)."""
+    by_repo: dict[str, list[BuiltImage]] = {}
+    for image in images:
+        repo = image.reference.rsplit(":", 1)[0]
+        by_repo.setdefault(repo, []).append(image)
+    out: list[str] = []
+    for repo in sorted(by_repo):
+        unused = [i for i in by_repo[repo] if i.reference not in in_use]
+        unused.sort(key=lambda i: i.created, reverse=True)
+        out.extend(i.reference for i in unused[keep_previous:])
+    return out
 
 
 def _endpoint(doc: dict[str, Any], port: str | None) -> str | None:
@@ -314,6 +349,31 @@ class WhalesDocker:
                     detail=stderr_tail(err),
                 ) from err
         self.remove(container_ids)
+
+    def built_images(self) -> tuple[BuiltImage, ...]:
+        docker = [str(part) for part in self._client.client_config.docker_cmd]
+        listing = [*docker, "image", "ls", "--format", "{{json .}}"]
+        listing += ["--filter", f"label=com.docker.compose.project={self.project}"]
+        try:
+            text = str(run_docker(listing))
+        except DockerException:
+            return ()
+        images = []
+        for line in text.splitlines():
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            repo, tag = doc.get("Repository", ""), doc.get("Tag", "")
+            if not repo.startswith(f"{self.project}-") or tag in ("", "<none>"):
+                continue  # only the tags lbrec gives what Compose builds for it
+            images.append(BuiltImage(f"{repo}:{tag}", str(doc.get("CreatedAt", ""))))
+        return tuple(images)
+
+    def remove_image(self, reference: str) -> None:
+        """Untag (and delete when nothing else holds it); never forced."""
+        with self._translate(f"removing image {reference}"):
+            self._client.image.remove(reference, force=False, prune=True)
 
     def start(self, container_ids: Sequence[str]) -> None:
         if container_ids:

@@ -673,3 +673,34 @@ def test_websocket_is_drained_across_a_replace(project: Project) -> None:
         assert closed - left >= drain - 0.1, (closed - left, tunnel.error)
         assert set(load.bodies) <= {"v1 \n", "v2 \n"} and "v2 \n" in load.bodies
         _in_sync(project)
+
+
+def _backend_images(project: Project) -> set[str]:
+    out = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{project.name}-backend"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return set(out)
+
+
+def test_old_images_are_collected_keeping_the_previous_one(project: Project) -> None:
+    listen, admin = free_ports(2)
+    project.write(_spec(project, listen, admin, ["{name: gc, port: 8000}"]))
+    project.lbrec("apply", check=True)
+    seen: list[set[str]] = [_backend_images(project)]
+    app = project.folder / "backend/app.py"
+    for n in range(3):
+        app.write_text(app.read_text() + f"\n# gc v{n + 2}\n")
+        project.lbrec("apply", check=True)
+        seen.append(_backend_images(project))
+    running = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Config.Image}}", *_running_ids(project, "gc")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert [len(s) for s in seen] == [1, 2, 2, 2]  # the deployed one and the previous one
+    assert set(running) < seen[-1]
+    assert seen[-1] == set(running) | (seen[-2] & seen[-1])  # the previous deploy was kept

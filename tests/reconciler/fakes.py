@@ -147,6 +147,12 @@ class FakeDocker:
         for cid in container_ids:
             self.containers.pop(cid, None)
 
+    def built_images(self) -> tuple[object, ...]:
+        return ()
+
+    def remove_image(self, reference: str) -> None:
+        self._record("remove_image", (reference,))
+
     def remove_network(self) -> None:
         self._record("remove_network", ())
 
