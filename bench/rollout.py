@@ -133,16 +133,17 @@ def _folder(tmp: Path, name: str) -> Path:
 
 
 def _proxy(folder: Path, env: dict[str, str], admin: int) -> subprocess.Popen[str]:
+    log = open(folder / "proxy.log", "w", encoding="utf-8")  # noqa: SIM115 (the proxy's)
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "--config", str(folder / "config/backends.json")],
         cwd=REPO,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
         stdin=subprocess.DEVNULL,
         text=True,
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin}/-/pool", timeout=1) as r:
@@ -153,7 +154,9 @@ def _proxy(folder: Path, env: dict[str, str], admin: int) -> subprocess.Popen[st
             pass
         time.sleep(0.2)
     proc.terminate()
-    raise SystemExit("the proxy did not come up")
+    tail = (folder / "proxy.log").read_text()[-2000:]
+    pool = (folder / "config/backends.json").read_text()[:2000]
+    raise SystemExit(f"the proxy did not come up\n{tail}\n{pool}")
 
 
 def _change(folder: Path) -> None:

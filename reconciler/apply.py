@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import errno
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from proxy.config import Revision
@@ -139,6 +141,7 @@ class Hooks:
     preempted: Callable[[], str | None] | None = None
     # Looked up when called, so that tests can replace http_probe.
     probe: Probe = field(default_factory=lambda: _late_probe)
+    parallel: bool = True  # backends roll out side by side
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -165,8 +168,24 @@ class _Run:
     known: dict[str, ObservedContainer] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
     generation: str = ""
+    # Backends roll out side by side (one thread each): the pool and Compose are shared.
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    compose_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def route(self, backend: str, ids: Sequence[str]) -> None:
+        """Add instances to the pool and publish it (the proxy confirms)."""
+        with self.lock:
+            for cid in ids:
+                c = self.known[cid]
+                assert c.url is not None
+                self.routed.setdefault(backend, {})[cid] = (c.url, c.name or None)
+            self.publish()
 
     def write_pool(self) -> str:
+        with self.lock:
+            return self._write_pool()
+
+    def _write_pool(self) -> str:
         instances = {name: list(by_id.values()) for name, by_id in self.routed.items() if by_id}
         config = render_pool(self.desired, instances=instances, revision=self.revision)
         if atomic_write(self.workspace.pool_file, config.to_json()):
@@ -176,7 +195,11 @@ class _Run:
 
     def publish(self) -> None:
         """Write the pool and wait until the proxy serves it."""
-        generation = self.write_pool()
+        with self.lock:
+            self._publish()
+
+    def _publish(self) -> None:
+        generation = self._write_pool()
         if self.hooks.confirm is not None and self.hooks.confirm(generation) is False:
             self.say(
                 f"the proxy at {self.desired.admin} did not confirm generation {generation}; "
@@ -192,18 +215,19 @@ class _Run:
 
         Preempted while draining, the instances stay out of the pool but running: the next
         pass finds them unrouted and retires them again, so nothing in flight is cut."""
-        urls = [self.routed.get(backend, {}).pop(i, ("", None))[0] for i in ids]
-        urls = [u for u in urls if u]
-        if urls:
-            self.publish()
-            if self.hooks.drained is not None:
-                left = self.hooks.drained(urls, drain_timeout)
-                if left:
-                    self.check_preempted()
-                    self.say(
-                        f"{backend}: {left} request(s) still in flight after "
-                        f"{drain_timeout:g}s (drain_timeout): stopping anyway"
-                    )
+        with self.lock:
+            urls = [self.routed.get(backend, {}).pop(i, ("", None))[0] for i in ids]
+            urls = [u for u in urls if u]
+            if urls:
+                self.publish()
+        if urls and self.hooks.drained is not None:
+            left = self.hooks.drained(urls, drain_timeout)
+            if left:
+                self.check_preempted()
+                self.say(
+                    f"{backend}: {left} request(s) still in flight after "
+                    f"{drain_timeout:g}s (drain_timeout): stopping anyway"
+                )
         self.docker.stop_remove(ids)
 
     def wait_ready(
@@ -211,32 +235,49 @@ class _Run:
     ) -> str | None:
         """Every instance answers its health path from the host, without a failure, for
         ``min_healthy`` s; None when so, else the reason (last answer and log tail)."""
-        path = backend.health_path(self.desired)
-        timeout = self.desired.health.timeout
+        return self.wait_many({backend.name: (backend, ids, min_healthy, deadline)})[backend.name]
+
+    def wait_many(
+        self, groups: Mapping[str, tuple[BackendSpec, Sequence[str], float, float]]
+    ) -> dict[str, str | None]:
+        """:meth:`wait_ready` for several backends at once (a first deploy of many backends
+        waits about once, not once per backend); maps each backend to None or its problem."""
         hooks = self.hooks
+        timeout = self.desired.health.timeout
         start = hooks.clock()
-        healthy_since: dict[str, float | None] = dict.fromkeys(ids)
+        healthy_since: dict[str, float | None] = {}
+        owner: dict[str, str] = {}
+        for name, (_spec, ids, _min, _deadline) in groups.items():
+            for cid in ids:
+                healthy_since[cid] = None
+                owner[cid] = name
         last: dict[str, str] = {}
+        result: dict[str, str | None] = {}
         next_inspect = start
-        while True:
+        while len(result) < len(groups):
             self.check_preempted()
             now = hooks.clock()
+            pending = [cid for cid in healthy_since if owner[cid] not in result]
             if now >= next_inspect:
-                for c in self.docker.inspect(ids):
+                for c in self.docker.inspect(pending):
                     self.known[c.id] = c
-                    if not c.running or c.state == "restarting":
+                    if (not c.running or c.state == "restarting") and c.id in owner:
                         # a new instance that restarts has exited at least once: crash loop
                         what = "exited and restarts" if c.running else c.state
-                        return (
+                        result[owner[c.id]] = (
                             f"instance {c.name or c.short_id} {what}: {self.docker.logs_tail(c.id)}"
                         )
                 next_inspect = now + 1.0
-            for cid in ids:
+            for cid in pending:
+                name = owner[cid]
+                if name in result:
+                    continue
                 seen = self.known.get(cid)
                 if seen is None or seen.url is None:
                     last[cid] = "no published port yet"
                     healthy_since[cid] = None
                     continue
+                path = groups[name][0].health_path(self.desired)
                 problem = hooks.probe(seen.url + path, timeout)
                 if problem is None:
                     if healthy_since[cid] is None:
@@ -245,21 +286,31 @@ class _Run:
                     last[cid] = problem
                     healthy_since[cid] = None
             now = hooks.clock()
-            if all(t is not None and now - t >= min_healthy for t in healthy_since.values()):
-                return None
-            if now - start >= deadline:
-                bad = next(
-                    (i for i, t in healthy_since.items() if t is None or now - t < min_healthy),
-                    ids[0],
-                )
-                gone = self.known.get(bad)
-                what = gone.name if gone is not None and gone.name else bad[:12]
-                answer = last.get(bad, "healthy, but not for min_healthy_time")
-                return (
-                    f"instance {what} not healthy within {deadline:g}s (healthy_deadline): "
-                    f"{answer}; log: {self.docker.logs_tail(bad)}"
-                )
-            hooks.sleep(0.2)
+            for name, (_spec, ids, min_healthy, deadline) in groups.items():
+                if name in result:
+                    continue
+                since = [healthy_since[cid] for cid in ids]
+                if all(t is not None and now - t >= min_healthy for t in since):
+                    result[name] = None
+                elif now - start >= deadline:
+                    bad = next(
+                        (
+                            cid
+                            for cid in ids
+                            if (t := healthy_since[cid]) is None or now - t < min_healthy
+                        ),
+                        ids[0],
+                    )
+                    gone = self.known.get(bad)
+                    what = gone.name if gone is not None and gone.name else bad[:12]
+                    answer = last.get(bad, "healthy, but not for min_healthy_time")
+                    result[name] = (
+                        f"instance {what} not healthy within {deadline:g}s (healthy_deadline): "
+                        f"{answer}; log: {self.docker.logs_tail(bad)}"
+                    )
+            if len(result) < len(groups):
+                hooks.sleep(0.2)
+        return result
 
 
 def _images(
@@ -351,27 +402,32 @@ def apply(
         if action.kind is ActionKind.REWEIGHT and not action.steps:
             outcomes[action.backend] = Outcome(action, ok=True)
 
+    # 2a. Backends that have no instance at all come up together: one Compose call, one wait
+    # (there is nothing old to keep serving, so no reason to go one by one).
+    fresh = [
+        a
+        for a in backends
+        if a.kind is ActionKind.CREATE
+        and a.backend not in outcomes
+        and [s.kind for s in a.steps] == [StepKind.CREATE, StepKind.WAIT, StepKind.ROUTE]
+    ]
+    if len(fresh) > 1:
+        try:
+            outcomes.update(_create_together(run, fresh))
+        except Preempted as err:
+            for action in fresh:
+                outcomes.setdefault(
+                    action.backend,
+                    Outcome(action, ok=False, error=f"preempted ({err.reason})"),
+                )
+
     # 2. Each backend's steps, in plan order (removals first). A newer change that waits
     # ends the pass here: what is half done was undone, the rest is left to the next pass.
-    preempted: str | None = None
-    for action in backends:
-        if action.backend in outcomes or not action.steps:
-            continue
-        if preempted is not None:
-            outcomes[action.backend] = Outcome(
-                action, ok=False, error=f"{action.backend}: not started: {preempted}"
-            )
-            continue
-        try:
-            outcomes[action.backend] = _roll(run, action)
-        except Preempted as err:
-            preempted = f"preempted ({err.reason}); the next pass carries on"
-            say(f"{action.backend}: {preempted}")
-            outcomes[action.backend] = Outcome(
-                action,
-                ok=False,
-                error=f"{action.backend}: {preempted}; its old instances keep serving",
-            )
+    todo = [a for a in backends if a.backend not in outcomes and a.steps]
+    removals = [a for a in todo if a.kind is ActionKind.REMOVE]
+    rollouts = [a for a in todo if a.kind is not ActionKind.REMOVE]
+    for group in (removals, rollouts):
+        outcomes.update(_roll_all(run, group, parallel=hooks.parallel))
 
     # 3. The pool once more (unchanged unless a step was skipped).
     generation = run.write_pool()
@@ -404,6 +460,41 @@ def _collect_images(docker: DockerPort, say: Progress) -> None:
             say(f"removed old image {reference}")
         except ApplyError as err:  # e.g. used by a container of someone else: leave it
             say(f"kept image {reference}: {err.message}")
+
+
+def _roll_all(run: _Run, actions: Sequence[Action], *, parallel: bool) -> dict[str, Outcome]:
+    """Each backend's steps; backends side by side (a thread each, at most 8) when
+    ``parallel``: a backend's ``max_parallel`` bounds its own batches, not the others'. A newer
+    change that waits ends every rollout at its next wait: what is half done is undone, the
+    rest is left to the next pass."""
+    out: dict[str, Outcome] = {}
+
+    def one(action: Action) -> Outcome:
+        try:
+            return _roll(run, action)
+        except Preempted as err:
+            why = f"preempted ({err.reason}); the next pass carries on"
+            run.say(f"{action.backend}: {why}")
+            return Outcome(
+                action, ok=False, error=f"{action.backend}: {why}; its old instances keep serving"
+            )
+
+    if parallel and len(actions) > 1:
+        with ThreadPoolExecutor(
+            max_workers=min(8, len(actions)), thread_name_prefix="lbrec-roll"
+        ) as pool:
+            for action, outcome in zip(actions, pool.map(one, actions), strict=True):
+                out[action.backend] = outcome
+        return out
+    stopped: str | None = None
+    for action in actions:
+        if stopped is not None:
+            out[action.backend] = Outcome(action, ok=False, error=f"not started: {stopped}")
+            continue
+        out[action.backend] = one(action)
+        if "preempted (" in (out[action.backend].error or ""):
+            stopped = "preempted: a newer change waits"
+    return out
 
 
 def _roll(run: _Run, action: Action) -> Outcome:
@@ -441,34 +532,85 @@ def _roll(run: _Run, action: Action) -> Outcome:
                     return _roll_back(run, action, step, ids, problem)
             elif step.kind is StepKind.ROUTE:
                 ids = batches.get(step.batch, step.container_ids)
-                for cid in ids:
-                    c = run.known[cid]
-                    assert c.url is not None
-                    run.routed.setdefault(name, {})[cid] = (c.url, c.name or None)
-                run.publish()
+                run.route(name, ids)
                 run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
     except ApplyError as err:
         return Outcome(action, ok=False, error=err.message, detail=err.detail)
     return Outcome(action, ok=True)
 
 
+def _scale_up(run: _Run, counts: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
+    """Add ``counts[name]`` instances to each service beside what exists (one Compose call);
+    the new containers' ids per service."""
+
+    def mine(c: ObservedContainer) -> bool:
+        return c.backend in counts and c.role == "backend"
+
+    with run.compose_lock:  # one Compose call on the project at a time
+        before = [c for c in run.docker.observe() if mine(c)]
+        known = {c.id for c in before}
+        totals = {
+            name: sum(1 for c in before if c.backend == name) + n for name, n in counts.items()
+        }
+        run.docker.scale(totals)
+        after = run.docker.observe()
+    fresh: dict[str, list[str]] = {name: [] for name in counts}
+    for c in after:
+        if mine(c) and c.id not in known:
+            run.known[c.id] = c
+            fresh[c.backend].append(c.id)
+    for name, n in counts.items():
+        if len(fresh[name]) < n:
+            raise ApplyError(
+                f"{name}: asked Compose for {n} new instance(s), got {len(fresh[name])}",
+                backend=name,
+            )
+    return {name: tuple(ids) for name, ids in fresh.items()}
+
+
 def _create(run: _Run, name: str, step: Step) -> tuple[str, ...]:
     """Scale the service up by ``step.count`` beside what exists; the new containers' ids."""
-    before = {c.id for c in run.docker.observe() if c.backend == name and c.role == "backend"}
-    run.docker.scale(name, len(before) + step.count)
-    fresh = [
-        c
-        for c in run.docker.observe()
-        if c.backend == name and c.role == "backend" and c.id not in before
-    ]
-    for c in fresh:
-        run.known[c.id] = c
-    if len(fresh) < step.count:
-        raise ApplyError(
-            f"{name}: asked Compose for {step.count} new instance(s), got {len(fresh)}",
-            backend=name,
-        )
-    return tuple(c.id for c in fresh)
+    return _scale_up(run, {name: step.count})[name]
+
+
+def _create_together(run: _Run, actions: Sequence[Action]) -> dict[str, Outcome]:
+    """First deploy of several backends: create all, wait for all at once, route the healthy
+    ones in one pool change; a failed one is removed and named."""
+    counts = {a.backend: a.steps[0].count for a in actions}
+    by_name = {a.backend: a for a in actions}
+    try:
+        created = _scale_up(run, counts)
+    except ApplyError as err:
+        return {
+            a.backend: Outcome(a, ok=False, error=err.message, detail=err.detail) for a in actions
+        }
+    run.say(f"started {', '.join(counts)}; waiting for health")
+    groups = {}
+    for name, ids in created.items():
+        spec = run.desired.backend(name)
+        assert spec is not None
+        rollout = spec.rollout_of(run.desired)
+        groups[name] = (spec, ids, rollout.min_healthy_time, rollout.healthy_deadline)
+    try:
+        problems = run.wait_many(groups)
+    except Preempted:
+        run.docker.stop_remove([i for ids in created.values() for i in ids])
+        raise
+    out: dict[str, Outcome] = {}
+    for name, problem in problems.items():
+        if problem is None:
+            with run.lock:
+                for cid in created[name]:
+                    c = run.known[cid]
+                    assert c.url is not None
+                    run.routed.setdefault(name, {})[cid] = (c.url, c.name or None)
+            out[name] = Outcome(by_name[name], ok=True)
+        else:
+            run.docker.stop_remove(created[name])
+            out[name] = Outcome(by_name[name], ok=False, error=f"{name}: {problem}")
+    run.publish()
+    run.say(f"routed to {', '.join(n for n, p in problems.items() if p is None) or 'none'}")
+    return out
 
 
 def _roll_back(run: _Run, action: Action, step: Step, ids: Sequence[str], problem: str) -> Outcome:

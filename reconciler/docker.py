@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ class DockerPort(Protocol):
     def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None: ...
     def pull(self, image: str) -> None: ...
     def up(self, services: Sequence[str], *, force_recreate: bool) -> None: ...
-    def scale(self, service: str, count: int) -> None: ...
+    def scale(self, counts: Mapping[str, int]) -> None: ...
     def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]: ...
     def logs_tail(self, container_id: str) -> str: ...
     def start(self, container_ids: Sequence[str]) -> None: ...
@@ -303,24 +303,25 @@ class WhalesDocker:
                 detail=stderr_tail(err),
             ) from err
 
-    def scale(self, service: str, count: int) -> None:
-        """``count`` containers of ``service``: new ones from the current compose file, beside
-        the existing ones, which are left as they are (``--no-recreate``)."""
+    def scale(self, counts: Mapping[str, int]) -> None:
+        """``counts[name]`` containers of each service: new ones from the current compose
+        file, beside the existing ones, which are left as they are (``--no-recreate``)."""
+        services = sorted(counts)
         try:
             self._client.compose.up(
-                [service],
+                services,
                 detach=True,
                 no_build=True,
                 dependencies=False,
                 recreate=False,
-                scales={service: count},
+                scales=dict(counts),
                 quiet=True,
                 pull="never",
             )
         except DockerException as err:
             raise ApplyError(
-                f"starting an instance of {service} failed: {_one_line(err)}",
-                backend=service,
+                f"starting new instances of {', '.join(services)} failed: {_one_line(err)}",
+                backend=services[0],
                 detail=stderr_tail(err),
             ) from err
 

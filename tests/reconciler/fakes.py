@@ -8,6 +8,7 @@ is recorded with the pool URLs routed at that moment, so tests can assert make b
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,12 +111,13 @@ class FakeDocker:
             endpoint=None if name in self.exits else f"127.0.0.1:{port}",
         )
 
-    def scale(self, service: str, count: int) -> None:
-        self._record("scale", (service, str(count)))
-        existing = self.of(service)
-        for number in range(len(existing) + 1, count + 1):
-            c = self._new(service, number)
-            self.containers[c.id] = c
+    def scale(self, counts: dict[str, int]) -> None:
+        for service, count in sorted(counts.items()):
+            self._record("scale", (service, str(count)))
+            existing = self.of(service)
+            for number in range(len(existing) + 1, count + 1):
+                c = self._new(service, number)
+                self.containers[c.id] = c
 
     def up(self, services: Sequence[str], *, force_recreate: bool) -> None:
         self._record("up", services)
@@ -169,13 +171,16 @@ class FakeDocker:
         del base, timeout
         return None
 
-    def hooks(self, confirmed: list[str] | None = None) -> Hooks:
+    def hooks(self, confirmed: list[str] | None = None, *, parallel: bool = False) -> Hooks:
         """Proxy and clock stand-ins: every generation is confirmed, nothing in flight, and
         time advances 0.2 s per sleep (so deadlines pass without waiting)."""
         now = [0.0]
 
+        lock = threading.Lock()
+
         def sleep(seconds: float) -> None:
-            now[0] += seconds
+            with lock:
+                now[0] += seconds
 
         def confirm(generation: str) -> bool:
             self._record("confirm", (generation,))
@@ -188,7 +193,12 @@ class FakeDocker:
             return 0
 
         return Hooks(
-            confirm=confirm, drained=drained, probe=self.probe, sleep=sleep, clock=lambda: now[0]
+            confirm=confirm,
+            drained=drained,
+            probe=self.probe,
+            sleep=sleep,
+            clock=lambda: now[0],
+            parallel=parallel,
         )
 
 

@@ -410,3 +410,33 @@ def test_the_recap_names_a_failed_backend_once() -> None:
     text = format_recap(report, Style(color=False))
     assert "FAILED web: new version not healthy" in text and "web: web" not in text
     assert "rolled_back=1" in text
+
+
+def test_a_first_deploy_of_many_backends_waits_once(folder: Path) -> None:
+    rollout = "rollout: {min_healthy_time: 3s, healthy_deadline: 60s}\n"
+    lines = "".join(f"  - {{name: b{i}, port: {9200 + i}}}\n" for i in range(20))
+    (folder / "desired-state.yaml").write_text(rollout + "backends:\n" + lines)
+    workspace = Workspace.at(folder / "desired-state.yaml")
+    docker = FakeDocker(workspace, workspace.load())
+    hooks = docker.hooks()
+    report = converge(workspace, docker, check=False, hooks=hooks)
+    assert not report.failed and len(report.routed) == 20
+    assert hooks.clock() < 2 * 3.0  # one wait of min_healthy_time for all, not 20
+    assert sum(1 for what, _, _ in docker.calls if what == "confirm") <= 2
+
+
+def test_backends_roll_out_side_by_side_and_never_leave_the_pool(folder: Path) -> None:
+    text = "".join(f"  - {{name: b{i}, port: {9300 + i}, replicas: 2}}\n" for i in range(4))
+    workspace, desired = _setup(folder, "backends:\n" + text)
+    docker = FakeDocker(workspace, desired)
+    _pass(workspace, docker)
+    docker.calls.clear()
+    _edit(folder, "backends:\n" + text.replace("replicas: 2}", "replicas: 2, env: {V: '2'}}"))
+    docker.desired = workspace.load()
+    report = converge(workspace, docker, check=False, hooks=docker.hooks(parallel=True))
+    assert not report.failed and len(report.routed) == 4
+    for _what, _names, routed in docker.calls:
+        for i in range(4):
+            assert routed.count(f"b{i}") >= 2  # never fewer instances than before, any order
+    assert all(len(docker.of(f"b{i}")) == 2 for i in range(4))
+    assert _pass(workspace, docker).plan.in_sync

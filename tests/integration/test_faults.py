@@ -1,0 +1,432 @@
+"""Fault injection on the real engine (issue 10): a hung backend, a port swap, `kill -9` of
+`apply` and of `up`, a container stopped by hand.
+
+Every test runs its own Compose project and its own proxy on free ports, under a bounded load
+through the proxy that counts every non-2xx answer and every socket error. Durations are never
+asserted except as an ordering against a much larger deadline; they are printed (``pytest -s``)
+so that docs/faults.md can quote them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from .conftest import Project, free_ports, http_request, wait_until
+from .test_rollout import Load, _in_sync, _instances, _load, _out, _pool, _proxy, _spec
+
+pytestmark = pytest.mark.docker
+
+# A new version that hangs: it accepts connections and never answers, so its health probe
+# times out forever (the demo app answers 200 on every path, a health path cannot fail it).
+# It stops on SIGTERM like a real server, so removing it does not wait for the grace period.
+_HUNG = (
+    'command: [python3, -c, "import signal, socket, sys, time; '
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
+    "s = socket.create_server(('', %d), backlog=64); time.sleep(3600)\"]"
+)
+
+
+def _background(project: Project, log_name: str, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    """``lbrec ARGS`` as our own child, its output in ``log_name`` in the project folder."""
+    log_path = project.folder / log_name
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", *args],
+            cwd=project.folder,
+            env=project.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+    return proc, log_path
+
+
+def _finish(proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGINT) -> None:
+    """Stop our own child by pid if it still runs."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _entries_answer(project: Project) -> list[str]:
+    """Every URL routed in backends.json that does not answer 200 from the host."""
+    bad = []
+    for entry in _pool(project):
+        url = str(entry["url"])
+        assert url.startswith("http://127.0.0.1:"), url  # only loopback, never a container IP
+        try:
+            status, _ = http_request("GET", int(url.rsplit(":", 1)[1].rstrip("/")), "/")
+        except OSError as err:
+            bad.append(f"{url}: {err!r}")
+            continue
+        if status != 200:
+            bad.append(f"{url}: {status}")
+    return bad
+
+
+def _leftovers(folder: Path) -> list[str]:
+    """Waiting-editor markers and atomic_write temp files left in the project folder."""
+    names = [p.name for p in folder.iterdir()] + [
+        f"config/{p.name}" for p in (folder / "config").iterdir()
+    ]
+    return sorted(n for n in names if ".lbrec.wait." in n or n.endswith(".tmp"))
+
+
+@contextmanager
+def _pool_watch(project: Project) -> Iterator[list[tuple[float, dict[str, list[int]]]]]:
+    """Record (monotonic time, backend -> routed weights) at every change of backends.json."""
+    seen: list[tuple[float, dict[str, list[int]]]] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        deadline = time.monotonic() + 180
+        last: dict[str, list[int]] | None = None
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                now: dict[str, list[int]] = {}
+                for e in _pool(project):
+                    now.setdefault(str(e["name"]), []).append(int(e["weight"]))
+            except (OSError, ValueError):
+                now = last or {}
+            if now != last:
+                seen.append((time.monotonic(), now))
+                last = now
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+# -- 1. one hung backend does not block an emergency drain ---------------------------------------
+
+
+def test_a_hung_backend_does_not_block_an_emergency_drain(project: Project) -> None:
+    listen, admin, p1, p2 = free_ports(4)
+    deadline = 120.0  # b2's healthy_deadline: the hung rollout would hold its pass this long
+    b2 = (
+        f"{{name: b2, port: {p2}, weight: 1, %s"
+        "rollout: {min_healthy_time: 0.5s, healthy_deadline: 120s, drain_timeout: 5s}}"
+    )
+    b1 = f"{{name: b1, port: {p1}, weight: 1}}"
+    project.write(_spec(project, listen, admin, [b1, b2 % ""]))
+    project.lbrec("apply", check=True)
+    (old_b2,) = [i.id for i in _instances(project, "b2")]
+    old_b2_url = {e["url"] for e in _pool(project, "b2")}
+    with _proxy(project, listen, admin):
+        project.write(_spec(project, listen, admin, [b1, b2 % (_HUNG % p2 + ", ")]))
+        with _load(listen, seconds=100) as load, _pool_watch(project) as seen:
+            hung, hung_log = _background(project, "apply-hung.log", "apply")
+            try:
+                wait_until(
+                    lambda: (
+                        "b2: started 1 new instance(s), waiting for health" in hung_log.read_text()
+                    ),
+                    60,
+                    "the background apply to wait for b2's hung instance",
+                    log=hung_log,
+                )
+                assert len(_instances(project, "b2")) == 2
+                assert hung.poll() is None, hung_log.read_text()
+                started = time.monotonic()
+                add, add_log = _background(project, "add.log", "add", f"b1:{p1}:0")
+                try:
+                    # Bounded well below the hung rollout's deadline.
+                    add_rc: int | None = add.wait(timeout=deadline / 2)
+                except subprocess.TimeoutExpired:
+                    add_rc = None
+                took = time.monotonic() - started
+                _finish(add, signal.SIGKILL)
+                drained_at = next((t for t, w in seen if t >= started and w.get("b1") == [0]), None)
+                hung_rc = hung.wait(timeout=30)
+            finally:
+                _finish(hung, signal.SIGKILL)
+        hung_out, add_out = hung_log.read_text(), add_log.read_text()
+        drained = f"{drained_at - started:.2f}s" if drained_at is not None else "never"
+        print(
+            f"\n[faults] emergency drain while b2 hangs: `lbrec add b1:{p1}:0` exited {add_rc} "
+            f"after {took:.2f}s (hung rollout's healthy_deadline {deadline:g}s); b1 at weight 0 "
+            f"in backends.json after {drained}; load: {load.ok} ok, {len(load.failures)} failed"
+        )
+        context = f"--- background apply\n{hung_out}\n--- add\n{add_out}"
+        load.check(context)
+        assert add_rc == 0 and took < deadline / 2, context
+        assert hung_rc == 1 and "preempted" in hung_out, context
+        assert project.routed()["b1"] == 0, project.pool
+        # b2's old instance was never touched and serves everything now.
+        assert {e["url"] for e in _pool(project, "b2")} == old_b2_url
+        assert old_b2 in {i.id for i in _instances(project, "b2") if i.state == "running"}
+        assert Counter(http_request("GET", listen)[1] for _ in range(10)) == {"b2": 10}
+
+
+# -- 2. swapping two backends' ports -------------------------------------------------------------
+
+
+def test_swapping_two_backends_ports_under_load(project: Project) -> None:
+    listen, admin, p1, p2 = free_ports(4)
+    entry = "{name: %s, port: %d, weight: 1}"
+    project.write(_spec(project, listen, admin, [entry % ("b1", p1), entry % ("b2", p2)]))
+    project.lbrec("apply", check=True)
+    with _proxy(project, listen, admin):
+        project.write(_spec(project, listen, admin, [entry % ("b1", p2), entry % ("b2", p1)]))
+        started = time.monotonic()
+        with _load(listen) as load:
+            r = project.lbrec("apply")
+        took = time.monotonic() - started
+        print(
+            f"\n[faults] port swap b1:{p1},b2:{p2} -> b1:{p2},b2:{p1}: apply exited "
+            f"{r.returncode} in {took:.2f}s; load: {load.ok} ok, {len(load.failures)} failed"
+        )
+        load.check(_out(r))
+        assert r.returncode == 0, _out(r)
+        answered = Counter(http_request("GET", listen)[1] for _ in range(20))
+        assert answered == {"b1": 10, "b2": 10}, answered
+    assert {i.backend for i in _instances(project)} == {"b1", "b2"}
+    assert len(_instances(project)) == 2 and all(i.state == "running" for i in _instances(project))
+    assert _entries_answer(project) == []
+    _in_sync(project)
+
+
+# -- 3. kill -9 of apply during a replace --------------------------------------------------------
+
+
+def test_kill_9_of_apply_during_a_replace_keeps_the_old_instance_routed(
+    project: Project,
+) -> None:
+    listen, admin = free_ports(2)
+    web = (
+        "{name: web, port: 8000, env: {GREETING: %s}, "
+        "rollout: {min_healthy_time: 8s, healthy_deadline: 60s, drain_timeout: 5s}}"
+    )
+    project.write(_spec(project, listen, admin, [web % "v1"]))
+    project.lbrec("apply", check=True)
+    (old,) = [i.id for i in _instances(project, "web")]
+    routed_before = _pool(project, "web")
+    with _proxy(project, listen, admin):
+        project.write(_spec(project, listen, admin, [web % "v2"]))
+        with _load(listen) as load:
+            proc, log = _background(project, "apply-killed.log", "apply")
+            try:
+                wait_until(
+                    lambda: "web: started 1 new instance(s), waiting for health" in log.read_text(),
+                    60,
+                    "the apply to wait for the new instance",
+                    log=log,
+                )
+                time.sleep(1.0)  # inside min_healthy_time (8 s): the new one is not routed yet
+                assert proc.poll() is None, log.read_text()
+                proc.send_signal(signal.SIGKILL)  # our own child, by pid
+                assert proc.wait(timeout=10) == -signal.SIGKILL
+            finally:
+                _finish(proc, signal.SIGKILL)
+            killed_out = log.read_text()
+            # The pool still routes the old instance, and only what answers.
+            assert _pool(project, "web") == routed_before, (project.pool, killed_out)
+            assert _entries_answer(project) == []
+            time.sleep(2.0)  # traffic after the kill, before anyone repairs
+            assert _pool(project, "web") == routed_before
+            started = time.monotonic()
+            r = project.lbrec("apply")
+            took = time.monotonic() - started
+        print(
+            f"\n[faults] kill -9 of apply mid-replace: pool kept the old instance; the next apply "
+            f"exited {r.returncode} in {took:.2f}s; load: {load.ok} ok, "
+            f"{len(load.failures)} failed"
+        )
+        context = f"--- killed apply\n{killed_out}\n--- next apply\n{_out(r)}"
+        load.check(context)
+        assert r.returncode == 0, context
+        (instance,) = _instances(project, "web")  # exactly one container for the backend
+        assert instance.state == "running" and instance.id != old
+        assert "GREETING=v2" in instance.env
+        assert len(_pool(project, "web")) == 1 and _entries_answer(project) == []
+        _in_sync(project)
+    assert _leftovers(project.folder) == []
+
+
+# -- 4. a container stopped by hand under `lbrec up` ---------------------------------------------
+
+
+def _up_spec(project: Project, listen: int, admin: int) -> str:
+    return "\n".join(
+        [
+            f"project: {project.name}",
+            "proxy: {mode: host}",
+            f"listen: 127.0.0.1:{listen}",
+            f"admin: 127.0.0.1:{admin}",
+            "health: {interval: 0.5, timeout: 1.0, rise: 1, fall: 2}",
+            "rollout: {min_healthy_time: 0.5s, healthy_deadline: 30s, drain_timeout: 5s}",
+            "backends:",
+            "  - {name: u1, port: 8001, weight: 1}",
+            "  - {name: u2, port: 8002, weight: 1}",
+        ]
+    )
+
+
+def test_up_routes_a_container_stopped_by_hand_again(project: Project) -> None:
+    """test_up.py covers a container *removed* by hand; this one is *stopped* (`docker stop`):
+    Docker gives it a new host port when it starts again, so the pool must follow."""
+    listen, admin = free_ports(2)
+    resync = 30.0  # a repair before this came from `docker events`, not from the resync
+    project.write(_up_spec(project, listen, admin) + "\n")
+    up, log = _background(project, "up.log", "up", "--resync", f"{resync:g}")
+    try:
+        wait_until(
+            lambda: {http_request("GET", listen)[1] for _ in range(6)} == {"u1", "u2"},
+            180,
+            "lbrec up to serve both backends",
+            log=log,
+        )
+        (victim,) = [i.id for i in _instances(project, "u1")]
+        url_before = {e["url"] for e in _pool(project, "u1")}
+        load = Load(listen, seconds=80)
+        load.start()
+        try:
+            time.sleep(1.0)
+            stopped_at = time.monotonic()
+            subprocess.run(["docker", "stop", victim], check=True, capture_output=True)
+            stop_took = time.monotonic() - stopped_at
+
+            def u1_routed_again() -> bool:
+                running = {i.id for i in _instances(project, "u1") if i.state == "running"}
+                urls = {str(e["url"]) for e in _pool(project, "u1")}
+                return (
+                    bool(running)
+                    and bool(urls)
+                    and all(http_request("GET", int(u.rsplit(":", 1)[1]))[1] == "u1" for u in urls)
+                )
+
+            wait_until(u1_routed_again, 60, "u1 to be started and routed again", log=log)
+            routed_after = time.monotonic() - stopped_at
+            wait_until(
+                lambda: "u1" in {http_request("GET", listen)[1] for _ in range(6)},
+                30,
+                "u1 to answer through the proxy again",
+                log=log,
+            )
+            serving_after = time.monotonic() - stopped_at
+            during = len(load.failures)
+            ok_before_repair = load.ok
+        finally:
+            load.stop()
+        # After the repair: every request succeeds, both backends answer.
+        after = Load(listen, seconds=10, max_requests=600)
+        after.start()
+        time.sleep(5)
+        after.stop()
+        print(
+            f"\n[faults] docker stop of u1 under lbrec up (--resync {resync:g}): docker stop "
+            f"took {stop_took:.2f}s; started and routed again {routed_after:.2f}s after the "
+            f"stop began, answering through the proxy after {serving_after:.2f}s; "
+            f"{during} of {ok_before_repair + during} requests failed meanwhile, e.g. "
+            f"{Counter(load.failures).most_common(3)}; after the repair {after.ok} ok, "
+            f"{len(after.failures)} failed"
+        )
+        tail = log.read_text()[-3000:]
+        after.check(tail)
+        assert Counter(http_request("GET", listen)[1] for _ in range(20)) == {"u1": 10, "u2": 10}
+        assert routed_after < resync, tail  # from docker events, not the resync
+        (instance,) = _instances(project, "u1")
+        assert instance.id == victim and instance.state == "running"  # started, not replaced
+        print(f"[faults] u1 routed at {url_before} before the stop, {_pool(project, 'u1')} after")
+        assert up.poll() is None, tail
+    finally:
+        _finish(up)
+
+
+# -- 5. no orphan process after kill -9 of `lbrec up` --------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[int, str, int] | None:
+    """(parent pid, state, start time in clock ticks) of ``pid``, None once it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # comm (field 2) may hold spaces or parentheses: split after the last ')'
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), fields[0], int(fields[19])
+
+
+def _descendants(pid: int) -> dict[int, tuple[int, str]]:
+    """pid -> (start time, command line) of every live descendant of ``pid``."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _proc_stat(int(entry))) is not None:
+            parents.setdefault(stat[0], []).append(int(entry))
+    out: dict[int, tuple[int, str]] = {}
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            stat = _proc_stat(child)
+            if stat is None or stat[1] == "Z":
+                continue
+            try:
+                cmdline = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            out[child] = (stat[2], cmdline.decode(errors="replace").strip())
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int, started: int) -> bool:
+    """The same process (pid and start time) still runs (a zombie has ended)."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat[2] == started and stat[1] != "Z"
+
+
+def test_no_orphan_after_kill_9_of_up(project: Project) -> None:
+    listen, admin = free_ports(2)
+    project.write(_up_spec(project, listen, admin) + "\n")
+    up, log = _background(project, "up.log", "up", "--resync", "30")
+    try:
+        wait_until(lambda: http_request("GET", listen)[0] == 200, 180, "lbrec up to serve", log=log)
+        wait_until(
+            lambda: any(
+                "docker" in cmd and "events" in cmd for _, cmd in _descendants(up.pid).values()
+            ),
+            30,
+            "lbrec up's `docker events` child",
+            log=log,
+        )
+        with _load(listen, seconds=20) as load:
+            time.sleep(2.0)
+        load.check(log.read_text()[-3000:])
+        children = _descendants(up.pid)
+        up.send_signal(signal.SIGKILL)  # our own child, by pid
+        assert up.wait(timeout=10) == -signal.SIGKILL
+        gone_by = time.monotonic() + 15
+        while time.monotonic() < gone_by and any(
+            _alive(pid, start) for pid, (start, _) in children.items()
+        ):
+            time.sleep(0.1)
+        left = {pid: cmd for pid, (start, cmd) in children.items() if _alive(pid, start)}
+        print(
+            f"\n[faults] kill -9 of lbrec up: {len(children)} descendant(s) "
+            f"{sorted(cmd for _, cmd in children.values())}; alive 15 s later: {left}; "
+            f"load before the kill: {load.ok} ok, {len(load.failures)} failed"
+        )
+        assert left == {}, left
+    finally:
+        _finish(up, signal.SIGKILL)
