@@ -24,7 +24,7 @@ from proxy.dashboard import render_page
 from proxy.health import ProbeResult
 from proxy.pool import Backend
 from proxy.server import ProxyServer
-from proxy.stats import BUCKET_S, BUCKETS, STATUS_CLASSES, percentile
+from proxy.stats import BUCKET_S, BUCKETS, LATENCY_BOUNDS, STATUS_CLASSES, percentile
 
 __all__ = ["SERVER_KEY", "make_admin_app", "pool_snapshot", "stats_snapshot"]
 
@@ -64,6 +64,7 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
     backends = []
     for backend in _shown(server):
         check = backend.last_check
+        totals = backend.stats.totals()
         backends.append(
             {
                 "name": backend.name,
@@ -78,6 +79,12 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
                 "connections": backend.conns.opened,
                 "idle_connections": len(backend.conns.idle),
                 "last_check": None if check is None else _check_doc(check),
+                "version": backend.version,
+                "percent": backend.percent,
+                # cumulative answers by status class and first-byte latency histogram
+                # (bounds: latency_bounds below), for readers that judge a version
+                "status_total": dict(zip(STATUS_CLASSES, totals[0], strict=True)),
+                "latency_total": totals[1],
             }
         )
     return {
@@ -92,6 +99,7 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
         "client_connections": len(server.connections),
         "refused_connections": server.refused_connections,
         "runtime": server.runtime,
+        "latency_bounds": list(LATENCY_BOUNDS),
         "backends": backends,
     }
 

@@ -100,6 +100,14 @@ class BackendEntry(_Model):
     health_path: str | None = Field(
         default=None, pattern=r"^/", description="this backend's health path (else health.path)"
     )
+    # A canary: the instances of one backend run two versions, each with a share of the
+    # backend's weight (split evenly over that version's instances).
+    version: str | None = Field(
+        default=None, max_length=64, description="the version this instance runs (canary)"
+    )
+    percent: int | None = Field(
+        default=None, ge=0, le=100, description="this version's share of the backend, in %"
+    )
 
     @field_validator("url")
     @classmethod
@@ -173,6 +181,27 @@ class BackendsConfig(_Model):
                 raise ValueError(
                     f"instances of backend {entry.name!r} have different weights: the weight "
                     "is the backend's share, written the same on each of its instances"
+                )
+        splits: dict[str, dict[str | None, int | None]] = {}
+        for entry in self.backends:
+            versions = splits.setdefault(entry.name, {})
+            if versions.setdefault(entry.version, entry.percent) != entry.percent:
+                raise ValueError(
+                    f"instances of backend {entry.name!r} version {entry.version!r} have "
+                    "different percent"
+                )
+        for name, versions in splits.items():
+            shares = list(versions.values())
+            if all(p is None for p in shares):
+                continue
+            if any(p is None for p in shares) or None in versions:
+                raise ValueError(
+                    f"backend {name!r}: with percent, every instance needs a version and a percent"
+                )
+            if sum(p for p in shares if p is not None) != 100:
+                raise ValueError(
+                    f"backend {name!r}: the percent of its versions add up to "
+                    f"{sum(p for p in shares if p is not None)}, not 100"
                 )
         return self
 

@@ -37,13 +37,31 @@ def instance_keys(entries: Sequence[BackendEntry]) -> list[str]:
 def rotation_weights(entries: Sequence[BackendEntry], keys: Sequence[str]) -> dict[str, int]:
     """PURE. Rotation weights such that each *backend* gets its weight's share, split evenly
     over its instances: weight x L / instances, with L the least common multiple of the
-    instance counts (all integers, so the smooth rotation stays exact)."""
+    instance counts (all integers, so the smooth rotation stays exact).
+
+    A backend whose instances carry ``percent`` (a canary: two versions side by side) gives
+    each version that share of its weight, split evenly over the version's instances."""
     counts = Counter(entry.name for entry in entries)
-    scale = math.lcm(*counts.values()) if counts else 1
-    return {
-        key: entry.weight * scale // counts[entry.name]
-        for key, entry in zip(keys, entries, strict=True)
-    }
+    per_version = Counter(
+        (entry.name, entry.version) for entry in entries if entry.percent is not None
+    )
+    split = bool(per_version)
+    scale = math.lcm(*counts.values(), *per_version.values()) if counts else 1
+    if split:
+        scale *= 100
+    out: dict[str, int] = {}
+    for key, entry in zip(keys, entries, strict=True):
+        if entry.percent is not None:
+            share = per_version[(entry.name, entry.version)]
+            out[key] = entry.weight * entry.percent * scale // (100 * share)
+        else:
+            out[key] = entry.weight * scale // counts[entry.name]
+    # The same rotation with the smallest integers: its period (where shares are exact) stays
+    # as short as the weights allow.
+    divisor = math.gcd(*out.values())
+    if divisor > 1:
+        out = {key: weight // divisor for key, weight in out.items()}
+    return out
 
 
 class Backend:
@@ -63,9 +81,11 @@ class Backend:
         "key",
         "last_check",
         "name",
+        "percent",
         "requests",
         "stats",
         "url",
+        "version",
         "weight",
     )
 
@@ -77,6 +97,8 @@ class Backend:
         self.key = key or entry.name  # unique in the pool: name, or name@host:port
         self.instance = entry.instance
         self.health_path = entry.health_path
+        self.version = entry.version
+        self.percent = entry.percent
         self.url = entry.url
         self.weight = entry.weight
         self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")

@@ -193,6 +193,9 @@ class ProxyServer:
                 prev.weight = entry.weight
                 prev.key = key
                 prev.instance = entry.instance
+                prev.version = entry.version
+                prev.percent = entry.percent
+                prev.health_path = entry.health_path
                 backends[key] = prev
             else:
                 start = HealthState.UP if previous is None else HealthState.CHECKING

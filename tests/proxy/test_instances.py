@@ -10,7 +10,7 @@ import asyncio
 from collections import Counter
 
 import aiohttp
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.balancer import SmoothWeightedRoundRobin
@@ -87,3 +87,83 @@ async def test_instances_share_the_backends_traffic_and_survive_a_key_change(
     async with http.get(p.admin_url + "/-/pool") as response:
         listed = [(e["name"], e["url"]) for e in (await response.json())["backends"]]
     assert ("a", a1.url) in listed and ("a", a2.url) in listed
+
+
+@settings(deadline=None)
+@given(
+    weight=st.integers(1, 20),
+    old=st.integers(1, 4),
+    new=st.integers(1, 4),
+    percent=st.integers(0, 100),
+    other=st.integers(0, 20),
+)
+def test_a_canary_split_is_exact_per_version(
+    weight: int, old: int, new: int, percent: int, other: int
+) -> None:
+    """Two versions of one backend: each gets its percent of the backend's share, split evenly
+    over its own instances; another backend's share is untouched."""
+    entries = []
+    for i in range(old):
+        entries.append(
+            BackendEntry(
+                name="web",
+                url=f"http://127.0.0.1:{2000 + i}",
+                weight=weight,
+                version="v1",
+                percent=100 - percent,
+            )
+        )
+    for i in range(new):
+        entries.append(
+            BackendEntry(
+                name="web",
+                url=f"http://127.0.0.1:{3000 + i}",
+                weight=weight,
+                version="v2",
+                percent=percent,
+            )
+        )
+    entries.append(BackendEntry(name="api", url="http://127.0.0.1:4000", weight=other))
+    keys = instance_keys(entries)
+    weights = rotation_weights(entries, keys)
+    period = sum(weights.values())
+    rotation = SmoothWeightedRoundRobin(weights)
+    picks = Counter(rotation.pick() for _ in range(period))
+    by_key = dict(zip(keys, entries, strict=True))
+    v2 = sum(n for k, n in picks.items() if k and by_key[k].version == "v2")
+    web = sum(n for k, n in picks.items() if k and by_key[k].name == "web")
+    assert v2 * 100 == web * percent  # exactly percent % of web's traffic on v2
+    assert web * (weight + other) == weight * period  # web keeps its share against api
+    for version, count in (("v1", old), ("v2", new)):
+        shares = {picks[k] for k in keys if by_key[k].version == version}
+        assert len(shares) == 1 and shares.pop() * count == sum(
+            picks[k] for k in keys if by_key[k].version == version
+        )
+
+
+def test_canary_percent_must_add_up_and_name_a_version() -> None:
+    import pytest
+
+    from proxy.config import BackendsConfig
+
+    def doc(*entries: tuple[str, str | None, int | None]) -> dict[str, object]:
+        return {
+            "backends": [
+                {
+                    "name": "web",
+                    "url": f"http://127.0.0.1:{5000 + i}",
+                    "weight": 1,
+                    "version": v,
+                    "percent": p,
+                }
+                for i, (_n, v, p) in enumerate(entries)
+            ]
+        }
+
+    BackendsConfig.model_validate(doc(("a", "v1", 75), ("b", "v2", 25), ("c", "v2", 25)))
+    with pytest.raises(ValueError, match="add up to 90, not 100"):
+        BackendsConfig.model_validate(doc(("a", "v1", 60), ("b", "v2", 30)))
+    with pytest.raises(ValueError, match="different percent"):
+        BackendsConfig.model_validate(doc(("a", "v1", 50), ("b", "v2", 50), ("c", "v2", 40)))
+    with pytest.raises(ValueError, match="needs a version and a percent"):
+        BackendsConfig.model_validate(doc(("a", "v1", 100), ("b", None, None)))
