@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 
 from proxy.config import Revision
 
+from .canary import Counters, counters_of, judge
 from .docker import DockerPort, collectable
 from .errors import ApplyError
 from .files import atomic_write, read_text_or_none
 from .labels import BuildInfo
 from .lock import waiting_editor
 from .plan import Action, ActionKind, Plan, Step, StepKind, plan
-from .proxy_admin import wait_drained, wait_for_generation
-from .render import backend_image, converged_pool, render_compose, render_pool
+from .proxy_admin import pool_document, wait_drained, wait_for_generation
+from .render import Instance, backend_image, converged_pool, render_compose, render_pool
 from .spec import BackendSpec, DesiredState
 from .state import Observed, ObservedContainer
 from .workspace import Workspace
@@ -142,6 +143,9 @@ class Hooks:
     # Looked up when called, so that tests can replace http_probe.
     probe: Probe = field(default_factory=lambda: _late_probe)
     parallel: bool = True  # backends roll out side by side
+    # The proxy's cumulative counters summed over instance URLs (a canary's judge); None
+    # when no proxy answers.
+    counters: Callable[[Collection[str]], Counters | None] | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
 
@@ -171,6 +175,8 @@ class _Run:
     # Backends roll out side by side (one thread each): the pool and Compose are shared.
     lock: threading.RLock = field(default_factory=threading.RLock)
     compose_lock: threading.Lock = field(default_factory=threading.Lock)
+    # backend -> (ids of the canary's instances, their percent) while a canary runs
+    split: dict[str, tuple[frozenset[str], int]] = field(default_factory=dict)
 
     def route(self, backend: str, ids: Sequence[str]) -> None:
         """Add instances to the pool and publish it (the proxy confirms)."""
@@ -186,7 +192,21 @@ class _Run:
             return self._write_pool()
 
     def _write_pool(self) -> str:
-        instances = {name: list(by_id.values()) for name, by_id in self.routed.items() if by_id}
+        instances: dict[str, list[Instance]] = {}
+        for name, by_id in self.routed.items():
+            if not by_id:
+                continue
+            canary, percent = self.split.get(name, (frozenset(), 0))
+            entries: list[Instance] = []
+            split = {cid in canary for cid in by_id} == {True, False}
+            for cid, (url, inst) in by_id.items():
+                if not split:  # one version routed: no split to write
+                    entries.append((url, inst))
+                elif cid in canary:
+                    entries.append((url, inst, "canary", percent))
+                else:
+                    entries.append((url, inst, "stable", 100 - percent))
+            instances[name] = entries
         config = render_pool(self.desired, instances=instances, revision=self.revision)
         if atomic_write(self.workspace.pool_file, config.to_json()):
             self.written.append(str(self.workspace.pool_file))
@@ -507,6 +527,9 @@ def _roll(run: _Run, action: Action) -> Outcome:
         for step in action.steps:
             if step.kind is StepKind.RETIRE:
                 run.retire(name, step.container_ids, rollout.drain_timeout)
+                with run.lock:
+                    if name in run.split and set(run.routed.get(name, {})) <= run.split[name][0]:
+                        del run.split[name]  # promoted: one version left
                 run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
             elif step.kind is StepKind.CREATE:
                 batches[step.batch] = _create(run, name, step)
@@ -533,6 +556,18 @@ def _roll(run: _Run, action: Action) -> Outcome:
             elif step.kind is StepKind.ROUTE:
                 ids = batches.get(step.batch, step.container_ids)
                 run.route(name, ids)
+            elif step.kind is StepKind.SPLIT:
+                ids = batches.get(step.batch, step.container_ids)
+                with run.lock:
+                    run.split[name] = (frozenset(ids), step.percent)
+                    run.route(name, ids)
+                run.say(f"{name}: {step.percent}% of the traffic on the new version")
+            elif step.kind is StepKind.JUDGE:
+                assert spec is not None
+                ids = batches.get(step.batch, step.container_ids)
+                problem = _judge_step(run, spec, ids, step.percent)
+                if problem is not None:
+                    return _roll_back_canary(run, action, ids, problem)
                 run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
     except ApplyError as err:
         return Outcome(action, ok=False, error=err.message, detail=err.detail)
@@ -611,6 +646,63 @@ def _create_together(run: _Run, actions: Sequence[Action]) -> dict[str, Outcome]
     run.publish()
     run.say(f"routed to {', '.join(n for n, p in problems.items() if p is None) or 'none'}")
     return out
+
+
+def _judge_step(run: _Run, spec: BackendSpec, ids: Sequence[str], percent: int) -> str | None:
+    """Hold the step for ``interval`` and judge the new version on its own answers; a step
+    with too few requests is extended (up to 10 intervals). None: passed; else the reason."""
+    rollout = spec.rollout_of(run.desired)
+    analysis = rollout.analysis
+    hooks = run.hooks
+    urls = [u for i in ids if (u := run.known[i].url) is not None]
+    unjudged = f"no proxy answers on {run.desired.admin}: the canary cannot be judged"
+    if hooks.counters is None or (before := hooks.counters(urls)) is None:
+        return unjudged
+    start = hooks.clock()
+    reason = ""
+    for extension in range(10):
+        end = start + rollout.interval * (extension + 1)
+        while hooks.clock() < end:
+            run.check_preempted()
+            hooks.sleep(max(min(0.2, end - hooks.clock()), 0.01))
+        after = hooks.counters(urls)
+        if after is None:
+            return unjudged
+        verdict = judge(
+            after - before,
+            max_error_rate=analysis.max_error_rate,
+            max_p99=analysis.max_p99,
+            min_requests=analysis.min_requests,
+        )
+        if verdict.kind == "pass":
+            run.say(f"{spec.name}: step {percent}% passed: {verdict.reason}")
+            return None
+        if verdict.kind == "fail":
+            return f"step {percent}%: {verdict.reason}"
+        reason = verdict.reason
+        run.say(f"{spec.name}: step {percent}% extended: {reason}")
+    return f"step {percent}%: {reason} in {10 * rollout.interval:g}s"
+
+
+def _roll_back_canary(run: _Run, action: Action, ids: Sequence[str], problem: str) -> Outcome:
+    """All traffic back to the old version at once (a rollback needs no judgement), then the
+    new instances drain and go."""
+    name = action.backend
+    spec = run.desired.backend(name)
+    rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
+    with run.lock:
+        run.split.pop(name, None)
+    try:
+        run.retire(name, ids, rollout.drain_timeout)
+    except ApplyError as err:
+        problem += f" (removing the new instances failed too: {err.message})"
+    run.say(f"{name}: canary rolled back at {problem}")
+    return Outcome(
+        action,
+        ok=False,
+        error=f"{name}: canary rolled back at {problem}; the old version serves all traffic",
+        rolled_back=True,
+    )
 
 
 def _roll_back(run: _Run, action: Action, step: Step, ids: Sequence[str], problem: str) -> Outcome:
@@ -709,6 +801,7 @@ def converge(
                 admin, urls, timeout=timeout, cancel=preempted
             ),
             preempted=preempted,
+            counters=lambda urls: _proxy_counters(admin, urls),
         )
     build = workspace.build_info(desired, stage=not check)  # check mode only reads
     docker.check()
@@ -736,6 +829,11 @@ def converge(
         health_timeout=health_timeout,
         hooks=hooks,
     )
+
+
+def _proxy_counters(admin: str, urls: Collection[str]) -> Counters | None:
+    document = pool_document(admin, timeout=2.0)
+    return None if document is None else counters_of(document, urls)
 
 
 def _preemption(workspace: Workspace) -> Callable[[], str | None]:

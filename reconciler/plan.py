@@ -65,6 +65,8 @@ class StepKind(StrEnum):
     WAIT = "wait"  # until every instance of the batch answers healthy for min_healthy_time
     ROUTE = "route"  # add the batch to the pool; the proxy confirms the generation
     RETIRE = "retire"  # leave the pool, proxy confirms, drain, stop, remove
+    SPLIT = "split"  # canary: route `percent` % of the backend's traffic to the batch
+    JUDGE = "judge"  # canary: for `interval`, judge the batch on its own answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class Step:
     backend: str
     batch: int = 0  # CREATE/START/WAIT/ROUTE: which batch of new instances
     count: int = 0  # CREATE: how many
+    percent: int = 0  # SPLIT/JUDGE: the new version's share of the backend's traffic
     container_ids: tuple[str, ...] = ()  # START/WAIT/ROUTE of existing ones, RETIRE
     reason: str = ""
 
@@ -86,6 +89,10 @@ class Step:
             what = f"wait until batch {self.batch} is healthy"
         elif self.kind is StepKind.ROUTE:
             what = f"route to batch {self.batch}, confirm generation"
+        elif self.kind is StepKind.SPLIT:
+            what = f"send {self.percent}% of the traffic to batch {self.batch}"
+        elif self.kind is StepKind.JUDGE:
+            what = f"judge batch {self.batch} at {self.percent}% on its own answers"
         else:
             what = f"drain and remove {ids}"
         return f"{what}: {self.reason}" if self.reason else what
@@ -263,6 +270,23 @@ def _plan_backend(
         steps.append(Step(StepKind.RETIRE, name, container_ids=ids, reason="stopped extra"))
     need = wanted - len(keep) - len(starts)
     old = stale + excess  # retired one for one as new ones serve, the rest at the end
+    rollout = backend.rollout_of(desired)
+    if rollout.strategy == "canary" and stale and not serving and not stopped:
+        # A new version beside the whole old one, then traffic in steps, each judged.
+        steps += [
+            Step(StepKind.CREATE, name, batch=batch, count=wanted),
+            Step(StepKind.WAIT, name, batch=batch),
+        ]
+        for percent in rollout.steps[:-1]:
+            steps += [
+                Step(StepKind.SPLIT, name, batch=batch, percent=percent),
+                Step(StepKind.JUDGE, name, batch=batch, percent=percent),
+            ]
+        steps += [
+            Step(StepKind.SPLIT, name, batch=batch, percent=100),
+            Step(StepKind.RETIRE, name, container_ids=tuple(c.id for c in old), reason="promoted"),
+        ]
+        need, old = 0, []
     while need > 0:
         # Batches of max_parallel only while old instances are to be replaced one for one;
         # new capacity beside nothing to retire comes at once.
@@ -315,6 +339,8 @@ def _plan_backend(
         kind = ActionKind.UNCHANGED
     if kind is not ActionKind.CREATE:
         reason = ", ".join(changes)
+    if any(s.kind is StepKind.JUDGE for s in steps):
+        reason += "; canary " + " -> ".join(f"{p}%" for p in rollout.steps)
     return Action(
         kind,
         backend=name,

@@ -211,7 +211,8 @@ def render_compose(
     return _HEADER.format(source=source) + body
 
 
-Instance = tuple[str, str | None]  # (url, container name)
+# (url, container name) or, during a canary, (url, container name, version, percent)
+Instance = tuple[str, str | None] | tuple[str, str | None, str | None, int | None]
 
 
 def render_pool(
@@ -234,10 +235,20 @@ def render_pool(
         if instances is None:
             entries.append(BackendEntry(name=b.name, url=backend_url(desired, b), weight=b.weight))
             continue
-        for url, name in sorted(instances.get(b.name, ()), key=lambda i: (i[1] or "", i[0])):
+        for item in sorted(instances.get(b.name, ()), key=lambda i: (i[1] or "", i[0])):
+            url, name = item[0], item[1]
+            version, percent = (item[2], item[3]) if len(item) == 4 else (None, None)
             own = b.health.path if b.health is not None else None
             entries.append(
-                BackendEntry(name=b.name, url=url, weight=b.weight, instance=name, health_path=own)
+                BackendEntry(
+                    name=b.name,
+                    url=url,
+                    weight=b.weight,
+                    instance=name,
+                    health_path=own,
+                    version=version,
+                    percent=percent,
+                )
             )
     config = BackendsConfig(
         revision=revision,
@@ -263,12 +274,13 @@ def converged_pool(
     instances: dict[str, list[Instance]] = {}
     for spec in desired.backends:
         want = backend_labels(spec, desired, build)[CONFIG_HASH]
-        instances[spec.name] = [
+        serving: list[Instance] = [
             (c.url, c.name or None)
             for c in observed.for_backend(spec.name)
             if c.url is not None
             and c.running
             and c.health != "unhealthy"
             and c.labels.get(CONFIG_HASH) == want
-        ][: spec.replicas]
+        ]
+        instances[spec.name] = serving[: spec.replicas]
     return render_pool(desired, instances=instances, revision=revision)

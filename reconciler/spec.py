@@ -35,6 +35,7 @@ from .errors import SpecError
 
 __all__ = [
     "DEFAULT_FILE",
+    "AnalysisSpec",
     "BackendHealthSpec",
     "BackendSpec",
     "BuildSpec",
@@ -100,8 +101,30 @@ class BackendHealthSpec(_Model):
     path: str | None = Field(default=None, pattern=r"^/", description="GET this; 200 is up")
 
 
+class AnalysisSpec(_Model):
+    """How a canary step is judged, on the new version's own requests (reconciler/canary.py)."""
+
+    max_error_rate: float = Field(
+        default=0.01, ge=0, le=1, description="share of 5xx answers and failed exchanges"
+    )
+    max_p99: Seconds | None = Field(default=None, description="p99 first-byte latency")
+    min_requests: int = Field(
+        default=50, ge=1, strict=True, description="a step with fewer is extended, not passed"
+    )
+
+
 class RolloutSpec(_Model):
-    """How a changed backend is replaced: start first, then drain (Nomad's `update`)."""
+    """How a changed backend is replaced: start first, then drain (Nomad's `update`); or as a
+    canary, in traffic steps judged by the proxy's own counters."""
+
+    strategy: Literal["rolling", "canary"] = Field(
+        default="rolling", description="rolling: batches of max_parallel; canary: steps"
+    )
+    steps: tuple[int, ...] = Field(
+        default=(5, 25, 50, 100), description="canary: % of the traffic on the new version"
+    )
+    interval: Seconds = Field(default=30.0, description="canary: how long each step lasts")
+    analysis: AnalysisSpec = AnalysisSpec()
 
     max_parallel: int = Field(
         default=1, ge=1, le=100, strict=True, description="instances replaced at once"
@@ -115,6 +138,15 @@ class RolloutSpec(_Model):
     drain_timeout: Seconds = Field(
         default=30.0, description="in-flight requests and streams of a leaving instance get this"
     )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or value[-1] != 100:
+            raise ValueError("must end with 100 (the new version takes all the traffic)")
+        if any(not 1 <= p <= 100 for p in value) or list(value) != sorted(set(value)):
+            raise ValueError("must be increasing percentages from 1 to 100, e.g. [5, 25, 50, 100]")
+        return value
 
     @model_validator(mode="after")
     def _deadline(self) -> RolloutSpec:

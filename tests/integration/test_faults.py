@@ -150,11 +150,22 @@ def test_a_hung_backend_does_not_block_an_emergency_drain(project: Project) -> N
                 assert hung.poll() is None, hung_log.read_text()
                 started = time.monotonic()
                 add, add_log = _background(project, "add.log", "add", f"b1:{p1}:0")
-                try:
-                    # Bounded well below the hung rollout's deadline.
-                    add_rc: int | None = add.wait(timeout=deadline / 2)
-                except subprocess.TimeoutExpired:
-                    add_rc = None
+                # Bounded well below the hung rollout's deadline.
+                add_rc: int | None = None
+                waiting_at: float | None = None  # the add announced itself (.lbrec.wait.<pid>)
+                gave_up_at: float | None = None  # the hung pass removed its batch, ended
+                yielded_at: float | None = None  # the hung apply exited
+                marker = project.folder / f".lbrec.wait.{add.pid}"
+                while time.monotonic() - started < deadline / 2:
+                    if waiting_at is None and marker.exists():
+                        waiting_at = time.monotonic()
+                    if gave_up_at is None and "preempted" in hung_log.read_text():
+                        gave_up_at = time.monotonic()
+                    if yielded_at is None and hung.poll() is not None:
+                        yielded_at = time.monotonic()
+                    if (add_rc := add.poll()) is not None:
+                        break
+                    time.sleep(0.05)
                 took = time.monotonic() - started
                 _finish(add, signal.SIGKILL)
                 drained_at = next((t for t, w in seen if t >= started and w.get("b1") == [0]), None)
@@ -162,21 +173,30 @@ def test_a_hung_backend_does_not_block_an_emergency_drain(project: Project) -> N
             finally:
                 _finish(hung, signal.SIGKILL)
         hung_out, add_out = hung_log.read_text(), add_log.read_text()
-        drained = f"{drained_at - started:.2f}s" if drained_at is not None else "never"
+
+        def since(t: float | None) -> str:
+            return f"{t - started:.2f}s" if t is not None else "never"
+
         print(
             f"\n[faults] emergency drain while b2 hangs: `lbrec add b1:{p1}:0` exited {add_rc} "
-            f"after {took:.2f}s (hung rollout's healthy_deadline {deadline:g}s); b1 at weight 0 "
-            f"in backends.json after {drained}; load: {load.ok} ok, {len(load.failures)} failed"
+            f"after {took:.2f}s (hung rollout's healthy_deadline {deadline:g}s; None: still "
+            f"running, killed at {deadline / 2:g}s); after {since(waiting_at)} the add waited "
+            f"for the lock, after {since(gave_up_at)} the hung pass had removed its batch, "
+            f"after {since(yielded_at)} the hung apply exited; b1 at weight 0 in backends.json "
+            f"after {since(drained_at)}; "
+            f"load: {load.ok} ok, {len(load.failures)} failed"
         )
         context = f"--- background apply\n{hung_out}\n--- add\n{add_out}"
         load.check(context)
-        assert add_rc == 0 and took < deadline / 2, context
         assert hung_rc == 1 and "preempted" in hung_out, context
+        assert drained_at is not None, context  # the drain reached the pool while b2 hangs
         assert project.routed()["b1"] == 0, project.pool
         # b2's old instance was never touched and serves everything now.
         assert {e["url"] for e in _pool(project, "b2")} == old_b2_url
         assert old_b2 in {i.id for i in _instances(project, "b2") if i.state == "running"}
         assert Counter(http_request("GET", listen)[1] for _ in range(10)) == {"b2": 10}
+        # The edit command itself finishes: it must not take on b2's hung rollout.
+        assert add_rc == 0 and took < deadline / 2, context
 
 
 # -- 2. swapping two backends' ports -------------------------------------------------------------
@@ -235,6 +255,7 @@ def test_kill_9_of_apply_during_a_replace_keeps_the_old_instance_routed(
                 )
                 time.sleep(1.0)  # inside min_healthy_time (8 s): the new one is not routed yet
                 assert proc.poll() is None, log.read_text()
+                assert len(_instances(project, "web")) == 2  # the old and the new one
                 proc.send_signal(signal.SIGKILL)  # our own child, by pid
                 assert proc.wait(timeout=10) == -signal.SIGKILL
             finally:
@@ -251,7 +272,7 @@ def test_kill_9_of_apply_during_a_replace_keeps_the_old_instance_routed(
         print(
             f"\n[faults] kill -9 of apply mid-replace: pool kept the old instance; the next apply "
             f"exited {r.returncode} in {took:.2f}s; load: {load.ok} ok, "
-            f"{len(load.failures)} failed"
+            f"{len(load.failures)} failed\n{r.stdout}"
         )
         context = f"--- killed apply\n{killed_out}\n--- next apply\n{_out(r)}"
         load.check(context)

@@ -261,6 +261,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 VERSION = os.environ.get("VERSION", "v0")
 HEALTH_STATUS = int(os.environ.get("HEALTH_STATUS", "200"))
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+FAIL_EVERY = int(os.environ.get("FAIL_EVERY", "0"))  # every Nth answer to / is a 500
+DELAY = float(os.environ.get("DELAY", "0"))  # seconds added to every answer to /
+SERVED = 0
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -292,6 +295,13 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 self.wfile.write(data)
         else:
+            global SERVED
+            SERVED += 1
+            if DELAY:
+                time.sleep(DELAY)
+            if FAIL_EVERY and SERVED % FAIL_EVERY == 0:
+                self._send(500, b"broken\n")
+                return
             self._send(200, f"{VERSION} {os.environ.get('GREETING', '')}\n".encode())
 
     def log_message(self, format, *args):

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.apply import Hooks
+from reconciler.canary import Counters
 from reconciler.errors import ApplyError
 from reconciler.labels import backend_labels
 from reconciler.spec import DesiredState
@@ -41,6 +42,8 @@ class FakeDocker:
     images: set[str] = field(default_factory=set)
     counter: int = 0
     broken_urls: set[str] = field(default_factory=set)
+    bad_answers: set[str] = field(default_factory=set)  # new instances answer 500 to a third
+    bad_urls: set[str] = field(default_factory=set)
 
     def _routed(self) -> tuple[str, ...]:
         """Backend names in the pool now (one per instance, sorted as written)."""
@@ -97,6 +100,8 @@ class FakeDocker:
         url = f"http://127.0.0.1:{port}"
         if name in self.unhealthy:
             self.broken_urls.add(url)
+        if name in self.bad_answers:
+            self.bad_urls.add(url)
         return ObservedContainer(
             id=cid,
             backend=name,
@@ -192,7 +197,21 @@ class FakeDocker:
             self._record("drain", tuple(sorted(str(u) for u in urls)))  # type: ignore[attr-defined]
             return 0
 
+        def counters(urls: object) -> Counters:
+            """Each instance answers 50 requests a second of the fake clock (a third 5xx on
+            a bad one), so a step's window is what its length and the instance make it."""
+            total = Counters()
+            for url in urls:  # type: ignore[attr-defined]
+                n = int(now[0] * 50)
+                bad = n // 3 if url in self.bad_urls else 0
+                status = [0, 0, n - bad, 0, 0, bad]
+                latency = [0] * 27
+                latency[5] = n
+                total = total + Counters(n, 0, tuple(status), tuple(latency))
+            return total
+
         return Hooks(
+            counters=counters,
             confirm=confirm,
             drained=drained,
             probe=self.probe,
