@@ -239,6 +239,21 @@ def _plan_backend(
 
     steps: list[Step] = []
     name = backend.name
+    rollout = backend.rollout_of(desired)
+    interrupted: list[ObservedContainer] = []
+    if rollout.strategy == "canary" and stale and serving:
+        # A canary that was cut short (lbrec killed, the host restarted): both versions run.
+        # Never promote it unjudged: its new instances go (the old take all traffic back) and
+        # the canary starts again from its first step.
+        interrupted, serving = serving, []
+        steps.append(
+            Step(
+                StepKind.RETIRE,
+                name,
+                container_ids=tuple(c.id for c in interrupted),
+                reason="an interrupted canary: rolled back, to start again",
+            )
+        )
     if dead:
         why = ", ".join(sorted({f"container {c.state}" for c in dead}))
         steps.append(
@@ -270,7 +285,6 @@ def _plan_backend(
         steps.append(Step(StepKind.RETIRE, name, container_ids=ids, reason="stopped extra"))
     need = wanted - len(keep) - len(starts)
     old = stale + excess  # retired one for one as new ones serve, the rest at the end
-    rollout = backend.rollout_of(desired)
     if rollout.strategy == "canary" and stale and not serving and not stopped:
         # A new version beside the whole old one, then traffic in steps, each judged.
         steps += [
@@ -315,6 +329,8 @@ def _plan_backend(
             changes.append(f"container {c.health if c.running else c.state}")
         else:
             changes.extend(changed_fields(c.labels, fields) or ["config hash changed"])
+    if interrupted:
+        changes.insert(0, "an interrupted canary is rolled back and started again")
     changes = list(dict.fromkeys(changes))  # each reason once, in order
     running_now = len(serving) + len(stale)
     counted = running_now + len(stopped)

@@ -171,3 +171,30 @@ def test_canary_steps_must_end_at_100(tmp_path: Path) -> None:
         parse_spec("rollout: {strategy: canary, steps: [5, 50]}\nbackends: []\n")
     with pytest.raises(SpecError, match="increasing"):
         parse_spec("rollout: {strategy: canary, steps: [50, 5, 100]}\nbackends: []\n")
+
+
+def test_an_interrupted_canary_is_rolled_back_and_started_again(folder: Path) -> None:
+    """lbrec killed mid-canary: both versions run. The next pass never promotes unjudged."""
+    workspace, docker = _deployed(folder)
+    old = {c.id for c in docker.of("web")}
+    hooks = docker.hooks()
+    calls = {"n": 0}
+
+    def preempted() -> str | None:  # cut the first pass short in its first judgement
+        calls["n"] += 1
+        return "killed" if calls["n"] > 60 else None
+
+    hooks.preempted = preempted
+    first = converge(workspace, docker, check=False, hooks=hooks)
+    assert "preempted (killed)" in (first.failed[0].error or "")
+    # what a kill mid-judgement leaves: both versions, the split in the pool
+    assert len(docker.of("web")) == 4
+    pool = json.loads((folder / POOL_FILE).read_text())["backends"]
+    assert sorted(b["percent"] for b in pool) in ([5, 5, 95, 95], [25, 25, 75, 75])
+    (action,) = converge(workspace, docker, check=True, hooks=docker.hooks()).plan.changes
+    assert action.steps[0].kind is StepKind.RETIRE and "interrupted canary" in action.reason
+    assert set(action.steps[0].container_ids).isdisjoint(old)  # the new ones go first
+    assert [s.percent for s in action.steps if s.kind is StepKind.JUDGE] == [5, 25]
+    report = converge(workspace, docker, check=False, hooks=docker.hooks())
+    assert not report.failed
+    assert not {c.id for c in docker.of("web")} & old and len(docker.of("web")) == 2
