@@ -59,6 +59,7 @@ class Outcome:
     error: str | None = None
     detail: str = ""
     rolled_back: bool = False  # a new version failed; the old instances kept serving
+    deferred: bool = False  # not carried out by this pass (an edit preempted another pass)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,23 +76,29 @@ class Report:
         return tuple(o for o in self.outcomes if not o.ok)
 
     @property
+    def deferred(self) -> tuple[Outcome, ...]:
+        return tuple(o for o in self.outcomes if o.deferred)
+
+    @property
     def changed(self) -> bool:
         return not self.plan.in_sync
 
     def recap(self) -> dict[str, int]:
         kinds = [a.kind for a in self.plan.actions]
         failed = {o.action.backend for o in self.failed}
+        skipped = failed | {o.action.backend for o in self.deferred}
         return {
-            "ok": sum(1 for a in self.plan.actions if a.backend not in failed),
+            "ok": sum(1 for a in self.plan.actions if a.backend not in skipped),
             "changed": sum(
                 1
                 for a in self.plan.changes
-                if a.kind is not ActionKind.REMOVE and a.backend not in failed
+                if a.kind is not ActionKind.REMOVE and a.backend not in skipped
             ),
             "unchanged": kinds.count(ActionKind.UNCHANGED),
-            "removed": sum(1 for a in self.plan.of(ActionKind.REMOVE) if a.backend not in failed),
+            "removed": sum(1 for a in self.plan.of(ActionKind.REMOVE) if a.backend not in skipped),
             "failed": len(failed),
             "rolled_back": sum(1 for o in self.failed if o.rolled_back),
+            "deferred": len(self.deferred),
         }
 
 
@@ -383,8 +390,11 @@ def apply(
     health_timeout: float = 60.0,
     confirm: Callable[[str], bool | None] | None = None,
     hooks: Hooks | None = None,
+    only: Collection[str] | None = None,
 ) -> Report:
-    """Carry out ``the_plan`` (see the module docstring for the order)."""
+    """Carry out ``the_plan`` (see the module docstring for the order). With ``only``, the
+    container work of other backends is deferred (reported, not done); the pool still takes
+    every new weight."""
     say = progress or (lambda _msg: None)
     hooks = hooks or Hooks(confirm=confirm)
     if hooks.confirm is None:
@@ -392,6 +402,13 @@ def apply(
     run = _Run(desired, workspace, docker, hooks, say, revision)
     outcomes: dict[str, Outcome] = {}
     backends = [a for a in the_plan.actions if a.role == "backend"]
+    if only is not None:
+        for action in backends:
+            if action.backend not in only and action.steps:
+                outcomes[action.backend] = Outcome(
+                    action, ok=True, deferred=True, detail="left to the next apply"
+                )
+        backends = [a for a in backends if a.backend not in outcomes]
 
     revisions = _container_revisions(the_plan, observed, revision)
     compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
@@ -556,6 +573,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
             elif step.kind is StepKind.ROUTE:
                 ids = batches.get(step.batch, step.container_ids)
                 run.route(name, ids)
+                run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
             elif step.kind is StepKind.SPLIT:
                 ids = batches.get(step.batch, step.container_ids)
                 with run.lock:
@@ -568,7 +586,6 @@ def _roll(run: _Run, action: Action) -> Outcome:
                 problem = _judge_step(run, spec, ids, step.percent)
                 if problem is not None:
                     return _roll_back_canary(run, action, ids, problem)
-                run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
     except ApplyError as err:
         return Outcome(action, ok=False, error=err.message, detail=err.detail)
     return Outcome(action, ok=True)
@@ -787,6 +804,7 @@ def converge(
     on_plan: Callable[[Plan], None] | None = None,
     confirm: Callable[[str], bool | None] | None = None,
     hooks: Hooks | None = None,
+    only: Collection[str] | None = None,
 ) -> Report:
     """One level-triggered pass: load, observe, plan, and (unless ``check``) apply."""
     desired = desired if desired is not None else workspace.load()
@@ -828,6 +846,7 @@ def converge(
         progress=progress,
         health_timeout=health_timeout,
         hooks=hooks,
+        only=only,
     )
 
 

@@ -240,11 +240,16 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
         timeout=args.lock_timeout,
         on_wait=out.err,
         preempt=command in ("init", "add", "remove"),
-    ):
+    ) as held:
+        only: set[str] | None = None
         if command in ("init", "add", "remove"):
-            _edit(command, args, workspace, out, docker)
+            edited = _edit(command, args, workspace, out, docker)
             if args.no_apply:
                 return 0
+            if held.preempted:
+                # This edit cut another pass short (an emergency change while a rollout
+                # hangs): carry out what it changed, leave the rest to the next apply.
+                only = edited
         desired = workspace.load()
         report = converge(
             workspace,
@@ -254,6 +259,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             progress=None if out.json else BuildProgress(out.info, out.style).line,
             health_timeout=args.health_timeout,
             on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
+            only=only,
         )
     if out.json:
         print(report_json(report))
@@ -268,7 +274,8 @@ def _edit(
     workspace: Workspace,
     out: _Out,
     docker: DockerFactory,
-) -> None:
+) -> set[str]:
+    """Edit the file; the names of the backends whose entry changed (or went)."""
     path = workspace.spec_file
     source = str(args.file)
     text = read_text_or_none(path)
@@ -304,6 +311,14 @@ def _edit(
     if Path(path).parent.is_dir():
         atomic_write(path, new)
     out.info(message)
+    before: dict[str, object] = {}
+    if text is not None:
+        try:
+            before = {b.name: b for b in parse_spec(text, source=source).backends}
+        except SpecError:
+            return {b.name for b in desired.backends}  # no valid before: all of it is new
+    after = {b.name: b for b in desired.backends}
+    return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
 
 
 def _show(report: Report, out: _Out) -> None:

@@ -8,11 +8,12 @@ import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LockTimeout
 
-__all__ = ["LOCK_FILE", "WAIT_PREFIX", "project_lock", "waiting_editor"]
+__all__ = ["LOCK_FILE", "WAIT_PREFIX", "Held", "project_lock", "waiting_editor"]
 
 LOCK_FILE = ".lbrec.lock"
 # An edit command (init/add/remove) waiting for the lock leaves `.lbrec.wait.<pid>` beside it:
@@ -43,6 +44,14 @@ def waiting_editor(folder: Path) -> str | None:
     return None
 
 
+@dataclass
+class Held:
+    """What taking the lock took: ``preempted`` is true when this edit command had to wait
+    and announced itself, i.e. it cut another pass short (see apply.py)."""
+
+    preempted: bool = False
+
+
 @contextlib.contextmanager
 def project_lock(
     folder: Path,
@@ -52,7 +61,7 @@ def project_lock(
     on_wait: Callable[[str], None] | None = None,
     poll: float = 0.1,
     preempt: bool = False,
-) -> Iterator[None]:
+) -> Iterator[Held]:
     """Hold an exclusive flock on ``folder/.lbrec.lock`` for the duration of the block.
 
     Waits up to ``timeout`` seconds for another holder, calling ``on_wait`` once with a message
@@ -67,6 +76,7 @@ def project_lock(
     # the holder for messages) cannot take it away from a holder.
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     marker = folder / f"{WAIT_PREFIX}{os.getpid()}"
+    held = Held()
     try:
         deadline = time.monotonic() + timeout
         told = False
@@ -78,6 +88,7 @@ def project_lock(
                 if preempt and not told:
                     with contextlib.suppress(OSError):
                         marker.write_text(f"pid {os.getpid()} ({command})\n")
+                        held.preempted = True
                 holder = _read_holder(path)
                 if not told and on_wait is not None:
                     on_wait(f"waiting for the lock on {path} held by {holder}")
@@ -97,7 +108,7 @@ def project_lock(
                 os.write(info, f"pid {os.getpid()} ({command})\n".encode())
             finally:
                 os.close(info)
-        yield
+        yield held
     finally:
         if preempt:
             with contextlib.suppress(OSError):

@@ -121,12 +121,21 @@ def format_recap(report: Report, style: Style) -> str:
         lines.append(style.red(f"FAILED {name}: {error}"))
         for detail in outcome.detail.splitlines():
             lines.append(style.dim(f"    {detail}"))
+    for outcome in report.deferred:
+        lines.append(
+            style.yellow(
+                f"DEFERRED {outcome.action.backend}: {outcome.action.reason or 'pending'} "
+                "(this edit cut another pass short; run `lbrec apply` for the rest)"
+            )
+        )
     parts = [
         style.green(f"ok={recap['ok']}"),
         style.yellow(f"changed={recap['changed']}") if recap["changed"] else "changed=0",
         style.red(f"removed={recap['removed']}") if recap["removed"] else "removed=0",
         style.red(f"failed={recap['failed']}") if recap["failed"] else "failed=0",
     ]
+    if recap["deferred"]:
+        parts.append(style.yellow(f"deferred={recap['deferred']}"))
     if recap["rolled_back"]:
         parts.append(style.red(f"rolled_back={recap['rolled_back']}"))
     lines.append("RECAP " + "  ".join(parts) + f"  generation={report.generation}")
@@ -167,6 +176,7 @@ def report_json(report: Report) -> str:
             item["ok"] = outcome.ok
             item["error"] = outcome.error
             item["rolled_back"] = outcome.rolled_back
+            item["deferred"] = outcome.deferred
         actions.append(item)
     document = {
         "check": report.check,

@@ -19,16 +19,15 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from aiohttp import web
-
-from proxy.app import parse_hostport
-from proxy.app import serve as serve_proxy
 from proxy.config import ConfigError, load_config
 from proxy.logs import configure_logging
 
 from .apply import converge, port_free
+
+if TYPE_CHECKING:  # aiohttp and the proxy load only when `lbrec up` runs (a fast CLI)
+    from aiohttp import web
 from .durations import duration_arg
 from .errors import LbrecError, PortInUse
 from .lock import project_lock
@@ -103,6 +102,8 @@ def _check_listeners_free(desired: DesiredState) -> None:
     same folder, or another program, would otherwise make this one fail after applying)."""
     for role, hostport in (("listen", desired.listen), ("admin", desired.admin)):
         try:
+            from proxy.app import parse_hostport
+
             free = port_free(*parse_hostport(hostport))
         except OSError as err:  # not an address of this machine, for one
             raise PortInUse(
@@ -150,6 +151,8 @@ def sync_webhook(
     """
     secret = WebhookSecret.parse(token)
     memory = DeliveryMemory()
+
+    from aiohttp import web
 
     async def handler(request: web.Request) -> web.Response:
         source = request.remote or "unknown"
@@ -205,6 +208,8 @@ async def _serve_until_signal(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
+        from proxy.app import serve as serve_proxy
+
         await serve_proxy(
             pool_file,
             stop=stop,

@@ -78,6 +78,7 @@ def test_create_routes_each_instance_only_once_it_is_healthy(folder: Path) -> No
         "removed": 0,
         "failed": 0,
         "rolled_back": 0,
+        "deferred": 0,
     }
     pool = _pool(folder)
     assert [(b["name"], b["url"], b["instance"]) for b in pool] == [
@@ -440,3 +441,21 @@ def test_backends_roll_out_side_by_side_and_never_leave_the_pool(folder: Path) -
             assert routed.count(f"b{i}") >= 2  # never fewer instances than before, any order
     assert all(len(docker.of(f"b{i}")) == 2 for i in range(4))
     assert _pass(workspace, docker).plan.in_sync
+
+
+def test_an_edit_that_preempted_a_pass_defers_the_other_backends(folder: Path) -> None:
+    workspace, desired = _setup(folder, TWO)
+    docker = FakeDocker(workspace, desired)
+    _pass(workspace, docker)
+    before = set(docker.containers)
+    _edit(
+        folder,
+        TWO.replace("weight: 1}", "weight: 0}").replace("weight: 2}", "weight: 2, env: {V: '2'}}"),
+    )
+    docker.desired = workspace.load()
+    report = converge(workspace, docker, check=False, hooks=docker.hooks(), only={"a"})
+    assert [o.action.backend for o in report.deferred] == ["b"] and not report.failed
+    assert set(docker.containers) == before  # b's replace was left for later
+    assert {b["name"]: b["weight"] for b in _pool(folder)} == {"a": 0, "b": 2}
+    assert report.recap()["deferred"] == 1 and report.recap()["failed"] == 0
+    assert not converge(workspace, docker, check=True, hooks=docker.hooks()).plan.in_sync
