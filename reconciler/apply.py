@@ -33,6 +33,7 @@ from .lock import waiting_editor
 from .plan import Action, ActionKind, Plan, Step, StepKind, plan
 from .proxy_admin import pool_document, wait_drained, wait_for_generation
 from .render import Instance, backend_image, converged_pool, render_compose, render_pool
+from .rollout_control import take_request, write_state
 from .spec import BackendSpec, DesiredState
 from .state import Observed, ObservedContainer
 from .workspace import Workspace
@@ -184,6 +185,7 @@ class _Run:
     compose_lock: threading.Lock = field(default_factory=threading.Lock)
     # backend -> (ids of the canary's instances, their percent) while a canary runs
     split: dict[str, tuple[frozenset[str], int]] = field(default_factory=dict)
+    promoted: set[str] = field(default_factory=set)  # `lbrec rollout promote --full`
 
     def route(self, backend: str, ids: Sequence[str]) -> None:
         """Add instances to the pool and publish it (the proxy confirms)."""
@@ -547,6 +549,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
                 with run.lock:
                     if name in run.split and set(run.routed.get(name, {})) <= run.split[name][0]:
                         del run.split[name]  # promoted: one version left
+                        write_state(run.workspace.folder, name, None)
                 run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
             elif step.kind is StepKind.CREATE:
                 batches[step.batch] = _create(run, name, step)
@@ -574,16 +577,30 @@ def _roll(run: _Run, action: Action) -> Outcome:
                 ids = batches.get(step.batch, step.container_ids)
                 run.route(name, ids)
                 run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
+            elif step.kind in (StepKind.SPLIT, StepKind.JUDGE, StepKind.PAUSE) and (
+                name in run.promoted and step.percent < 100
+            ):
+                continue  # promoted in full: straight to 100 %
             elif step.kind is StepKind.SPLIT:
                 ids = batches.get(step.batch, step.container_ids)
                 with run.lock:
                     run.split[name] = (frozenset(ids), step.percent)
                     run.route(name, ids)
                 run.say(f"{name}: {step.percent}% of the traffic on the new version")
+                if step.percent < 100:
+                    _canary_state(run, action, step, "judging")
             elif step.kind is StepKind.JUDGE:
                 assert spec is not None
                 ids = batches.get(step.batch, step.container_ids)
                 problem = _judge_step(run, spec, ids, step.percent)
+                if problem is not None:
+                    return _roll_back_canary(run, action, ids, problem)
+            elif step.kind is StepKind.PAUSE:
+                assert spec is not None
+                ids = batches.get(step.batch, step.container_ids)
+                _canary_state(run, action, step, "paused")
+                run.say(f"{name}: paused at {step.percent}%: `lbrec rollout promote {name}`")
+                problem = _pause_step(run, name)
                 if problem is not None:
                     return _roll_back_canary(run, action, ids, problem)
     except ApplyError as err:
@@ -681,6 +698,14 @@ def _judge_step(run: _Run, spec: BackendSpec, ids: Sequence[str], percent: int) 
         end = start + rollout.interval * (extension + 1)
         while hooks.clock() < end:
             run.check_preempted()
+            asked = take_request(run.workspace.folder, spec.name)
+            if asked == "abort":
+                return f"step {percent}%: aborted by `lbrec rollout abort`"
+            if asked is not None:
+                if asked == "promote-full":
+                    run.promoted.add(spec.name)
+                run.say(f"{spec.name}: step {percent}% promoted by `lbrec rollout {asked}`")
+                return None
             hooks.sleep(max(min(0.2, end - hooks.clock()), 0.01))
         after = hooks.counters(urls)
         if after is None:
@@ -701,6 +726,37 @@ def _judge_step(run: _Run, spec: BackendSpec, ids: Sequence[str], percent: int) 
     return f"step {percent}%: {reason} in {10 * rollout.interval:g}s"
 
 
+def _pause_step(run: _Run, name: str) -> str | None:
+    """Hold until `lbrec rollout promote` (None) or `abort` (the reason to roll back)."""
+    while True:
+        run.check_preempted()
+        asked = take_request(run.workspace.folder, name)
+        if asked == "abort":
+            return "a pause: aborted by `lbrec rollout abort`"
+        if asked is not None:
+            if asked == "promote-full":
+                run.promoted.add(name)
+            return None
+        run.hooks.sleep(0.2)
+
+
+def _canary_state(run: _Run, action: Action, step: Step, state: str) -> None:
+    spec = run.desired.backend(action.backend)
+    rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
+    write_state(
+        run.workspace.folder,
+        action.backend,
+        {
+            "state": state,
+            "percent": step.percent,
+            "steps": list(rollout.steps),
+            "interval": rollout.interval,
+            "since": time.time(),
+            "reason": action.reason,
+        },
+    )
+
+
 def _roll_back_canary(run: _Run, action: Action, ids: Sequence[str], problem: str) -> Outcome:
     """All traffic back to the old version at once (a rollback needs no judgement), then the
     new instances drain and go."""
@@ -709,6 +765,7 @@ def _roll_back_canary(run: _Run, action: Action, ids: Sequence[str], problem: st
     rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
     with run.lock:
         run.split.pop(name, None)
+    write_state(run.workspace.folder, name, None)
     try:
         run.retire(name, ids, rollout.drain_timeout)
     except ApplyError as err:

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -112,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schema", help="print the JSON Schema of the desired-state file")
     sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
     sub.add_parser("proxy", add_help=False, help="run the load balancer (see `lbrec proxy --help`)")
+    p = sub.add_parser(
+        "rollout", parents=[common], help="a canary in progress: status, promote, abort"
+    )
+    p.add_argument("action", choices=("status", "promote", "abort"))
+    p.add_argument("backend", nargs="?", help="the backend (default: the one in progress)")
+    p.add_argument("--full", action="store_true", help="promote: skip every remaining step")
     loops = argparse.ArgumentParser(add_help=False)
     loops.add_argument("--lock-timeout", type=duration_arg, default=300.0, metavar="DURATION")
     loops.add_argument("--health-timeout", type=duration_arg, default=60.0, metavar="DURATION")
@@ -225,6 +232,8 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
         else:
             out.info(f"{args.file}: valid ({len(desired.backends)} backends)")
         return 0
+    if command == "rollout":
+        return _rollout(args, workspace, out)
     if command == "status":
         from .status import show_status
 
@@ -319,6 +328,37 @@ def _edit(
             return {b.name for b in desired.backends}  # no valid before: all of it is new
     after = {b.name: b for b in desired.backends}
     return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+
+
+def _rollout(args: argparse.Namespace, workspace: Workspace, out: _Out) -> int:
+    from .rollout_control import read_state, request
+
+    folder = workspace.folder
+    if args.action == "status":
+        state = read_state(folder)
+        if out.json:
+            print(json.dumps({"canaries": state}, indent=2))
+            return 0
+        if not state:
+            out.info("no canary in progress")
+            return 0
+        for name, entry in sorted(state.items()):
+            steps = " -> ".join(f"{p}%" if isinstance(p, int) else str(p) for p in entry["steps"])
+            elapsed = time.time() - float(entry.get("since") or time.time())
+            left = max(float(entry.get("interval") or 0) - elapsed, 0.0)
+            line = f"{name}: {entry['state']} at {entry['percent']}% of {steps}"
+            if entry["state"] == "judging":
+                line += f", {elapsed:.0f}s into the step ({left:.0f}s left)"
+            if not entry.get("alive"):
+                line += (
+                    " (the pass running it is gone: the next apply rolls it back and starts again)"
+                )
+            print(line)
+        return 0
+    what = "abort" if args.action == "abort" else ("promote-full" if args.full else "promote")
+    backend = request(folder, args.backend, what)  # type: ignore[arg-type]
+    out.info(f"{backend}: asked the running canary to {what.replace('-', ' ')}")
+    return 0
 
 
 def _show(report: Report, out: _Out) -> None:

@@ -67,6 +67,7 @@ class StepKind(StrEnum):
     RETIRE = "retire"  # leave the pool, proxy confirms, drain, stop, remove
     SPLIT = "split"  # canary: route `percent` % of the backend's traffic to the batch
     JUDGE = "judge"  # canary: for `interval`, judge the batch on its own answers
+    PAUSE = "pause"  # canary: hold the split until `lbrec rollout promote` (or abort)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,8 @@ class Step:
             what = f"send {self.percent}% of the traffic to batch {self.batch}"
         elif self.kind is StepKind.JUDGE:
             what = f"judge batch {self.batch} at {self.percent}% on its own answers"
+        elif self.kind is StepKind.PAUSE:
+            what = f"pause at {self.percent}% until `lbrec rollout promote`"
         else:
             what = f"drain and remove {ids}"
         return f"{what}: {self.reason}" if self.reason else what
@@ -291,10 +294,15 @@ def _plan_backend(
             Step(StepKind.CREATE, name, batch=batch, count=wanted),
             Step(StepKind.WAIT, name, batch=batch),
         ]
+        share = 0
         for percent in rollout.steps[:-1]:
+            if percent == "pause":
+                steps.append(Step(StepKind.PAUSE, name, batch=batch, percent=share))
+                continue
+            share = int(percent)
             steps += [
-                Step(StepKind.SPLIT, name, batch=batch, percent=percent),
-                Step(StepKind.JUDGE, name, batch=batch, percent=percent),
+                Step(StepKind.SPLIT, name, batch=batch, percent=share),
+                Step(StepKind.JUDGE, name, batch=batch, percent=share),
             ]
         steps += [
             Step(StepKind.SPLIT, name, batch=batch, percent=100),

@@ -120,8 +120,10 @@ class RolloutSpec(_Model):
     strategy: Literal["rolling", "canary"] = Field(
         default="rolling", description="rolling: batches of max_parallel; canary: steps"
     )
-    steps: tuple[int, ...] = Field(
-        default=(5, 25, 50, 100), description="canary: % of the traffic on the new version"
+    steps: tuple[int | Literal["pause"], ...] = Field(
+        default=(5, 25, 50, 100),
+        description="canary: % of the traffic on the new version; `pause` waits for "
+        "`lbrec rollout promote`",
     )
     interval: Seconds = Field(default=30.0, description="canary: how long each step lasts")
     analysis: AnalysisSpec = AnalysisSpec()
@@ -141,11 +143,14 @@ class RolloutSpec(_Model):
 
     @field_validator("steps")
     @classmethod
-    def _steps(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+    def _steps(cls, value: tuple[int | str, ...]) -> tuple[int | str, ...]:
         if not value or value[-1] != 100:
             raise ValueError("must end with 100 (the new version takes all the traffic)")
-        if any(not 1 <= p <= 100 for p in value) or list(value) != sorted(set(value)):
+        numbers = [p for p in value if isinstance(p, int)]
+        if any(not 1 <= p <= 100 for p in numbers) or numbers != sorted(set(numbers)):
             raise ValueError("must be increasing percentages from 1 to 100, e.g. [5, 25, 50, 100]")
+        if value[0] == "pause":
+            raise ValueError("a pause comes after a step, e.g. [10, pause, 100]")
         return value
 
     @model_validator(mode="after")

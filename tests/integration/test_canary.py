@@ -85,3 +85,53 @@ def test_a_bad_canary_is_rolled_back_at_the_first_step(
             assert Counter(_get_body(listen) for _ in range(10)) == {"200 v1 a\n": 10}
         assert _running_ids(project, "web") == old  # the old version was never touched
         print(f"\ncanary {env}: {len(load.failures)} of {total} requests failed before rollback")
+
+
+def test_abort_mid_way_returns_to_the_old_version_with_no_failed_request(
+    project: Project,
+) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import wait_until
+
+    listen, admin = free_ports(2)
+    slow = WEB.replace("interval: 2s", "interval: 60s")
+    with _app_images(project, {"1": {"VERSION": "v1"}}) as images:
+        project.write(_spec(project, listen, admin, [slow % (images["1"], "{GREETING: a}")]))
+        project.lbrec("apply", check=True)
+        old = _running_ids(project, "web")
+        with _proxy(project, listen, admin):
+            project.write(_spec(project, listen, admin, [slow % (images["1"], "{GREETING: b}")]))
+            with _load(listen) as load:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "reconciler", "apply"],
+                    cwd=project.folder,
+                    env=project.env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                )
+                try:
+                    wait_until(
+                        lambda: "judging at 5%" in project.lbrec("rollout", "status").stdout,
+                        120,
+                        "the canary to reach its first step",
+                    )
+                    asked = time.monotonic()
+                    r = project.lbrec("rollout", "abort", "web", check=True)
+                    assert "asked the running canary to abort" in r.stdout + r.stderr
+                    out, _ = proc.communicate(timeout=120)
+                    took = time.monotonic() - asked
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+            load.check(out)
+            assert proc.returncode == 1, out
+            assert "canary rolled back at step 5%: aborted by `lbrec rollout abort`" in out
+            assert took < 55, took  # long before the 60 s step would have ended
+            assert "no canary in progress" in project.lbrec("rollout", "status").stdout
+            assert Counter(_get_body(listen) for _ in range(10)) == {"200 v1 a\n": 10}
+        assert _running_ids(project, "web") == old

@@ -198,3 +198,85 @@ def test_an_interrupted_canary_is_rolled_back_and_started_again(folder: Path) ->
     report = converge(workspace, docker, check=False, hooks=docker.hooks())
     assert not report.failed
     assert not {c.id for c in docker.of("web")} & old and len(docker.of("web")) == 2
+
+
+# --- lbrec rollout status / promote / abort -----------------------------------------------------
+
+
+def _running_canary(folder: Path) -> None:
+    from reconciler.rollout_control import write_state
+
+    write_state(folder, "web", {"state": "judging", "percent": 5, "steps": [5, 100]})
+
+
+def test_abort_rolls_back_at_once_with_no_judgement(folder: Path) -> None:
+    from reconciler.rollout_control import request
+
+    workspace, docker = _deployed(folder)
+    old = {c.id for c in docker.of("web")}
+    _running_canary(folder)
+    assert request(folder, None, "abort") == "web"
+    report = converge(workspace, docker, check=False, hooks=docker.hooks())
+    (failure,) = report.failed
+    assert "aborted by `lbrec rollout abort`" in (failure.error or "") and failure.rolled_back
+    assert {c.id for c in docker.of("web")} == old
+
+
+def test_promote_full_skips_the_remaining_steps(folder: Path) -> None:
+    from reconciler.rollout_control import read_state, request
+
+    workspace, docker = _deployed(folder)
+    _running_canary(folder)
+    request(folder, "web", "promote-full")
+    seen: list[int] = []
+    hooks = docker.hooks()
+    confirm = hooks.confirm
+    assert confirm is not None
+
+    def record(generation: str) -> bool | None:
+        pool = json.loads((folder / POOL_FILE).read_text())["backends"]
+        seen.extend(b["percent"] for b in pool if b.get("version") == "canary")
+        return confirm(generation)
+
+    hooks.confirm = record
+    report = converge(workspace, docker, check=False, hooks=hooks)
+    assert not report.failed
+    assert 25 not in seen  # the 25 % step never happened
+    assert read_state(folder) == {}  # done: no canary in progress
+
+
+def test_a_pause_step_waits_for_promote(folder: Path) -> None:
+    from reconciler.rollout_control import request
+
+    text = CANARY.replace("steps: [5, 25, 100]", "steps: [5, pause, 100]")
+    (folder / "desired-state.yaml").write_text(text + WEB)
+    workspace = Workspace.at(folder / "desired-state.yaml")
+    docker = FakeDocker(workspace, workspace.load())
+    converge(workspace, docker, check=False, hooks=docker.hooks())
+    (folder / "desired-state.yaml").write_text(
+        text + WEB.replace("replicas: 2}", "replicas: 2, env: {V: '2'}}")
+    )
+    docker.desired = workspace.load()
+    hooks = docker.hooks()
+    tick = hooks.sleep
+    naps = {"n": 0}
+
+    def sleep(seconds: float) -> None:  # the operator promotes after a while
+        naps["n"] += 1
+        if naps["n"] == 200:
+            request(folder, "web", "promote")
+        tick(seconds)
+
+    hooks.sleep = sleep
+    report = converge(workspace, docker, check=False, hooks=hooks)
+    assert not report.failed and naps["n"] >= 200  # it waited for the promote
+    (action,) = report.plan.changes
+    assert [s.kind for s in action.steps].count(StepKind.PAUSE) == 1
+
+
+def test_promote_without_a_canary_is_a_clear_error(folder: Path) -> None:
+    from reconciler.errors import UsageError
+    from reconciler.rollout_control import request
+
+    with pytest.raises(UsageError, match="no canary in progress"):
+        request(folder, "web", "promote")
