@@ -28,12 +28,18 @@ from .canary import Counters, counters_of, judge
 from .docker import DockerPort, collectable
 from .errors import ApplyError
 from .files import atomic_write, read_text_or_none
-from .labels import BuildInfo
+from .labels import CONFIG_HASH, BuildInfo, backend_labels
 from .lock import waiting_editor
 from .plan import Action, ActionKind, Plan, Step, StepKind, plan
 from .proxy_admin import pool_document, wait_drained, wait_for_generation
 from .render import Instance, backend_image, converged_pool, render_compose, render_pool
-from .rollout_control import take_request, write_state
+from .rollout_control import (
+    forget_rollback,
+    remember_rollback,
+    rolled_back,
+    take_request,
+    write_state,
+)
 from .spec import BackendSpec, DesiredState
 from .state import Observed, ObservedContainer
 from .workspace import Workspace
@@ -176,6 +182,7 @@ class _Run:
     hooks: Hooks
     say: Progress
     revision: Revision | None
+    build: BuildInfo | None = None
     routed: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
     known: dict[str, ObservedContainer] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
@@ -393,24 +400,34 @@ def apply(
     confirm: Callable[[str], bool | None] | None = None,
     hooks: Hooks | None = None,
     only: Collection[str] | None = None,
+    held: Mapping[str, str] | None = None,
 ) -> Report:
     """Carry out ``the_plan`` (see the module docstring for the order). With ``only``, the
-    container work of other backends is deferred (reported, not done); the pool still takes
-    every new weight."""
+    container work of other backends is deferred (reported, not done); so is that of the
+    ``held`` backends (a version that was rolled back, with why); the pool still takes every
+    new weight."""
     say = progress or (lambda _msg: None)
     hooks = hooks or Hooks(confirm=confirm)
     if hooks.confirm is None:
         hooks.confirm = confirm
-    run = _Run(desired, workspace, docker, hooks, say, revision)
+    run = _Run(desired, workspace, docker, hooks, say, revision, build=build)
     outcomes: dict[str, Outcome] = {}
     backends = [a for a in the_plan.actions if a.role == "backend"]
-    if only is not None:
-        for action in backends:
-            if action.backend not in only and action.steps:
-                outcomes[action.backend] = Outcome(
-                    action, ok=True, deferred=True, detail="left to the next apply"
-                )
-        backends = [a for a in backends if a.backend not in outcomes]
+    for action in backends:
+        if not action.steps:
+            continue
+        if held and action.backend in held:
+            outcomes[action.backend] = Outcome(
+                action, ok=True, deferred=True, detail=held[action.backend]
+            )
+        elif only is not None and action.backend not in only:
+            outcomes[action.backend] = Outcome(
+                action,
+                ok=True,
+                deferred=True,
+                detail="this edit cut another pass short; run `lbrec apply` for the rest",
+            )
+    backends = [a for a in backends if a.backend not in outcomes]
 
     revisions = _container_revisions(the_plan, observed, revision)
     compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
@@ -510,7 +527,9 @@ def _roll_all(run: _Run, actions: Sequence[Action], *, parallel: bool) -> dict[s
 
     def one(action: Action) -> Outcome:
         try:
-            return _roll(run, action)
+            outcome = _roll(run, action)
+            _remember(run, outcome)
+            return outcome
         except Preempted as err:
             why = f"preempted ({err.reason}); the next pass carries on"
             run.say(f"{action.backend}: {why}")
@@ -534,6 +553,19 @@ def _roll_all(run: _Run, actions: Sequence[Action], *, parallel: bool) -> dict[s
         if "preempted (" in (out[action.backend].error or ""):
             stopped = "preempted: a newer change waits"
     return out
+
+
+def _remember(run: _Run, outcome: Outcome) -> None:
+    """A rolled-back version is remembered (loops hold it until it changes); a backend that
+    converged is forgotten."""
+    name = outcome.action.backend
+    spec = run.desired.backend(name)
+    folder = run.workspace.folder
+    if outcome.ok:
+        forget_rollback(folder, name)
+    elif outcome.rolled_back and spec is not None and run.build is not None:
+        config_hash = backend_labels(spec, run.desired, run.build)[CONFIG_HASH]
+        remember_rollback(folder, name, config_hash, outcome.error or "rolled back")
 
 
 def _roll(run: _Run, action: Action) -> Outcome:
@@ -862,6 +894,7 @@ def converge(
     confirm: Callable[[str], bool | None] | None = None,
     hooks: Hooks | None = None,
     only: Collection[str] | None = None,
+    hold_rolled_back: bool = False,
 ) -> Report:
     """One level-triggered pass: load, observe, plan, and (unless ``check``) apply."""
     desired = desired if desired is not None else workspace.load()
@@ -904,7 +937,24 @@ def converge(
         health_timeout=health_timeout,
         hooks=hooks,
         only=only,
+        held=_held(workspace, desired, build) if hold_rolled_back else None,
     )
+
+
+def _held(workspace: Workspace, desired: DesiredState, build: BuildInfo) -> dict[str, str]:
+    """Backends whose desired version is one that was rolled back: a loop does not roll it
+    out again (a tight loop of the same failure) until the file or the commit changes it."""
+    out: dict[str, str] = {}
+    for name, entry in rolled_back(workspace.folder).items():
+        spec = desired.backend(name)
+        if spec is not None and backend_labels(spec, desired, build)[CONFIG_HASH] == entry.get(
+            "hash"
+        ):
+            out[name] = (
+                f"held: this version was rolled back ({entry.get('reason', '')}); a change of "
+                "it retries, or `lbrec apply` by hand"
+            )
+    return out
 
 
 def _proxy_counters(admin: str, urls: Collection[str]) -> Counters | None:

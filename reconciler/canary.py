@@ -7,7 +7,7 @@ the old version's figures never mix in. ``judge`` turns a window into a verdict:
 
 * fewer than ``min_requests`` requests: ``wait`` (the step is extended, never passed on
   too little evidence);
-* error rate (5xx answers plus failed exchanges, over requests) above ``max_error_rate``, or
+* error rate (5xx answers and failed exchanges, over requests) above ``max_error_rate``, or
   p99 of the first-byte latency above ``max_p99``: ``fail``;
 * else ``pass``.
 """
@@ -28,7 +28,9 @@ _5XX = STATUS_CLASSES.index("5xx")
 @dataclass(frozen=True, slots=True)
 class Counters:
     requests: int = 0
-    errors: int = 0  # failed exchanges (no answer): connect errors, resets, timeouts
+    # The proxy's own error count: every 5xx answer and every failed exchange (no answer:
+    # connect errors, resets, timeouts), each once.
+    errors: int = 0
     status: tuple[int, ...] = (0,) * len(STATUS_CLASSES)
     latency: tuple[int, ...] = (0,) * (len(LATENCY_BOUNDS) + 1)
 
@@ -51,7 +53,9 @@ class Counters:
 
     @property
     def failed(self) -> int:
-        return self.status[_5XX] + self.errors
+        """5xx answers and failed exchanges: the proxy counts both in ``errors`` (the status
+        split only tells how many of them were answers)."""
+        return max(self.errors, self.status[_5XX])
 
     @property
     def error_rate(self) -> float:

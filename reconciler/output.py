@@ -125,7 +125,7 @@ def format_recap(report: Report, style: Style) -> str:
         lines.append(
             style.yellow(
                 f"DEFERRED {outcome.action.backend}: {outcome.action.reason or 'pending'} "
-                "(this edit cut another pass short; run `lbrec apply` for the rest)"
+                f"({outcome.detail})"
             )
         )
     parts = [

@@ -20,7 +20,16 @@ from typing import Any, Literal
 from .errors import UsageError
 from .files import atomic_write, read_text_or_none
 
-__all__ = ["Request", "read_state", "request", "take_request", "write_state"]
+__all__ = [
+    "Request",
+    "forget_rollback",
+    "read_state",
+    "remember_rollback",
+    "request",
+    "rolled_back",
+    "take_request",
+    "write_state",
+]
 
 Request = Literal["promote", "promote-full", "abort"]
 _DIR = ".lbrec"
@@ -112,3 +121,43 @@ def take_request(folder: Path, backend: str) -> Request | None:
     if value in ("promote", "promote-full", "abort"):
         return value  # type: ignore[return-value]
     return None
+
+
+# -- versions that were rolled back ----------------------------------------------------------
+
+_ROLLED_BACK = "rolled-back.json"
+
+
+def rolled_back(folder: Path) -> dict[str, dict[str, Any]]:
+    """backend -> {hash, reason, at}: the last version of it that was rolled back."""
+    try:
+        data = json.loads(read_text_or_none(folder / _DIR / _ROLLED_BACK) or "{}")
+    except (ValueError, OSError):
+        return {}
+    return (
+        {str(k): v for k, v in data.items() if isinstance(v, dict)}
+        if isinstance(data, dict)
+        else {}
+    )
+
+
+def remember_rollback(folder: Path, backend: str, config_hash: str, reason: str) -> None:
+    """Under `lbrec up`/`sync` this version is not rolled out again until it changes."""
+    _update_rolled_back(folder, backend, {"hash": config_hash, "reason": reason, "at": time.time()})
+
+
+def forget_rollback(folder: Path, backend: str) -> None:
+    if backend in rolled_back(folder):
+        _update_rolled_back(folder, backend, None)
+
+
+def _update_rolled_back(folder: Path, backend: str, entry: dict[str, Any] | None) -> None:
+    with _lock:
+        data = rolled_back(folder)
+        if entry is None:
+            data.pop(backend, None)
+        else:
+            data[backend] = entry
+        path = folder / _DIR / _ROLLED_BACK
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -11,6 +11,7 @@ from proxy.config import ConfigError, load_config
 from .docker import DockerPort
 from .files import read_text_or_none
 from .proxy_admin import proxy_generation
+from .rollout_control import rolled_back
 from .spec import DesiredState
 from .workspace import Workspace
 
@@ -81,6 +82,7 @@ def collect_status(
         "pool_problem": pool_problem,
         "proxy": None if proxy_gen is None else {"admin": desired.admin, "generation": proxy_gen},
         "deployed": json.loads(deployed_text) if deployed_text else None,
+        "rolled_back": rolled_back(workspace.folder),
         "backends": rows,
     }
 
@@ -139,6 +141,12 @@ def show_status(
         print(
             f"proxy: running at {proxy['admin']}, generation {proxy['generation']} "
             f"({'in sync' if same else 'NOT the generation on disk'})"
+        )
+    for name, entry in sorted(status["rolled_back"].items()):
+        print(
+            f"held: {name}'s version {str(entry.get('hash', '?'))[:12]} was rolled back "
+            f"({entry.get('reason', '')}); `lbrec up`/`sync` do not roll it out again until it "
+            "changes (`lbrec apply` retries it)"
         )
     if (deployed := status["deployed"]) is not None:
         print(

@@ -297,6 +297,7 @@ def make_apply(
             revision=revision,
             health_timeout=health_timeout,
             on_plan=None if on_plan is None else lambda p: on_plan(p, revision),
+            hold_rolled_back=True,
         )
 
     return apply

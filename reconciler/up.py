@@ -92,6 +92,7 @@ def _first_pass(
             progress=BuildProgress(_log.info, style).line,
             health_timeout=health_timeout,
             on_plan=lambda p: _log.info("plan:\n%s", format_plan(p, style)),
+            hold_rolled_back=True,
         )
     _log.info("%s", format_recap(report, style))
     return 1 if report.failed else 0

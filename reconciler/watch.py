@@ -211,6 +211,7 @@ def make_reconcile(
                 check=False,
                 health_timeout=health_timeout,
                 on_plan=on_plan,
+                hold_rolled_back=True,
             )
 
     return reconcile

@@ -207,7 +207,7 @@ class FakeDocker:
                 status = [0, 0, n - bad, 0, 0, bad]
                 latency = [0] * 27
                 latency[5] = n
-                total = total + Counters(n, 0, tuple(status), tuple(latency))
+                total = total + Counters(n, bad, tuple(status), tuple(latency))
             return total
 
         return Hooks(

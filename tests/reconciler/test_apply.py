@@ -459,3 +459,30 @@ def test_an_edit_that_preempted_a_pass_defers_the_other_backends(folder: Path) -
     assert {b["name"]: b["weight"] for b in _pool(folder)} == {"a": 0, "b": 2}
     assert report.recap()["deferred"] == 1 and report.recap()["failed"] == 0
     assert not converge(workspace, docker, check=True, hooks=docker.hooks()).plan.in_sync
+
+
+def test_a_loop_holds_a_version_that_was_rolled_back_until_it_changes(folder: Path) -> None:
+    workspace, desired = _setup(folder, TWO)
+    docker = FakeDocker(workspace, desired)
+    _pass(workspace, docker)
+    docker.unhealthy = {"b"}
+    broken = TWO.replace("weight: 2}", "weight: 2, env: {V: broken}}")
+    _edit(folder, broken)
+    docker.desired = workspace.load()
+    first = converge(workspace, docker, check=False, hooks=docker.hooks(), hold_rolled_back=True)
+    assert first.failed[0].rolled_back
+    docker.calls.clear()
+    again = converge(workspace, docker, check=False, hooks=docker.hooks(), hold_rolled_back=True)
+    (held,) = again.deferred
+    assert held.action.backend == "b" and held.detail.startswith(
+        "held: this version was rolled back"
+    )
+    assert not again.failed and "scale" not in [w for w, _, _ in docker.calls]  # not retried
+    docker.unhealthy = set()
+    _edit(folder, broken.replace("V: broken", "V: fixed"))  # a new version: retried at once
+    docker.desired = workspace.load()
+    fixed = converge(workspace, docker, check=False, hooks=docker.hooks(), hold_rolled_back=True)
+    assert not fixed.failed and not fixed.deferred
+    from reconciler.rollout_control import rolled_back
+
+    assert rolled_back(folder) == {}  # converged: forgotten

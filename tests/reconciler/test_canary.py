@@ -24,7 +24,8 @@ BINS = len(LATENCY_BOUNDS) + 1
 def _window(requests: int, bad: int = 0, latency_bin: int = 5, errors: int = 0) -> Counters:
     latency = [0] * BINS
     latency[latency_bin] = requests
-    return Counters(requests, errors, (0, 0, requests - bad, 0, 0, bad), tuple(latency))
+    # as the proxy counts: `errors` holds every 5xx answer and every failed exchange
+    return Counters(requests, bad + errors, (0, 0, requests - bad, 0, 0, bad), tuple(latency))
 
 
 # --- the judge ---------------------------------------------------------------------------------
@@ -68,6 +69,7 @@ def test_windows_are_differences_of_snapshots_and_never_negative() -> None:
     before, after = _window(100, bad=10), _window(300, bad=10)
     window = after - before
     assert (window.requests, window.failed) == (200, 0)
+    assert _window(90, bad=9).error_rate == pytest.approx(0.1)  # each 5xx counted once
     assert (before - after).requests == 0  # a restarted proxy's counters: 0, not negative
 
 
@@ -85,7 +87,7 @@ def test_counters_of_a_pool_document_sums_only_the_given_urls() -> None:
         ]
     }
     total = counters_of(doc, ["http://a", "http://c"])
-    assert (total.requests, total.errors, total.failed) == (20, 2, 4)
+    assert (total.requests, total.errors, total.failed) == (20, 2, 2)
 
 
 # --- plan and executor --------------------------------------------------------------------------
