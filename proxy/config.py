@@ -108,6 +108,11 @@ class BackendEntry(_Model):
     percent: int | None = Field(
         default=None, ge=0, le=100, description="this version's share of the backend, in %"
     )
+    sticky: str | None = Field(
+        default=None,
+        pattern=r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="canary: keep a client on one version by this cookie or header",
+    )
 
     @field_validator("url")
     @classmethod

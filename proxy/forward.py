@@ -38,7 +38,7 @@ from proxy.http import (
     build_response_head,
     chunk,
 )
-from proxy.pool import Backend, Pool
+from proxy.pool import Backend, Pool, sticky_value, sticky_version
 
 if TYPE_CHECKING:
     from proxy.client import ClientConnection
@@ -234,9 +234,33 @@ class Exchange:
             self.started = time.monotonic()
         self._next_attempt()
 
+    def _sticky(self, pool: Pool, backend: Backend) -> Backend:
+        """A sticky canary: a client with the cookie/header stays on the version its value
+        hashes to (the versions' percent over many clients); one without it is not moved."""
+        assert backend.sticky is not None
+        value = sticky_value(backend.sticky, self.request.headers)
+        if value is None:
+            return backend
+        canary = next(
+            (
+                b.percent
+                for b in pool.backends.values()
+                if b.name == backend.name and b.version == "canary"
+            ),
+            None,
+        )
+        if canary is None:
+            return backend
+        wanted = sticky_version(value, canary)
+        if backend.version == wanted:
+            return backend
+        return pool.sibling(backend, wanted, self.tried or ()) or backend
+
     def _next_attempt(self) -> None:
         pool = self.pool = self.server.pool  # a retry sees the newest pool
         backend = pool.pick(self.tried or ())
+        if backend is not None and backend.sticky is not None:
+            backend = self._sticky(pool, backend)
         if backend is None:
             if not pool.backends:
                 self._fail(503, "no backends configured", None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import zlib
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from proxy.balancer import SmoothWeightedRoundRobin
@@ -84,6 +85,7 @@ class Backend:
         "percent",
         "requests",
         "stats",
+        "sticky",
         "url",
         "version",
         "weight",
@@ -99,6 +101,7 @@ class Backend:
         self.health_path = entry.health_path
         self.version = entry.version
         self.percent = entry.percent
+        self.sticky = _sticky_key(entry.sticky)
         self.url = entry.url
         self.weight = entry.weight
         self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")
@@ -142,7 +145,7 @@ class Backend:
 class Pool:
     """What the proxy serves right now: the config, its backends and their rotation."""
 
-    __slots__ = ("backends", "balancer", "config", "digest", "fallback")
+    __slots__ = ("_turn", "backends", "balancer", "config", "digest", "fallback")
 
     def __init__(
         self,
@@ -153,6 +156,7 @@ class Pool:
     ) -> None:
         self.config = config
         self.backends = dict(backends)
+        self._turn = 0
         self.balancer = balancer
         self.digest = digest
         # Panic routing (as Envoy's panic threshold): when nothing is in rotation, backends
@@ -169,11 +173,56 @@ class Pool:
             name = self.fallback.pick(exclude)
         return None if name is None else self.backends[name]
 
+    def sibling(self, backend: Backend, version: str, exclude: Collection[str]) -> Backend | None:
+        """Another instance of ``backend`` that runs ``version`` and takes traffic (a sticky
+        canary's client), in turn; None when there is none."""
+        eligible = set(self.balancer.eligible)
+        live = [
+            b
+            for b in self.backends.values()
+            if b.name == backend.name
+            and b.version == version
+            and b.key in eligible
+            and b.key not in exclude
+        ]
+        if not live:
+            return None
+        self._turn += 1
+        return live[self._turn % len(live)]
+
     def refresh(self, backend: Backend) -> None:
         """Re-derive one backend's place in the rotation from its health/ejection."""
         wait = self.config.health.wait_healthy_on_add
         self.balancer.set_healthy(backend.key, backend.takes_traffic(wait_healthy=wait))
         self.fallback.set_healthy(backend.key, _unproven(backend))
+
+
+def _sticky_key(spec: str | None) -> tuple[bool, bytes] | None:
+    """``cookie:NAME`` / ``header:NAME`` as (is_cookie, lower-case name) for the data path."""
+    if spec is None:
+        return None
+    kind, _, name = spec.partition(":")
+    return kind == "cookie", name.lower().encode()
+
+
+def sticky_value(key: tuple[bool, bytes], headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """PURE. The value a sticky canary keys a client on, from a request's headers."""
+    is_cookie, name = key
+    for header, value in headers:
+        lowered = header.lower()
+        if is_cookie and lowered == b"cookie":
+            for part in value.split(b";"):
+                cookie, _, content = part.strip().partition(b"=")
+                if cookie.lower() == name:
+                    return content
+        elif not is_cookie and lowered == name:
+            return value
+    return None
+
+
+def sticky_version(value: bytes, percent: int) -> str:
+    """PURE. ``canary`` for ``percent`` % of the values (a stable hash), else ``stable``."""
+    return "canary" if zlib.crc32(value) % 100 < percent else "stable"
 
 
 def _unproven(backend: Backend) -> bool:

@@ -248,6 +248,7 @@ def render_pool(
                     health_path=own,
                     version=version,
                     percent=percent,
+                    sticky=b.rollout_of(desired).sticky if percent is not None else None,
                 )
             )
     config = BackendsConfig(

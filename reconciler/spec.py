@@ -127,6 +127,12 @@ class RolloutSpec(_Model):
     )
     interval: Seconds = Field(default=30.0, description="canary: how long each step lasts")
     analysis: AnalysisSpec = AnalysisSpec()
+    sticky: str | None = Field(
+        default=None,
+        pattern=r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="canary: keep a client on one version by this cookie or header, e.g. "
+        "cookie:session or header:X-User",
+    )
 
     max_parallel: int = Field(
         default=1, ge=1, le=100, strict=True, description="instances replaced at once"

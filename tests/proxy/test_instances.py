@@ -167,3 +167,38 @@ def test_canary_percent_must_add_up_and_name_a_version() -> None:
         BackendsConfig.model_validate(doc(("a", "v1", 50), ("b", "v2", 50), ("c", "v2", 40)))
     with pytest.raises(ValueError, match="needs a version and a percent"):
         BackendsConfig.model_validate(doc(("a", "v1", 100), ("b", None, None)))
+
+
+def test_sticky_values_come_from_the_cookie_or_the_header() -> None:
+    from proxy.pool import sticky_value, sticky_version
+
+    headers = [(b"Host", b"x"), (b"Cookie", b"a=1; lb-canary=u42; b=2"), (b"X-User", b"bob")]
+    assert sticky_value((True, b"lb-canary"), headers) == b"u42"
+    assert sticky_value((False, b"x-user"), headers) == b"bob"
+    assert sticky_value((True, b"missing"), headers) is None
+    shares = Counter(sticky_version(f"user{i}".encode(), 25) for i in range(4000))
+    assert 800 < shares["canary"] < 1200  # about a quarter of the clients
+    assert all(sticky_version(b"u42", 25) == sticky_version(b"u42", 25) for _ in range(5))
+
+
+async def test_a_sticky_client_stays_on_one_version(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    stable, canary = await backends("stable"), await backends("canary")
+    doc = config_doc([("web", stable.url, 1), ("web", canary.url, 1)])
+    for entry, (version, percent) in zip(
+        doc["backends"], (("stable", 50), ("canary", 50)), strict=True
+    ):
+        entry.update(version=version, percent=percent, sticky="cookie:lb-canary")
+    p = await proxy(doc)
+    for user in ("alice", "bob", "carol", "dave"):
+        seen = set()
+        for _ in range(30):
+            async with http.get(p.url + "/", headers={"Cookie": f"lb-canary={user}"}) as r:
+                seen.add(r.headers["X-Backend"])
+        assert len(seen) == 1, (user, seen)  # one version for every request of this client
+    anonymous = Counter()
+    for _ in range(40):
+        async with http.get(p.url + "/") as r:
+            anonymous[r.headers["X-Backend"]] += 1
+    assert anonymous == {"stable": 20, "canary": 20}  # no cookie: the exact split
