@@ -141,6 +141,8 @@ def stats_snapshot(server: ProxyServer, *, now: float | None = None) -> dict[str
                 "key": backend.key,
                 "name": backend.name,
                 "instance": backend.instance,
+                "version": backend.version,
+                "percent": backend.percent,
                 "url": backend.url,
                 "state": backend.state,
                 "since": round(stats.since, 3),
@@ -230,33 +232,44 @@ class _PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         server = self._server
         backends = list(server.pool.backends.values())
+        # One series per instance (a backend's containers share its name): `instance` is the
+        # container name when known, else the pool key (name or name@host:port).
+        labels = ["backend", "instance"]
         requests = CounterMetricFamily(
-            "lbrec_proxy_backend_requests", "Requests sent to a backend", labels=["backend"]
+            "lbrec_proxy_backend_requests", "Requests sent to a backend", labels=labels
         )
         errors = CounterMetricFamily(
             "lbrec_proxy_backend_errors",
             "Failed attempts (connect errors, timeouts, broken or 5xx answers)",
-            labels=["backend"],
+            labels=labels,
         )
         inflight = GaugeMetricFamily(
-            "lbrec_proxy_backend_inflight", "Requests in flight", labels=["backend"]
+            "lbrec_proxy_backend_inflight", "Requests in flight", labels=labels
         )
-        weight = GaugeMetricFamily("lbrec_proxy_backend_weight", "Weight", labels=["backend"])
+        weight = GaugeMetricFamily("lbrec_proxy_backend_weight", "Weight", labels=labels)
         conns = GaugeMetricFamily(
-            "lbrec_proxy_backend_connections", "Open backend connections", labels=["backend"]
+            "lbrec_proxy_backend_connections", "Open backend connections", labels=labels
         )
         state = GaugeMetricFamily(
-            "lbrec_proxy_backend_state", "1 for the backend's state", labels=["backend", "state"]
+            "lbrec_proxy_backend_state", "1 for the backend's state", labels=[*labels, "state"]
+        )
+        split = GaugeMetricFamily(
+            "lbrec_proxy_backend_version_percent",
+            "A canary: this instance's version's share of its backend's traffic, in %",
+            labels=[*labels, "version"],
         )
         for b in backends:
-            requests.add_metric([b.name], b.requests)
-            errors.add_metric([b.name], b.errors)
-            inflight.add_metric([b.name], b.inflight)
-            weight.add_metric([b.name], b.weight)
-            conns.add_metric([b.name], b.conns.opened)
+            ident = [b.name, b.instance or b.key]
+            requests.add_metric(ident, b.requests)
+            errors.add_metric(ident, b.errors)
+            inflight.add_metric(ident, b.inflight)
+            weight.add_metric(ident, b.weight)
+            conns.add_metric(ident, b.conns.opened)
             for name in _STATES:
-                state.add_metric([b.name, name], 1.0 if b.state == name else 0.0)
-        yield from (requests, errors, inflight, weight, conns, state)
+                state.add_metric([*ident, name], 1.0 if b.state == name else 0.0)
+            if b.percent is not None:
+                split.add_metric([*ident, b.version or ""], b.percent)
+        yield from (requests, errors, inflight, weight, conns, state, split)
         yield CounterMetricFamily("lbrec_proxy_reloads", "Pools swapped in", value=server.reloads)
         yield CounterMetricFamily(
             "lbrec_proxy_reload_errors", "Rejected config files", value=server.reload_errors

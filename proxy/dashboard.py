@@ -80,6 +80,7 @@ background:var(--mute);white-space:nowrap}
 .pill.up{background:var(--up)}.pill.down{background:var(--down)}
 .pill.checking{background:var(--checking)}.pill.ejected{background:var(--ejected)}
 .pill.draining{background:var(--draining)}
+.pill.version{background:#5b5bd6}
 .for{color:var(--mute);font-size:12px}
 .url{color:var(--mute);font-size:12px;overflow-wrap:anywhere;margin:2px 0 6px}
 .nums{display:grid;grid-template-columns:repeat(4,1fr);gap:4px;margin:6px 0}
@@ -210,6 +211,7 @@ function card(b, now, span) {
  data-state="${esc(b.state)}">
 <div class="top"><span class="name">${esc(b.name)}</span>
 <span class="pill ${esc(b.state)}">${esc(b.state.toUpperCase())}</span>
+${b.version ? `<span class="pill version" title="canary split">${esc(b.version)} ${esc(b.percent)}%</span>` : ""}
 <span class="for">for ${dur(now - b.since)}</span>
 ${b.in_rotation ? "" : `<span class="for">· out of rotation</span>`}</div>
 <div class="url">${esc(b.url)}${b.instance ? " · " + esc(b.instance) : ""}</div>

@@ -202,3 +202,26 @@ async def test_a_sticky_client_stays_on_one_version(
         async with http.get(p.url + "/") as r:
             anonymous[r.headers["X-Backend"]] += 1
     assert anonymous == {"stable": 20, "canary": 20}  # no cookie: the exact split
+
+
+async def test_metrics_have_one_series_per_instance_and_the_split(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    one, two = await backends("one"), await backends("two")
+    doc = config_doc([("web", one.url, 1), ("web", two.url, 1)])
+    for entry, (version, percent) in zip(
+        doc["backends"], (("stable", 75), ("canary", 25)), strict=True
+    ):
+        entry.update(version=version, percent=percent, instance=f"p-web-{version}")
+    p = await proxy(doc)
+    async with http.get(p.admin_url + "/metrics") as response:
+        families = {f.name: f for f in text_string_to_metric_families(await response.text())}
+    weights = [s.labels for s in families["lbrec_proxy_backend_weight"].samples]
+    assert sorted(w["instance"] for w in weights) == ["p-web-canary", "p-web-stable"]
+    split = {
+        s.labels["version"]: s.value
+        for s in families["lbrec_proxy_backend_version_percent"].samples
+    }
+    assert split == {"stable": 75.0, "canary": 25.0}
