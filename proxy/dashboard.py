@@ -211,7 +211,8 @@ function card(b, now, span) {
  data-state="${esc(b.state)}">
 <div class="top"><span class="name">${esc(b.name)}</span>
 <span class="pill ${esc(b.state)}">${esc(b.state.toUpperCase())}</span>
-${b.version ? `<span class="pill version" title="canary split">${esc(b.version)} ${esc(b.percent)}%</span>` : ""}
+${b.version ? `<span class="pill version" title="canary split">${esc(b.version)}
+ ${esc(b.percent)}%</span>` : ""}
 <span class="for">for ${dur(now - b.since)}</span>
 ${b.in_rotation ? "" : `<span class="for">· out of rotation</span>`}</div>
 <div class="url">${esc(b.url)}${b.instance ? " · " + esc(b.instance) : ""}</div>
