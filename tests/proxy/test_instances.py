@@ -193,7 +193,7 @@ async def test_a_sticky_client_stays_on_one_version(
     p = await proxy(doc)
     for user in ("alice", "bob", "carol", "dave"):
         seen = set()
-        for _ in range(30):
+        for _ in range(100):
             async with http.get(p.url + "/", headers={"Cookie": f"lb-canary={user}"}) as r:
                 seen.add(r.headers["X-Backend"])
         assert len(seen) == 1, (user, seen)  # one version for every request of this client
