@@ -17,6 +17,7 @@ PURE = [
     "reconciler/edit.py",
     "reconciler/webhooks.py",
     "reconciler/durations.py",
+    "reconciler/canary.py",
     "proxy/config.py",
     "proxy/balancer.py",
     "proxy/stats.py",
