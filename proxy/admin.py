@@ -232,9 +232,10 @@ class _PoolCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         server = self._server
         backends = list(server.pool.backends.values())
-        # One series per instance (a backend's containers share its name): `instance` is the
-        # container name when known, else the pool key (name or name@host:port).
-        labels = ["backend", "instance"]
+        # One series per instance (a backend's containers share its name): `container` is the
+        # container name when known, else the pool key (name or name@host:port). Not
+        # `instance`: Prometheus sets that label on every scraped target itself.
+        labels = ["backend", "container"]
         requests = CounterMetricFamily(
             "lbrec_proxy_backend_requests", "Requests sent to a backend", labels=labels
         )

@@ -101,7 +101,7 @@ class Backend:
         self.health_path = entry.health_path
         self.version = entry.version
         self.percent = entry.percent
-        self.sticky = _sticky_key(entry.sticky)
+        self.sticky = sticky_key(entry.sticky)
         self.url = entry.url
         self.weight = entry.weight
         self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")
@@ -197,7 +197,7 @@ class Pool:
         self.fallback.set_healthy(backend.key, _unproven(backend))
 
 
-def _sticky_key(spec: str | None) -> tuple[bool, bytes] | None:
+def sticky_key(spec: str | None) -> tuple[bool, bytes] | None:
     """``cookie:NAME`` / ``header:NAME`` as (is_cookie, lower-case name) for the data path."""
     if spec is None:
         return None

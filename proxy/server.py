@@ -21,7 +21,7 @@ from proxy.balancer import SmoothWeightedRoundRobin
 from proxy.client import ClientConnection
 from proxy.config import BackendsConfig
 from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
-from proxy.pool import Backend, Pool, instance_keys, rotation_weights
+from proxy.pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
 
 __all__ = ["ProxyServer", "listening_socket", "runtime_info"]
 
@@ -195,6 +195,7 @@ class ProxyServer:
                 prev.instance = entry.instance
                 prev.version = entry.version
                 prev.percent = entry.percent
+                prev.sticky = sticky_key(entry.sticky)
                 prev.health_path = entry.health_path
                 backends[key] = prev
             else:

@@ -26,7 +26,7 @@ from proxy.config import Revision
 
 from .canary import Counters, counters_of, judge
 from .docker import DockerPort, collectable
-from .errors import ApplyError
+from .errors import ApplyError, LbrecError
 from .files import atomic_write, read_text_or_none
 from .labels import CONFIG_HASH, BuildInfo, backend_labels
 from .lock import waiting_editor
@@ -67,6 +67,7 @@ class Outcome:
     detail: str = ""
     rolled_back: bool = False  # a new version failed; the old instances kept serving
     deferred: bool = False  # not carried out by this pass (an edit preempted another pass)
+    preempted: bool = False  # cut short: a newer change was waiting for the lock
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,10 @@ class Report:
     @property
     def failed(self) -> tuple[Outcome, ...]:
         return tuple(o for o in self.outcomes if not o.ok)
+
+    @property
+    def preempted(self) -> bool:
+        return any(o.preempted for o in self.outcomes)
 
     @property
     def deferred(self) -> tuple[Outcome, ...]:
@@ -229,18 +234,21 @@ class _Run:
         self.generation = config.generation
         return config.generation
 
-    def publish(self) -> None:
-        """Write the pool and wait until the proxy serves it."""
+    def publish(self) -> bool:
+        """Write the pool and wait until the proxy serves it; False if a proxy answers but
+        does not confirm (it may have refused the file), True otherwise."""
         with self.lock:
-            self._publish()
+            return self._publish()
 
-    def _publish(self) -> None:
+    def _publish(self) -> bool:
         generation = self._write_pool()
         if self.hooks.confirm is not None and self.hooks.confirm(generation) is False:
             self.say(
                 f"the proxy at {self.desired.admin} did not confirm generation {generation}; "
                 "going on"
             )
+            return False
+        return True
 
     def check_preempted(self) -> None:
         if self.hooks.preempted is not None and (why := self.hooks.preempted()):
@@ -251,11 +259,17 @@ class _Run:
 
         Preempted while draining, the instances stay out of the pool but running: the next
         pass finds them unrouted and retires them again, so nothing in flight is cut."""
+        confirmed = True
         with self.lock:
             urls = [self.routed.get(backend, {}).pop(i, ("", None))[0] for i in ids]
             urls = [u for u in urls if u]
             if urls:
-                self.publish()
+                confirmed = self.publish()
+        if not confirmed:
+            # The proxy may still route to them (it refused the new pool, or lags): stopping
+            # them now could fail requests. Left running and unrouted: the next pass retires.
+            self.say(f"{backend}: not stopping {', '.join(i[:12] for i in ids)}: unconfirmed")
+            return
         if urls and self.hooks.drained is not None:
             left = self.hooks.drained(urls, drain_timeout)
             if left:
@@ -416,7 +430,7 @@ def apply(
     for action in backends:
         if not action.steps:
             continue
-        if held and action.backend in held:
+        if held and action.backend in held and action.new_version:
             outcomes[action.backend] = Outcome(
                 action, ok=True, deferred=True, detail=held[action.backend]
             )
@@ -453,6 +467,15 @@ def apply(
         }
     for c in observed.containers:
         run.known[c.id] = c
+    # A canary in progress (a pass cut short) keeps its split until this pass decides.
+    canary: dict[str, tuple[set[str], int]] = {}
+    for entry in observed.pool.backends if observed.pool is not None else ():
+        if entry.version == "canary" and entry.percent is not None:
+            canary.setdefault(entry.name, (set(), entry.percent))[0].add(entry.url)
+    for name, (urls, percent) in canary.items():
+        ids = frozenset(i for i, (url, _) in run.routed.get(name, {}).items() if url in urls)
+        if ids:
+            run.split[name] = (ids, percent)
     run.publish()
     for action in backends:
         if action.kind is ActionKind.REWEIGHT and not action.steps:
@@ -474,7 +497,7 @@ def apply(
             for action in fresh:
                 outcomes.setdefault(
                     action.backend,
-                    Outcome(action, ok=False, error=f"preempted ({err.reason})"),
+                    Outcome(action, ok=False, error=f"preempted ({err.reason})", preempted=True),
                 )
 
     # 2. Each backend's steps, in plan order (removals first). A newer change that waits
@@ -526,16 +549,29 @@ def _roll_all(run: _Run, actions: Sequence[Action], *, parallel: bool) -> dict[s
     out: dict[str, Outcome] = {}
 
     def one(action: Action) -> Outcome:
+        canary = any(s.kind is StepKind.JUDGE or s.kind is StepKind.PAUSE for s in action.steps)
+        if canary:
+            take_request(run.workspace.folder, action.backend)  # a stale request: not ours
         try:
             outcome = _roll(run, action)
             _remember(run, outcome)
             return outcome
+        except (LbrecError, OSError) as err:
+            message = err.message if isinstance(err, LbrecError) else f"{type(err).__name__}: {err}"
+            return Outcome(action, ok=False, error=f"{action.backend}: {message}")
         except Preempted as err:
             why = f"preempted ({err.reason}); the next pass carries on"
             run.say(f"{action.backend}: {why}")
             return Outcome(
-                action, ok=False, error=f"{action.backend}: {why}; its old instances keep serving"
+                action,
+                ok=False,
+                error=f"{action.backend}: {why}; its old instances keep serving",
+                preempted=True,
             )
+        finally:
+            if canary:
+                write_state(run.workspace.folder, action.backend, None)
+                take_request(run.workspace.folder, action.backend)
 
     if parallel and len(actions) > 1:
         with ThreadPoolExecutor(
@@ -547,7 +583,9 @@ def _roll_all(run: _Run, actions: Sequence[Action], *, parallel: bool) -> dict[s
     stopped: str | None = None
     for action in actions:
         if stopped is not None:
-            out[action.backend] = Outcome(action, ok=False, error=f"not started: {stopped}")
+            out[action.backend] = Outcome(
+                action, ok=False, error=f"not started: {stopped}", preempted=True
+            )
             continue
         out[action.backend] = one(action)
         if "preempted (" in (out[action.backend].error or ""):
@@ -574,6 +612,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
     name = action.backend
     rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
     batches: dict[int, tuple[str, ...]] = {}
+    created: set[int] = set()  # batches this pass made (a failure removes them)
     try:
         for step in action.steps:
             if step.kind is StepKind.RETIRE:
@@ -585,6 +624,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
                 run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
             elif step.kind is StepKind.CREATE:
                 batches[step.batch] = _create(run, name, step)
+                created.add(step.batch)
                 run.say(f"{name}: started {step.count} new instance(s), waiting for health")
             elif step.kind is StepKind.START:
                 run.docker.start(step.container_ids)
@@ -604,7 +644,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
                         run.docker.stop_remove(ids)  # created by this pass: not half left
                     raise
                 if problem is not None:
-                    return _roll_back(run, action, step, ids, problem)
+                    return _roll_back(run, action, ids, problem, created=step.batch in created)
             elif step.kind is StepKind.ROUTE:
                 ids = batches.get(step.batch, step.container_ids)
                 run.route(name, ids)
@@ -621,6 +661,8 @@ def _roll(run: _Run, action: Action) -> Outcome:
                 run.say(f"{name}: {step.percent}% of the traffic on the new version")
                 if step.percent < 100:
                     _canary_state(run, action, step, "judging")
+                else:  # judged: what is left is the old version's drain
+                    write_state(run.workspace.folder, name, None)
             elif step.kind is StepKind.JUDGE:
                 assert spec is not None
                 ids = batches.get(step.batch, step.container_ids)
@@ -802,6 +844,8 @@ def _roll_back_canary(run: _Run, action: Action, ids: Sequence[str], problem: st
         run.retire(name, ids, rollout.drain_timeout)
     except ApplyError as err:
         problem += f" (removing the new instances failed too: {err.message})"
+    except Preempted:
+        problem += " (its drain was cut short: the next pass removes the new instances)"
     run.say(f"{name}: canary rolled back at {problem}")
     return Outcome(
         action,
@@ -811,19 +855,27 @@ def _roll_back_canary(run: _Run, action: Action, ids: Sequence[str], problem: st
     )
 
 
-def _roll_back(run: _Run, action: Action, step: Step, ids: Sequence[str], problem: str) -> Outcome:
-    """The new batch failed: remove it; the old instances were never touched."""
-    try:
-        run.docker.stop_remove(ids)
-    except ApplyError as err:
-        problem += f" (removing the new instance failed too: {err.message})"
+def _roll_back(
+    run: _Run, action: Action, ids: Sequence[str], problem: str, *, created: bool
+) -> Outcome:
+    """A batch failed its wait. One this pass ``created`` is removed; existing containers it
+    started or would have routed are left as they are (the next pass sees them again). Only a
+    new *version* that failed counts as rolled back (loops then hold that version)."""
+    if created:
+        try:
+            run.docker.stop_remove(ids)
+        except ApplyError as err:
+            problem += f" (removing the new instance failed too: {err.message})"
     old = len(run.routed.get(action.backend, {}))
+    if not action.new_version:
+        run.say(f"{action.backend}: not healthy; {old} instance(s) keep serving")
+        return Outcome(action, ok=False, error=f"{action.backend}: {problem}")
     run.say(f"{action.backend}: rolled back; {old} old instance(s) keep serving")
     return Outcome(
         action,
         ok=False,
         error=f"{action.backend}: new version not healthy, rolled back: {problem}",
-        rolled_back=step.kind is StepKind.WAIT and action.kind is not ActionKind.CREATE,
+        rolled_back=created,
     )
 
 

@@ -243,38 +243,49 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
         report = converge(workspace, docker(workspace, desired), desired=desired, check=True)
         _show(report, out)
         return 0 if report.plan.in_sync else 1
-    with project_lock(
-        workspace.folder,
-        command=f"lbrec {command}",
-        timeout=args.lock_timeout,
-        on_wait=out.err,
-        preempt=command in ("init", "add", "remove"),
-    ) as held:
-        only: set[str] | None = None
-        if command in ("init", "add", "remove"):
-            edited = _edit(command, args, workspace, out, docker)
-            if args.no_apply:
-                return 0
-            if held.preempted:
-                # This edit cut another pass short (an emergency change while a rollout
-                # hangs): carry out what it changed, leave the rest to the next apply.
-                only = edited
-        desired = workspace.load()
-        report = converge(
-            workspace,
-            docker(workspace, desired),
-            desired=desired,
-            check=False,
-            progress=None if out.json else BuildProgress(out.info, out.style).line,
-            health_timeout=args.health_timeout,
-            on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
-            only=only,
-        )
+    edit = command in ("init", "add", "remove")
+    for attempt in range(_PREEMPTIONS + 1):
+        with project_lock(
+            workspace.folder,
+            command=f"lbrec {command}",
+            timeout=args.lock_timeout,
+            on_wait=out.err,
+            preempt=edit and attempt == 0,
+        ) as held:
+            only: set[str] | None = None
+            if edit and attempt == 0:
+                edited = _edit(command, args, workspace, out, docker)
+                if args.no_apply:
+                    return 0
+                if held.preempted:
+                    # This edit cut another pass short (an emergency change while a rollout
+                    # hangs): carry out what it changed; the preempted command carries on
+                    # with the rest once this one is done.
+                    only = edited
+            desired = workspace.load()
+            report = converge(
+                workspace,
+                docker(workspace, desired),
+                desired=desired,
+                check=False,
+                progress=None if out.json else BuildProgress(out.info, out.style).line,
+                health_timeout=args.health_timeout,
+                on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
+                only=only,
+            )
+        if not report.preempted:
+            break
+        # Cut short by an edit that waited for the lock: let it run, then carry on.
+        out.err(f"lbrec {command}: preempted by a waiting edit; carrying on after it")
     if out.json:
         print(report_json(report))
     else:
         print(format_recap(report, out.style))
     return 1 if report.failed else 0
+
+
+# How often one command lets a waiting edit go first before it reports the preemption.
+_PREEMPTIONS = 3
 
 
 def _edit(

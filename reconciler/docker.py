@@ -167,7 +167,7 @@ def _endpoint(doc: dict[str, Any], port: str | None) -> str | None:
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
         elif host == "::":
-            host = "[::1]"
+            host = "127.0.0.1"  # a dual-stack bind: as backend_url reaches 0.0.0.0 and ::
         elif ":" in host:
             host = f"[{host}]"
         return f"{host}:{host_port}"

@@ -115,6 +115,7 @@ class Action:
     instances_before: int = 0  # running instances now
     instances_after: int = 0  # instances once done (replicas)
     changes: tuple[str, ...] = ()  # every changed attribute, e.g. "weight 2 -> 3"
+    new_version: bool = False  # instances of another config run: this rolls out a version
 
     @property
     def touches_container(self) -> bool:
@@ -243,20 +244,45 @@ def _plan_backend(
     steps: list[Step] = []
     name = backend.name
     rollout = backend.rollout_of(desired)
+    # The canary decides on versions only: an unhealthy or unpublished instance of the
+    # current version is a rolling repair, not a canary.
+    old_version = [c for c in ordered if c.running and not current(c)]
+    new_version = [c for c in ordered if current(c)]
+    canary = rollout.strategy == "canary" and bool(old_version)
     interrupted: list[ObservedContainer] = []
-    if rollout.strategy == "canary" and stale and serving:
-        # A canary that was cut short (lbrec killed, the host restarted): both versions run.
-        # Never promote it unjudged: its new instances go (the old take all traffic back) and
-        # the canary starts again from its first step.
-        interrupted, serving = serving, []
-        steps.append(
-            Step(
-                StepKind.RETIRE,
-                name,
-                container_ids=tuple(c.id for c in interrupted),
-                reason="an interrupted canary: rolled back, to start again",
+    if canary and new_version:
+        old_serving = [c for c in old_version if is_routed(c) and c.health != "unhealthy"]
+        if any(is_routed(c) for c in new_version) and not old_serving:
+            # Cut short after its last step (the new version serves everything, the old one
+            # was leaving), or the old version no longer serves: finish the promotion; rolling
+            # back to nothing would be an outage.
+            canary = False
+            stale = [c for c in stale if current(c)]
+            steps.append(
+                Step(
+                    StepKind.RETIRE,
+                    name,
+                    container_ids=tuple(c.id for c in old_version),
+                    reason="promoted (an interrupted canary's last step)",
+                )
             )
-        )
+            old_version = []
+        else:
+            # A canary cut short (lbrec killed, preempted, the host restarted): both versions
+            # run. Never promote it unjudged: every instance of the new version goes (the old
+            # one takes all traffic back) and the canary starts again from its first step.
+            interrupted = new_version
+            serving, stopped = [], []
+            stale = list(old_version)
+            steps.append(
+                Step(
+                    StepKind.RETIRE,
+                    name,
+                    container_ids=tuple(c.id for c in interrupted),
+                    reason="an interrupted canary: rolled back, to start again",
+                )
+            )
+    dead = [c for c in dead if c not in interrupted]
     if dead:
         why = ", ".join(sorted({f"container {c.state}" for c in dead}))
         steps.append(
@@ -288,7 +314,7 @@ def _plan_backend(
         steps.append(Step(StepKind.RETIRE, name, container_ids=ids, reason="stopped extra"))
     need = wanted - len(keep) - len(starts)
     old = stale + excess  # retired one for one as new ones serve, the rest at the end
-    if rollout.strategy == "canary" and stale and not serving and not stopped:
+    if canary and not serving and not stopped:
         # A new version beside the whole old one, then traffic in steps, each judged.
         steps += [
             Step(StepKind.CREATE, name, batch=batch, count=wanted),
@@ -361,6 +387,9 @@ def _plan_backend(
             changes.insert(0, "not routed")
     else:
         kind = ActionKind.UNCHANGED
+    if kind is ActionKind.UNCHANGED and steps:  # only leftovers to finish (a cut-short canary)
+        kind = ActionKind.RECREATE
+        changes.insert(0, steps[0].reason)
     if kind is not ActionKind.CREATE:
         reason = ", ".join(changes)
     if any(s.kind is StepKind.JUDGE for s in steps):
@@ -377,6 +406,7 @@ def _plan_backend(
         instances_before=running_now,
         instances_after=wanted,
         changes=tuple(changes),
+        new_version=bool(old_version) or bool(interrupted),
     )
 
 

@@ -58,7 +58,7 @@ async def test_admin_endpoints(
     states = [
         s
         for s in families["lbrec_proxy_backend_state"].samples
-        if s.labels == {"backend": "a", "instance": "a", "state": "up"}
+        if s.labels == {"backend": "a", "container": "a", "state": "up"}
     ]
     assert states[0].value == 1.0
 

@@ -197,7 +197,7 @@ async def test_a_sticky_client_stays_on_one_version(
             async with http.get(p.url + "/", headers={"Cookie": f"lb-canary={user}"}) as r:
                 seen.add(r.headers["X-Backend"])
         assert len(seen) == 1, (user, seen)  # one version for every request of this client
-    anonymous = Counter()
+    anonymous: Counter[str] = Counter()
     for _ in range(40):
         async with http.get(p.url + "/") as r:
             anonymous[r.headers["X-Backend"]] += 1
@@ -219,9 +219,36 @@ async def test_metrics_have_one_series_per_instance_and_the_split(
     async with http.get(p.admin_url + "/metrics") as response:
         families = {f.name: f for f in text_string_to_metric_families(await response.text())}
     weights = [s.labels for s in families["lbrec_proxy_backend_weight"].samples]
-    assert sorted(w["instance"] for w in weights) == ["p-web-canary", "p-web-stable"]
+    assert sorted(w["container"] for w in weights) == ["p-web-canary", "p-web-stable"]
     split = {
         s.labels["version"]: s.value
         for s in families["lbrec_proxy_backend_version_percent"].samples
     }
     assert split == {"stable": 75.0, "canary": 25.0}
+
+
+async def test_sticky_holds_after_a_reload_that_starts_the_split(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """A real rollout: the stable instance was there before the split; the reload that adds
+    the canary must make it sticky too."""
+    stable, canary = await backends("stable"), await backends("canary")
+    p = await proxy(config_doc([("web", stable.url, 1)]))
+    doc = config_doc([("web", stable.url, 1), ("web", canary.url, 1)])
+    for entry, (version, percent) in zip(
+        doc["backends"], (("stable", 50), ("canary", 50)), strict=True
+    ):
+        entry.update(version=version, percent=percent, sticky="cookie:lb-canary")
+    p.write(doc)
+    for _ in range(100):
+        pool = p.info.server.pool
+        if len(pool.backends) == 2 and all(b.health.value == "up" for b in pool.backends.values()):
+            break
+        await asyncio.sleep(0.05)
+    assert all(b.sticky is not None for b in p.info.server.pool.backends.values())
+    for user in ("alice", "bob", "carol", "dave", "erin"):
+        seen = set()
+        for _ in range(40):
+            async with http.get(p.url + "/", headers={"Cookie": f"lb-canary={user}"}) as r:
+                seen.add(r.headers["X-Backend"])
+        assert len(seen) == 1, (user, seen)

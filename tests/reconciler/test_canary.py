@@ -211,27 +211,47 @@ def _running_canary(folder: Path) -> None:
     write_state(folder, "web", {"state": "judging", "percent": 5, "steps": [5, 100]})
 
 
-def test_abort_rolls_back_at_once_with_no_judgement(folder: Path) -> None:
+def _asking(hooks, folder: Path, what: str, after: int = 5):  # type: ignore[no-untyped-def]
+    """The operator sends a request while the first step is being judged."""
     from reconciler.rollout_control import request
+
+    tick = hooks.sleep
+    naps = {"n": 0}
+
+    def sleep(seconds: float) -> None:
+        naps["n"] += 1
+        if naps["n"] == after:
+            request(folder, None, what)
+        tick(seconds)
+
+    hooks.sleep = sleep
+    return hooks
+
+
+def test_abort_rolls_back_at_once_with_no_judgement(folder: Path) -> None:
+    from reconciler.rollout_control import take_request
 
     workspace, docker = _deployed(folder)
     old = {c.id for c in docker.of("web")}
     _running_canary(folder)
-    assert request(folder, None, "abort") == "web"
-    report = converge(workspace, docker, check=False, hooks=docker.hooks())
+    from reconciler.rollout_control import request
+
+    request(folder, "web", "abort")  # left over from an earlier canary: not this one's
+    hooks = _asking(docker.hooks(), folder, "abort")
+    report = converge(workspace, docker, check=False, hooks=hooks)
     (failure,) = report.failed
-    assert "aborted by `lbrec rollout abort`" in (failure.error or "") and failure.rolled_back
+    assert "step 5%: aborted by `lbrec rollout abort`" in (failure.error or "")
+    assert failure.rolled_back
     assert {c.id for c in docker.of("web")} == old
+    assert take_request(folder, "web") is None  # nothing left for the next canary
 
 
 def test_promote_full_skips_the_remaining_steps(folder: Path) -> None:
-    from reconciler.rollout_control import read_state, request
+    from reconciler.rollout_control import read_state
 
     workspace, docker = _deployed(folder)
-    _running_canary(folder)
-    request(folder, "web", "promote-full")
     seen: list[int] = []
-    hooks = docker.hooks()
+    hooks = _asking(docker.hooks(), folder, "promote-full")
     confirm = hooks.confirm
     assert confirm is not None
 
