@@ -26,7 +26,7 @@ from .durations import duration_arg
 from .edit import add_backend, init_document, remove_backend
 from .errors import LbrecError, SpecError
 from .files import atomic_write, read_text_or_none
-from .lock import project_lock
+from .lock import project_lock, waiting_editor
 from .output import BuildProgress, Style, format_plan, format_recap, report_json
 from .render import COMPOSE_FILE
 from .spec import DEFAULT_FILE, DesiredState, parse_backend_arg, parse_spec, project_from_folder
@@ -275,8 +275,12 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             )
         if not report.preempted:
             break
-        # Cut short by an edit that waited for the lock: let it run, then carry on.
+        # Cut short by an edit that waited for the lock: let it take the lock (its marker goes
+        # when it has it), then carry on behind it.
         out.err(f"lbrec {command}: preempted by a waiting edit; carrying on after it")
+        deadline = time.monotonic() + args.lock_timeout
+        while waiting_editor(workspace.folder) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
     if out.json:
         print(report_json(report))
     else:
