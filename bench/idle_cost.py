@@ -73,7 +73,7 @@ def _start(image: str, count: int, interval: str) -> list[str]:
     return ids
 
 
-def _under_up(count: int, window: float) -> float:
+def _under_up(count: int, window: float, settle: float) -> float:
     """Busy cores with ``count`` demo backends under `lbrec up` (its proxy probing each one,
     its loop resyncing, Docker's own checks), once all are up and settled."""
     import json
@@ -118,7 +118,7 @@ def _under_up(count: int, window: float) -> float:
                 time.sleep(1)
             else:
                 raise SystemExit(f"{count} backends did not come up under lbrec up")
-            time.sleep(10)  # settle: the first resync, Docker's first checks
+            time.sleep(settle)  # past the first resync and Docker's first checks
             return _measure(window)
         finally:
             up.send_signal(signal.SIGTERM)
@@ -148,13 +148,16 @@ def main() -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--intervals", nargs="+", default=["1s", "10s"])
     parser.add_argument("--window", type=float, default=30.0)
+    parser.add_argument(
+        "--settle", type=float, default=65.0, help="--lbrec-up: wait this long once all are up"
+    )
     args = parser.parse_args()
     baseline = _measure(args.window)
     print(f"baseline: {baseline * 100:.2f}% of one core (nothing started)")
     if args.lbrec_up:
         print(f"{'backends':>8} {'busy %':>8} {'% / backend':>12}  (under lbrec up)")
         for count in args.counts:
-            busy = _under_up(count, args.window)
+            busy = _under_up(count, args.window, args.settle)
             per = (busy - baseline) * 100 / count
             print(f"{count:>8} {busy * 100:>8.2f} {per:>12.2f}")
         return

@@ -640,7 +640,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
                         deadline=rollout.healthy_deadline,
                     )
                 except Preempted:
-                    if step.batch in batches and not step.container_ids:
+                    if step.batch in created:
                         run.docker.stop_remove(ids)  # created by this pass: not half left
                     raise
                 if problem is not None:

@@ -45,9 +45,11 @@ _HEADER = (
 
 # Docker's own check of a backend only has to catch a hung process (the proxy probes every
 # backend itself, 0.2 s while a state settles, and apply's readiness wait probes the published
-# port from the host). Each check execs a Python interpreter: every 1 s that cost 40 idle
-# backends the whole machine (10 % of a core each); every 30 s, 0.4 % (bench/idle_cost.py).
-BACKEND_CHECK_INTERVAL = "30s"
+# port from the host); lbrec replaces an instance Docker calls unhealthy. Each check execs a
+# Python interpreter: every 1 s that cost 40 idle backends the whole machine (10 % of a core
+# each); every 30 s, 0.46 %; every 60 s, with the proxy's probes and lbrec up's resync, about
+# 1 % per backend at 50 (bench/idle_cost.py --lbrec-up, docs/benchmarks.md).
+BACKEND_CHECK_INTERVAL = "60s"
 
 # Runs inside the container: no $ (Compose would interpolate it) and no curl in the image.
 _PROBE = (
