@@ -464,6 +464,11 @@ class DockerEvents:
     """
 
     _ACTIONS = ("die", "destroy", "stop", "kill", "oom")
+    # While the engine is away, `docker events` is started again every RETRY s (it fails at
+    # once); one that has stayed up ALIVE s means the engine is back. Small: containers that
+    # stopped during the outage are routed again within about 2 s of its end.
+    RETRY = 0.5
+    ALIVE = 0.3
 
     def __init__(self, project: str, on_event: Callable[[str], None]) -> None:
         self.project = project
@@ -501,17 +506,17 @@ class DockerEvents:
                     self.on_event(line.strip())
             self._proc.wait()
             lost = True
-            self._stop.wait(2.0)  # the engine went away: try again shortly
+            self._stop.wait(self.RETRY)  # the engine went away: try again shortly
 
     def _when_alive(self, proc: subprocess.Popen[str]) -> None:
-        """Once a restarted stream has stayed up for a second, the engine is back: events
+        """Once a restarted stream has stayed up for ALIVE s, the engine is back: events
         during the outage are lost, so ask for a pass that re-observes everything at once."""
 
         def check() -> None:
             if proc.poll() is None and not self._stop.is_set():
                 self.on_event("reconnected events-stream")
 
-        timer = threading.Timer(1.0, check)
+        timer = threading.Timer(self.ALIVE, check)
         timer.daemon = True
         timer.start()
 

@@ -151,7 +151,9 @@ class WatchLoop:
 
     def _docker_event(self, what: str) -> None:
         self._log.info("docker: %s", what, extra={"event": "docker"})
-        self.loop.notify(f"docker {what}", drift=True)
+        # The engine came back after an outage: everything is re-observed at once (its
+        # events meanwhile are lost), no debounce; other drift waits the debounce as a save.
+        self.loop.notify(f"docker {what}", drift=True, immediate=what.startswith("reconnected"))
 
     def run(self) -> None:
         if not self.path.parent.is_dir():

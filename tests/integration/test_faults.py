@@ -9,8 +9,10 @@ so that docs/faults.md can quote them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -460,3 +462,118 @@ def test_no_orphan_after_kill_9_of_up(project: Project) -> None:
         assert left == {}, left
     finally:
         _finish(up, signal.SIGKILL)
+
+
+# -- 6. containers stopped during an engine outage ------------------------------------------------
+
+
+class _EngineRelay:
+    """A Unix socket that relays to the real engine's; `down()` is an engine outage as lbrec
+    sees it (connections cut, new ones refused) without touching the engine other tests use."""
+
+    def __init__(self, path: Path, target: str = "/var/run/docker.sock") -> None:
+        self.path, self.target = path, target
+        self._server: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def up(self) -> None:
+        self.path.unlink(missing_ok=True)
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(self.path))
+        server.listen(64)
+        self._server = server
+        threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def down(self) -> None:
+        with self._lock:
+            server, self._server = self._server, None
+            conns, self._conns = self._conns, []
+        if server is not None:
+            server.close()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.path.unlink(missing_ok=True)
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                engine.connect(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, engine]
+            for a, b in ((client, engine), (engine, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+
+def test_containers_stopped_during_an_engine_outage_are_routed_again(project: Project) -> None:
+    """lbrec up reaches the engine through a relay the test cuts: while it is cut, a container
+    is stopped; once it is back, the events stream reconnects and a pass re-observes at once
+    (events during the outage are lost), long before the 60 s resync."""
+    listen, admin = free_ports(2)
+    relay = _EngineRelay(project.folder.parent / f"engine-{os.getpid()}.sock")
+    relay.up()
+    project.env["DOCKER_HOST"] = f"unix://{relay.path}"
+    project.write(_up_spec(project, listen, admin) + "\n")
+    up, log = _background(project, "up.log", "up", "--resync", "60")
+    try:
+        wait_until(
+            lambda: {http_request("GET", listen)[1] for _ in range(6)} == {"u1", "u2"},
+            180,
+            "lbrec up to serve both backends",
+            log=log,
+        )
+        (victim,) = [i.id for i in _instances(project, "u1")]  # the test's own, real engine
+        time.sleep(2.0)
+        relay.down()
+        time.sleep(1.0)
+        subprocess.run(["docker", "stop", victim], check=True, capture_output=True)
+        time.sleep(3.0)  # the outage lasts: lbrec cannot see the stop
+        assert "u1" not in {http_request("GET", listen)[1] for _ in range(6)}  # u1 is down
+        stale = {str(e["url"]) for e in _pool(project, "u1")}
+        back = time.monotonic()
+        relay.up()
+
+        def u1_routed_again() -> bool:
+            urls = {str(e["url"]) for e in _pool(project, "u1")}
+            return bool(urls) and not urls & stale  # started again: a new host port, routed
+
+        def u1_serves_again() -> bool:
+            return "u1" in {http_request("GET", listen)[1] for _ in range(6)}
+
+        wait_until(u1_routed_again, 50, "u1 to be routed again once the engine is back", log=log)
+        routed = time.monotonic() - back
+        wait_until(u1_serves_again, 50, "u1 to serve again once the engine is back", log=log)
+        took = time.monotonic() - back
+        print(
+            f"\n[faults] engine outage (relay cut 4 s, u1 stopped meanwhile): u1 routed again "
+            f"{routed:.2f}s and serving through the proxy {took:.2f}s after the engine came back "
+            "(--resync 60; min_healthy_time 0.5 s)"
+        )
+        assert took < 50, log.read_text()[-3000:]  # the reconnect, not the 60 s resync
+        assert "reconnected" in log.read_text(), log.read_text()[-3000:]
+        (instance,) = _instances(project, "u1")
+        assert instance.id == victim and instance.state == "running"
+    finally:
+        _finish(up)
+        relay.down()
