@@ -241,16 +241,10 @@ class Exchange:
         value = sticky_value(backend.sticky, self.request.headers)
         if value is None:
             return backend
-        canary = next(
-            (
-                b.percent
-                for b in pool.backends.values()
-                if b.name == backend.name and b.version == "canary"
-            ),
-            None,
-        )
-        if canary is None:
+        if backend.percent is None:
             return backend
+        # the versions' percents add up to 100: the canary's is derived from this instance's
+        canary = backend.percent if backend.version == "canary" else 100 - backend.percent
         wanted = sticky_version(value, canary)
         if backend.version == wanted:
             return backend

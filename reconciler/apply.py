@@ -28,7 +28,7 @@ from .canary import Counters, counters_of, judge
 from .docker import DockerPort, collectable
 from .errors import ApplyError, LbrecError
 from .files import atomic_write, read_text_or_none
-from .labels import CONFIG_HASH, BuildInfo, backend_labels
+from .labels import BuildInfo, config_hash
 from .lock import waiting_editor
 from .plan import Action, ActionKind, Plan, Step, StepKind, plan
 from .proxy_admin import pool_document, wait_drained, wait_for_generation
@@ -209,10 +209,10 @@ class _Run:
             self.publish()
 
     def write_pool(self) -> str:
-        with self.lock:
-            return self._write_pool()
+        with self.lock:  # re-entrant: callers that already hold it may call this
+            return self._render_and_write()
 
-    def _write_pool(self) -> str:
+    def _render_and_write(self) -> str:
         instances: dict[str, list[Instance]] = {}
         for name, by_id in self.routed.items():
             if not by_id:
@@ -238,17 +238,14 @@ class _Run:
         """Write the pool and wait until the proxy serves it; False if a proxy answers but
         does not confirm (it may have refused the file), True otherwise."""
         with self.lock:
-            return self._publish()
-
-    def _publish(self) -> bool:
-        generation = self._write_pool()
-        if self.hooks.confirm is not None and self.hooks.confirm(generation) is False:
-            self.say(
-                f"the proxy at {self.desired.admin} did not confirm generation {generation}; "
-                "going on"
-            )
-            return False
-        return True
+            generation = self.write_pool()
+            if self.hooks.confirm is not None and self.hooks.confirm(generation) is False:
+                self.say(
+                    f"the proxy at {self.desired.admin} did not confirm generation "
+                    f"{generation}; going on"
+                )
+                return False
+            return True
 
     def check_preempted(self) -> None:
         if self.hooks.preempted is not None and (why := self.hooks.preempted()):
@@ -411,7 +408,6 @@ def apply(
     revision: Revision | None = None,
     progress: Progress | None = None,
     health_timeout: float = 60.0,
-    confirm: Callable[[str], bool | None] | None = None,
     hooks: Hooks | None = None,
     only: Collection[str] | None = None,
     held: Mapping[str, str] | None = None,
@@ -421,9 +417,7 @@ def apply(
     ``held`` backends (a version that was rolled back, with why); the pool still takes every
     new weight."""
     say = progress or (lambda _msg: None)
-    hooks = hooks or Hooks(confirm=confirm)
-    if hooks.confirm is None:
-        hooks.confirm = confirm
+    hooks = hooks or Hooks()
     run = _Run(desired, workspace, docker, hooks, say, revision, build=build)
     outcomes: dict[str, Outcome] = {}
     backends = [a for a in the_plan.actions if a.role == "backend"]
@@ -602,8 +596,8 @@ def _remember(run: _Run, outcome: Outcome) -> None:
     if outcome.ok:
         forget_rollback(folder, name)
     elif outcome.rolled_back and spec is not None and run.build is not None:
-        config_hash = backend_labels(spec, run.desired, run.build)[CONFIG_HASH]
-        remember_rollback(folder, name, config_hash, outcome.error or "rolled back")
+        version = config_hash(spec, run.desired, run.build)
+        remember_rollback(folder, name, version, outcome.error or "rolled back")
 
 
 def _roll(run: _Run, action: Action) -> Outcome:
@@ -999,9 +993,7 @@ def _held(workspace: Workspace, desired: DesiredState, build: BuildInfo) -> dict
     out: dict[str, str] = {}
     for name, entry in rolled_back(workspace.folder).items():
         spec = desired.backend(name)
-        if spec is not None and backend_labels(spec, desired, build)[CONFIG_HASH] == entry.get(
-            "hash"
-        ):
+        if spec is not None and config_hash(spec, desired, build) == entry.get("hash"):
             out[name] = (
                 f"held: this version was rolled back ({entry.get('reason', '')}); a change of "
                 "it retries, or `lbrec apply` by hand"

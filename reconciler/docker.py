@@ -237,12 +237,19 @@ class WhalesDocker:
         except DockerException as err:
             WhalesDocker._engine_ok = False
             raise DockerUnavailable(f"cannot list containers: {_one_line(err)}") from err
+        return self._inspect(ids, strict=True)
+
+    def _inspect(self, ids: Sequence[str], *, strict: bool) -> tuple[ObservedContainer, ...]:
+        """One ``docker container inspect`` over ``ids``; a container that vanished meanwhile
+        is not observed. ``strict``: any other failure is the engine's (DockerUnavailable);
+        else what was printed is kept (a rollout's health wait looks again shortly)."""
         if not ids:
             return ()
+        docker = [str(part) for part in self._client.client_config.docker_cmd]
         try:
             text = str(run_docker([*docker, "container", "inspect", *ids]))
         except DockerException as err:
-            if "no such" not in (err.stderr or "").lower():
+            if strict and "no such" not in (err.stderr or "").lower():
                 WhalesDocker._engine_ok = False
                 raise DockerUnavailable(f"cannot inspect containers: {_one_line(err)}") from err
             text = err.stdout or "[]"  # the ones still there; the others were just removed
@@ -326,14 +333,7 @@ class WhalesDocker:
             ) from err
 
     def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
-        if not container_ids:
-            return ()
-        docker = [str(part) for part in self._client.client_config.docker_cmd]
-        try:
-            text = str(run_docker([*docker, "container", "inspect", *container_ids]))
-        except DockerException as err:
-            text = err.stdout or "[]"
-        return parse_inspect(text)
+        return self._inspect(container_ids, strict=False)
 
     def stop_remove(self, container_ids: Sequence[str]) -> None:
         """Stop with each container's stop signal and grace period, then remove."""

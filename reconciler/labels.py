@@ -128,12 +128,17 @@ def backend_labels(
         PROJECT: desired.project,
         ROLE: "backend",
         BACKEND: backend.name,
-        CONFIG_HASH: canonical_hash(fields)[:16],
+        CONFIG_HASH: config_hash(backend, desired, build),
     }
     labels.update({_PREFIX + key: value for key, value in fields.items()})
     if revision:
         labels[REVISION] = revision
     return labels
+
+
+def config_hash(backend: BackendSpec, desired: DesiredState, build: BuildInfo) -> str:
+    """The ``lbrec.config-hash`` a current container of ``backend`` carries."""
+    return canonical_hash(container_fields(backend, desired, build))[:16]
 
 
 def lb_fields(desired: DesiredState, build: BuildInfo) -> dict[str, str]:
@@ -169,4 +174,4 @@ def changed_fields(labels: Mapping[str, str], fields: Mapping[str, str]) -> list
     return reasons
 
 
-__all__ += ["changed_fields", "lb_fields", "lb_labels"]
+__all__ += ["changed_fields", "config_hash", "lb_fields", "lb_labels"]

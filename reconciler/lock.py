@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .errors import LockTimeout
 
-__all__ = ["LOCK_FILE", "WAIT_PREFIX", "Held", "project_lock", "waiting_editor"]
+__all__ = ["LOCK_FILE", "WAIT_PREFIX", "Held", "pid_alive", "project_lock", "waiting_editor"]
 
 LOCK_FILE = ".lbrec.lock"
 # An edit command (init/add/remove) waiting for the lock leaves `.lbrec.wait.<pid>` beside it:
@@ -32,16 +32,25 @@ def waiting_editor(folder: Path) -> str | None:
         pid_text = name[len(WAIT_PREFIX) :]
         if not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
-        try:
-            os.kill(int(pid_text), 0)
-        except ProcessLookupError:
+        if not pid_alive(int(pid_text)):
             with contextlib.suppress(OSError):
                 os.unlink(folder / name)  # its waiter died: a leftover
             continue
-        except PermissionError:
-            pass  # alive, another user's
         return _read_holder(folder / name)
     return None
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass

@@ -22,8 +22,8 @@ from proxy.config import BackendsConfig
 from .labels import (
     CONFIG_HASH,
     BuildInfo,
-    backend_labels,
     changed_fields,
+    config_hash,
     container_fields,
     lb_fields,
     lb_labels,
@@ -219,7 +219,7 @@ def _plan_backend(
     routed_urls: set[str],
 ) -> Action:
     fields = container_fields(backend, desired, build)
-    want_hash = backend_labels(backend, desired, build)[CONFIG_HASH]
+    want_hash = config_hash(backend, desired, build)
     before = routed.get(backend.name)
     wanted = backend.replicas
     batch_size = backend.rollout_of(desired).max_parallel

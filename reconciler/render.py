@@ -12,7 +12,7 @@ import yaml
 
 from proxy.config import BackendEntry, BackendsConfig, HealthSettings, Revision
 
-from .labels import CONFIG_HASH, BuildInfo, backend_labels, canonical_hash, lb_labels
+from .labels import CONFIG_HASH, BuildInfo, backend_labels, canonical_hash, config_hash, lb_labels
 from .spec import BackendSpec, DesiredState
 from .state import Observed
 
@@ -276,7 +276,7 @@ def converged_pool(
     instance of each backend (what a second apply must find to plan nothing)."""
     instances: dict[str, list[Instance]] = {}
     for spec in desired.backends:
-        want = backend_labels(spec, desired, build)[CONFIG_HASH]
+        want = config_hash(spec, desired, build)
         serving: list[Instance] = [
             (c.url, c.name or None)
             for c in observed.for_backend(spec.name)

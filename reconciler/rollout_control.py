@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from .errors import UsageError
 from .files import atomic_write, read_text_or_none
+from .lock import pid_alive
 
 __all__ = [
     "Request",
@@ -54,21 +55,9 @@ def read_state(folder: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, entry in (data if isinstance(data, dict) else {}).items():
         if isinstance(entry, dict):
-            entry["alive"] = _alive(int(entry.get("pid") or 0))
+            entry["alive"] = pid_alive(int(entry.get("pid") or 0))
             out[str(name)] = entry
     return out
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_state(folder: Path, backend: str, entry: dict[str, Any] | None) -> None:
