@@ -607,6 +607,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
     rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
     batches: dict[int, tuple[str, ...]] = {}
     created: set[int] = set()  # batches this pass made (a failure removes them)
+    restarted: set[int] = set()  # batches of current instances started again
     try:
         for step in action.steps:
             if step.kind is StepKind.RETIRE:
@@ -623,6 +624,7 @@ def _roll(run: _Run, action: Action) -> Outcome:
             elif step.kind is StepKind.START:
                 run.docker.start(step.container_ids)
                 batches[step.batch] = step.container_ids
+                restarted.add(step.batch)
             elif step.kind is StepKind.WAIT:
                 ids = batches.get(step.batch, step.container_ids)
                 assert spec is not None
@@ -630,7 +632,11 @@ def _roll(run: _Run, action: Action) -> Outcome:
                     problem = run.wait_ready(
                         spec,
                         ids,
-                        min_healthy=rollout.min_healthy_time,
+                        # min_healthy_time proves a new version; an instance of the version
+                        # already serving, started again (stopped by hand, or while the engine
+                        # was away), is routed on its first healthy answer: the proxy's own
+                        # health checks keep watching it.
+                        min_healthy=0.0 if step.batch in restarted else rollout.min_healthy_time,
                         deadline=rollout.healthy_deadline,
                     )
                 except Preempted:

@@ -275,6 +275,27 @@ def test_drift_stopped_container_is_started_not_recreated(folder: Path) -> None:
     assert {b["name"] for b in _pool(folder)} == {"a", "b"}
 
 
+def test_a_restarted_current_instance_is_routed_without_min_healthy_time(folder: Path) -> None:
+    """min_healthy_time proves a new version; the version already serving, started again, is
+    routed on its first healthy answer (a new version still waits the whole time)."""
+    slow = "rollout: {min_healthy_time: 30s, healthy_deadline: 120s, drain_timeout: 1s}\n"
+    (folder / "desired-state.yaml").write_text(slow + TWO)
+    workspace = Workspace.at(folder / "desired-state.yaml")
+    docker = FakeDocker(workspace, workspace.load())
+    hooks = docker.hooks()
+    assert not converge(workspace, docker, check=False, hooks=hooks).failed
+    first = hooks.clock()
+    assert first >= 30.0  # the first deploy waited min_healthy_time
+    (a,) = docker.of("a")
+    docker.containers[a.id] = ObservedContainer(
+        id=a.id, backend="a", state="exited", health=None, labels=a.labels, name=a.name
+    )
+    report = converge(workspace, docker, check=False, hooks=hooks)
+    assert [x.kind for x in report.plan.changes] == [ActionKind.START] and not report.failed
+    assert hooks.clock() - first < 30.0  # routed at once, not after another 30 s
+    assert {b["name"] for b in _pool(folder)} == {"a", "b"}
+
+
 def test_unhealthy_running_instance_is_replaced_start_first(folder: Path) -> None:
     workspace, desired = _setup(folder, TWO)
     docker = FakeDocker(workspace, desired)
