@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 
-from reconciler.render import _PROBE
+from reconciler.core.render import _PROBE
 
 
 def _busy_seconds() -> float:

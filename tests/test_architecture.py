@@ -1,4 +1,13 @@
-"""The house rules on layering: a pure core without I/O imports, dependencies pointing inward."""
+"""The house rules on layering, by folder (docs/architecture.md draws the map).
+
+``reconciler/`` has one sub-package per role, and dependencies point inward only:
+
+    commands -> runtime -> engine -> adapters -> core
+
+``core`` is pure (no I/O library, nothing outside ``core``); only ``commands`` prints or exits;
+only the Docker adapter imports python-on-whales; ``proxy/`` never imports ``reconciler/``.
+A new module is covered by the rules of the folder it lands in: there is no list to keep.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PURE = [
-    "reconciler/spec.py",
-    "reconciler/labels.py",
-    "reconciler/state.py",
-    "reconciler/plan.py",
-    "reconciler/render.py",
-    "reconciler/edit.py",
-    "reconciler/webhooks.py",
-    "reconciler/durations.py",
-    "reconciler/canary.py",
-    "proxy/config.py",
-    "proxy/balancer.py",
-    "proxy/stats.py",
-]
+LAYERS = ("core", "adapters", "engine", "runtime", "commands")  # inner to outer
+PROXY_PURE = ["proxy/config.py", "proxy/balancer.py", "proxy/stats.py"]
 FORBIDDEN_IN_PURE = {
     "python_on_whales",
     "aiohttp",
@@ -37,34 +34,125 @@ FORBIDDEN_IN_PURE = {
 }
 
 
-def _imports(path: Path) -> set[str]:
+def _modules(folder: str) -> list[Path]:
+    return sorted((ROOT / folder).rglob("*.py"))
+
+
+def _imports(path: Path, package: tuple[str, ...] | None = None) -> set[str]:
+    """Every module ``path`` imports, relative imports resolved to absolute names."""
     tree = ast.parse(path.read_text())
+    if package is None:
+        package = path.relative_to(ROOT).with_suffix("").parts[:-1]
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                names.add(node.module or "")
+                continue
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                names.add(".".join((*base, node.module)))
+            else:  # from . import x
+                names.update(".".join((*base, alias.name)) for alias in node.names)
     return names
 
 
-@pytest.mark.parametrize("module", PURE)
-def test_pure_modules_do_no_io(module: str) -> None:
+def _layer(path: Path) -> str | None:
+    parts = path.relative_to(ROOT / "reconciler").parts
+    return parts[0] if len(parts) > 1 else None
+
+
+def _calls(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Name) and func.id in ("print", "exit", "quit"):
+                found.add(func.id)
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "exit"
+                and isinstance(func.value, ast.Name)
+                and func.value.id in ("sys", "os")
+            ):
+                found.add(f"{func.value.id}.exit")
+        elif isinstance(node, ast.Raise) and node.exc is not None:
+            exc = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+            if isinstance(exc, ast.Name) and exc.id == "SystemExit":
+                found.add("SystemExit")
+    return found
+
+
+def test_every_reconciler_module_sits_in_a_layer() -> None:
+    loose = [
+        p.name
+        for p in _modules("reconciler")
+        if _layer(p) is None and p.name not in ("__init__.py", "__main__.py")
+    ]
+    assert loose == [], f"put these in one of {LAYERS}: {loose}"
+    assert {p.name for p in (ROOT / "reconciler").iterdir() if p.is_dir()} >= set(LAYERS)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_dependencies_point_inward(layer: str) -> None:
+    allowed = set(LAYERS[: LAYERS.index(layer) + 1])
+    bad = []
+    for path in _modules(f"reconciler/{layer}"):
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "reconciler" and len(parts) > 1 and parts[1] not in allowed:
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert bad == [], "\n".join(bad)
+
+
+def test_the_core_does_no_io() -> None:
+    bad = []
+    for path in _modules("reconciler/core"):
+        for name in _imports(path):
+            if any(name == f or name.startswith(f + ".") for f in FORBIDDEN_IN_PURE):
+                bad.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert bad == [], "\n".join(bad)
+
+
+@pytest.mark.parametrize("module", PROXY_PURE)
+def test_pure_proxy_modules_do_no_io(module: str) -> None:
     names = _imports(ROOT / module)
     found = {n for n in names for bad in FORBIDDEN_IN_PURE if n == bad or n.startswith(bad + ".")}
     assert not found, f"{module} imports {found}"
 
 
+def test_only_commands_print_or_exit() -> None:
+    bad = [
+        f"{path.relative_to(ROOT)}: {sorted(calls)}"
+        for path in _modules("reconciler")
+        if _layer(path) != "commands" and path.name != "__main__.py" and (calls := _calls(path))
+    ]
+    assert bad == [], "\n".join(bad)
+
+
 def test_proxy_never_imports_the_reconciler() -> None:
-    for path in sorted((ROOT / "proxy").glob("*.py")):
+    for path in _modules("proxy"):
         top = {name.split(".")[0] for name in _imports(path)}
         assert "reconciler" not in top, path
 
 
 def test_only_the_docker_adapter_imports_python_on_whales() -> None:
     users = [
-        path.name
-        for path in sorted((ROOT / "reconciler").glob("*.py"))
+        str(path.relative_to(ROOT))
+        for path in _modules("reconciler")
         if any(n.startswith("python_on_whales") for n in _imports(path))
     ]
-    assert users == ["docker.py"]
+    assert users == ["reconciler/adapters/docker.py"]
+
+
+def test_the_rules_see_a_violation(tmp_path: Path) -> None:
+    """The checks above are not vacuous: a core module importing an adapter is caught."""
+    probe = tmp_path / "probe.py"
+    probe.write_text("from ..adapters.docker import WhalesDocker\nfrom . import spec\nprint('x')\n")
+    names = _imports(probe, package=("reconciler", "core"))
+    assert names == {"reconciler.adapters.docker", "reconciler.core.spec"}
+    assert _calls(probe) == {"print"}
+    assert _layer(ROOT / "reconciler" / "core" / "x.py") == "core"

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.apply import Hooks
-from reconciler.canary import Counters
-from reconciler.errors import ApplyError
-from reconciler.labels import backend_labels
-from reconciler.spec import DesiredState
-from reconciler.state import ObservedContainer
-from reconciler.workspace import Workspace
+from reconciler.adapters.workspace import Workspace
+from reconciler.core.canary import Counters
+from reconciler.core.errors import ApplyError
+from reconciler.core.labels import backend_labels
+from reconciler.core.spec import DesiredState
+from reconciler.core.state import ObservedContainer
+from reconciler.engine.hooks import Hooks
 
 REPO = Path(__file__).resolve().parents[2]
 TWO = "backends:\n  - {name: a, port: 9101, weight: 1}\n  - {name: b, port: 9102, weight: 2}\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.render import render_compose, render_pool
-from reconciler.workspace import Workspace
+from reconciler.adapters.workspace import Workspace
+from reconciler.core.render import render_compose, render_pool
 
 REPO = Path(__file__).resolve().parents[2]
 

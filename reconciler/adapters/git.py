@@ -1,0 +1,135 @@
+"""EDGE. A bare mirror of one branch of a git repository, through the git CLI.
+
+Every call has a timeout, never prompts for credentials, and turns failures into
+:class:`GitError` with git's own last line of stderr. The mirror is a bare repository: nothing
+is ever checked out, files are read from commits with ``git show <commit>:<path>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import LbrecError
+
+__all__ = ["CommitInfo", "GitError", "Mirror", "normalize_repo"]
+
+# Set by git for hooks (post-receive runs `lbrec sync`): they would point our git at the wrong
+# repository, so they are dropped from the environment of every git call.
+_REPO_ENV = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_QUARANTINE_PATH",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+)
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[^/\s]+@[^/\s]+:)", re.IGNORECASE)
+
+
+class GitError(LbrecError):
+    """git failed: the repository cannot be fetched or read (retry; check URL and access)."""
+
+    exit_code = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    commit: str
+    author: str
+    time: str  # committer date, ISO 8601
+    message: str  # the subject line
+
+
+def normalize_repo(repo: str, base: Path) -> str:
+    """A local path becomes absolute (the mirror runs git elsewhere); URLs are kept as given."""
+    if repo.startswith("-"):
+        raise GitError(f"--repo {repo!r}: must be a path or a URL, not an option")
+    if _URL.match(repo):
+        return repo
+    return str((base / repo).resolve())
+
+
+class Mirror:
+    """``url``'s branches fetched into the bare repository ``workdir`` (created on first use)."""
+
+    def __init__(self, url: str, workdir: Path, *, timeout: float = 120.0) -> None:
+        self.url = url
+        self.workdir = Path(workdir)
+        self.timeout = timeout
+
+    def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
+        env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_ASKPASS="")
+        env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
+        command = ["git", "-C", str(self.workdir), *args]
+        try:
+            result = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as err:
+            raise GitError(
+                f"git {args[0]} timed out after {self.timeout:g}s",
+                hint="check the network and the repository URL, or raise --git-timeout",
+            ) from err
+        except FileNotFoundError as err:
+            raise GitError("the git CLI is not installed", hint="install git") from err
+        if check and result.returncode != 0:
+            raise GitError(f"git {args[0]} failed: {_last_line(result.stderr, result.returncode)}")
+        return result
+
+    def ensure(self) -> None:
+        if (self.workdir / "HEAD").is_file():
+            return
+        if self.workdir.exists() and any(self.workdir.iterdir()):
+            raise GitError(
+                f"{self.workdir}: exists and is not a git repository",
+                hint="remove it, or pass another --workdir",
+            )
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._git("init", "--bare", "--quiet")
+
+    def fetch(self, branch: str) -> str:
+        """Fetch ``branch`` (force, so a rewritten branch is followed); returns its head."""
+        if branch.startswith("-") or not branch:
+            raise GitError(f"--branch {branch!r}: not a branch name")
+        self.ensure()
+        ref = f"refs/lbrec/{branch}"
+        self._git("fetch", "--quiet", "--no-tags", self.url, f"+refs/heads/{branch}:{ref}")
+        return self._git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").stdout.strip()
+
+    def info(self, commit: str) -> CommitInfo:
+        out = self._git("show", "-s", "--format=%H%x00%an <%ae>%x00%cI%x00%s", commit).stdout
+        sha, author, when, subject = out.rstrip("\n").split("\x00", 3)
+        return CommitInfo(commit=sha, author=author, time=when, message=subject)
+
+    def show(self, commit: str, path: str) -> str | None:
+        """The file at ``path`` in ``commit``, or None when the commit has no such file."""
+        path = path.removeprefix("./")
+        result = self._git("show", f"{commit}:{path}", check=False)
+        if result.returncode == 0:
+            return result.stdout
+        listed = self._git("ls-tree", "--name-only", commit, "--", path, check=False)
+        if listed.returncode == 0 and not listed.stdout.strip():
+            return None
+        raise GitError(f"git show {commit[:12]}:{path} failed: {_last_line(result.stderr, 1)}")
+
+    def has(self, commit: str) -> bool:
+        return self._git("cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
+
+
+def _last_line(stderr: str, code: int) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit code {code}"

@@ -1,0 +1,133 @@
+"""EDGE. The project lock: an flock on the project folder that dies with its process, so never a
+stale lock, and one that deleting a file cannot defeat."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.errors import LockTimeout
+
+__all__ = ["LOCK_FILE", "WAIT_PREFIX", "Held", "pid_alive", "project_lock", "waiting_editor"]
+
+LOCK_FILE = ".lbrec.lock"
+# An edit command (init/add/remove) waiting for the lock leaves `.lbrec.wait.<pid>` beside it:
+# a pass stuck on a slow rollout sees it and yields, so that an emergency drain is not queued
+# behind a backend that hangs (the holder removes its half-made batch and ends its pass).
+WAIT_PREFIX = ".lbrec.wait."
+
+
+def waiting_editor(folder: Path) -> str | None:
+    """The edit command waiting for the lock on ``folder`` (alive, not us), if any."""
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(WAIT_PREFIX)]
+    except OSError:
+        return None
+    for name in sorted(names):
+        pid_text = name[len(WAIT_PREFIX) :]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        if not pid_alive(int(pid_text)):
+            with contextlib.suppress(OSError):
+                os.unlink(folder / name)  # its waiter died: a leftover
+            continue
+        return _read_holder(folder / name)
+    return None
+
+
+def pid_alive(pid: int) -> bool:
+    """A process with this pid exists (another user's counts)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class Held:
+    """What taking the lock took: ``preempted`` is true when this edit command had to wait
+    and announced itself, i.e. it cut another pass short (see apply.py)."""
+
+    preempted: bool = False
+
+
+@contextlib.contextmanager
+def project_lock(
+    folder: Path,
+    *,
+    command: str,
+    timeout: float = 300.0,
+    on_wait: Callable[[str], None] | None = None,
+    poll: float = 0.1,
+    preempt: bool = False,
+) -> Iterator[Held]:
+    """Hold an exclusive flock on ``folder/.lbrec.lock`` for the duration of the block.
+
+    Waits up to ``timeout`` seconds for another holder, calling ``on_wait`` once with a message
+    naming it. The lock file records the holder (pid, command) for that message only; the lock
+    itself is the kernel's and is released when the process exits, however it exits.
+
+    With ``preempt`` (the edit commands), a waiter announces itself (``WAIT_PREFIX``) so that
+    a holder in a slow rollout yields the lock early (see apply.py).
+    """
+    path = folder / LOCK_FILE
+    # The lock is on the folder itself: deleting or replacing .lbrec.lock (which only names
+    # the holder for messages) cannot take it away from a holder.
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    marker = folder / f"{WAIT_PREFIX}{os.getpid()}"
+    held = Held()
+    try:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if preempt and not told:
+                    with contextlib.suppress(OSError):
+                        marker.write_text(f"pid {os.getpid()} ({command})\n")
+                        held.preempted = True
+                holder = _read_holder(path)
+                if not told and on_wait is not None:
+                    on_wait(f"waiting for the lock on {path} held by {holder}")
+                    told = True
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"{path}: still locked by {holder} after {timeout:g}s",
+                        hint="wait for that command to finish, or raise --lock-timeout",
+                    ) from None
+                time.sleep(poll)
+        if preempt:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+        with contextlib.suppress(OSError):
+            info = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(info, f"pid {os.getpid()} ({command})\n".encode())
+            finally:
+                os.close(info)
+        yield held
+    finally:
+        if preempt:
+            with contextlib.suppress(OSError):
+                marker.unlink()
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        text = path.read_bytes()[:200].decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "another lbrec process"

@@ -1,0 +1,43 @@
+"""EDGE. What a deploy folder remembers between passes: the git commit deployed last.
+
+``.lbrec/deployed.json`` is written by `lbrec sync` (and `up --repo`) after a clean pass and
+read by `lbrec status`; held (rolled-back) versions and canary state live beside it
+(engine/rollout_control.py). Every write is atomic.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from proxy.config import Revision
+
+from .files import atomic_write, read_text_or_none
+
+__all__ = ["DEPLOYED_FILE", "read_deployed", "write_deployed"]
+
+DEPLOYED_FILE = ".lbrec/deployed.json"
+
+
+def read_deployed(folder: Path) -> dict[str, Any] | None:
+    """The last deployed commit's record, or None (none yet, or unreadable)."""
+    text = read_text_or_none(folder / DEPLOYED_FILE)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_deployed(folder: Path, revision: Revision, *, branch: str, path: str) -> None:
+    doc = revision.model_dump()
+    doc.update(
+        branch=branch,
+        path=path,
+        deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    atomic_write(folder / DEPLOYED_FILE, json.dumps(doc, indent=2) + "\n")

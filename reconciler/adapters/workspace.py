@@ -1,0 +1,108 @@
+"""EDGE. The folder lbrec works in: the desired-state file and the files generated beside it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.config import BackendsConfig, ConfigError, load_config
+
+from ..core.errors import SpecError
+from ..core.labels import BuildInfo
+from ..core.render import BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE
+from ..core.spec import DesiredState, load_spec
+from ..core.state import Observed, ObservedContainer
+from .files import build_context_digest, folder_digest, read_text_or_none
+
+__all__ = ["BASE_IMAGE_ENV", "Workspace"]
+
+BASE_IMAGE_ENV = "LBREC_BASE_IMAGE"
+
+
+@dataclass(frozen=True, slots=True)
+class Workspace:
+    spec_file: Path
+
+    @classmethod
+    def at(cls, spec_file: str | Path) -> Workspace:
+        return cls(Path(spec_file).absolute())
+
+    @property
+    def folder(self) -> Path:
+        return self.spec_file.parent
+
+    @property
+    def compose_file(self) -> Path:
+        return self.folder / COMPOSE_FILE
+
+    @property
+    def pool_file(self) -> Path:
+        return self.folder / POOL_FILE
+
+    def load(self) -> DesiredState:
+        return load_spec(self.spec_file)
+
+    def build_info(
+        self, desired: DesiredState, env: Mapping[str, str] = os.environ, *, stage: bool = True
+    ) -> BuildInfo:
+        """What the images are built from. ``stage=False`` (check mode) only reads: the lb
+        image's context digest is computed from its inputs, nothing is staged or run."""
+        dockerfile = self.folder / BACKEND_DOCKERFILE
+        demo = any(b.demo for b in desired.backends) or not desired.backends
+        if demo and not dockerfile.is_file():
+            raise SpecError(
+                f"{dockerfile}: not found; lbrec builds backends from {BACKEND_DOCKERFILE} "
+                f"next to {self.spec_file.name}",
+                hint="run lbrec from a clone of the lbrec repository, or copy its "
+                "Dockerfile.backend and backend/ folder here",
+            )
+        base = desired.base_image or env.get(BASE_IMAGE_ENV) or None
+        proxy_digest = ""
+        if desired.proxy.mode == "container":
+            from .proxy_image import proxy_context_digest, stage_proxy_context
+
+            if stage:
+                proxy_digest = stage_proxy_context(self.folder, base)
+            else:
+                proxy_digest = proxy_context_digest(self.folder, base)
+        digests: dict[str, str] = {}
+        for index, backend in enumerate(desired.backends):
+            if backend.build is None:
+                continue
+            context = self.folder / backend.build.context
+            if not (context / backend.build.dockerfile).is_file():
+                raise SpecError(
+                    f"backends[{index}].build: {context / backend.build.dockerfile} not found "
+                    f"(context {backend.build.context!r}, dockerfile "
+                    f"{backend.build.dockerfile!r}); nothing was changed"
+                )
+            digests[backend.name] = folder_digest(context)
+        return BuildInfo(
+            base_image=base,
+            context_digest=(build_context_digest(self.folder, BACKEND_DOCKERFILE) if demo else ""),
+            proxy_digest=proxy_digest,
+            build_digests=digests,
+        )
+
+    def read_pool(self) -> tuple[BackendsConfig | None, str | None]:
+        try:
+            text = read_text_or_none(self.pool_file)
+        except (UnicodeDecodeError, OSError):
+            return None, None  # unreadable: planned as if nothing were routed, then rewritten
+        if text is None:
+            return None, None
+        try:
+            return load_config(self.pool_file), text
+        except ConfigError:
+            return None, text  # unreadable: planned as if nothing were routed, then rewritten
+
+    def observe(self, containers: tuple[ObservedContainer, ...]) -> Observed:
+        pool, pool_text = self.read_pool()
+        return Observed(
+            containers=containers,
+            pool=pool,
+            pool_text=pool_text,
+            compose_text=read_text_or_none(self.compose_file),
+        )

@@ -1,0 +1,1 @@
+"""The `lbrec` command line: parses, dispatches, prints, exits."""

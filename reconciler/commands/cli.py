@@ -1,0 +1,396 @@
+"""The `lbrec` command: the composition root. The only module that prints or exits.
+
+Exit codes (documented in docs/cli.md):
+  0  success; for `diff` and `apply --check`: in sync
+  1  `diff`/`apply --check`: changes pending; other commands: apply failed for a backend
+  2  bad input: malformed or invalid file or argument, unknown backend
+  3  Docker engine or Compose v2 unavailable
+  4  timed out waiting for the lock held by another lbrec command
+  130 interrupted
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..adapters.docker import DockerPort, WhalesDocker
+from ..adapters.files import atomic_write, read_text_or_none
+from ..adapters.lock import project_lock, waiting_editor
+from ..adapters.workspace import Workspace
+from ..core.durations import duration_arg
+from ..core.edit import add_backend, init_document, remove_backend
+from ..core.errors import LbrecError, SpecError
+from ..core.output import BuildProgress, Style, format_plan, format_recap, report_json
+from ..core.render import COMPOSE_FILE
+from ..core.report import Report
+from ..core.spec import (
+    DEFAULT_FILE,
+    DesiredState,
+    parse_backend_arg,
+    parse_spec,
+    project_from_folder,
+)
+from ..engine.converge import converge, preflight
+from ..runtime.sync import add_sync_arguments, run_sync
+from ..runtime.up import add_up_arguments, run_up
+from ..runtime.watch import add_watch_arguments, run_watch
+
+__all__ = ["main"]
+
+DockerFactory = Callable[[Workspace, DesiredState], DockerPort]
+
+
+def _whales(workspace: Workspace, desired: DesiredState) -> DockerPort:
+    return WhalesDocker(folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE)
+
+
+class _Out:
+    def __init__(self, *, json_mode: bool, color: bool) -> None:
+        self.json = json_mode
+        self.style = Style(color=color)
+
+    def info(self, text: str) -> None:
+        """Human progress: stderr in JSON mode so stdout stays one JSON document."""
+        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
+
+    def err(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("lbrec")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-f",
+        "--file",
+        default=os.environ.get("LBREC_FILE", DEFAULT_FILE),
+        help=f"desired-state file (default: $LBREC_FILE or {DEFAULT_FILE})",
+    )
+    common.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    common.add_argument("--no-color", action="store_true", help="never colour (also NO_COLOR=1)")
+    mutating = argparse.ArgumentParser(add_help=False)
+    mutating.add_argument(
+        "--lock-timeout",
+        type=duration_arg,
+        default=300.0,
+        metavar="DURATION",
+        help="how long to wait for another lbrec command holding the lock (default 300)",
+    )
+    mutating.add_argument(
+        "--health-timeout",
+        type=duration_arg,
+        default=60.0,
+        metavar="DURATION",
+        help="how long a new container has to pass its health check (default 60)",
+    )
+    mutating.add_argument(
+        "--no-apply", action="store_true", help="only edit the desired-state file"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="lbrec", description="Declarative weighted HTTP load balancer over Docker backends."
+    )
+    parser.add_argument("--version", action="version", version=f"lbrec {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("init", parents=[common, mutating], help="write the backends, then apply")
+    p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
+    p = sub.add_parser("add", parents=[common, mutating], help="add or update backends, then apply")
+    p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
+    p.add_argument("--image", help="run this image (any image serving HTTP on PORT)")
+    p.add_argument("--replicas", type=int, help="instances of the backend (default 1)")
+    p = sub.add_parser("remove", parents=[common, mutating], help="remove backends, then apply")
+    p.add_argument("keys", nargs="+", metavar="NAME|PORT")
+    p = sub.add_parser("apply", parents=[common, mutating], help="converge to the desired state")
+    p.add_argument("--check", action="store_true", help="plan only (same as diff)")
+    sub.add_parser("diff", parents=[common], help="show the plan; exit 0 in sync, 1 pending")
+    sub.add_parser("validate", parents=[common], help="validate the desired-state file")
+    sub.add_parser("schema", help="print the JSON Schema of the desired-state file")
+    sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
+    sub.add_parser("proxy", add_help=False, help="run the load balancer (see `lbrec proxy --help`)")
+    p = sub.add_parser(
+        "rollout", parents=[common], help="a canary in progress: status, promote, abort"
+    )
+    p.add_argument("action", choices=("status", "promote", "abort"))
+    p.add_argument("backend", nargs="?", help="the backend (default: the one in progress)")
+    p.add_argument("--full", action="store_true", help="promote: skip every remaining step")
+    loops = argparse.ArgumentParser(add_help=False)
+    loops.add_argument("--lock-timeout", type=duration_arg, default=300.0, metavar="DURATION")
+    loops.add_argument("--health-timeout", type=duration_arg, default=60.0, metavar="DURATION")
+    p = sub.add_parser(
+        "up", parents=[common, loops], help="apply, serve the proxy and watch, in the foreground"
+    )
+    add_up_arguments(p)
+    p = sub.add_parser(
+        "watch", parents=[common, loops], help="reconcile on every change and every --resync"
+    )
+    add_watch_arguments(p)
+    p = sub.add_parser("sync", parents=[common, loops], help="GitOps: deploy a git branch")
+    add_sync_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, docker: DockerFactory = _whales) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["proxy"]:
+        from proxy.cli import main as proxy_main
+
+        return proxy_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    color = (
+        sys.stdout.isatty()
+        and not os.environ.get("NO_COLOR")
+        and not getattr(args, "no_color", False)
+    )
+    out = _Out(json_mode=getattr(args, "output", "text") == "json", color=bool(color))
+    try:
+        return _dispatch(args, out, docker)
+    except LbrecError as err:
+        if out.json:  # stdout stays one JSON document, also on failure
+            print(
+                json.dumps(
+                    {
+                        "ok": False,
+                        "command": args.command,
+                        "error": err.message,
+                        "hint": err.hint,
+                        "exit_code": err.exit_code,
+                    }
+                )
+            )
+        out.err(f"lbrec {args.command}: error: {err.message}")
+        if err.hint:
+            out.err(f"  hint: {err.hint}")
+        detail = getattr(err, "detail", "")
+        for line in detail.splitlines():
+            out.err(f"    {line}")
+        return err.exit_code
+    except KeyboardInterrupt:
+        out.err("interrupted")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int:
+    command: str = args.command
+    if command == "schema":
+        print(json.dumps(DesiredState.model_json_schema(), indent=2))
+        return 0
+    if command == "up":
+        return run_up(
+            args.file,
+            down=args.down,
+            resync=args.resync,
+            debounce=args.debounce,
+            log_format=args.log_format,
+            access_log=args.access_log,
+            repo=args.repo,
+            branch=args.branch,
+            path=args.path,
+            interval=args.interval,
+            lock_timeout=args.lock_timeout,
+            health_timeout=args.health_timeout,
+            docker=docker,
+            docker_events=args.docker_events,
+        )
+    if command == "watch":
+        return run_watch(
+            args.file,
+            resync=args.resync,
+            debounce=args.debounce,
+            log_format=args.log_format,
+            lock_timeout=args.lock_timeout,
+            health_timeout=args.health_timeout,
+            docker=docker,
+            docker_events=args.docker_events,
+        )
+    if command == "sync":
+        return run_sync(
+            repo=args.repo,
+            file=args.file,
+            branch=args.branch,
+            path=args.path,
+            interval=args.interval,
+            once=args.once,
+            workdir=args.workdir,
+            log_format=args.log_format,
+            lock_timeout=args.lock_timeout,
+            health_timeout=args.health_timeout,
+            git_timeout=args.git_timeout,
+            docker=docker,
+        )
+    workspace = Workspace.at(args.file)
+    if command == "validate":
+        desired = workspace.load()
+        if out.json:
+            doc = {"ok": True, "file": str(args.file), "backends": len(desired.backends)}
+            print(json.dumps(doc))
+        else:
+            out.info(f"{args.file}: valid ({len(desired.backends)} backends)")
+        return 0
+    if command == "rollout":
+        return _rollout(args, workspace, out)
+    if command == "status":
+        from .status import show_status
+
+        return show_status(workspace, docker, json_mode=out.json)
+    if command == "diff" or (command == "apply" and args.check):
+        desired = workspace.load()
+        report = converge(workspace, docker(workspace, desired), desired=desired, check=True)
+        _show(report, out)
+        return 0 if report.plan.in_sync else 1
+    edit = command in ("init", "add", "remove")
+    for attempt in range(_PREEMPTIONS + 1):
+        with project_lock(
+            workspace.folder,
+            command=f"lbrec {command}",
+            timeout=args.lock_timeout,
+            on_wait=out.err,
+            preempt=edit and attempt == 0,
+        ) as held:
+            only: set[str] | None = None
+            if edit and attempt == 0:
+                edited = _edit(command, args, workspace, out, docker)
+                if args.no_apply:
+                    return 0
+                if held.preempted:
+                    # This edit cut another pass short (an emergency change while a rollout
+                    # hangs): carry out what it changed; the preempted command carries on
+                    # with the rest once this one is done.
+                    only = edited
+            desired = workspace.load()
+            report = converge(
+                workspace,
+                docker(workspace, desired),
+                desired=desired,
+                check=False,
+                progress=None if out.json else BuildProgress(out.info, out.style).line,
+                health_timeout=args.health_timeout,
+                on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
+                only=only,
+            )
+        if not report.preempted:
+            break
+        # Cut short by an edit that waited for the lock: let it take the lock (its marker goes
+        # when it has it), then carry on behind it.
+        out.err(f"lbrec {command}: preempted by a waiting edit; carrying on after it")
+        deadline = time.monotonic() + args.lock_timeout
+        while waiting_editor(workspace.folder) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if out.json:
+        print(report_json(report))
+    else:
+        print(format_recap(report, out.style))
+    return 1 if report.failed else 0
+
+
+# How often one command lets a waiting edit go first before it reports the preemption.
+_PREEMPTIONS = 3
+
+
+def _edit(
+    command: str,
+    args: argparse.Namespace,
+    workspace: Workspace,
+    out: _Out,
+    docker: DockerFactory,
+) -> set[str]:
+    """Edit the file; the names of the backends whose entry changed (or went)."""
+    path = workspace.spec_file
+    source = str(args.file)
+    text = read_text_or_none(path)
+    if command == "init":
+        backends = [parse_backend_arg(a) for a in args.backends]
+        project = None if text is not None else project_from_folder(workspace.folder)
+        new = init_document(text, backends, source=source, project=project)
+        verb = "initialised" if text is None else "re-initialised"
+        message = f"{source}: {verb} with {len(backends)} backends"
+    else:
+        if text is None:
+            raise SpecError(f"{source}: no such file", hint="create it with `lbrec init ...`")
+        new, done = text, []
+        if command == "add":
+            extra = {
+                key: value
+                for key, value in (("image", args.image), ("replicas", args.replicas))
+                if value is not None
+            }
+            for arg in args.backends:
+                new, what = add_backend(new, parse_backend_arg(arg, **extra), source=source)
+                done.append(f"{what} {arg}")
+        else:
+            for key in args.keys:
+                new, name = remove_backend(new, key, source=source)
+                done.append(f"removed {name}")
+        message = f"{source}: " + ", ".join(done)
+    # Validate the whole result, and everything an apply could fail on before changing
+    # anything, before writing: a refused edit leaves the file as it was.
+    desired = parse_spec(new, source=source)
+    if not args.no_apply:
+        preflight(workspace, docker(workspace, desired), desired)
+    if Path(path).parent.is_dir():
+        atomic_write(path, new)
+    out.info(message)
+    before: dict[str, object] = {}
+    if text is not None:
+        try:
+            before = {b.name: b for b in parse_spec(text, source=source).backends}
+        except SpecError:
+            return {b.name for b in desired.backends}  # no valid before: all of it is new
+    after = {b.name: b for b in desired.backends}
+    return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+
+
+def _rollout(args: argparse.Namespace, workspace: Workspace, out: _Out) -> int:
+    from ..engine.rollout_control import read_state, request
+
+    folder = workspace.folder
+    if args.action == "status":
+        state = read_state(folder)
+        if out.json:
+            print(json.dumps({"canaries": state}, indent=2))
+            return 0
+        if not state:
+            out.info("no canary in progress")
+            return 0
+        for name, entry in sorted(state.items()):
+            steps = " -> ".join(f"{p}%" if isinstance(p, int) else str(p) for p in entry["steps"])
+            elapsed = time.time() - float(entry.get("since") or time.time())
+            left = max(float(entry.get("interval") or 0) - elapsed, 0.0)
+            line = f"{name}: {entry['state']} at {entry['percent']}% of {steps}"
+            if entry["state"] == "judging":
+                line += f", {elapsed:.0f}s into the step ({left:.0f}s left)"
+            if not entry.get("alive"):
+                line += (
+                    " (the pass running it is gone: the next apply rolls it back and starts again)"
+                )
+            print(line)
+        return 0
+    what = "abort" if args.action == "abort" else ("promote-full" if args.full else "promote")
+    backend = request(folder, args.backend, what)  # type: ignore[arg-type]
+    out.info(f"{backend}: asked the running canary to {what.replace('-', ' ')}")
+    return 0
+
+
+def _show(report: Report, out: _Out) -> None:
+    if out.json:
+        print(report_json(report))
+        return
+    print(format_plan(report.plan, out.style))
+    if not report.check:
+        print(format_recap(report, out.style))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""`lbrec status`: desired backends beside their containers, the routed pool and the proxy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from proxy.config import ConfigError, load_config
+
+from ..adapters.docker import DockerPort
+from ..adapters.files import read_text_or_none
+from ..adapters.proxy_admin import proxy_generation
+from ..adapters.records import DEPLOYED_FILE
+from ..adapters.workspace import Workspace
+from ..core.spec import DesiredState
+from ..engine.rollout_control import rolled_back
+
+__all__ = ["collect_status", "show_status"]
+
+
+def collect_status(
+    workspace: Workspace, docker: Callable[[Workspace, DesiredState], DockerPort]
+) -> dict[str, Any]:
+    desired = workspace.load()
+    port = docker(workspace, desired)
+    port.check()
+    containers = port.observe()
+    pool, pool_text = workspace.read_pool()
+    pool_problem: str | None = None
+    if pool is None:
+        pool_problem = "missing"
+        if pool_text is not None:
+            try:
+                load_config(workspace.pool_file)
+            except ConfigError as err:
+                pool_problem = f"invalid: {err}"
+    routed = {e.name: e.weight for e in pool.backends} if pool else {}
+    routed_urls = {e.url for e in pool.backends} if pool else set()
+    rows = []
+    names = [b.name for b in desired.backends]
+    names += sorted({c.backend for c in containers} - set(names))
+    for name in names:
+        spec = desired.backend(name)
+        mine = sorted((c for c in containers if c.backend == name), key=lambda c: c.name)
+        c = mine[0] if mine else None
+        rows.append(
+            {
+                "backend": name,
+                "desired": spec is not None,
+                "weight": spec.weight if spec else None,
+                "routed_weight": routed.get(name),
+                "port": spec.port if spec else None,
+                "state": (c.state + (f" ({c.health})" if c.health else "")) if c else "missing",
+                "image": c.image if c else None,
+                "since": c.started_at if c else None,
+                "revision": c.labels.get("lbrec.revision") if c else None,
+                "container": c.id[:12] if c else None,
+                "replicas": spec.replicas if spec else None,
+                "instances": [
+                    {
+                        "name": i.name,
+                        "container": i.id[:12],
+                        "endpoint": i.endpoint,
+                        "routed": i.url is not None and i.url in routed_urls,
+                        "state": i.state + (f" ({i.health})" if i.health else ""),
+                        "image": i.image,
+                        "since": i.started_at,
+                        "revision": i.labels.get("lbrec.revision"),
+                    }
+                    for i in mine
+                ],
+            }
+        )
+    deployed_text = read_text_or_none(workspace.folder / DEPLOYED_FILE)
+    proxy_gen = proxy_generation(desired.admin)
+    return {
+        "file": str(workspace.spec_file),
+        "project": desired.project,
+        "generation": pool.generation if pool else None,
+        "pool_problem": pool_problem,
+        "proxy": None if proxy_gen is None else {"admin": desired.admin, "generation": proxy_gen},
+        "deployed": json.loads(deployed_text) if deployed_text else None,
+        "rolled_back": rolled_back(workspace.folder),
+        "backends": rows,
+    }
+
+
+def show_status(
+    workspace: Workspace,
+    docker: Callable[[Workspace, DesiredState], DockerPort],
+    *,
+    json_mode: bool,
+) -> int:
+    status = collect_status(workspace, docker)
+    if json_mode:
+        print(json.dumps(status, indent=2))
+        return 0
+    headers = ["BACKEND", "WEIGHT", "ROUTED", "PORT", "INSTANCE", "ENDPOINT", "STATE", "SINCE"]
+    table = [headers]
+    for row in status["backends"]:
+        head = [
+            row["backend"] + ("" if row["desired"] else " (orphan)"),
+            "-" if row["weight"] is None else str(row["weight"]),
+            "-" if row["routed_weight"] is None else str(row["routed_weight"]),
+            "-" if row["port"] is None else str(row["port"]),
+        ]
+        if not row["instances"]:
+            table.append([*head, "-", "-", "missing", "-"])
+        for index, inst in enumerate(row["instances"]):
+            cells = head if index == 0 else [""] * len(head)
+            endpoint = inst["endpoint"] or "-"
+            table.append(
+                [
+                    *cells,
+                    inst["name"] or inst["container"],
+                    endpoint + ("" if inst["routed"] else " (not routed)"),
+                    inst["state"],
+                    (inst["since"] or "-")[:19],
+                ]
+            )
+    widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
+    for r in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    problem = status["pool_problem"]
+    if problem is None:
+        print(f"\npool generation: {status['generation']}")
+    elif problem == "missing":
+        print("\npool generation: (no config/backends.json yet: run lbrec apply)")
+    else:
+        print(
+            f"\npool: config/backends.json is {problem}\n"
+            "  a running proxy keeps serving its last good pool; `lbrec apply` rewrites the file"
+        )
+    proxy = status["proxy"]
+    if proxy is None:
+        print("proxy: not answering on the admin address")
+    else:
+        same = proxy["generation"] == status["generation"]
+        print(
+            f"proxy: running at {proxy['admin']}, generation {proxy['generation']} "
+            f"({'in sync' if same else 'NOT the generation on disk'})"
+        )
+    for name, entry in sorted(status["rolled_back"].items()):
+        print(
+            f"held: {name}'s version {str(entry.get('hash', '?'))[:12]} was rolled back "
+            f"({entry.get('reason', '')}); `lbrec up`/`sync` do not roll it out again until it "
+            "changes (`lbrec apply` retries it)"
+        )
+    if (deployed := status["deployed"]) is not None:
+        print(
+            f"deployed: {deployed.get('commit', '?')[:12]} by {deployed.get('author', '?')} "
+            f"at {deployed.get('time', '?')} from {deployed.get('source', '?')}: "
+            f"{deployed.get('message', '')}"
+        )
+    return 0

@@ -1,0 +1,208 @@
+"""EDGE orchestration: carry out a plan, make before break, and report what happened.
+
+Order: pull or build every image a new instance needs (a failure changes nothing of that
+backend); write docker-compose.yml; route away from backends that go and apply new weights
+(the proxy confirms the generation); drain and remove what goes; then carry out each backend's
+rollout steps (plan.py) one by one: create a batch beside the old instances, wait until it has
+answered healthy for ``min_healthy_time``, route to it, and only then retire old instances
+(out of the pool, confirmed, drained up to ``drain_timeout``, stopped with their grace period,
+removed). A batch that is not healthy within ``healthy_deadline`` is removed and the rest of
+that backend's rollout is skipped: its old instances were never touched and keep serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from proxy.config import Revision
+
+from ..adapters.docker import DockerPort
+from ..adapters.files import atomic_write
+from ..adapters.workspace import Workspace
+from ..core.errors import ApplyError
+from ..core.labels import BuildInfo
+from ..core.plan import Action, ActionKind, Plan, StepKind
+from ..core.render import render_compose
+from ..core.report import Outcome, Report
+from ..core.spec import DesiredState
+from ..core.state import Observed
+from .hooks import Hooks, Preempted, Progress
+from .images import collect_images, ensure_images
+from .rollout import create_together, roll_all
+from .run import Run
+
+
+def apply(
+    desired: DesiredState,
+    observed: Observed,
+    the_plan: Plan,
+    *,
+    workspace: Workspace,
+    docker: DockerPort,
+    build: BuildInfo,
+    revision: Revision | None = None,
+    progress: Progress | None = None,
+    health_timeout: float = 60.0,
+    hooks: Hooks | None = None,
+    only: Collection[str] | None = None,
+    held: Mapping[str, str] | None = None,
+) -> Report:
+    """Carry out ``the_plan`` (see the module docstring for the order). With ``only``, the
+    container work of other backends is deferred (reported, not done); so is that of the
+    ``held`` backends (a version that was rolled back, with why); the pool still takes every
+    new weight."""
+    say = progress or (lambda _msg: None)
+    hooks = hooks or Hooks()
+    run = Run(desired, workspace, docker, hooks, say, revision, build=build)
+    outcomes: dict[str, Outcome] = {}
+    backends = [a for a in the_plan.actions if a.role == "backend"]
+    for action in backends:
+        if not action.steps:
+            continue
+        if held and action.backend in held and action.new_version:
+            outcomes[action.backend] = Outcome(
+                action, ok=True, deferred=True, detail=held[action.backend]
+            )
+        elif only is not None and action.backend not in only:
+            outcomes[action.backend] = Outcome(
+                action,
+                ok=True,
+                deferred=True,
+                detail="this edit cut another pass short; run `lbrec apply` for the rest",
+            )
+    backends = [a for a in backends if a.backend not in outcomes]
+
+    revisions = container_revisions(the_plan, observed, revision)
+    compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
+    if atomic_write(workspace.compose_file, compose):
+        run.written.append(str(workspace.compose_file))
+
+    # 0. Images before any container: a pull or build that fails changes nothing of its backend.
+    broken = ensure_images(
+        desired, backends, docker=docker, build=build, say=say, progress=progress
+    )
+    for name, err in broken.items():
+        action = next(a for a in backends if a.backend == name)
+        outcomes[name] = Outcome(action, ok=False, error=err.message, detail=err.detail)
+
+    # 1. The pool routes what serves now (matched by URL), at the desired weights; backends
+    # that go leave it before their containers do.
+    pool_urls: dict[str, set[str]] = {}
+    for entry in observed.pool.backends if observed.pool is not None else ():
+        pool_urls.setdefault(entry.name, set()).add(entry.url)
+    for spec in desired.backends:
+        run.routed[spec.name] = {
+            c.id: (c.url, c.name or None)
+            for c in observed.for_backend(spec.name)
+            if c.running and c.url is not None and c.url in pool_urls.get(spec.name, set())
+        }
+    for c in observed.containers:
+        run.known[c.id] = c
+    # A canary in progress (a pass cut short) keeps its split until this pass decides.
+    canary: dict[str, tuple[set[str], int]] = {}
+    for entry in observed.pool.backends if observed.pool is not None else ():
+        if entry.version == "canary" and entry.percent is not None:
+            canary.setdefault(entry.name, (set(), entry.percent))[0].add(entry.url)
+    for name, (urls, percent) in canary.items():
+        ids = frozenset(i for i, (url, _) in run.routed.get(name, {}).items() if url in urls)
+        if ids:
+            run.split[name] = (ids, percent)
+    run.publish()
+    for action in backends:
+        if action.kind is ActionKind.REWEIGHT and not action.steps:
+            outcomes[action.backend] = Outcome(action, ok=True)
+
+    # 2a. Backends that have no instance at all come up together: one Compose call, one wait
+    # (there is nothing old to keep serving, so no reason to go one by one).
+    fresh = [
+        a
+        for a in backends
+        if a.kind is ActionKind.CREATE
+        and a.backend not in outcomes
+        and [s.kind for s in a.steps] == [StepKind.CREATE, StepKind.WAIT, StepKind.ROUTE]
+    ]
+    if len(fresh) > 1:
+        try:
+            outcomes.update(create_together(run, fresh))
+        except Preempted as err:
+            for action in fresh:
+                outcomes.setdefault(
+                    action.backend,
+                    Outcome(action, ok=False, error=f"preempted ({err.reason})", preempted=True),
+                )
+
+    # 2. Each backend's steps, in plan order (removals first). A newer change that waits
+    # ends the pass here: what is half done was undone, the rest is left to the next pass.
+    todo = [a for a in backends if a.backend not in outcomes and a.steps]
+    removals = [a for a in todo if a.kind is ActionKind.REMOVE]
+    rollouts = [a for a in todo if a.kind is not ActionKind.REMOVE]
+    for group in (removals, rollouts):
+        outcomes.update(roll_all(run, group, parallel=hooks.parallel))
+
+    # 3. The pool once more (unchanged unless a step was skipped).
+    generation = run.write_pool()
+
+    # 4. The load balancer's own container (proxy.mode: container) reads that pool at start.
+    for action in the_plan.actions:
+        if action.role == "lb" and action.kind is not ActionKind.UNCHANGED:
+            outcomes["lb"] = converge_lb(action, docker, say, progress, health_timeout)
+
+    # 5. Images lbrec built and nothing runs any more: keep the previous one per repository
+    # (a fast rollback), remove the rest. Only after a pass where everything went well.
+    if all(o.ok for o in outcomes.values()) and any(a.steps for a in backends):
+        collect_images(docker, say)
+    ordered = tuple(outcomes[a.backend] for a in the_plan.changes if a.backend in outcomes)
+    return Report(
+        plan=the_plan,
+        check=False,
+        outcomes=ordered,
+        files_written=tuple(run.written),
+        routed=tuple(sorted(name for name, by_id in run.routed.items() if by_id)),
+        generation=generation,
+    )
+
+
+def converge_lb(
+    action: Action,
+    docker: DockerPort,
+    say: Progress,
+    progress: Progress | None,
+    health_timeout: float,
+) -> Outcome:
+    try:
+        if action.kind is ActionKind.REMOVE:
+            docker.remove(action.container_ids)
+            say("lb: removed")
+            return Outcome(action, ok=True)
+        if action.kind is ActionKind.START:
+            docker.start(action.container_ids)
+        else:
+            say("building the load balancer image")
+            docker.build(["lb"], progress=progress)
+            if action.kind is ActionKind.RECREATE:
+                docker.remove(action.container_ids)
+            docker.up(["lb"], force_recreate=False)
+    except ApplyError as err:
+        return Outcome(action, ok=False, error=err.message, detail=err.detail)
+    say("waiting for health: lb")
+    problem = docker.wait_healthy(["lb"], timeout=health_timeout).get("lb")
+    if problem is not None:
+        return Outcome(action, ok=False, error=f"lb: {problem}")
+    say("lb: healthy")
+    return Outcome(action, ok=True)
+
+
+def container_revisions(
+    the_plan: Plan, observed: Observed, revision: Revision | None
+) -> dict[str, str]:
+    """Stamp the deploying commit on new containers; keep the old stamp on untouched ones."""
+    out: dict[str, str] = {}
+    for action in the_plan.actions:
+        if action.kind in (ActionKind.CREATE, ActionKind.RECREATE, ActionKind.SCALE):
+            if revision is not None and revision.commit:
+                out[action.backend] = revision.commit
+        else:
+            for c in observed.for_backend(action.backend):
+                if stamp := c.labels.get("lbrec.revision"):
+                    out[action.backend] = stamp
+    return out

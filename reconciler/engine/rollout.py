@@ -1,0 +1,367 @@
+"""Each backend's rollout steps carried out: batches, canary splits, judgements, rollbacks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ..core.canary import judge
+from ..core.errors import ApplyError, LbrecError
+from ..core.labels import config_hash
+from ..core.plan import Action, Step, StepKind
+from ..core.report import Outcome
+from ..core.spec import BackendSpec
+from ..core.state import ObservedContainer
+from .hooks import Preempted
+from .rollout_control import (
+    forget_rollback,
+    remember_rollback,
+    take_request,
+    write_state,
+)
+from .run import Run
+
+
+def roll_all(run: Run, actions: Sequence[Action], *, parallel: bool) -> dict[str, Outcome]:
+    """Each backend's steps; backends side by side (a thread each, at most 8) when
+    ``parallel``: a backend's ``max_parallel`` bounds its own batches, not the others'. A newer
+    change that waits ends every rollout at its next wait: what is half done is undone, the
+    rest is left to the next pass."""
+    out: dict[str, Outcome] = {}
+
+    def one(action: Action) -> Outcome:
+        canary = any(s.kind is StepKind.JUDGE or s.kind is StepKind.PAUSE for s in action.steps)
+        if canary:
+            take_request(run.workspace.folder, action.backend)  # a stale request: not ours
+        try:
+            outcome = _roll(run, action)
+            _remember(run, outcome)
+            return outcome
+        except (LbrecError, OSError) as err:
+            message = err.message if isinstance(err, LbrecError) else f"{type(err).__name__}: {err}"
+            return Outcome(action, ok=False, error=f"{action.backend}: {message}")
+        except Preempted as err:
+            why = f"preempted ({err.reason}); the next pass carries on"
+            run.say(f"{action.backend}: {why}")
+            return Outcome(
+                action,
+                ok=False,
+                error=f"{action.backend}: {why}; its old instances keep serving",
+                preempted=True,
+            )
+        finally:
+            if canary:
+                write_state(run.workspace.folder, action.backend, None)
+                take_request(run.workspace.folder, action.backend)
+
+    if parallel and len(actions) > 1:
+        with ThreadPoolExecutor(
+            max_workers=min(8, len(actions)), thread_name_prefix="lbrec-roll"
+        ) as pool:
+            for action, outcome in zip(actions, pool.map(one, actions), strict=True):
+                out[action.backend] = outcome
+        return out
+    stopped: str | None = None
+    for action in actions:
+        if stopped is not None:
+            out[action.backend] = Outcome(
+                action, ok=False, error=f"not started: {stopped}", preempted=True
+            )
+            continue
+        out[action.backend] = one(action)
+        if "preempted (" in (out[action.backend].error or ""):
+            stopped = "preempted: a newer change waits"
+    return out
+
+
+def _remember(run: Run, outcome: Outcome) -> None:
+    """A rolled-back version is remembered (loops hold it until it changes); a backend that
+    converged is forgotten."""
+    name = outcome.action.backend
+    spec = run.desired.backend(name)
+    folder = run.workspace.folder
+    if outcome.ok:
+        forget_rollback(folder, name)
+    elif outcome.rolled_back and spec is not None and run.build is not None:
+        version = config_hash(spec, run.desired, run.build)
+        remember_rollback(folder, name, version, outcome.error or "rolled back")
+
+
+def _roll(run: Run, action: Action) -> Outcome:
+    """Carry out one backend's steps; a batch that fails is removed and the rest skipped."""
+    spec = run.desired.backend(action.backend)
+    name = action.backend
+    rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
+    batches: dict[int, tuple[str, ...]] = {}
+    created: set[int] = set()  # batches this pass made (a failure removes them)
+    restarted: set[int] = set()  # batches of current instances started again
+    try:
+        for step in action.steps:
+            if step.kind is StepKind.RETIRE:
+                run.retire(name, step.container_ids, rollout.drain_timeout)
+                with run.lock:
+                    if name in run.split and set(run.routed.get(name, {})) <= run.split[name][0]:
+                        del run.split[name]  # promoted: one version left
+                        write_state(run.workspace.folder, name, None)
+                run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
+            elif step.kind is StepKind.CREATE:
+                batches[step.batch] = _create(run, name, step)
+                created.add(step.batch)
+                run.say(f"{name}: started {step.count} new instance(s), waiting for health")
+            elif step.kind is StepKind.START:
+                run.docker.start(step.container_ids)
+                batches[step.batch] = step.container_ids
+                restarted.add(step.batch)
+            elif step.kind is StepKind.WAIT:
+                ids = batches.get(step.batch, step.container_ids)
+                assert spec is not None
+                try:
+                    problem = run.wait_ready(
+                        spec,
+                        ids,
+                        # min_healthy_time proves a new version; an instance of the version
+                        # already serving, started again (stopped by hand, or while the engine
+                        # was away), is routed on its first healthy answer: the proxy's own
+                        # health checks keep watching it.
+                        min_healthy=0.0 if step.batch in restarted else rollout.min_healthy_time,
+                        deadline=rollout.healthy_deadline,
+                    )
+                except Preempted:
+                    if step.batch in created:
+                        run.docker.stop_remove(ids)  # created by this pass: not half left
+                    raise
+                if problem is not None:
+                    return _roll_back(run, action, ids, problem, created=step.batch in created)
+            elif step.kind is StepKind.ROUTE:
+                ids = batches.get(step.batch, step.container_ids)
+                run.route(name, ids)
+                run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
+            elif step.kind in (StepKind.SPLIT, StepKind.JUDGE, StepKind.PAUSE) and (
+                name in run.promoted and step.percent < 100
+            ):
+                continue  # promoted in full: straight to 100 %
+            elif step.kind is StepKind.SPLIT:
+                ids = batches.get(step.batch, step.container_ids)
+                with run.lock:
+                    run.split[name] = (frozenset(ids), step.percent)
+                    run.route(name, ids)
+                run.say(f"{name}: {step.percent}% of the traffic on the new version")
+                if step.percent < 100:
+                    _canary_state(run, action, step, "judging")
+                else:  # judged: what is left is the old version's drain
+                    write_state(run.workspace.folder, name, None)
+            elif step.kind is StepKind.JUDGE:
+                assert spec is not None
+                ids = batches.get(step.batch, step.container_ids)
+                problem = _judge_step(run, spec, ids, step.percent)
+                if problem is not None:
+                    return _roll_back_canary(run, action, ids, problem)
+            elif step.kind is StepKind.PAUSE:
+                assert spec is not None
+                ids = batches.get(step.batch, step.container_ids)
+                _canary_state(run, action, step, "paused")
+                run.say(f"{name}: paused at {step.percent}%: `lbrec rollout promote {name}`")
+                problem = _pause_step(run, name)
+                if problem is not None:
+                    return _roll_back_canary(run, action, ids, problem)
+    except ApplyError as err:
+        return Outcome(action, ok=False, error=err.message, detail=err.detail)
+    return Outcome(action, ok=True)
+
+
+def _scale_up(run: Run, counts: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
+    """Add ``counts[name]`` instances to each service beside what exists (one Compose call);
+    the new containers' ids per service."""
+
+    def mine(c: ObservedContainer) -> bool:
+        return c.backend in counts and c.role == "backend"
+
+    with run.compose_lock:  # one Compose call on the project at a time
+        before = [c for c in run.docker.observe() if mine(c)]
+        known = {c.id for c in before}
+        totals = {
+            name: sum(1 for c in before if c.backend == name) + n for name, n in counts.items()
+        }
+        run.docker.scale(totals)
+        after = run.docker.observe()
+    fresh: dict[str, list[str]] = {name: [] for name in counts}
+    for c in after:
+        if mine(c) and c.id not in known:
+            run.known[c.id] = c
+            fresh[c.backend].append(c.id)
+    for name, n in counts.items():
+        if len(fresh[name]) < n:
+            raise ApplyError(
+                f"{name}: asked Compose for {n} new instance(s), got {len(fresh[name])}",
+                backend=name,
+            )
+    return {name: tuple(ids) for name, ids in fresh.items()}
+
+
+def _create(run: Run, name: str, step: Step) -> tuple[str, ...]:
+    """Scale the service up by ``step.count`` beside what exists; the new containers' ids."""
+    return _scale_up(run, {name: step.count})[name]
+
+
+def create_together(run: Run, actions: Sequence[Action]) -> dict[str, Outcome]:
+    """First deploy of several backends: create all, wait for all at once, route the healthy
+    ones in one pool change; a failed one is removed and named."""
+    counts = {a.backend: a.steps[0].count for a in actions}
+    by_name = {a.backend: a for a in actions}
+    try:
+        created = _scale_up(run, counts)
+    except ApplyError as err:
+        return {
+            a.backend: Outcome(a, ok=False, error=err.message, detail=err.detail) for a in actions
+        }
+    run.say(f"started {', '.join(counts)}; waiting for health")
+    groups = {}
+    for name, ids in created.items():
+        spec = run.desired.backend(name)
+        assert spec is not None
+        rollout = spec.rollout_of(run.desired)
+        groups[name] = (spec, ids, rollout.min_healthy_time, rollout.healthy_deadline)
+    try:
+        problems = run.wait_many(groups)
+    except Preempted:
+        run.docker.stop_remove([i for ids in created.values() for i in ids])
+        raise
+    out: dict[str, Outcome] = {}
+    for name, problem in problems.items():
+        if problem is None:
+            with run.lock:
+                for cid in created[name]:
+                    c = run.known[cid]
+                    assert c.url is not None
+                    run.routed.setdefault(name, {})[cid] = (c.url, c.name or None)
+            out[name] = Outcome(by_name[name], ok=True)
+        else:
+            run.docker.stop_remove(created[name])
+            out[name] = Outcome(by_name[name], ok=False, error=f"{name}: {problem}")
+    run.publish()
+    run.say(f"routed to {', '.join(n for n, p in problems.items() if p is None) or 'none'}")
+    return out
+
+
+def _judge_step(run: Run, spec: BackendSpec, ids: Sequence[str], percent: int) -> str | None:
+    """Hold the step for ``interval`` and judge the new version on its own answers; a step
+    with too few requests is extended (up to 10 intervals). None: passed; else the reason."""
+    rollout = spec.rollout_of(run.desired)
+    analysis = rollout.analysis
+    hooks = run.hooks
+    urls = [u for i in ids if (u := run.known[i].url) is not None]
+    unjudged = f"no proxy answers on {run.desired.admin}: the canary cannot be judged"
+    if hooks.counters is None or (before := hooks.counters(urls)) is None:
+        return unjudged
+    start = hooks.clock()
+    reason = ""
+    for extension in range(10):
+        end = start + rollout.interval * (extension + 1)
+        while hooks.clock() < end:
+            run.check_preempted()
+            asked = take_request(run.workspace.folder, spec.name)
+            if asked == "abort":
+                return f"step {percent}%: aborted by `lbrec rollout abort`"
+            if asked is not None:
+                if asked == "promote-full":
+                    run.promoted.add(spec.name)
+                run.say(f"{spec.name}: step {percent}% promoted by `lbrec rollout {asked}`")
+                return None
+            hooks.sleep(max(min(0.2, end - hooks.clock()), 0.01))
+        after = hooks.counters(urls)
+        if after is None:
+            return unjudged
+        verdict = judge(
+            after - before,
+            max_error_rate=analysis.max_error_rate,
+            max_p99=analysis.max_p99,
+            min_requests=analysis.min_requests,
+        )
+        if verdict.kind == "pass":
+            run.say(f"{spec.name}: step {percent}% passed: {verdict.reason}")
+            return None
+        if verdict.kind == "fail":
+            return f"step {percent}%: {verdict.reason}"
+        reason = verdict.reason
+        run.say(f"{spec.name}: step {percent}% extended: {reason}")
+    return f"step {percent}%: {reason} in {10 * rollout.interval:g}s"
+
+
+def _pause_step(run: Run, name: str) -> str | None:
+    """Hold until `lbrec rollout promote` (None) or `abort` (the reason to roll back)."""
+    while True:
+        run.check_preempted()
+        asked = take_request(run.workspace.folder, name)
+        if asked == "abort":
+            return "a pause: aborted by `lbrec rollout abort`"
+        if asked is not None:
+            if asked == "promote-full":
+                run.promoted.add(name)
+            return None
+        run.hooks.sleep(0.2)
+
+
+def _canary_state(run: Run, action: Action, step: Step, state: str) -> None:
+    spec = run.desired.backend(action.backend)
+    rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
+    write_state(
+        run.workspace.folder,
+        action.backend,
+        {
+            "state": state,
+            "percent": step.percent,
+            "steps": list(rollout.steps),
+            "interval": rollout.interval,
+            "since": time.time(),
+            "reason": action.reason,
+        },
+    )
+
+
+def _roll_back_canary(run: Run, action: Action, ids: Sequence[str], problem: str) -> Outcome:
+    """All traffic back to the old version at once (a rollback needs no judgement), then the
+    new instances drain and go."""
+    name = action.backend
+    spec = run.desired.backend(name)
+    rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
+    with run.lock:
+        run.split.pop(name, None)
+    write_state(run.workspace.folder, name, None)
+    try:
+        run.retire(name, ids, rollout.drain_timeout)
+    except ApplyError as err:
+        problem += f" (removing the new instances failed too: {err.message})"
+    except Preempted:
+        problem += " (its drain was cut short: the next pass removes the new instances)"
+    run.say(f"{name}: canary rolled back at {problem}")
+    return Outcome(
+        action,
+        ok=False,
+        error=f"{name}: canary rolled back at {problem}; the old version serves all traffic",
+        rolled_back=True,
+    )
+
+
+def _roll_back(
+    run: Run, action: Action, ids: Sequence[str], problem: str, *, created: bool
+) -> Outcome:
+    """A batch failed its wait. One this pass ``created`` is removed; existing containers it
+    started or would have routed are left as they are (the next pass sees them again). Only a
+    new *version* that failed counts as rolled back (loops then hold that version)."""
+    if created:
+        try:
+            run.docker.stop_remove(ids)
+        except ApplyError as err:
+            problem += f" (removing the new instance failed too: {err.message})"
+    old = len(run.routed.get(action.backend, {}))
+    if not action.new_version:
+        run.say(f"{action.backend}: not healthy; {old} instance(s) keep serving")
+        return Outcome(action, ok=False, error=f"{action.backend}: {problem}")
+    run.say(f"{action.backend}: rolled back; {old} old instance(s) keep serving")
+    return Outcome(
+        action,
+        ok=False,
+        error=f"{action.backend}: new version not healthy, rolled back: {problem}",
+        rolled_back=created,
+    )

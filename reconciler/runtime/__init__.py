@@ -1,0 +1,1 @@
+"""The long-running commands: one control loop with triggers (file, docker, git, webhook)."""

@@ -1,0 +1,417 @@
+"""EDGE. ``lbrec sync``: GitOps. Deploy the desired-state file of a git branch's head.
+
+Each pass fetches the branch into a bare mirror (default ``.lbrec/repo`` in the deploy
+folder), reads the file at the head commit (``git show <commit>:<path>``) and validates it. A
+valid file is written atomically as the deploy folder's desired-state file and converged with
+the commit as ``revision`` (stamped into backends.json and on new containers); a clean pass is
+recorded in ``.lbrec/deployed.json`` for `lbrec status`. An invalid commit is reported once,
+with its id and the validation error, and never applied: the last good commit keeps serving
+(and keeps being reconciled, so drift is still repaired) until a later commit fixes it.
+
+Only the desired-state file comes from git. The build context (Dockerfile.backend, backend/,
+.dockerignore) is the deploy folder's own, like the binary a config-management tool runs:
+a commit to the config repository can change *what runs* (backends, ports, weights, env) but
+cannot change *how images are built*, so write access to that repository does not grant code
+execution in the build, and an upgrade of the backend code is a separate, deliberate step.
+
+For ``lbrec up``: :meth:`SyncLoop.start` runs the loop in a daemon thread (passes block on git
+and docker); :meth:`SyncLoop.trigger` is thread-safe and non-blocking, for ``POST /-/sync``
+(:mod:`reconciler.core.webhooks` judges each call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from proxy.config import Revision
+
+from ..adapters.files import atomic_write
+from ..adapters.git import Mirror, normalize_repo
+from ..adapters.lock import project_lock
+from ..adapters.records import read_deployed, write_deployed
+from ..adapters.workspace import Workspace
+from ..core.durations import duration_arg
+from ..core.errors import LbrecError, SpecError
+from ..core.plan import Plan
+from ..core.report import Report
+from ..core.spec import DEFAULT_FILE, DesiredState, parse_spec
+from ..engine.converge import converge
+from .loop import (
+    Backoff,
+    ControlLoop,
+    DockerFactory,
+    configure_logging,
+    describe_failures,
+    whales_docker,
+)
+
+__all__ = [
+    "ApplyFn",
+    "SyncLoop",
+    "SyncResult",
+    "SyncSource",
+    "SyncState",
+    "add_sync_arguments",
+    "build_sync_loop",
+    "make_apply",
+    "run_sync",
+]
+
+ApplyFn = Callable[[DesiredState, Revision], Report]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSource:
+    repo: str  # URL, or an absolute local path (see git.normalize_repo)
+    branch: str = "main"
+    path: str = DEFAULT_FILE  # of the desired-state file inside the repository
+
+
+class SyncState(StrEnum):
+    DEPLOYED = "deployed"  # the head commit is applied and every backend is up
+    INVALID = "invalid"  # the head commit's file is invalid; nothing was applied
+    FAILED = "failed"  # applied, but some backends failed to build, start or get healthy
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    state: SyncState
+    commit: str
+    revision: Revision | None = None
+    report: Report | None = None
+    error: str | None = None
+    recorded: bool = False  # this pass wrote deployed.json (a new commit went live)
+
+    @property
+    def exit_code(self) -> int:
+        return {SyncState.DEPLOYED: 0, SyncState.FAILED: 1, SyncState.INVALID: 2}[self.state]
+
+
+class SyncLoop:
+    """Deploys ``source``'s branch head into ``workspace``; ``apply`` is one converge."""
+
+    def __init__(
+        self,
+        source: SyncSource,
+        workspace: Workspace,
+        *,
+        apply: ApplyFn,
+        workdir: Path | None = None,
+        interval: float = 30.0,
+        lock_timeout: float = 300.0,
+        git_timeout: float = 120.0,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.workspace = workspace
+        self._apply = apply
+        self.mirror = Mirror(
+            source.repo, workdir or workspace.folder / ".lbrec" / "repo", timeout=git_timeout
+        )
+        self._lock_timeout = lock_timeout
+        self.loop = ControlLoop(
+            self._pass,
+            name="sync",
+            resync=interval,
+            debounce=0.0,
+            backoff=backoff or Backoff(),
+            retry_permanent_after=interval,  # a later commit may fix it: keep polling
+            permanent_hint="waiting for the next commit",
+            clock=clock,
+        )
+        self._log = self.loop.logger
+        self._reported_invalid: str | None = None
+        self.head: str | None = None  # the head commit of the last fetch
+        self.last_result: SyncResult | None = None
+
+    # -- one pass -----------------------------------------------------------------------
+    def sync_once(self) -> SyncResult:
+        """Fetch, validate and apply the branch head. Raises LbrecError (GitError, ApplyError,
+        DockerUnavailable, LockTimeout) when it cannot get that far; ``self.head`` then names
+        the commit if the fetch succeeded."""
+        self.head = None
+        head = self.mirror.fetch(self.source.branch)
+        self.head = head
+        info = self.mirror.info(head)
+        revision = Revision(
+            commit=info.commit,
+            author=info.author,
+            message=info.message,
+            time=info.time,
+            source=self.source.repo,
+        )
+        try:
+            text, desired = self._read(head)
+        except SpecError as err:
+            result = SyncResult(SyncState.INVALID, head, revision, error=err.message)
+            if self._reported_invalid != head:
+                self._reported_invalid = head
+                serving = read_deployed(self.workspace.folder) or {}
+                self._log.error(
+                    "commit %s: invalid: %s; not applied; still serving %s",
+                    head[:12],
+                    err.message,
+                    str(serving.get("commit") or "nothing")[:12],
+                    extra={"commit": head, "error": err.message},
+                )
+            self.last_result = result
+            return result
+        result = self._deploy(text, desired, revision)
+        self.last_result = result
+        return result
+
+    def _read(self, commit: str) -> tuple[str, DesiredState]:
+        path = self.source.path
+        text = self.mirror.show(commit, path)
+        if text is None:
+            raise SpecError(
+                f"{path}: not in commit {commit[:12]}",
+                hint="check --path (the file's path inside the repository)",
+            )
+        return text, parse_spec(text, source=f"{path}@{commit[:12]}")
+
+    def _deploy(self, text: str, desired: DesiredState, revision: Revision) -> SyncResult:
+        commit = revision.commit or ""
+        folder = self.workspace.folder
+        with project_lock(folder, command="lbrec sync", timeout=self._lock_timeout):
+            atomic_write(self.workspace.spec_file, text)
+            report = self._apply(desired, revision)
+            if report.failed:
+                error = describe_failures(report)
+                return SyncResult(SyncState.FAILED, commit, revision, report, error)
+            deployed = read_deployed(folder) or {}
+            recorded = deployed.get("commit") != commit
+            if recorded:
+                write_deployed(folder, revision, branch=self.source.branch, path=self.source.path)
+                self._log.info(
+                    "commit %s: deployed (%s: %s)",
+                    commit[:12],
+                    revision.author,
+                    revision.message,
+                    extra={"commit": commit, "author": revision.author},
+                )
+        return SyncResult(SyncState.DEPLOYED, commit, revision, report, recorded=recorded)
+
+    def _last_good(self) -> tuple[str, DesiredState, Revision] | None:
+        deployed = read_deployed(self.workspace.folder) or {}
+        commit = deployed.get("commit")
+        if not isinstance(commit, str) or not self.mirror.has(commit):
+            return None
+        try:
+            text, desired = self._read(commit)
+        except SpecError:
+            return None
+        fields = {k: deployed.get(k) for k in ("commit", "author", "message", "time", "source")}
+        return text, desired, Revision.model_validate(fields)
+
+    def _pass(self) -> Report:
+        """The loop's level-triggered pass; an invalid head re-converges the last good commit."""
+        result = self.sync_once()
+        if result.report is not None:
+            return result.report
+        good = self._last_good()
+        if good is None:
+            raise SpecError(f"commit {result.commit[:12]}: {result.error}")
+        text, desired, revision = good
+        deployed = self._deploy(text, desired, revision)
+        assert deployed.report is not None  # _deploy always applies
+        return deployed.report
+
+    # -- the loop -----------------------------------------------------------------------
+    def trigger(self) -> None:
+        """Fetch and deploy now (webhook). Thread-safe; returns at once."""
+        self.loop.notify("trigger", immediate=True)
+
+    def run(self) -> None:
+        self._log.info(
+            "syncing %s branch %s file %s into %s (every %ss)",
+            self.source.repo,
+            self.source.branch,
+            self.source.path,
+            self.workspace.spec_file,
+            f"{self.loop.resync:g}" if self.loop.resync else "-",
+        )
+        self.loop.run()
+
+    def start(self) -> threading.Thread:
+        return self.loop.start()
+
+    def stop(self) -> None:
+        self.loop.stop()
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self.loop.join(timeout)
+
+
+def make_apply(
+    workspace: Workspace,
+    *,
+    docker: DockerFactory = whales_docker,
+    health_timeout: float = 60.0,
+    on_plan: Callable[[Plan, Revision], None] | None = None,
+) -> ApplyFn:
+    """The real apply: one converge of ``desired`` stamped with ``revision``."""
+
+    def apply(desired: DesiredState, revision: Revision) -> Report:
+        return converge(
+            workspace,
+            docker(workspace, desired),
+            desired=desired,
+            check=False,
+            revision=revision,
+            health_timeout=health_timeout,
+            on_plan=None if on_plan is None else lambda p: on_plan(p, revision),
+            hold_rolled_back=True,
+        )
+
+    return apply
+
+
+def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of `lbrec sync` beyond the common -f and --lock-timeout/--health-timeout."""
+    parser.add_argument("--repo", required=True, help="git URL or path of the config repository")
+    parser.add_argument("--branch", default="main", help="branch to deploy (default main)")
+    parser.add_argument(
+        "--path",
+        default=DEFAULT_FILE,
+        help=f"the desired-state file inside the repository (default {DEFAULT_FILE})",
+    )
+    parser.add_argument(
+        "--interval",
+        type=duration_arg,
+        default=30.0,
+        metavar="DURATION",
+        help="poll and reconcile this often, e.g. 30s, 5m (default 30s)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="deploy the head once and exit: 0 deployed, 1 apply failed, 2 invalid file, "
+        "3 no Docker engine, 4 lock timeout, 5 git failed",
+    )
+    parser.add_argument(
+        "--workdir", default=None, help="the bare mirror (default .lbrec/repo in the deploy folder)"
+    )
+    parser.add_argument("--git-timeout", type=duration_arg, default=120.0, metavar="DURATION")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+
+
+def _log_plan(the_plan: Plan, revision: Revision) -> None:
+    log = logging.getLogger("lbrec.sync")
+    for action in the_plan.changes:
+        log.info(
+            "commit %s: %s %s: %s",
+            (revision.commit or "?")[:12],
+            action.kind.value,
+            action.backend,
+            action.reason or "-",
+            extra={"commit": revision.commit, "action": action.kind.value},
+        )
+
+
+def build_sync_loop(
+    *,
+    repo: str,
+    file: str | Path = DEFAULT_FILE,
+    branch: str = "main",
+    path: str = DEFAULT_FILE,
+    interval: float = 30.0,
+    workdir: str | Path | None = None,
+    lock_timeout: float = 300.0,
+    health_timeout: float = 60.0,
+    git_timeout: float = 120.0,
+    docker: DockerFactory = whales_docker,
+    apply: ApplyFn | None = None,
+) -> SyncLoop:
+    """The real sync loop (for run_sync and `lbrec up`). Raises GitError for a bad --repo,
+    SpecError when the deploy folder (the folder of ``file``) does not exist."""
+    workspace = Workspace.at(file)
+    if not workspace.folder.is_dir():
+        raise SpecError(f"{workspace.folder}: no such deploy folder")
+    source = SyncSource(normalize_repo(repo, Path.cwd()), branch, path)
+    return SyncLoop(
+        source,
+        workspace,
+        apply=apply
+        or make_apply(workspace, docker=docker, health_timeout=health_timeout, on_plan=_log_plan),
+        workdir=None if workdir is None else Path(workdir).absolute(),
+        interval=interval,
+        lock_timeout=lock_timeout,
+        git_timeout=git_timeout,
+    )
+
+
+def run_sync(
+    *,
+    repo: str,
+    file: str | Path = DEFAULT_FILE,
+    branch: str = "main",
+    path: str = DEFAULT_FILE,
+    interval: float = 30.0,
+    once: bool = False,
+    workdir: str | Path | None = None,
+    log_format: Literal["text", "json"] = "text",
+    lock_timeout: float = 300.0,
+    health_timeout: float = 60.0,
+    git_timeout: float = 120.0,
+    docker: DockerFactory = whales_docker,
+    apply: ApplyFn | None = None,
+) -> int:
+    """`lbrec sync`. With ``once``: the exit code of the deployment of the head commit;
+    otherwise runs until SIGINT/SIGTERM (0 on a clean stop, 130 when forced)."""
+    from .watch import run_thread_until_stopped, stop_on_signals
+
+    log = configure_logging(log_format, name="sync")
+    try:
+        sync = build_sync_loop(
+            repo=repo,
+            file=file,
+            branch=branch,
+            path=path,
+            interval=interval,
+            workdir=workdir,
+            lock_timeout=lock_timeout,
+            health_timeout=health_timeout,
+            git_timeout=git_timeout,
+            docker=docker,
+            apply=apply,
+        )
+    except LbrecError as err:
+        log.error("%s", err.message)
+        return err.exit_code
+    if once:
+        return _once(sync, log_error=log.error, log_info=log.info)
+    with stop_on_signals(sync.stop, log.info):
+        try:
+            run_thread_until_stopped(sync.start())
+        except KeyboardInterrupt:
+            log.warning("interrupted during a pass")
+            return 130
+    return 0
+
+
+def _once(sync: SyncLoop, *, log_error: Callable[..., None], log_info: Callable[..., None]) -> int:
+    try:
+        result = sync.sync_once()
+    except LbrecError as err:
+        where = f"commit {sync.head[:12]}: " if sync.head else ""
+        log_error("%s%s: %s", where, type(err).__name__, err.message)
+        if err.hint:
+            log_error("  hint: %s", err.hint)
+        return err.exit_code
+    short = result.commit[:12]
+    match result.state:  # a new deployment and an invalid commit were logged by sync_once
+        case SyncState.DEPLOYED if not result.recorded:
+            log_info("commit %s: deployed, in sync", short)
+        case SyncState.FAILED:
+            log_error("commit %s: apply failed: %s", short, result.error)
+    return result.exit_code

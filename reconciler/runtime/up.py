@@ -1,0 +1,346 @@
+"""EDGE. ``lbrec up``: apply, serve the proxy, and follow the file (or a git branch).
+
+One foreground command for a newcomer and for development. The first pass runs before the proxy
+starts so that it has a pool to serve. Then the control loop (watch, or sync with ``--repo``)
+runs in a daemon thread, since its passes block on Docker for as long as a build takes, while
+the proxy (proxy.mode: host) runs on the main thread's asyncio loop. Logs of all three go to
+stderr through the `lbrec` logger. Ctrl-C/SIGTERM stop the loop, then drain the proxy;
+``--down`` also removes this project's containers (by id, found by label).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from proxy.config import ConfigError, load_config
+from proxy.logs import configure_logging
+
+from ..adapters.probes import port_free
+from ..engine.converge import converge
+
+if TYPE_CHECKING:  # aiohttp and the proxy load only when `lbrec up` runs (a fast CLI)
+    from aiohttp import web
+from ..adapters.lock import project_lock
+from ..adapters.workspace import Workspace
+from ..core.durations import duration_arg
+from ..core.errors import LbrecError, PortInUse
+from ..core.output import BuildProgress, Style, format_plan, format_recap
+from ..core.spec import DesiredState
+from ..core.webhooks import (
+    SYNC_TOKEN_ENV,
+    Delivery,
+    DeliveryMemory,
+    Outcome,
+    Verdict,
+    WebhookSecret,
+    judge,
+)
+from .loop import DockerFactory, whales_docker
+from .sync import build_sync_loop
+from .watch import (
+    QUIET_PERIOD,
+    add_watch_arguments,
+    build_watch_loop,
+    run_thread_until_stopped,
+    stop_on_signals,
+)
+
+__all__ = ["SYNC_TOKEN_ENV", "add_up_arguments", "run_up", "sync_webhook"]
+
+_log = logging.getLogger("lbrec.up")
+_webhook_log = logging.getLogger("lbrec.webhook")
+
+
+class _Loop(Protocol):
+    def start(self) -> threading.Thread: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--down", action="store_true", help="remove the containers on exit")
+    add_watch_arguments(parser)  # --resync, --debounce, --no-docker-events, --log-format
+    parser.add_argument("--access-log", action="store_true", help="log one line per request")
+    gitops = parser.add_argument_group("GitOps (instead of watching the file)")
+    gitops.add_argument("--repo", help="deploy the desired-state file of this git repository")
+    gitops.add_argument("--branch", default="main")
+    gitops.add_argument("--path", default="desired-state.yaml", help="the file in the repository")
+    gitops.add_argument("--interval", type=duration_arg, default=30.0, metavar="DURATION")
+
+
+def _first_pass(
+    workspace: Workspace, docker: DockerFactory, *, lock_timeout: float, health_timeout: float
+) -> int:
+    style = Style(color=False)
+    with project_lock(
+        workspace.folder, command="lbrec up", timeout=lock_timeout, on_wait=_log.info
+    ):
+        desired = workspace.load()
+        report = converge(
+            workspace,
+            docker(workspace, desired),
+            desired=desired,
+            check=False,
+            progress=BuildProgress(_log.info, style).line,
+            health_timeout=health_timeout,
+            on_plan=lambda p: _log.info("plan:\n%s", format_plan(p, style)),
+            hold_rolled_back=True,
+        )
+    _log.info("%s", format_recap(report, style))
+    return 1 if report.failed else 0
+
+
+def _check_listeners_free(desired: DesiredState) -> None:
+    """Before anything changes: the proxy's addresses must be free (a second `lbrec up` in the
+    same folder, or another program, would otherwise make this one fail after applying)."""
+    for role, hostport in (("listen", desired.listen), ("admin", desired.admin)):
+        try:
+            from proxy.app import parse_hostport
+
+            free = port_free(*parse_hostport(hostport))
+        except OSError as err:  # not an address of this machine, for one
+            raise PortInUse(
+                f"{role}: {hostport} cannot be bound ({err.strerror}): nothing was changed"
+            ) from err
+        if not free:
+            raise PortInUse(
+                f"{role}: {hostport} is already in use: nothing was changed",
+                hint="is another `lbrec up` or `lbrec proxy` running for this folder?",
+            )
+
+
+def _last_good_pool(pool_file: Path) -> bool:
+    """Whether config/backends.json holds a pool the proxy can serve at once."""
+    try:
+        load_config(pool_file)
+    except ConfigError:
+        return False
+    return True
+
+
+def _remove_all(workspace: Workspace, docker: DockerFactory, desired: DesiredState) -> None:
+    """``--down``: the project as it was when up started (the file may be invalid by now)."""
+    port = docker(workspace, desired)
+    ids = [c.id for c in port.observe()]
+    port.remove(ids)
+    port.remove_network()
+    _log.info("--down: removed %d containers of project %s", len(ids), desired.project)
+
+
+def sync_webhook(
+    trigger: Callable[[], None],
+    token: str,
+    *,
+    branch: str,
+    clock: Callable[[], float] = time.time,
+) -> list[web.RouteDef]:
+    """``POST /-/sync`` on the admin listener: a forge webhook deploys at once.
+
+    Each call is judged by :func:`reconciler.core.webhooks.judge` (GitHub, Gitea/Forgejo, GitLab,
+    Standard Webhooks and ``Authorization: Bearer``, all keyed on ``token``; pushes to another
+    branch than ``branch`` are ignored; replays refused) and logged with its verdict and source
+    address. Without a token configured the endpoint refuses every call (403), so it can never
+    be left open; a ``whsec_`` token that is not base64 raises :class:`UsageError` here.
+    """
+    secret = WebhookSecret.parse(token)
+    memory = DeliveryMemory()
+
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        source = request.remote or "unknown"
+        try:
+            body = await request.read() if secret.token else b""
+        except web.HTTPRequestEntityTooLarge as err:
+            _log_webhook(Verdict(Outcome.REFUSED, 413, f"body: {err.text}"), request, source)
+            raise
+        delivery = Delivery(request.method, request.headers, body, now=clock(), source=source)
+        verdict = judge(delivery, secret=secret, branch=branch, memory=memory)
+        _log_webhook(verdict, request, source)
+        if verdict.sync:
+            trigger()
+        return web.Response(status=verdict.status, text=f"{verdict.reason}\n")
+
+    return [web.post("/-/sync", handler)]
+
+
+def _log_webhook(verdict: Verdict, request: web.Request, source: str) -> None:
+    fields: dict[str, object] = {
+        "event": "webhook",
+        "outcome": verdict.outcome.value,
+        "status": verdict.status,
+        "reason": verdict.reason,
+        "source": source,
+        "scheme": verdict.scheme.value if verdict.scheme else None,
+        "delivery": verdict.delivery_id,
+    }
+    if "X-Forwarded-For" in request.headers:  # behind a TLS proxy; as told, not verified
+        fields["forwarded_for"] = request.headers["X-Forwarded-For"]
+    level = logging.WARNING if verdict.outcome is Outcome.REFUSED else logging.INFO
+    _webhook_log.log(
+        level,
+        "webhook %s (%d) from %s%s: %s",
+        verdict.outcome.value,
+        verdict.status,
+        source,
+        f" via {verdict.scheme.value}" if verdict.scheme else "",
+        verdict.reason,
+        extra=fields,
+    )
+
+
+async def _serve_until_signal(
+    pool_file: Path,
+    *,
+    access_log: bool,
+    on_ready: Callable[[], None],
+    admin_routes: list[web.RouteDef],
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        from proxy.app import serve as serve_proxy
+
+        await serve_proxy(
+            pool_file,
+            stop=stop,
+            access_log=access_log,
+            handle_signals=False,
+            ready=lambda _info: on_ready(),
+            admin_routes=admin_routes,
+        )
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def run_up(
+    file: str | Path,
+    *,
+    down: bool = False,
+    resync: float = 30.0,
+    debounce: float = QUIET_PERIOD,
+    log_format: Literal["text", "json"] = "text",
+    access_log: bool = False,
+    repo: str | None = None,
+    branch: str = "main",
+    path: str = "desired-state.yaml",
+    interval: float = 30.0,
+    lock_timeout: float = 300.0,
+    health_timeout: float = 60.0,
+    docker: DockerFactory = whales_docker,
+    docker_events: bool = True,
+) -> int:
+    configure_logging(log_format, access_log=access_log)
+    workspace = Workspace.at(file)
+    control: _Loop
+    routes: list[web.RouteDef] = []
+    try:
+        if repo is None:
+            desired = workspace.load()
+            serve_first = False
+            if desired.proxy.mode == "host":
+                _check_listeners_free(desired)
+                serve_first = _last_good_pool(workspace.pool_file)
+            if serve_first:
+                # Serve the last known good pool from the first second; the loop's first pass
+                # (right after the proxy is up) reconciles beside it, engine reachable or not.
+                _log.info("serving the last known good pool while the first pass runs")
+            else:
+                failed = _first_pass(
+                    workspace, docker, lock_timeout=lock_timeout, health_timeout=health_timeout
+                )
+                if failed:
+                    _log.warning("first apply left backends out of the pool; the loop retries")
+            control = build_watch_loop(
+                file,
+                resync=resync,
+                debounce=debounce,
+                lock_timeout=lock_timeout,
+                health_timeout=health_timeout,
+                docker=docker,
+                docker_events=docker_events,
+            )
+        else:
+            sync = build_sync_loop(
+                repo=repo,
+                file=file,
+                branch=branch,
+                path=path,
+                interval=interval,
+                lock_timeout=lock_timeout,
+                health_timeout=health_timeout,
+                docker=docker,
+            )
+            # Before the first pass: a malformed whsec_ secret stops here, with nothing applied.
+            routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""), branch=branch)
+            result = sync.sync_once()
+            _log.info(
+                "first sync: commit %s %s%s",
+                result.commit[:12],
+                result.state,
+                f": {result.error}" if result.error else "",
+            )
+            control = sync
+            desired = workspace.load()
+            if desired.proxy.mode == "host":
+                _check_listeners_free(desired)
+    except LbrecError as err:
+        _log.error("%s%s", err.message, f" (hint: {err.hint})" if err.hint else "")
+        return err.exit_code
+
+    thread: threading.Thread | None = None
+
+    def start_loop() -> None:
+        nonlocal thread
+        thread = control.start()
+
+    try:
+        if desired.proxy.mode == "host":
+            _log.info(
+                "serving %s (admin %s); watching %s. Ctrl-C stops.",
+                desired.listen,
+                desired.admin,
+                workspace.spec_file,
+            )
+            asyncio.run(
+                _serve_until_signal(
+                    workspace.pool_file,
+                    access_log=access_log,
+                    on_ready=start_loop,
+                    admin_routes=routes,
+                )
+            )
+        else:
+            _log.info(
+                "the proxy runs in the lb container on %s; watching %s. Ctrl-C stops.",
+                desired.listen,
+                workspace.spec_file,
+            )
+            with stop_on_signals(control.stop, _log.info):
+                start_loop()
+                assert thread is not None
+                run_thread_until_stopped(thread)
+    finally:
+        control.stop()
+        if thread is not None:
+            control.join(timeout=120)
+    if down:
+        try:
+            _remove_all(workspace, docker, desired)
+        except LbrecError as err:
+            _log.error("--down: %s", err.message)
+            return err.exit_code
+    _log.info("stopped")
+    return 0

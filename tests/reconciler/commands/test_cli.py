@@ -1,0 +1,112 @@
+"""The CLI's contract with a fake Docker port: exit codes, output formats, no colour off a TTY."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.lock import project_lock
+from reconciler.adapters.workspace import Workspace
+from reconciler.commands.cli import main
+from reconciler.core.spec import DesiredState
+
+from ..fakes import FAST, TWO, FakeDocker, make_folder
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path)
+
+
+@pytest.fixture
+def cli(folder: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    (folder / "desired-state.yaml").write_text(FAST + TWO)
+    # The fake's instances answer their health check (there is no server behind them).
+    monkeypatch.setattr("reconciler.adapters.probes.http_probe", lambda url, timeout: None)
+    fakes: list[FakeDocker] = []
+
+    def factory(workspace: Workspace, desired: DesiredState) -> FakeDocker:
+        fake = FakeDocker(workspace, desired)
+        if fakes:  # keep the containers between commands, like a real engine
+            fake.containers = fakes[-1].containers
+        fakes.append(fake)
+        return fake
+
+    def run(*args: str) -> int:
+        return main([*args, "-f", str(folder / "desired-state.yaml")], docker=factory)
+
+    return run
+
+
+def test_diff_exit_codes_and_plain_output(cli, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli("diff") == 1
+    out = capsys.readouterr().out
+    assert "+ a port 9101 weight 1" in out and "\033[" not in out  # no colour off a TTY
+    assert cli("apply", "--check") == 1
+    assert capsys.readouterr().out == out  # apply --check is diff
+    assert cli("apply") == 0
+    assert "RECAP ok=2  changed=2  removed=0  failed=0" in capsys.readouterr().out
+    assert cli("diff") == 0
+    assert "No changes" in capsys.readouterr().out
+
+
+def test_json_output_is_one_document(cli, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli("apply", "-o", "json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [a["action"] for a in doc["actions"]] == ["create", "create"]
+    assert doc["recap"]["changed"] == 2 and doc["routed"] == ["a", "b"]
+
+
+def test_invalid_file_exits_2_with_the_field(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    (folder / "desired-state.yaml").write_text(TWO.replace("weight: 2", "weight: -1"))
+    assert cli("diff") == 2
+    err = capsys.readouterr().err
+    assert "backends[1].weight" in err and "(got -1)" in err and "Traceback" not in err
+
+
+def test_lock_timeout_exits_4(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    with project_lock(folder, command="test holder"):
+        assert cli("apply", "--lock-timeout", "0.3") == 4
+    err = capsys.readouterr().err
+    assert "waiting for the lock" in err and "test holder" in err
+    assert cli("apply", "--lock-timeout", "0.3") == 0  # released with its holder
+
+
+def test_add_with_a_port_taken_on_the_host_still_applies(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    """`port` is the container's port: Docker allocates each instance's host port, so a
+    port something on the host listens on is no conflict (it was before 0.3)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli("add", f"c:{port}:1") == 0
+    assert f"port: {port}" in (folder / "desired-state.yaml").read_text()
+
+
+def test_init_writes_the_folder_as_project(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "My Shop_2"
+    folder.mkdir()
+    spec = folder / "desired-state.yaml"
+    assert main(["init", "a:9101:1", "--no-apply", "-f", str(spec)]) == 0
+    assert spec.read_text().splitlines()[3] == "project: my-shop-2"
+    assert main(["init", "a:9101:2", "--no-apply", "-f", str(spec)]) == 0  # re-init keeps it
+    assert spec.read_text().count("project:") == 1
+
+
+def test_validate_json_is_one_document_either_way(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli("validate", "-o", "json") == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "ok": True,
+        "file": str(folder / "desired-state.yaml"),
+        "backends": 2,
+    }
+    (folder / "desired-state.yaml").write_text("")
+    assert cli("validate", "-o", "json") == 2
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["ok"] is False and doc["exit_code"] == 2 and "empty" in doc["error"]
+    assert "error:" in captured.err  # people still read stderr
