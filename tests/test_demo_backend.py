@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ _ROOT = Path(__file__).parents[1]
 
 
 @pytest.fixture
-def demo() -> tuple[int, subprocess.Popen[bytes]]:
+def demo() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -43,7 +44,7 @@ def test_keep_alive_without_nagle(
     keep-alive answer after the first waited 40 ms): the option, and answers on one connection."""
     sys.path.insert(0, str(_ROOT / "backend"))
     try:
-        import app  # the demo backend's module
+        import app  # type: ignore[import-not-found]  # the demo backend's module
 
         assert app.Handler.disable_nagle_algorithm is True
     finally:

@@ -1,8 +1,9 @@
 """EDGE. The only module that imports python_on_whales.
 
-``DockerPort`` is what the rest of lbrec needs from Docker; ``WhalesDocker`` implements it with
-python-on-whales (the docker CLI and Compose v2 plugin). Third-party exceptions are translated
-here into lbrec errors that keep the command and the tail of Docker's stderr.
+``WhalesDocker`` implements ``core.ports.DockerPort`` (what the rest of lbrec needs from
+Docker) with python-on-whales (the docker CLI and Compose v2 plugin). Every third-party
+exception is translated here into an lbrec error that keeps the command and the tail of
+Docker's stderr.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
@@ -24,6 +24,7 @@ from python_on_whales.utils import run as run_docker
 
 from ..core.errors import ApplyError, DockerUnavailable
 from ..core.labels import BACKEND, PROJECT, ROLE
+from ..core.ports import BuiltImage, DockerPort, Progress, Ready, collectable
 from ..core.state import ObservedContainer
 
 __all__ = [
@@ -34,32 +35,6 @@ __all__ = [
     "collectable",
     "stderr_tail",
 ]
-
-Progress = Callable[[str], None]
-
-
-Ready = Callable[[str], bool]
-
-
-class DockerPort(Protocol):
-    def check(self) -> None: ...
-    def has_image(self, tag: str) -> bool: ...
-    def observe(self) -> tuple[ObservedContainer, ...]: ...
-    def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None: ...
-    def pull(self, image: str) -> None: ...
-    def up(self, services: Sequence[str], *, force_recreate: bool) -> None: ...
-    def scale(self, counts: Mapping[str, int]) -> None: ...
-    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]: ...
-    def logs_tail(self, container_id: str) -> str: ...
-    def start(self, container_ids: Sequence[str]) -> None: ...
-    def remove(self, container_ids: Sequence[str]) -> None: ...
-    def stop_remove(self, container_ids: Sequence[str]) -> None: ...
-    def built_images(self) -> tuple[BuiltImage, ...]: ...
-    def remove_image(self, reference: str) -> None: ...
-    def remove_network(self) -> None: ...
-    def wait_healthy(
-        self, services: Sequence[str], *, timeout: float, ready: Ready | None = None
-    ) -> dict[str, str | None]: ...
 
 
 _PULL_FAILURES = (
@@ -126,31 +101,6 @@ def parse_inspect(text: str) -> tuple[ObservedContainer, ...]:
 
 
 PORT_LABEL = "lbrec.field.port"
-
-
-@dataclass(frozen=True, slots=True)
-class BuiltImage:
-    """An image Compose built for the project (it labels them com.docker.compose.project)."""
-
-    reference: str  # repository:tag
-    created: str  # sortable: "2026-12-03 16:58:29 +0000 UTC"
-
-
-def collectable(
-    images: Sequence[BuiltImage], in_use: Collection[str], *, keep_previous: int = 1
-) -> list[str]:
-    """PURE. Which built images may go: per repository, every one that no container uses,
-    except the ``keep_previous`` newest of those (kept for a fast rollback)."""
-    by_repo: dict[str, list[BuiltImage]] = {}
-    for image in images:
-        repo = image.reference.rsplit(":", 1)[0]
-        by_repo.setdefault(repo, []).append(image)
-    out: list[str] = []
-    for repo in sorted(by_repo):
-        unused = [i for i in by_repo[repo] if i.reference not in in_use]
-        unused.sort(key=lambda i: i.created, reverse=True)
-        out.extend(i.reference for i in unused[keep_previous:])
-    return out
 
 
 def _endpoint(doc: dict[str, Any], port: str | None) -> str | None:

@@ -8,11 +8,11 @@ from typing import Any
 
 from proxy.config import ConfigError, load_config
 
-from ..adapters.docker import DockerPort
 from ..adapters.files import read_text_or_none
 from ..adapters.proxy_admin import proxy_generation
 from ..adapters.records import DEPLOYED_FILE
 from ..adapters.workspace import Workspace
+from ..core.ports import DockerPort
 from ..core.spec import DesiredState
 from ..engine.rollout_control import rolled_back
 

@@ -16,17 +16,17 @@ from collections.abc import Collection, Mapping
 
 from proxy.config import Revision
 
-from ..adapters.docker import DockerPort
 from ..adapters.files import atomic_write
 from ..adapters.workspace import Workspace
 from ..core.errors import ApplyError
 from ..core.labels import BuildInfo
 from ..core.plan import Action, ActionKind, Plan, StepKind
+from ..core.ports import DockerPort, Progress
 from ..core.render import render_compose
 from ..core.report import Outcome, Report
 from ..core.spec import DesiredState
 from ..core.state import Observed
-from .hooks import Hooks, Preempted, Progress
+from .hooks import Hooks, Preempted
 from .images import collect_images, ensure_images
 from .rollout import create_together, roll_all
 from .run import Run

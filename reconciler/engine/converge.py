@@ -6,7 +6,6 @@ from collections.abc import Callable, Collection
 
 from proxy.config import Revision
 
-from ..adapters.docker import DockerPort
 from ..adapters.files import read_text_or_none
 from ..adapters.lock import waiting_editor
 from ..adapters.proxy_admin import pool_document, wait_drained, wait_for_generation
@@ -14,12 +13,13 @@ from ..adapters.workspace import Workspace
 from ..core.canary import Counters, counters_of
 from ..core.labels import BuildInfo, config_hash
 from ..core.plan import Plan, plan
+from ..core.ports import DockerPort, Progress
 from ..core.render import converged_pool, render_compose
 from ..core.report import Report
 from ..core.spec import DesiredState
 from ..core.state import Observed
 from .apply import apply, container_revisions
-from .hooks import Hooks, Progress
+from .hooks import Hooks
 from .rollout_control import (
     rolled_back,
 )

@@ -8,11 +8,7 @@ from dataclasses import dataclass, field
 
 from ..adapters import probes
 from ..core.canary import Counters
-
-Progress = Callable[[str], None]
-
-
-Probe = Callable[[str, float], str | None]  # (url, timeout) -> None if healthy, else why not
+from ..core.ports import Probe
 
 
 def _late_probe(url: str, timeout: float) -> str | None:

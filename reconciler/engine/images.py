@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..adapters.docker import DockerPort, collectable
 from ..core.errors import ApplyError
 from ..core.labels import BuildInfo
 from ..core.plan import Action, StepKind
+from ..core.ports import DockerPort, Progress, collectable
 from ..core.render import backend_image
 from ..core.spec import DesiredState
-from .hooks import Progress
 
 
 def ensure_images(

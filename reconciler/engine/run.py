@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 
 from proxy.config import Revision
 
-from ..adapters.docker import DockerPort
 from ..adapters.files import atomic_write
 from ..adapters.workspace import Workspace
 from ..core.labels import BuildInfo
+from ..core.ports import DockerPort, Progress
 from ..core.render import Instance, render_pool
 from ..core.spec import BackendSpec, DesiredState
 from ..core.state import ObservedContainer
-from .hooks import Hooks, Preempted, Progress
+from .hooks import Hooks, Preempted
 
 
 @dataclass

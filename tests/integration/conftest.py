@@ -61,7 +61,7 @@ class Project:
         raise AssertionError(f"{backend} is not routed: {self.pool}")
 
     def routed(self) -> dict[str, int]:
-        return {b["name"]: b["weight"] for b in self.pool["backends"]}  # type: ignore[attr-defined, index]
+        return {b["name"]: b["weight"] for b in self.pool["backends"]}  # type: ignore[attr-defined]
 
     def lbrec(
         self, *args: str, check: bool | None = None, timeout: float = 300

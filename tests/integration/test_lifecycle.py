@@ -8,6 +8,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -99,7 +100,8 @@ def test_port_change_replaces_with_reason(project: Project) -> None:
     assert f"-/+ r1 (replace 1 instance, start first: port {p1} -> {p2})" in r.stdout
     assert project.containers()["r1"]["id"] != old
     assert _get(project.url("r1"))[0] == "r1"
-    (entry,) = project.pool["backends"]  # type: ignore[misc]
+    backends: list[dict[str, Any]] = project.pool["backends"]  # type: ignore[assignment]
+    (entry,) = backends
     assert entry["name"] == "r1" and entry["weight"] == 1
     assert entry["url"] != old_url and entry["instance"].startswith(f"{project.name}-r1-")
     inspect = subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -131,11 +132,11 @@ async def test_stats_document_and_classified_check(
         assert response.status == 404
     await b.stop()  # nothing listens on b's port now: its checks fail to connect
 
-    async def b_check() -> dict[str, object]:
+    async def b_check() -> dict[str, Any]:
         while True:
             async with http.get(p.admin_url + "/-/stats") as response:
                 assert response.headers["Cache-Control"] == "no-store"
-                doc = await response.json()
+                doc: dict[str, Any] = await response.json()
             row = {r["name"]: r for r in doc["backends"]}["b"]
             if row["state"] == "down":
                 return doc

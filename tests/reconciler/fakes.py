@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +17,7 @@ from reconciler.adapters.workspace import Workspace
 from reconciler.core.canary import Counters
 from reconciler.core.errors import ApplyError
 from reconciler.core.labels import backend_labels
+from reconciler.core.ports import BuiltImage, DockerPort
 from reconciler.core.spec import DesiredState
 from reconciler.core.state import ObservedContainer
 from reconciler.engine.hooks import Hooks
@@ -116,7 +117,7 @@ class FakeDocker:
             endpoint=None if name in self.exits else f"127.0.0.1:{port}",
         )
 
-    def scale(self, counts: dict[str, int]) -> None:
+    def scale(self, counts: Mapping[str, int]) -> None:
         for service, count in sorted(counts.items()):
             self._record("scale", (service, str(count)))
             existing = self.of(service)
@@ -154,7 +155,7 @@ class FakeDocker:
         for cid in container_ids:
             self.containers.pop(cid, None)
 
-    def built_images(self) -> tuple[object, ...]:
+    def built_images(self) -> tuple[BuiltImage, ...]:
         return ()
 
     def remove_image(self, reference: str) -> None:
@@ -228,3 +229,8 @@ def make_folder(tmp_path: Path) -> Path:
     (tmp_path / "backend").mkdir()
     (tmp_path / "backend/app.py").write_bytes((REPO / "backend/app.py").read_bytes())
     return tmp_path
+
+
+def as_port(fake: FakeDocker) -> DockerPort:
+    """Where mypy checks the fake against the port it stands in for (mypy runs over tests/)."""
+    return fake

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given
@@ -15,6 +16,7 @@ from reconciler.core.canary import Counters, counters_of, judge
 from reconciler.core.plan import ActionKind, StepKind
 from reconciler.core.render import POOL_FILE
 from reconciler.engine.converge import converge
+from reconciler.engine.hooks import Hooks
 
 from ..fakes import FakeDocker, make_folder
 
@@ -32,7 +34,7 @@ def _window(requests: int, bad: int = 0, latency_bin: int = 5, errors: int = 0) 
 
 
 def test_judge_table() -> None:
-    rules = {"max_error_rate": 0.01, "max_p99": 0.5, "min_requests": 50}
+    rules: dict[str, Any] = {"max_error_rate": 0.01, "max_p99": 0.5, "min_requests": 50}
     assert judge(_window(40), **rules).kind == "wait"
     assert judge(_window(140, bad=17), **rules).reason == (
         "error rate 12.1% > 1.0% over 140 requests"
@@ -211,7 +213,9 @@ def _running_canary(folder: Path) -> None:
     write_state(folder, "web", {"state": "judging", "percent": 5, "steps": [5, 100]})
 
 
-def _asking(hooks, folder: Path, what: str, after: int = 5):  # type: ignore[no-untyped-def]
+def _asking(
+    hooks: Hooks, folder: Path, what: Literal["promote", "promote-full", "abort"], after: int = 5
+) -> Hooks:
     """The operator sends a request while the first step is being judged."""
     from reconciler.engine.rollout_control import request
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from reconciler.core.labels import (
@@ -91,7 +93,7 @@ def test_hash_changes_on_container_settings(
     ],
 )
 def test_hash_unchanged_on_weight_and_proxy_only_settings(
-    backend: BackendSpec, settings: dict[str, object]
+    backend: BackendSpec, settings: dict[str, Any]
 ) -> None:
     assert _hash(backend, **settings) == _hash(BASE)
 

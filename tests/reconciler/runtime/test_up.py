@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from reconciler.runtime.up import sync_webhook
 
+Client = TestClient[web.Request, web.Application]
 
-async def _client(aiohttp_client, token: str, calls: list[int]) -> TestClient:  # type: ignore[no-untyped-def]
+
+async def _client(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], token: str, calls: list[int]
+) -> Client:
     app = web.Application()
     app.router.add_routes(sync_webhook(lambda: calls.append(1), token, branch="main"))
-    client: TestClient = await aiohttp_client(app)
+    client: Client = await aiohttp_client(app)
     return client
 
 
