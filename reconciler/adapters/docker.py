@@ -25,7 +25,10 @@ from python_on_whales.utils import run as run_docker
 from ..core.errors import ApplyError, DockerUnavailable
 from ..core.labels import BACKEND, PROJECT, ROLE
 from ..core.ports import BuiltImage, DockerPort, Progress, Ready, collectable
+from ..core.render import COMPOSE_FILE
+from ..core.spec import DesiredState
 from ..core.state import ObservedContainer
+from .workspace import Workspace
 
 __all__ = [
     "BuiltImage",
@@ -34,6 +37,7 @@ __all__ = [
     "WhalesDocker",
     "collectable",
     "stderr_tail",
+    "whales_docker",
 ]
 
 
@@ -485,3 +489,8 @@ class DockerEvents:
                 proc.kill()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def whales_docker(workspace: Workspace, desired: DesiredState) -> DockerPort:
+    """The one Docker factory: the real adapter for a folder and its project."""
+    return WhalesDocker(folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 from ..core.errors import LockTimeout
 
-__all__ = ["LOCK_FILE", "WAIT_PREFIX", "Held", "pid_alive", "project_lock", "waiting_editor"]
+__all__ = [
+    "LOCK_FILE",
+    "WAIT_PREFIX",
+    "Held",
+    "announced",
+    "pid_alive",
+    "project_lock",
+    "waiting_editor",
+]
 
 LOCK_FILE = ".lbrec.lock"
 # An edit command (init/add/remove) waiting for the lock leaves `.lbrec.wait.<pid>` beside it:
@@ -70,6 +78,7 @@ def project_lock(
     on_wait: Callable[[str], None] | None = None,
     poll: float = 0.1,
     preempt: bool = False,
+    announced: bool = False,
 ) -> Iterator[Held]:
     """Hold an exclusive flock on ``folder/.lbrec.lock`` for the duration of the block.
 
@@ -78,14 +87,16 @@ def project_lock(
     itself is the kernel's and is released when the process exits, however it exits.
 
     With ``preempt`` (the edit commands), a waiter announces itself (``WAIT_PREFIX``) so that
-    a holder in a slow rollout yields the lock early (see apply.py).
+    a holder in a slow rollout yields the lock early (engine/converge.py); ``announced``: the
+    command already did so (:func:`announced`), so it counts as preempting even when the
+    holder has let go by now.
     """
     path = folder / LOCK_FILE
     # The lock is on the folder itself: deleting or replacing .lbrec.lock (which only names
     # the holder for messages) cannot take it away from a holder.
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     marker = folder / f"{WAIT_PREFIX}{os.getpid()}"
-    held = Held()
+    held = Held(preempted=preempt and announced)
     try:
         deadline = time.monotonic() + timeout
         told = False
@@ -123,6 +134,36 @@ def project_lock(
             with contextlib.suppress(OSError):
                 marker.unlink()
         os.close(fd)  # closing the descriptor releases the flock
+
+
+@contextlib.contextmanager
+def announced(folder: Path, command: str) -> Iterator[bool]:
+    """An edit command's first act, before its slow start-up (imports, the engine check):
+    when another command holds the lock, leave the waiting marker at once, so that a pass
+    stuck in a slow rollout starts yielding while this one is still getting ready. Yields
+    whether it announced; ``project_lock(preempt=True)`` takes the marker over."""
+    marker = folder / f"{WAIT_PREFIX}{os.getpid()}"
+    wrote = False
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # no folder: the command itself reports it
+        yield False
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)  # free: nobody to preempt
+    except BlockingIOError:
+        with contextlib.suppress(OSError):
+            marker.write_text(f"pid {os.getpid()} ({command})\n")
+            wrote = True
+    finally:
+        os.close(fd)
+    try:
+        yield wrote
+    finally:
+        if wrote:
+            with contextlib.suppress(OSError):
+                marker.unlink()
 
 
 def _read_holder(path: Path) -> str:

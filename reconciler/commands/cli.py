@@ -12,49 +12,38 @@ Exit codes (documented in docs/cli.md):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ..adapters.docker import DockerPort, WhalesDocker
-from ..adapters.files import atomic_write, read_text_or_none
-from ..adapters.lock import project_lock, waiting_editor
-from ..adapters.workspace import Workspace
-from ..core.durations import duration_arg
-from ..core.edit import add_backend, init_document, remove_backend
+# Light imports only: the engine, Docker and pydantic load when a command needs them, so that
+# an edit command reaches the lock (and announces itself to a slow pass) early.
+from ..adapters.lock import Held, announced, project_lock, waiting_editor
+from ..core.defaults import DEFAULT_FILE
 from ..core.errors import LbrecError, SpecError
-from ..core.output import BuildProgress, Style, format_plan, format_recap, report_json
-from ..core.render import COMPOSE_FILE
-from ..core.report import Report
-from ..core.spec import (
-    DEFAULT_FILE,
-    DesiredState,
-    parse_backend_arg,
-    parse_spec,
-    project_from_folder,
-)
-from ..engine.converge import converge, preflight
-from ..runtime.sync import add_sync_arguments, run_sync
-from ..runtime.up import add_up_arguments, run_up
-from ..runtime.watch import add_watch_arguments, run_watch
+from ..runtime.options import add_pass_arguments, add_runtime_arguments, options_from
+
+if TYPE_CHECKING:
+    from ..adapters.workspace import Workspace
+    from ..core.output import Style
+    from ..core.report import Report
+    from ..runtime.passes import DockerFactory
 
 __all__ = ["main"]
-
-DockerFactory = Callable[[Workspace, DesiredState], DockerPort]
-
-
-def _whales(workspace: Workspace, desired: DesiredState) -> DockerPort:
-    return WhalesDocker(folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE)
 
 
 class _Out:
     def __init__(self, *, json_mode: bool, color: bool) -> None:
+        from ..core.output import Style
+
         self.json = json_mode
-        self.style = Style(color=color)
+        self.style: Style = Style(color=color)
 
     def info(self, text: str) -> None:
         """Human progress: stderr in JSON mode so stdout stays one JSON document."""
@@ -82,20 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-o", "--output", choices=("text", "json"), default="text")
     common.add_argument("--no-color", action="store_true", help="never colour (also NO_COLOR=1)")
     mutating = argparse.ArgumentParser(add_help=False)
-    mutating.add_argument(
-        "--lock-timeout",
-        type=duration_arg,
-        default=300.0,
-        metavar="DURATION",
-        help="how long to wait for another lbrec command holding the lock (default 300)",
-    )
-    mutating.add_argument(
-        "--health-timeout",
-        type=duration_arg,
-        default=60.0,
-        metavar="DURATION",
-        help="how long a new container has to pass its health check (default 60)",
-    )
+    add_pass_arguments(mutating)
     mutating.add_argument(
         "--no-apply", action="store_true", help="only edit the desired-state file"
     )
@@ -126,29 +102,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("status", "promote", "abort"))
     p.add_argument("backend", nargs="?", help="the backend (default: the one in progress)")
     p.add_argument("--full", action="store_true", help="promote: skip every remaining step")
-    loops = argparse.ArgumentParser(add_help=False)
-    loops.add_argument("--lock-timeout", type=duration_arg, default=300.0, metavar="DURATION")
-    loops.add_argument("--health-timeout", type=duration_arg, default=60.0, metavar="DURATION")
     p = sub.add_parser(
-        "up", parents=[common, loops], help="apply, serve the proxy and watch, in the foreground"
+        "up", parents=[common], help="apply, serve the proxy and watch, in the foreground"
     )
-    add_up_arguments(p)
+    add_runtime_arguments(p, "up")
     p = sub.add_parser(
-        "watch", parents=[common, loops], help="reconcile on every change and every --resync"
+        "watch", parents=[common], help="reconcile on every change and every --resync"
     )
-    add_watch_arguments(p)
-    p = sub.add_parser("sync", parents=[common, loops], help="GitOps: deploy a git branch")
-    add_sync_arguments(p)
+    add_runtime_arguments(p, "watch")
+    p = sub.add_parser("sync", parents=[common], help="GitOps: deploy a git branch")
+    add_runtime_arguments(p, "sync")
     return parser
 
 
-def main(argv: Sequence[str] | None = None, *, docker: DockerFactory = _whales) -> int:
+def main(argv: Sequence[str] | None = None, *, docker: DockerFactory | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["proxy"]:
         from proxy.cli import main as proxy_main
 
         return proxy_main(args_list[1:])
     args = _parser().parse_args(args_list)
+    with contextlib.ExitStack() as stack:
+        if args.command in ("init", "add", "remove") and not args.no_apply:
+            # Before anything slow: a pass stuck in a rollout starts yielding now.
+            folder = Path(args.file).absolute().parent
+            args.announced = stack.enter_context(announced(folder, f"lbrec {args.command}"))
+        if docker is None:
+            from ..adapters.docker import whales_docker
+
+            docker = whales_docker
+        return _run(args, docker)
+
+
+def _run(args: argparse.Namespace, docker: DockerFactory) -> int:
     color = (
         sys.stdout.isatty()
         and not os.environ.get("NO_COLOR")
@@ -185,51 +171,19 @@ def main(argv: Sequence[str] | None = None, *, docker: DockerFactory = _whales) 
 def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int:
     command: str = args.command
     if command == "schema":
+        from ..core.spec import DesiredState
+
         print(json.dumps(DesiredState.model_json_schema(), indent=2))
         return 0
-    if command == "up":
-        return run_up(
-            args.file,
-            down=args.down,
-            resync=args.resync,
-            debounce=args.debounce,
-            log_format=args.log_format,
-            access_log=args.access_log,
-            repo=args.repo,
-            branch=args.branch,
-            path=args.path,
-            interval=args.interval,
-            lock_timeout=args.lock_timeout,
-            health_timeout=args.health_timeout,
-            docker=docker,
-            docker_events=args.docker_events,
-        )
-    if command == "watch":
-        return run_watch(
-            args.file,
-            resync=args.resync,
-            debounce=args.debounce,
-            log_format=args.log_format,
-            lock_timeout=args.lock_timeout,
-            health_timeout=args.health_timeout,
-            docker=docker,
-            docker_events=args.docker_events,
-        )
-    if command == "sync":
-        return run_sync(
-            repo=args.repo,
-            file=args.file,
-            branch=args.branch,
-            path=args.path,
-            interval=args.interval,
-            once=args.once,
-            workdir=args.workdir,
-            log_format=args.log_format,
-            lock_timeout=args.lock_timeout,
-            health_timeout=args.health_timeout,
-            git_timeout=args.git_timeout,
-            docker=docker,
-        )
+    if command in ("up", "watch", "sync"):
+        from ..runtime.sync import run_sync
+        from ..runtime.up import run_up
+        from ..runtime.watch import run_watch
+
+        run = {"up": run_up, "watch": run_watch, "sync": run_sync}[command]
+        return run(options_from(args), docker)
+    from ..adapters.workspace import Workspace
+
     workspace = Workspace.at(args.file)
     if command == "validate":
         desired = workspace.load()
@@ -246,40 +200,53 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
 
         return show_status(workspace, docker, json_mode=out.json)
     if command == "diff" or (command == "apply" and args.check):
+        from ..engine.converge import converge
+
         desired = workspace.load()
         report = converge(workspace, docker(workspace, desired), desired=desired, check=True)
         _show(report, out)
         return 0 if report.plan.in_sync else 1
+    return _mutate(command, args, workspace, out, docker)
+
+
+def _mutate(
+    command: str, args: argparse.Namespace, workspace: Workspace, out: _Out, docker: DockerFactory
+) -> int:
+    """init/add/remove/apply: (edit the file, then) one pass; if a waiting edit cuts the pass
+    short, let it go first and carry on behind it."""
+    from ..core.output import BuildProgress, format_plan, format_recap, report_json
+    from ..runtime.passes import run_pass
+
     edit = command in ("init", "add", "remove")
+    if edit and args.no_apply:
+        with project_lock(workspace.folder, command=f"lbrec {command}", on_wait=out.err):
+            _edit(command, args, workspace, out, docker)
+        return 0
+    announced = getattr(args, "announced", False)
     for attempt in range(_PREEMPTIONS + 1):
-        with project_lock(
-            workspace.folder,
+
+        def prepare(held: Held, first: bool = attempt == 0) -> set[str] | None:
+            if not (edit and first):
+                return None
+            edited = _edit(command, args, workspace, out, docker)
+            # An edit that cut another pass short (an emergency change while a rollout hangs)
+            # carries out only what it changed; the preempted command does the rest after it.
+            return edited if held.preempted else None
+
+        report = run_pass(
+            workspace,
+            docker,
             command=f"lbrec {command}",
-            timeout=args.lock_timeout,
+            lock_timeout=args.lock_timeout,
+            health_timeout=args.health_timeout,
             on_wait=out.err,
             preempt=edit and attempt == 0,
-        ) as held:
-            only: set[str] | None = None
-            if edit and attempt == 0:
-                edited = _edit(command, args, workspace, out, docker)
-                if args.no_apply:
-                    return 0
-                if held.preempted:
-                    # This edit cut another pass short (an emergency change while a rollout
-                    # hangs): carry out what it changed; the preempted command carries on
-                    # with the rest once this one is done.
-                    only = edited
-            desired = workspace.load()
-            report = converge(
-                workspace,
-                docker(workspace, desired),
-                desired=desired,
-                check=False,
-                progress=None if out.json else BuildProgress(out.info, out.style).line,
-                health_timeout=args.health_timeout,
-                on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
-                only=only,
-            )
+            announced=announced and attempt == 0,
+            prepare=prepare,
+            progress=None if out.json else BuildProgress(out.info, out.style).line,
+            on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
+            hold_rolled_back=False,  # a person asked: a rolled-back version is tried again
+        )
         if not report.preempted:
             break
         # Cut short by an edit that waited for the lock: let it take the lock (its marker goes
@@ -307,6 +274,11 @@ def _edit(
     docker: DockerFactory,
 ) -> set[str]:
     """Edit the file; the names of the backends whose entry changed (or went)."""
+    from ..adapters.files import atomic_write, read_text_or_none
+    from ..core.edit import add_backend, init_document, remove_backend
+    from ..core.spec import parse_backend_arg, parse_spec, project_from_folder
+    from ..engine.converge import preflight
+
     path = workspace.spec_file
     source = str(args.file)
     text = read_text_or_none(path)
@@ -384,6 +356,8 @@ def _rollout(args: argparse.Namespace, workspace: Workspace, out: _Out) -> int:
 
 
 def _show(report: Report, out: _Out) -> None:
+    from ..core.output import format_plan, format_recap, report_json
+
     if out.json:
         print(report_json(report))
         return

@@ -30,6 +30,7 @@ from proxy.config import (
     format_validation_error,
 )
 
+from .defaults import DEFAULT_FILE
 from .durations import parse_duration
 from .errors import SpecError
 
@@ -48,7 +49,6 @@ __all__ = [
     "parse_spec",
 ]
 
-DEFAULT_FILE = "desired-state.yaml"
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 _HOSTPORT = re.compile(r"^(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
 

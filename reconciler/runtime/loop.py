@@ -1,4 +1,4 @@
-"""EDGE. The control loop shared by ``lbrec watch`` and ``lbrec sync``.
+"""EDGE. The one control loop of ``lbrec watch``, ``lbrec sync`` and ``lbrec up``.
 
 One worker runs a level-triggered ``reconcile()`` (it takes no event: an event only means
 "something may have changed") when it is notified, after a debounce, and every ``resync``
@@ -6,49 +6,47 @@ seconds. Events that arrive during a pass mark the loop dirty: exactly one more 
 A failed pass is retried with capped exponential backoff; a permanent failure (invalid input)
 waits for the next notification. When to run is decided by :class:`Schedule`, a plain state
 machine over timestamps that tests drive without threads or a clock.
+
+What makes a pass due is attached as *triggers* (a file watch, the `docker events` stream): the
+loop starts them when it runs and stops them when it ends; a webhook or a git poll calls
+:meth:`ControlLoop.notify` (sync's resync interval is its poll). The pass itself is
+runtime/passes.py's ``run_pass``, for every command.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from proxy.logs import JsonFormatter
+from proxy.logs import configure_logging as configure_lbrec_logging
 
-from ..adapters.docker import DockerPort, WhalesDocker
-from ..adapters.workspace import Workspace
 from ..core.errors import LbrecError, PortInUse, SpecError, UsageError
-from ..core.render import COMPOSE_FILE
 from ..core.report import Report
-from ..core.spec import DesiredState
 
 __all__ = [
     "Backoff",
     "ControlLoop",
-    "DockerFactory",
     "Due",
-    "JsonFormatter",
     "PassOutcome",
     "Schedule",
     "configure_logging",
     "describe_failures",
     "is_permanent",
-    "whales_docker",
 ]
 
 Reconcile = Callable[[], Report]
-DockerFactory = Callable[[Workspace, DesiredState], DockerPort]
 
 
-def whales_docker(workspace: Workspace, desired: DesiredState) -> DockerPort:
-    """The real adapter, built like `lbrec apply` builds it."""
-    return WhalesDocker(folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE)
+class Trigger(Protocol):
+    """Something that notifies the loop (it was given ``notify`` when it was made)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
 
 
 class PassOutcome(StrEnum):
@@ -188,8 +186,11 @@ class ControlLoop:
         permanent_hint: str = "waiting for the input to change",
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
+        banner: str = "",
     ) -> None:
         self._reconcile = reconcile
+        self.banner = banner  # logged when the loop starts
+        self._triggers: list[Trigger] = []
         self.name = name
         self._schedule = Schedule(
             resync=resync,
@@ -207,6 +208,10 @@ class ControlLoop:
         self.passes = 0
         self.last_outcome: PassOutcome | None = None
         self.last_error: str | None = None
+
+    def attach(self, trigger: Trigger) -> None:
+        """Start ``trigger`` with the loop and stop it when the loop ends."""
+        self._triggers.append(trigger)
 
     # -- called from any thread ---------------------------------------------------------
     def notify(self, reason: str, *, immediate: bool = False, drift: bool = False) -> None:
@@ -248,6 +253,20 @@ class ControlLoop:
 
     # -- the worker ---------------------------------------------------------------------
     def run(self) -> None:
+        started: list[Trigger] = []
+        try:
+            for trigger in self._triggers:
+                trigger.start()
+                started.append(trigger)
+            if self.banner:
+                self._log.info("%s", self.banner)
+            self._run()
+        finally:
+            for trigger in reversed(started):
+                trigger.stop()
+            self._log.info("stopped after %d passes", self.passes)
+
+    def _run(self) -> None:
         with self._cond:
             if self.passes == 0:
                 self._schedule.event(self._clock(), "start", immediate=True)
@@ -340,14 +359,7 @@ def describe_failures(report: Report) -> str:
 
 
 def configure_logging(fmt: Literal["text", "json"] = "text", *, name: str) -> logging.Logger:
-    """A stderr handler on ``lbrec.<name>``: text lines, or JSON lines for log shippers."""
-    handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logger = logging.getLogger(f"lbrec.{name}")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    return logger
+    """The one logging set-up (proxy/logs.py: text or JSON lines on stderr for every `lbrec`
+    logger, the proxy's too); returns ``lbrec.<name>``."""
+    configure_lbrec_logging(fmt)
+    return logging.getLogger(f"lbrec.{name}")

@@ -21,7 +21,6 @@ and docker); :meth:`SyncLoop.trigger` is thread-safe and non-blocking, for ``POS
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -29,43 +28,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 from proxy.config import Revision
 
 from ..adapters.files import atomic_write
 from ..adapters.git import Mirror, normalize_repo
-from ..adapters.lock import project_lock
 from ..adapters.records import read_deployed, write_deployed
 from ..adapters.workspace import Workspace
-from ..core.durations import duration_arg
 from ..core.errors import LbrecError, SpecError
 from ..core.plan import Plan
 from ..core.report import Report
 from ..core.spec import DEFAULT_FILE, DesiredState, parse_spec
-from ..engine.converge import converge
-from .loop import (
-    Backoff,
-    ControlLoop,
-    DockerFactory,
-    configure_logging,
-    describe_failures,
-    whales_docker,
-)
+from .loop import Backoff, ControlLoop, configure_logging, describe_failures
+from .options import RuntimeOptions
+from .passes import DockerFactory, run_pass
+from .signals import run_until_signal
 
 __all__ = [
-    "ApplyFn",
+    "DeployFn",
     "SyncLoop",
     "SyncResult",
     "SyncSource",
     "SyncState",
-    "add_sync_arguments",
     "build_sync_loop",
-    "make_apply",
+    "make_deploy",
     "run_sync",
 ]
 
-ApplyFn = Callable[[DesiredState, Revision], Report]
+# One deployment: (the commit's file, its revision, what to do under the lock after the pass)
+# -> the report. The real one is run_pass (make_deploy); unit tests inject a fake.
+DeployFn = Callable[[str, Revision, Callable[[Report], None]], Report]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,28 +88,26 @@ class SyncResult:
 
 
 class SyncLoop:
-    """Deploys ``source``'s branch head into ``workspace``; ``apply`` is one converge."""
+    """Deploys ``source``'s branch head into ``workspace``; ``deploy`` is one run_pass."""
 
     def __init__(
         self,
         source: SyncSource,
         workspace: Workspace,
         *,
-        apply: ApplyFn,
+        deploy: DeployFn,
         workdir: Path | None = None,
         interval: float = 30.0,
-        lock_timeout: float = 300.0,
         git_timeout: float = 120.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.source = source
         self.workspace = workspace
-        self._apply = apply
+        self._deploy_fn = deploy
         self.mirror = Mirror(
             source.repo, workdir or workspace.folder / ".lbrec" / "repo", timeout=git_timeout
         )
-        self._lock_timeout = lock_timeout
         self.loop = ControlLoop(
             self._pass,
             name="sync",
@@ -127,6 +117,8 @@ class SyncLoop:
             retry_permanent_after=interval,  # a later commit may fix it: keep polling
             permanent_hint="waiting for the next commit",
             clock=clock,
+            banner=f"syncing {source.repo} branch {source.branch} file {source.path} into "
+            f"{workspace.spec_file} (every {interval:g}s)",
         )
         self._log = self.loop.logger
         self._reported_invalid: str | None = None
@@ -150,7 +142,7 @@ class SyncLoop:
             source=self.source.repo,
         )
         try:
-            text, desired = self._read(head)
+            text, _desired = self._read(head)
         except SpecError as err:
             result = SyncResult(SyncState.INVALID, head, revision, error=err.message)
             if self._reported_invalid != head:
@@ -165,7 +157,7 @@ class SyncLoop:
                 )
             self.last_result = result
             return result
-        result = self._deploy(text, desired, revision)
+        result = self._deploy(text, revision)
         self.last_result = result
         return result
 
@@ -179,15 +171,15 @@ class SyncLoop:
             )
         return text, parse_spec(text, source=f"{path}@{commit[:12]}")
 
-    def _deploy(self, text: str, desired: DesiredState, revision: Revision) -> SyncResult:
+    def _deploy(self, text: str, revision: Revision) -> SyncResult:
         commit = revision.commit or ""
         folder = self.workspace.folder
-        with project_lock(folder, command="lbrec sync", timeout=self._lock_timeout):
-            atomic_write(self.workspace.spec_file, text)
-            report = self._apply(desired, revision)
+        recorded = False
+
+        def record(report: Report) -> None:  # under the lock, after a clean pass
+            nonlocal recorded
             if report.failed:
-                error = describe_failures(report)
-                return SyncResult(SyncState.FAILED, commit, revision, report, error)
+                return
             deployed = read_deployed(folder) or {}
             recorded = deployed.get("commit") != commit
             if recorded:
@@ -199,6 +191,11 @@ class SyncLoop:
                     revision.message,
                     extra={"commit": commit, "author": revision.author},
                 )
+
+        report = self._deploy_fn(text, revision, record)
+        if report.failed:
+            error = describe_failures(report)
+            return SyncResult(SyncState.FAILED, commit, revision, report, error)
         return SyncResult(SyncState.DEPLOYED, commit, revision, report, recorded=recorded)
 
     def _last_good(self) -> tuple[str, DesiredState, Revision] | None:
@@ -221,8 +218,8 @@ class SyncLoop:
         good = self._last_good()
         if good is None:
             raise SpecError(f"commit {result.commit[:12]}: {result.error}")
-        text, desired, revision = good
-        deployed = self._deploy(text, desired, revision)
+        text, _desired, revision = good
+        deployed = self._deploy(text, revision)
         assert deployed.report is not None  # _deploy always applies
         return deployed.report
 
@@ -232,14 +229,6 @@ class SyncLoop:
         self.loop.notify("trigger", immediate=True)
 
     def run(self) -> None:
-        self._log.info(
-            "syncing %s branch %s file %s into %s (every %ss)",
-            self.source.repo,
-            self.source.branch,
-            self.source.path,
-            self.workspace.spec_file,
-            f"{self.loop.resync:g}" if self.loop.resync else "-",
-        )
         self.loop.run()
 
     def start(self) -> threading.Thread:
@@ -252,57 +241,27 @@ class SyncLoop:
         return self.loop.join(timeout)
 
 
-def make_apply(
-    workspace: Workspace,
-    *,
-    docker: DockerFactory = whales_docker,
-    health_timeout: float = 60.0,
-    on_plan: Callable[[Plan, Revision], None] | None = None,
-) -> ApplyFn:
-    """The real apply: one converge of ``desired`` stamped with ``revision``."""
+def make_deploy(workspace: Workspace, docker: DockerFactory, options: RuntimeOptions) -> DeployFn:
+    """The real deployment: one run_pass that first writes the commit's file (atomically,
+    under the lock) and stamps ``revision`` into the pool and on new containers."""
 
-    def apply(desired: DesiredState, revision: Revision) -> Report:
-        return converge(
+    def deploy(text: str, revision: Revision, after: Callable[[Report], None]) -> Report:
+        def write_file(_held: object) -> None:
+            atomic_write(workspace.spec_file, text)
+
+        return run_pass(
             workspace,
-            docker(workspace, desired),
-            desired=desired,
-            check=False,
+            docker,
+            command="lbrec sync",
+            lock_timeout=options.lock_timeout,
+            health_timeout=options.health_timeout,
+            prepare=write_file,
+            after=after,
             revision=revision,
-            health_timeout=health_timeout,
-            on_plan=None if on_plan is None else lambda p: on_plan(p, revision),
-            hold_rolled_back=True,
+            on_plan=lambda p: _log_plan(p, revision),
         )
 
-    return apply
-
-
-def add_sync_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `lbrec sync` beyond the common -f and --lock-timeout/--health-timeout."""
-    parser.add_argument("--repo", required=True, help="git URL or path of the config repository")
-    parser.add_argument("--branch", default="main", help="branch to deploy (default main)")
-    parser.add_argument(
-        "--path",
-        default=DEFAULT_FILE,
-        help=f"the desired-state file inside the repository (default {DEFAULT_FILE})",
-    )
-    parser.add_argument(
-        "--interval",
-        type=duration_arg,
-        default=30.0,
-        metavar="DURATION",
-        help="poll and reconcile this often, e.g. 30s, 5m (default 30s)",
-    )
-    parser.add_argument(
-        "--once",
-        action="store_true",
-        help="deploy the head once and exit: 0 deployed, 1 apply failed, 2 invalid file, "
-        "3 no Docker engine, 4 lock timeout, 5 git failed",
-    )
-    parser.add_argument(
-        "--workdir", default=None, help="the bare mirror (default .lbrec/repo in the deploy folder)"
-    )
-    parser.add_argument("--git-timeout", type=duration_arg, default=120.0, metavar="DURATION")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    return deploy
 
 
 def _log_plan(the_plan: Plan, revision: Revision) -> None:
@@ -319,84 +278,40 @@ def _log_plan(the_plan: Plan, revision: Revision) -> None:
 
 
 def build_sync_loop(
-    *,
-    repo: str,
-    file: str | Path = DEFAULT_FILE,
-    branch: str = "main",
-    path: str = DEFAULT_FILE,
-    interval: float = 30.0,
-    workdir: str | Path | None = None,
-    lock_timeout: float = 300.0,
-    health_timeout: float = 60.0,
-    git_timeout: float = 120.0,
-    docker: DockerFactory = whales_docker,
-    apply: ApplyFn | None = None,
+    options: RuntimeOptions, docker: DockerFactory, *, deploy: DeployFn | None = None
 ) -> SyncLoop:
-    """The real sync loop (for run_sync and `lbrec up`). Raises GitError for a bad --repo,
-    SpecError when the deploy folder (the folder of ``file``) does not exist."""
-    workspace = Workspace.at(file)
+    """The real sync loop (for run_sync and `lbrec up --repo`). Raises GitError for a bad
+    --repo, SpecError when the deploy folder (the folder of the file) does not exist."""
+    if options.repo is None:
+        raise SpecError("--repo: required to follow a git branch")
+    workspace = Workspace.at(options.file)
     if not workspace.folder.is_dir():
         raise SpecError(f"{workspace.folder}: no such deploy folder")
-    source = SyncSource(normalize_repo(repo, Path.cwd()), branch, path)
+    source = SyncSource(normalize_repo(options.repo, Path.cwd()), options.branch, options.path)
     return SyncLoop(
         source,
         workspace,
-        apply=apply
-        or make_apply(workspace, docker=docker, health_timeout=health_timeout, on_plan=_log_plan),
-        workdir=None if workdir is None else Path(workdir).absolute(),
-        interval=interval,
-        lock_timeout=lock_timeout,
-        git_timeout=git_timeout,
+        deploy=deploy or make_deploy(workspace, docker, options),
+        workdir=options.workdir,
+        interval=options.interval,
+        git_timeout=options.git_timeout,
     )
 
 
 def run_sync(
-    *,
-    repo: str,
-    file: str | Path = DEFAULT_FILE,
-    branch: str = "main",
-    path: str = DEFAULT_FILE,
-    interval: float = 30.0,
-    once: bool = False,
-    workdir: str | Path | None = None,
-    log_format: Literal["text", "json"] = "text",
-    lock_timeout: float = 300.0,
-    health_timeout: float = 60.0,
-    git_timeout: float = 120.0,
-    docker: DockerFactory = whales_docker,
-    apply: ApplyFn | None = None,
+    options: RuntimeOptions, docker: DockerFactory, *, deploy: DeployFn | None = None
 ) -> int:
     """`lbrec sync`. With ``once``: the exit code of the deployment of the head commit;
     otherwise runs until SIGINT/SIGTERM (0 on a clean stop, 130 when forced)."""
-    from .watch import run_thread_until_stopped, stop_on_signals
-
-    log = configure_logging(log_format, name="sync")
+    log = configure_logging(options.log_format, name="sync")
     try:
-        sync = build_sync_loop(
-            repo=repo,
-            file=file,
-            branch=branch,
-            path=path,
-            interval=interval,
-            workdir=workdir,
-            lock_timeout=lock_timeout,
-            health_timeout=health_timeout,
-            git_timeout=git_timeout,
-            docker=docker,
-            apply=apply,
-        )
+        sync = build_sync_loop(options, docker, deploy=deploy)
     except LbrecError as err:
         log.error("%s", err.message)
         return err.exit_code
-    if once:
+    if options.once:
         return _once(sync, log_error=log.error, log_info=log.info)
-    with stop_on_signals(sync.stop, log.info):
-        try:
-            run_thread_until_stopped(sync.start())
-        except KeyboardInterrupt:
-            log.warning("interrupted during a pass")
-            return 130
-    return 0
+    return run_until_signal(sync, log)
 
 
 def _once(sync: SyncLoop, *, log_error: Callable[..., None], log_info: Callable[..., None]) -> int:

@@ -10,7 +10,6 @@ stderr through the `lbrec` logger. Ctrl-C/SIGTERM stop the loop, then drain the 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -19,19 +18,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING
 
 from proxy.config import ConfigError, load_config
 from proxy.logs import configure_logging
 
 from ..adapters.probes import port_free
-from ..engine.converge import converge
 
 if TYPE_CHECKING:  # aiohttp and the proxy load only when `lbrec up` runs (a fast CLI)
     from aiohttp import web
-from ..adapters.lock import project_lock
 from ..adapters.workspace import Workspace
-from ..core.durations import duration_arg
 from ..core.errors import LbrecError, PortInUse
 from ..core.output import BuildProgress, Style, format_plan, format_recap
 from ..core.spec import DesiredState
@@ -44,57 +40,30 @@ from ..core.webhooks import (
     WebhookSecret,
     judge,
 )
-from .loop import DockerFactory, whales_docker
+from .options import RuntimeOptions
+from .passes import DockerFactory, run_pass
+from .signals import Runnable, run_until_signal
 from .sync import build_sync_loop
-from .watch import (
-    QUIET_PERIOD,
-    add_watch_arguments,
-    build_watch_loop,
-    run_thread_until_stopped,
-    stop_on_signals,
-)
+from .watch import build_watch_loop
 
-__all__ = ["SYNC_TOKEN_ENV", "add_up_arguments", "run_up", "sync_webhook"]
+__all__ = ["SYNC_TOKEN_ENV", "run_up", "sync_webhook"]
 
 _log = logging.getLogger("lbrec.up")
 _webhook_log = logging.getLogger("lbrec.webhook")
 
 
-class _Loop(Protocol):
-    def start(self) -> threading.Thread: ...
-    def stop(self) -> None: ...
-    def join(self, timeout: float | None = None) -> bool: ...
-
-
-def add_up_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--down", action="store_true", help="remove the containers on exit")
-    add_watch_arguments(parser)  # --resync, --debounce, --no-docker-events, --log-format
-    parser.add_argument("--access-log", action="store_true", help="log one line per request")
-    gitops = parser.add_argument_group("GitOps (instead of watching the file)")
-    gitops.add_argument("--repo", help="deploy the desired-state file of this git repository")
-    gitops.add_argument("--branch", default="main")
-    gitops.add_argument("--path", default="desired-state.yaml", help="the file in the repository")
-    gitops.add_argument("--interval", type=duration_arg, default=30.0, metavar="DURATION")
-
-
-def _first_pass(
-    workspace: Workspace, docker: DockerFactory, *, lock_timeout: float, health_timeout: float
-) -> int:
+def _first_pass(workspace: Workspace, docker: DockerFactory, options: RuntimeOptions) -> int:
     style = Style(color=False)
-    with project_lock(
-        workspace.folder, command="lbrec up", timeout=lock_timeout, on_wait=_log.info
-    ):
-        desired = workspace.load()
-        report = converge(
-            workspace,
-            docker(workspace, desired),
-            desired=desired,
-            check=False,
-            progress=BuildProgress(_log.info, style).line,
-            health_timeout=health_timeout,
-            on_plan=lambda p: _log.info("plan:\n%s", format_plan(p, style)),
-            hold_rolled_back=True,
-        )
+    report = run_pass(
+        workspace,
+        docker,
+        command="lbrec up",
+        lock_timeout=options.lock_timeout,
+        health_timeout=options.health_timeout,
+        on_wait=_log.info,
+        progress=BuildProgress(_log.info, style).line,
+        on_plan=lambda p: _log.info("plan:\n%s", format_plan(p, style)),
+    )
     _log.info("%s", format_recap(report, style))
     return 1 if report.failed else 0
 
@@ -225,29 +194,14 @@ async def _serve_until_signal(
             loop.remove_signal_handler(sig)
 
 
-def run_up(
-    file: str | Path,
-    *,
-    down: bool = False,
-    resync: float = 30.0,
-    debounce: float = QUIET_PERIOD,
-    log_format: Literal["text", "json"] = "text",
-    access_log: bool = False,
-    repo: str | None = None,
-    branch: str = "main",
-    path: str = "desired-state.yaml",
-    interval: float = 30.0,
-    lock_timeout: float = 300.0,
-    health_timeout: float = 60.0,
-    docker: DockerFactory = whales_docker,
-    docker_events: bool = True,
-) -> int:
-    configure_logging(log_format, access_log=access_log)
-    workspace = Workspace.at(file)
-    control: _Loop
+def run_up(options: RuntimeOptions, docker: DockerFactory) -> int:
+    """`lbrec up`: serve first (the last good pool), reconcile beside it, until a signal."""
+    configure_logging(options.log_format, access_log=options.access_log)
+    workspace = Workspace.at(options.file)
+    control: Runnable
     routes: list[web.RouteDef] = []
     try:
-        if repo is None:
+        if options.repo is None:
             desired = workspace.load()
             serve_first = False
             if desired.proxy.mode == "host":
@@ -258,33 +212,16 @@ def run_up(
                 # (right after the proxy is up) reconciles beside it, engine reachable or not.
                 _log.info("serving the last known good pool while the first pass runs")
             else:
-                failed = _first_pass(
-                    workspace, docker, lock_timeout=lock_timeout, health_timeout=health_timeout
-                )
+                failed = _first_pass(workspace, docker, options)
                 if failed:
                     _log.warning("first apply left backends out of the pool; the loop retries")
-            control = build_watch_loop(
-                file,
-                resync=resync,
-                debounce=debounce,
-                lock_timeout=lock_timeout,
-                health_timeout=health_timeout,
-                docker=docker,
-                docker_events=docker_events,
-            )
+            control = build_watch_loop(options, docker)
         else:
-            sync = build_sync_loop(
-                repo=repo,
-                file=file,
-                branch=branch,
-                path=path,
-                interval=interval,
-                lock_timeout=lock_timeout,
-                health_timeout=health_timeout,
-                docker=docker,
-            )
+            sync = build_sync_loop(options, docker)
             # Before the first pass: a malformed whsec_ secret stops here, with nothing applied.
-            routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""), branch=branch)
+            routes = sync_webhook(
+                sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""), branch=options.branch
+            )
             result = sync.sync_once()
             _log.info(
                 "first sync: commit %s %s%s",
@@ -317,7 +254,7 @@ def run_up(
             asyncio.run(
                 _serve_until_signal(
                     workspace.pool_file,
-                    access_log=access_log,
+                    access_log=options.access_log,
                     on_ready=start_loop,
                     admin_routes=routes,
                 )
@@ -328,15 +265,13 @@ def run_up(
                 desired.listen,
                 workspace.spec_file,
             )
-            with stop_on_signals(control.stop, _log.info):
-                start_loop()
-                assert thread is not None
-                run_thread_until_stopped(thread)
+            if run_until_signal(control, _log) == 130:
+                return 130
     finally:
         control.stop()
         if thread is not None:
             control.join(timeout=120)
-    if down:
+    if options.down:
         try:
             _remove_all(workspace, docker, desired)
         except LbrecError as err:
