@@ -50,7 +50,7 @@ def parse_hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
-async def serve(
+async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one start-up order
     config_path: str | Path,
     *,
     listen: str | tuple[str, int] | None = None,

@@ -412,7 +412,7 @@ class Exchange:
 
     # -- upstream side (UpstreamListener) ------------------------------------------------------
 
-    def upstream_data(self, data: bytes) -> None:
+    def upstream_data(self, data: bytes) -> None:  # noqa: PLR0912  the hot path, inlined
         now = self.server.loop.time()
         if not self.rx and self.backend is not None:  # an answer's first bytes: status page
             self.backend.stats.first_byte(data, now - self.last_activity)

@@ -436,7 +436,7 @@ class DockerEvents:
         cmd += ["--filter", f"label={PROJECT}={self.project}"]
         for action in self._ACTIONS:
             cmd += ["--filter", f"event={action}"]
-        return [*cmd, "--format", '{{.Action}} {{index .Actor.Attributes "lbrec.backend"}}']
+        return [*cmd, "--format", f'{{{{.Action}}}} {{{{index .Actor.Attributes "{BACKEND}"}}}}']
 
     def _run(self) -> None:
         lost = False  # a previous stream ended: events may have been missed meanwhile

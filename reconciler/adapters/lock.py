@@ -80,7 +80,8 @@ def project_lock(
     preempt: bool = False,
     announced: bool = False,
 ) -> Iterator[Held]:
-    """Hold an exclusive flock on ``folder/.lbrec.lock`` for the duration of the block.
+    """Hold an exclusive flock on the folder for the duration of the block (one function on
+    purpose: the acquire loop, the waiting marker and their clean-up share one try/finally).
 
     Waits up to ``timeout`` seconds for another holder, calling ``on_wait`` once with a message
     naming it. The lock file records the holder (pid, command) for that message only; the lock

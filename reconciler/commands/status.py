@@ -12,8 +12,10 @@ from ..adapters.files import read_text_or_none
 from ..adapters.proxy_admin import proxy_generation
 from ..adapters.records import DEPLOYED_FILE
 from ..adapters.workspace import Workspace
+from ..core.labels import REVISION
 from ..core.ports import DockerPort
-from ..core.spec import DesiredState
+from ..core.spec import BackendSpec, DesiredState
+from ..core.state import ObservedContainer
 from ..engine.rollout_control import rolled_back
 
 __all__ = ["collect_status", "show_status"]
@@ -37,41 +39,18 @@ def collect_status(
                 pool_problem = f"invalid: {err}"
     routed = {e.name: e.weight for e in pool.backends} if pool else {}
     routed_urls = {e.url for e in pool.backends} if pool else set()
-    rows = []
     names = [b.name for b in desired.backends]
     names += sorted({c.backend for c in containers} - set(names))
-    for name in names:
-        spec = desired.backend(name)
-        mine = sorted((c for c in containers if c.backend == name), key=lambda c: c.name)
-        c = mine[0] if mine else None
-        rows.append(
-            {
-                "backend": name,
-                "desired": spec is not None,
-                "weight": spec.weight if spec else None,
-                "routed_weight": routed.get(name),
-                "port": spec.port if spec else None,
-                "state": (c.state + (f" ({c.health})" if c.health else "")) if c else "missing",
-                "image": c.image if c else None,
-                "since": c.started_at if c else None,
-                "revision": c.labels.get("lbrec.revision") if c else None,
-                "container": c.id[:12] if c else None,
-                "replicas": spec.replicas if spec else None,
-                "instances": [
-                    {
-                        "name": i.name,
-                        "container": i.id[:12],
-                        "endpoint": i.endpoint,
-                        "routed": i.url is not None and i.url in routed_urls,
-                        "state": i.state + (f" ({i.health})" if i.health else ""),
-                        "image": i.image,
-                        "since": i.started_at,
-                        "revision": i.labels.get("lbrec.revision"),
-                    }
-                    for i in mine
-                ],
-            }
+    rows = [
+        _backend_row(
+            name,
+            desired.backend(name),
+            sorted((c for c in containers if c.backend == name), key=lambda c: c.name),
+            routed.get(name),
+            routed_urls,
         )
+        for name in names
+    ]
     deployed_text = read_text_or_none(workspace.folder / DEPLOYED_FILE)
     proxy_gen = proxy_generation(desired.admin)
     return {
@@ -86,6 +65,42 @@ def collect_status(
     }
 
 
+def _backend_row(
+    name: str,
+    spec: BackendSpec | None,
+    mine: list[ObservedContainer],
+    routed_weight: int | None,
+    routed_urls: set[str],
+) -> dict[str, Any]:
+    c = mine[0] if mine else None
+    return {
+        "backend": name,
+        "desired": spec is not None,
+        "weight": spec.weight if spec else None,
+        "routed_weight": routed_weight,
+        "port": spec.port if spec else None,
+        "state": (c.state + (f" ({c.health})" if c.health else "")) if c else "missing",
+        "image": c.image if c else None,
+        "since": c.started_at if c else None,
+        "revision": c.labels.get(REVISION) if c else None,
+        "container": c.id[:12] if c else None,
+        "replicas": spec.replicas if spec else None,
+        "instances": [
+            {
+                "name": i.name,
+                "container": i.id[:12],
+                "endpoint": i.endpoint,
+                "routed": i.url is not None and i.url in routed_urls,
+                "state": i.state + (f" ({i.health})" if i.health else ""),
+                "image": i.image,
+                "since": i.started_at,
+                "revision": i.labels.get(REVISION),
+            }
+            for i in mine
+        ],
+    }
+
+
 def show_status(
     workspace: Workspace,
     docker: Callable[[Workspace, DesiredState], DockerPort],
@@ -96,9 +111,15 @@ def show_status(
     if json_mode:
         print(json.dumps(status, indent=2))
         return 0
+    _print_table(status["backends"])
+    _print_footer(status)
+    return 0
+
+
+def _print_table(backends: list[dict[str, Any]]) -> None:
     headers = ["BACKEND", "WEIGHT", "ROUTED", "PORT", "INSTANCE", "ENDPOINT", "STATE", "SINCE"]
     table = [headers]
-    for row in status["backends"]:
+    for row in backends:
         head = [
             row["backend"] + ("" if row["desired"] else " (orphan)"),
             "-" if row["weight"] is None else str(row["weight"]),
@@ -122,6 +143,9 @@ def show_status(
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for r in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _print_footer(status: dict[str, Any]) -> None:
     problem = status["pool_problem"]
     if problem is None:
         print(f"\npool generation: {status['generation']}")
@@ -153,4 +177,3 @@ def show_status(
             f"at {deployed.get('time', '?')} from {deployed.get('source', '?')}: "
             f"{deployed.get('message', '')}"
         )
-    return 0

@@ -12,14 +12,14 @@ that backend's rollout is skipped: its old instances were never touched and keep
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from proxy.config import Revision
 
 from ..adapters.files import atomic_write
 from ..adapters.workspace import Workspace
 from ..core.errors import ApplyError
-from ..core.labels import BuildInfo
+from ..core.labels import REVISION, BuildInfo
 from ..core.plan import Action, ActionKind, Plan, StepKind
 from ..core.ports import DockerPort, Progress
 from ..core.render import render_compose
@@ -50,26 +50,15 @@ def apply(
     """Carry out ``the_plan`` (see the module docstring for the order). With ``only``, the
     container work of other backends is deferred (reported, not done); so is that of the
     ``held`` backends (a version that was rolled back, with why); the pool still takes every
-    new weight."""
+    new weight.
+
+    Longer than most on purpose: the numbered phases below are the safe order of a pass, and
+    reading them in one place is the point; each phase is a call or a few lines."""
     say = progress or (lambda _msg: None)
     hooks = hooks or Hooks()
     run = Run(desired, workspace, docker, hooks, say, revision, build=build)
-    outcomes: dict[str, Outcome] = {}
     backends = [a for a in the_plan.actions if a.role == "backend"]
-    for action in backends:
-        if not action.steps:
-            continue
-        if held and action.backend in held and action.new_version:
-            outcomes[action.backend] = Outcome(
-                action, ok=True, deferred=True, detail=held[action.backend]
-            )
-        elif only is not None and action.backend not in only:
-            outcomes[action.backend] = Outcome(
-                action,
-                ok=True,
-                deferred=True,
-                detail="this edit cut another pass short; run `lbrec apply` for the rest",
-            )
+    outcomes: dict[str, Outcome] = _deferred(backends, held, only)
     backends = [a for a in backends if a.backend not in outcomes]
 
     revisions = container_revisions(the_plan, observed, revision)
@@ -85,51 +74,14 @@ def apply(
         action = next(a for a in backends if a.backend == name)
         outcomes[name] = Outcome(action, ok=False, error=err.message, detail=err.detail)
 
-    # 1. The pool routes what serves now (matched by URL), at the desired weights; backends
-    # that go leave it before their containers do.
-    pool_urls: dict[str, set[str]] = {}
-    for entry in observed.pool.backends if observed.pool is not None else ():
-        pool_urls.setdefault(entry.name, set()).add(entry.url)
-    for spec in desired.backends:
-        run.routed[spec.name] = {
-            c.id: (c.url, c.name or None)
-            for c in observed.for_backend(spec.name)
-            if c.running and c.url is not None and c.url in pool_urls.get(spec.name, set())
-        }
-    for c in observed.containers:
-        run.known[c.id] = c
-    # A canary in progress (a pass cut short) keeps its split until this pass decides.
-    canary: dict[str, tuple[set[str], int]] = {}
-    for entry in observed.pool.backends if observed.pool is not None else ():
-        if entry.version == "canary" and entry.percent is not None:
-            canary.setdefault(entry.name, (set(), entry.percent))[0].add(entry.url)
-    for name, (urls, percent) in canary.items():
-        ids = frozenset(i for i, (url, _) in run.routed.get(name, {}).items() if url in urls)
-        if ids:
-            run.split[name] = (ids, percent)
-    run.publish()
+    # 1. The pool routes what serves now, at the desired weights.
+    _route_what_serves(run, desired, observed)
     for action in backends:
         if action.kind is ActionKind.REWEIGHT and not action.steps:
             outcomes[action.backend] = Outcome(action, ok=True)
 
-    # 2a. Backends that have no instance at all come up together: one Compose call, one wait
-    # (there is nothing old to keep serving, so no reason to go one by one).
-    fresh = [
-        a
-        for a in backends
-        if a.kind is ActionKind.CREATE
-        and a.backend not in outcomes
-        and [s.kind for s in a.steps] == [StepKind.CREATE, StepKind.WAIT, StepKind.ROUTE]
-    ]
-    if len(fresh) > 1:
-        try:
-            outcomes.update(create_together(run, fresh))
-        except Preempted as err:
-            for action in fresh:
-                outcomes.setdefault(
-                    action.backend,
-                    Outcome(action, ok=False, error=f"preempted ({err.reason})", preempted=True),
-                )
+    # 2a. Backends that have no instance at all come up together.
+    outcomes.update(_create_fresh(run, [a for a in backends if a.backend not in outcomes]))
 
     # 2. Each backend's steps, in plan order (removals first). A newer change that waits
     # ends the pass here: what is half done was undone, the rest is left to the next pass.
@@ -160,6 +112,75 @@ def apply(
         routed=tuple(sorted(name for name, by_id in run.routed.items() if by_id)),
         generation=generation,
     )
+
+
+def _deferred(
+    backends: Sequence[Action], held: Mapping[str, str] | None, only: Collection[str] | None
+) -> dict[str, Outcome]:
+    """The backends whose container work this pass leaves alone: a held (rolled-back) new
+    version, and, for an edit that cut another pass short, every backend it did not edit."""
+    outcomes: dict[str, Outcome] = {}
+    for action in backends:
+        if not action.steps:
+            continue
+        if held and action.backend in held and action.new_version:
+            outcomes[action.backend] = Outcome(
+                action, ok=True, deferred=True, detail=held[action.backend]
+            )
+        elif only is not None and action.backend not in only:
+            outcomes[action.backend] = Outcome(
+                action,
+                ok=True,
+                deferred=True,
+                detail="this edit cut another pass short; run `lbrec apply` for the rest",
+            )
+    return outcomes
+
+
+def _route_what_serves(run: Run, desired: DesiredState, observed: Observed) -> None:
+    """Step 1: the pool routes what serves now (matched by URL), at the desired weights, and a
+    canary in progress (a pass cut short) keeps its split until this pass decides; backends
+    that go leave the pool before their containers do."""
+    pool_urls: dict[str, set[str]] = {}
+    for entry in observed.pool.backends if observed.pool is not None else ():
+        pool_urls.setdefault(entry.name, set()).add(entry.url)
+    for spec in desired.backends:
+        run.routed[spec.name] = {
+            c.id: (c.url, c.name or None)
+            for c in observed.for_backend(spec.name)
+            if c.running and c.url is not None and c.url in pool_urls.get(spec.name, set())
+        }
+    for c in observed.containers:
+        run.known[c.id] = c
+    canary: dict[str, tuple[set[str], int]] = {}
+    for entry in observed.pool.backends if observed.pool is not None else ():
+        if entry.version == "canary" and entry.percent is not None:
+            canary.setdefault(entry.name, (set(), entry.percent))[0].add(entry.url)
+    for name, (urls, percent) in canary.items():
+        ids = frozenset(i for i, (url, _) in run.routed.get(name, {}).items() if url in urls)
+        if ids:
+            run.split[name] = (ids, percent)
+    run.publish()
+
+
+def _create_fresh(run: Run, backends: Sequence[Action]) -> dict[str, Outcome]:
+    """Step 2a: backends that have no instance at all come up together: one Compose call, one
+    wait (there is nothing old to keep serving, so no reason to go one by one)."""
+    fresh = [
+        a
+        for a in backends
+        if a.kind is ActionKind.CREATE
+        and [s.kind for s in a.steps] == [StepKind.CREATE, StepKind.WAIT, StepKind.ROUTE]
+    ]
+    if len(fresh) <= 1:
+        return {}
+    try:
+        return create_together(run, fresh)
+    except Preempted as err:
+        return {
+            a.backend: Outcome(a, ok=False, error=f"preempted ({err.reason})", preempted=True)
+            for a in fresh
+        }
 
 
 def converge_lb(
@@ -203,6 +224,6 @@ def container_revisions(
                 out[action.backend] = revision.commit
         else:
             for c in observed.for_backend(action.backend):
-                if stamp := c.labels.get("lbrec.revision"):
+                if stamp := c.labels.get(REVISION):
                     out[action.backend] = stamp
     return out

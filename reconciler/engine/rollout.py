@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.canary import judge
@@ -90,84 +90,123 @@ def _remember(run: Run, outcome: Outcome) -> None:
 
 def _roll(run: Run, action: Action) -> Outcome:
     """Carry out one backend's steps; a batch that fails is removed and the rest skipped."""
-    spec = run.desired.backend(action.backend)
-    name = action.backend
-    rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
-    batches: dict[int, tuple[str, ...]] = {}
-    created: set[int] = set()  # batches this pass made (a failure removes them)
-    restarted: set[int] = set()  # batches of current instances started again
     try:
-        for step in action.steps:
-            if step.kind is StepKind.RETIRE:
-                run.retire(name, step.container_ids, rollout.drain_timeout)
-                with run.lock:
-                    if name in run.split and set(run.routed.get(name, {})) <= run.split[name][0]:
-                        del run.split[name]  # promoted: one version left
-                        write_state(run.workspace.folder, name, None)
-                run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
-            elif step.kind is StepKind.CREATE:
-                batches[step.batch] = _create(run, name, step)
-                created.add(step.batch)
-                run.say(f"{name}: started {step.count} new instance(s), waiting for health")
-            elif step.kind is StepKind.START:
-                run.docker.start(step.container_ids)
-                batches[step.batch] = step.container_ids
-                restarted.add(step.batch)
-            elif step.kind is StepKind.WAIT:
-                ids = batches.get(step.batch, step.container_ids)
-                assert spec is not None
-                try:
-                    problem = run.wait_ready(
-                        spec,
-                        ids,
-                        # min_healthy_time proves a new version; an instance of the version
-                        # already serving, started again (stopped by hand, or while the engine
-                        # was away), is routed on its first healthy answer: the proxy's own
-                        # health checks keep watching it.
-                        min_healthy=0.0 if step.batch in restarted else rollout.min_healthy_time,
-                        deadline=rollout.healthy_deadline,
-                    )
-                except Preempted:
-                    if step.batch in created:
-                        run.docker.stop_remove(ids)  # created by this pass: not half left
-                    raise
-                if problem is not None:
-                    return _roll_back(run, action, ids, problem, created=step.batch in created)
-            elif step.kind is StepKind.ROUTE:
-                ids = batches.get(step.batch, step.container_ids)
-                run.route(name, ids)
-                run.say(f"{name}: routed to {', '.join(run.known[i].endpoint or i for i in ids)}")
-            elif step.kind in (StepKind.SPLIT, StepKind.JUDGE, StepKind.PAUSE) and (
-                name in run.promoted and step.percent < 100
-            ):
-                continue  # promoted in full: straight to 100 %
-            elif step.kind is StepKind.SPLIT:
-                ids = batches.get(step.batch, step.container_ids)
-                with run.lock:
-                    run.split[name] = (frozenset(ids), step.percent)
-                    run.route(name, ids)
-                run.say(f"{name}: {step.percent}% of the traffic on the new version")
-                if step.percent < 100:
-                    _canary_state(run, action, step, "judging")
-                else:  # judged: what is left is the old version's drain
-                    write_state(run.workspace.folder, name, None)
-            elif step.kind is StepKind.JUDGE:
-                assert spec is not None
-                ids = batches.get(step.batch, step.container_ids)
-                problem = _judge_step(run, spec, ids, step.percent)
-                if problem is not None:
-                    return _roll_back_canary(run, action, ids, problem)
-            elif step.kind is StepKind.PAUSE:
-                assert spec is not None
-                ids = batches.get(step.batch, step.container_ids)
-                _canary_state(run, action, step, "paused")
-                run.say(f"{name}: paused at {step.percent}%: `lbrec rollout promote {name}`")
-                problem = _pause_step(run, name)
-                if problem is not None:
-                    return _roll_back_canary(run, action, ids, problem)
+        return _Rollout(run, action).carry_out()
     except ApplyError as err:
         return Outcome(action, ok=False, error=err.message, detail=err.detail)
-    return Outcome(action, ok=True)
+
+
+class _Rollout:
+    """One backend's steps, one method per step kind; a method returns an Outcome to end the
+    rollout there (a rollback), None to go on."""
+
+    def __init__(self, run: Run, action: Action) -> None:
+        self.run = run
+        self.action = action
+        self.name = action.backend
+        spec = run.desired.backend(action.backend)
+        self.rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
+        self._spec = spec
+        self.batches: dict[int, tuple[str, ...]] = {}
+        self.created: set[int] = set()  # batches this pass made (a failure removes them)
+        self.restarted: set[int] = set()  # batches of current instances started again
+
+    @property
+    def spec(self) -> BackendSpec:
+        assert self._spec is not None, f"{self.name}: steps that need the backend's spec"
+        return self._spec
+
+    def ids(self, step: Step) -> tuple[str, ...]:
+        return self.batches.get(step.batch, step.container_ids)
+
+    def carry_out(self) -> Outcome:
+        handlers: dict[StepKind, Callable[[Step], Outcome | None]] = {
+            StepKind.RETIRE: self.retire,
+            StepKind.CREATE: self.create,
+            StepKind.START: self.start,
+            StepKind.WAIT: self.wait,
+            StepKind.ROUTE: self.route,
+            StepKind.SPLIT: self.split,
+            StepKind.JUDGE: self.judge,
+            StepKind.PAUSE: self.pause,
+        }
+        canary_steps = (StepKind.SPLIT, StepKind.JUDGE, StepKind.PAUSE)
+        for step in self.action.steps:
+            if step.kind in canary_steps and self.name in self.run.promoted and step.percent < 100:
+                continue  # promoted in full: straight to 100 %
+            outcome = handlers[step.kind](step)
+            if outcome is not None:
+                return outcome
+        return Outcome(self.action, ok=True)
+
+    def retire(self, step: Step) -> None:
+        run, name = self.run, self.name
+        run.retire(name, step.container_ids, self.rollout.drain_timeout)
+        with run.lock:
+            if name in run.split and set(run.routed.get(name, {})) <= run.split[name][0]:
+                del run.split[name]  # promoted: one version left
+                write_state(run.workspace.folder, name, None)
+        run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
+
+    def create(self, step: Step) -> None:
+        self.batches[step.batch] = _create(self.run, self.name, step)
+        self.created.add(step.batch)
+        self.run.say(f"{self.name}: started {step.count} new instance(s), waiting for health")
+
+    def start(self, step: Step) -> None:
+        self.run.docker.start(step.container_ids)
+        self.batches[step.batch] = step.container_ids
+        self.restarted.add(step.batch)
+
+    def wait(self, step: Step) -> Outcome | None:
+        ids = self.ids(step)
+        try:
+            problem = self.run.wait_ready(
+                self.spec,
+                ids,
+                # min_healthy_time proves a new version; an instance of the version already
+                # serving, started again (stopped by hand, or while the engine was away), is
+                # routed on its first healthy answer: the proxy's health checks watch it.
+                min_healthy=0.0 if step.batch in self.restarted else self.rollout.min_healthy_time,
+                deadline=self.rollout.healthy_deadline,
+            )
+        except Preempted:
+            if step.batch in self.created:
+                self.run.docker.stop_remove(ids)  # created by this pass: not half left
+            raise
+        if problem is None:
+            return None
+        return _roll_back(self.run, self.action, ids, problem, created=step.batch in self.created)
+
+    def route(self, step: Step) -> None:
+        ids = self.ids(step)
+        self.run.route(self.name, ids)
+        where = ", ".join(self.run.known[i].endpoint or i for i in ids)
+        self.run.say(f"{self.name}: routed to {where}")
+
+    def split(self, step: Step) -> None:
+        run, name = self.run, self.name
+        ids = self.ids(step)
+        with run.lock:
+            run.split[name] = (frozenset(ids), step.percent)
+            run.route(name, ids)
+        run.say(f"{name}: {step.percent}% of the traffic on the new version")
+        if step.percent < 100:
+            _canary_state(run, self.action, step, "judging")
+        else:  # judged: what is left is the old version's drain
+            write_state(run.workspace.folder, name, None)
+
+    def judge(self, step: Step) -> Outcome | None:
+        ids = self.ids(step)
+        problem = _judge_step(self.run, self.spec, ids, step.percent)
+        return None if problem is None else _roll_back_canary(self.run, self.action, ids, problem)
+
+    def pause(self, step: Step) -> Outcome | None:
+        ids = self.ids(step)
+        _canary_state(self.run, self.action, step, "paused")
+        self.run.say(f"{self.name}: paused at {step.percent}%: `lbrec rollout promote {self.name}`")
+        problem = _pause_step(self.run, self.name)
+        return None if problem is None else _roll_back_canary(self.run, self.action, ids, problem)
 
 
 def _scale_up(run: Run, counts: Mapping[str, int]) -> dict[str, tuple[str, ...]]:

@@ -130,72 +130,95 @@ class Run:
     ) -> dict[str, str | None]:
         """:meth:`wait_ready` for several backends at once (a first deploy of many backends
         waits about once, not once per backend); maps each backend to None or its problem."""
-        hooks = self.hooks
-        timeout = self.desired.health.timeout
-        start = hooks.clock()
-        healthy_since: dict[str, float | None] = {}
-        owner: dict[str, str] = {}
-        for name, (_spec, ids, _min, _deadline) in groups.items():
-            for cid in ids:
-                healthy_since[cid] = None
-                owner[cid] = name
-        last: dict[str, str] = {}
-        result: dict[str, str | None] = {}
-        next_inspect = start
-        while len(result) < len(groups):
+        wait = _HealthWait(self, groups)
+        while len(wait.result) < len(groups):
             self.check_preempted()
-            now = hooks.clock()
-            pending = [cid for cid in healthy_since if owner[cid] not in result]
-            if now >= next_inspect:
-                for c in self.docker.inspect(pending):
-                    self.known[c.id] = c
-                    if (not c.running or c.state == "restarting") and c.id in owner:
-                        # a new instance that restarts has exited at least once: crash loop
-                        what = "exited and restarts" if c.running else c.state
-                        result[owner[c.id]] = (
-                            f"instance {c.name or c.short_id} {what}: {self.docker.logs_tail(c.id)}"
-                        )
-                next_inspect = now + 1.0
-            for cid in pending:
-                name = owner[cid]
-                if name in result:
-                    continue
-                seen = self.known.get(cid)
-                if seen is None or seen.url is None:
-                    last[cid] = "no published port yet"
-                    healthy_since[cid] = None
-                    continue
-                path = groups[name][0].health_path(self.desired)
-                problem = hooks.probe(seen.url + path, timeout)
-                if problem is None:
-                    if healthy_since[cid] is None:
-                        healthy_since[cid] = hooks.clock()
-                else:
-                    last[cid] = problem
-                    healthy_since[cid] = None
-            now = hooks.clock()
-            for name, (_spec, ids, min_healthy, deadline) in groups.items():
-                if name in result:
-                    continue
-                since = [healthy_since[cid] for cid in ids]
-                if all(t is not None and now - t >= min_healthy for t in since):
-                    result[name] = None
-                elif now - start >= deadline:
-                    bad = next(
-                        (
-                            cid
-                            for cid in ids
-                            if (t := healthy_since[cid]) is None or now - t < min_healthy
-                        ),
-                        ids[0],
-                    )
-                    gone = self.known.get(bad)
-                    what = gone.name if gone is not None and gone.name else bad[:12]
-                    answer = last.get(bad, "healthy, but not for min_healthy_time")
-                    result[name] = (
-                        f"instance {what} not healthy within {deadline:g}s (healthy_deadline): "
-                        f"{answer}; log: {self.docker.logs_tail(bad)}"
-                    )
-            if len(result) < len(groups):
-                hooks.sleep(0.2)
-        return result
+            pending = [cid for cid in wait.owner if wait.owner[cid] not in wait.result]
+            wait.inspect(pending)
+            wait.probe(pending)
+            wait.judge()
+            if len(wait.result) < len(groups):
+                self.hooks.sleep(0.2)
+        return wait.result
+
+
+class _HealthWait:
+    """The state of one :meth:`Run.wait_many`: since when each instance answers healthy, its
+    last failure, and each backend's verdict once it has one."""
+
+    def __init__(
+        self, run: Run, groups: Mapping[str, tuple[BackendSpec, Sequence[str], float, float]]
+    ) -> None:
+        self.run = run
+        self.groups = groups
+        self.start = run.hooks.clock()
+        self.owner = {cid: name for name, (_s, ids, _m, _d) in groups.items() for cid in ids}
+        self.healthy_since: dict[str, float | None] = dict.fromkeys(self.owner)
+        self.last: dict[str, str] = {}
+        self.result: dict[str, str | None] = {}
+        self.next_inspect = self.start
+
+    def inspect(self, pending: Sequence[str]) -> None:
+        """Once a second: the instances' state; one that stopped or restarts has failed."""
+        run = self.run
+        now = run.hooks.clock()
+        if now < self.next_inspect:
+            return
+        for c in run.docker.inspect(pending):
+            run.known[c.id] = c
+            if (not c.running or c.state == "restarting") and c.id in self.owner:
+                # a new instance that restarts has exited at least once: crash loop
+                what = "exited and restarts" if c.running else c.state
+                self.result[self.owner[c.id]] = (
+                    f"instance {c.name or c.short_id} {what}: {run.docker.logs_tail(c.id)}"
+                )
+        self.next_inspect = now + 1.0
+
+    def probe(self, pending: Sequence[str]) -> None:
+        """Each instance's health path, from the host, at its published endpoint."""
+        run = self.run
+        timeout = run.desired.health.timeout
+        for cid in pending:
+            name = self.owner[cid]
+            if name in self.result:
+                continue
+            seen = run.known.get(cid)
+            if seen is None or seen.url is None:
+                self.last[cid] = "no published port yet"
+                self.healthy_since[cid] = None
+                continue
+            path = self.groups[name][0].health_path(run.desired)
+            problem = run.hooks.probe(seen.url + path, timeout)
+            if problem is None:
+                if self.healthy_since[cid] is None:
+                    self.healthy_since[cid] = run.hooks.clock()
+            else:
+                self.last[cid] = problem
+                self.healthy_since[cid] = None
+
+    def judge(self) -> None:
+        """A backend is ready when all its instances were healthy for ``min_healthy`` s, and
+        failed when its ``healthy_deadline`` passes first (naming the instance and why)."""
+        now = self.run.hooks.clock()
+        for name, (_spec, ids, min_healthy, deadline) in self.groups.items():
+            if name in self.result:
+                continue
+            since = [self.healthy_since[cid] for cid in ids]
+            if all(t is not None and now - t >= min_healthy for t in since):
+                self.result[name] = None
+            elif now - self.start >= deadline:
+                self.result[name] = self._late(ids, min_healthy, deadline, now)
+
+    def _late(self, ids: Sequence[str], min_healthy: float, deadline: float, now: float) -> str:
+        def not_ready(cid: str) -> bool:
+            t = self.healthy_since[cid]
+            return t is None or now - t < min_healthy
+
+        bad = next((cid for cid in ids if not_ready(cid)), ids[0])
+        gone = self.run.known.get(bad)
+        what = gone.name if gone is not None and gone.name else bad[:12]
+        answer = self.last.get(bad, "healthy, but not for min_healthy_time")
+        return (
+            f"instance {what} not healthy within {deadline:g}s (healthy_deadline): "
+            f"{answer}; log: {self.run.docker.logs_tail(bad)}"
+        )

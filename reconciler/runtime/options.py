@@ -78,7 +78,9 @@ def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, command: Command) -> None:
-    """The flags of `lbrec <command>` beyond the common -f/-o/--no-color."""
+    """The flags of `lbrec <command>` beyond the common -f/-o/--no-color.
+
+    A table more than a function (hence its length): each flag once, grouped by what uses it."""
     add_pass_arguments(parser)
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     if command in ("watch", "up"):

@@ -194,45 +194,54 @@ async def _serve_until_signal(
             loop.remove_signal_handler(sig)
 
 
+def _follow_the_file(
+    workspace: Workspace, docker: DockerFactory, options: RuntimeOptions
+) -> tuple[DesiredState, Runnable]:
+    """Before serving: the listeners must be free; then either serve the last known good pool
+    from the first second (the loop's first pass reconciles beside it, engine reachable or
+    not), or, with no pool yet, apply once first."""
+    desired = workspace.load()
+    serve_first = False
+    if desired.proxy.mode == "host":
+        _check_listeners_free(desired)
+        serve_first = _last_good_pool(workspace.pool_file)
+    if serve_first:
+        _log.info("serving the last known good pool while the first pass runs")
+    elif _first_pass(workspace, docker, options):
+        _log.warning("first apply left backends out of the pool; the loop retries")
+    return desired, build_watch_loop(options, docker)
+
+
+def _follow_the_branch(
+    workspace: Workspace, docker: DockerFactory, options: RuntimeOptions
+) -> tuple[DesiredState, Runnable, list[web.RouteDef]]:
+    """`up --repo`: the webhook routes (a malformed whsec_ secret stops here, with nothing
+    applied), the first sync, then the listeners must be free."""
+    sync = build_sync_loop(options, docker)
+    routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""), branch=options.branch)
+    result = sync.sync_once()
+    _log.info(
+        "first sync: commit %s %s%s",
+        result.commit[:12],
+        result.state,
+        f": {result.error}" if result.error else "",
+    )
+    desired = workspace.load()
+    if desired.proxy.mode == "host":
+        _check_listeners_free(desired)
+    return desired, sync, routes
+
+
 def run_up(options: RuntimeOptions, docker: DockerFactory) -> int:
     """`lbrec up`: serve first (the last good pool), reconcile beside it, until a signal."""
     configure_logging(options.log_format, access_log=options.access_log)
     workspace = Workspace.at(options.file)
-    control: Runnable
     routes: list[web.RouteDef] = []
     try:
         if options.repo is None:
-            desired = workspace.load()
-            serve_first = False
-            if desired.proxy.mode == "host":
-                _check_listeners_free(desired)
-                serve_first = _last_good_pool(workspace.pool_file)
-            if serve_first:
-                # Serve the last known good pool from the first second; the loop's first pass
-                # (right after the proxy is up) reconciles beside it, engine reachable or not.
-                _log.info("serving the last known good pool while the first pass runs")
-            else:
-                failed = _first_pass(workspace, docker, options)
-                if failed:
-                    _log.warning("first apply left backends out of the pool; the loop retries")
-            control = build_watch_loop(options, docker)
+            desired, control = _follow_the_file(workspace, docker, options)
         else:
-            sync = build_sync_loop(options, docker)
-            # Before the first pass: a malformed whsec_ secret stops here, with nothing applied.
-            routes = sync_webhook(
-                sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""), branch=options.branch
-            )
-            result = sync.sync_once()
-            _log.info(
-                "first sync: commit %s %s%s",
-                result.commit[:12],
-                result.state,
-                f": {result.error}" if result.error else "",
-            )
-            control = sync
-            desired = workspace.load()
-            if desired.proxy.mode == "host":
-                _check_listeners_free(desired)
+            desired, control, routes = _follow_the_branch(workspace, docker, options)
     except LbrecError as err:
         _log.error("%s%s", err.message, f" (hint: {err.hint})" if err.hint else "")
         return err.exit_code

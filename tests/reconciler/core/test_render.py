@@ -1,7 +1,7 @@
 """Renderers: byte-exact golden files, determinism, and the backends.json contract with the proxy.
 
 Regenerate the golden files after an intended change with
-``LBREC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/reconciler/test_render.py`` and review the diff.
+``LBREC_UPDATE_GOLDEN=1 .venv/bin/pytest tests/reconciler/core/test_render.py`` and review the diff.
 """
 
 from __future__ import annotations
