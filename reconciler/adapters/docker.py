@@ -9,21 +9,17 @@ Docker's stderr.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
 from python_on_whales.utils import run as run_docker
 
 from ..core.errors import ApplyError, DockerUnavailable
-from ..core.labels import BACKEND, PROJECT, ROLE
+from ..core.labels import PROJECT
 from ..core.ports import BuiltImage, DockerPort, Progress, Ready, collectable
 from ..core.render import COMPOSE_FILE
 from ..core.spec import DesiredState
@@ -32,14 +28,13 @@ from .workspace import Workspace
 
 __all__ = [
     "BuiltImage",
-    "DockerEvents",
     "DockerPort",
     "WhalesDocker",
     "collectable",
     "stderr_tail",
     "whales_docker",
 ]
-
+from .docker_inspect import parse_inspect
 
 _PULL_FAILURES = (
     "pull access denied",
@@ -63,69 +58,6 @@ def stderr_tail(err: DockerException, lines: int = 6) -> str:
 def _one_line(err: DockerException) -> str:
     tail = stderr_tail(err, lines=3).splitlines()
     return tail[-1] if tail else f"exit code {err.return_code}"
-
-
-def parse_inspect(text: str) -> tuple[ObservedContainer, ...]:
-    """PURE. lbrec's view of ``docker container inspect`` JSON (containers without the
-    backend label are not lbrec's to manage and are left out)."""
-    try:
-        documents = json.loads(text or "[]")
-    except json.JSONDecodeError as err:
-        raise DockerUnavailable(f"docker inspect printed what is not JSON: {err}") from err
-    observed = []
-    for doc in documents:
-        config = doc.get("Config") or {}
-        state = doc.get("State") or {}
-        labels = dict(config.get("Labels") or {})
-        role = labels.get(ROLE, "backend")
-        if role == "lb":
-            labels.setdefault(BACKEND, "lb")
-        if BACKEND not in labels:
-            continue
-        health = (state.get("Health") or {}).get("Status")
-        started = state.get("StartedAt")
-        if not started or started.startswith("0001-01-01"):
-            started = None
-        observed.append(
-            ObservedContainer(
-                endpoint=_endpoint(doc, labels.get(PORT_LABEL)),
-                id=str(doc["Id"]),
-                backend=labels[BACKEND],
-                state=str(state.get("Status", "unknown")),
-                health=str(health) if health else None,
-                labels=labels,
-                image=str(config.get("Image", "")),
-                started_at=started,
-                name=str(doc.get("Name", "")).lstrip("/"),
-                role=role,
-            )
-        )
-    observed.sort(key=lambda o: (o.backend, o.id))
-    return tuple(observed)
-
-
-PORT_LABEL = "lbrec.field.port"
-
-
-def _endpoint(doc: dict[str, Any], port: str | None) -> str | None:
-    """HOST:PORT the host reaches the container's ``port`` at, from NetworkSettings.Ports
-    (an unspecified host address 0.0.0.0 or :: is reached on loopback)."""
-    if not port:
-        return None
-    bindings = ((doc.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
-    for binding in sorted(bindings, key=lambda b: ":" in str(b.get("HostIp", ""))):
-        host = str(binding.get("HostIp") or "0.0.0.0")
-        host_port = str(binding.get("HostPort") or "")
-        if not host_port.isdigit():
-            continue
-        if host in ("0.0.0.0", ""):
-            host = "127.0.0.1"
-        elif host == "::":
-            host = "127.0.0.1"  # a dual-stack bind: as backend_url reaches 0.0.0.0 and ::
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"{host}:{host_port}"
-    return None
 
 
 class WhalesDocker:
@@ -399,96 +331,6 @@ class WhalesDocker:
         except DockerException:
             return "(no logs)"
         return " | ".join(line for line in text.splitlines() if line.strip()) or "(no output)"
-
-
-def _tied_to_parent(cmd: list[str]) -> list[str]:
-    """``cmd`` run so that it gets SIGTERM when lbrec dies, even by ``kill -9`` (Linux:
-    util-linux ``setpriv --pdeathsig``; no ``preexec_fn``, which is unsafe with threads)."""
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "TERM", *cmd] if setpriv else cmd
-
-
-class DockerEvents:
-    """Follow ``docker events`` for one project's containers in a thread (drift, at once).
-
-    Calls ``on_event("die backend1")`` when one of the project's containers stops, dies or is
-    removed, so a watch loop repairs drift without waiting for its resync. The ``docker events``
-    process is our own child: it is terminated by pid on :meth:`stop`, and restarted (after a
-    pause) if it ends while we still want events, e.g. when the engine restarts.
-    """
-
-    _ACTIONS = ("die", "destroy", "stop", "kill", "oom")
-    # While the engine is away, `docker events` is started again every RETRY s (it fails at
-    # once); one that has stayed up ALIVE s means the engine is back. Small: containers that
-    # stopped during the outage are routed again within about 2 s of its end.
-    RETRY = 0.5
-    ALIVE = 0.3
-
-    def __init__(self, project: str, on_event: Callable[[str], None]) -> None:
-        self.project = project
-        self.on_event = on_event
-        self._stop = threading.Event()
-        self._proc: subprocess.Popen[str] | None = None
-        self._thread: threading.Thread | None = None
-
-    def _command(self) -> list[str]:
-        cmd = ["docker", "events", "--filter", "type=container"]
-        cmd += ["--filter", f"label={PROJECT}={self.project}"]
-        for action in self._ACTIONS:
-            cmd += ["--filter", f"event={action}"]
-        return [*cmd, "--format", f'{{{{.Action}}}} {{{{index .Actor.Attributes "{BACKEND}"}}}}']
-
-    def _run(self) -> None:
-        lost = False  # a previous stream ended: events may have been missed meanwhile
-        while not self._stop.is_set():
-            try:
-                self._proc = subprocess.Popen(
-                    _tied_to_parent(self._command()),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.DEVNULL,
-                    stdin=subprocess.DEVNULL,
-                    text=True,
-                )
-            except OSError:
-                self._stop.wait(5.0)
-                continue
-            if lost:
-                self._when_alive(self._proc)
-            assert self._proc.stdout is not None
-            for line in self._proc.stdout:
-                if line.strip():
-                    self.on_event(line.strip())
-            self._proc.wait()
-            lost = True
-            self._stop.wait(self.RETRY)  # the engine went away: try again shortly
-
-    def _when_alive(self, proc: subprocess.Popen[str]) -> None:
-        """Once a restarted stream has stayed up for ALIVE s, the engine is back: events
-        during the outage are lost, so ask for a pass that re-observes everything at once."""
-
-        def check() -> None:
-            if proc.poll() is None and not self._stop.is_set():
-                self.on_event("reconnected events-stream")
-
-        timer = threading.Timer(self.ALIVE, check)
-        timer.daemon = True
-        timer.start()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="lbrec-docker-events", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 def whales_docker(workspace: Workspace, desired: DesiredState) -> DockerPort:

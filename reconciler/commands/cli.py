@@ -26,31 +26,18 @@ from typing import TYPE_CHECKING
 # an edit command reaches the lock (and announces itself to a slow pass) early.
 from ..adapters.lock import Held, announced, project_lock, waiting_editor
 from ..core.defaults import DEFAULT_FILE
-from ..core.errors import LbrecError, SpecError
+from ..core.errors import LbrecError
 from ..runtime.options import add_pass_arguments, add_runtime_arguments, options_from
+from .console import Out
+from .edit import edit_file
+from .rollout import rollout_command
 
 if TYPE_CHECKING:
     from ..adapters.workspace import Workspace
-    from ..core.output import Style
     from ..core.report import Report
     from ..runtime.passes import DockerFactory
 
 __all__ = ["main"]
-
-
-class _Out:
-    def __init__(self, *, json_mode: bool, color: bool) -> None:
-        from ..core.output import Style
-
-        self.json = json_mode
-        self.style: Style = Style(color=color)
-
-    def info(self, text: str) -> None:
-        """Human progress: stderr in JSON mode so stdout stays one JSON document."""
-        print(text, file=sys.stderr if self.json else sys.stdout, flush=True)
-
-    def err(self, text: str) -> None:
-        print(text, file=sys.stderr, flush=True)
 
 
 def _version() -> str:
@@ -140,7 +127,7 @@ def _run(args: argparse.Namespace, docker: DockerFactory) -> int:
         and not os.environ.get("NO_COLOR")
         and not getattr(args, "no_color", False)
     )
-    out = _Out(json_mode=getattr(args, "output", "text") == "json", color=bool(color))
+    out = Out(json_mode=getattr(args, "output", "text") == "json", color=bool(color))
     try:
         return _dispatch(args, out, docker)
     except LbrecError as err:
@@ -168,7 +155,7 @@ def _run(args: argparse.Namespace, docker: DockerFactory) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int:
+def _dispatch(args: argparse.Namespace, out: Out, docker: DockerFactory) -> int:
     command: str = args.command
     if command == "schema":
         from ..core.spec import DesiredState
@@ -194,7 +181,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
             out.info(f"{args.file}: valid ({len(desired.backends)} backends)")
         return 0
     if command == "rollout":
-        return _rollout(args, workspace, out)
+        return rollout_command(args, workspace, out)
     if command == "status":
         from .status import show_status
 
@@ -210,7 +197,7 @@ def _dispatch(args: argparse.Namespace, out: _Out, docker: DockerFactory) -> int
 
 
 def _mutate(
-    command: str, args: argparse.Namespace, workspace: Workspace, out: _Out, docker: DockerFactory
+    command: str, args: argparse.Namespace, workspace: Workspace, out: Out, docker: DockerFactory
 ) -> int:
     """init/add/remove/apply: (edit the file, then) one pass; if a waiting edit cuts the pass
     short, let it go first and carry on behind it."""
@@ -220,7 +207,7 @@ def _mutate(
     edit = command in ("init", "add", "remove")
     if edit and args.no_apply:
         with project_lock(workspace.folder, command=f"lbrec {command}", on_wait=out.err):
-            _edit(command, args, workspace, out, docker)
+            edit_file(command, args, workspace, out, docker)
         return 0
     announced = getattr(args, "announced", False)
     for attempt in range(_PREEMPTIONS + 1):
@@ -228,7 +215,7 @@ def _mutate(
         def prepare(held: Held, first: bool = attempt == 0) -> set[str] | None:
             if not (edit and first):
                 return None
-            edited = _edit(command, args, workspace, out, docker)
+            edited = edit_file(command, args, workspace, out, docker)
             # An edit that cut another pass short (an emergency change while a rollout hangs)
             # carries out only what it changed; the preempted command does the rest after it.
             return edited if held.preempted else None
@@ -266,96 +253,7 @@ def _mutate(
 _PREEMPTIONS = 3
 
 
-def _edit(
-    command: str,
-    args: argparse.Namespace,
-    workspace: Workspace,
-    out: _Out,
-    docker: DockerFactory,
-) -> set[str]:
-    """Edit the file; the names of the backends whose entry changed (or went)."""
-    from ..adapters.files import atomic_write, read_text_or_none
-    from ..core.edit import add_backend, init_document, remove_backend
-    from ..core.spec import parse_backend_arg, parse_spec, project_from_folder
-    from ..engine.converge import preflight
-
-    path = workspace.spec_file
-    source = str(args.file)
-    text = read_text_or_none(path)
-    if command == "init":
-        backends = [parse_backend_arg(a) for a in args.backends]
-        project = None if text is not None else project_from_folder(workspace.folder)
-        new = init_document(text, backends, source=source, project=project)
-        verb = "initialised" if text is None else "re-initialised"
-        message = f"{source}: {verb} with {len(backends)} backends"
-    else:
-        if text is None:
-            raise SpecError(f"{source}: no such file", hint="create it with `lbrec init ...`")
-        new, done = text, []
-        if command == "add":
-            extra = {
-                key: value
-                for key, value in (("image", args.image), ("replicas", args.replicas))
-                if value is not None
-            }
-            for arg in args.backends:
-                new, what = add_backend(new, parse_backend_arg(arg, **extra), source=source)
-                done.append(f"{what} {arg}")
-        else:
-            for key in args.keys:
-                new, name = remove_backend(new, key, source=source)
-                done.append(f"removed {name}")
-        message = f"{source}: " + ", ".join(done)
-    # Validate the whole result, and everything an apply could fail on before changing
-    # anything, before writing: a refused edit leaves the file as it was.
-    desired = parse_spec(new, source=source)
-    if not args.no_apply:
-        preflight(workspace, docker(workspace, desired), desired)
-    if Path(path).parent.is_dir():
-        atomic_write(path, new)
-    out.info(message)
-    before: dict[str, object] = {}
-    if text is not None:
-        try:
-            before = {b.name: b for b in parse_spec(text, source=source).backends}
-        except SpecError:
-            return {b.name for b in desired.backends}  # no valid before: all of it is new
-    after = {b.name: b for b in desired.backends}
-    return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
-
-
-def _rollout(args: argparse.Namespace, workspace: Workspace, out: _Out) -> int:
-    from ..engine.rollout_control import read_state, request
-
-    folder = workspace.folder
-    if args.action == "status":
-        state = read_state(folder)
-        if out.json:
-            print(json.dumps({"canaries": state}, indent=2))
-            return 0
-        if not state:
-            out.info("no canary in progress")
-            return 0
-        for name, entry in sorted(state.items()):
-            steps = " -> ".join(f"{p}%" if isinstance(p, int) else str(p) for p in entry["steps"])
-            elapsed = time.time() - float(entry.get("since") or time.time())
-            left = max(float(entry.get("interval") or 0) - elapsed, 0.0)
-            line = f"{name}: {entry['state']} at {entry['percent']}% of {steps}"
-            if entry["state"] == "judging":
-                line += f", {elapsed:.0f}s into the step ({left:.0f}s left)"
-            if not entry.get("alive"):
-                line += (
-                    " (the pass running it is gone: the next apply rolls it back and starts again)"
-                )
-            print(line)
-        return 0
-    what = "abort" if args.action == "abort" else ("promote-full" if args.full else "promote")
-    backend = request(folder, args.backend, what)  # type: ignore[arg-type]
-    out.info(f"{backend}: asked the running canary to {what.replace('-', ' ')}")
-    return 0
-
-
-def _show(report: Report, out: _Out) -> None:
+def _show(report: Report, out: Out) -> None:
     from ..core.output import format_plan, format_recap, report_json
 
     if out.json:

@@ -19,6 +19,7 @@ __all__ = [
     "BACKEND",
     "CONFIG_HASH",
     "MANAGED",
+    "PORT_FIELD",
     "PROJECT",
     "REVISION",
     "ROLE",
@@ -36,6 +37,7 @@ ROLE = "lbrec.role"
 CONFIG_HASH = "lbrec.config-hash"
 REVISION = "lbrec.revision"
 _PREFIX = "lbrec.field."
+PORT_FIELD = _PREFIX + "port"  # the container port instances serve on (its endpoint is read back)
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,8 +38,9 @@ from ..adapters.workspace import Workspace
 from ..core.errors import LbrecError, SpecError
 from ..core.plan import Plan
 from ..core.report import Report
+from ..core.schedule import Backoff
 from ..core.spec import DEFAULT_FILE, DesiredState, parse_spec
-from .loop import Backoff, ControlLoop, configure_logging, describe_failures
+from .loop import ControlLoop, configure_logging, describe_failures
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass
 from .signals import run_until_signal

@@ -22,12 +22,13 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from ..adapters.docker import DockerEvents
+from ..adapters.docker_events import DockerEvents
 from ..adapters.workspace import Workspace
 from ..core.errors import LbrecError
 from ..core.plan import Plan
 from ..core.report import Report
-from .loop import Backoff, ControlLoop, Reconcile, configure_logging
+from ..core.schedule import Backoff
+from .loop import ControlLoop, Reconcile, configure_logging
 from .options import QUIET_PERIOD, RuntimeOptions
 from .passes import DockerFactory, run_pass
 from .signals import run_until_signal

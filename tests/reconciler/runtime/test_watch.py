@@ -14,7 +14,8 @@ import pytest
 from reconciler.core.errors import ApplyError, DockerUnavailable, PortInUse, SpecError
 from reconciler.core.plan import Plan
 from reconciler.core.report import Report
-from reconciler.runtime.loop import Backoff, ControlLoop, PassOutcome, Schedule, is_permanent
+from reconciler.core.schedule import Backoff, PassOutcome, Schedule, is_permanent
+from reconciler.runtime.loop import ControlLoop
 from reconciler.runtime.watch import watch_loop
 
 pytestmark = pytest.mark.timeout(20)

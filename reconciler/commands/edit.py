@@ -1,0 +1,73 @@
+"""`lbrec init|add|remove`: the file edited (comments and key order kept), validated whole and
+checked against everything an apply could fail on before it is written."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..core.errors import SpecError
+from .console import Out
+
+if TYPE_CHECKING:
+    from ..adapters.workspace import Workspace
+    from ..runtime.passes import DockerFactory
+
+
+def edit_file(
+    command: str,
+    args: argparse.Namespace,
+    workspace: Workspace,
+    out: Out,
+    docker: DockerFactory,
+) -> set[str]:
+    """Edit the file; the names of the backends whose entry changed (or went)."""
+    from ..adapters.files import atomic_write, read_text_or_none
+    from ..core.edit import add_backend, init_document, remove_backend
+    from ..core.spec import parse_backend_arg, parse_spec, project_from_folder
+    from ..engine.converge import preflight
+
+    path = workspace.spec_file
+    source = str(args.file)
+    text = read_text_or_none(path)
+    if command == "init":
+        backends = [parse_backend_arg(a) for a in args.backends]
+        project = None if text is not None else project_from_folder(workspace.folder)
+        new = init_document(text, backends, source=source, project=project)
+        verb = "initialised" if text is None else "re-initialised"
+        message = f"{source}: {verb} with {len(backends)} backends"
+    else:
+        if text is None:
+            raise SpecError(f"{source}: no such file", hint="create it with `lbrec init ...`")
+        new, done = text, []
+        if command == "add":
+            extra = {
+                key: value
+                for key, value in (("image", args.image), ("replicas", args.replicas))
+                if value is not None
+            }
+            for arg in args.backends:
+                new, what = add_backend(new, parse_backend_arg(arg, **extra), source=source)
+                done.append(f"{what} {arg}")
+        else:
+            for key in args.keys:
+                new, name = remove_backend(new, key, source=source)
+                done.append(f"removed {name}")
+        message = f"{source}: " + ", ".join(done)
+    # Validate the whole result, and everything an apply could fail on before changing
+    # anything, before writing: a refused edit leaves the file as it was.
+    desired = parse_spec(new, source=source)
+    if not args.no_apply:
+        preflight(workspace, docker(workspace, desired), desired)
+    if Path(path).parent.is_dir():
+        atomic_write(path, new)
+    out.info(message)
+    before: dict[str, object] = {}
+    if text is not None:
+        try:
+            before = {b.name: b for b in parse_spec(text, source=source).backends}
+        except SpecError:
+            return {b.name for b in desired.backends}  # no valid before: all of it is new
+    after = {b.name: b for b in desired.backends}
+    return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
