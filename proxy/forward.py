@@ -8,7 +8,8 @@ no task, future or timer per request (a task only when a new backend connection 
 opened; read timeouts are checked by the server's sweeper). Output produced while parsing one
 received chunk is written with a single ``write`` call.
 
-Failures map to client answers in exactly one place, :meth:`Exchange._outcome`:
+Failures map to client answers in :meth:`Exchange._outcome` (and :meth:`Exchange._fail`, which
+writes them):
 
 * connect refused / connect timeout: the request never reached a backend, so it is retried
   on the next backend for every method; with no backend left: 503.
@@ -41,8 +42,7 @@ from proxy.http import (
 from proxy.pool import Backend, Pool, sticky_value, sticky_version
 
 if TYPE_CHECKING:
-    from proxy.client import ClientConnection
-    from proxy.server import ProxyServer
+    from proxy.contracts import Downstream, ExchangeServer
     from proxy.upstream import UpstreamConnection
 
 __all__ = ["REPLAY_LIMIT", "Exchange"]
@@ -110,9 +110,9 @@ class Exchange:
         "upstream",
     )
 
-    def __init__(self, client: ClientConnection, head: RequestHead, *, keep_alive: bool) -> None:
+    def __init__(self, client: Downstream, head: RequestHead, *, keep_alive: bool) -> None:
         self.client = client
-        self.server: ProxyServer = client.server
+        self.server: ExchangeServer = client.server
         self.request = head  # method, target, framing: read from here, never copied
         self.keep_alive = keep_alive  # towards the client; the response may lower it
         self._head: bytes | None = None

@@ -37,6 +37,7 @@ class GitError(LbrecError):
     """git failed: the repository cannot be fetched or read (retry; check URL and access)."""
 
     exit_code = 5
+    transient = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The `lbrec` command: the composition root. The only module that prints or exits.
+"""The `lbrec` command: the composition root. Printing and exiting happen in ``commands/``
+only (tests/test_architecture.py); the long-running commands log instead.
 
 Exit codes (documented in docs/cli.md):
   0  success; for `diff` and `apply --check`: in sync
@@ -6,6 +7,7 @@ Exit codes (documented in docs/cli.md):
   2  bad input: malformed or invalid file or argument, unknown backend
   3  Docker engine or Compose v2 unavailable
   4  timed out waiting for the lock held by another lbrec command
+  5  git failed (`lbrec sync`)
   130 interrupted
 """
 

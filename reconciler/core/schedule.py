@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from ..core.errors import PortInUse, SpecError, UsageError
+from .errors import LbrecError
 
 
 class PassOutcome(StrEnum):
@@ -18,8 +18,9 @@ class PassOutcome(StrEnum):
 
 
 def is_permanent(err: BaseException) -> bool:
-    """Invalid input is permanent; a port taken by another process may free up, so it is not."""
-    return isinstance(err, SpecError | UsageError) and not isinstance(err, PortInUse)
+    """Invalid input is permanent: each error class says whether it is transient (errors.py);
+    anything else (a bug) is retried with backoff."""
+    return isinstance(err, LbrecError) and not err.transient
 
 
 @dataclass(frozen=True, slots=True)

@@ -132,11 +132,28 @@ def test_diff_in_container_mode_touches_nothing(project: Project, tmp_path: Path
     assert _tree(project.folder) == before
     assert not (tmp_path / "empty-cache").exists()
     window = ["--since", since, "--until", str(int(time.time()) + 1)]
-    created = subprocess.run(
-        ["docker", "events", *window, "--filter", "type=container", "--filter", "event=create"],
+    fmt = ["--format", "{{json .Actor.Attributes}}"]
+    events = subprocess.run(
+        [
+            "docker",
+            "events",
+            *window,
+            "--filter",
+            "type=container",
+            "--filter",
+            "event=create",
+            *fmt,
+        ],
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
-    ).stdout.split()
+    ).stdout.splitlines()
+    # Other tests run beside this one (pytest-xdist): their Compose projects' containers are
+    # theirs. What diff could have run (a staging `docker run`, or ours) has no other project.
+    created = [
+        attributes
+        for attributes in map(json.loads, events)
+        if attributes.get("com.docker.compose.project", project.name) == project.name
+    ]
     assert created == []
