@@ -1,11 +1,11 @@
-"""The contracts of one exchange (proxy/forward.py) with what surrounds it, as Protocols.
+"""The contracts of one exchange (proxy/exchange.py) with what surrounds it, as Protocols.
 
-An :class:`~proxy.forward.Exchange` needs a :class:`Downstream` (the client connection it answers
-on: proxy/client.py's ``ClientConnection``) and, through it, an :class:`ExchangeServer` (what the
-server lends every exchange: the pool, the limits, the loop, passive health: proxy/server.py's
-``ProxyServer``). Written down so the shape is visible, checked by mypy at the one place an
-Exchange is made, and so an Exchange can be driven without sockets
-(tests/proxy/test_exchange.py), as ``UpstreamListener`` already is for the upstream side.
+An :class:`~proxy.exchange.Exchange` needs a :class:`Downstream` (the client connection it
+answers on: ``ClientConnection`` in proxy/downstream.py) and, through it, an
+:class:`ExchangeServer` (what the server lends every exchange: the pool, the limits, the loop,
+passive health: ``ProxyServer`` in proxy/server.py). Written down so the shape is visible,
+checked by mypy at the one place an Exchange is made, and so an Exchange can be driven without
+sockets (tests/proxy/test_exchange.py), as ``UpstreamListener`` already is for the upstream side.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from proxy.forward import Exchange
+    from proxy.exchange import Exchange
     from proxy.pool import Backend, Pool
 
 __all__ = ["Downstream", "ExchangeServer"]

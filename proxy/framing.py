@@ -24,7 +24,7 @@ Request side, :func:`check_request` returns a :class:`RequestHead` to forward or
   proxy controls (framing, Host, forwarding headers).
 * Upgrade is honoured only for a WebSocket handshake (GET, HTTP/1.1, no body); any other
   Upgrade (h2c...) is dropped and the request forwarded as an ordinary one. (An upgrade
-  request with a body is 400 in ``client.py``, on llhttp's own verdict.)
+  request with a body is 400 in ``downstream.py``, on llhttp's own verdict.)
 
 Response side, :func:`check_response` names why a backend answer cannot be relayed (the proxy
 answers 502 and never reuses that connection), or returns None.

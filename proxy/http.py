@@ -2,7 +2,7 @@
 
 What to forward is decided in :mod:`proxy.framing`; this module only writes heads.
 
-Pure functions over bytes; the protocols in ``client.py`` / ``upstream.py`` call them once per
+Pure functions over bytes; the protocols in ``downstream.py`` / ``upstream.py`` call them once per
 request and once per response.
 """
 

@@ -18,8 +18,8 @@ import time
 import httptools
 
 from proxy.balancer import SmoothWeightedRoundRobin
-from proxy.client import ClientConnection
 from proxy.config import BackendsConfig
+from proxy.downstream import ClientConnection
 from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
 from proxy.pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
 

@@ -13,7 +13,7 @@ from typing import Any
 from proxy.balancer import SmoothWeightedRoundRobin
 from proxy.config import BackendsConfig
 from proxy.contracts import Downstream, ExchangeServer
-from proxy.forward import Exchange
+from proxy.exchange import Exchange
 from proxy.framing import RequestHead, check_request
 from proxy.health import HealthState
 from proxy.pool import Backend, Pool

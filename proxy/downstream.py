@@ -1,7 +1,7 @@
 """The client side of the data path: an asyncio Protocol that parses HTTP/1.1 with httptools.
 
 One :class:`ClientConnection` per accepted socket. It turns parsed request heads into
-:class:`~proxy.forward.Exchange` objects and runs them one at a time (pipelined requests wait,
+:class:`~proxy.exchange.Exchange` objects and runs them one at a time (pipelined requests wait,
 with reading paused). Reading is paused while a request body cannot be forwarded yet or the
 backend is slow to take it; the exchange pauses the backend when the client is slow to read.
 """
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from proxy.forward import Exchange
+from proxy.exchange import Exchange
 from proxy.framing import Rejection, check_request
 from proxy.http import simple_response
 
