@@ -60,6 +60,15 @@ def _one_line(err: DockerException) -> str:
     return tail[-1] if tail else f"exit code {err.return_code}"
 
 
+def _compose_failed(err: DockerException, what: str, services: Sequence[str]) -> ApplyError:
+    """``starting web1, web2 failed: <Docker's line>``, naming the first backend."""
+    return ApplyError(
+        f"{what} {', '.join(services)} failed: {_one_line(err)}",
+        backend=services[0],
+        detail=stderr_tail(err),
+    )
+
+
 class WhalesDocker:
     """Docker through python-on-whales, scoped to one Compose project in one folder."""
 
@@ -181,11 +190,7 @@ class WhalesDocker:
                 pull="never",
             )
         except DockerException as err:
-            raise ApplyError(
-                f"starting {', '.join(services)} failed: {_one_line(err)}",
-                backend=services[0],
-                detail=stderr_tail(err),
-            ) from err
+            raise _compose_failed(err, "starting", services) from err
 
     def pull(self, image: str) -> None:
         try:
@@ -212,11 +217,7 @@ class WhalesDocker:
                 pull="never",
             )
         except DockerException as err:
-            raise ApplyError(
-                f"starting new instances of {', '.join(services)} failed: {_one_line(err)}",
-                backend=services[0],
-                detail=stderr_tail(err),
-            ) from err
+            raise _compose_failed(err, "starting new instances of", services) from err
 
     def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
         return self._inspect(container_ids, strict=False)
