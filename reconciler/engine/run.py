@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 from proxy.config import Revision
@@ -16,6 +18,9 @@ from ..core.render import Instance, render_pool
 from ..core.spec import BackendSpec, DesiredState
 from ..core.state import ObservedContainer
 from .hooks import Hooks, Preempted
+
+# How often a wait on health probes looks for a newer change (an edit waiting for the lock).
+PREEMPT_POLL = 0.05
 
 
 @dataclass
@@ -131,14 +136,17 @@ class Run:
         """:meth:`wait_ready` for several backends at once (a first deploy of many backends
         waits about once, not once per backend); maps each backend to None or its problem."""
         wait = _HealthWait(self, groups)
-        while len(wait.result) < len(groups):
-            self.check_preempted()
-            pending = [cid for cid in wait.owner if wait.owner[cid] not in wait.result]
-            wait.inspect(pending)
-            wait.probe(pending)
-            wait.judge()
-            if len(wait.result) < len(groups):
-                self.hooks.sleep(0.2)
+        try:
+            while len(wait.result) < len(groups):
+                self.check_preempted()
+                pending = [cid for cid in wait.owner if wait.owner[cid] not in wait.result]
+                wait.inspect(pending)
+                wait.probe(pending)
+                wait.judge()
+                if len(wait.result) < len(groups):
+                    self.hooks.sleep(0.2)
+        finally:
+            wait.close()
         return wait.result
 
 
@@ -157,6 +165,15 @@ class _HealthWait:
         self.last: dict[str, str] = {}
         self.result: dict[str, str | None] = {}
         self.next_inspect = self.start
+        # Probes run side by side, and the wait for them is cut into slices that look for a
+        # newer change: an instance that hangs (accepts, never answers) holds a probe for its
+        # whole timeout, never the pass (an emergency edit is noticed within PREEMPT_POLL).
+        self._probes = ThreadPoolExecutor(
+            max_workers=max(1, min(16, len(self.owner))), thread_name_prefix="lbrec-probe"
+        )
+
+    def close(self) -> None:
+        self._probes.shutdown(wait=False, cancel_futures=True)
 
     def inspect(self, pending: Sequence[str]) -> None:
         """Once a second: the instances' state; one that stopped or restarts has failed."""
@@ -178,6 +195,7 @@ class _HealthWait:
         """Each instance's health path, from the host, at its published endpoint."""
         run = self.run
         timeout = run.desired.health.timeout
+        asked: dict[str, Future[str | None]] = {}
         for cid in pending:
             name = self.owner[cid]
             if name in self.result:
@@ -187,8 +205,15 @@ class _HealthWait:
                 self.last[cid] = "no published port yet"
                 self.healthy_since[cid] = None
                 continue
-            path = self.groups[name][0].health_path(run.desired)
-            problem = run.hooks.probe(seen.url + path, timeout)
+            url = seen.url + self.groups[name][0].health_path(run.desired)
+            asked[cid] = self._probes.submit(run.hooks.probe, url, timeout)
+        waiting = set(asked.values())
+        while waiting:
+            _done, waiting = futures_wait(waiting, timeout=PREEMPT_POLL)
+            if waiting:
+                run.check_preempted()
+        for cid, future in asked.items():
+            problem = future.result()
             if problem is None:
                 if self.healthy_since[cid] is None:
                     self.healthy_since[cid] = run.hooks.clock()

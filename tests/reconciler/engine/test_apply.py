@@ -5,6 +5,7 @@ version loses nothing, and a second pass changes nothing."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -403,6 +404,37 @@ def test_a_waiting_change_preempts_a_slow_rollout(folder: Path) -> None:
     assert "not started" in (errors["c"] or "")
     assert {c.backend: c.id for c in docker.observe()} == before  # a's new batch was removed
     assert {b["name"] for b in _pool(folder)} == {"a", "b", "c"}  # the old ones keep serving
+
+
+def test_a_probe_that_hangs_does_not_hold_a_preempted_pass(folder: Path) -> None:
+    """An instance that accepts and never answers holds its probe for the whole timeout; the
+    pass still notices a waiting edit while the probe hangs, and yields."""
+    workspace, desired = _setup(folder, TWO)
+    docker = FakeDocker(workspace, desired)
+    _pass(workspace, docker)
+    _edit(folder, TWO.replace("weight: 2}", "weight: 2, env: {V: '2'}}"))
+    docker.desired = workspace.load()
+    hooks = docker.hooks()
+    probing, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def hanging_probe(url: str, timeout: float) -> str | None:
+        probing.set()
+        release.wait(10)  # bounded: released by the test as soon as the pass has yielded
+        returned.set()
+        return "timed out"
+
+    waiting = "pid 42 (lbrec add) is waiting for the lock"
+    hooks.probe = hanging_probe
+    hooks.preempted = lambda: waiting if probing.is_set() else None
+    try:
+        report = converge(workspace, docker, check=False, hooks=hooks)
+        yielded_while_hanging = not returned.is_set()
+    finally:
+        release.set()
+    assert yielded_while_hanging  # the pass ended while the probe was still blocked
+    assert report.preempted
+    (failure,) = report.failed
+    assert failure.action.backend == "b" and "preempted" in (failure.error or "")
 
 
 def test_a_crash_looping_new_instance_fails_at_once_with_its_log(folder: Path) -> None:
