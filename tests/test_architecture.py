@@ -139,13 +139,13 @@ def test_proxy_never_imports_the_reconciler() -> None:
         assert "reconciler" not in top, path
 
 
-def test_only_the_docker_adapter_imports_python_on_whales() -> None:
+def test_only_the_docker_adapters_import_python_on_whales() -> None:
     users = [
         str(path.relative_to(ROOT))
         for path in _modules("reconciler")
         if any(n.startswith("python_on_whales") for n in _imports(path))
     ]
-    assert users == ["reconciler/adapters/docker.py"]
+    assert users == ["reconciler/adapters/docker.py", "reconciler/adapters/swarm.py"]
 
 
 def test_the_rules_see_a_violation(tmp_path: Path) -> None:

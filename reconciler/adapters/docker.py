@@ -335,5 +335,11 @@ class WhalesDocker:
 
 
 def whales_docker(workspace: Workspace, desired: DesiredState) -> DockerPort:
-    """The one Docker factory: the real adapter for a folder and its project."""
+    """The one Docker factory: the real adapter for a folder, its project and its engine."""
+    if desired.engine == "swarm":
+        from .swarm import SwarmDocker
+
+        return SwarmDocker(
+            folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE
+        )
     return WhalesDocker(folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE)

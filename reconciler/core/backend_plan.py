@@ -135,6 +135,24 @@ def _canary_steps(name: str, rollout: RolloutSpec, batch: int, wanted: int) -> l
     return steps
 
 
+def _blue_green_steps(name: str, need: int, old: list[ObservedContainer], batch: int) -> list[Step]:
+    """engine: swarm: a version is one service, so it comes whole (every new task, waited for
+    and routed) and the old one leaves whole after it: Swarm cannot be told which of a
+    service's tasks to stop, so no routed task is ever left to its choice."""
+    steps: list[Step] = []
+    if need > 0:
+        steps += [
+            Step(StepKind.CREATE, name, batch=batch, count=need),
+            Step(StepKind.WAIT, name, batch=batch),
+            Step(StepKind.ROUTE, name, batch=batch),
+        ]
+    if old:
+        retire = tuple(c.id for c in old)
+        why = "replaced" if need > 0 else "scaled down"
+        steps.append(Step(StepKind.RETIRE, name, container_ids=retire, reason=why))
+    return steps
+
+
 def _rolling_steps(
     name: str, need: int, old: list[ObservedContainer], batch: int, batch_size: int
 ) -> list[Step]:
@@ -247,7 +265,10 @@ def plan_backend(
         steps.append(Step(StepKind.RETIRE, name, container_ids=retire, reason="promoted"))
     else:
         need = wanted - len(keep) - len(starts)
-        steps += _rolling_steps(name, need, old, batch, rollout.max_parallel)
+        if desired.engine == "swarm":
+            steps += _blue_green_steps(name, need, old, batch)
+        else:
+            steps += _rolling_steps(name, need, old, batch, rollout.max_parallel)
     kind, reason, changes = _describe(
         backend,
         g,

@@ -23,6 +23,7 @@ __all__ = [
     "PROJECT",
     "REVISION",
     "ROLE",
+    "SWARM_TRACKED",
     "TRACKED",
     "BuildInfo",
     "backend_labels",
@@ -87,14 +88,16 @@ def _command_label(command: tuple[str, ...] | None) -> str:
 def container_fields(
     backend: BackendSpec, desired: DesiredState, build: BuildInfo
 ) -> dict[str, str]:
-    """Every setting that needs a new container when it changes (not weight, not replicas)."""
+    """Every setting that needs a new container when it changes (not weight; replicas only on
+    Swarm, where each backend version is a service of its own: a new count is a new service
+    beside the old one, so scaling never lets Swarm pick which routed task to stop)."""
     if backend.image is not None:
         image = backend.image
     elif backend.build is not None:
         image = f"build {backend.build.context}"
     else:
         image = build.base_image or "(Dockerfile default)"
-    return {
+    fields = {
         "port": str(backend.port),
         "publish": PUBLISH,
         "publish_host": desired.publish_host,
@@ -105,6 +108,10 @@ def container_fields(
         "health_path": backend.health_path(desired),
         "healthcheck": f"timeout={desired.health.timeout:g}s,fall={desired.health.fall}",
     }
+    if desired.engine == "swarm":  # absent on compose: its hashes stay what they were
+        fields["engine"] = "swarm"
+        fields["replicas"] = str(backend.replicas)
+    return fields
 
 
 # Human names of the tracked fields, in the order reasons are given.
@@ -119,6 +126,8 @@ TRACKED: tuple[str, ...] = (
     "health_path",
     "healthcheck",
 )
+# engine: swarm only (absent on compose, so compose hashes did not move).
+SWARM_TRACKED: tuple[str, ...] = ("engine", "replicas")
 
 
 def backend_labels(

@@ -271,6 +271,17 @@ class DesiredState(_Model):
     """The whole of desired-state.yaml."""
 
     project: str = Field(default="lbrec", pattern=_DNS_LABEL, description="Compose project name")
+    engine: Literal["compose", "swarm"] = Field(
+        default="compose",
+        description="compose: containers on this engine (docker compose); swarm: one Swarm "
+        "service per backend version, deployed as a stack (docs/swarm.md)",
+    )
+    registry: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9._/-]+)?$",
+        description="engine: swarm: where images lbrec builds are pushed (host[:port][/path]); "
+        "Swarm nodes pull them from there",
+    )
     listen: str = Field(default="127.0.0.1:8080", description="The proxy's traffic listener")
     admin: str = Field(default="127.0.0.1:8081", description="The proxy's admin listener")
     publish_host: str = Field(
@@ -305,6 +316,26 @@ class DesiredState(_Model):
                     raise ValueError(
                         f"backends[{index}].name: 'lb' is the load balancer's service name "
                         "when proxy.mode is container"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _swarm(self) -> DesiredState:
+        if self.engine != "swarm":
+            return self
+        if self.proxy.mode == "container":
+            raise ValueError(
+                "proxy.mode: 'container' is not supported with engine: swarm; run the proxy "
+                "on a manager (proxy.mode: host, `lbrec up`); see docs/swarm.md"
+            )
+        if self.registry is None:
+            for index, backend in enumerate(self.backends):
+                if backend.image is None:
+                    what = "build" if backend.build is not None else "the demo Dockerfile.backend"
+                    raise ValueError(
+                        f"backends[{index}] ({backend.name}): built from {what}, but engine: "
+                        "swarm nodes pull their images: set `registry:` (e.g. 127.0.0.1:5000) "
+                        "to push it to, or give the backend an `image:`"
                     )
         return self
 

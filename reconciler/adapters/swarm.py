@@ -1,0 +1,246 @@
+"""EDGE. engine: swarm: the DockerPort over a Docker Swarm (docs/swarm.md).
+
+The engine's plan and rollout steps are the same as on Compose; what differs is how an
+instance is made and unmade. Here an instance is a Swarm *task*, and a backend version is a
+*service* (core/render_swarm.py):
+
+* ``observe``: the task containers of the project's services (their container labels are
+  lbrec's), each with the host-mode port Swarm published for it; a task container that ended
+  is history (Swarm keeps it), not an instance.
+* ``scale``: deploys the stack file (without ``--prune``: the old version keeps serving) and
+  waits until the new tasks have containers; a task Swarm cannot start (no such image, no
+  resources) is reported with Swarm's own error.
+* ``stop_remove``: a version leaves whole (lbrec drained its tasks first): ``docker service
+  rm``, then waits until its containers are gone. Removing only some of a service's tasks is
+  a scale down where Swarm picks the tasks (only drift repair does that).
+* ``build``: Compose builds the image and pushes it to ``registry:``; Swarm nodes pull it.
+
+Tested on a single-node swarm, where every task runs on this engine and is reached on
+127.0.0.1; a multi-node swarm needs the node addresses (docs/swarm.md says what is on paper).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import yaml
+from python_on_whales.exceptions import DockerException
+from python_on_whales.utils import run as run_docker
+
+from ..core.errors import ApplyError, DockerUnavailable
+from ..core.labels import BACKEND, PROJECT
+from ..core.ports import Progress
+from ..core.state import ObservedContainer
+from .docker import WhalesDocker, _one_line, stderr_tail
+
+__all__ = ["SERVICE_LABEL", "SwarmDocker"]
+
+SERVICE_LABEL = "com.docker.swarm.service.name"
+TASK_LABEL = "com.docker.swarm.task.id"
+# How long a deployed service may take to have containers for its tasks (pulls included).
+TASKS_DEADLINE = 120.0
+
+
+class SwarmDocker(WhalesDocker):
+    """WhalesDocker's observation, inspection, logs and images; Swarm for the rest."""
+
+    def __init__(
+        self,
+        *,
+        folder: Path,
+        project: str,
+        compose_file: str,
+        tasks_deadline: float = TASKS_DEADLINE,
+    ) -> None:
+        super().__init__(folder=folder, project=project, compose_file=compose_file)
+        self.folder = folder
+        self.compose_file = compose_file
+        self.tasks_deadline = tasks_deadline
+
+    def _docker(self, *args: str) -> str:
+        docker = [str(part) for part in self._client.client_config.docker_cmd]
+        return str(run_docker([*docker, *args]))
+
+    def check(self) -> None:
+        super().check()
+        try:
+            state = self._docker(
+                "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"
+            ).split()
+        except DockerException as err:
+            raise DockerUnavailable(f"cannot ask the engine about Swarm: {_one_line(err)}") from err
+        if state[:1] != ["active"]:
+            raise DockerUnavailable(
+                f"engine: swarm, but this Docker engine is not in a swarm (state {state[:1]})",
+                hint="`docker swarm init` (or join one), or set engine: compose",
+            )
+        if state[1:2] != ["true"]:
+            raise DockerUnavailable(
+                "engine: swarm, but this node is not a manager: lbrec deploys stacks",
+                hint="run lbrec on a manager node",
+            )
+
+    # -- what runs -----------------------------------------------------------------------
+    def observe(self) -> tuple[ObservedContainer, ...]:
+        return tuple(c for c in super().observe() if not _history(c))
+
+    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
+        return super().inspect(container_ids)
+
+    def _services(self) -> dict[str, int]:
+        """The project's services (stack ``<project>``) with their wanted replicas."""
+        try:
+            text = self._docker(
+                "service", "ls", "--filter", f"label={PROJECT}={self.project}",
+                "--format", "{{json .}}",
+            )  # fmt: skip
+        except DockerException as err:
+            raise DockerUnavailable(f"cannot list services: {_one_line(err)}") from err
+        out: dict[str, int] = {}
+        for line in text.splitlines():
+            doc = json.loads(line)
+            replicas = str(doc.get("Replicas", "0/0")).split("/")[-1].split(" ")[0]
+            out[str(doc["Name"])] = int(replicas) if replicas.isdigit() else 0
+        return out
+
+    def _task_errors(self, service: str) -> list[str]:
+        """Swarm's own words for tasks that did not start (``No such image: ...``)."""
+        try:
+            text = self._docker(
+                "service", "ps", service, "--no-trunc",
+                "--format", "{{.CurrentState}}\t{{.Error}}",
+            )  # fmt: skip
+        except DockerException:
+            return []
+        return sorted({e for line in text.splitlines() if (e := line.partition("\t")[2].strip())})
+
+    # -- making instances ------------------------------------------------------------------
+    def _stack_services(self) -> dict[str, str]:
+        """Stack service key -> backend, from the rendered file (core/render_swarm.py)."""
+        doc = yaml.safe_load((self.folder / self.compose_file).read_text()) or {}
+        services = doc.get("services") or {}
+        return {
+            str(key): str((spec.get("labels") or {}).get(BACKEND, key))
+            for key, spec in services.items()
+        }
+
+    def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None:
+        """``services`` are backend names: their stack services are built, then pushed."""
+        keys = [key for key, backend in self._stack_services().items() if backend in services]
+        super().build(keys, progress=progress)
+        try:
+            self._client.compose.push(keys)
+        except DockerException as err:
+            raise ApplyError(
+                f"pushing the image of {', '.join(services)} failed: {_one_line(err)}",
+                backend=services[0],
+                detail=stderr_tail(err),
+                hint="is `registry:` reachable from this host (and from every node)?",
+            ) from err
+
+    def scale(self, counts: Mapping[str, int]) -> None:
+        """Deploy the stack (the current versions, at their replica counts) and wait until each
+        backend in ``counts`` has that many task containers; the old versions keep serving."""
+        try:
+            self._docker(
+                "stack", "deploy", "--compose-file", str(self.folder / self.compose_file),
+                "--resolve-image", "never", self.project,
+            )  # fmt: skip
+        except DockerException as err:
+            raise ApplyError(
+                f"docker stack deploy {self.project} failed: {_one_line(err)}",
+                backend=next(iter(counts), None),
+                detail=stderr_tail(err),
+            ) from err
+        started = time.monotonic()
+        keys = self._stack_services()
+        while True:
+            have: dict[str, int] = {}
+            for c in self.observe():
+                have[c.backend] = have.get(c.backend, 0) + 1
+            short = {b: n for b, n in counts.items() if have.get(b, 0) < n}
+            if not short:
+                return
+            name = next(iter(short))
+            waited = time.monotonic() - started
+            if waited > 5.0:  # Swarm retries a task that failed: its error is the answer
+                errors = [
+                    error
+                    for key, backend in keys.items()
+                    if backend in short
+                    for error in self._task_errors(f"{self.project}_{key}")
+                ]
+                if errors:
+                    raise ApplyError(
+                        f"{name}: Swarm could not start its tasks: {'; '.join(errors[:3])}",
+                        backend=name,
+                    )
+            if waited > self.tasks_deadline:
+                raise ApplyError(
+                    f"{name}: {have.get(name, 0)} of {short[name]} task containers after "
+                    f"{self.tasks_deadline:g}s",
+                    backend=name,
+                )
+            time.sleep(0.25)
+
+    def up(self, services: Sequence[str], *, force_recreate: bool) -> None:
+        raise ApplyError("engine: swarm runs no Compose services (proxy.mode: host only)")
+
+    def start(self, container_ids: Sequence[str]) -> None:
+        """Nothing to do: Swarm starts (and restarts) its tasks itself."""
+
+    # -- unmaking instances ------------------------------------------------------------------
+    def stop_remove(self, container_ids: Sequence[str]) -> None:
+        """Each service whose every task is in ``container_ids`` is removed (its tasks stop
+        with their grace period); others are scaled down by as many (Swarm picks which)."""
+        if not container_ids:
+            return
+        by_service: dict[str, list[str]] = {}
+        tasks: dict[str, int] = {}
+        for c in super().observe():
+            service = c.labels.get(SERVICE_LABEL)
+            if service is None or _history(c):
+                continue
+            tasks[service] = tasks.get(service, 0) + 1
+            if c.id in container_ids:
+                by_service.setdefault(service, []).append(c.id)
+        gone = [s for s, ids in by_service.items() if len(ids) >= tasks[s]]
+        fewer = {s: tasks[s] - len(ids) for s, ids in by_service.items() if s not in gone}
+        try:
+            if gone:
+                self._docker("service", "rm", *gone)
+            for service, replicas in fewer.items():
+                self._docker("service", "scale", "--detach", f"{service}={replicas}")
+        except DockerException as err:
+            if "not found" not in (err.stderr or "").lower():
+                raise ApplyError(
+                    f"removing {', '.join(gone or fewer)} failed: {_one_line(err)}",
+                    detail=stderr_tail(err),
+                ) from err
+        self._wait_gone([i for s in gone for i in by_service[s]])
+
+    def _wait_gone(self, ids: Sequence[str]) -> None:
+        deadline = time.monotonic() + self.tasks_deadline
+        while ids and time.monotonic() < deadline:
+            left = {c.id for c in self.inspect(ids) if not _history(c)}
+            if not left:
+                return
+            time.sleep(0.25)
+
+    def remove(self, container_ids: Sequence[str]) -> None:
+        self.stop_remove(container_ids)
+
+    def remove_network(self) -> None:
+        """`lbrec up --down`: the whole stack goes (services, then its network)."""
+        try:
+            self._docker("stack", "rm", self.project)
+        except DockerException as err:
+            raise ApplyError(f"docker stack rm {self.project} failed: {_one_line(err)}") from err
+
+
+def _history(c: ObservedContainer) -> bool:
+    """A Swarm task container that ended: kept by Swarm as the task's history."""
+    return TASK_LABEL in c.labels and c.state in ("exited", "dead", "removing")
