@@ -21,6 +21,7 @@ Tested on a single-node swarm, where every task runs on this engine and is reach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -143,7 +144,9 @@ class SwarmDocker(WhalesDocker):
 
     def scale(self, counts: Mapping[str, int]) -> None:
         """Deploy the stack (the current versions, at their replica counts) and wait until each
-        backend in ``counts`` has that many task containers; the old versions keep serving."""
+        backend in ``counts`` has that many task containers; the old versions keep serving.
+        A new service whose tasks Swarm cannot run is removed again before the error."""
+        existing = set(self._services())
         try:
             self._docker(
                 "stack", "deploy", "--compose-file", str(self.folder / self.compose_file),
@@ -155,8 +158,19 @@ class SwarmDocker(WhalesDocker):
                 backend=next(iter(counts), None),
                 detail=stderr_tail(err),
             ) from err
-        started = time.monotonic()
         keys = self._stack_services()
+        fresh = [f"{self.project}_{key}" for key in keys]
+        fresh = [name for name in fresh if name not in existing]
+        try:
+            self._wait_tasks(counts, keys)
+        except ApplyError:
+            if fresh:  # the new version goes; the old one never moved
+                with contextlib.suppress(DockerException):
+                    self._docker("service", "rm", *fresh)
+            raise
+
+    def _wait_tasks(self, counts: Mapping[str, int], keys: Mapping[str, str]) -> None:
+        started = time.monotonic()
         while True:
             have: dict[str, int] = {}
             for c in self.observe():
@@ -175,7 +189,8 @@ class SwarmDocker(WhalesDocker):
                 ]
                 if errors:
                     raise ApplyError(
-                        f"{name}: Swarm could not start its tasks: {'; '.join(errors[:3])}",
+                        f"{name}: new version not started, rolled back (its service removed): "
+                        f"Swarm says {'; '.join(errors[:3])}",
                         backend=name,
                     )
             if waited > self.tasks_deadline:

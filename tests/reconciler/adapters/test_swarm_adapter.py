@@ -1,0 +1,57 @@
+"""SwarmDocker's answers that need no swarm: what it says when the engine is not in one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reconciler.adapters.docker import WhalesDocker
+from reconciler.adapters.swarm import SwarmDocker
+from reconciler.core.errors import DockerUnavailable
+from reconciler.core.state import ObservedContainer
+
+
+def _adapter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, info: str) -> SwarmDocker:
+    monkeypatch.setattr(WhalesDocker, "check", lambda self: None)  # the engine answers
+    adapter = SwarmDocker(folder=tmp_path, project="p", compose_file="docker-compose.yml")
+    monkeypatch.setattr(adapter, "_docker", lambda *args: info)
+    return adapter
+
+
+@pytest.mark.parametrize(
+    ("info", "words"),
+    [
+        ("inactive false", ["not in a swarm", "docker swarm init"]),
+        ("active false", ["not a manager", "manager node"]),
+    ],
+)
+def test_no_swarm_or_no_manager_is_an_engine_error_with_the_way_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, info: str, words: list[str]
+) -> None:
+    adapter = _adapter(monkeypatch, tmp_path, info)
+    with pytest.raises(DockerUnavailable) as err:
+        adapter.check()
+    assert err.value.exit_code == 3
+    text = err.value.message + " " + (err.value.hint or "")
+    assert all(w in text for w in words), text
+
+
+def test_a_manager_of_an_active_swarm_passes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _adapter(monkeypatch, tmp_path, "active true").check()
+
+
+def test_ended_task_containers_are_history_not_instances(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    task = {"com.docker.swarm.task.id": "t1", "lbrec.backend": "web"}
+    seen = (
+        ObservedContainer(id="a", backend="web", state="running", health=None, labels=task),
+        ObservedContainer(id="b", backend="web", state="exited", health=None, labels=task),
+        ObservedContainer(id="c", backend="web", state="exited", health=None, labels={}),
+    )
+    monkeypatch.setattr(WhalesDocker, "observe", lambda self: seen)
+    adapter = _adapter(monkeypatch, tmp_path, "active true")
+    assert [c.id for c in adapter.observe()] == ["a", "c"]  # a plain container stays visible
