@@ -32,15 +32,13 @@ from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run as run_docker
 
 from ..core.errors import ApplyError, DockerUnavailable
-from ..core.labels import BACKEND, PROJECT
+from ..core.labels import BACKEND, PROJECT, SWARM_SERVICE, SWARM_TASK
 from ..core.ports import Progress
 from ..core.state import ObservedContainer
 from .docker import WhalesDocker, _one_line, stderr_tail
 
-__all__ = ["SERVICE_LABEL", "SwarmDocker"]
+__all__ = ["SwarmDocker"]
 
-SERVICE_LABEL = "com.docker.swarm.service.name"
-TASK_LABEL = "com.docker.swarm.task.id"
 # How long a deployed service may take to have containers for its tasks (pulls included).
 TASKS_DEADLINE = 120.0
 
@@ -216,7 +214,7 @@ class SwarmDocker(WhalesDocker):
         by_service: dict[str, list[str]] = {}
         tasks: dict[str, int] = {}
         for c in super().observe():
-            service = c.labels.get(SERVICE_LABEL)
+            service = c.labels.get(SWARM_SERVICE)
             if service is None or _history(c):
                 continue
             tasks[service] = tasks.get(service, 0) + 1
@@ -258,4 +256,4 @@ class SwarmDocker(WhalesDocker):
 
 def _history(c: ObservedContainer) -> bool:
     """A Swarm task container that ended: kept by Swarm as the task's history."""
-    return TASK_LABEL in c.labels and c.state in ("exited", "dead", "removing")
+    return SWARM_TASK in c.labels and c.state in ("exited", "dead", "removing")

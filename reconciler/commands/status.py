@@ -12,7 +12,7 @@ from ..adapters.files import read_text_or_none
 from ..adapters.proxy_admin import proxy_generation
 from ..adapters.records import DEPLOYED_FILE
 from ..adapters.workspace import Workspace
-from ..core.labels import REVISION
+from ..core.labels import REVISION, SWARM_NODE
 from ..core.ports import DockerPort
 from ..core.spec import BackendSpec, DesiredState
 from ..core.state import ObservedContainer
@@ -95,6 +95,7 @@ def _backend_row(
                 "image": i.image,
                 "since": i.started_at,
                 "revision": i.labels.get(REVISION),
+                "node": i.labels.get(SWARM_NODE),  # engine: swarm: the task's node
             }
             for i in mine
         ],
@@ -118,6 +119,9 @@ def show_status(
 
 def _print_table(backends: list[dict[str, Any]]) -> None:
     headers = ["BACKEND", "WEIGHT", "ROUTED", "PORT", "INSTANCE", "ENDPOINT", "STATE", "SINCE"]
+    nodes = any(i.get("node") for row in backends for i in row["instances"])
+    if nodes:  # engine: swarm
+        headers.append("NODE")
     table = [headers]
     for row in backends:
         head = [
@@ -127,7 +131,7 @@ def _print_table(backends: list[dict[str, Any]]) -> None:
             "-" if row["port"] is None else str(row["port"]),
         ]
         if not row["instances"]:
-            table.append([*head, "-", "-", "missing", "-"])
+            table.append([*head, "-", "-", "missing", "-"] + (["-"] if nodes else []))
         for index, inst in enumerate(row["instances"]):
             cells = head if index == 0 else [""] * len(head)
             endpoint = inst["endpoint"] or "-"
@@ -139,6 +143,7 @@ def _print_table(backends: list[dict[str, Any]]) -> None:
                     inst["state"],
                     (inst["since"] or "-")[:19],
                 ]
+                + ([(inst.get("node") or "-")[:12]] if nodes else [])
             )
     widths = [max(len(r[i]) for r in table) for i in range(len(headers))]
     for r in table:

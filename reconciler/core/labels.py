@@ -23,6 +23,9 @@ __all__ = [
     "PROJECT",
     "REVISION",
     "ROLE",
+    "SWARM_NODE",
+    "SWARM_SERVICE",
+    "SWARM_TASK",
     "SWARM_TRACKED",
     "TRACKED",
     "BuildInfo",
@@ -37,6 +40,10 @@ BACKEND = "lbrec.backend"
 ROLE = "lbrec.role"
 CONFIG_HASH = "lbrec.config-hash"
 REVISION = "lbrec.revision"
+# Labels Swarm puts on its task containers (engine: swarm).
+SWARM_SERVICE = "com.docker.swarm.service.name"
+SWARM_TASK = "com.docker.swarm.task.id"
+SWARM_NODE = "com.docker.swarm.node.id"
 _PREFIX = "lbrec.field."
 PORT_FIELD = _PREFIX + "port"  # the container port instances serve on (its endpoint is read back)
 
