@@ -36,6 +36,7 @@ from ..core.labels import BACKEND, PROJECT, SWARM_SERVICE, SWARM_TASK
 from ..core.ports import Progress
 from ..core.state import ObservedContainer
 from .docker import WhalesDocker, _one_line, stderr_tail
+from .files import atomic_write
 
 __all__ = ["SwarmDocker"]
 
@@ -126,6 +127,22 @@ class SwarmDocker(WhalesDocker):
             for key, spec in services.items()
         }
 
+    def _stack_for(self, counts: Mapping[str, int], existing: set[str]) -> Path:
+        """The rendered stack narrowed to what this call may create: the new versions of the
+        backends in ``counts`` (backends roll out side by side, each its own call) and the
+        services that exist already (deployed again unchanged: a no-op for Swarm)."""
+        doc = yaml.safe_load((self.folder / self.compose_file).read_text()) or {}
+        keys = self._stack_services()
+        doc["services"] = {
+            key: spec
+            for key, spec in (doc.get("services") or {}).items()
+            if keys.get(str(key)) in counts or f"{self.project}_{key}" in existing
+        }
+        path = self.folder / ".lbrec" / "stack.yml"
+        path.parent.mkdir(exist_ok=True)
+        atomic_write(path, yaml.safe_dump(doc, sort_keys=False, width=1000))
+        return path
+
     def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None:
         """``services`` are backend names: their stack services are built, then pushed."""
         keys = [key for key, backend in self._stack_services().items() if backend in services]
@@ -145,9 +162,10 @@ class SwarmDocker(WhalesDocker):
         backend in ``counts`` has that many task containers; the old versions keep serving.
         A new service whose tasks Swarm cannot run is removed again before the error."""
         existing = set(self._services())
+        stack = self._stack_for(counts, existing)
         try:
             self._docker(
-                "stack", "deploy", "--compose-file", str(self.folder / self.compose_file),
+                "stack", "deploy", "--compose-file", str(stack),
                 "--resolve-image", "never", self.project,
             )  # fmt: skip
         except DockerException as err:
