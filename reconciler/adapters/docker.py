@@ -238,6 +238,10 @@ class WhalesDocker:
                 ) from err
         self.remove(container_ids)
 
+    def discard(self, container_ids: Sequence[str]) -> None:
+        """A batch this pass created and never routed: stopped and removed like any other."""
+        self.stop_remove(container_ids)
+
     def built_images(self) -> tuple[BuiltImage, ...]:
         docker = [str(part) for part in self._client.client_config.docker_cmd]
         listing = [*docker, "image", "ls", "--format", "{{json .}}"]

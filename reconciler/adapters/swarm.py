@@ -224,34 +224,66 @@ class SwarmDocker(WhalesDocker):
         """Nothing to do: Swarm starts (and restarts) its tasks itself."""
 
     # -- unmaking instances ------------------------------------------------------------------
+    def _services_of(self, container_ids: Sequence[str]) -> dict[str, list[str]]:
+        """Each Swarm service of ``container_ids`` (ended task containers included) -> the
+        ids of its live tasks."""
+        wanted = {
+            service
+            for c in self.inspect(container_ids)
+            if (service := c.labels.get(SWARM_SERVICE)) is not None
+        }
+        live: dict[str, list[str]] = {service: [] for service in wanted}
+        for c in self.observe():
+            service = c.labels.get(SWARM_SERVICE)
+            if service in live:
+                live[service].append(c.id)
+        return live
+
+    def discard(self, container_ids: Sequence[str]) -> None:
+        """A new version this pass created and never routed: its whole service goes (Swarm
+        keeps restarting a task that crashes, so its containers alone would come back)."""
+        services = self._services_of(container_ids)
+        self._remove_services(list(services))
+        self._wait_gone([i for ids in services.values() for i in ids])
+
     def stop_remove(self, container_ids: Sequence[str]) -> None:
-        """Each service whose every task is in ``container_ids`` is removed (its tasks stop
-        with their grace period); others are scaled down by as many (Swarm picks which)."""
+        """Drained instances go. A version leaves whole (the plan retires every task of an
+        old service at once): its service is removed and its tasks stop with their grace
+        period. Only some tasks of a current version (drift: scaled up by hand) is a scale
+        down of that service, where Swarm picks which tasks stop."""
         if not container_ids:
             return
-        by_service: dict[str, list[str]] = {}
-        tasks: dict[str, int] = {}
-        for c in super().observe():
-            service = c.labels.get(SWARM_SERVICE)
-            if service is None or _history(c):
-                continue
-            tasks[service] = tasks.get(service, 0) + 1
-            if c.id in container_ids:
-                by_service.setdefault(service, []).append(c.id)
-        gone = [s for s, ids in by_service.items() if len(ids) >= tasks[s]]
-        fewer = {s: tasks[s] - len(ids) for s, ids in by_service.items() if s not in gone}
-        try:
-            if gone:
-                self._docker("service", "rm", *gone)
-            for service, replicas in fewer.items():
+        current = {f"{self.project}_{key}" for key in self._stack_services()}
+        gone, fewer = [], {}
+        services = self._services_of(container_ids)
+        for service, live in services.items():
+            left = [i for i in live if i not in container_ids]
+            if service not in current or not left:
+                gone.append(service)
+            else:
+                fewer[service] = len(left)
+        self._remove_services(gone)
+        for service, replicas in fewer.items():
+            try:
                 self._docker("service", "scale", "--detach", f"{service}={replicas}")
+            except DockerException as err:
+                raise ApplyError(
+                    f"scaling {service} to {replicas} failed: {_one_line(err)}",
+                    detail=stderr_tail(err),
+                ) from err
+        self._wait_gone([i for service in gone for i in services[service]])
+
+    def _remove_services(self, services: Sequence[str]) -> None:
+        if not services:
+            return
+        try:
+            self._docker("service", "rm", *services)
         except DockerException as err:
             if "not found" not in (err.stderr or "").lower():
                 raise ApplyError(
-                    f"removing {', '.join(gone or fewer)} failed: {_one_line(err)}",
+                    f"removing {', '.join(services)} failed: {_one_line(err)}",
                     detail=stderr_tail(err),
                 ) from err
-        self._wait_gone([i for s in gone for i in by_service[s]])
 
     def _wait_gone(self, ids: Sequence[str]) -> None:
         deadline = time.monotonic() + self.tasks_deadline

@@ -126,7 +126,7 @@ def roll_back(
     new *version* that failed counts as rolled back (loops then hold that version)."""
     if created:
         try:
-            run.docker.stop_remove(ids)
+            run.docker.discard(ids)
         except ApplyError as err:
             problem += f" (removing the new instance failed too: {err.message})"
     old = len(run.routed.get(action.backend, {}))

@@ -171,7 +171,7 @@ class _Rollout:
             )
         except Preempted:
             if step.batch in self.created:
-                self.run.docker.stop_remove(ids)  # created by this pass: not half left
+                self.run.docker.discard(ids)  # created by this pass: not half left
             raise
         if problem is None:
             return None
@@ -263,7 +263,7 @@ def create_together(run: Run, actions: Sequence[Action]) -> dict[str, Outcome]:
     try:
         problems = run.wait_many(groups)
     except Preempted:
-        run.docker.stop_remove([i for ids in created.values() for i in ids])
+        run.docker.discard([i for ids in created.values() for i in ids])
         raise
     out: dict[str, Outcome] = {}
     for name, problem in problems.items():
@@ -275,7 +275,7 @@ def create_together(run: Run, actions: Sequence[Action]) -> dict[str, Outcome]:
                     run.routed.setdefault(name, {})[cid] = (c.url, c.name or None)
             out[name] = Outcome(by_name[name], ok=True)
         else:
-            run.docker.stop_remove(created[name])
+            run.docker.discard(created[name])
             out[name] = Outcome(by_name[name], ok=False, error=f"{name}: {problem}")
     run.publish()
     run.say(f"routed to {', '.join(n for n, p in problems.items() if p is None) or 'none'}")

@@ -150,6 +150,9 @@ class FakeDocker:
         for cid in container_ids:
             self.containers.pop(cid, None)
 
+    def discard(self, container_ids: Sequence[str]) -> None:
+        self.stop_remove(container_ids)
+
     def stop_remove(self, container_ids: Sequence[str]) -> None:
         self._record("stop_remove", container_ids)
         for cid in container_ids:
