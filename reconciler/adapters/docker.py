@@ -201,9 +201,10 @@ class WhalesDocker:
                 detail=stderr_tail(err),
             ) from err
 
-    def scale(self, counts: Mapping[str, int]) -> None:
+    def scale(self, counts: Mapping[str, int]) -> Mapping[str, Sequence[str]] | None:
         """``counts[name]`` containers of each service: new ones from the current compose
-        file, beside the existing ones, which are left as they are (``--no-recreate``)."""
+        file, beside the existing ones, which are left as they are (``--no-recreate``).
+        None: the caller finds the new ones by observing (Compose does not say)."""
         services = sorted(counts)
         try:
             self._client.compose.up(
@@ -218,6 +219,7 @@ class WhalesDocker:
             )
         except DockerException as err:
             raise _compose_failed(err, "starting new instances of", services) from err
+        return None
 
     def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
         return self._inspect(container_ids, strict=False)

@@ -157,10 +157,14 @@ class SwarmDocker(WhalesDocker):
                 hint="is `registry:` reachable from this host (and from every node)?",
             ) from err
 
-    def scale(self, counts: Mapping[str, int]) -> None:
-        """Deploy the stack (the current versions, at their replica counts) and wait until each
-        backend in ``counts`` has that many task containers; the old versions keep serving.
-        A new service whose tasks Swarm cannot run is removed again before the error."""
+    def scale(self, counts: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
+        """Deploy the stack (the current versions, at their replica counts) until each backend
+        in ``counts`` has that many instances; the old versions keep serving. Returns the new
+        task containers per backend, counting ones that already ended (a new version that
+        crashes at once is then seen, and rolled back, by the health wait). A new service
+        whose tasks Swarm cannot run at all is removed again before the error."""
+        known = {c.id for c in super().observe()}  # ended task containers included
+        live = {b: sum(1 for c in self.observe() if c.backend == b) for b in counts}
         existing = set(self._services())
         stack = self._stack_for(counts, existing)
         try:
@@ -177,23 +181,27 @@ class SwarmDocker(WhalesDocker):
         keys = self._stack_services()
         fresh = [f"{self.project}_{key}" for key in keys]
         fresh = [name for name in fresh if name not in existing]
+        wanted = {b: n - live[b] for b, n in counts.items()}
         try:
-            self._wait_tasks(counts, keys)
+            return self._wait_tasks(wanted, keys, known)
         except ApplyError:
             if fresh:  # the new version goes; the old one never moved
                 with contextlib.suppress(DockerException):
                     self._docker("service", "rm", *fresh)
             raise
 
-    def _wait_tasks(self, counts: Mapping[str, int], keys: Mapping[str, str]) -> None:
+    def _wait_tasks(
+        self, wanted: Mapping[str, int], keys: Mapping[str, str], known: set[str]
+    ) -> dict[str, tuple[str, ...]]:
         started = time.monotonic()
         while True:
-            have: dict[str, int] = {}
-            for c in self.observe():
-                have[c.backend] = have.get(c.backend, 0) + 1
-            short = {b: n for b, n in counts.items() if have.get(b, 0) < n}
+            new: dict[str, list[str]] = {b: [] for b in wanted}
+            for c in super().observe():
+                if c.backend in new and c.id not in known and SWARM_TASK in c.labels:
+                    new[c.backend].append(c.id)
+            short = {b: n for b, n in wanted.items() if len(new[b]) < n}
             if not short:
-                return
+                return {b: tuple(ids[: wanted[b]]) for b, ids in new.items()}
             name = next(iter(short))
             waited = time.monotonic() - started
             if waited > 5.0:  # Swarm retries a task that failed: its error is the answer
@@ -211,7 +219,7 @@ class SwarmDocker(WhalesDocker):
                     )
             if waited > self.tasks_deadline:
                 raise ApplyError(
-                    f"{name}: {have.get(name, 0)} of {short[name]} task containers after "
+                    f"{name}: {len(new[name])} of {short[name]} new task containers after "
                     f"{self.tasks_deadline:g}s",
                     backend=name,
                 )

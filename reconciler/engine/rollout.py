@@ -221,8 +221,12 @@ def _scale_up(run: Run, counts: Mapping[str, int]) -> dict[str, tuple[str, ...]]
         totals = {
             name: sum(1 for c in before if c.backend == name) + n for name, n in counts.items()
         }
-        run.docker.scale(totals)
-        after = run.docker.observe()
+        told = run.docker.scale(totals)
+        after = (
+            run.docker.observe()
+            if told is None
+            else run.docker.inspect([i for ids in told.values() for i in ids])
+        )
     fresh: dict[str, list[str]] = {name: [] for name in counts}
     for c in after:
         if mine(c) and c.id not in known:
