@@ -59,6 +59,9 @@ class SwarmDocker(WhalesDocker):
         self.folder = folder
         self.compose_file = compose_file
         self.tasks_deadline = tasks_deadline
+        # The service of each task container scale() made: Swarm deletes the containers of a
+        # crash-looping task soon, and discard() must still find the service to remove.
+        self._born: dict[str, str] = {}
 
     def _docker(self, *args: str) -> str:
         docker = [str(part) for part in self._client.client_config.docker_cmd]
@@ -199,6 +202,7 @@ class SwarmDocker(WhalesDocker):
             for c in super().observe():
                 if c.backend in new and c.id not in known and SWARM_TASK in c.labels:
                     new[c.backend].append(c.id)
+                    self._born[c.id] = c.labels.get(SWARM_SERVICE, "")
             short = {b: n for b, n in wanted.items() if len(new[b]) < n}
             if not short:
                 return {b: tuple(ids[: wanted[b]]) for b, ids in new.items()}
@@ -240,6 +244,7 @@ class SwarmDocker(WhalesDocker):
             for c in self.inspect(container_ids)
             if (service := c.labels.get(SWARM_SERVICE)) is not None
         }
+        wanted |= {self._born[i] for i in container_ids if self._born.get(i)}
         live: dict[str, list[str]] = {service: [] for service in wanted}
         for c in self.observe():
             service = c.labels.get(SWARM_SERVICE)

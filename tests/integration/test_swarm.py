@@ -169,7 +169,7 @@ def test_swarm_end_to_end(stack: Project, images: dict[str, str]) -> None:
         assert "web" in r.stderr + r.stdout and "rolled back" in r.stdout + r.stderr, _out(r)
         load.check(_out(r))
         print(f"[swarm] broken image: exit 1, {load.ok} requests, {len(load.failures)} failed")
-        assert _services(project) == before
+        assert _services(project) == before, _out(r)
         assert {t["image"] for t in _tasks(project)} == {images["v2"]}
 
         # Scale 3 -> 5 -> 1 under load.
