@@ -130,16 +130,16 @@ class SwarmDocker(WhalesDocker):
             for key, spec in services.items()
         }
 
-    def _stack_for(self, counts: Mapping[str, int], existing: set[str]) -> Path:
-        """The rendered stack narrowed to what this call may create: the new versions of the
-        backends in ``counts`` (backends roll out side by side, each its own call) and the
-        services that exist already (deployed again unchanged: a no-op for Swarm)."""
+    def _stack_for(self, counts: Mapping[str, int]) -> Path:
+        """The rendered stack narrowed to the backends in ``counts``: backends roll out side by
+        side, each its own call, and a deploy without ``--prune`` leaves every service not in
+        the file alone (another backend's, which may be being rolled back right now)."""
         doc = yaml.safe_load((self.folder / self.compose_file).read_text()) or {}
         keys = self._stack_services()
         doc["services"] = {
             key: spec
             for key, spec in (doc.get("services") or {}).items()
-            if keys.get(str(key)) in counts or f"{self.project}_{key}" in existing
+            if keys.get(str(key)) in counts
         }
         path = self.folder / ".lbrec" / "stack.yml"
         path.parent.mkdir(exist_ok=True)
@@ -169,7 +169,7 @@ class SwarmDocker(WhalesDocker):
         known = {c.id for c in super().observe()}  # ended task containers included
         live = {b: sum(1 for c in self.observe() if c.backend == b) for b in counts}
         existing = set(self._services())
-        stack = self._stack_for(counts, existing)
+        stack = self._stack_for(counts)
         try:
             self._docker(
                 "stack", "deploy", "--compose-file", str(stack),
@@ -181,7 +181,7 @@ class SwarmDocker(WhalesDocker):
                 backend=next(iter(counts), None),
                 detail=stderr_tail(err),
             ) from err
-        keys = self._stack_services()
+        keys = {k: b for k, b in self._stack_services().items() if b in counts}
         fresh = [f"{self.project}_{key}" for key in keys]
         fresh = [name for name in fresh if name not in existing]
         wanted = {b: n - live[b] for b, n in counts.items()}
