@@ -35,13 +35,16 @@ def _docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def swarm() -> Iterator[None]:
     state = _docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
     ours = state == "inactive"
+    networks = set(_docker("network", "ls", "--format", "{{.Name}}").stdout.split())
     if ours:
         _docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     try:
         yield
     finally:
-        if ours:
+        if ours:  # as it was found: no swarm, and not the bridge `swarm init` made
             _docker("swarm", "leave", "--force", check=False)
+            if "docker_gwbridge" not in networks:
+                _docker("network", "rm", "docker_gwbridge", check=False)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +146,18 @@ def test_swarm_end_to_end(stack: Project, images: dict[str, str]) -> None:
     assert {e["name"] for e in entries} == {"web", "api"}
     d = project.lbrec("diff")
     assert d.returncode == 0, _out(d)  # in sync: nothing planned on the Swarm state
+    status = project.lbrec("status")
+    assert status.returncode == 0 and "NODE" in status.stdout, _out(status)
+
+    # Drift: a service scaled by hand is planned back.
+    (web_service,) = {t["service"] for t in _tasks(project, "web")}
+    _docker("service", "scale", "--detach=false", f"{web_service}=4")
+    d = project.lbrec("diff")
+    assert d.returncode == 1 and "replicas 4 -> 3" in d.stdout, _out(d)
+    r = _apply(project)
+    assert r.returncode == 0, _out(r)
+    wait_until(lambda: len(_tasks(project, "web")) == 3, 60, "web back at 3 tasks")
+    assert len(_pool(project, "web")) == 3
 
     with _proxy(project, listen, admin):
         # Traffic split by weight over the 5 tasks: 3:2 between the backends, every task used.
