@@ -25,6 +25,7 @@ import contextlib
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -32,7 +33,7 @@ from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run as run_docker
 
 from ..core.errors import ApplyError, DockerUnavailable
-from ..core.labels import BACKEND, PROJECT, SWARM_SERVICE, SWARM_TASK
+from ..core.labels import BACKEND, CONFIG_HASH, FIELD_PREFIX, PROJECT, SWARM_SERVICE, SWARM_TASK
 from ..core.ports import Progress
 from ..core.state import ObservedContainer
 from .docker import WhalesDocker, _one_line, stderr_tail
@@ -88,7 +89,7 @@ class SwarmDocker(WhalesDocker):
 
     # -- what runs -----------------------------------------------------------------------
     def observe(self) -> tuple[ObservedContainer, ...]:
-        return tuple(c for c in super().observe() if not _history(c))
+        return tuple(_drift(c) for c in super().observe() if not _history(c))
 
     def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
         return super().inspect(container_ids)
@@ -320,3 +321,22 @@ class SwarmDocker(WhalesDocker):
 def _history(c: ObservedContainer) -> bool:
     """A Swarm task container that ended: kept by Swarm as the task's history."""
     return SWARM_TASK in c.labels and c.state in ("exited", "dead", "removing")
+
+
+_FIELD_IMAGE = FIELD_PREFIX + "image"
+_FIELD_BUILD = FIELD_PREFIX + "build"
+
+
+def _drift(c: ObservedContainer) -> ObservedContainer:
+    """A task of an ``image:`` backend running another image than lbrec deployed: its service
+    was updated by hand (`docker service update --image`). Its labels (the service's container
+    labels, which such an update keeps) then say what runs, so the plan sees a version to
+    replace, with the image as the reason, and deploys lbrec's service spec back."""
+    if SWARM_TASK not in c.labels or c.labels.get(_FIELD_BUILD):
+        return c
+    deployed = c.labels.get(_FIELD_IMAGE)
+    running = c.image.split("@", 1)[0]
+    if not deployed or not running or running == deployed:
+        return c
+    labels = {**c.labels, _FIELD_IMAGE: running, CONFIG_HASH: "changed-by-hand"}
+    return replace(c, labels=labels)

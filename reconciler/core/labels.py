@@ -18,6 +18,7 @@ from .spec import BackendSpec, DesiredState
 __all__ = [
     "BACKEND",
     "CONFIG_HASH",
+    "FIELD_PREFIX",
     "MANAGED",
     "PORT_FIELD",
     "PROJECT",
@@ -44,7 +45,7 @@ REVISION = "lbrec.revision"
 SWARM_SERVICE = "com.docker.swarm.service.name"
 SWARM_TASK = "com.docker.swarm.task.id"
 SWARM_NODE = "com.docker.swarm.node.id"
-_PREFIX = "lbrec.field."
+FIELD_PREFIX = _PREFIX = "lbrec.field."
 PORT_FIELD = _PREFIX + "port"  # the container port instances serve on (its endpoint is read back)
 
 

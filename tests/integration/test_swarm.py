@@ -159,6 +159,17 @@ def test_swarm_end_to_end(stack: Project, images: dict[str, str]) -> None:
     wait_until(lambda: len(_tasks(project, "web")) == 3, 60, "web back at 3 tasks")
     assert len(_pool(project, "web")) == 3
 
+    # Drift: a service updated by hand to another image is planned back (and deployed back).
+    _docker("service", "update", "--detach=false", "--image", images["v2"], web_service)
+    d = project.lbrec("diff")
+    assert d.returncode == 1 and f"image {images['v2']} -> {images['v1']}" in d.stdout, _out(d)
+    r = _apply(project)
+    assert r.returncode == 0, _out(r)
+    assert {t["image"] for t in _tasks(project, "web")} == {images["v1"]}
+    assert len(_pool(project, "web")) == 3
+    d = project.lbrec("diff")
+    assert d.returncode == 0, _out(d)
+
     with _proxy(project, listen, admin):
         # Traffic split by weight over the 5 tasks: 3:2 between the backends, every task used.
         seen = Counter(http_request("GET", listen)[1] for _ in range(100))

@@ -55,3 +55,30 @@ def test_ended_task_containers_are_history_not_instances(
     monkeypatch.setattr(WhalesDocker, "observe", lambda self: seen)
     adapter = _adapter(monkeypatch, tmp_path, "active true")
     assert [c.id for c in adapter.observe()] == ["a", "c"]  # a plain container stays visible
+
+
+def test_a_task_running_another_image_than_deployed_reads_as_a_change_by_hand(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    task = {
+        "com.docker.swarm.task.id": "t1",
+        "lbrec.backend": "web",
+        "lbrec.config-hash": "abc",
+        "lbrec.field.image": "acme/web:1.4.2",
+        "lbrec.field.build": "",
+    }
+    seen = (
+        ObservedContainer(
+            id="same", backend="web", state="running", health=None, labels=task,
+            image="acme/web:1.4.2",
+        ),
+        ObservedContainer(
+            id="hand", backend="web", state="running", health=None, labels=task,
+            image="acme/web:9@sha256:0123",
+        ),
+    )  # fmt: skip
+    monkeypatch.setattr(WhalesDocker, "observe", lambda self: seen)
+    same, hand = _adapter(monkeypatch, tmp_path, "active true").observe()
+    assert same.labels == task
+    assert hand.labels["lbrec.field.image"] == "acme/web:9"  # the plan's reason: 9 -> 1.4.2
+    assert hand.labels["lbrec.config-hash"] != "abc"  # not the current version any more
