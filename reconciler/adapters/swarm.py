@@ -78,7 +78,8 @@ class SwarmDocker(WhalesDocker):
             raise DockerUnavailable(f"cannot ask the engine about Swarm: {_one_line(err)}") from err
         if state[:1] != ["active"]:
             raise DockerUnavailable(
-                f"engine: swarm, but this Docker engine is not in a swarm (state {state[:1]})",
+                "engine: swarm, but this Docker engine is not in a swarm "
+                f"(its state: {' '.join(state[:1]) or 'unknown'})",
                 hint="`docker swarm init` (or join one), or set engine: compose",
             )
         if state[1:2] != ["true"]:
@@ -90,9 +91,6 @@ class SwarmDocker(WhalesDocker):
     # -- what runs -----------------------------------------------------------------------
     def observe(self) -> tuple[ObservedContainer, ...]:
         return tuple(_drift(c) for c in super().observe() if not _history(c))
-
-    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
-        return super().inspect(container_ids)
 
     def _services(self) -> dict[str, int]:
         """The project's services (stack ``<project>``) with their wanted replicas."""
