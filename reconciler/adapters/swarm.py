@@ -90,7 +90,28 @@ class SwarmDocker(WhalesDocker):
 
     # -- what runs -----------------------------------------------------------------------
     def observe(self) -> tuple[ObservedContainer, ...]:
-        return tuple(_drift(c) for c in super().observe() if not _history(c))
+        """The project's instances: task containers whose task Swarm still wants running (a
+        task marked for shutdown leaves the pool at once, before its container stops)."""
+        seen = [c for c in super().observe() if not _history(c)]
+        services = sorted({s for c in seen if (s := c.labels.get(SWARM_SERVICE))})
+        wanted = self._running_tasks(services)
+        return tuple(
+            _drift(c) for c in seen if SWARM_TASK not in c.labels or c.labels[SWARM_TASK] in wanted
+        )
+
+    def _running_tasks(self, services: Sequence[str]) -> set[str]:
+        """Ids of the tasks of ``services`` whose desired state is running."""
+        if not services:
+            return set()
+        ask = ["service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running"]
+        try:
+            return set(self._docker(*ask, *services).split())
+        except DockerException:  # one of them went meanwhile: ask each
+            out: set[str] = set()
+            for service in services:
+                with contextlib.suppress(DockerException):
+                    out |= set(self._docker(*ask, service).split())
+            return out
 
     def _services(self) -> dict[str, int]:
         """The project's services (stack ``<project>``) with their wanted replicas."""

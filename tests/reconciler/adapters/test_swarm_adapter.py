@@ -12,10 +12,13 @@ from reconciler.core.errors import DockerUnavailable
 from reconciler.core.state import ObservedContainer
 
 
-def _adapter(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, info: str) -> SwarmDocker:
+def _adapter(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, info: str, running: str = "t1"
+) -> SwarmDocker:
+    """``info``: what `docker info` says; ``running``: the tasks Swarm wants running."""
     monkeypatch.setattr(WhalesDocker, "check", lambda self: None)  # the engine answers
     adapter = SwarmDocker(folder=tmp_path, project="p", compose_file="docker-compose.yml")
-    monkeypatch.setattr(adapter, "_docker", lambda *args: info)
+    monkeypatch.setattr(adapter, "_docker", lambda *args: info if args[0] == "info" else running)
     return adapter
 
 
@@ -46,7 +49,11 @@ def test_a_manager_of_an_active_swarm_passes(
 def test_ended_task_containers_are_history_not_instances(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    task = {"com.docker.swarm.task.id": "t1", "lbrec.backend": "web"}
+    task = {
+        "com.docker.swarm.task.id": "t1",
+        "com.docker.swarm.service.name": "p_web-1",
+        "lbrec.backend": "web",
+    }
     seen = (
         ObservedContainer(id="a", backend="web", state="running", health=None, labels=task),
         ObservedContainer(id="b", backend="web", state="exited", health=None, labels=task),
@@ -62,6 +69,7 @@ def test_a_task_running_another_image_than_deployed_reads_as_a_change_by_hand(
 ) -> None:
     task = {
         "com.docker.swarm.task.id": "t1",
+        "com.docker.swarm.service.name": "p_web-1",
         "lbrec.backend": "web",
         "lbrec.config-hash": "abc",
         "lbrec.field.image": "acme/web:1.4.2",
@@ -82,3 +90,18 @@ def test_a_task_running_another_image_than_deployed_reads_as_a_change_by_hand(
     assert same.labels == task
     assert hand.labels["lbrec.field.image"] == "acme/web:9"  # the plan's reason: 9 -> 1.4.2
     assert hand.labels["lbrec.config-hash"] != "abc"  # not the current version any more
+
+
+def test_a_task_marked_for_shutdown_is_no_instance_while_its_container_stops(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def task(tid: str) -> dict[str, str]:
+        return {"com.docker.swarm.task.id": tid, "com.docker.swarm.service.name": "p_web-1"}
+
+    seen = (
+        ObservedContainer(id="a", backend="web", state="running", health=None, labels=task("t1")),
+        ObservedContainer(id="b", backend="web", state="running", health=None, labels=task("t2")),
+    )
+    monkeypatch.setattr(WhalesDocker, "observe", lambda self: seen)
+    adapter = _adapter(monkeypatch, tmp_path, "active true", running="t1\n")
+    assert [c.id for c in adapter.observe()] == ["a"]  # t2 is shutting down: out of the pool
