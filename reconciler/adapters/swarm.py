@@ -204,6 +204,7 @@ class SwarmDocker(WhalesDocker):
         keys = {k: b for k, b in self._stack_services().items() if b in counts}
         fresh = [f"{self.project}_{key}" for key in keys]
         fresh = [name for name in fresh if name not in existing]
+        self._undo_image_by_hand(stack, [k for k in keys if f"{self.project}_{k}" in existing])
         wanted = {b: n - live[b] for b, n in counts.items()}
         try:
             return self._wait_tasks(wanted, keys, known)
@@ -212,6 +213,27 @@ class SwarmDocker(WhalesDocker):
                 with contextlib.suppress(DockerException):
                     self._docker("service", "rm", *fresh)
             raise
+
+    def _undo_image_by_hand(self, stack: Path, keys: Sequence[str]) -> None:
+        """`docker stack deploy` keeps the image of a service whose file image did not change
+        (it may have been pinned to a digest), so an image set by hand with `docker service
+        update --image` survives it: put the file's image back explicitly."""
+        wanted = (yaml.safe_load(stack.read_text()) or {}).get("services") or {}
+        for key in keys:
+            service = f"{self.project}_{key}"
+            image = str((wanted.get(key) or {}).get("image", ""))
+            try:
+                running = self._docker(
+                    "service", "inspect", service,
+                    "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                ).strip()  # fmt: skip
+                if image and running.split("@", 1)[0] != image:
+                    self._docker("service", "update", "--detach", "--image", image, service)
+            except DockerException as err:
+                raise ApplyError(
+                    f"putting {service} back on {image} failed: {_one_line(err)}",
+                    detail=stderr_tail(err),
+                ) from err
 
     def _wait_tasks(
         self, wanted: Mapping[str, int], keys: Mapping[str, str], known: set[str]
