@@ -59,24 +59,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     common.add_argument("-o", "--output", choices=("text", "json"), default="text")
     common.add_argument("--no-color", action="store_true", help="never colour (also NO_COLOR=1)")
+    # up/watch/sync log (--log-format): no -o or --no-color to accept and then ignore.
+    file_only = argparse.ArgumentParser(add_help=False)
+    file_only.add_argument(
+        "-f",
+        "--file",
+        default=os.environ.get("LBREC_FILE", DEFAULT_FILE),
+        help=f"desired-state file (default: $LBREC_FILE or {DEFAULT_FILE})",
+    )
     mutating = argparse.ArgumentParser(add_help=False)
     add_pass_arguments(mutating)
-    mutating.add_argument(
-        "--no-apply", action="store_true", help="only edit the desired-state file"
-    )
+    editing = argparse.ArgumentParser(add_help=False, parents=[mutating])
+    editing.add_argument("--no-apply", action="store_true", help="only edit the desired-state file")
 
     parser = argparse.ArgumentParser(
         prog="lbrec", description="Declarative weighted HTTP load balancer over Docker backends."
     )
     parser.add_argument("--version", action="version", version=f"lbrec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("init", parents=[common, mutating], help="write the backends, then apply")
+    p = sub.add_parser("init", parents=[common, editing], help="write the backends, then apply")
     p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
-    p = sub.add_parser("add", parents=[common, mutating], help="add or update backends, then apply")
+    p = sub.add_parser("add", parents=[common, editing], help="add or update backends, then apply")
     p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
     p.add_argument("--image", help="run this image (any image serving HTTP on PORT)")
     p.add_argument("--replicas", type=int, help="instances of the backend (default 1)")
-    p = sub.add_parser("remove", parents=[common, mutating], help="remove backends, then apply")
+    p = sub.add_parser("remove", parents=[common, editing], help="remove backends, then apply")
     p.add_argument("keys", nargs="+", metavar="NAME|PORT")
     p = sub.add_parser("apply", parents=[common, mutating], help="converge to the desired state")
     p.add_argument("--check", action="store_true", help="plan only (same as diff)")
@@ -92,14 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("backend", nargs="?", help="the backend (default: the one in progress)")
     p.add_argument("--full", action="store_true", help="promote: skip every remaining step")
     p = sub.add_parser(
-        "up", parents=[common], help="apply, serve the proxy and watch, in the foreground"
+        "up", parents=[file_only], help="apply, serve the proxy and watch, in the foreground"
     )
     add_runtime_arguments(p, "up")
     p = sub.add_parser(
-        "watch", parents=[common], help="reconcile on every change and every --resync"
+        "watch", parents=[file_only], help="reconcile on every change and every --resync"
     )
     add_runtime_arguments(p, "watch")
-    p = sub.add_parser("sync", parents=[common], help="GitOps: deploy a git branch")
+    p = sub.add_parser("sync", parents=[file_only], help="GitOps: deploy a git branch")
     add_runtime_arguments(p, "sync")
     return parser
 

@@ -110,3 +110,20 @@ def test_validate_json_is_one_document_either_way(cli, folder, capsys) -> None: 
     doc = json.loads(captured.out)
     assert doc["ok"] is False and doc["exit_code"] == 2 and "empty" in doc["error"]
     assert "error:" in captured.err  # people still read stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["apply", "--no-apply"],  # apply applies: a flag that would not is refused
+        ["watch", "-o", "json"],  # the loops log (--log-format): -o would be ignored
+        ["up", "--no-color"],
+        ["sync", "--repo", "x", "-o", "json"],
+    ],
+)
+def test_flags_a_command_would_ignore_are_refused(argv: list[str]) -> None:
+    from reconciler.commands.cli import main
+
+    with pytest.raises(SystemExit) as err:
+        main(argv)
+    assert err.value.code == 2
