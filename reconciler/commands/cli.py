@@ -90,7 +90,15 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("diff", parents=[common], help="show the plan; exit 0 in sync, 1 pending")
     sub.add_parser("validate", parents=[common], help="validate the desired-state file")
     sub.add_parser("schema", help="print the JSON Schema of the desired-state file")
-    sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
+    p = sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
+    p.add_argument(
+        "--history",
+        nargs="?",
+        const=20,
+        type=int,
+        metavar="N",
+        help="the last N passes from the audit log instead (default 20)",
+    )
     sub.add_parser("proxy", add_help=False, help="run the load balancer (see `lbrec proxy --help`)")
     p = sub.add_parser(
         "rollout", parents=[common], help="a canary in progress: status, promote, abort"
@@ -192,8 +200,10 @@ def _dispatch(args: argparse.Namespace, out: Out, docker: DockerFactory) -> int:
     if command == "rollout":
         return rollout_command(args, workspace, out)
     if command == "status":
-        from .status import show_status
+        from .status import show_history, show_status
 
+        if args.history is not None:
+            return show_history(workspace, args.history, json_mode=out.json)
         return show_status(workspace, docker, json_mode=out.json)
     if command == "diff" or (command == "apply" and args.check):
         from ..engine.converge import converge

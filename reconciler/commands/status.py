@@ -8,6 +8,7 @@ from typing import Any
 
 from proxy.config import ConfigError, load_config
 
+from ..adapters.audit import AUDIT_FILE, read_history
 from ..adapters.files import read_text_or_none
 from ..adapters.proxy_admin import proxy_generation
 from ..adapters.records import DEPLOYED_FILE
@@ -18,7 +19,7 @@ from ..core.spec import BackendSpec, DesiredState
 from ..core.state import ObservedContainer
 from ..engine.rollout_control import rolled_back
 
-__all__ = ["collect_status", "show_status"]
+__all__ = ["collect_status", "show_history", "show_status"]
 
 
 def collect_status(
@@ -182,3 +183,36 @@ def _print_footer(status: dict[str, Any]) -> None:
             f"at {deployed.get('time', '?')} from {deployed.get('source', '?')}: "
             f"{deployed.get('message', '')}"
         )
+
+
+def show_history(workspace: Workspace, last: int, *, json_mode: bool) -> int:
+    """`lbrec status --history`: the last passes from the audit log, oldest first."""
+    records = read_history(workspace.folder, last)
+    if json_mode:
+        print(json.dumps({"history": records}, indent=2))
+        return 0
+    if not records:
+        print(f"no passes recorded yet in {AUDIT_FILE}")
+        return 0
+    table = [["TIME", "COMMAND", "OUTCOME", "SECONDS", "REVISION", "CHANGES"]]
+    for r in records:
+        revision = (r.get("revision") or {}).get("commit") or "-"
+        changes = ", ".join(f"{c['action']} {c['backend']}" for c in r.get("changes") or [])
+        detail = r.get("error") or "; ".join(
+            f"{b}: {e}" for b, e in (r.get("errors") or {}).items()
+        )
+        table.append(
+            [
+                str(r.get("time", "?"))[:23],
+                str(r.get("command", "?")),
+                str(r.get("outcome", "?")),
+                f"{float(r.get('duration_s') or 0):.1f}",
+                revision[:12],
+                (changes or "-") + (f" ({detail})" if detail else ""),
+            ]
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+    return 0

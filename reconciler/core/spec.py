@@ -245,6 +245,22 @@ class HealthSpec(HealthSettings):
     """Active health check of the proxy and of the containers (same path)."""
 
 
+NotifyEvent = Literal["deployed", "failed", "rolled_back"]
+
+
+class NotifySpec(_Model):
+    """A webhook told of every pass that deployed something, failed, or rolled back."""
+
+    url: str = Field(
+        pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="POSTed a JSON document (time, command, outcome, revision, recap, changes)",
+    )
+    events: tuple[NotifyEvent, ...] = Field(
+        default=("deployed", "failed", "rolled_back"), description="which outcomes are sent"
+    )
+    timeout: Seconds = Field(default=5.0, description="per delivery; a failure is only logged")
+
+
 class ProxySpec(_Model):
     """How the load balancer itself runs."""
 
@@ -295,6 +311,7 @@ class DesiredState(_Model):
     health: HealthSpec = HealthSpec()
     proxy: ProxySpec = ProxySpec()
     rollout: RolloutSpec = RolloutSpec()
+    notify: NotifySpec | None = None
     backends: tuple[BackendSpec, ...] = ()
 
     _check_listen = field_validator("listen", "admin")(

@@ -7,12 +7,18 @@ and each deployment of `lbrec sync` (``prepare`` writes the commit's file, ``aft
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Collection
+from typing import Any
 
 from proxy.config import Revision
 
+from ..adapters.audit import append_record, notify
 from ..adapters.lock import Held, project_lock
 from ..adapters.workspace import Workspace
+from ..core.audit import failure_record, pass_record
+from ..core.errors import LbrecError, LockTimeout
 from ..core.plan import Plan
 from ..core.ports import DockerPort, Progress
 from ..core.report import Report
@@ -45,29 +51,61 @@ def run_pass(
     the file, converge, then ``after`` with the report, still under the lock.
 
     ``hold_rolled_back``: a version that was rolled back is not tried again until the file
-    changes (the loops); a one-shot `lbrec apply` tries again, since a person asked."""
-    with project_lock(
-        workspace.folder,
-        command=command,
-        timeout=lock_timeout,
-        on_wait=on_wait,
-        preempt=preempt,
-        announced=announced,
-    ) as held:
-        only = prepare(held) if prepare is not None else None
-        desired = workspace.load()
-        report = converge(
-            workspace,
-            docker(workspace, desired),
-            desired=desired,
-            check=False,
-            revision=revision,
-            progress=progress,
-            health_timeout=health_timeout,
-            on_plan=on_plan,
-            only=only,
-            hold_rolled_back=hold_rolled_back,
+    changes (the loops); a one-shot `lbrec apply` tries again, since a person asked.
+
+    Every pass is recorded in the audit log (`lbrec status --history`) and, when the file has
+    a ``notify:`` webhook and the outcome is one it asked for, sent to it."""
+    started = time.time()
+    desired: DesiredState | None = None
+    try:
+        with project_lock(
+            workspace.folder,
+            command=command,
+            timeout=lock_timeout,
+            on_wait=on_wait,
+            preempt=preempt,
+            announced=announced,
+        ) as held:
+            only = prepare(held) if prepare is not None else None
+            desired = workspace.load()
+            report = converge(
+                workspace,
+                docker(workspace, desired),
+                desired=desired,
+                check=False,
+                revision=revision,
+                progress=progress,
+                health_timeout=health_timeout,
+                on_plan=on_plan,
+                only=only,
+                hold_rolled_back=hold_rolled_back,
+            )
+            if after is not None:
+                after(report)
+            record = pass_record(
+                report, command=command, started=started, ended=time.time(), revision=revision
+            )
+            append_record(workspace.folder, record)
+    except LbrecError as err:
+        failed = failure_record(
+            err.message,
+            kind=type(err).__name__,
+            command=command,
+            started=started,
+            ended=time.time(),
         )
-        if after is not None:
-            after(report)
-        return report
+        if not isinstance(err, LockTimeout):  # another command holds the folder: not ours
+            with contextlib.suppress(OSError):  # no folder: the error itself says so
+                append_record(workspace.folder, failed)
+        _tell(desired, failed)
+        raise
+    _tell(desired, record)  # after the lock: a slow receiver never holds the folder
+    return report
+
+
+def _tell(desired: DesiredState | None, record: dict[str, Any]) -> None:
+    """The ``notify:`` webhook, for the outcomes it asked for (never a pass in sync)."""
+    if desired is None or desired.notify is None:
+        return
+    if record["outcome"] in desired.notify.events:
+        notify(desired.notify.url, record, timeout=desired.notify.timeout)

@@ -127,3 +127,86 @@ def test_flags_a_command_would_ignore_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as err:
         main(argv)
     assert err.value.code == 2
+
+
+# --- the audit log, status --history, the notify webhook ---------------------------------------
+
+
+class _Receiver:
+    """A real HTTP server on loopback that records what a webhook is sent."""
+
+    def __init__(self, status: int = 204) -> None:
+        import http.server
+        import threading
+
+        received: list[dict[str, object]] = []
+        self.received = received
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append({"json": json.loads(body), "type": self.headers["Content-Type"]})
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_every_pass_is_in_the_audit_log_and_status_history_reads_it(cli, folder, capsys) -> None:  # type: ignore[no-untyped-def]
+    assert cli("apply") == 0
+    assert cli("apply") == 0  # in sync
+    (folder / "desired-state.yaml").write_text(
+        FAST + "backends: [{name: a, port: 9101, weight: x}]\n"
+    )
+    assert cli("apply") == 2  # invalid: recorded as a failed pass, with the field
+    capsys.readouterr()
+    assert cli("status", "--history", "-o", "json") == 0
+    history = json.loads(capsys.readouterr().out)["history"]
+    assert [h["outcome"] for h in history] == ["deployed", "in_sync", "failed"]
+    first = history[0]
+    assert first["command"] == "lbrec apply" and first["recap"]["changed"] == 2
+    assert {c["backend"] for c in first["changes"]} == {"a", "b"}
+    assert "weight" in history[2]["error"] and history[2]["kind"] == "SpecError"
+    assert cli("status", "--history", "2") == 0
+    text = capsys.readouterr().out.splitlines()
+    assert text[0].split()[:3] == ["TIME", "COMMAND", "OUTCOME"] and len(text) == 3
+    assert "in_sync" in text[1] and "failed" in text[2]
+
+
+def test_notify_gets_deployed_and_failed_passes_not_in_sync_ones(cli, folder) -> None:  # type: ignore[no-untyped-def]
+    receiver = _Receiver()
+    try:
+        spec = folder / "desired-state.yaml"
+        spec.write_text(FAST + f"notify: {{url: '{receiver.url}', timeout: 5s}}\n" + TWO)
+        assert cli("apply") == 0
+        assert cli("apply") == 0  # in sync: nothing sent
+        spec.write_text(spec.read_text().replace("weight: 2", "weight: 5"))
+        assert cli("apply") == 0
+    finally:
+        receiver.close()
+    outcomes = [r["json"]["outcome"] for r in receiver.received]  # type: ignore[index]
+    assert outcomes == ["deployed", "deployed"]
+    assert all(r["type"] == "application/json" for r in receiver.received)
+    last = receiver.received[-1]["json"]
+    assert last["changes"] == [{"backend": "b", "action": "reweight"}]  # type: ignore[index]
+
+
+def test_a_notify_receiver_that_is_down_never_fails_a_pass(cli, folder, caplog) -> None:  # type: ignore[no-untyped-def]
+    receiver = _Receiver()
+    url = receiver.url
+    receiver.close()  # nothing listens there any more
+    (folder / "desired-state.yaml").write_text(
+        FAST + f"notify: {{url: '{url}', timeout: 1s}}\n" + TWO
+    )
+    assert cli("apply") == 0
+    assert "notify" in caplog.text and url in caplog.text
