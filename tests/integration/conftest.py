@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -22,19 +23,37 @@ BASE_IMAGE = os.environ.get("LBREC_BASE_IMAGE", "lbrec-base:bookworm")
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct ports that are free on 127.0.0.1 right now, away from the usual ones."""
+    """Distinct ports free on 127.0.0.1 right now, *below* the kernel's ephemeral range.
+
+    Docker publishes every instance on a host port it picks from the ephemeral range (32768+),
+    so a test's listen port taken from there could be handed to a container between this call
+    and the proxy's bind (seen: `Address already in use` for the proxy's listen port)."""
+    low, high = 20000, _ephemeral_low() - 1
     ports: list[int] = []
     socks = []
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
     while len(ports) < count:
+        port = rng.randint(low, high)
+        if port in ports:
+            continue
         s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            continue
         socks.append(s)
-        if port not in ports:
-            ports.append(port)
+        ports.append(port)
     for s in socks:
         s.close()
     return ports
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 @dataclass
