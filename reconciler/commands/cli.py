@@ -50,16 +50,7 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-f",
-        "--file",
-        default=os.environ.get("LBREC_FILE", DEFAULT_FILE),
-        help=f"desired-state file (default: $LBREC_FILE or {DEFAULT_FILE})",
-    )
-    common.add_argument("-o", "--output", choices=("text", "json"), default="text")
-    common.add_argument("--no-color", action="store_true", help="never colour (also NO_COLOR=1)")
-    # up/watch/sync log (--log-format): no -o or --no-color to accept and then ignore.
+    # up/watch/sync log (--log-format): they take -f only, no -o or --no-color to ignore.
     file_only = argparse.ArgumentParser(add_help=False)
     file_only.add_argument(
         "-f",
@@ -67,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("LBREC_FILE", DEFAULT_FILE),
         help=f"desired-state file (default: $LBREC_FILE or {DEFAULT_FILE})",
     )
+    common = argparse.ArgumentParser(add_help=False, parents=[file_only])
+    common.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    common.add_argument("--no-color", action="store_true", help="never colour (also NO_COLOR=1)")
     mutating = argparse.ArgumentParser(add_help=False)
     add_pass_arguments(mutating)
     editing = argparse.ArgumentParser(add_help=False, parents=[mutating])
