@@ -96,7 +96,7 @@ def project_lock(
     # The lock is on the folder itself: deleting or replacing .lbrec.lock (which only names
     # the holder for messages) cannot take it away from a holder.
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    marker = folder / f"{WAIT_PREFIX}{os.getpid()}"
+    marker = _marker(folder)
     held = Held(preempted=preempt and announced)
     try:
         deadline = time.monotonic() + timeout
@@ -108,7 +108,7 @@ def project_lock(
             except BlockingIOError:
                 if preempt and not told:
                     with contextlib.suppress(OSError):
-                        marker.write_text(f"pid {os.getpid()} ({command})\n")
+                        marker.write_text(_who(command))
                         held.preempted = True
                 holder = _read_holder(path)
                 if not told and on_wait is not None:
@@ -126,7 +126,7 @@ def project_lock(
         with contextlib.suppress(OSError):
             info = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                os.write(info, f"pid {os.getpid()} ({command})\n".encode())
+                os.write(info, _who(command).encode())
             finally:
                 os.close(info)
         yield held
@@ -143,7 +143,7 @@ def announced(folder: Path, command: str) -> Iterator[bool]:
     when another command holds the lock, leave the waiting marker at once, so that a pass
     stuck in a slow rollout starts yielding while this one is still getting ready. Yields
     whether it announced; ``project_lock(preempt=True)`` takes the marker over."""
-    marker = folder / f"{WAIT_PREFIX}{os.getpid()}"
+    marker = _marker(folder)
     wrote = False
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -155,7 +155,7 @@ def announced(folder: Path, command: str) -> Iterator[bool]:
         fcntl.flock(fd, fcntl.LOCK_UN)  # free: nobody to preempt
     except BlockingIOError:
         with contextlib.suppress(OSError):
-            marker.write_text(f"pid {os.getpid()} ({command})\n")
+            marker.write_text(_who(command))
             wrote = True
     finally:
         os.close(fd)
@@ -165,6 +165,16 @@ def announced(folder: Path, command: str) -> Iterator[bool]:
         if wrote:
             with contextlib.suppress(OSError):
                 marker.unlink()
+
+
+def _marker(folder: Path) -> Path:
+    """This process's waiting-editor marker in ``folder``."""
+    return folder / f"{WAIT_PREFIX}{os.getpid()}"
+
+
+def _who(command: str) -> str:
+    """What the lock file and a marker say of their process (read by _read_holder)."""
+    return f"pid {os.getpid()} ({command})\n"
 
 
 def _read_holder(path: Path) -> str:

@@ -22,11 +22,11 @@ Tested on a single-node swarm, where every task runs on this engine and is reach
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 from python_on_whales.exceptions import DockerException
@@ -92,7 +92,10 @@ class SwarmDocker(WhalesDocker):
     def observe(self) -> tuple[ObservedContainer, ...]:
         """The project's instances: task containers whose task Swarm still wants running (a
         task marked for shutdown leaves the pool at once, before its container stops)."""
-        seen = [c for c in super().observe() if not _history(c)]
+        return self._live(super().observe())
+
+    def _live(self, observed: Sequence[ObservedContainer]) -> tuple[ObservedContainer, ...]:
+        seen = [c for c in observed if not _history(c)]
         services = sorted({s for c in seen if (s := c.labels.get(SWARM_SERVICE))})
         wanted = self._running_tasks(services)
         return tuple(
@@ -113,21 +116,16 @@ class SwarmDocker(WhalesDocker):
                     out |= set(self._docker(*ask, service).split())
             return out
 
-    def _services(self) -> dict[str, int]:
-        """The project's services (stack ``<project>``) with their wanted replicas."""
+    def _service_names(self) -> set[str]:
+        """The project's services (stack ``<project>``)."""
         try:
             text = self._docker(
                 "service", "ls", "--filter", f"label={PROJECT}={self.project}",
-                "--format", "{{json .}}",
+                "--format", "{{.Name}}",
             )  # fmt: skip
         except DockerException as err:
             raise DockerUnavailable(f"cannot list services: {_one_line(err)}") from err
-        out: dict[str, int] = {}
-        for line in text.splitlines():
-            doc = json.loads(line)
-            replicas = str(doc.get("Replicas", "0/0")).split("/")[-1].split(" ")[0]
-            out[str(doc["Name"])] = int(replicas) if replicas.isdigit() else 0
-        return out
+        return set(text.split())
 
     def _task_errors(self, service: str) -> list[str]:
         """Swarm's own words for tasks that did not start (``No such image: ...``)."""
@@ -141,30 +139,33 @@ class SwarmDocker(WhalesDocker):
         return sorted({e for line in text.splitlines() if (e := line.partition("\t")[2].strip())})
 
     # -- making instances ------------------------------------------------------------------
-    def _stack_services(self) -> dict[str, str]:
-        """Stack service key -> backend, from the rendered file (core/render_swarm.py)."""
+    def _rendered(self) -> dict[str, Any]:
+        """The stack file apply rendered (core/render_swarm.py): its services by stack key."""
         doc = yaml.safe_load((self.folder / self.compose_file).read_text()) or {}
-        services = doc.get("services") or {}
+        return dict(doc.get("services") or {})
+
+    def _stack_services(self) -> dict[str, str]:
+        """Stack service key -> backend."""
         return {
             str(key): str((spec.get("labels") or {}).get(BACKEND, key))
-            for key, spec in services.items()
+            for key, spec in self._rendered().items()
         }
 
-    def _stack_for(self, counts: Mapping[str, int]) -> Path:
-        """The rendered stack narrowed to the backends in ``counts``: backends roll out side by
-        side, each its own call, and a deploy without ``--prune`` leaves every service not in
-        the file alone (another backend's, which may be being rolled back right now)."""
-        doc = yaml.safe_load((self.folder / self.compose_file).read_text()) or {}
-        keys = self._stack_services()
-        doc["services"] = {
-            key: spec
-            for key, spec in (doc.get("services") or {}).items()
-            if keys.get(str(key)) in counts
+    def _stack_for(self, counts: Mapping[str, int]) -> tuple[Path, dict[str, Any]]:
+        """The rendered stack narrowed to the backends in ``counts`` (its path, its services):
+        backends roll out side by side, each its own call, and a deploy without ``--prune``
+        leaves every service not in the file alone (another backend's, which may be being
+        rolled back right now)."""
+        services = {
+            str(key): spec
+            for key, spec in self._rendered().items()
+            if (spec.get("labels") or {}).get(BACKEND) in counts
         }
         path = self.folder / ".lbrec" / "stack.yml"
         path.parent.mkdir(exist_ok=True)
-        atomic_write(path, yaml.safe_dump(doc, sort_keys=False, width=1000))
-        return path
+        document = {"version": "3.8", "services": services}
+        atomic_write(path, yaml.safe_dump(document, sort_keys=False, width=1000))
+        return path, services
 
     def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None:
         """``services`` are backend names: their stack services are built, then pushed."""
@@ -186,10 +187,12 @@ class SwarmDocker(WhalesDocker):
         task containers per backend, counting ones that already ended (a new version that
         crashes at once is then seen, and rolled back, by the health wait). A new service
         whose tasks Swarm cannot run at all is removed again before the error."""
-        known = {c.id for c in super().observe()}  # ended task containers included
-        live = {b: sum(1 for c in self.observe() if c.backend == b) for b in counts}
-        existing = set(self._services())
-        stack = self._stack_for(counts)
+        observed = super().observe()
+        known = {c.id for c in observed}  # ended task containers included
+        running = self._live(observed)
+        live = {b: sum(1 for c in running if c.backend == b) for b in counts}
+        existing = self._service_names()
+        stack, services = self._stack_for(counts)
         try:
             self._docker(
                 "stack", "deploy", "--compose-file", str(stack),
@@ -201,10 +204,12 @@ class SwarmDocker(WhalesDocker):
                 backend=next(iter(counts), None),
                 detail=stderr_tail(err),
             ) from err
-        keys = {k: b for k, b in self._stack_services().items() if b in counts}
+        keys = {key: str(spec["labels"][BACKEND]) for key, spec in services.items()}
         fresh = [f"{self.project}_{key}" for key in keys]
         fresh = [name for name in fresh if name not in existing]
-        self._undo_image_by_hand(stack, [k for k in keys if f"{self.project}_{k}" in existing])
+        self._undo_image_by_hand(
+            {k: v for k, v in services.items() if f"{self.project}_{k}" in existing}
+        )
         wanted = {b: n - live[b] for b, n in counts.items()}
         try:
             return self._wait_tasks(wanted, keys, known)
@@ -214,14 +219,13 @@ class SwarmDocker(WhalesDocker):
                     self._docker("service", "rm", *fresh)
             raise
 
-    def _undo_image_by_hand(self, stack: Path, keys: Sequence[str]) -> None:
+    def _undo_image_by_hand(self, services: Mapping[str, Mapping[str, Any]]) -> None:
         """`docker stack deploy` keeps the image of a service whose file image did not change
         (it may have been pinned to a digest), so an image set by hand with `docker service
         update --image` survives it: put the file's image back explicitly."""
-        wanted = (yaml.safe_load(stack.read_text()) or {}).get("services") or {}
-        for key in keys:
+        for key, spec in services.items():
             service = f"{self.project}_{key}"
-            image = str((wanted.get(key) or {}).get("image", ""))
+            image = str(spec.get("image", ""))
             try:
                 running = self._docker(
                     "service", "inspect", service,

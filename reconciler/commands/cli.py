@@ -219,7 +219,13 @@ def _mutate(
 
     edit = command in ("init", "add", "remove")
     if edit and args.no_apply:
-        with project_lock(workspace.folder, command=f"lbrec {command}", on_wait=out.err):
+        with project_lock(
+            workspace.folder,
+            command=f"lbrec {command}",
+            timeout=args.lock_timeout,
+            on_wait=out.err,
+            preempt=True,
+        ):
             edit_file(command, args, workspace, out, docker)
         return 0
     announced = getattr(args, "announced", False)

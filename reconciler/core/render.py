@@ -26,6 +26,7 @@ __all__ = [
     "backend_image",
     "backend_service",
     "backend_url",
+    "compose_duration",
     "converged_pool",
     "dump_document",
     "image_tag",
@@ -92,7 +93,8 @@ def backend_image(desired: DesiredState, backend: BackendSpec, build: BuildInfo)
     return tag
 
 
-def _seconds(value: float) -> str:
+def compose_duration(value: float) -> str:
+    """Seconds as Compose writes a duration (`1500ms`)."""
     return f"{int(value * 1000)}ms"
 
 
@@ -135,7 +137,7 @@ def backend_service(
         service["healthcheck"] = {
             "test": ["CMD", "python3", "-c", _PROBE],
             "interval": BACKEND_CHECK_INTERVAL,
-            "timeout": _seconds(desired.health.timeout + 1),
+            "timeout": compose_duration(desired.health.timeout + 1),
             "retries": desired.health.fall,
             "start_period": "30s",
         }

@@ -14,8 +14,10 @@ adds the new version and leaves the old one serving until lbrec removes it.
 
 from __future__ import annotations
 
+from typing import cast
+
 from .labels import BACKEND, CONFIG_HASH, PROJECT, BuildInfo, config_hash
-from .render import backend_service, dump_document, literal
+from .render import backend_service, compose_duration, dump_document, literal
 from .spec import BackendSpec, DesiredState
 
 __all__ = ["render_stack", "swarm_service"]
@@ -26,14 +28,11 @@ def swarm_service(desired: DesiredState, backend: BackendSpec, build: BuildInfo)
     return f"{backend.name}-{config_hash(backend, desired, build)[:10]}"
 
 
-def _seconds(value: float) -> str:
-    return f"{int(value * 1000)}ms"
-
-
 def _stack_service(
     desired: DesiredState, backend: BackendSpec, build: BuildInfo, revision: str | None
 ) -> dict[str, object]:
     service = backend_service(desired, backend, build, revision)
+    labels = cast(dict[str, str], service["labels"])  # the task containers' (labels.py)
     service.pop("scale", None)
     service.pop("restart", None)  # Swarm restarts tasks itself (deploy.restart_policy)
     # Host mode: each task publishes its own port on its node (Docker picks it), and the
@@ -43,22 +42,18 @@ def _stack_service(
     service["deploy"] = {
         "mode": "replicated",
         "replicas": backend.replicas,
-        "labels": {
-            PROJECT: desired.project,
-            BACKEND: backend.name,
-            CONFIG_HASH: config_hash(backend, desired, build),
-        },
+        "labels": {key: labels[key] for key in (PROJECT, BACKEND, CONFIG_HASH)},
         # For changes made outside lbrec (`docker service update`): start first, and back.
         "update_config": {
             "order": "start-first",
             "parallelism": rollout.max_parallel,
             "failure_action": "rollback",
-            "monitor": _seconds(rollout.min_healthy_time),
+            "monitor": compose_duration(rollout.min_healthy_time),
         },
         "rollback_config": {"order": "start-first", "parallelism": rollout.max_parallel},
         "restart_policy": {"condition": "any", "delay": "1s"},
     }
-    service["stop_grace_period"] = _seconds(max(rollout.drain_timeout, 1.0))
+    service["stop_grace_period"] = compose_duration(max(rollout.drain_timeout, 1.0))
     return service
 
 

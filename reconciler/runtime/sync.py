@@ -39,7 +39,7 @@ from ..core.errors import LbrecError, SpecError
 from ..core.plan import Plan
 from ..core.report import Report
 from ..core.schedule import Backoff
-from ..core.spec import DEFAULT_FILE, DesiredState, parse_spec
+from ..core.spec import DEFAULT_FILE, parse_spec
 from .loop import ControlLoop, configure_logging, describe_failures
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass
@@ -143,7 +143,7 @@ class SyncLoop:
             source=self.source.repo,
         )
         try:
-            text, _desired = self._read(head)
+            text = self._read(head)
         except SpecError as err:
             result = SyncResult(SyncState.INVALID, head, revision, error=err.message)
             if self._reported_invalid != head:
@@ -162,7 +162,8 @@ class SyncLoop:
         self.last_result = result
         return result
 
-    def _read(self, commit: str) -> tuple[str, DesiredState]:
+    def _read(self, commit: str) -> str:
+        """The file at ``commit``, validated (SpecError when it is not valid)."""
         path = self.source.path
         text = self.mirror.show(commit, path)
         if text is None:
@@ -170,7 +171,8 @@ class SyncLoop:
                 f"{path}: not in commit {commit[:12]}",
                 hint="check --path (the file's path inside the repository)",
             )
-        return text, parse_spec(text, source=f"{path}@{commit[:12]}")
+        parse_spec(text, source=f"{path}@{commit[:12]}")
+        return text
 
     def _deploy(self, text: str, revision: Revision) -> SyncResult:
         commit = revision.commit or ""
@@ -199,17 +201,17 @@ class SyncLoop:
             return SyncResult(SyncState.FAILED, commit, revision, report, error)
         return SyncResult(SyncState.DEPLOYED, commit, revision, report, recorded=recorded)
 
-    def _last_good(self) -> tuple[str, DesiredState, Revision] | None:
+    def _last_good(self) -> tuple[str, Revision] | None:
         deployed = read_deployed(self.workspace.folder) or {}
         commit = deployed.get("commit")
         if not isinstance(commit, str) or not self.mirror.has(commit):
             return None
         try:
-            text, desired = self._read(commit)
+            text = self._read(commit)
         except SpecError:
             return None
         fields = {k: deployed.get(k) for k in ("commit", "author", "message", "time", "source")}
-        return text, desired, Revision.model_validate(fields)
+        return text, Revision.model_validate(fields)
 
     def _pass(self) -> Report:
         """The loop's level-triggered pass; an invalid head re-converges the last good commit."""
@@ -219,7 +221,7 @@ class SyncLoop:
         good = self._last_good()
         if good is None:
             raise SpecError(f"commit {result.commit[:12]}: {result.error}")
-        text, _desired, revision = good
+        text, revision = good
         deployed = self._deploy(text, revision)
         assert deployed.report is not None  # _deploy always applies
         return deployed.report
