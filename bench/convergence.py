@@ -434,6 +434,8 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             with contextlib.suppress(ValueError):
                 doc = json.loads(line)
                 if isinstance(doc, dict):
+                    if isinstance(doc.get("ts"), str):  # ISO 8601 (UTC): as epoch seconds
+                        doc["ts"] = datetime.fromisoformat(doc["ts"]).timestamp()
                     records.append(doc)
     return records
 

@@ -12,16 +12,23 @@ import asyncio
 import contextlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.registry import Collector
 
 from proxy.dashboard import render_page
 from proxy.health import ProbeResult
+from proxy.metrics import ProxyCollector, peer_figures
 from proxy.pool import Backend
 from proxy.server import ProxyServer
 from proxy.stats import BUCKET_S, BUCKETS, LATENCY_BOUNDS, STATUS_CLASSES, percentile
@@ -225,66 +232,6 @@ async def _sampler_ctx(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-class _PoolCollector(Collector):
-    def __init__(self, server: ProxyServer) -> None:
-        self._server = server
-
-    def collect(self) -> Iterator[Metric]:
-        server = self._server
-        backends = list(server.pool.backends.values())
-        # One series per instance (a backend's containers share its name): `container` is the
-        # container name when known, else the pool key (name or name@host:port). Not
-        # `instance`: Prometheus sets that label on every scraped target itself.
-        labels = ["backend", "container"]
-        requests = CounterMetricFamily(
-            "lbrec_proxy_backend_requests", "Requests sent to a backend", labels=labels
-        )
-        errors = CounterMetricFamily(
-            "lbrec_proxy_backend_errors",
-            "Failed attempts (connect errors, timeouts, broken or 5xx answers)",
-            labels=labels,
-        )
-        inflight = GaugeMetricFamily(
-            "lbrec_proxy_backend_inflight", "Requests in flight", labels=labels
-        )
-        weight = GaugeMetricFamily("lbrec_proxy_backend_weight", "Weight", labels=labels)
-        conns = GaugeMetricFamily(
-            "lbrec_proxy_backend_connections", "Open backend connections", labels=labels
-        )
-        state = GaugeMetricFamily(
-            "lbrec_proxy_backend_state", "1 for the backend's state", labels=[*labels, "state"]
-        )
-        split = GaugeMetricFamily(
-            "lbrec_proxy_backend_version_percent",
-            "A canary: this instance's version's share of its backend's traffic, in %",
-            labels=[*labels, "version"],
-        )
-        for b in backends:
-            ident = [b.name, b.instance or b.key]
-            requests.add_metric(ident, b.requests)
-            errors.add_metric(ident, b.errors)
-            inflight.add_metric(ident, b.inflight)
-            weight.add_metric(ident, b.weight)
-            conns.add_metric(ident, b.conns.opened)
-            for name in _STATES:
-                state.add_metric([*ident, name], 1.0 if b.state == name else 0.0)
-            if b.percent is not None:
-                split.add_metric([*ident, b.version or ""], b.percent)
-        yield from (requests, errors, inflight, weight, conns, state, split)
-        yield CounterMetricFamily("lbrec_proxy_reloads", "Pools swapped in", value=server.reloads)
-        yield CounterMetricFamily(
-            "lbrec_proxy_reload_errors", "Rejected config files", value=server.reload_errors
-        )
-        yield CounterMetricFamily(
-            "lbrec_proxy_ejections", "Passive ejections", value=server.ejections
-        )
-        yield GaugeMetricFamily(
-            "lbrec_proxy_client_connections",
-            "Open client connections",
-            value=len(server.connections),
-        )
-
-
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n")
 
@@ -334,14 +281,25 @@ def _token_middleware(token: str) -> Any:
 
 
 def make_admin_app(
-    server: ProxyServer, *, extra_routes: Sequence[web.RouteDef] = (), token: str = ""
+    server: ProxyServer,
+    *,
+    extra_routes: Sequence[web.RouteDef] = (),
+    token: str = "",
+    figures_dir: Path | None = None,
+    collectors: Sequence[Collector] = (),
 ) -> web.Application:
     """The admin listener. ``extra_routes`` lets an embedding process (``lbrec up``) add its
-    own endpoints, e.g. the GitOps webhook ``POST /-/sync``, without the proxy knowing them.
-    With a ``token``, every reading endpoint but ``/-/healthz`` requires it."""
+    own endpoints, e.g. the GitOps webhook ``POST /-/sync``, without the proxy knowing them,
+    and ``collectors`` its own metrics (the reconciler's). With a ``token``, every reading
+    endpoint but ``/-/healthz`` requires it. ``figures_dir``: where the other workers of
+    ``--workers N`` publish their counters (see :mod:`proxy.metrics`)."""
     app = web.Application(middlewares=[_token_middleware(token)] if token else [])
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_PoolCollector(server))
+    registry.register(ProxyCollector(server, peers=lambda: peer_figures(figures_dir)))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    for collector in collectors:
+        registry.register(collector)
     app[SERVER_KEY] = server
     app[_REGISTRY_KEY] = registry
     app.cleanup_ctx.append(_sampler_ctx)

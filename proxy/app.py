@@ -17,11 +17,13 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.registry import Collector
 
 from proxy.admin import make_admin_app
 from proxy.config import ConfigError
 from proxy.handoff import HandoffServer, take_over
 from proxy.health import HealthMonitor
+from proxy.metrics import FiguresPublisher
 from proxy.reload import ConfigWatcher, read_config
 from proxy.server import ProxyServer, listening_socket
 
@@ -65,6 +67,9 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
     admin_routes: Sequence[web.RouteDef] = (),
     admin_token: str | None = None,
     handoff: Path | None = None,
+    admin_collectors: Sequence[Collector] = (),
+    worker: int = 0,
+    figures_dir: Path | None = None,
 ) -> None:
     """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
 
@@ -73,6 +78,9 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
     proxy already serving there hands over its listening sockets (no gap), and this one serves
     them to its own successor (see :mod:`proxy.handoff`). ``handle_signals`` installs SIGTERM/
     SIGINT (graceful stop) and SIGHUP (reload) handlers; only for the main thread.
+    ``worker``/``figures_dir`` (``--workers N``): a worker without the admin listener publishes
+    its counters there and the admin one reads them, so /metrics covers every worker.
+    ``admin_collectors``: more metrics on the admin listener (the reconciler's, under ``up``).
     Raises :class:`proxy.config.ConfigError` when the file is invalid at start.
     """
     path = Path(config_path)
@@ -97,6 +105,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
     loop = asyncio.get_running_loop()
     signals: list[signal.Signals] = []
     successor: HandoffServer | None = None
+    publisher: FiguresPublisher | None = None
     try:
         monitor = HealthMonitor(
             session=session,
@@ -123,7 +132,14 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
         admin_bound: tuple[str, int] | None = None
         if admin_sock is not None:
             runner = web.AppRunner(
-                make_admin_app(server, extra_routes=admin_routes, token=token), access_log=None
+                make_admin_app(
+                    server,
+                    extra_routes=admin_routes,
+                    token=token,
+                    figures_dir=figures_dir,
+                    collectors=admin_collectors,
+                ),
+                access_log=None,
             )
             await runner.setup()
             site = web.SockSite(runner, admin_sock)
@@ -131,6 +147,9 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             addr = admin_sock.getsockname()
             admin_bound = (str(addr[0]), int(addr[1]))
         watcher.start()
+        if figures_dir is not None and admin_sock is None:
+            publisher = FiguresPublisher(server, figures_dir, worker)
+            publisher.start()
         if taken is not None:
             taken.ready()  # the previous proxy stops accepting and drains
         if handoff is not None:
@@ -168,6 +187,8 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             loop.remove_signal_handler(sig)
         await watcher.close()
         await asyncio.shield(server.shutdown(drain_timeout=drain_timeout))
+        if publisher is not None:
+            await publisher.close()
         if runner is not None:
             await runner.cleanup()
         await session.close()

@@ -13,8 +13,10 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,7 +92,9 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _run_worker(args: argparse.Namespace, *, admin: bool) -> int:
+def _run_worker(
+    args: argparse.Namespace, *, admin: bool, worker: int = 0, figures_dir: Path | None = None
+) -> int:
     _install_uvloop()
     try:
         asyncio.run(
@@ -104,6 +108,8 @@ def _run_worker(args: argparse.Namespace, *, admin: bool) -> int:
                 handle_signals=True,
                 drain_timeout=args.drain_timeout,
                 handoff=args.handoff,
+                worker=worker,
+                figures_dir=figures_dir,
             )
         )
     except ConfigError as err:
@@ -138,6 +144,8 @@ def _run_workers(args: argparse.Namespace) -> int:
     """
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
+    # Where the workers publish their counters for the admin worker's /metrics (removed at exit)
+    figures_dir = Path(tempfile.mkdtemp(prefix="lbrec-proxy-figures-"))
 
     def fork(index: int) -> None:
         pid = os.fork()
@@ -145,7 +153,7 @@ def _run_workers(args: argparse.Namespace) -> int:
             _die_with_parent()
             code = 1
             try:
-                code = _run_worker(args, admin=index == 0)
+                code = _run_worker(args, admin=index == 0, worker=index, figures_dir=figures_dir)
             finally:
                 os._exit(code)
         children[pid] = index
@@ -193,6 +201,7 @@ def _run_workers(args: argparse.Namespace) -> int:
         time.sleep(0.5)
         if not stopping:
             fork(index)
+    shutil.rmtree(figures_dir, ignore_errors=True)
     return worst
 
 

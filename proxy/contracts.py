@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from proxy.exchange import Exchange
     from proxy.pool import Backend, Pool
+    from proxy.stats import Answers
 
 __all__ = ["Downstream", "ExchangeServer"]
 
@@ -33,6 +34,9 @@ class ExchangeServer(Protocol):
     def max_header_bytes(self) -> int: ...
     @property
     def max_body_bytes(self) -> int: ...
+    @property
+    def answers(self) -> Answers: ...  # every answer, for /metrics
+    def next_request_id(self) -> bytes: ...  # for a request that carries no X-Request-ID
     def passive_failure(self, backend: Backend, reason: str) -> None: ...
 
 
@@ -54,6 +58,8 @@ class Downstream(Protocol):
     def closing(self) -> bool: ...  # graceful shutdown: close after this exchange
     @property
     def write_paused(self) -> bool: ...  # the client reads slower than the backend answers
+    @property
+    def bytes_out(self) -> int: ...  # bytes written to the client so far
     def write(self, data: bytes) -> None: ...
     def reject(self, exchange: Exchange, status: int, message: str) -> bool: ...
     def abort(self) -> None: ...

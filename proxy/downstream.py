@@ -44,6 +44,7 @@ class ClientConnection(asyncio.Protocol):
         "_trailer_raw",
         "_url",
         "active",
+        "bytes_out",
         "client_ip",
         "closed",
         "closing",
@@ -67,6 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = "unknown"
+        self.bytes_out = 0  # every byte written to the client (access log: an answer's size)
         self.active: Exchange | None = None  # the exchange being forwarded
         self.parsing: Exchange | None = None  # the exchange whose body is being parsed
         self.queue: deque[Exchange] = deque()
@@ -101,6 +103,8 @@ class ClientConnection(asyncio.Protocol):
             self.trusted = server.is_trusted(self.client_ip)
         if len(server.connections) >= server.max_connections:
             server.refused_connections += 1
+            server.answers.answered(503, 0.0)
+            server.answers.unavailable("too_many_connections")
             self.closed = True
             self.transport.write(simple_response(503, "too many connections", keep_alive=False))
             self.transport.close()
@@ -280,6 +284,7 @@ class ClientConnection(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
+            self.bytes_out += len(data)
             self.transport.write(data)
 
     def reject(self, exchange: Exchange, status: int, message: str) -> bool:
@@ -400,6 +405,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self._pending = None
         if self.active is None:
+            self.server.answers.answered(status, 0.0)
             self.write(simple_response(status, message, keep_alive=False))
             if self.transport is not None and not self.closed:
                 self.closed = True

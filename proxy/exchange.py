@@ -72,12 +72,15 @@ class Exchange:
 
     __slots__ = (
         "_head",
+        "attempt_started",
         "attempting",
+        "attempts",
         "backend",
         "bad_reason",
         "body_chunks",
         "body_complete",
         "body_size",
+        "bytes_before",
         "client",
         "complete_pending",
         "finished",
@@ -90,6 +93,7 @@ class Exchange:
         "pool",
         "reason",
         "request",
+        "request_id",
         "resp_extra",
         "resp_header_bytes",
         "resp_headers",
@@ -133,6 +137,10 @@ class Exchange:
         self.out: list[bytes] | None = None
         self.last_activity = 0.0
         self.started = 0.0
+        self.attempt_started = 0.0  # (access log only) when the last attempt was sent
+        self.attempts = 0  # backends tried (connect failures included)
+        self.bytes_before = 0  # the client's bytes_out when this answer started
+        self.request_id: bytes | None = head.request_id  # made on first use when None
         self.rx = False
         self.interim = False
         self.response_started = False
@@ -230,8 +238,8 @@ class Exchange:
     # -- the request, start to end -------------------------------------------------------------
 
     def start(self) -> None:
-        if self.server.access_log:
-            self.started = time.monotonic()
+        self.started = time.monotonic()
+        self.bytes_before = self.client.bytes_out
         self._next_attempt()
 
     def _sticky(self, pool: Pool, backend: Backend) -> Backend:
@@ -257,8 +265,10 @@ class Exchange:
             backend = self._sticky(pool, backend)
         if backend is None:
             if not pool.backends:
+                self.server.answers.unavailable("no_backends_configured")
                 self._fail(503, "no backends configured", None)
             else:
+                self.server.answers.unavailable("no_healthy_backend")
                 self._fail(503, "no healthy backend available", None)
             return
         conn = backend.conns.take()
@@ -272,6 +282,7 @@ class Exchange:
             conn = await backend.conns.connect(self.pool.config.timeouts.connect)
         except (OSError, TimeoutError) as err:
             backend.requests += 1
+            self.attempts += 1
             self.server.passive_failure(backend, f"connect: {err or type(err).__name__}")
             self._tried(backend)
             if self.client.closed:
@@ -295,6 +306,8 @@ class Exchange:
         preserve = self.pool.config.preserve_host
         if head is None or not preserve:
             client = self.client
+            if self.request_id is None:
+                self.request_id = self.server.next_request_id()
             head = build_request_head(
                 self.request,
                 client_ip=client.client_ip,
@@ -302,6 +315,7 @@ class Exchange:
                 preserve_host=preserve,
                 trusted=client.trusted,
                 forwarded_header=self.pool.config.forwarded_header,
+                request_id=None if self.request.request_id is not None else self.request_id,
             )
             self._head = head
         return head
@@ -323,6 +337,9 @@ class Exchange:
         conn.listener = self
         backend.inflight += 1
         backend.requests += 1
+        self.attempts += 1
+        if self.server.access_log:
+            self.attempt_started = time.monotonic()
         self.attempting = True
         head = self._request_head(backend)
         chunks = self.body_chunks
@@ -361,12 +378,11 @@ class Exchange:
             else:
                 conn.close()
             self.upstream = None
-            if self.server.access_log:
-                self._log(self.status, backend)
+            self._finish(self.status, backend)
             self._done(self.keep_alive and self.body_complete)
             return
         if outcome == _TUNNEL:
-            self._log(101, backend)
+            self._finish(101, backend)
             self._done(False)
             return
         conn.abort()
@@ -375,7 +391,7 @@ class Exchange:
             if self.response_started:
                 backend.errors += 1
             self.client.abort()
-            self._log(self.status or 499, backend)
+            self._finish(self.status or 499, backend, "aborted")
             self._done(False)
             return
         replayable = not self.spilled and not self.response_started and not self.client.closed
@@ -399,7 +415,7 @@ class Exchange:
 
     def _fail(self, status: int, text: str, backend: Backend | None) -> None:
         keep_alive = self.client.reject(self, status, text)
-        self._log(status, backend)
+        self._finish(status, backend, self.bad_reason or text)
         self._done(keep_alive)
 
     def _done(self, keep_alive: bool) -> None:
@@ -604,27 +620,56 @@ class Exchange:
 
     # -- access log ----------------------------------------------------------------------------
 
-    def _log(self, status: int, backend: Backend | None) -> None:
-        if not self.server.access_log:
-            return
-        duration_ms = round((time.monotonic() - self.started) * 1000, 2)
+    def _finish(self, status: int, backend: Backend | None, reason: str | None = None) -> None:
+        """The answer is decided: count it (``/metrics``) and write its access line."""
+        elapsed = time.monotonic() - self.started
+        self.server.answers.answered(status, elapsed)
+        if self.server.access_log:
+            self._log(status, backend, elapsed, reason)
+
+    def _log(
+        self, status: int, backend: Backend | None, elapsed: float, reason: str | None
+    ) -> None:
+        request = self.request
+        if self.request_id is None:  # answered before any backend was tried (a 503)
+            self.request_id = self.server.next_request_id()
+        agent = next((v for n, v in request.headers if n.lower() == b"user-agent"), None)
+        duration_ms = round(elapsed * 1000, 2)
+        upstream_ms = (
+            round((time.monotonic() - self.attempt_started) * 1000, 2)
+            if self.attempt_started
+            else None
+        )
+        method = request.method.decode("latin-1")
+        path = request.target.decode("latin-1")
+        name = backend.name if backend else None
+        extra: dict[str, object] = {
+            "event": "access",
+            "client": self.client.client_ip,
+            "method": method,
+            "path": path,
+            "status": status,
+            "backend": name,
+            "instance": backend.instance or backend.key if backend else None,
+            "duration_ms": duration_ms,
+            "upstream_ms": upstream_ms,
+            "attempts": self.attempts,
+            "bytes": self.client.bytes_out - self.bytes_before,
+            "user_agent": agent.decode("latin-1") if agent is not None else None,
+            "request_id": self.request_id.decode("latin-1"),
+        }
+        if reason is not None and status >= 500:
+            extra["reason"] = reason
         _access_log.info(
-            "%s %s %s %d %s %.2fms",
+            "%s %s %s %d %s %.2fms%s",
             self.client.client_ip,
-            self.request.method.decode("latin-1"),
-            self.request.target.decode("latin-1"),
+            method,
+            path,
             status,
-            backend.name if backend else "-",
+            name or "-",
             duration_ms,
-            extra={
-                "event": "access",
-                "client": self.client.client_ip,
-                "method": self.request.method.decode("latin-1"),
-                "path": self.request.target.decode("latin-1"),
-                "status": status,
-                "backend": backend.name if backend else None,
-                "duration_ms": duration_ms,
-            },
+            f" ({reason})" if reason is not None and status >= 500 else "",
+            extra=extra,
         )
 
 

@@ -92,6 +92,7 @@ _FORWARDING = frozenset(
 )
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?")
 _ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)([^#]*)")
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 _MAX_CL_DIGITS = 18  # fits in int64; llhttp's own limit is the same order
 
 
@@ -119,6 +120,8 @@ class RequestHead:
     expect_continue: bool
     headers: tuple[Header, ...]  # end-to-end headers, in order, minus forwarding headers
     forwarded: tuple[Header, ...]  # incoming X-Forwarded-* / Forwarded / X-Real-IP, in order
+    # the client's X-Request-ID (kept in ``headers``), or None: the proxy then makes one
+    request_id: bytes | None = None
 
 
 def connection_tokens(values: list[bytes]) -> tuple[frozenset[bytes], bool]:
@@ -157,6 +160,7 @@ def check_request(  # noqa: PLR0912, PLR0915
     connection: list[bytes] = []
     upgrade: bytes | None = None
     expect = False
+    request_id: bytes | None = None
     kept: list[Header] = []
     forwarded: list[Header] = []
     for name, value in headers:
@@ -180,6 +184,12 @@ def check_request(  # noqa: PLR0912, PLR0915
         else:
             if low == b"expect" and value.strip(b" \t").lower() == b"100-continue":
                 expect = http11
+            elif low == b"x-request-id":
+                # One id per request, as the client sent it if usable (printable ASCII, up to
+                # 200 bytes); a second one or an unusable one is dropped (and one made).
+                if request_id is not None or _REQUEST_ID.fullmatch(value) is None:
+                    continue
+                request_id = value
             kept.append((name, value))
 
     # Target form and authority (RFC 9112 3.2).
@@ -252,6 +262,7 @@ def check_request(  # noqa: PLR0912, PLR0915
         expect_continue=expect,
         headers=tuple(kept),
         forwarded=tuple(forwarded),
+        request_id=request_id,
     )
 
 

@@ -56,6 +56,7 @@ def build_request_head(  # noqa: PLR0912  one branch per header class, in the ho
     trusted: bool = False,
     proto: bytes = b"http",
     forwarded_header: bool = False,
+    request_id: bytes | None = None,
 ) -> bytes:
     """The request head sent to a backend (always HTTP/1.1, keep-alive).
 
@@ -64,7 +65,8 @@ def build_request_head(  # noqa: PLR0912  one branch per header class, in the ho
     it counted it, or chunked). Forwarding headers: from a ``trusted`` peer (a proxy in front
     of this one) the incoming X-Forwarded-For / Forwarded are appended to and the incoming
     X-Forwarded-Proto/-Host kept; from anyone else they are replaced by what this proxy saw.
-    Host is kept unless ``preserve_host`` is False.
+    Host is kept unless ``preserve_host`` is False. ``request_id``: an X-Request-ID to add
+    (the client sent none; one it sent is among ``head.headers``).
     """
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
     for name, value in head.headers:
@@ -100,6 +102,8 @@ def build_request_head(  # noqa: PLR0912  one branch per header class, in the ho
         fwd.append(node)
     if fwd:
         out += (b"Forwarded: ", b", ".join(fwd), b"\r\n")
+    if request_id is not None:
+        out += (b"X-Request-ID: ", request_id, b"\r\n")
     if head.chunked:
         out.append(b"Transfer-Encoding: chunked\r\n")
     elif head.content_length is not None:

@@ -1,8 +1,9 @@
 """Structured logging: one line per event, as text or JSON (``--log-format``).
 
 Call sites pass ``extra={"event": ..., ...}``; the JSON formatter emits those fields next to
-``ts``, ``level``, ``logger`` and ``msg``. Nothing logs on the request path unless the access
-log is switched on.
+``ts`` (ISO 8601, UTC, milliseconds), ``level``, ``logger`` and ``msg``. Every line has an
+``event`` (``log`` when the call site named none), so ``jq 'select(.event == "reload")'``
+filters any of them. Nothing logs on the request path unless the access log is switched on.
 """
 
 from __future__ import annotations
@@ -10,19 +11,27 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "TextFormatter", "configure_logging", "iso_time"]
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
+def iso_time(created: float) -> str:
+    """``2026-12-04T21:08:05.123Z``: ISO 8601, UTC, milliseconds."""
+    stamp = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+    return stamp.removesuffix("+00:00") + "Z"
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "ts": iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "event": "log",
             "msg": record.getMessage(),
         }
         for key, value in record.__dict__.items():
@@ -33,6 +42,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """``2026-12-04T21:08:05.123Z INFO lbrec.proxy: message``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return iso_time(record.created)
+
+
 def configure_logging(
     fmt: Literal["text", "json"] = "text", *, level: int = logging.INFO, access_log: bool = False
 ) -> None:
@@ -40,7 +59,7 @@ def configure_logging(
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     ours = logging.getLogger("lbrec")
     ours.handlers[:] = [handler]
     ours.setLevel(level)

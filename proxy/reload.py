@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -45,6 +46,7 @@ class Reloadable(Protocol):
 
     reload_errors: int
     last_reload_error: str | None
+    last_reload_attempt_at: float
 
 
 def read_config(path: Path) -> tuple[BackendsConfig, str]:
@@ -147,6 +149,7 @@ class ConfigWatcher:
             key = hashlib.sha256(message.encode()).hexdigest()
             self._target.reload_errors += 1
             self._target.last_reload_error = message
+            self._target.last_reload_attempt_at = time.time()
             if key != self._bad_digest:  # one log line per distinct bad file
                 self._bad_digest = key
                 _log.error(

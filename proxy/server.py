@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import platform
 import socket
 import time
@@ -22,6 +23,7 @@ from proxy.config import BackendsConfig
 from proxy.downstream import ClientConnection
 from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
 from proxy.pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
+from proxy.stats import Answers
 
 __all__ = ["ProxyServer", "listening_socket", "runtime_info"]
 
@@ -77,8 +79,13 @@ class ProxyServer:
         self.reloads = 0
         self.reload_errors = 0
         self.last_reload_error: str | None = None
-        self.last_reload_at = time.time()
+        self.last_reload_at = time.time()  # the last pool swapped in
+        self.last_reload_attempt_at = self.last_reload_at  # ... or the last file rejected
         self.ejections = 0
+        self.answers = Answers()  # every answer of the listener (for /metrics)
+        # X-Request-ID for requests that carry none: a random prefix per process, a counter
+        self._request_id_prefix = os.urandom(6).hex().encode()
+        self._request_ids = 0
         self.draining: list[Backend] = []  # removed, still finishing requests (for display)
         self._listener: asyncio.AbstractServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -156,7 +163,7 @@ class ProxyServer:
             backend.drain()
         self.draining = [b for b in self.draining + removed if b.inflight or b.conns.opened]
         self.reloads += 1
-        self.last_reload_at = time.time()
+        self.last_reload_at = self.last_reload_attempt_at = time.time()
         self._update_health(initial=False)
         _log.info(
             "pool reloaded: generation %s, %d backends (%s)",
@@ -245,6 +252,11 @@ class ProxyServer:
         backend = self.pool.backends.get(name)
         if backend is not None:
             backend.last_check = result
+
+    def next_request_id(self) -> bytes:
+        """A new X-Request-ID, unique across workers and restarts (random 48-bit prefix)."""
+        self._request_ids += 1
+        return b"%s-%x" % (self._request_id_prefix, self._request_ids)
 
     def passive_failure(self, backend: Backend, reason: str) -> None:
         backend.errors += 1

@@ -22,6 +22,7 @@ __all__ = [
     "BUCKET_S",
     "LATENCY_BOUNDS",
     "STATUS_CLASSES",
+    "Answers",
     "BackendStats",
     "Bucket",
     "Window",
@@ -84,6 +85,30 @@ def merge(histograms: Iterable[Sequence[int]], size: int) -> list[int]:
     return total
 
 
+class Answers:
+    """Every answer the listener gave since the start, as a client saw it: by status class,
+    and a histogram of the time from the request's head to the end of its answer. 503s for
+    lack of a backend are counted by reason too. Cumulative only (for ``/metrics``)."""
+
+    __slots__ = ("latency", "latency_sum", "no_backend", "status")
+
+    def __init__(self) -> None:
+        self.status = [0] * len(STATUS_CLASSES)
+        self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
+        self.latency_sum = 0.0
+        self.no_backend: dict[str, int] = {}
+
+    def answered(self, status: int, elapsed: float) -> None:
+        klass = status // 100
+        self.status[klass if 1 <= klass <= 5 else 0] += 1
+        self.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+        self.latency_sum += elapsed
+
+    def unavailable(self, reason: str) -> None:
+        """A 503 because no backend could take the request (``reason``: a metric label)."""
+        self.no_backend[reason] = self.no_backend.get(reason, 0) + 1
+
+
 @dataclass(slots=True)
 class Bucket:
     """One closed interval ``(start, end]`` of wall-clock seconds."""
@@ -128,6 +153,7 @@ class BackendStats:
         "_retired_latency",
         "_retired_status",
         "latency",
+        "latency_sum",
         "ring",
         "since",
         "state",
@@ -139,6 +165,7 @@ class BackendStats:
             raise ValueError(f"buckets must be at least 1, got {buckets!r}")
         self.status = [0] * len(STATUS_CLASSES)
         self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
+        self.latency_sum = 0.0  # seconds, every answer since the start (a histogram's _sum)
         self.ring: deque[Bucket] = deque(maxlen=buckets)
         self._opened = now  # start of the open bucket
         self._requests_seen = 0  # the running totals when the open bucket started
@@ -154,6 +181,7 @@ class BackendStats:
         """An answer's first bytes arrived ``elapsed`` seconds after its request was sent."""
         self.status[_CLASS_OF_BYTE[data[9]] if len(data) > 9 else 0] += 1
         self.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+        self.latency_sum += elapsed
 
     # -- the sampler ---------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from .labels import (
     CONFIG_HASH,
     BuildInfo,
+    canonical_hash,
     changed_fields,
     config_hash,
     container_fields,
@@ -302,13 +303,17 @@ def _replaced_because(
 ) -> list[str]:
     """Why instances go: the fields that changed, or the state they are in; each reason once."""
     changes: list[str] = []
+    want_hash = canonical_hash(fields)[:16]  # as config_hash(): no tracked field named it
     for c in g.stale + g.dead:
         if current(c) and c.running and c.url is None:
             changes.append("container publishes no port")
         elif current(c):
             changes.append(f"container {c.health if c.running else c.state}")
         else:
-            changes.extend(changed_fields(c.labels, fields) or ["config hash changed"])
+            changes.extend(
+                changed_fields(c.labels, fields)
+                or [f"config hash {c.labels.get(CONFIG_HASH) or '(unset)'} -> {want_hash}"]
+            )
     if g.interrupted:
         changes.insert(0, "an interrupted canary is rolled back and started again")
     return list(dict.fromkeys(changes))

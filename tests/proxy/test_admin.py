@@ -179,3 +179,85 @@ async def test_status_page_cannot_be_closed_by_a_revision_message(
     async with http.get(p.admin_url + "/") as response:
         page = await response.text()
     assert evil not in page and "\\u003c/script>" in page
+
+
+def _families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def _sample(families: dict[str, Any], family: str, name: str, **labels: str) -> float:
+    """The value of one sample (``name`` with ``labels`` among its labels)."""
+    values = [
+        s.value
+        for s in families[family].samples
+        if s.name == name and labels.items() <= s.labels.items()
+    ]
+    assert len(values) == 1, (family, name, labels, families[family].samples)
+    return float(values[0])
+
+
+async def test_metrics_back_latency_and_slo_panels(
+    backends: BackendFactory, proxy: ProxyFactory, http: aiohttp.ClientSession
+) -> None:
+    """Histograms per backend and for the listener, answers by status class, 503s for lack
+    of a backend by reason, build info, the last reload, process metrics."""
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)], generation="g1", revision={"commit": "c0ffee"}))
+    for path in ("/x", "/x", "/status/404", "/status/500"):
+        async with http.get(p.url + path) as response:
+            await response.read()
+    async with http.get(p.admin_url + "/metrics") as response:
+        families = _families(await response.text())
+
+    hist = "lbrec_proxy_backend_response_seconds"
+    assert _sample(families, hist, hist + "_count", backend="a", worker="0") == 4
+    assert _sample(families, hist, hist + "_bucket", backend="a", le="+Inf") == 4
+    assert 0 < _sample(families, hist, hist + "_sum", backend="a") < 4
+    responses = "lbrec_proxy_backend_responses"
+    by_class = {
+        s.labels["code"]: s.value
+        for s in families[responses].samples
+        if s.name == responses + "_total"
+    }
+    assert by_class == {"other": 0, "1xx": 0, "2xx": 2, "3xx": 0, "4xx": 1, "5xx": 1}
+    listener = "lbrec_proxy_request_duration_seconds"
+    assert _sample(families, listener, listener + "_count") == 4
+    assert (
+        _sample(families, "lbrec_proxy_responses", "lbrec_proxy_responses_total", code="2xx") == 2
+    )
+    info = _sample(
+        families, "lbrec_build_info", "lbrec_build_info", generation="g1", revision="c0ffee"
+    )
+    assert info == 1.0
+    assert (
+        _sample(families, "lbrec_proxy_last_reload_success", "lbrec_proxy_last_reload_success") == 1
+    )
+    assert "process_cpu_seconds" in families and "process_resident_memory_bytes" in families
+
+    # No backend left: 503s counted by reason; a rejected file flips the reload result.
+    p.write(config_doc([], generation="g2"))
+    for _ in range(100):
+        if not p.info.server.pool.backends:
+            break
+        await asyncio.sleep(0.05)
+    async with http.get(p.url + "/x") as response:
+        assert response.status == 503
+    p.config_path.write_text("{broken")
+    for _ in range(100):
+        if p.info.server.last_reload_error:
+            break
+        await asyncio.sleep(0.05)
+    async with http.get(p.admin_url + "/metrics") as response:
+        families = _families(await response.text())
+    unavailable = "lbrec_proxy_no_backend"
+    assert (
+        _sample(families, unavailable, unavailable + "_total", reason="no_backends_configured") == 1
+    )
+    assert _sample(families, unavailable, unavailable + "_total", reason="no_healthy_backend") == 0
+    assert (
+        _sample(families, "lbrec_proxy_responses", "lbrec_proxy_responses_total", code="5xx") == 2
+    )
+    assert (
+        _sample(families, "lbrec_proxy_last_reload_success", "lbrec_proxy_last_reload_success") == 0
+    )
+    assert _sample(families, "lbrec_build_info", "lbrec_build_info", generation="g2") == 1.0

@@ -17,6 +17,7 @@ from proxy.exchange import Exchange
 from proxy.framing import RequestHead, check_request
 from proxy.health import HealthState
 from proxy.pool import Backend, Pool
+from proxy.stats import STATUS_CLASSES, Answers
 
 
 class _Loop:
@@ -42,6 +43,10 @@ class _Server:
     max_header_bytes: int = 65536
     max_body_bytes: int = 1 << 20
     failures: list[str] = field(default_factory=list)
+    answers: Answers = field(default_factory=Answers)
+
+    def next_request_id(self) -> bytes:
+        return b"test-1"
 
     def passive_failure(self, backend: Backend, reason: str) -> None:
         self.failures.append(f"{backend.name}: {reason}")
@@ -56,6 +61,7 @@ class _Client:
     closed: bool = False
     closing: bool = False
     write_paused: bool = False
+    bytes_out: int = 0
     written: list[bytes] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
     done: list[bool] = field(default_factory=list)
@@ -113,6 +119,8 @@ def test_no_backend_configured_is_a_503_and_the_exchange_ends() -> None:
     exchange.start()
     assert client.rejected == [(503, "no backends configured")]
     assert client.done == [True]  # the client connection may serve its next request
+    assert exchange.server.answers.no_backend == {"no_backends_configured": 1}
+    assert exchange.server.answers.status[STATUS_CLASSES.index("5xx")] == 1
 
 
 def test_no_healthy_backend_is_a_503_that_says_so() -> None:
@@ -121,6 +129,7 @@ def test_no_healthy_backend_is_a_503_that_says_so() -> None:
     exchange, client, _ = _exchange(pool)
     exchange.start()
     assert client.rejected == [(503, "no healthy backend available")]
+    assert exchange.server.answers.no_backend == {"no_healthy_backend": 1}
 
 
 def test_a_healthy_backend_without_a_pooled_connection_starts_one_connect() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import re
 
 import aiohttp
 import pytest
@@ -406,6 +407,49 @@ async def test_access_log(
     assert record.__dict__["event"] == "access"
     assert record.__dict__["path"] == "/logged?q=1"
     assert record.__dict__["status"] == 200 and record.__dict__["backend"] == "a"
+    fields = record.__dict__
+    assert fields["attempts"] == 1 and fields["user_agent"].startswith("Python/")
+    assert fields["bytes"] > 0 and fields["upstream_ms"] is not None
+    assert fields["upstream_ms"] <= fields["duration_ms"] + 0.01
+    # the id the backend received is the one logged
+    assert a.seen_headers[-1]["X-Request-ID"] == fields["request_id"]
+    assert "reason" not in fields  # only errors say why
+
+
+async def test_access_log_of_a_503_says_why_and_request_ids_pass_through(
+    backends: BackendFactory,
+    proxy: ProxyFactory,
+    http: aiohttp.ClientSession,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = await backends("a")
+    p = await proxy(config_doc([("a", a.url, 1)]))
+    p.info.server.access_log = True
+    with caplog.at_level(logging.INFO, logger="lbrec.proxy.access"):
+        headers = {"X-Request-ID": "client-chosen-42"}
+        async with http.get(p.url + "/x", headers=headers) as response:
+            assert response.status == 200
+        # one that is not printable ASCII is dropped (the usable second one is kept)...
+        headers_two = [("X-Request-ID", "two words"), ("X-Request-ID", "x")]
+        async with http.get(p.url + "/y", headers=headers_two) as response:
+            assert response.status == 200
+        # ... and with none usable, the proxy makes one
+        async with http.get(p.url + "/w", headers={"X-Request-ID": "bad\tid"}) as response:
+            assert response.status == 200
+        p.write(config_doc([]))
+        for _ in range(100):
+            if not p.info.server.pool.backends:
+                break
+            await asyncio.sleep(0.05)
+        async with http.get(p.url + "/z") as response:
+            assert response.status == 503
+    assert [h["X-Request-ID"] for h in a.seen_headers[-3:]][:2] == ["client-chosen-42", "x"]
+    assert re.fullmatch(r"[0-9a-f]{12}-[0-9a-f]+", a.seen_headers[-1]["X-Request-ID"])
+    records = [r.__dict__ for r in caplog.records if r.name == "lbrec.proxy.access"]
+    assert [r["request_id"] for r in records[:1]] == ["client-chosen-42"]
+    last = records[-1]
+    assert last["status"] == 503 and last["reason"] == "no backends configured"
+    assert last["attempts"] == 0 and last["backend"] is None and last["request_id"]
 
 
 async def test_oversized_second_request_does_not_leak_into_first(

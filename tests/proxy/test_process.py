@@ -302,3 +302,38 @@ async def test_workers_are_restarted_when_one_dies(
     proxy.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proxy.proc.wait, 20) == 0
     assert all(_gone(pid) for pid in now)
+
+
+async def test_metrics_cover_every_worker(
+    backends: BackendFactory, spawn: Any, http: aiohttp.ClientSession
+) -> None:
+    """--workers 2: the admin worker's /metrics holds each worker's counters under its own
+    `worker` label; summed, they are every request the listener took."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    a = await backends("a")
+    proxy = spawn(config_doc([("a", a.url, 1)]), "--workers", "2")
+    await proxy.wait_ready(http)
+    total = 60
+    for _ in range(total):  # a new connection each: the kernel spreads them over the workers
+        async with aiohttp.ClientSession() as fresh, fresh.get(proxy.url + "/x") as response:
+            assert response.status == 200
+    per_worker: dict[str, float] = {}
+    workers = 0.0
+    for _ in range(100):  # the other worker publishes its figures every second
+        async with http.get(proxy.admin_url + "/metrics") as response:
+            text = await response.text()
+        per_worker = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "lbrec_proxy_backend_requests_total":
+                    per_worker[s.labels["worker"]] = s.value
+                elif s.name == "lbrec_proxy_workers":
+                    workers = s.value
+        if sum(per_worker.values()) == total:
+            break
+        await asyncio.sleep(0.1)
+    assert workers == 2 and sum(per_worker.values()) == total, per_worker
+    assert set(per_worker) == {"0", "1"} and all(per_worker.values()), per_worker
+    proxy.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proxy.proc.wait, 20) == 0

@@ -157,6 +157,7 @@ async def test_watcher_does_not_feed_on_its_own_reads(tmp_path: Path) -> None:
     class Target:
         reload_errors = 0
         last_reload_error: str | None = None
+        last_reload_attempt_at = 0.0
         applied = 0
 
         def apply_config(self, config: BackendsConfig, *, digest: str = "") -> None:
