@@ -19,13 +19,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from proxy.logs import configure_logging as configure_lbrec_logging
 
 from ..core.errors import LbrecError
 from ..core.report import Report
 from ..core.schedule import Backoff, PassOutcome, Schedule, is_permanent
+
+if TYPE_CHECKING:
+    from .metrics import LoopMetrics
 
 __all__ = [
     "ControlLoop",
@@ -63,8 +67,18 @@ class ControlLoop:
         clock: Callable[[], float] = time.monotonic,
         logger: logging.Logger | None = None,
         banner: str = "",
+        metrics: LoopMetrics | None = None,
+        folder: Path | None = None,
     ) -> None:
+        """``metrics``: where passes are counted (the process's :data:`LOOP_METRICS` by
+        default); ``folder``: the deploy folder, for the deployed revision they report."""
         self._reconcile = reconcile
+        if metrics is None:
+            from .metrics import LOOP_METRICS
+
+            metrics = LOOP_METRICS
+        self._metrics = metrics
+        metrics.follow(name, folder or Path.cwd())
         self.banner = banner  # logged when the loop starts
         self._triggers: list[Trigger] = []
         self.name = name
@@ -176,6 +190,7 @@ class ControlLoop:
         try:
             report = self._reconcile()
         except LbrecError as err:
+            self._count(reason, "invalid" if is_permanent(err) else "failed", started)
             self.last_error = err.message
             if is_permanent(err):
                 self._log.error(
@@ -195,10 +210,17 @@ class ControlLoop:
             )
             return self._done(PassOutcome.TEMPORARY)
         except Exception as err:  # a bug must not end a controller: log it and back off
+            self._count(reason, "failed", started)
             self.last_error = f"{type(err).__name__}: {err}"
             self._log.exception("pass=%d crashed: %s", n, self.last_error, extra=extra)
             return self._done(PassOutcome.TEMPORARY)
         elapsed = self._clock() - started
+        self._count(
+            reason,
+            "failed" if report.failed else "changed" if report.changed else "in_sync",
+            started,
+            generation=report.generation,
+        )
         if report.failed:
             names = describe_failures(report)
             self.last_error = names
@@ -218,6 +240,16 @@ class ControlLoop:
             extra={**extra, "changed": report.changed, "recap": recap},
         )
         return self._done(PassOutcome.OK)
+
+    def _count(self, reason: str, outcome: str, started: float, *, generation: str = "") -> None:
+        self._metrics.record(
+            self.name,
+            reason=reason,
+            outcome=outcome,
+            seconds=max(self._clock() - started, 0.0),
+            generation=generation,
+            at=time.time(),
+        )
 
     def _done(self, outcome: PassOutcome) -> PassOutcome:
         self.last_outcome = outcome

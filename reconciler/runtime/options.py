@@ -23,6 +23,7 @@ __all__ = [
     "RuntimeOptions",
     "add_pass_arguments",
     "add_runtime_arguments",
+    "hostport_arg",
     "options_from",
 ]
 
@@ -57,6 +58,16 @@ class RuntimeOptions:
     # Serving (up)
     access_log: bool = False
     down: bool = False
+    # The reconciler's /metrics (watch, sync; `up` serves them on the admin listener)
+    metrics: tuple[str, int] | None = None
+
+
+def hostport_arg(value: str) -> tuple[str, int]:
+    """An argparse type: ``127.0.0.1:9464`` or ``[::1]:9464``."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT like 127.0.0.1:9464, got {value!r}")
+    return host.strip("[]"), int(port)
 
 
 def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +116,14 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, command: Command) -> 
             action="store_false",
             help="do not follow `docker events` (drift is then repaired at the next --resync)",
         )
+    parser.add_argument(
+        "--metrics",
+        type=hostport_arg,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the reconciler's Prometheus metrics on /metrics there"
+        + (" (they are on the admin listener's /metrics too)" if command == "up" else ""),
+    )
     if command == "up":
         parser.add_argument("--down", action="store_true", help="remove the containers on exit")
         parser.add_argument("--access-log", action="store_true", help="log one line per request")

@@ -41,6 +41,7 @@ from ..core.report import Report
 from ..core.schedule import Backoff
 from ..core.spec import DEFAULT_FILE, parse_spec
 from .loop import ControlLoop, configure_logging, describe_failures
+from .metrics import serve_metrics
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass
 from .signals import run_until_signal
@@ -118,6 +119,7 @@ class SyncLoop:
             retry_permanent_after=interval,  # a later commit may fix it: keep polling
             permanent_hint="waiting for the next commit",
             clock=clock,
+            folder=workspace.folder,
             banner=f"syncing {source.repo} branch {source.branch} file {source.path} into "
             f"{workspace.spec_file} (every {interval:g}s)",
         )
@@ -314,6 +316,8 @@ def run_sync(
         return err.exit_code
     if options.once:
         return _once(sync, log_error=log.error, log_info=log.info)
+    if not serve_metrics(options.metrics, log):
+        return 2
     return run_until_signal(sync, log)
 
 

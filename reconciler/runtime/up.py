@@ -174,6 +174,8 @@ async def _serve_until_signal(
     on_ready: Callable[[], None],
     admin_routes: list[web.RouteDef],
 ) -> None:
+    from .metrics import LOOP_METRICS
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -188,6 +190,7 @@ async def _serve_until_signal(
             handle_signals=False,
             ready=lambda _info: on_ready(),
             admin_routes=admin_routes,
+            admin_collectors=[LOOP_METRICS.registry],
         )
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -237,6 +240,10 @@ def run_up(options: RuntimeOptions, docker: DockerFactory) -> int:
     configure_logging(options.log_format, access_log=options.access_log)
     workspace = Workspace.at(options.file)
     routes: list[web.RouteDef] = []
+    from .metrics import serve_metrics
+
+    if not serve_metrics(options.metrics, _log):  # before anything is touched
+        return 2
     try:
         if options.repo is None:
             desired, control = _follow_the_file(workspace, docker, options)

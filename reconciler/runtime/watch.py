@@ -29,6 +29,7 @@ from ..core.plan import Plan
 from ..core.report import Report
 from ..core.schedule import Backoff
 from .loop import ControlLoop, Reconcile, configure_logging
+from .metrics import serve_metrics
 from .options import QUIET_PERIOD, RuntimeOptions
 from .passes import DockerFactory, run_pass
 from .signals import run_until_signal
@@ -106,6 +107,7 @@ def watch_loop(
         backoff=backoff or Backoff(),
         permanent_hint=f"waiting for {path.name} to change",
         clock=clock,
+        folder=path.parent,
         banner=f"watching {path} ("
         + ("resync off" if resync is None else f"resync every {resync:g}s")
         + ")",
@@ -185,4 +187,7 @@ def run_watch(options: RuntimeOptions, docker: DockerFactory) -> int:
     if not workspace.folder.is_dir():
         log.error("%s: no such folder", workspace.folder)
         return 2
-    return run_until_signal(build_watch_loop(options, docker), log)
+    loop = build_watch_loop(options, docker)
+    if not serve_metrics(options.metrics, log):
+        return 2
+    return run_until_signal(loop, log)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +50,20 @@ def _save(path: Path, text: str) -> None:
 
 def _get(port: int, path: str = "/") -> tuple[int, str]:
     return http_request("GET", port, path)
+
+
+def _reconciler_metrics(admin: int) -> dict[tuple[str, str], float]:
+    """The reconciler's series on the admin /metrics: (name, outcome or loop) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (s.name, s.labels.get("outcome", s.labels.get("loop", ""))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("lbrec_reconciler_")
+    }
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -150,6 +165,15 @@ def test_up_follows_the_file_and_repairs_drift(
     time.sleep(3)
     assert proc.poll() is None
     assert {"u1", "u3"} == {_get(listen)[1] for _ in range(9)}
+    if mode == "host":  # the reconciler's metrics beside the proxy's, on the admin listener
+        metrics = _reconciler_metrics(admin)
+        assert metrics[("lbrec_reconciler_drift_repaired_total", "watch")] >= 1, metrics
+        assert metrics[("lbrec_reconciler_passes_total", "changed")] >= 3, metrics
+        _wait(
+            lambda: _reconciler_metrics(admin)[("lbrec_reconciler_passes_total", "invalid")] >= 1,
+            30,
+            "the invalid file to be counted",
+        )
 
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0
