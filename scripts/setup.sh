@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a development machine for lbrec, idempotently: Debian's chromium (for the browser test),
+# Set up a development machine for lbrec, idempotently: Debian's chromium (for the browser test)
+# and prometheus (the dashboard test),
 # a virtualenv with lbrec and its dev tools, then a Docker engine, Compose v2 and the offline base
 # image (scripts/docker-dev.sh).
 # Debian as root (or a machine that already has Docker and python3-venv).
@@ -20,6 +21,20 @@ fi
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   python3 -m venv .venv
+fi
+# Prometheus and promtool: unpacked from Debian's package into .venv/tools, not installed, so
+# that no Prometheus service is started on this machine.
+if [ ! -x /usr/bin/prometheus ] && [ ! -x .venv/tools/usr/bin/prometheus ] \
+  && command -v apt-get >/dev/null 2>&1; then
+  log "unpacking prometheus into .venv/tools (the Grafana dashboard test scrapes with it)"
+  scratch=$(mktemp -d)
+  if ! (cd "$scratch" && apt-get download -qq prometheus >&2 2>/dev/null); then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    (cd "$scratch" && apt-get download -qq prometheus >&2)
+  fi
+  mkdir -p .venv/tools
+  dpkg-deb -x "$scratch"/prometheus_*.deb .venv/tools
+  rm -rf "$scratch"
 fi
 stamp=.venv/.lbrec-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
