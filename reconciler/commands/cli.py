@@ -169,9 +169,9 @@ def _run(args: argparse.Namespace, docker: DockerFactory) -> int:
 def _dispatch(args: argparse.Namespace, out: Out, docker: DockerFactory) -> int:
     command: str = args.command
     if command == "schema":
-        from ..core.spec import DesiredState
+        from ..core.spec import schema_text
 
-        print(json.dumps(DesiredState.model_json_schema(), indent=2))
+        print(schema_text(), end="")
         return 0
     if command in ("up", "watch", "sync"):
         from ..runtime.sync import run_sync

@@ -24,8 +24,9 @@ def edit_file(
 ) -> set[str]:
     """Edit the file; the names of the backends whose entry changed (or went)."""
     from ..adapters.files import atomic_write, read_text_or_none
+    from ..core.defaults import SCHEMA_FILE
     from ..core.edit import add_backend, init_document, remove_backend
-    from ..core.spec import parse_backend_arg, parse_spec, project_from_folder
+    from ..core.spec import parse_backend_arg, parse_spec, project_from_folder, schema_text
     from ..engine.converge import preflight
 
     path = workspace.spec_file
@@ -61,6 +62,8 @@ def edit_file(
     if not args.no_apply:
         preflight(workspace, docker(workspace, desired), desired)
     if Path(path).parent.is_dir():
+        if command == "init":  # editors check the file against it (the file's first line)
+            atomic_write(Path(path).parent / SCHEMA_FILE, schema_text())
         atomic_write(path, new)
     out.info(message)
     before: dict[str, object] = {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_FILE"]
+__all__ = ["DEFAULT_FILE", "SCHEMA_FILE"]
 
 DEFAULT_FILE = "desired-state.yaml"
+# `lbrec init` writes the JSON Schema here, beside the file, and points editors at it.
+SCHEMA_FILE = "desired-state.schema.json"

@@ -9,7 +9,12 @@ from __future__ import annotations
 import argparse
 import re
 
-__all__ = ["duration_arg", "parse_duration"]
+__all__ = ["DURATION_PATTERN", "duration_arg", "parse_duration"]
+
+_N = r"\d+(\.\d+)?"
+# The syntax as one regular expression (JSON Schema, for editors): a bare number, or units
+# from the largest down, each at most once.
+DURATION_PATTERN = rf"^\s*({_N}|(?=\d)({_N}h)?({_N}m)?({_N}s)?({_N}ms)?)\s*$"
 
 _NUMBER = re.compile(r"^\d+(?:\.\d+)?$")
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

@@ -15,15 +15,18 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.tokens import CommentToken
 
+from .defaults import SCHEMA_FILE
 from .errors import SpecError, UsageError
 from .spec import BackendSpec
 
 __all__ = ["add_backend", "init_document", "remove_backend"]
 
-_NEW_FILE = """\
+_NEW_FILE = f"""\
+# yaml-language-server: $schema={SCHEMA_FILE}
 # lbrec desired state: the load balancer and its backends.
 # Edit this file (or use `lbrec add` / `lbrec remove`), then `lbrec apply`.
-# Reference: docs/desired-state.md; editor schema: `lbrec schema`.
+# Reference: docs/desired-state.md; editors check it against {SCHEMA_FILE}
+# (written by `lbrec init`; `lbrec schema` prints it).
 backends: []
 """
 

@@ -9,6 +9,7 @@ docs/desired-state.md follow it field by field, and a reader finds every field's
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -20,9 +21,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict
 
 from proxy.config import (
     HealthSettings,
@@ -34,7 +37,7 @@ from proxy.config import (
 )
 
 from .defaults import DEFAULT_FILE
-from .durations import parse_duration
+from .durations import DURATION_PATTERN, parse_duration
 from .errors import SpecError
 
 __all__ = [
@@ -50,10 +53,19 @@ __all__ = [
     "load_spec",
     "parse_backend_arg",
     "parse_spec",
+    "schema_text",
 ]
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_HOSTPORT = re.compile(r"^(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):(?P<port>[0-9]{1,5})$")
+_HOST = r"(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\])"
+_HOSTPORT = re.compile(rf"^{_HOST}:(?P<port>[0-9]{{1,5}})$")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# The same rules for editors (JSON Schema has no int() of a capture: the port range spelled out)
+_PORT_1_65535 = (
+    r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+)
+_SCHEMA_HOSTPORT: JsonDict = {"pattern": rf"^([0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):{_PORT_1_65535}$"}
+_SCHEMA_HOST: JsonDict = {"pattern": r"^([0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\])$"}
 
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 
@@ -65,7 +77,20 @@ def _seconds(value: object) -> object:
     return value
 
 
-Seconds = Annotated[float, BeforeValidator(_seconds), Field(ge=0, le=86400)]
+# In the JSON Schema: a number of seconds, or a duration string ("30s", "1m30s").
+Seconds = Annotated[
+    float,
+    BeforeValidator(_seconds),
+    Field(ge=0, le=86400),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 86400},
+                {"type": "string", "pattern": DURATION_PATTERN},
+            ]
+        }
+    ),
+]
 
 # Set on every backend container by render.py; a user value would break the port mapping or
 # the healthcheck.
@@ -183,7 +208,13 @@ class BackendSpec(_Model):
     weight: int = Field(
         default=1, ge=0, le=1000, strict=True, description="Share of traffic; 0 drains"
     )
-    env: dict[str, str] = Field(default_factory=dict, description="Extra container environment")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra container environment",
+        json_schema_extra={
+            "propertyNames": {"pattern": _ENV_NAME, "not": {"enum": [*sorted(_RESERVED_ENV)]}}
+        },
+    )
     image: str | None = Field(
         default=None,
         min_length=1,
@@ -208,7 +239,7 @@ class BackendSpec(_Model):
     @classmethod
     def _env_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            if not re.match(_ENV_NAME, key):
                 raise ValueError(f"environment variable name {key!r} is not valid")
             if key in _RESERVED_ENV:
                 raise ValueError(f"{key} is set by lbrec (from name, port and health)")
@@ -283,8 +314,33 @@ class ProxySpec(_Model):
     _cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: check_cidrs(v)))
 
 
+_CONTAINER_MODE = {
+    "properties": {"proxy": {"properties": {"mode": {"const": "container"}}, "required": ["mode"]}},
+    "required": ["proxy"],
+}
+# The cross-field rules of the validators below, for editors (JSON Schema if/then).
+_SCHEMA_RULES: dict[str, Any] = {
+    "allOf": [
+        {  # _lb_name
+            "if": _CONTAINER_MODE,
+            "then": {
+                "properties": {
+                    "backends": {"items": {"properties": {"name": {"not": {"const": "lb"}}}}}
+                }
+            },
+        },
+        {  # _swarm: the proxy runs on a manager, not in a container
+            "if": {"properties": {"engine": {"const": "swarm"}}, "required": ["engine"]},
+            "then": {"not": _CONTAINER_MODE},
+        },
+    ]
+}
+
+
 class DesiredState(_Model):
     """The whole of desired-state.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_SCHEMA_RULES)
 
     project: str = Field(default="lbrec", pattern=_DNS_LABEL, description="Compose project name")
     engine: Literal["compose", "swarm"] = Field(
@@ -298,10 +354,20 @@ class DesiredState(_Model):
         description="engine: swarm: where images lbrec builds are pushed (host[:port][/path]); "
         "Swarm nodes pull them from there",
     )
-    listen: str = Field(default="127.0.0.1:8080", description="The proxy's traffic listener")
-    admin: str = Field(default="127.0.0.1:8081", description="The proxy's admin listener")
+    listen: str = Field(
+        default="127.0.0.1:8080",
+        description="The proxy's traffic listener (HOST:PORT)",
+        json_schema_extra=_SCHEMA_HOSTPORT,
+    )
+    admin: str = Field(
+        default="127.0.0.1:8081",
+        description="The proxy's admin listener (HOST:PORT)",
+        json_schema_extra=_SCHEMA_HOSTPORT,
+    )
     publish_host: str = Field(
-        default="127.0.0.1", description="Host address backend ports are published on"
+        default="127.0.0.1",
+        description="Host address backend ports are published on",
+        json_schema_extra=_SCHEMA_HOST,
     )
     base_image: str | None = Field(
         default=None,
@@ -474,3 +540,8 @@ def parse_backend_arg(arg: str, **fields: object) -> BackendSpec:
         )
     except ValidationError as err:
         raise SpecError(format_validation_error(err, source=f"backend {arg!r}")) from err
+
+
+def schema_text() -> str:
+    """The JSON Schema of the file (``lbrec schema``, and the file ``lbrec init`` writes)."""
+    return json.dumps(DesiredState.model_json_schema(), indent=2) + "\n"

@@ -92,7 +92,11 @@ def test_init_writes_the_folder_as_project(tmp_path: Path, capsys) -> None:  # t
     folder.mkdir()
     spec = folder / "desired-state.yaml"
     assert main(["init", "a:9101:1", "--no-apply", "-f", str(spec)]) == 0
-    assert spec.read_text().splitlines()[3] == "project: my-shop-2"
+    lines = spec.read_text().splitlines()
+    assert lines[0] == "# yaml-language-server: $schema=desired-state.schema.json"
+    assert next(line for line in lines if not line.startswith("#")) == "project: my-shop-2"
+    schema = json.loads((folder / "desired-state.schema.json").read_text())
+    assert schema["title"] == "DesiredState" and "allOf" in schema
     assert main(["init", "a:9101:2", "--no-apply", "-f", str(spec)]) == 0  # re-init keeps it
     assert spec.read_text().count("project:") == 1
 

@@ -258,7 +258,7 @@ def test_init_new_file() -> None:
         [BackendSpec(name="x", port=9001), BackendSpec(name="y", port=9002, weight=0)],
         source=SRC,
     )
-    assert text.startswith("# lbrec desired state")
+    assert text.startswith("# yaml-language-server: $schema=desired-state.schema.json\n# lbrec")
     assert text.endswith(
         "backends:\n  - {name: x, port: 9001, weight: 1}\n  - {name: y, port: 9002, weight: 0}\n"
     )
