@@ -78,7 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="run this image (any image serving HTTP on PORT)")
     p.add_argument("--replicas", type=int, help="instances of the backend (default 1)")
     p = sub.add_parser("remove", parents=[common, editing], help="remove backends, then apply")
-    p.add_argument("keys", nargs="+", metavar="NAME|PORT")
+    keys = p.add_argument("keys", nargs="+", metavar="NAME|PORT")
+    keys.completer = _backend_names  # type: ignore[attr-defined]  # argcomplete reads it
     p = sub.add_parser("apply", parents=[common, mutating], help="converge to the desired state")
     p.add_argument("--check", action="store_true", help="plan only (same as diff)")
     sub.add_parser("diff", parents=[common], help="show the plan; exit 0 in sync, 1 pending")
@@ -98,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         "rollout", parents=[common], help="a canary in progress: status, promote, abort"
     )
     p.add_argument("action", choices=("status", "promote", "abort"))
-    p.add_argument("backend", nargs="?", help="the backend (default: the one in progress)")
+    p.add_argument(
+        "backend", nargs="?", help="the backend (default: the one in progress)"
+    ).completer = _backend_names  # type: ignore[attr-defined]
     p.add_argument("--full", action="store_true", help="promote: skip every remaining step")
     p = sub.add_parser(
         "up", parents=[file_only], help="apply, serve the proxy and watch, in the foreground"
@@ -110,7 +113,28 @@ def _parser() -> argparse.ArgumentParser:
     add_runtime_arguments(p, "watch")
     p = sub.add_parser("sync", parents=[file_only], help="GitOps: deploy a git branch")
     add_runtime_arguments(p, "sync")
+    p = sub.add_parser(
+        "completion",
+        help="print the shell completion script: "
+        "`source <(lbrec completion bash)`, or see docs/cli.md for zsh and fish",
+    )
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))
     return parser
+
+
+def _backend_names(prefix: str, parsed_args: argparse.Namespace, **_: object) -> list[str]:
+    """Completion of `remove` and `rollout ... BACKEND`: the names in the desired-state file
+    (read as plain YAML: a half-edited file still completes what it can)."""
+    import yaml
+
+    try:
+        with open(getattr(parsed_args, "file", None) or DEFAULT_FILE, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError):
+        return []
+    backends = doc.get("backends") if isinstance(doc, dict) else None
+    names = [str(b["name"]) for b in backends or () if isinstance(b, dict) and "name" in b]
+    return [n for n in names if n.startswith(prefix)]
 
 
 def main(argv: Sequence[str] | None = None, *, docker: DockerFactory | None = None) -> int:
@@ -119,7 +143,12 @@ def main(argv: Sequence[str] | None = None, *, docker: DockerFactory | None = No
         from proxy.cli import main as proxy_main
 
         return proxy_main(args_list[1:])
-    args = _parser().parse_args(args_list)
+    parser = _parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (argcomplete's protocol)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(args_list)
     with contextlib.ExitStack() as stack:
         if args.command in ("init", "add", "remove") and not args.no_apply:
             # Before anything slow: a pass stuck in a rollout starts yielding now.
@@ -168,6 +197,11 @@ def _run(args: argparse.Namespace, docker: DockerFactory) -> int:
 
 def _dispatch(args: argparse.Namespace, out: Out, docker: DockerFactory) -> int:
     command: str = args.command
+    if command == "completion":
+        from argcomplete.shell_integration import shellcode
+
+        print(shellcode(["lbrec"], shell=args.shell), end="")
+        return 0
     if command == "schema":
         from ..core.spec import schema_text
 
