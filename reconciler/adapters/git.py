@@ -1,8 +1,9 @@
 """EDGE. A bare mirror of one branch of a git repository, through the git CLI.
 
 Every call has a timeout, never prompts for credentials, and turns failures into
-:class:`GitError` with git's own last line of stderr. The mirror is a bare repository: nothing
-is ever checked out, files are read from commits with ``git show <commit>:<path>``.
+:class:`GitError` naming git's reason (not only its generic last line; the whole stderr is the
+error's detail). The mirror is a bare repository: nothing is ever checked out, files are read
+from commits with ``git show <commit>:<path>``.
 """
 
 from __future__ import annotations
@@ -34,10 +35,16 @@ _URL = re.compile(r"^([a-z][a-z0-9+.-]*://|[^/\s]+@[^/\s]+:)", re.IGNORECASE)
 
 
 class GitError(LbrecError):
-    """git failed: the repository cannot be fetched or read (retry; check URL and access)."""
+    """git failed: the repository cannot be fetched or read (retry; check URL and access).
+
+    ``detail``: git's whole stderr (the CLI prints it under the message; the loop logs it)."""
 
     exit_code = 5
     transient = True
+
+    def __init__(self, message: str, *, detail: str = "", hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +95,10 @@ class Mirror:
         except FileNotFoundError as err:
             raise GitError("the git CLI is not installed", hint="install git") from err
         if check and result.returncode != 0:
-            raise GitError(f"git {args[0]} failed: {_last_line(result.stderr, result.returncode)}")
+            raise GitError(
+                f"git {args[0]} failed: {_cause(result.stderr, result.returncode)}",
+                detail=result.stderr.strip(),
+            )
         return result
 
     def ensure(self) -> None:
@@ -125,12 +135,29 @@ class Mirror:
         listed = self._git("ls-tree", "--name-only", commit, "--", path, check=False)
         if listed.returncode == 0 and not listed.stdout.strip():
             return None
-        raise GitError(f"git show {commit[:12]}:{path} failed: {_last_line(result.stderr, 1)}")
+        raise GitError(
+            f"git show {commit[:12]}:{path} failed: {_cause(result.stderr, 1)}",
+            detail=result.stderr.strip(),
+        )
 
     def has(self, commit: str) -> bool:
         return self._git("cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
 
 
-def _last_line(stderr: str, code: int) -> str:
+# git's own diagnostics, in the order that says most: ssh's and the remote's reasons come before
+# git's generic closing line ("fatal: Could not read from remote repository.").
+_GENERIC = (
+    "fatal: could not read from remote repository",
+    "please make sure you have the correct access rights",
+    "and the repository exists",
+)
+
+
+def _cause(stderr: str, code: int) -> str:
+    """Why git failed: its lines minus the generic closing ones (``Permission denied
+    (publickey)``, ``repository '...' not found``), at most three, joined."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit code {code}"
+    if not lines:
+        return f"exit code {code}"
+    telling = [line for line in lines if not line.lower().startswith(_GENERIC)]
+    return "; ".join(telling[:3]) if telling else lines[0]

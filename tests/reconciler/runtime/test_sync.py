@@ -317,7 +317,10 @@ def test_once_exit_codes(
     assert once(origin, deploy, fake, path="missing.yaml") == 2
     assert "missing.yaml: not in commit" in capsys.readouterr().err
     assert once(origin, deploy, fake, repo=str(origin.bare.parent / "nope.git")) == 5
-    assert "GitError: git fetch failed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # git's reason, not its generic last line ("Please make sure you have the correct access")
+    assert "GitError: git fetch failed: fatal: '" in err
+    assert "does not appear to be a git repository" in err
     assert once(origin, Workspace.at(deploy.folder / "nope" / "desired-state.yaml"), fake) == 2
     assert "no such deploy folder" in capsys.readouterr().err
 
