@@ -283,7 +283,7 @@ def _mutate(
             preempt=edit and attempt == 0,
             announced=announced and attempt == 0,
             prepare=prepare,
-            progress=None if out.json else BuildProgress(out.info, out.style).line,
+            progress=BuildProgress(out.info, out.style).line,  # stderr under -o json
             on_plan=None if out.json else lambda p: out.info(format_plan(p, out.style) + "\n"),
             hold_rolled_back=False,  # a person asked: a rolled-back version is tried again
         )

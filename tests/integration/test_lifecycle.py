@@ -75,7 +75,10 @@ def test_lifecycle_init_add_reweight_remove_idempotent(project: Project) -> None
 def test_drift_is_repaired(project: Project) -> None:
     (p1, p2) = free_ports(2)
     project.write(spec_text(project.name, [("d1", p1, 1), ("d2", p2, 1)]))
-    project.lbrec("apply", check=True)
+    # -o json: stdout is the report alone; the image build's progress goes to stderr
+    r = project.lbrec("apply", "-o", "json", check=True)
+    assert json.loads(r.stdout)["in_sync"] is False
+    assert f"building {project.name}-backend:" in r.stderr and "  | " in r.stderr, r.stderr
     ids = project.containers()
     subprocess.run(["docker", "stop", "-t", "1", ids["d1"]["id"]], check=True, capture_output=True)
     subprocess.run(["docker", "rm", "-f", ids["d2"]["id"]], check=True, capture_output=True)
