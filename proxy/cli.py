@@ -37,9 +37,46 @@ def _hostport(value: str) -> str:
     return value
 
 
+def version_text() -> str:
+    """``lbrec proxy 0.1.0 (event loop uvloop 0.21.0, parser httptools 0.6.4 (llhttp), ...)``:
+    what would serve, without starting anything."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import httptools
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
+    try:
+        import uvloop  # noqa: F401
+
+        loop = f"uvloop {of('uvloop')}"
+    except ImportError:
+        loop = "asyncio (uvloop is not installed)"
+    return (
+        f"lbrec proxy {of('lbrec')} (event loop {loop}, parser httptools "
+        f"{httptools.__version__} (llhttp), Python {platform.python_version()})"
+    )
+
+
+class _Version(argparse.Action):
+    """``--version`` on one line (argparse's own action wraps it at the terminal width)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lbrec proxy", description="Weighted HTTP reverse proxy fed by backends.json."
+    )
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, help="print the version, event loop and parser"
     )
     parser.add_argument(
         "--config",

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -337,3 +338,19 @@ async def test_metrics_cover_every_worker(
     assert set(per_worker) == {"0", "1"} and all(per_worker.values()), per_worker
     proxy.proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proxy.proc.wait, 20) == 0
+
+
+def test_version_names_the_event_loop_and_parser() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "--version"],
+        cwd=_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = result.stdout.strip()
+    assert re.fullmatch(
+        r"lbrec proxy \S+ \(event loop (uvloop \S+|asyncio .*), parser httptools \S+ \(llhttp\), "
+        r"Python \S+\)",
+        line,
+    ), line
