@@ -55,8 +55,8 @@ class Workspace:
             raise SpecError(
                 f"{dockerfile}: not found; lbrec builds backends from {BACKEND_DOCKERFILE} "
                 f"next to {self.spec_file.name}",
-                hint="run lbrec from a clone of the lbrec repository, or copy its "
-                "Dockerfile.backend and backend/ folder here",
+                hint="`lbrec init` in an empty folder writes the demo backend's files; or "
+                "copy Dockerfile.backend and backend/ here from another deploy folder",
             )
         base = desired.base_image or env.get(BASE_IMAGE_ENV) or None
         proxy_digest = ""

@@ -4,7 +4,6 @@ checked against everything an apply could fail on before it is written."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..core.errors import SpecError
@@ -12,6 +11,7 @@ from .console import Out
 
 if TYPE_CHECKING:
     from ..adapters.workspace import Workspace
+    from ..core.spec import DesiredState
     from ..runtime.passes import DockerFactory
 
 
@@ -23,11 +23,9 @@ def edit_file(
     docker: DockerFactory,
 ) -> set[str]:
     """Edit the file; the names of the backends whose entry changed (or went)."""
-    from ..adapters.files import atomic_write, read_text_or_none
-    from ..core.defaults import SCHEMA_FILE
+    from ..adapters.files import read_text_or_none
     from ..core.edit import add_backend, init_document, remove_backend
-    from ..core.spec import parse_backend_arg, parse_spec, project_from_folder, schema_text
-    from ..engine.converge import preflight
+    from ..core.spec import parse_backend_arg, parse_spec, project_from_folder
 
     path = workspace.spec_file
     source = str(args.file)
@@ -59,12 +57,15 @@ def edit_file(
     # Validate the whole result, and everything an apply could fail on before changing
     # anything, before writing: a refused edit leaves the file as it was.
     desired = parse_spec(new, source=source)
-    if not args.no_apply:
-        preflight(workspace, docker(workspace, desired), desired)
-    if Path(path).parent.is_dir():
-        if command == "init":  # editors check the file against it (the file's first line)
-            atomic_write(Path(path).parent / SCHEMA_FILE, schema_text())
-        atomic_write(path, new)
+    _write(
+        workspace,
+        desired,
+        new,
+        init=command == "init",
+        check=not args.no_apply,
+        out=out,
+        docker=docker,
+    )
     out.info(message)
     before: dict[str, object] = {}
     if text is not None:
@@ -74,3 +75,38 @@ def edit_file(
             return {b.name for b in desired.backends}  # no valid before: all of it is new
     after = {b.name: b for b in desired.backends}
     return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+
+
+def _write(
+    workspace: Workspace,
+    desired: DesiredState,
+    text: str,
+    *,
+    init: bool,
+    check: bool,
+    out: Out,
+    docker: DockerFactory,
+) -> None:
+    """Check everything an apply could fail on, then write. init also prepares the folder:
+    the demo backend's build files it needs (from the package, so that `pip install lbrec` in
+    an empty folder is enough; removed again if the edit is refused) and the JSON Schema."""
+    from ..adapters.demo_files import needed, remove_written, write_demo_files
+    from ..adapters.files import atomic_write
+    from ..core.defaults import SCHEMA_FILE
+    from ..core.spec import schema_text
+    from ..engine.converge import preflight
+
+    folder = workspace.spec_file.parent
+    written = write_demo_files(folder, needed(desired)) if init else []
+    try:
+        if check:
+            preflight(workspace, docker(workspace, desired), desired)
+    except BaseException:
+        remove_written(folder, written)
+        raise
+    if written:
+        out.info(f"{folder}: wrote {', '.join(written)} (the demo backend's build files)")
+    if folder.is_dir():
+        if init:  # editors check the file against it (the file's first line)
+            atomic_write(folder / SCHEMA_FILE, schema_text())
+        atomic_write(workspace.spec_file, text)

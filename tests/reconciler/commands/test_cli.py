@@ -214,3 +214,33 @@ def test_a_notify_receiver_that_is_down_never_fails_a_pass(cli, folder, caplog) 
     )
     assert cli("apply") == 0
     assert "notify" in caplog.text and url in caplog.text
+
+
+def test_init_in_an_empty_folder_writes_the_demo_files(tmp_path: Path) -> None:
+    """`pip install lbrec` is enough: init writes the demo backend's build files (the package
+    carries them), identical to the repository's, and never overwrites a folder's own."""
+    root = Path(__file__).resolve().parents[3]
+    spec = tmp_path / "desired-state.yaml"
+    assert main(["init", "web:9101:1", "--no-apply", "-f", str(spec)]) == 0
+    for name in ("Dockerfile.backend", "backend/app.py", ".dockerignore"):
+        assert (tmp_path / name).read_bytes() == (root / name).read_bytes(), name
+    assert not (tmp_path / "Dockerfile.proxy").exists()  # only in container mode
+    (tmp_path / "Dockerfile.backend").write_text("FROM mine\n")
+    spec.write_text("proxy: {mode: container}\nbackends: []\n")
+    assert main(["init", "web:9101:1", "--no-apply", "-f", str(spec)]) == 0
+    assert (tmp_path / "Dockerfile.backend").read_text() == "FROM mine\n"  # the user's own
+    assert (tmp_path / "Dockerfile.proxy").read_bytes() == (root / "Dockerfile.proxy").read_bytes()
+
+
+def test_a_refused_init_leaves_the_empty_folder_empty(tmp_path: Path) -> None:
+    from reconciler.core.errors import DockerUnavailable
+
+    class NoEngine(FakeDocker):
+        def check(self) -> None:
+            raise DockerUnavailable("no engine answers")
+
+    spec = tmp_path / "desired-state.yaml"
+    code = main(["init", "web:9101:1", "-f", str(spec)], docker=NoEngine)
+    assert code == 3
+    left = {p.name for p in tmp_path.iterdir()} - {".lbrec", ".lbrec.lock"}  # the lock's own
+    assert left == set()  # no demo file, no schema, no desired state
