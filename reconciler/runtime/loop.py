@@ -149,12 +149,16 @@ class ControlLoop:
                 trigger.start()
                 started.append(trigger)
             if self.banner:
-                self._log.info("%s", self.banner)
+                self._log.info("%s", self.banner, extra={"event": "loop_start"})
             self._run()
         finally:
             for trigger in reversed(started):
                 trigger.stop()
-            self._log.info("stopped after %d passes", self.passes)
+            self._log.info(
+                "stopped after %d passes",
+                self.passes,
+                extra={"event": "loop_stop", "passes": self.passes},
+            )
 
     def _run(self) -> None:
         with self._cond:
@@ -175,7 +179,10 @@ class ControlLoop:
                 delay = self._schedule.end(self._clock(), outcome)
             if outcome is PassOutcome.TEMPORARY and delay is not None:
                 self._log.info(
-                    "pass=%d retry in %gs", self.passes, delay, extra={"pass": self.passes}
+                    "pass=%d retry in %gs",
+                    self.passes,
+                    delay,
+                    extra={"event": "pass_retry", "pass": self.passes, "delay": delay},
                 )
 
     def _one_pass(self, reason: str) -> PassOutcome:
@@ -184,7 +191,11 @@ class ControlLoop:
         extra: dict[str, Any] = {"pass": n, "reason": reason}
         routine = reason == "resync"  # a resync that changes nothing logs one line, not two
         self._log.log(
-            logging.DEBUG if routine else logging.INFO, "pass=%d start (%s)", n, reason, extra=extra
+            logging.DEBUG if routine else logging.INFO,
+            "pass=%d start (%s)",
+            n,
+            reason,
+            extra={**extra, "event": "pass_start"},
         )
         started = self._clock()
         try:
@@ -198,7 +209,12 @@ class ControlLoop:
                     n,
                     err.message,
                     self._permanent_hint,
-                    extra={**extra, "error": err.message, "kind": type(err).__name__},
+                    extra={
+                        **extra,
+                        "event": "pass_invalid",
+                        "error": err.message,
+                        "kind": type(err).__name__,
+                    },
                 )
                 return self._done(PassOutcome.PERMANENT)
             self._log.error(
@@ -206,13 +222,20 @@ class ControlLoop:
                 n,
                 type(err).__name__,
                 err.message,
-                extra={**extra, "error": err.message, "kind": type(err).__name__},
+                extra={
+                    **extra,
+                    "event": "pass_failed",
+                    "error": err.message,
+                    "kind": type(err).__name__,
+                },
             )
             return self._done(PassOutcome.TEMPORARY)
         except Exception as err:  # a bug must not end a controller: log it and back off
             self._count(reason, "failed", started)
             self.last_error = f"{type(err).__name__}: {err}"
-            self._log.exception("pass=%d crashed: %s", n, self.last_error, extra=extra)
+            self._log.exception(
+                "pass=%d crashed: %s", n, self.last_error, extra={**extra, "event": "pass_crashed"}
+            )
             return self._done(PassOutcome.TEMPORARY)
         elapsed = self._clock() - started
         self._count(
@@ -225,7 +248,10 @@ class ControlLoop:
             names = describe_failures(report)
             self.last_error = names
             self._log.error(
-                "pass=%d failed backends: %s", n, names, extra={**extra, "error": names}
+                "pass=%d failed backends: %s",
+                n,
+                names,
+                extra={**extra, "event": "pass_failed", "error": names},
             )
             return self._done(PassOutcome.TEMPORARY)
         self.last_error = None
@@ -237,7 +263,13 @@ class ControlLoop:
             elapsed,
             "changed" if report.changed else "in sync",
             report.generation or "-",
-            extra={**extra, "changed": report.changed, "recap": recap},
+            extra={
+                **extra,
+                "event": "pass_ok",
+                "changed": report.changed,
+                "recap": recap,
+                "duration_s": round(elapsed, 3),
+            },
         )
         return self._done(PassOutcome.OK)
 

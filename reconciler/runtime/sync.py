@@ -156,7 +156,7 @@ class SyncLoop:
                     head[:12],
                     err.message,
                     str(serving.get("commit") or "nothing")[:12],
-                    extra={"commit": head, "error": err.message},
+                    extra={"event": "commit_invalid", "commit": head, "error": err.message},
                 )
             self.last_result = result
             return result
@@ -194,7 +194,7 @@ class SyncLoop:
                     commit[:12],
                     revision.author,
                     revision.message,
-                    extra={"commit": commit, "author": revision.author},
+                    extra={"event": "commit_deployed", "commit": commit, "author": revision.author},
                 )
 
         report = self._deploy_fn(text, revision, record)
@@ -278,7 +278,7 @@ def _log_plan(the_plan: Plan, revision: Revision) -> None:
             action.kind.value,
             action.backend,
             action.reason or "-",
-            extra={"commit": revision.commit, "action": action.kind.value},
+            extra={"event": "plan_change", "commit": revision.commit, "action": action.kind.value},
         )
 
 

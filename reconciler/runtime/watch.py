@@ -141,7 +141,12 @@ def log_plan(loop: ControlLoop) -> Callable[[Plan], None]:
                 action.kind.value,
                 action.backend,
                 action.reason or "-",
-                extra={"pass": loop.passes, "action": action.kind.value, "backend": action.backend},
+                extra={
+                    "event": "plan_change",
+                    "pass": loop.passes,
+                    "action": action.kind.value,
+                    "backend": action.backend,
+                },
             )
 
     return show

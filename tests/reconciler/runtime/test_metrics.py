@@ -148,3 +148,53 @@ def test_hostport_flag() -> None:
     for bad in ("9464", ":9464", "host:port", "127.0.0.1:70000"):
         with pytest.raises(argparse.ArgumentTypeError, match="HOST:PORT"):
             hostport_arg(bad)
+
+
+def test_every_loop_line_is_json_with_an_event_and_an_iso_time(tmp_path: Path) -> None:
+    import io
+    import re
+
+    from proxy.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("lbrec.test-events")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    results: list[Report | Exception] = [
+        _changed(),
+        SpecError("bad"),
+        ApplyError("boom"),
+        _failed(),
+    ]
+
+    def reconcile() -> Report:
+        result = results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    loop = ControlLoop(
+        reconcile, name="watch", resync=None, metrics=LoopMetrics(), folder=tmp_path, logger=logger
+    )
+    for reason in ("start", "file modified", "file modified", "docker die"):
+        loop._one_pass(reason)
+    logger.info("a line that names no event")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    events = [line["event"] for line in lines]
+    assert events == [
+        "pass_start",
+        "pass_ok",
+        "pass_start",
+        "pass_invalid",
+        "pass_start",
+        "pass_failed",
+        "pass_start",
+        "pass_failed",
+        "log",
+    ]
+    iso = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+    assert all(iso.fullmatch(line["ts"]) for line in lines)
+    assert lines[1]["pass"] == 1 and lines[1]["changed"] is True and "duration_s" in lines[1]
