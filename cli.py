@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from reconciler.commands.cli import main
+from lbrec.reconciler.commands.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -362,7 +362,7 @@ def canary_row(tmp: Path, first: int, env: dict[str, str]) -> Row:
     listen, admin = _free_ports(2)
     image = f"{project}-app:1"
     built: list[str] = []
-    lbrec = [sys.executable, "-m", "reconciler"]
+    lbrec = [sys.executable, "-m", "lbrec"]
     proxy: subprocess.Popen[bytes] | None = None
     load: Load | None = None
     try:

@@ -265,7 +265,7 @@ class Deploy:
     # -- lifecycle -----------------------------------------------------------------------
     def lbrec(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return run(
-            [str(PYTHON), "-m", "reconciler", *args], cwd=self.folder, env=self.env, timeout=timeout
+            [str(PYTHON), "-m", "lbrec", *args], cwd=self.folder, env=self.env, timeout=timeout
         )
 
     def start(self) -> None:
@@ -330,7 +330,7 @@ class Deploy:
         )
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [str(PYTHON), "-m", "reconciler", *up],
+                [str(PYTHON), "-m", "lbrec", *up],
                 cwd=self.folder,
                 env=self.env,
                 stdout=log,

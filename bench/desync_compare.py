@@ -80,7 +80,7 @@ from bench.proxy_bench import (  # noqa: E402
     machine_info,
     nginx_temp_paths,
 )
-from proxy.app import ServeInfo, serve  # noqa: E402
+from lbrec.proxy.app import ServeInfo, serve  # noqa: E402
 from tests.proxy.desync.cases import (  # noqa: E402
     REQUEST_CASES,
     RESPONSE_CASES,

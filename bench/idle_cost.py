@@ -17,7 +17,7 @@ import os
 import subprocess
 import time
 
-from reconciler.core.render import _PROBE
+from lbrec.reconciler.core.render import _PROBE
 
 
 def _busy_seconds() -> float:
@@ -98,7 +98,7 @@ def _under_up(count: int, window: float, settle: float) -> float:
         (folder / "desired-state.yaml").write_text("\n".join(lines) + "\n")
         env = dict(os.environ, PYTHONPATH=str(repo))
         up = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "up"],
+            [sys.executable, "-m", "lbrec", "up"],
             cwd=folder,
             env=env,
             stdout=subprocess.DEVNULL,

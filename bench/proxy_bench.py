@@ -447,7 +447,7 @@ def lbrec_config_json(
     """
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from proxy.config import BackendEntry, BackendsConfig, HealthSettings
+    from lbrec.proxy.config import BackendEntry, BackendsConfig, HealthSettings
 
     config = BackendsConfig(
         generation=generation,

@@ -213,7 +213,7 @@ def lbrec_row(tmp: Path, count: int, env: dict[str, str]) -> Row:
     lines.append("backends:")
     lines += [f"  - {{name: b{i}, port: {9001 + i}, weight: 1}}" for i in range(count)]
     (folder / "desired-state.yaml").write_text("\n".join(lines) + "\n")
-    lbrec = [sys.executable, "-m", "reconciler"]
+    lbrec = [sys.executable, "-m", "lbrec"]
     proxy = None
     try:
         _must(_run([*lbrec, "apply"], folder, env), "lbrec apply (first)")

@@ -26,12 +26,12 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
-from proxy.dashboard import render_page
-from proxy.health import ProbeResult
-from proxy.metrics import ProxyCollector, peer_figures
-from proxy.pool import Backend
-from proxy.server import ProxyServer
-from proxy.stats import BUCKET_S, BUCKETS, LATENCY_BOUNDS, STATUS_CLASSES, percentile
+from .dashboard import render_page
+from .health import ProbeResult
+from .metrics import ProxyCollector, peer_figures
+from .pool import Backend
+from .server import ProxyServer
+from .stats import BUCKET_S, BUCKETS, LATENCY_BOUNDS, STATUS_CLASSES, percentile
 
 __all__ = ["SERVER_KEY", "make_admin_app", "pool_snapshot", "stats_snapshot"]
 

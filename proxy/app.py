@@ -19,13 +19,13 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.registry import Collector
 
-from proxy.admin import make_admin_app
-from proxy.config import ConfigError
-from proxy.handoff import HandoffServer, take_over
-from proxy.health import HealthMonitor
-from proxy.metrics import FiguresPublisher
-from proxy.reload import ConfigWatcher, read_config
-from proxy.server import ProxyServer, listening_socket
+from .admin import make_admin_app
+from .config import ConfigError
+from .handoff import HandoffServer, take_over
+from .health import HealthMonitor
+from .metrics import FiguresPublisher
+from .reload import ConfigWatcher, read_config
+from .server import ProxyServer, listening_socket
 
 __all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "parse_hostport", "serve"]
 

@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from proxy.app import parse_hostport, serve
-from proxy.config import ConfigError
-from proxy.logs import configure_logging
+from .app import parse_hostport, serve
+from .config import ConfigError
+from .logs import configure_logging
 
 __all__ = ["build_parser", "main"]
 

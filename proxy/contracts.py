@@ -14,9 +14,9 @@ import asyncio
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from proxy.exchange import Exchange
-    from proxy.pool import Backend, Pool
-    from proxy.stats import Answers
+    from .exchange import Exchange
+    from .pool import Backend, Pool
+    from .stats import Answers
 
 __all__ = ["Downstream", "ExchangeServer"]
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from proxy.exchange import Exchange
-from proxy.framing import Rejection, check_request
-from proxy.http import simple_response
+from .exchange import Exchange
+from .framing import Rejection, check_request
+from .http import simple_response
 
 if TYPE_CHECKING:
-    from proxy.server import ProxyServer
+    from .server import ProxyServer
 
 __all__ = ["ClientConnection"]
 

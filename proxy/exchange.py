@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from proxy.framing import RequestHead, check_response
-from proxy.http import (
+from .framing import RequestHead, check_response
+from .http import (
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
     ResponseFraming,
@@ -39,11 +39,11 @@ from proxy.http import (
     build_response_head,
     chunk,
 )
-from proxy.pool import Backend, Pool, sticky_value, sticky_version
+from .pool import Backend, Pool, sticky_value, sticky_version
 
 if TYPE_CHECKING:
-    from proxy.contracts import Downstream, ExchangeServer
-    from proxy.upstream import UpstreamConnection
+    from .contracts import Downstream, ExchangeServer
+    from .upstream import UpstreamConnection
 
 __all__ = ["REPLAY_LIMIT", "Exchange"]
 

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import aiohttp
 
-from proxy.config import HealthSettings
+from .config import HealthSettings
 
 __all__ = [
     "HealthMonitor",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
 
-from proxy.framing import HOP_BY_HOP, STANDARD_TOKENS, RequestHead, connection_tokens
+from .framing import HOP_BY_HOP, STANDARD_TOKENS, RequestHead, connection_tokens
 
 __all__ = [
     "HOP_BY_HOP",

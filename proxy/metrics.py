@@ -33,8 +33,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from proxy.server import ProxyServer
-from proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES
+from .server import ProxyServer
+from .stats import LATENCY_BOUNDS, STATUS_CLASSES
 
 __all__ = [
     "PUBLISH_S",

@@ -15,11 +15,11 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from proxy.balancer import SmoothWeightedRoundRobin
-from proxy.config import BackendEntry, BackendsConfig
-from proxy.health import HealthState, ProbeResult
-from proxy.stats import BackendStats
-from proxy.upstream import ConnectionPool
+from .balancer import SmoothWeightedRoundRobin
+from .config import BackendEntry, BackendsConfig
+from .health import HealthState, ProbeResult
+from .stats import BackendStats
+from .upstream import ConnectionPool
 
 __all__ = ["Backend", "Pool", "instance_keys", "rotation_weights"]
 

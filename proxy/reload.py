@@ -30,7 +30,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from proxy.config import BackendsConfig, ConfigError, parse_config
+from .config import BackendsConfig, ConfigError, parse_config
 
 __all__ = ["ConfigWatcher", "Reloadable", "read_config"]
 

@@ -18,12 +18,12 @@ import time
 
 import httptools
 
-from proxy.balancer import SmoothWeightedRoundRobin
-from proxy.config import BackendsConfig
-from proxy.downstream import ClientConnection
-from proxy.health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
-from proxy.pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
-from proxy.stats import Answers
+from .balancer import SmoothWeightedRoundRobin
+from .config import BackendsConfig
+from .downstream import ClientConnection
+from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
+from .pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
+from .stats import Answers
 
 __all__ = ["ProxyServer", "listening_socket", "runtime_info"]
 

@@ -156,3 +156,29 @@ def test_the_rules_see_a_violation(tmp_path: Path) -> None:
     assert names == {"reconciler.adapters.docker", "reconciler.core.spec"}
     assert _calls(probe) == {"print"}
     assert _layer(ROOT / "reconciler" / "core" / "x.py") == "core"
+
+
+def test_imports_are_relative_so_one_installed_package_holds_both() -> None:
+    """Installed, the code lives under `lbrec.` (no top-level `proxy`/`reconciler`): no module
+    may import them by their repository names, and `lbrec/` links the two folders."""
+    bad = []
+    for folder in ("reconciler", "proxy"):
+        for path in _modules(folder):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                absolute = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom) and node.level == 0
+                    else []
+                )
+                bad += [
+                    f"{path.relative_to(ROOT)}: {name}"
+                    for name in absolute
+                    if name.split(".")[0] in ("proxy", "reconciler")
+                ]
+    assert bad == [], bad
+    for name in ("proxy", "reconciler"):
+        link = ROOT / "lbrec" / name
+        assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), link

@@ -17,8 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import proxy
-
+from ... import proxy
 from ..core.errors import ApplyError
 from ..core.render import PROXY_DOCKERFILE, PROXY_STAGE
 from .files import atomic_write

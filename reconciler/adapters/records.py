@@ -12,8 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from proxy.config import Revision
-
+from ...proxy.config import Revision
 from .files import atomic_write, read_text_or_none
 
 __all__ = ["DEPLOYED_FILE", "read_deployed", "write_deployed"]

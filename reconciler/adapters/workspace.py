@@ -7,8 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from proxy.config import BackendsConfig, ConfigError, load_config
-
+from ...proxy.config import BackendsConfig, ConfigError, load_config
 from ..core.errors import SpecError
 from ..core.labels import BuildInfo
 from ..core.render import BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE

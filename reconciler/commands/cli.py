@@ -140,7 +140,7 @@ def _backend_names(prefix: str, parsed_args: argparse.Namespace, **_: object) ->
 def main(argv: Sequence[str] | None = None, *, docker: DockerFactory | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["proxy"]:
-        from proxy.cli import main as proxy_main
+        from ...proxy.cli import main as proxy_main
 
         return proxy_main(args_list[1:])
     parser = _parser()

@@ -6,8 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from proxy.config import ConfigError, load_config
-
+from ...proxy.config import ConfigError, load_config
 from ..adapters.audit import AUDIT_FILE, read_history
 from ..adapters.files import read_text_or_none
 from ..adapters.proxy_admin import proxy_generation

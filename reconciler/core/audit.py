@@ -6,8 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from proxy.config import Revision
-
+from ...proxy.config import Revision
 from .report import Report
 
 __all__ = ["failure_record", "outcome_of", "pass_record"]

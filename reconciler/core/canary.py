@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, percentile
+from ...proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, percentile
 
 __all__ = ["Counters", "Verdict", "counters_of", "judge"]
 

@@ -16,8 +16,7 @@ retire as many old instances: out of the pool, drained, stopped, removed. The ex
 
 from __future__ import annotations
 
-from proxy.config import BackendsConfig
-
+from ...proxy.config import BackendsConfig
 from .backend_plan import judge_containers, plan_backend
 from .labels import (
     CONFIG_HASH,

@@ -10,8 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 
 import yaml
 
-from proxy.config import BackendEntry, BackendsConfig, HealthSettings, Revision
-
+from ...proxy.config import BackendEntry, BackendsConfig, HealthSettings, Revision
 from .labels import CONFIG_HASH, BuildInfo, backend_labels, canonical_hash, config_hash, lb_labels
 from .spec import BackendSpec, DesiredState
 from .state import Observed

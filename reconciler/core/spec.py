@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic.config import JsonDict
 
-from proxy.config import (
+from ...proxy.config import (
     HealthSettings,
     LimitSettings,
     PassiveSettings,
@@ -35,7 +35,6 @@ from proxy.config import (
     check_cidrs,
     format_validation_error,
 )
-
 from .defaults import DEFAULT_FILE
 from .durations import DURATION_PATTERN, parse_duration
 from .errors import SpecError

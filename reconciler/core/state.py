@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from proxy.config import BackendsConfig
+from ...proxy.config import BackendsConfig
 
 __all__ = ["Observed", "ObservedContainer"]
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
-from proxy.config import Revision
-
+from ...proxy.config import Revision
 from ..adapters.files import atomic_write
 from ..adapters.workspace import Workspace
 from ..core.errors import ApplyError

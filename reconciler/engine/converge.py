@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
-from proxy.config import Revision
-
+from ...proxy.config import Revision
 from ..adapters.files import read_text_or_none
 from ..adapters.lock import waiting_editor
 from ..adapters.proxy_admin import pool_document, wait_drained, wait_for_generation

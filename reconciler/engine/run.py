@@ -8,8 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
-from proxy.config import Revision
-
+from ...proxy.config import Revision
 from ..adapters.files import atomic_write
 from ..adapters.workspace import Workspace
 from ..core.labels import BuildInfo

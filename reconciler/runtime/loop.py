@@ -22,8 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from proxy.logs import configure_logging as configure_lbrec_logging
-
+from ...proxy.logs import configure_logging as configure_lbrec_logging
 from ..core.errors import LbrecError
 from ..core.report import Report
 from ..core.schedule import Backoff, PassOutcome, Schedule, is_permanent

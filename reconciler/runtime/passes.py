@@ -12,8 +12,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import Any
 
-from proxy.config import Revision
-
+from ...proxy.config import Revision
 from ..adapters.audit import append_record, notify
 from ..adapters.lock import Held, project_lock
 from ..adapters.workspace import Workspace

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from proxy.config import Revision
-
+from ...proxy.config import Revision
 from ..adapters.files import atomic_write
 from ..adapters.git import Mirror, normalize_repo
 from ..adapters.records import read_deployed, write_deployed

@@ -20,9 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from proxy.config import ConfigError, load_config
-from proxy.logs import configure_logging
-
+from ...proxy.config import ConfigError, load_config
+from ...proxy.logs import configure_logging
 from ..adapters.probes import port_free
 
 if TYPE_CHECKING:  # aiohttp and the proxy load only when `lbrec up` runs (a fast CLI)
@@ -73,7 +72,7 @@ def _check_listeners_free(desired: DesiredState) -> None:
     same folder, or another program, would otherwise make this one fail after applying)."""
     for role, hostport in (("listen", desired.listen), ("admin", desired.admin)):
         try:
-            from proxy.app import parse_hostport
+            from ...proxy.app import parse_hostport
 
             free = port_free(*parse_hostport(hostport))
         except OSError as err:  # not an address of this machine, for one
@@ -181,7 +180,7 @@ async def _serve_until_signal(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        from proxy.app import serve as serve_proxy
+        from ...proxy.app import serve as serve_proxy
 
         await serve_proxy(
             pool_file,

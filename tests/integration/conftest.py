@@ -86,7 +86,7 @@ class Project:
         self, *args: str, check: bool | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [sys.executable, "-m", "reconciler", *args],
+            [sys.executable, "-m", "lbrec", *args],
             cwd=self.folder,
             env=self.env,
             capture_output=True,

@@ -106,7 +106,7 @@ def test_abort_mid_way_returns_to_the_old_version_with_no_failed_request(
             project.write(_spec(project, listen, admin, [slow % (images["1"], "{GREETING: b}")]))
             with _load(listen) as load:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "reconciler", "apply"],
+                    [sys.executable, "-m", "lbrec", "apply"],
                     cwd=project.folder,
                     env=project.env,
                     stdout=subprocess.PIPE,

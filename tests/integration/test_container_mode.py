@@ -135,7 +135,7 @@ def test_diff_in_container_mode_touches_nothing(project: Project, tmp_path: Path
     before = _tree(project.folder)
     since = str(int(time.time()) - 1)
     result = subprocess.run(
-        [sys.executable, "-m", "reconciler", "diff"],
+        [sys.executable, "-m", "lbrec", "diff"],
         cwd=project.folder,
         env=env,
         capture_output=True,

@@ -44,7 +44,7 @@ def _background(project: Project, log_name: str, *args: str) -> tuple[subprocess
     log_path = project.folder / log_name
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reconciler", *args],
+            [sys.executable, "-m", "lbrec", *args],
             cwd=project.folder,
             env=project.env,
             stdout=log,

@@ -89,7 +89,7 @@ def test_up_with_repo_deploys_on_webhook(project: Project, tmp_path: Path) -> No
     env = dict(project.env, LBREC_SYNC_TOKEN="t0ken")
     log = open(project.folder / "up.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "up", "--repo", str(bare), "--interval", "1h"],
+        [sys.executable, "-m", "lbrec", "up", "--repo", str(bare), "--interval", "1h"],
         cwd=project.folder,
         env=env,
         stdout=log,

@@ -187,7 +187,7 @@ def test_concurrent_adds_both_land(project: Project) -> None:
     project.lbrec("apply", check=True)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "reconciler", "add", arg],
+            [sys.executable, "-m", "lbrec", "add", arg],
             cwd=project.folder,
             env=project.env,
             stdout=subprocess.PIPE,

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from reconciler.adapters.docker import WhalesDocker
-from reconciler.core.errors import LbrecError
+from lbrec.reconciler.adapters.docker import WhalesDocker
+from lbrec.reconciler.core.errors import LbrecError
 
 from .conftest import BASE_IMAGE, Project
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
@@ -31,15 +32,30 @@ def _run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None)
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel built from this checkout, installed into a new virtualenv: its bin folder."""
     root = tmp_path_factory.mktemp("packaging")
-    _run(
-        sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(root / "dist"), str(REPO)
-    )
+    # Built from a copy of what git would clone (no stale build/ of an earlier build leaks in)
+    source = root / "src"
+    listed = _run("git", "-C", str(REPO), "ls-files", "-co", "--exclude-standard", "-z")
+    for name in filter(None, listed.split("\0")):
+        origin, target = REPO / name, source / name
+        if not origin.exists() and not origin.is_symlink():
+            continue  # deleted in the working tree
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_symlink():
+            target.symlink_to(os.readlink(origin))
+        else:
+            shutil.copy2(origin, target)
+    dist = str(root / "dist")
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, str(source))
     wheel = next((root / "dist").glob("lbrec-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "reconciler/assets/demo/Dockerfile.backend" in names, names
+    assert "lbrec/reconciler/assets/demo/Dockerfile.backend" in names, names
+    # one installed package: nothing of a generic name at the top of site-packages
+    tops = {name.split("/")[0] for name in names if not name.startswith("lbrec-")}
+    assert tops == {"lbrec"}, tops
     _run(sys.executable, "-m", "venv", str(root / "venv"))
     pip = root / "venv" / "bin" / "pip"
-    _run(str(pip), "install", "-q", str(wheel))
+    # proxy.py (PyPI) installs a top-level package `proxy`: it used to shadow lbrec's
+    _run(str(pip), "install", "-q", str(wheel), "proxy.py")
     _run(str(pip), "check")
     return root / "venv" / "bin"
 
@@ -103,3 +119,8 @@ def test_a_plain_pip_install_runs_the_demo_in_an_empty_folder(
         == 0
     )
     assert _run(lbrec, "proxy", "--version", env=env).startswith("lbrec proxy ")
+    # beside proxy.py's own `proxy` package, lbrec's proxy is the one `lbrec proxy` runs
+    python = str(installed / "python")
+    other = _run(python, "-c", "import proxy, lbrec.proxy; print(proxy.__file__)", env=env)
+    assert "lbrec" not in other
+    assert _run(python, "-m", "lbrec", "--version", env=env).startswith("lbrec ")

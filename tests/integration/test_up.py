@@ -81,7 +81,7 @@ def up(
     project.write(_spec(project, listen, admin, [("u1", p1, 1), ("u2", p2, 1)], mode))
     log = open(project.folder / "up.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "up", "--resync", "2", "--down"],
+        [sys.executable, "-m", "lbrec", "up", "--resync", "2", "--down"],
         cwd=project.folder,
         env=project.env,
         stdout=log,
@@ -204,7 +204,7 @@ def test_watch_repairs_drift_at_once_from_docker_events(project: Project) -> Non
     old = project.containers()["e1"]["id"]
     log = open(project.folder / "watch.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "watch", "--resync", "0"],
+        [sys.executable, "-m", "lbrec", "watch", "--resync", "0"],
         cwd=project.folder,
         env=project.env,
         stdout=log,
@@ -233,7 +233,7 @@ def _start_up(
     log_path = project.folder / name
     log = log_path.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "up", "--resync", "2"],
+        [sys.executable, "-m", "lbrec", "up", "--resync", "2"],
         cwd=project.folder,
         env=env or project.env,
         stdout=log,
@@ -266,7 +266,7 @@ def test_up_serves_the_last_pool_with_the_engine_unreachable_and_refuses_a_secon
         _wait(lambda: _get(listen) == (200, "s1"), 180, "the first lbrec up to serve")
         # A second `lbrec up` in the same folder is refused before it changes anything.
         second = subprocess.run(
-            [sys.executable, "-m", "reconciler", "up"],
+            [sys.executable, "-m", "lbrec", "up"],
             cwd=project.folder,
             env=project.env,
             capture_output=True,

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.app import ServeInfo, serve
+from lbrec.proxy.app import ServeInfo, serve
 
 
 @dataclass

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.app import ServeInfo, serve
-from proxy.config import ConfigError
+from lbrec.proxy.app import ServeInfo, serve
+from lbrec.proxy.config import ConfigError
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc, write_config
 
 

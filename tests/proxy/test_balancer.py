@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.balancer import SmoothWeightedRoundRobin
+from lbrec.proxy.balancer import SmoothWeightedRoundRobin
 
 
 def picks(balancer: SmoothWeightedRoundRobin, n: int) -> list[str | None]:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import BackendsConfig, ConfigError, load_config, parse_config
-from proxy.reload import read_config
+from lbrec.proxy.config import BackendsConfig, ConfigError, load_config, parse_config
+from lbrec.proxy.reload import read_config
 
 
 def test_defaults_and_roundtrip() -> None:

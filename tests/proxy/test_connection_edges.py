@@ -14,7 +14,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from proxy.exchange import REPLAY_LIMIT
+from lbrec.proxy.exchange import REPLAY_LIMIT
 from tests.proxy.conftest import BackendFactory, ProxyFactory, RunningProxy, config_doc
 
 _NO_FALL = {"interval": 60.0, "timeout": 0.5, "rise": 1, "fall": 100}

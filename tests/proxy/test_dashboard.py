@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy import admin as admin_module
+from lbrec.proxy import admin as admin_module
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
 
 CHROMIUM = os.environ.get("LBREC_CHROMIUM", "/usr/bin/chromium")

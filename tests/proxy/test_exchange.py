@@ -10,14 +10,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.balancer import SmoothWeightedRoundRobin
-from proxy.config import BackendsConfig
-from proxy.contracts import Downstream, ExchangeServer
-from proxy.exchange import Exchange
-from proxy.framing import RequestHead, check_request
-from proxy.health import HealthState
-from proxy.pool import Backend, Pool
-from proxy.stats import STATUS_CLASSES, Answers
+from lbrec.proxy.balancer import SmoothWeightedRoundRobin
+from lbrec.proxy.config import BackendsConfig
+from lbrec.proxy.contracts import Downstream, ExchangeServer
+from lbrec.proxy.exchange import Exchange
+from lbrec.proxy.framing import RequestHead, check_request
+from lbrec.proxy.health import HealthState
+from lbrec.proxy.pool import Backend, Pool
+from lbrec.proxy.stats import STATUS_CLASSES, Answers
 
 
 class _Loop:

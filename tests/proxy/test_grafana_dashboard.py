@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from reconciler.core.plan import Action, ActionKind, Plan
-from reconciler.core.report import Outcome, Report
-from reconciler.runtime.loop import ControlLoop
-from reconciler.runtime.metrics import LoopMetrics
+from lbrec.reconciler.core.plan import Action, ActionKind, Plan
+from lbrec.reconciler.core.report import Outcome, Report
+from lbrec.reconciler.runtime.loop import ControlLoop
+from lbrec.reconciler.runtime.metrics import LoopMetrics
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
 
 _ROOT = Path(__file__).resolve().parents[2]

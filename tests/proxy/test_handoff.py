@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from proxy.handoff import HandoffServer, take_over
+from lbrec.proxy.handoff import HandoffServer, take_over
 from tests.proxy.conftest import BackendFactory, config_doc, write_config
 from tests.proxy.test_process import _free_port
 

@@ -7,8 +7,8 @@ import asyncio
 import aiohttp
 import pytest
 
-from proxy.config import HealthSettings
-from proxy.health import (
+from lbrec.proxy.config import HealthSettings
+from lbrec.proxy.health import (
     FAST_INTERVAL,
     HealthMonitor,
     HealthState,

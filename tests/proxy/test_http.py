@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from proxy.framing import RequestHead, check_request
-from proxy.http import ResponseFraming, build_request_head, build_response_head, simple_response
+from lbrec.proxy.framing import RequestHead, check_request
+from lbrec.proxy.http import (
+    ResponseFraming,
+    build_request_head,
+    build_response_head,
+    simple_response,
+)
 
 
 def _request(

@@ -13,9 +13,9 @@ import aiohttp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.balancer import SmoothWeightedRoundRobin
-from proxy.config import BackendEntry
-from proxy.pool import instance_keys, rotation_weights
+from lbrec.proxy.balancer import SmoothWeightedRoundRobin
+from lbrec.proxy.config import BackendEntry
+from lbrec.proxy.pool import instance_keys, rotation_weights
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
 
 
@@ -144,7 +144,7 @@ def test_a_canary_split_is_exact_per_version(
 def test_canary_percent_must_add_up_and_name_a_version() -> None:
     import pytest
 
-    from proxy.config import BackendsConfig
+    from lbrec.proxy.config import BackendsConfig
 
     def doc(*entries: tuple[str, str | None, int | None]) -> dict[str, object]:
         return {
@@ -170,7 +170,7 @@ def test_canary_percent_must_add_up_and_name_a_version() -> None:
 
 
 def test_sticky_values_come_from_the_cookie_or_the_header() -> None:
-    from proxy.pool import sticky_value, sticky_version
+    from lbrec.proxy.pool import sticky_value, sticky_version
 
     headers = [(b"Host", b"x"), (b"Cookie", b"a=1; lb-canary=u42; b=2"), (b"X-User", b"bob")]
     assert sticky_value((True, b"lb-canary"), headers) == b"u42"

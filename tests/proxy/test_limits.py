@@ -11,7 +11,7 @@ import contextlib
 
 import aiohttp
 
-from proxy.downstream import MAX_PIPELINE
+from lbrec.proxy.downstream import MAX_PIPELINE
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
 
 _GET = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from proxy.cli import main
+from lbrec.proxy.cli import main
 from tests.proxy.conftest import BackendFactory, config_doc, write_config
 
 _ROOT = Path(__file__).parents[2]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from proxy.config import BackendsConfig
-from proxy.reload import ConfigWatcher
+from lbrec.proxy.config import BackendsConfig
+from lbrec.proxy.reload import ConfigWatcher
 from tests.proxy.conftest import (
     BackendFactory,
     ProxyFactory,

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import aiohttp
 import pytest
 
-from proxy.config import HealthSettings
-from proxy.health import (
+from lbrec.proxy.config import HealthSettings
+from lbrec.proxy.health import (
     HealthMonitor,
     HealthState,
     ProbeResult,
@@ -22,7 +22,7 @@ from proxy.health import (
     classify_error,
     classify_status,
 )
-from proxy.stats import (
+from lbrec.proxy.stats import (
     LATENCY_BOUNDS,
     STATUS_CLASSES,
     BackendStats,

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 import pytest
 
-from reconciler.core.labels import BuildInfo, backend_labels
-from reconciler.core.render import converged_pool, render_compose
-from reconciler.core.spec import DesiredState, parse_spec
-from reconciler.core.state import Observed, ObservedContainer
+from lbrec.reconciler.core.labels import BuildInfo, backend_labels
+from lbrec.reconciler.core.render import converged_pool, render_compose
+from lbrec.reconciler.core.spec import DesiredState, parse_spec
+from lbrec.reconciler.core.state import Observed, ObservedContainer
 
 BUILD = BuildInfo(base_image=None, context_digest="c0ffee" * 10 + "abcd")
 

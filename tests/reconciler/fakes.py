@@ -13,14 +13,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.adapters.workspace import Workspace
-from reconciler.core.canary import Counters
-from reconciler.core.errors import ApplyError
-from reconciler.core.labels import backend_labels
-from reconciler.core.ports import BuiltImage, DockerPort
-from reconciler.core.spec import DesiredState
-from reconciler.core.state import ObservedContainer
-from reconciler.engine.hooks import Hooks
+from lbrec.reconciler.adapters.workspace import Workspace
+from lbrec.reconciler.core.canary import Counters
+from lbrec.reconciler.core.errors import ApplyError
+from lbrec.reconciler.core.labels import backend_labels
+from lbrec.reconciler.core.ports import BuiltImage, DockerPort
+from lbrec.reconciler.core.spec import DesiredState
+from lbrec.reconciler.core.state import ObservedContainer
+from lbrec.reconciler.engine.hooks import Hooks
 
 REPO = Path(__file__).resolve().parents[2]
 TWO = "backends:\n  - {name: a, port: 9101, weight: 1}\n  - {name: b, port: 9102, weight: 2}\n"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.workspace import Workspace
-from reconciler.core.render import render_compose, render_pool
+from lbrec.reconciler.adapters.workspace import Workspace
+from lbrec.reconciler.core.render import render_compose, render_pool
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.docker_events import DockerEvents
+from lbrec.reconciler.adapters.docker_events import DockerEvents
 
 
 @pytest.fixture
@@ -64,7 +64,7 @@ def test_the_events_child_dies_with_its_parent(fake_docker: Path, tmp_path: Path
             sys.executable,
             "-c",
             "import time\n"
-            "from reconciler.adapters.docker_events import DockerEvents\n"
+            "from lbrec.reconciler.adapters.docker_events import DockerEvents\n"
             "DockerEvents('demo', print).start()\n"
             "time.sleep(60)\n",
         ],
@@ -127,7 +127,7 @@ def _alive(pid: int) -> bool:
 def test_parse_inspect_is_lbrecs_view_of_the_json() -> None:
     import json
 
-    from reconciler.adapters.docker_inspect import parse_inspect
+    from lbrec.reconciler.adapters.docker_inspect import parse_inspect
 
     doc = [
         {

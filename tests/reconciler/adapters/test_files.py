@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.adapters.files import atomic_write, build_context_digest, read_text_or_none
+from lbrec.reconciler.adapters.files import atomic_write, build_context_digest, read_text_or_none
 
 
 def _entries(folder: Path) -> list[str]:
@@ -84,7 +84,7 @@ def test_failed_rename_leaves_old_file_and_no_temp(
     def boom(src: Any, dst: Any) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("reconciler.adapters.files.os.replace", boom)
+    monkeypatch.setattr("lbrec.reconciler.adapters.files.os.replace", boom)
     with pytest.raises(OSError, match="No space left"):
         atomic_write(path, "new\n")
     assert path.read_text() == "old\n"
@@ -100,7 +100,7 @@ def test_failed_fsync_leaves_old_file_and_no_temp(
     def boom(fd: int) -> None:
         raise OSError(5, "I/O error")
 
-    monkeypatch.setattr("reconciler.adapters.files.os.fsync", boom)
+    monkeypatch.setattr("lbrec.reconciler.adapters.files.os.fsync", boom)
     with pytest.raises(OSError, match="I/O error"):
         atomic_write(path, "new\n")
     assert path.read_text() == "old\n"
@@ -131,7 +131,7 @@ def test_interrupted_write_never_leaves_a_half_written_file(
             raise KeyboardInterrupt
 
     monkeypatch.setattr(
-        "reconciler.adapters.files.os.fdopen",
+        "lbrec.reconciler.adapters.files.os.fdopen",
         lambda fd, *a, **kw: HalfWriter(real_fdopen(fd, *a, **kw)),
     )
     with pytest.raises(KeyboardInterrupt):

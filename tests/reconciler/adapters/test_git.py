@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.git import GitError, Mirror, _cause
+from lbrec.reconciler.adapters.git import GitError, Mirror, _cause
 
 _SSH_REFUSED = """\
 ssh: connect to host git.example.com port 22: Connection refused

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.lock import LOCK_FILE, project_lock
-from reconciler.core.errors import LockTimeout
+from lbrec.reconciler.adapters.lock import LOCK_FILE, project_lock
+from lbrec.reconciler.core.errors import LockTimeout
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -22,7 +22,7 @@ HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from reconciler.adapters.lock import project_lock
+    from lbrec.reconciler.adapters.lock import project_lock
     with project_lock(Path(sys.argv[1]), command="lbrec apply", timeout=10):
         print("locked", flush=True)
         if sys.argv[2] == "stdin":
@@ -37,7 +37,7 @@ WAITER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from reconciler.adapters.lock import project_lock
+    from lbrec.reconciler.adapters.lock import project_lock
     start = time.monotonic()
     with project_lock(
         Path(sys.argv[1]),

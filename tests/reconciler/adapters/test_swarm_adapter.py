@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.docker import WhalesDocker
-from reconciler.adapters.swarm import SwarmDocker
-from reconciler.core.errors import DockerUnavailable
-from reconciler.core.state import ObservedContainer
+from lbrec.reconciler.adapters.docker import WhalesDocker
+from lbrec.reconciler.adapters.swarm import SwarmDocker
+from lbrec.reconciler.core.errors import DockerUnavailable
+from lbrec.reconciler.core.state import ObservedContainer
 
 
 def _adapter(

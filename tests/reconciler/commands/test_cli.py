@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.lock import project_lock
-from reconciler.adapters.workspace import Workspace
-from reconciler.commands.cli import main
-from reconciler.core.spec import DesiredState
+from lbrec.reconciler.adapters.lock import project_lock
+from lbrec.reconciler.adapters.workspace import Workspace
+from lbrec.reconciler.commands.cli import main
+from lbrec.reconciler.core.spec import DesiredState
 
 from ..fakes import FAST, TWO, FakeDocker, make_folder
 
@@ -24,7 +24,7 @@ def folder(tmp_path: Path) -> Path:
 def cli(folder: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     (folder / "desired-state.yaml").write_text(FAST + TWO)
     # The fake's instances answer their health check (there is no server behind them).
-    monkeypatch.setattr("reconciler.adapters.probes.http_probe", lambda url, timeout: None)
+    monkeypatch.setattr("lbrec.reconciler.adapters.probes.http_probe", lambda url, timeout: None)
     fakes: list[FakeDocker] = []
 
     def factory(workspace: Workspace, desired: DesiredState) -> FakeDocker:
@@ -126,7 +126,7 @@ def test_validate_json_is_one_document_either_way(cli, folder, capsys) -> None: 
     ],
 )
 def test_flags_a_command_would_ignore_are_refused(argv: list[str]) -> None:
-    from reconciler.commands.cli import main
+    from lbrec.reconciler.commands.cli import main
 
     with pytest.raises(SystemExit) as err:
         main(argv)
@@ -233,7 +233,7 @@ def test_init_in_an_empty_folder_writes_the_demo_files(tmp_path: Path) -> None:
 
 
 def test_a_refused_init_leaves_the_empty_folder_empty(tmp_path: Path) -> None:
-    from reconciler.core.errors import DockerUnavailable
+    from lbrec.reconciler.core.errors import DockerUnavailable
 
     class NoEngine(FakeDocker):
         def check(self) -> None:

@@ -122,11 +122,11 @@ def test_zsh_completes_in_an_interactive_shell(folder: Path) -> None:
 
 
 def test_completion_script_names_the_command() -> None:
-    from reconciler.commands.cli import main
+    from lbrec.reconciler.commands.cli import main
 
     for shell in ("bash", "zsh", "fish"):
         result = subprocess.run(
-            [sys.executable, "-m", "reconciler", "completion", shell],
+            [sys.executable, "-m", "lbrec", "completion", shell],
             capture_output=True,
             text=True,
             check=True,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.workspace import Workspace
-from reconciler.commands.status import collect_status, show_status
-from reconciler.core.render import POOL_FILE
-from reconciler.engine.converge import converge
+from lbrec.reconciler.adapters.workspace import Workspace
+from lbrec.reconciler.commands.status import collect_status, show_status
+from lbrec.reconciler.core.render import POOL_FILE
+from lbrec.reconciler.engine.converge import converge
 
 from ..fakes import FAST, TWO, FakeDocker, make_folder
 

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from reconciler.commands.cli import _parser as build_parser
-from reconciler.core.durations import duration_arg, parse_duration
+from lbrec.reconciler.commands.cli import _parser as build_parser
+from lbrec.reconciler.core.durations import duration_arg, parse_duration
 
 
 @pytest.mark.parametrize(

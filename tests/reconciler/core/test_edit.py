@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.core.edit import add_backend, init_document, remove_backend
-from reconciler.core.errors import SpecError, UsageError
-from reconciler.core.spec import BackendSpec, parse_spec
+from lbrec.reconciler.core.edit import add_backend, init_document, remove_backend
+from lbrec.reconciler.core.errors import SpecError, UsageError
+from lbrec.reconciler.core.spec import BackendSpec, parse_spec
 
 SRC = "desired-state.yaml"
 
@@ -136,7 +136,7 @@ def test_add_with_env_writes_it() -> None:
 
 
 def test_add_with_an_image_and_replicas_writes_only_what_was_given() -> None:
-    from reconciler.core.spec import parse_backend_arg
+    from lbrec.reconciler.core.spec import parse_backend_arg
 
     spec = parse_backend_arg("web:8000:5", image="registry.example/web:1.4.2", replicas=3)
     added, _ = add_backend("backends: []\n", spec, source=SRC)

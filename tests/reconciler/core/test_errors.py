@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.adapters.git import GitError
-from reconciler.core.errors import (
+from lbrec.reconciler.adapters.git import GitError
+from lbrec.reconciler.core.errors import (
     ApplyError,
     DockerUnavailable,
     LbrecError,
@@ -14,7 +14,7 @@ from reconciler.core.errors import (
     SpecError,
     UsageError,
 )
-from reconciler.core.schedule import is_permanent
+from lbrec.reconciler.core.schedule import is_permanent
 
 
 def test_invalid_input_is_permanent_everything_else_is_retried() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from reconciler.core.labels import (
+from lbrec.reconciler.core.labels import (
     BACKEND,
     CONFIG_HASH,
     MANAGED,
@@ -20,7 +20,7 @@ from reconciler.core.labels import (
     changed_fields,
     container_fields,
 )
-from reconciler.core.spec import BackendSpec, DesiredState
+from lbrec.reconciler.core.spec import BackendSpec, DesiredState
 
 BUILD = BuildInfo(base_image=None, context_digest="d" * 64)
 

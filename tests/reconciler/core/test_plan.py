@@ -10,12 +10,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from proxy.config import BackendEntry, BackendsConfig
-from reconciler.core.labels import CONFIG_HASH, BuildInfo, backend_labels, lb_labels
-from reconciler.core.plan import Action, ActionKind, Plan, StepKind, plan
-from reconciler.core.render import converged_pool, render_compose, render_pool
-from reconciler.core.spec import BackendSpec, DesiredState
-from reconciler.core.state import Observed, ObservedContainer
+from lbrec.proxy.config import BackendEntry, BackendsConfig
+from lbrec.reconciler.core.labels import CONFIG_HASH, BuildInfo, backend_labels, lb_labels
+from lbrec.reconciler.core.plan import Action, ActionKind, Plan, StepKind, plan
+from lbrec.reconciler.core.render import converged_pool, render_compose, render_pool
+from lbrec.reconciler.core.spec import BackendSpec, DesiredState
+from lbrec.reconciler.core.state import Observed, ObservedContainer
 
 from ..conftest import converged_observed
 
@@ -743,8 +743,8 @@ def _lines_executed(n: int) -> int:
     """Lines of lbrec's own code run to render and plan ``n`` converged backends."""
     import sys
 
-    from reconciler.core.render import converged_pool, render_compose
-    from reconciler.core.spec import BackendSpec
+    from lbrec.reconciler.core.render import converged_pool, render_compose
+    from lbrec.reconciler.core.spec import BackendSpec
 
     desired = DesiredState(
         backends=tuple(BackendSpec(name=f"b{i}", port=10000 + i) for i in range(n))

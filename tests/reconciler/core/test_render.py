@@ -12,10 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proxy.config import BackendsConfig, Revision, parse_config
-from reconciler.core.labels import BACKEND, CONFIG_HASH, MANAGED, PROJECT, BuildInfo, backend_labels
-from reconciler.core.render import backend_url, image_tag, render_compose, render_pool
-from reconciler.core.spec import DesiredState, parse_spec
+from lbrec.proxy.config import BackendsConfig, Revision, parse_config
+from lbrec.reconciler.core.labels import (
+    BACKEND,
+    CONFIG_HASH,
+    MANAGED,
+    PROJECT,
+    BuildInfo,
+    backend_labels,
+)
+from lbrec.reconciler.core.render import backend_url, image_tag, render_compose, render_pool
+from lbrec.reconciler.core.spec import DesiredState, parse_spec
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 

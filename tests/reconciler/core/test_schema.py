@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reconciler.commands.cli import main
-from reconciler.core.spec import DesiredState, schema_text
+from lbrec.reconciler.commands.cli import main
+from lbrec.reconciler.core.spec import DesiredState, schema_text
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "golden" / "desired-state.schema.json"
 

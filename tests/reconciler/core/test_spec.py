@@ -6,8 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.errors import SpecError
-from reconciler.core.spec import BackendSpec, DesiredState, load_spec, parse_backend_arg, parse_spec
+from lbrec.reconciler.core.errors import SpecError
+from lbrec.reconciler.core.spec import (
+    BackendSpec,
+    DesiredState,
+    load_spec,
+    parse_backend_arg,
+    parse_spec,
+)
 
 SOURCE = "conf/desired-state.yaml"
 

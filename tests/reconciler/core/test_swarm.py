@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from proxy.config import BackendEntry, BackendsConfig
-from reconciler.core.errors import SpecError
-from reconciler.core.labels import CONFIG_HASH, BuildInfo, backend_labels, config_hash
-from reconciler.core.plan import ActionKind, StepKind, plan
-from reconciler.core.render import render_compose
-from reconciler.core.render_swarm import swarm_service
-from reconciler.core.spec import DesiredState, parse_spec
-from reconciler.core.state import Observed, ObservedContainer
+from lbrec.proxy.config import BackendEntry, BackendsConfig
+from lbrec.reconciler.core.errors import SpecError
+from lbrec.reconciler.core.labels import CONFIG_HASH, BuildInfo, backend_labels, config_hash
+from lbrec.reconciler.core.plan import ActionKind, StepKind, plan
+from lbrec.reconciler.core.render import render_compose
+from lbrec.reconciler.core.render_swarm import swarm_service
+from lbrec.reconciler.core.spec import DesiredState, parse_spec
+from lbrec.reconciler.core.state import Observed, ObservedContainer
 
 BUILD = BuildInfo(base_image=None, context_digest="ctx")
 WEB = "  - {name: web, port: 8000, image: acme/web:1.4.2, replicas: 3, weight: 3}\n"

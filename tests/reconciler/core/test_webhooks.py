@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 import pytest
 from aiohttp import ClientSession, web
 
-from reconciler.core.errors import UsageError
-from reconciler.core.webhooks import (
+from lbrec.reconciler.core.errors import UsageError
+from lbrec.reconciler.core.webhooks import (
     REPLAY_WINDOW,
     Delivery,
     DeliveryMemory,
@@ -27,7 +27,7 @@ from reconciler.core.webhooks import (
     WebhookSecret,
     judge,
 )
-from reconciler.runtime.up import sync_webhook
+from lbrec.reconciler.runtime.up import sync_webhook
 from tests.test_architecture import FORBIDDEN_IN_PURE, _imports
 
 SECRET = "It's a Secret to Everybody"

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.adapters.workspace import Workspace
-from reconciler.core.errors import SpecError
-from reconciler.core.labels import BuildInfo
-from reconciler.core.plan import ActionKind
-from reconciler.core.render import COMPOSE_FILE, POOL_FILE
-from reconciler.core.report import Report
-from reconciler.core.spec import DesiredState, parse_spec
-from reconciler.core.state import ObservedContainer
-from reconciler.engine.converge import converge
+from lbrec.reconciler.adapters.workspace import Workspace
+from lbrec.reconciler.core.errors import SpecError
+from lbrec.reconciler.core.labels import BuildInfo
+from lbrec.reconciler.core.plan import ActionKind
+from lbrec.reconciler.core.render import COMPOSE_FILE, POOL_FILE
+from lbrec.reconciler.core.report import Report
+from lbrec.reconciler.core.spec import DesiredState, parse_spec
+from lbrec.reconciler.core.state import ObservedContainer
+from lbrec.reconciler.engine.converge import converge
 
 from ..fakes import FAST, TWO, FakeDocker, make_folder
 
@@ -342,7 +342,7 @@ def test_build_context_must_exist(tmp_path: Path) -> None:
 
 
 def test_existing_image_is_not_rebuilt(folder: Path) -> None:
-    from reconciler.core.render import image_tag
+    from lbrec.reconciler.core.render import image_tag
 
     workspace, desired = _setup(folder, TWO)
     docker = FakeDocker(workspace, desired)
@@ -450,9 +450,9 @@ def test_a_crash_looping_new_instance_fails_at_once_with_its_log(folder: Path) -
 
 
 def test_the_recap_names_a_failed_backend_once() -> None:
-    from reconciler.core.output import Style, format_recap
-    from reconciler.core.plan import Action, Plan
-    from reconciler.core.report import Outcome
+    from lbrec.reconciler.core.output import Style, format_recap
+    from lbrec.reconciler.core.plan import Action, Plan
+    from lbrec.reconciler.core.report import Outcome
 
     action = Action(ActionKind.RECREATE, backend="web", reason="image a -> b")
     report = Report(
@@ -537,6 +537,6 @@ def test_a_loop_holds_a_version_that_was_rolled_back_until_it_changes(folder: Pa
     docker.desired = workspace.load()
     fixed = converge(workspace, docker, check=False, hooks=docker.hooks(), hold_rolled_back=True)
     assert not fixed.failed and not fixed.deferred
-    from reconciler.engine.rollout_control import rolled_back
+    from lbrec.reconciler.engine.rollout_control import rolled_back
 
     assert rolled_back(folder) == {}  # converged: forgotten

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.core.errors import ApplyError, SpecError
-from reconciler.core.plan import Action, ActionKind, Plan
-from reconciler.core.report import Outcome, Report
-from reconciler.runtime.loop import ControlLoop
-from reconciler.runtime.metrics import LoopMetrics, serve_metrics
-from reconciler.runtime.options import hostport_arg
+from lbrec.reconciler.core.errors import ApplyError, SpecError
+from lbrec.reconciler.core.plan import Action, ActionKind, Plan
+from lbrec.reconciler.core.report import Outcome, Report
+from lbrec.reconciler.runtime.loop import ControlLoop
+from lbrec.reconciler.runtime.metrics import LoopMetrics, serve_metrics
+from lbrec.reconciler.runtime.options import hostport_arg
 
 
 def _samples(metrics: LoopMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -154,7 +154,7 @@ def test_every_loop_line_is_json_with_an_event_and_an_iso_time(tmp_path: Path) -
     import io
     import re
 
-    from proxy.logs import JsonFormatter
+    from lbrec.proxy.logs import JsonFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

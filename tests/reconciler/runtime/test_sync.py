@@ -19,19 +19,19 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Revision
-from reconciler.adapters.docker import whales_docker
-from reconciler.adapters.files import atomic_write
-from reconciler.adapters.records import read_deployed
-from reconciler.adapters.workspace import Workspace
-from reconciler.core.durations import parse_duration
-from reconciler.core.errors import ApplyError, DockerUnavailable
-from reconciler.core.plan import Action, ActionKind, Plan
-from reconciler.core.report import Outcome, Report
-from reconciler.core.spec import DesiredState, parse_spec
-from reconciler.core.webhooks import token_matches
-from reconciler.runtime.options import RuntimeOptions
-from reconciler.runtime.sync import (
+from lbrec.proxy.config import Revision
+from lbrec.reconciler.adapters.docker import whales_docker
+from lbrec.reconciler.adapters.files import atomic_write
+from lbrec.reconciler.adapters.records import read_deployed
+from lbrec.reconciler.adapters.workspace import Workspace
+from lbrec.reconciler.core.durations import parse_duration
+from lbrec.reconciler.core.errors import ApplyError, DockerUnavailable
+from lbrec.reconciler.core.plan import Action, ActionKind, Plan
+from lbrec.reconciler.core.report import Outcome, Report
+from lbrec.reconciler.core.spec import DesiredState, parse_spec
+from lbrec.reconciler.core.webhooks import token_matches
+from lbrec.reconciler.runtime.options import RuntimeOptions
+from lbrec.reconciler.runtime.sync import (
     SyncLoop,
     SyncSource,
     SyncState,
@@ -226,7 +226,7 @@ def test_loop_keeps_reconciling_the_last_good_commit_while_head_is_invalid(
 def test_invalid_first_commit_without_a_last_good_is_permanent(
     origin: Origin, deploy: Workspace
 ) -> None:
-    from reconciler.core.errors import SpecError
+    from lbrec.reconciler.core.errors import SpecError
 
     sync = make_sync(origin, deploy, FakeApply())
     bad = origin.commit(INVALID, "bad")

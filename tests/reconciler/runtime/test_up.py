@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from reconciler.runtime.up import sync_webhook
+from lbrec.reconciler.runtime.up import sync_webhook
 
 Client = TestClient[web.Request, web.Application]
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.core.errors import ApplyError, DockerUnavailable, PortInUse, SpecError
-from reconciler.core.plan import Plan
-from reconciler.core.report import Report
-from reconciler.core.schedule import Backoff, PassOutcome, Schedule, is_permanent
-from reconciler.runtime.loop import ControlLoop
-from reconciler.runtime.watch import watch_loop
+from lbrec.reconciler.core.errors import ApplyError, DockerUnavailable, PortInUse, SpecError
+from lbrec.reconciler.core.plan import Plan
+from lbrec.reconciler.core.report import Report
+from lbrec.reconciler.core.schedule import Backoff, PassOutcome, Schedule, is_permanent
+from lbrec.reconciler.runtime.loop import ControlLoop
+from lbrec.reconciler.runtime.watch import watch_loop
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -186,8 +186,8 @@ def test_apply_error_is_retried_with_backoff(
 def test_failed_backend_in_report_is_retried(
     spec: Path, running: Callable[[ControlLoop], ControlLoop]
 ) -> None:
-    from reconciler.core.plan import Action, ActionKind
-    from reconciler.core.report import Outcome
+    from lbrec.reconciler.core.plan import Action, ActionKind
+    from lbrec.reconciler.core.report import Outcome
 
     action = Action(ActionKind.CREATE, "b1")
     failing = Report(
