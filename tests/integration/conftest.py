@@ -102,6 +102,34 @@ class Project:
             )
         return result
 
+    def assert_in_sync(self) -> None:
+        """`lbrec diff` exits 0; if not, the failure shows the plan and every container's
+        labels (what the planner compared)."""
+        result = self.lbrec("diff")
+        if result.returncode == 0:
+            return
+        ids = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=lbrec.project={self.name}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        labels = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{.Name}} {{.State.Status}} {{json .Config.Labels}}",
+                *ids,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        raise AssertionError(
+            f"diff exited {result.returncode}\n{result.stdout}\n{result.stderr}\n{labels}"
+        )
+
     def containers(self, *, all_: bool = True) -> dict[str, dict[str, str]]:
         """backend -> {id, state, started} for this project's containers only."""
         out = subprocess.run(

@@ -106,7 +106,7 @@ def test_lb_in_compose_serves_and_reweights_without_restart(project: Project) ->
         assert time.monotonic() < deadline, "the lb container did not reload backends.json"
         time.sleep(0.2)
     assert _lb(project) == lb  # same container, not restarted
-    assert project.lbrec("diff").returncode == 0
+    project.assert_in_sync()
 
     # Back to host mode: the lb container goes, the backends stay.
     project.write(

@@ -74,7 +74,7 @@ def test_sync_deploys_rejects_and_reverts(project: Project, tmp_path: Path) -> N
     assert r.returncode == 0, r.stdout + r.stderr
     assert set(project.containers()) == {"g1"}  # pruned
     assert project.pool["revision"]["commit"] == head  # type: ignore[index]
-    assert project.lbrec("diff").returncode == 0
+    project.assert_in_sync()
 
 
 def test_up_with_repo_deploys_on_webhook(project: Project, tmp_path: Path) -> None:

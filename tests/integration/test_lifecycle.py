@@ -36,7 +36,7 @@ def test_lifecycle_init_add_reweight_remove_idempotent(project: Project) -> None
     assert {k: v["state"] for k, v in before.items()} == {"b1": "running", "b2": "running"}
 
     # Idempotent: nothing planned, nothing recreated (same ids, same start times).
-    assert project.lbrec("diff").returncode == 0
+    project.assert_in_sync()
     r = project.lbrec("apply", "-f", "desired-state.yaml", check=True)
     assert "No changes" in r.stdout
     assert project.containers() == before
@@ -69,7 +69,7 @@ def test_lifecycle_init_add_reweight_remove_idempotent(project: Project) -> None
     assert "- b2 (not in desired state)" in r.stdout and "removed=1" in r.stdout
     assert set(project.containers()) == {"b1", "b3"}
     assert project.routed() == {"b1": 5, "b3": 1}
-    assert project.lbrec("diff").returncode == 0
+    project.assert_in_sync()
 
 
 def test_drift_is_repaired(project: Project) -> None:
@@ -89,7 +89,7 @@ def test_drift_is_repaired(project: Project) -> None:
     now = project.containers()
     assert now["d1"]["id"] == ids["d1"]["id"] and now["d1"]["state"] == "running"
     assert now["d2"]["id"] != ids["d2"]["id"] and now["d2"]["state"] == "running"
-    assert project.lbrec("diff").returncode == 0
+    project.assert_in_sync()
 
 
 def test_port_change_replaces_with_reason(project: Project) -> None:
@@ -134,7 +134,7 @@ def test_failing_build_loses_nothing(project: Project) -> None:
     # fixing the file converges
     project.write(spec_text(project.name, [("f1", p1, 1)]))
     assert project.lbrec("apply").returncode == 0
-    assert project.lbrec("diff").returncode == 0
+    project.assert_in_sync()
 
 
 @pytest.mark.parametrize(
