@@ -106,29 +106,11 @@ class Project:
         """`lbrec diff` exits 0; if not, the failure shows the plan and every container's
         labels (what the planner compared)."""
         result = self.lbrec("diff")
-        if result.returncode == 0:
-            return
-        ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=lbrec.project={self.name}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        labels = subprocess.run(
-            [
-                "docker",
-                "inspect",
-                "-f",
-                "{{.Name}} {{.State.Status}} {{json .Config.Labels}}",
-                *ids,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        raise AssertionError(
-            f"diff exited {result.returncode}\n{result.stdout}\n{result.stderr}\n{labels}"
-        )
+        if result.returncode != 0:
+            raise AssertionError(
+                f"diff exited {result.returncode}\n{result.stdout}\n{result.stderr}\n"
+                + project_labels(self.name)
+            )
 
     def containers(self, *, all_: bool = True) -> dict[str, dict[str, str]]:
         """backend -> {id, state, started} for this project's containers only."""
@@ -193,25 +175,45 @@ def project(tmp_path: Path) -> Iterator[Project]:
     try:
         yield proj
     finally:
-        ids = subprocess.run(
-            ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=lbrec.project={name}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
-        subprocess.run(
-            ["docker", "network", "rm", f"{name}_default"], capture_output=True, check=False
-        )
-        images = subprocess.run(  # the demo, lb and `build:` images of this project
-            ["docker", "images", "-q", "--filter", f"reference={name}-*"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if images:
-            subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True, check=False)
+        remove_project(name)
+
+
+def _project_ids(name: str) -> list[str]:
+    return subprocess.run(
+        ["docker", "ps", "-aq", "--no-trunc", "--filter", f"label=lbrec.project={name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+
+
+def project_labels(name: str) -> str:
+    """Every container of project ``name``: name, state and labels (for failure messages)."""
+    ids = _project_ids(name)
+    if not ids:
+        return "(no container)"
+    template = "{{.Name}} {{.State.Status}} {{json .Config.Labels}}"
+    inspected = subprocess.run(
+        ["docker", "inspect", "-f", template, *ids], capture_output=True, text=True, check=False
+    )
+    return inspected.stdout + inspected.stderr
+
+
+def remove_project(name: str) -> None:
+    """What a test's project left on the engine: its containers, network and images, by
+    the project's own label and names (never anything else)."""
+    ids = _project_ids(name)
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+    subprocess.run(["docker", "network", "rm", f"{name}_default"], capture_output=True, check=False)
+    images = subprocess.run(  # the demo, lb and `build:` images of this project
+        ["docker", "images", "-q", "--filter", f"reference={name}-*"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if images:
+        subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True, check=False)
 
 
 # A new instance must answer healthy this long before it is routed (3 s by default).

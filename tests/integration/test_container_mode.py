@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Project, free_ports
+from .conftest import Project, free_ports, project_labels
 
 pytestmark = pytest.mark.docker
 
@@ -63,23 +63,6 @@ def _lb(project: Project) -> dict[str, str]:
     return {"id": cid, "started": started}
 
 
-def _labels(project: Project) -> str:
-    """Every container of the project with its lbrec labels (a failed assertion shows them)."""
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=lbrec.project={project.name}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    inspected = subprocess.run(
-        ["docker", "inspect", "-f", "{{.Name}} {{json .Config.Labels}}", *out],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return inspected.stdout + inspected.stderr
-
-
 def test_lb_in_compose_serves_and_reweights_without_restart(project: Project) -> None:
     listen, admin, p1, p2 = free_ports(4)
     project.write(_spec(project, listen, admin, [("a", p1, 1), ("b", p2, 2)]))
@@ -100,7 +83,7 @@ def test_lb_in_compose_serves_and_reweights_without_restart(project: Project) ->
     r = project.lbrec("apply", check=True)
     assert "~ a weight 1 -> 3" in r.stdout and "lb" not in r.stdout.split("Plan:")[0].replace(
         "lbrec", ""
-    ), r.stdout + "\n" + _labels(project)
+    ), r.stdout + "\n" + project_labels(project.name)
     deadline = time.monotonic() + 10
     while _pool(admin)["generation"] != project.pool["generation"]:
         assert time.monotonic() < deadline, "the lb container did not reload backends.json"

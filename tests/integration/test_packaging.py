@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BASE_IMAGE, REPO, free_ports
+from .conftest import BASE_IMAGE, REPO, free_ports, remove_project
 
 pytestmark = pytest.mark.docker
 
@@ -68,25 +68,7 @@ def empty(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     try:
         yield folder, name
     finally:
-        ids = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=lbrec.project={name}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
-        subprocess.run(
-            ["docker", "network", "rm", f"{name}_default"], capture_output=True, check=False
-        )
-        images = subprocess.run(
-            ["docker", "images", "-q", "--filter", f"reference={name}-*"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if images:
-            subprocess.run(["docker", "rmi", "-f", *set(images)], capture_output=True, check=False)
+        remove_project(name)
 
 
 def test_a_plain_pip_install_runs_the_demo_in_an_empty_folder(
