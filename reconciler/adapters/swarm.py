@@ -35,6 +35,7 @@ from python_on_whales.utils import run as run_docker
 from ..core.errors import ApplyError, DockerUnavailable
 from ..core.labels import BACKEND, CONFIG_HASH, FIELD_PREFIX, PROJECT, SWARM_SERVICE, SWARM_TASK
 from ..core.ports import Progress
+from ..core.render import dump_yaml
 from ..core.state import ObservedContainer
 from .docker import WhalesDocker, _one_line, stderr_tail
 from .files import atomic_write
@@ -164,7 +165,7 @@ class SwarmDocker(WhalesDocker):
         path = self.folder / ".lbrec" / "stack.yml"
         path.parent.mkdir(exist_ok=True)
         document = {"version": "3.8", "services": services}
-        atomic_write(path, yaml.safe_dump(document, sort_keys=False, width=1000))
+        atomic_write(path, dump_yaml(document))
         return path, services
 
     def build(self, services: Sequence[str], *, progress: Progress | None = None) -> None:

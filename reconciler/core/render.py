@@ -6,6 +6,7 @@ renders byte-identical files and nothing is rewritten.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 
 import yaml
@@ -28,6 +29,7 @@ __all__ = [
     "compose_duration",
     "converged_pool",
     "dump_document",
+    "dump_yaml",
     "image_tag",
     "literal",
     "render_compose",
@@ -190,7 +192,44 @@ def literal(value: object) -> object:
     return value
 
 
-_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_BASE_DUMPER: type[yaml.SafeDumper] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+# Compose reads YAML 1.2 (Go's yaml.v3); PyYAML writes YAML 1.1 and leaves plain a string that
+# YAML 1.1 reads back as a string but YAML 1.2 as a number: "12e4" became the label 120000,
+# "0o17" 15. A config hash or digest of that shape (hex digits around one "e": about 1 in 1,300
+# 16-digit hashes) then never matched its container's label, and that backend was replaced
+# on every pass. Every such string is written quoted.
+_YAML12_NOT_A_STRING = re.compile(
+    r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+    r"|0o[0-7]+|0x[0-9a-fA-F]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
+    r"|true|True|TRUE|false|False|FALSE|null|Null|NULL|~|"
+)
+
+
+class _Dumper(_BASE_DUMPER):  # type: ignore[valid-type,misc]
+    """PyYAML's safe dumper, quoting the strings YAML 1.2 would read as something else."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if _YAML12_NOT_A_STRING.fullmatch(value):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+    return yaml.SafeDumper.represent_str(dumper, value)
+
+
+_Dumper.add_representer(str, _represent_str)
+_DUMPER: type[yaml.SafeDumper] = _Dumper
+
+
+def dump_yaml(document: object) -> str:
+    """YAML that Compose and Swarm read back as written (see ``_YAML12_NOT_A_STRING``)."""
+    return yaml.dump(
+        document,
+        Dumper=_DUMPER,
+        sort_keys=False,
+        default_flow_style=False,
+        width=1000,
+        allow_unicode=False,
+    )
 
 
 def render_compose(
@@ -220,15 +259,7 @@ def dump_document(document: dict[str, object], source: str) -> str:
     """The YAML of a Compose (or stack) document, with the generated-file header."""
     # libyaml's emitter when PyYAML has it (the same bytes, ~20x faster: 10,000 backends render
     # in a fraction of a second instead of 20 s), else the pure-Python one.
-    body = yaml.dump(
-        document,
-        Dumper=_DUMPER,
-        sort_keys=False,
-        default_flow_style=False,
-        width=1000,
-        allow_unicode=False,
-    )
-    return _HEADER.format(source=source) + body
+    return _HEADER.format(source=source) + dump_yaml(document)
 
 
 # (url, container name) or, during a canary, (url, container name, version, percent)

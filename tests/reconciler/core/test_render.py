@@ -332,3 +332,24 @@ def test_pool_has_one_entry_per_instance_with_its_own_health_path() -> None:
         ("http://127.0.0.1:40001", 4, "p-web-1", "/up"),
         ("http://127.0.0.1:40002", 4, "p-web-2", "/up"),
     ]
+
+
+# Strings that YAML 1.1 (PyYAML) reads as strings and YAML 1.2 (Compose) as numbers, booleans
+# or null; hex hashes of the first shape occur by chance (about 1 in 1,300 of 16 digits).
+YAML12_TRAPS = ["12e4", "1234e56789012345", "0o17", "0x1F", ".5", "1.", "true", "null", "~", ""]
+
+
+@pytest.mark.parametrize("value", YAML12_TRAPS)
+def test_strings_compose_would_read_as_numbers_are_quoted(value: str) -> None:
+    from lbrec.reconciler.core.render import dump_yaml
+
+    line = dump_yaml({"k": value}).strip()
+    assert line in (f'k: "{value}"', f"k: '{value}'"), line
+
+
+def test_ordinary_strings_stay_plain() -> None:
+    from lbrec.reconciler.core.render import dump_yaml
+
+    assert dump_yaml({"k": "dynamic", "h": "127.0.0.1", "x": "ab12e4"}) == (
+        "k: dynamic\nh: 127.0.0.1\nx: ab12e4\n"
+    )
