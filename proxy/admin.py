@@ -29,7 +29,6 @@ from prometheus_client.registry import Collector
 from .dashboard import render_page
 from .health import ProbeResult
 from .metrics import ProxyCollector, peer_figures
-from .pool import Backend
 from .server import ProxyServer
 from .stats import BUCKET_S, BUCKETS, LATENCY_BOUNDS, STATUS_CLASSES, percentile
 
@@ -38,7 +37,6 @@ __all__ = ["SERVER_KEY", "make_admin_app", "pool_snapshot", "stats_snapshot"]
 SERVER_KEY = web.AppKey("proxy_server", ProxyServer)
 _REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
 
-_STATES = ("up", "down", "checking", "ejected", "draining")
 
 RATE_WINDOW_S = 10.0  # requests/s and errors/s on the status page
 LATENCY_WINDOW_S = 60.0  # p50/p99 and the observed share of traffic
@@ -57,19 +55,13 @@ def _check_doc(check: ProbeResult) -> dict[str, Any]:
     }
 
 
-def _shown(server: ProxyServer) -> list[Backend]:
-    """The pool's backends, then the removed ones still draining."""
-    current = list(server.pool.backends.values())
-    return current + [b for b in server.draining if b not in current]
-
-
 def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
     """The JSON document of ``/-/pool``."""
     pool = server.pool
     config = pool.config
     eligible = set(pool.balancer.eligible)
     backends = []
-    for backend in _shown(server):
+    for backend in server.shown():
         check = backend.last_check
         totals = backend.stats.totals()
         backends.append(
@@ -123,7 +115,7 @@ def stats_snapshot(server: ProxyServer, *, now: float | None = None) -> dict[str
     eligible = pool.balancer.eligible
     weights = pool.balancer.weights
     rotation_total = sum(weights.get(key, 0) for key in eligible)
-    shown = _shown(server)
+    shown = server.shown()
     recent = {}
     for backend in shown:
         backend.stats.observe_state(backend.state, now)
@@ -216,7 +208,7 @@ async def _sample(server: ProxyServer) -> None:
         rotate = loop.time() >= rotate_at
         if rotate:
             rotate_at = max(rotate_at + BUCKET_S, loop.time() + BUCKET_S / 2)
-        for backend in _shown(server):
+        for backend in server.shown():
             backend.stats.observe_state(backend.state, now)
             if rotate:
                 backend.stats.rotate(requests=backend.requests, errors=backend.errors, now=now)

@@ -41,24 +41,19 @@ def version_text() -> str:
     """``lbrec proxy 0.1.0 (event loop uvloop 0.21.0, parser httptools 0.6.4 (llhttp), ...)``:
     what would serve, without starting anything."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
     import httptools
 
-    def of(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "unknown"
+    from .server import package_version
 
     try:
         import uvloop  # noqa: F401
 
-        loop = f"uvloop {of('uvloop')}"
+        loop = f"uvloop {package_version('uvloop')}"
     except ImportError:
         loop = "asyncio (uvloop is not installed)"
     return (
-        f"lbrec proxy {of('lbrec')} (event loop {loop}, parser httptools "
+        f"lbrec proxy {package_version('lbrec')} (event loop {loop}, parser httptools "
         f"{httptools.__version__} (llhttp), Python {platform.python_version()})"
     )
 

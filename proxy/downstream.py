@@ -104,7 +104,6 @@ class ClientConnection(asyncio.Protocol):
         if len(server.connections) >= server.max_connections:
             server.refused_connections += 1
             server.answers.answered(503, 0.0)
-            server.answers.unavailable("too_many_connections")
             self.closed = True
             self.transport.write(simple_response(503, "too many connections", keep_alive=False))
             self.transport.close()

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from bisect import bisect_left
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
@@ -42,7 +41,6 @@ from .http import (
     chunk,
 )
 from .pool import Backend, Pool, sticky_value, sticky_version
-from .stats import LATENCY_BOUNDS
 
 if TYPE_CHECKING:
     from .contracts import Downstream, ExchangeServer
@@ -627,11 +625,7 @@ class Exchange:
         """The answer is decided: count it (``/metrics``) and write its access line."""
         elapsed = _monotonic() - self.started
         server = self.server
-        answers = server.answers  # Answers.answered, inlined: once per request
-        klass = status // 100
-        answers.status[klass if 0 < klass < 6 else 0] += 1
-        answers.latency[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
-        answers.latency_sum += elapsed
+        server.answers.answered(status, elapsed)
         if server.access_log:
             self._log(status, backend, elapsed, reason)
 

@@ -55,9 +55,7 @@ def figures(server: ProxyServer, *, worker: int = 0) -> dict[str, Any]:
     """This process's counters, as a JSON-able document (one per worker)."""
     answers = server.answers
     backends = []
-    for b in list(server.pool.backends.values()) + [
-        d for d in server.draining if d not in server.pool.backends.values()
-    ]:
+    for b in server.shown():
         status, latency = b.stats.totals()
         backends.append(
             {
@@ -74,14 +72,17 @@ def figures(server: ProxyServer, *, worker: int = 0) -> dict[str, Any]:
         )
     return {
         "worker": worker,
-        "pid": os.getpid(),
         "at": time.time(),
         "backends": backends,
         "answers": {
             "status": list(answers.status),
             "latency": list(answers.latency),
             "latency_sum": answers.latency_sum,
-            "no_backend": dict(answers.no_backend),
+            # a refused connection is a 503 too: counted once, as refused_connections
+            "no_backend": {
+                **answers.no_backend,
+                "too_many_connections": server.refused_connections,
+            },
         },
         "client_connections": len(server.connections),
         "refused_connections": server.refused_connections,

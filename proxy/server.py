@@ -25,7 +25,7 @@ from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFa
 from .pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
 from .stats import Answers
 
-__all__ = ["ProxyServer", "listening_socket", "runtime_info"]
+__all__ = ["ProxyServer", "listening_socket", "package_version", "runtime_info"]
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -36,17 +36,21 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
     return sock
 
 
-def runtime_info(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
-    """Which event loop and HTTP parser serve: shown at start and on ``/-/pool``."""
+def package_version(name: str) -> str:
+    """An installed distribution's version, or ``unknown``."""
     from importlib.metadata import PackageNotFoundError, version
 
-    module = type(loop).__module__.partition(".")[0]
     try:
-        lbrec = version("lbrec")
+        return version(name)
     except PackageNotFoundError:
-        lbrec = "unknown"
+        return "unknown"
+
+
+def runtime_info(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
+    """Which event loop and HTTP parser serve: shown at start and on ``/-/pool``."""
+    module = type(loop).__module__.partition(".")[0]
     return {
-        "lbrec": lbrec,
+        "lbrec": package_version("lbrec"),
         "event_loop": "uvloop" if module == "uvloop" else "asyncio",
         "parser": f"httptools {httptools.__version__} (llhttp)",
         "python": platform.python_version(),
@@ -252,6 +256,11 @@ class ProxyServer:
         backend = self.pool.backends.get(name)
         if backend is not None:
             backend.last_check = result
+
+    def shown(self) -> list[Backend]:
+        """The pool's backends, then the removed ones still draining (status page, metrics)."""
+        current = list(self.pool.backends.values())
+        return current + [b for b in self.draining if b not in current]
 
     def next_request_id(self) -> bytes:
         """A new X-Request-ID, unique across workers and restarts (random 48-bit prefix)."""

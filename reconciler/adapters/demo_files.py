@@ -41,7 +41,8 @@ def write_demo_files(folder: Path, names: list[str]) -> list[str]:
     written. Nothing when the folder does not exist (the edit then fails on its own)."""
     if not folder.is_dir():
         return []
-    assets = files(__package__.rpartition(".")[0] if __package__ else "reconciler") / "assets"
+    assert __package__  # lbrec.reconciler.adapters: the assets are the reconciler package's
+    assets = files(__package__.rpartition(".")[0]) / "assets"
     written: list[str] = []
     try:
         for name in [n for n in names if not (folder / n).exists()]:

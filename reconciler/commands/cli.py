@@ -99,9 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         "rollout", parents=[common], help="a canary in progress: status, promote, abort"
     )
     p.add_argument("action", choices=("status", "promote", "abort"))
-    p.add_argument(
+    backend = p.add_argument(
         "backend", nargs="?", help="the backend (default: the one in progress)"
-    ).completer = _backend_names  # type: ignore[attr-defined]
+    )
+    backend.completer = _backend_names  # type: ignore[attr-defined]  # argcomplete reads it
     p.add_argument("--full", action="store_true", help="promote: skip every remaining step")
     p = sub.add_parser(
         "up", parents=[file_only], help="apply, serve the proxy and watch, in the foreground"

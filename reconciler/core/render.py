@@ -217,14 +217,13 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 
 
 _Dumper.add_representer(str, _represent_str)
-_DUMPER: type[yaml.SafeDumper] = _Dumper
 
 
 def dump_yaml(document: object) -> str:
     """YAML that Compose and Swarm read back as written (see ``_YAML12_NOT_A_STRING``)."""
     return yaml.dump(
         document,
-        Dumper=_DUMPER,
+        Dumper=_Dumper,
         sort_keys=False,
         default_flow_style=False,
         width=1000,

@@ -56,15 +56,15 @@ __all__ = [
 ]
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-_HOST = r"(?P<host>[0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\])"
+_HOST = r"([0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\])"  # a name, an IPv4 or a bracketed IPv6 address
 _HOSTPORT = re.compile(rf"^{_HOST}:(?P<port>[0-9]{{1,5}})$")
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # The same rules for editors (JSON Schema has no int() of a capture: the port range spelled out)
 _PORT_1_65535 = (
     r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
 )
-_SCHEMA_HOSTPORT: JsonDict = {"pattern": rf"^([0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\]):{_PORT_1_65535}$"}
-_SCHEMA_HOST: JsonDict = {"pattern": r"^([0-9A-Za-z.\-]+|\[[0-9a-fA-F:]+\])$"}
+_SCHEMA_HOSTPORT: JsonDict = {"pattern": rf"^{_HOST}:{_PORT_1_65535}$"}
+_SCHEMA_HOST: JsonDict = {"pattern": rf"^{_HOST}$"}
 
 Port = Annotated[int, Field(ge=1, le=65535, strict=True)]
 

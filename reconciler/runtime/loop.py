@@ -200,9 +200,10 @@ class ControlLoop:
         try:
             report = self._reconcile()
         except LbrecError as err:
-            self._count(reason, "invalid" if is_permanent(err) else "failed", started)
+            permanent = is_permanent(err)
+            self._count(reason, "invalid" if permanent else "failed", self._clock() - started)
             self.last_error = err.message
-            if is_permanent(err):
+            if permanent:
                 self._log.error(
                     "pass=%d invalid: %s; not applied, the last good state keeps running; %s",
                     n,
@@ -230,7 +231,7 @@ class ControlLoop:
             )
             return self._done(PassOutcome.TEMPORARY)
         except Exception as err:  # a bug must not end a controller: log it and back off
-            self._count(reason, "failed", started)
+            self._count(reason, "failed", self._clock() - started)
             self.last_error = f"{type(err).__name__}: {err}"
             self._log.exception(
                 "pass=%d crashed: %s", n, self.last_error, extra={**extra, "event": "pass_crashed"}
@@ -240,7 +241,7 @@ class ControlLoop:
         self._count(
             reason,
             "failed" if report.failed else "changed" if report.changed else "in_sync",
-            started,
+            elapsed,
             generation=report.generation,
         )
         if report.failed:
@@ -272,12 +273,12 @@ class ControlLoop:
         )
         return self._done(PassOutcome.OK)
 
-    def _count(self, reason: str, outcome: str, started: float, *, generation: str = "") -> None:
+    def _count(self, reason: str, outcome: str, seconds: float, *, generation: str = "") -> None:
         self._metrics.record(
             self.name,
             reason=reason,
             outcome=outcome,
-            seconds=max(self._clock() - started, 0.0),
+            seconds=max(seconds, 0.0),
             generation=generation,
             at=time.time(),
         )

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 
 from lbrec.proxy.app import ServeInfo, serve
+from lbrec.proxy.server import ProxyServer
 
 
 @dataclass
@@ -183,6 +184,14 @@ class RunningProxy:
 
     def write(self, doc: dict[str, Any]) -> None:
         write_config(self.config_path, doc)
+
+    async def reload(self, doc: dict[str, Any], until: Callable[[ProxyServer], bool]) -> None:
+        """Write ``doc`` and wait (up to 5 s) until the file watcher's reload shows: ``until``."""
+        self.write(doc)
+        for _ in range(100):
+            if until(self.info.server):
+                return
+            await asyncio.sleep(0.05)
 
 
 ProxyFactory = Callable[[dict[str, Any]], Awaitable[RunningProxy]]

@@ -235,11 +235,7 @@ async def test_metrics_back_latency_and_slo_panels(
     assert "process_cpu_seconds" in families and "process_resident_memory_bytes" in families
 
     # No backend left: 503s counted by reason; a rejected file flips the reload result.
-    p.write(config_doc([], generation="g2"))
-    for _ in range(100):
-        if not p.info.server.pool.backends:
-            break
-        await asyncio.sleep(0.05)
+    await p.reload(config_doc([], generation="g2"), until=lambda s: not s.pool.backends)
     async with http.get(p.url + "/x") as response:
         assert response.status == 503
     p.config_path.write_text("{broken")

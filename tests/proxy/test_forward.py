@@ -436,11 +436,7 @@ async def test_access_log_of_a_503_says_why_and_request_ids_pass_through(
         # ... and with none usable, the proxy makes one
         async with http.get(p.url + "/w", headers={"X-Request-ID": "bad\tid"}) as response:
             assert response.status == 200
-        p.write(config_doc([]))
-        for _ in range(100):
-            if not p.info.server.pool.backends:
-                break
-            await asyncio.sleep(0.05)
+        await p.reload(config_doc([]), until=lambda s: not s.pool.backends)
         async with http.get(p.url + "/z") as response:
             assert response.status == 503
     assert [h["X-Request-ID"] for h in a.seen_headers[-3:]][:2] == ["client-chosen-42", "x"]
