@@ -66,7 +66,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TARGETS = ("direct", "lbrec", "nginx", "haproxy")
+TARGETS = ("direct", "lbrec", "nginx", "haproxy", "pyfloor")
+DEFAULT_TARGETS = ("direct", "lbrec", "nginx", "haproxy")  # pyfloor: on request (--only)
 RESTART_TARGETS = ("lbrec-handoff", "lbrec-stop-start")  # --restart
 LOOPBACK = "127.0.0.1"
 APT_PACKAGES = {
@@ -709,6 +710,26 @@ class Nginx(Target):
         os.kill(self.proc.pid, signal.SIGHUP)  # the master we started (daemon off)
 
 
+class PyFloor(Target):
+    """bench/pyfloor.py: a Python byte relay on uvloop that does nothing per request (no
+    parsing, no balancing): the least CPU any Python data path can spend per request."""
+
+    name = "pyfloor"
+
+    def start(self, *, timeout: float) -> None:
+        python = REPO / ".venv" / "bin" / "python"
+        argv = [
+            str(python if python.exists() else Path(sys.executable)),
+            str(REPO / "bench" / "pyfloor.py"),
+            "--listen",
+            f"{LOOPBACK}:{self.port}",
+        ]
+        for backend in self.backends:
+            argv += ["--backend", f"{LOOPBACK}:{backend.port}"]
+        self.proc = self.procs.start("pyfloor", argv)
+        wait_ready(self.procs, self.proc, "pyfloor", self.port, timeout=timeout)
+
+
 class Haproxy(Target):
     name = "haproxy"
 
@@ -740,6 +761,7 @@ TARGET_CLASSES: dict[str, type[Target]] = {
     "lbrec": Lbrec,
     "nginx": Nginx,
     "haproxy": Haproxy,
+    "pyfloor": PyFloor,
     "lbrec-handoff": LbrecHandoff,
     "lbrec-stop-start": LbrecStopStart,
 }
@@ -1126,8 +1148,10 @@ def render_markdown(
         "CPU time of the target's processes (for direct: the backends) per request answered."
     )
     by_name = {r.name: r for r in results if r.status == "ok" and r.runs}
-    if "lbrec" in by_name:
-        mine = by_name["lbrec"]
+    for subject in ("lbrec", "pyfloor"):
+        if subject not in by_name:
+            continue
+        mine = by_name[subject]
         ratios = []
         for peer in ("direct", "nginx", "haproxy"):
             if peer in by_name:
@@ -1142,7 +1166,7 @@ def render_markdown(
                     )
                 )
         if ratios:
-            lines.append("lbrec " + "; ".join(ratios))
+            lines.append(f"{subject} " + "; ".join(ratios))
     runtimes = [f"{r.name} {r.runtime}" for r in results if r.runtime]
     if runtimes:
         lines.append("Runtime (admin /-/pool): " + "; ".join(runtimes))
@@ -1290,7 +1314,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds (2; 0 = none)")
     parser.add_argument("--timeout", type=float, default=2.0, help="wrk --timeout seconds (2)")
     parser.add_argument(
-        "--only", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}"
+        "--only",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: all but pyfloor)",
     )
     parser.add_argument("--weights", default="2,3", help="backend weights, one per backend (2,3)")
     parser.add_argument(
