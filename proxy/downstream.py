@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from .exchange import Exchange
+from .fastlane import PLAIN_REQUEST, plain_request
 from .framing import Rejection, check_request
 from .http import simple_response
 
@@ -111,13 +112,30 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = self.loop.time()
         server.connections.add(self)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes) -> None:  # noqa: PLR0912  the hot path, inlined
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.tunnel_from_client(data)
             return
         if self.closed or self._refusing:
             return
+        if (
+            self.active is None
+            and self._raw_head == 0  # the parser is between two requests
+            and self._in_head
+            and not self.queue
+            and len(data) <= self.server.max_header_bytes
+        ):
+            plain = PLAIN_REQUEST.fullmatch(data)
+            if plain is not None:
+                # The fast lane (proxy/fastlane.py): a plain GET/HEAD, alone in this read.
+                self.idle_since = None
+                self.head_started = None
+                exchange = Exchange(self, plain_request(plain), keep_alive=True)
+                exchange.body_complete = True
+                self.active = exchange
+                exchange.start()
+                return
         if self._in_head:
             # httptools buffers an unfinished header line without limit: cap the raw head.
             if self.head_started is None:

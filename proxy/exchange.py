@@ -25,12 +25,14 @@ writes them):
 from __future__ import annotations
 
 import logging
+import re
 import time
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING
 
 import httptools
 
+from .fastlane import PLAIN_ANSWER, relayed_answer_head
 from .framing import RequestHead, check_response
 from .http import (
     IDEMPOTENT_METHODS,
@@ -93,6 +95,7 @@ class Exchange:
         "parser",
         "pool",
         "reason",
+        "remaining",
         "request",
         "request_id",
         "resp_extra",
@@ -133,6 +136,7 @@ class Exchange:
         self.reused = False
         self.backend: Backend | None = None
         self.parser: httptools.HttpResponseParser | None = None
+        self.remaining = 0  # body bytes still to relay of an answer in the fast lane
         self.attempting = False
         self.complete_pending = False
         self.out: list[bytes] | None = None
@@ -334,7 +338,8 @@ class Exchange:
         self.resp_header_bytes = 0
         self.resp_extra = False
         self.bad_reason = None
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser = None  # made on the first answer bytes the fast lane does not take
+        self.remaining = 0
         conn.listener = self
         backend.inflight += 1
         backend.requests += 1
@@ -429,14 +434,23 @@ class Exchange:
 
     # -- upstream side (UpstreamListener) ------------------------------------------------------
 
-    def upstream_data(self, data: bytes) -> None:  # noqa: PLR0912  the hot path, inlined
+    def upstream_data(self, data: bytes) -> None:  # noqa: PLR0912, PLR0915  the hot path, inlined
         now = self.server.loop.time()
         if not self.rx and self.backend is not None:  # an answer's first bytes: status page
             self.backend.stats.first_byte(data, now - self.last_activity)
         self.rx = True
         self.last_activity = now
         parser = self.parser
-        assert parser is not None
+        if parser is None:
+            if self.response_started:  # the body of an answer in the fast lane
+                self._plain_body(data)
+                return
+            request = self.request
+            if request.http11 and request.method != b"HEAD":
+                plain = PLAIN_ANSWER.match(data)
+                if plain is not None and self._plain_answer(plain, data):
+                    return
+            parser = self.parser = httptools.HttpResponseParser(self)
         out: list[bytes] = []
         self.out = out
         outcome = -1
@@ -476,6 +490,53 @@ class Exchange:
             outcome = _DONE
         if outcome >= 0:
             self._outcome(outcome)
+
+    def _plain_answer(self, plain: re.Match[bytes], data: bytes) -> bool:
+        """The fast lane (proxy/fastlane.py): relay a plain answer's head and what came of its
+        body; False leaves it to the general path (204/304, a head over the limit)."""
+        status = int(plain.group(1))
+        end = plain.end()
+        if status in (204, 304) or end > self.server.max_header_bytes:
+            return False
+        backend = self.backend
+        assert backend is not None
+        if status >= 500:
+            self.server.passive_failure(backend, f"status {status}")
+        elif backend.fails:
+            backend.fails = 0
+        keep_alive = self.keep_alive = self.keep_alive and not self.client.closing
+        self.status = status
+        self.framing = ResponseFraming.LENGTH
+        self.resp_keep_alive = True
+        self.resp_until_close = False
+        self.response_started = True
+        length = int(plain.group(3))
+        head = data[:end]
+        relayed = relayed_answer_head(head, keep_alive=keep_alive)
+        received = len(data) - end
+        if received < length:
+            self.remaining = length - received
+            self.client.write(data if relayed is head else relayed + data[end:])
+            return True
+        if received > length:  # bytes after the body: relayed no further, never reused
+            self.resp_keep_alive = False
+            data = data[: end + length]
+        self.client.write(data if relayed is head else relayed + data[end:])
+        self._outcome(_DONE)
+        return True
+
+    def _plain_body(self, data: bytes) -> None:
+        remaining = self.remaining
+        if len(data) < remaining:
+            self.remaining = remaining - len(data)
+            self.client.write(data)
+            return
+        if len(data) > remaining:
+            self.resp_keep_alive = False
+            data = data[:remaining]
+        self.remaining = 0
+        self.client.write(data)
+        self._outcome(_DONE)
 
     def _flush(self, out: list[bytes]) -> None:
         if out:

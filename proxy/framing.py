@@ -122,6 +122,9 @@ class RequestHead:
     forwarded: tuple[Header, ...]  # incoming X-Forwarded-* / Forwarded / X-Real-IP, in order
     # the client's X-Request-ID (kept in ``headers``), or None: the proxy then makes one
     request_id: bytes | None = None
+    # ``headers`` as the client sent them, ``name: value\r\n`` each (the fast lane's heads,
+    # which are byte for byte what the general path would write): copied as one piece
+    raw_headers: bytes | None = None
 
 
 def connection_tokens(values: list[bytes]) -> tuple[frozenset[bytes], bool]:

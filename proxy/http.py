@@ -69,8 +69,11 @@ def build_request_head(  # noqa: PLR0912  one branch per header class, in the ho
     (the client sent none; one it sent is among ``head.headers``).
     """
     out = [head.method, b" ", head.target, b" HTTP/1.1\r\n"]
-    for name, value in head.headers:
-        out += (name, b": ", value, b"\r\n")
+    if head.raw_headers is not None:
+        out.append(head.raw_headers)
+    else:
+        for name, value in head.headers:
+            out += (name, b": ", value, b"\r\n")
     host = head.host
     send_host = host if (preserve_host and host is not None) else backend_host
     out += (b"Host: ", send_host, b"\r\n")

@@ -1,0 +1,130 @@
+"""The fast lane: plain request and answer heads, recognised by one regular expression each.
+
+Through httptools, llhttp calls back into Python once per header, and the general path then
+walks the headers twice more (:func:`proxy.framing.check_request` and the head builders in
+:mod:`proxy.http`): about half of the proxy's CPU per request. Most heads need none of that:
+a ``GET`` whose headers are all ordinary, an answer with one Content-Length. This module
+recognises exactly those *plain* heads with one ``re`` match each (C code, no callback) and
+returns what the general path would have derived from them. Anything else, however slightly
+different, is not matched and goes the general way, where every framing decision is made.
+
+The lane is a strict subset of the general path, never a second opinion:
+
+* every byte of a plain head is one the general path reads the same way (visible ASCII only,
+  ``": "`` after the name, no whitespace around values, CRLF line ends);
+* no header the general path treats specially is plain: Host (exactly one, valid), the
+  framing headers, hop-by-hop headers and anything ``Connection`` could name, forwarding
+  headers, ``Expect``, ``X-Request-ID``, names with ``_``;
+* requests are ``GET``/``HEAD`` in origin form, HTTP/1.1, with no body, alone in their read;
+* answers are HTTP/1.1, 2xx-5xx but 204 and 304, with exactly one Content-Length.
+
+tests/proxy/test_fastlane.py proves it: over the smuggling corpus and generated heads, what
+the lane accepts, llhttp plus the general path accept too, with the same bytes sent on.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .framing import RequestHead
+
+__all__ = [
+    "KEEP_ALIVE_LINE",
+    "PLAIN_ANSWER",
+    "PLAIN_REQUEST",
+    "plain_request",
+    "relayed_answer_head",
+]
+
+# Header names of the lane: RFC 9110 token characters without "_" (dropped by the general
+# path), none of them special there (the negative look-ahead matches whole names only).
+_NAME = rb"[!#$%&'*+.^`|~0-9A-Za-z-]++"
+# Visible ASCII words joined by single spaces (no OWS around, no tab, no obs-text). Possessive
+# quantifiers throughout: a head that is not plain fails in one pass, without backtracking.
+_VALUE = rb"[!-~]++(?: [!-~]++)*+"
+_SPECIAL_REQUEST = (
+    rb"(?!(?i:host|content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade"
+    rb"|expect|forwarded|x-real-ip|x-request-id|x-forwarded-"
+    + _NAME
+    + rb"|proxy-"
+    + _NAME
+    + rb"):)"
+)
+_SPECIAL_ANSWER = (
+    rb"(?!(?i:content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade"
+    rb"|proxy-" + _NAME + rb"):)"
+)
+_HOST = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?"  # as framing._HOST
+_TARGET = rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"  # RFC 3986 pchar / "/" / "?": no "#"
+
+_KEEP_ALIVE = rb"(?i:connection): (?i:keep-alive)"
+_REQUEST_LINES = (
+    rb"((?:(?:" + _SPECIAL_REQUEST + _NAME + rb": " + _VALUE + rb"|" + _KEEP_ALIVE + rb")\r\n)*+)"
+)
+PLAIN_REQUEST = re.compile(
+    rb"(GET|HEAD) ("
+    + _TARGET
+    + rb") HTTP/1\.1\r\n"
+    + _REQUEST_LINES
+    + rb"(?i:host): ("
+    + _HOST
+    + rb")\r\n"
+    + _REQUEST_LINES
+    + rb"\r\n"
+)
+"""``fullmatch`` over one read: method, target, headers before Host, Host, headers after.
+``Connection: keep-alive`` (browsers send it) is allowed and is no header to forward."""
+
+PLAIN_ANSWER = re.compile(
+    rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([ -~]*)\r\n"
+    rb"(?:(?:" + _SPECIAL_ANSWER + _NAME + rb": " + _VALUE + rb"|(?i:connection): (?i:keep-alive))"
+    rb"\r\n)*+"
+    rb"(?i:content-length): ([0-9]{1,18})\r\n"
+    rb"(?:(?:" + _SPECIAL_ANSWER + _NAME + rb": " + _VALUE + rb"|(?i:connection): (?i:keep-alive))"
+    rb"\r\n)*+"
+    rb"\r\n"
+)
+"""``match`` at the start of an answer: status, reason, Content-Length; ``end()`` is where the
+body starts. ``Connection: keep-alive`` (what nginx sends) is allowed and must be cut out of
+what is relayed (:data:`KEEP_ALIVE_LINE`)."""
+
+# a whole line (a header block starts at a line, and values hold no LF)
+KEEP_ALIVE_LINE = re.compile(rb"(?:^|(?<=\n))" + _KEEP_ALIVE + rb"\r\n")
+_KEEP_ALIVE_AFTER_CRLF = re.compile(rb"\r\n" + _KEEP_ALIVE + rb"(?=\r\n)")  # in a whole head
+_LINE = re.compile(rb"([^:\r\n]+): ([^\r\n]*)\r\n")
+
+
+def plain_request(match: re.Match[bytes]) -> RequestHead:
+    """The head :func:`proxy.framing.check_request` makes of a :data:`PLAIN_REQUEST` match."""
+    method, target, before, host, after = match.groups()
+    raw = before + after if after else before
+    if b"live\r\n" in raw:
+        raw = KEEP_ALIVE_LINE.sub(b"", raw)
+    return RequestHead(
+        method=method,
+        target=target,
+        http11=True,
+        host=host,
+        content_length=None,
+        chunked=False,
+        upgrade=None,
+        expect_continue=False,
+        headers=tuple(_LINE.findall(raw)) if raw else (),
+        forwarded=(),
+        request_id=None,
+        raw_headers=raw,
+    )
+
+
+def relayed_answer_head(head: bytes, *, keep_alive: bool) -> bytes:
+    """A :data:`PLAIN_ANSWER` head as the general path relays it to an HTTP/1.1 client: the
+    hop-by-hop ``Connection`` lines cut, ``Connection: close`` added when it closes."""
+    if b"live\r\n" in head:
+        at = head.find(b"\r\nConnection: keep-alive\r\n")  # nginx's spelling, once
+        if at >= 0 and head.find(b"live\r\n", at + 26) < 0:
+            head = head[:at] + head[at + 24 :]
+        else:
+            head = _KEEP_ALIVE_AFTER_CRLF.sub(b"", head)
+    if keep_alive:
+        return head
+    return head[:-2] + b"Connection: close\r\n\r\n"
