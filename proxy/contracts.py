@@ -53,6 +53,8 @@ class Downstream(Protocol):
     @property
     def trusted(self) -> bool: ...  # the peer is in trusted_proxies: its X-Forwarded-* are kept
     @property
+    def forwarding(self) -> bytes: ...  # http.forwarding_lines(client_ip), made once
+    @property
     def closed(self) -> bool: ...
     @property
     def closing(self) -> bool: ...  # graceful shutdown: close after this exchange

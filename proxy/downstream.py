@@ -17,7 +17,7 @@ import httptools
 from .exchange import Exchange
 from .fastlane import PLAIN_REQUEST, plain_request
 from .framing import Rejection, check_request
-from .http import simple_response
+from .http import forwarding_lines, simple_response
 
 if TYPE_CHECKING:
     from .server import ProxyServer
@@ -49,6 +49,7 @@ class ClientConnection(asyncio.Protocol):
         "client_ip",
         "closed",
         "closing",
+        "forwarding",
         "head_started",
         "idle_since",
         "loop",
@@ -69,6 +70,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = "unknown"
+        self.forwarding = b""  # X-Forwarded-For/-Proto lines for this client (fast lane)
         self.bytes_out = 0  # every byte written to the client (access log: an answer's size)
         self.active: Exchange | None = None  # the exchange being forwarded
         self.parsing: Exchange | None = None  # the exchange whose body is being parsed
@@ -102,6 +104,7 @@ class ClientConnection(asyncio.Protocol):
         if peer:
             self.client_ip = str(peer[0])
             self.trusted = server.is_trusted(self.client_ip)
+        self.forwarding = forwarding_lines(self.client_ip)
         if len(server.connections) >= server.max_connections:
             server.refused_connections += 1
             server.answers.answered(503, 0.0)

@@ -38,6 +38,7 @@ from .http import (
     IDEMPOTENT_METHODS,
     LAST_CHUNK,
     ResponseFraming,
+    build_plain_request_head,
     build_request_head,
     build_response_head,
     chunk,
@@ -308,11 +309,17 @@ class Exchange:
 
     def _request_head(self, backend: Backend) -> bytes:
         head = self._head
-        preserve = self.pool.config.preserve_host
+        config = self.pool.config
+        preserve = config.preserve_host
         if head is None or not preserve:
             client = self.client
             if self.request_id is None:
                 self.request_id = self.server.next_request_id()
+            if self.request.raw_headers is not None and preserve and not config.forwarded_header:
+                head = self._head = build_plain_request_head(
+                    self.request, forwarding=client.forwarding, request_id=self.request_id
+                )
+                return head
             head = build_request_head(
                 self.request,
                 client_ip=client.client_ip,

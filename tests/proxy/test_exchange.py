@@ -58,6 +58,7 @@ class _Client:
     task: asyncio.Task[None] | None = None
     client_ip: str = "127.0.0.1"
     trusted: bool = False
+    forwarding: bytes = b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
     closed: bool = False
     closing: bool = False
     write_paused: bool = False

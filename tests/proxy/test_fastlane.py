@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 from lbrec.proxy.config import LimitSettings
 from lbrec.proxy.fastlane import PLAIN_ANSWER, PLAIN_REQUEST, plain_request, relayed_answer_head
 from lbrec.proxy.framing import Rejection, RequestHead, check_request, check_response
-from lbrec.proxy.http import ResponseFraming, build_request_head, build_response_head
+from lbrec.proxy.http import (
+    ResponseFraming,
+    build_plain_request_head,
+    build_request_head,
+    build_response_head,
+    forwarding_lines,
+)
 from tests.proxy.desync.cases import REQUEST_CASES, RESPONSE_CASES
 
 _LIMIT = LimitSettings().max_header_bytes  # the default; the lane is tried only below it
@@ -105,6 +111,17 @@ def _assert_request_agrees(data: bytes) -> bool:
     assert keep_alive
     assert replace(fast, raw_headers=None) == head
     assert _sent_on(fast) == _sent_on(head)
+    for ip, trusted in (("192.0.2.7", False), ("2001:db8::1", True)):
+        general_bytes = build_request_head(
+            head,
+            client_ip=ip,
+            backend_host=b"127.0.0.1:9000",
+            preserve_host=True,
+            trusted=trusted,
+            request_id=b"req-2",
+        )
+        plain = build_plain_request_head(fast, forwarding=forwarding_lines(ip), request_id=b"req-2")
+        assert plain == general_bytes
     return True
 
 
