@@ -66,6 +66,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+WORKERS = 1  # --workers: of every balancer (not of the backends)
 TARGETS = ("direct", "lbrec", "nginx", "haproxy", "pyfloor")
 DEFAULT_TARGETS = ("direct", "lbrec", "nginx", "haproxy")  # pyfloor: on request (--only)
 RESTART_TARGETS = ("lbrec-handoff", "lbrec-stop-start")  # --restart
@@ -361,8 +362,8 @@ def backends_nginx_conf(tmp: Path, backends: Sequence[Backend]) -> str:
     )
 
 
-def _nginx_main(tmp: Path, name: str) -> str:
-    return f"""worker_processes 1;
+def _nginx_main(tmp: Path, name: str, workers: int = 1) -> str:
+    return f"""worker_processes {workers};
 error_log {tmp}/{name}-error.log warn;
 pid {tmp}/{name}.pid;
 events {{ worker_connections 4096; }}
@@ -383,11 +384,11 @@ def nginx_temp_paths(temp: Path) -> str:
     )
 
 
-def lb_nginx_conf(tmp: Path, port: int, backends: Sequence[Backend]) -> str:
+def lb_nginx_conf(tmp: Path, port: int, backends: Sequence[Backend], *, workers: int = 1) -> str:
     servers = "\n".join(f"        server {LOOPBACK}:{b.port} weight={b.weight};" for b in backends)
     temp = tmp / "nginx-temp"
     return (
-        _nginx_main(tmp, "nginx")
+        _nginx_main(tmp, "nginx", workers)
         + f"""http {{
     access_log off;
 {nginx_temp_paths(temp)}    keepalive_requests 1000000;
@@ -411,12 +412,12 @@ def lb_nginx_conf(tmp: Path, port: int, backends: Sequence[Backend]) -> str:
     )
 
 
-def lb_haproxy_conf(port: int, backends: Sequence[Backend]) -> str:
+def lb_haproxy_conf(port: int, backends: Sequence[Backend], *, workers: int = 1) -> str:
     servers = "\n".join(
         f"    server {b.name} {LOOPBACK}:{b.port} weight {b.weight}" for b in backends
     )
     return f"""global
-    nbthread 1
+    nbthread {workers}
     maxconn 4096
 
 defaults
@@ -511,7 +512,7 @@ class Direct(Target):
 class Lbrec(Target):
     name = "lbrec"
     repo = REPO  # where ``python -m proxy`` runs; --lbrec-repo points it at another checkout
-    extra_args: tuple[str, ...] = ()  # --lbrec-args
+    extra_args: tuple[str, ...] = ()  # --lbrec-args (and --workers N)
 
     def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
         super().__init__(procs, tmp, backends)
@@ -683,7 +684,9 @@ class Nginx(Target):
         self.conf = tmp / "nginx.conf"
 
     def _write(self) -> None:
-        text = lb_nginx_conf(self.tmp, self.port, _reweighted(self.backends, self.generation))
+        text = lb_nginx_conf(
+            self.tmp, self.port, _reweighted(self.backends, self.generation), workers=WORKERS
+        )
         _write_atomic(self.conf, text)
 
     def start(self, *, timeout: float) -> None:
@@ -739,7 +742,10 @@ class Haproxy(Target):
 
     def _write(self) -> None:
         _write_atomic(
-            self.conf, lb_haproxy_conf(self.port, _reweighted(self.backends, self.generation))
+            self.conf,
+            lb_haproxy_conf(
+                self.port, _reweighted(self.backends, self.generation), workers=WORKERS
+            ),
         )
 
     def start(self, *, timeout: float) -> None:
@@ -1118,7 +1124,13 @@ def render_markdown(
         f"backends weights {settings['weights']}"
         + (f"; config reload every {settings['reload_every']:g}s during load" if reload else ""),
         f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})"
-        + (f" with {settings['lbrec_args']}" if settings["lbrec_args"] else ""),
+        + (f" with {settings['lbrec_args']}" if settings["lbrec_args"] else "")
+        + (
+            f"; every balancer with {settings['workers']} workers (lbrec --workers, nginx "
+            "worker_processes, HAProxy nbthread)"
+            if settings.get("workers", 1) > 1
+            else ""
+        ),
         "",
         "| target | req/s (median) | req/s min-max | p50 ms | p99 ms | CPU us/req (usr+sys) "
         "| socket errors | non-2xx" + (" | reloads |" if reload else " |"),
@@ -1378,6 +1390,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="checkout whose proxy/ to run (its .venv if it has one); default this repo",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="every balancer with N workers: lbrec --workers N, nginx worker_processes N, "
+        "HAProxy nbthread N (1; the backends and pyfloor keep one)",
+    )
+    parser.add_argument(
         "--lbrec-args",
         default="",
         metavar="ARGS",
@@ -1421,6 +1441,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--weights: comma-separated integers, e.g. 2,3")
     if not 1 <= len(args.weights) <= 8 or min(args.weights) < 1:
         parser.error("--weights: 1 to 8 positive integers")
+    if not 1 <= args.workers <= 16:
+        parser.error("--workers: 1 to 16")
     if args.duration < 1 or args.rounds < 1 or args.connections < 1 or args.threads < 1:
         parser.error("--duration, --rounds, --connections and --threads must be >= 1")
     if args.connections < args.threads:
@@ -1470,7 +1492,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     global PORT_RANGE
     PORT_RANGE = args.port_range
     Lbrec.repo = args.lbrec_repo.resolve()
-    Lbrec.extra_args = tuple(shlex.split(args.lbrec_args))
+    global WORKERS
+    WORKERS = args.workers
+    Lbrec.extra_args = tuple(shlex.split(args.lbrec_args)) + (
+        ("--workers", str(args.workers)) if args.workers > 1 else ()
+    )
     lbrec_commit = _git_describe(Lbrec.repo)
     machine = machine_info()
     shape = LoadShape(args.threads, args.connections, args.duration, args.timeout)
@@ -1489,6 +1515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lbrec_repo": str(Lbrec.repo),
         "lbrec_commit": lbrec_commit,
         "lbrec_args": args.lbrec_args,
+        "workers": args.workers,
     }
     tmp = Path(tempfile.mkdtemp(prefix="lbrec-bench-"))
     procs = Processes(tmp)
