@@ -29,7 +29,6 @@ import re
 from .framing import RequestHead
 
 __all__ = [
-    "KEEP_ALIVE_LINE",
     "PLAIN_ANSWER",
     "PLAIN_REQUEST",
     "plain_request",
@@ -86,34 +85,22 @@ PLAIN_ANSWER = re.compile(
 )
 """``match`` at the start of an answer: status, reason, Content-Length; ``end()`` is where the
 body starts. ``Connection: keep-alive`` (what nginx sends) is allowed and must be cut out of
-what is relayed (:data:`KEEP_ALIVE_LINE`)."""
+what is relayed (:func:`relayed_answer_head`)."""
 
-# a whole line (a header block starts at a line, and values hold no LF)
-KEEP_ALIVE_LINE = re.compile(rb"(?:^|(?<=\n))" + _KEEP_ALIVE + rb"\r\n")
-_KEEP_ALIVE_AFTER_CRLF = re.compile(rb"\r\n" + _KEEP_ALIVE + rb"(?=\r\n)")  # in a whole head
-_LINE = re.compile(rb"([^:\r\n]+): ([^\r\n]*)\r\n")
+# a whole line: after a CRLF (values hold no CR or LF), up to the next one
+_KEEP_ALIVE_AFTER_CRLF = re.compile(rb"\r\n" + _KEEP_ALIVE + rb"(?=\r\n)")
 
 
 def plain_request(match: re.Match[bytes]) -> RequestHead:
-    """The head :func:`proxy.framing.check_request` makes of a :data:`PLAIN_REQUEST` match."""
+    """The head :func:`proxy.framing.check_request` makes of a :data:`PLAIN_REQUEST` match
+    (its ``headers`` are parsed from ``raw_headers`` only if something reads them)."""
     method, target, before, host, after = match.groups()
     raw = before + after if after else before
     if b"live\r\n" in raw:
-        raw = KEEP_ALIVE_LINE.sub(b"", raw)
-    return RequestHead(
-        method=method,
-        target=target,
-        http11=True,
-        host=host,
-        content_length=None,
-        chunked=False,
-        upgrade=None,
-        expect_continue=False,
-        headers=tuple(_LINE.findall(raw)) if raw else (),
-        forwarded=(),
-        request_id=None,
-        raw_headers=raw,
-    )
+        raw = _KEEP_ALIVE_AFTER_CRLF.sub(b"", b"\r\n" + raw)[2:]
+    # method, target, http11, host, content_length, chunked, upgrade, expect_continue,
+    # header_fields, forwarded, request_id, raw_headers (positional: the hot path)
+    return RequestHead(method, target, True, host, None, False, None, False, None, (), None, raw)
 
 
 def relayed_answer_head(head: bytes, *, keep_alive: bool) -> bytes:

@@ -93,6 +93,7 @@ _FORWARDING = frozenset(
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?")
 _ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)([^#]*)")
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
+_LINE = re.compile(rb"([^:\r\n]+): ([^\r\n]*)\r\n")  # of ``raw_headers``: "name: value\r\n"
 _MAX_CL_DIGITS = 18  # fits in int64; llhttp's own limit is the same order
 
 
@@ -118,13 +119,23 @@ class RequestHead:
     chunked: bool
     upgrade: bytes | None  # "websocket" when this is a WebSocket handshake
     expect_continue: bool
-    headers: tuple[Header, ...]  # end-to-end headers, in order, minus forwarding headers
+    # end-to-end headers, in order, minus forwarding headers (read them as ``headers``);
+    # None: made from ``raw_headers`` when first read (the fast lane parses only on demand)
+    header_fields: tuple[Header, ...] | None
     forwarded: tuple[Header, ...]  # incoming X-Forwarded-* / Forwarded / X-Real-IP, in order
     # the client's X-Request-ID (kept in ``headers``), or None: the proxy then makes one
     request_id: bytes | None = None
     # ``headers`` as the client sent them, ``name: value\r\n`` each (the fast lane's heads,
     # which are byte for byte what the general path would write): copied as one piece
     raw_headers: bytes | None = None
+
+    @property
+    def headers(self) -> tuple[Header, ...]:
+        """End-to-end headers, in order, minus forwarding headers."""
+        fields = self.header_fields
+        if fields is None:
+            fields = self.header_fields = tuple(_LINE.findall(self.raw_headers or b""))
+        return fields
 
 
 def connection_tokens(values: list[bytes]) -> tuple[frozenset[bytes], bool]:
@@ -263,7 +274,7 @@ def check_request(  # noqa: PLR0912, PLR0915
         chunked=chunked,
         upgrade=upgrade,
         expect_continue=expect,
-        headers=tuple(kept),
+        header_fields=tuple(kept),
         forwarded=tuple(forwarded),
         request_id=request_id,
     )
