@@ -348,7 +348,8 @@ class ClientConnection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
-        self._set_pause(_PAUSE_UPSTREAM | _PAUSE_BODY, False)
+        if self._pause:
+            self._set_pause(_PAUSE_UPSTREAM | _PAUSE_BODY, False)
         now = self.loop.time()
         if self.head_started is not None:
             self.head_started = now  # a head begun during the answer: its time starts now

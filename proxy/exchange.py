@@ -435,7 +435,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        self.body_chunks = []
+        if self.body_chunks:
+            self.body_chunks = []
         self.parser = None  # the parser holds our bound methods: break the cycle for refcounting
         self.client.exchange_done(self, keep_alive=keep_alive)
 
@@ -501,7 +502,8 @@ class Exchange:
     def _plain_answer(self, plain: re.Match[bytes], data: bytes) -> bool:
         """The fast lane (proxy/fastlane.py): relay a plain answer's head and what came of its
         body; False leaves it to the general path (204/304, a head over the limit)."""
-        status = int(plain.group(1))
+        status_text, length_text = plain.group(1, 3)
+        status = int(status_text)
         end = plain.end()
         if status in (204, 304) or end > self.server.max_header_bytes:
             return False
@@ -517,7 +519,7 @@ class Exchange:
         self.resp_keep_alive = True
         self.resp_until_close = False
         self.response_started = True
-        length = int(plain.group(3))
+        length = int(length_text)
         head = data[:end]
         relayed = relayed_answer_head(head, keep_alive=keep_alive)
         received = len(data) - end
