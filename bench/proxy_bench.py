@@ -159,13 +159,19 @@ class Processes:
         self._lock = threading.Lock()
 
     def start(
-        self, name: str, argv: Sequence[str], *, cwd: Path | None = None
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         log = self.log_path(name)
         with log.open("ab") as out:
             proc = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -513,6 +519,7 @@ class Lbrec(Target):
     name = "lbrec"
     repo = REPO  # where ``python -m proxy`` runs; --lbrec-repo points it at another checkout
     extra_args: tuple[str, ...] = ()  # --lbrec-args (and --workers N)
+    site: Path | None = None  # --wheel: the wheel built from ``repo``, installed here
 
     def __init__(self, procs: Processes, tmp: Path, backends: Sequence[Backend]) -> None:
         super().__init__(procs, tmp, backends)
@@ -534,8 +541,7 @@ class Lbrec(Target):
             python = REPO / ".venv" / "bin" / "python"
         return [
             str(python if python.exists() else Path(sys.executable)),
-            "-m",
-            "proxy",
+            *(("-P", "-m", "lbrec.proxy") if self.site is not None else ("-m", "proxy")),
             "--config",
             str(self.config),
             "--listen",
@@ -550,8 +556,17 @@ class Lbrec(Target):
             raise BenchError(f"no proxy/__main__.py in {self.repo}")
         self.config.parent.mkdir(parents=True, exist_ok=True)
         self._write()
-        self.proc = self.procs.start(self.name, self.argv(), cwd=self.repo)
+        self.proc = self.procs.start(self.name, self.argv(), cwd=self.cwd(), env=self.env())
         wait_ready(self.procs, self.proc, self.name, self.port, timeout=timeout)
+
+    def cwd(self) -> Path:
+        return self.repo if self.site is None else self.tmp
+
+    def env(self) -> dict[str, str] | None:
+        """--wheel: the installed wheel first on the path (and nothing of the checkout)."""
+        if self.site is None:
+            return None
+        return {**os.environ, "PYTHONPATH": str(self.site)}
 
     def reload(self) -> None:
         self.generation += 1
@@ -1125,6 +1140,7 @@ def render_markdown(
         + (f"; config reload every {settings['reload_every']:g}s during load" if reload else ""),
         f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})"
         + (f" with {settings['lbrec_args']}" if settings["lbrec_args"] else "")
+        + ("; as installed from its wheel" if settings.get("wheel") else "")
         + (
             f"; every balancer with {settings['workers']} workers (lbrec --workers, nginx "
             "worker_processes, HAProxy nbthread)"
@@ -1398,6 +1414,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "HAProxy nbthread N (1; the backends and pyfloor keep one)",
     )
     parser.add_argument(
+        "--wheel",
+        action="store_true",
+        help="run lbrec as pip installs it: the wheel built from the repo (request path "
+        "compiled with mypyc where it builds), not the checkout's interpreted source",
+    )
+    parser.add_argument(
         "--lbrec-args",
         default="",
         metavar="ARGS",
@@ -1516,8 +1538,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lbrec_commit": lbrec_commit,
         "lbrec_args": args.lbrec_args,
         "workers": args.workers,
+        "wheel": args.wheel,
     }
     tmp = Path(tempfile.mkdtemp(prefix="lbrec-bench-"))
+    if args.wheel:
+        Lbrec.site = build_wheel(Lbrec.repo, tmp / "wheel")
     procs = Processes(tmp)
     results = {name: TargetResult(name) for name in args.only}
     profile: dict[str, Any] | None = None
@@ -1761,6 +1786,25 @@ def _profiles(
             lua, target, shape, args.perf, lambda: perf_pid(pid, args.perf, data)
         )
     return out
+
+
+def build_wheel(repo: Path, into: Path) -> Path:
+    """``pip wheel`` of ``repo``, installed with ``--target``: the folder to put on the path."""
+    _log(f"building the wheel of {repo} (mypyc compiles the request path: ~30 s)")
+    python = REPO / ".venv" / "bin" / "python"
+    pip = [str(python if python.exists() else Path(sys.executable)), "-m", "pip"]
+
+    def run(*argv: str) -> None:
+        result = subprocess.run(
+            [*pip, *argv], capture_output=True, text=True, timeout=600, check=False
+        )
+        if result.returncode != 0:
+            raise BenchError(f"pip {' '.join(argv)}: {result.stderr.strip()[-2000:]}")
+
+    run("wheel", "-q", "--no-deps", "-w", str(into / "dist"), str(repo))
+    wheel = next((into / "dist").glob("lbrec-*.whl"))
+    run("install", "-q", "--no-deps", "--target", str(into / "site"), str(wheel))
+    return into / "site"
 
 
 def _git_describe(repo: Path) -> str:

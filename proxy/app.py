@@ -168,12 +168,13 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             signals.append(signal.SIGHUP)
         runtime = server.runtime
         _log.info(
-            "proxy %s listening on %s:%d, admin on %s (event loop %s, parser %s)",
+            "proxy %s listening on %s:%d, admin on %s (event loop %s, parser %s, %s)",
             runtime["lbrec"],
             *bound,
             f"{admin_bound[0]}:{admin_bound[1]}" if admin_bound else "-",
             runtime["event_loop"],
             runtime["parser"],
+            runtime["code"],
             extra={"event": "start", "listen": f"{bound[0]}:{bound[1]}", **runtime},
         )
         if ready is not None:

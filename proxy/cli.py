@@ -38,13 +38,14 @@ def _hostport(value: str) -> str:
 
 
 def version_text() -> str:
-    """``lbrec proxy 0.1.0 (event loop uvloop 0.21.0, parser httptools 0.6.4 (llhttp), ...)``:
+    """``lbrec proxy 0.1.0 (event loop uvloop 0.21.0, parser httptools 0.6.4 (llhttp), mypyc,
+    Python 3.11.7)``:
     what would serve, without starting anything."""
     import platform
 
     import httptools
 
-    from .server import package_version
+    from .server import code_kind, package_version
 
     try:
         import uvloop  # noqa: F401
@@ -54,7 +55,7 @@ def version_text() -> str:
         loop = "asyncio (uvloop is not installed)"
     return (
         f"lbrec proxy {package_version('lbrec')} (event loop {loop}, parser httptools "
-        f"{httptools.__version__} (llhttp), Python {platform.python_version()})"
+        f"{httptools.__version__} (llhttp), {code_kind()}, Python {platform.python_version()})"
     )
 
 

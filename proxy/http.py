@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
+from typing import Final
 
 from .framing import HOP_BY_HOP, STANDARD_TOKENS, RequestHead, connection_tokens
 
@@ -145,10 +146,10 @@ def build_plain_request_head(head: RequestHead, *, forwarding: bytes, request_id
 class ResponseFraming:
     """How a response body is framed towards the client."""
 
-    NONE = 0  # no body (HEAD, 1xx, 204, 304)
-    LENGTH = 1  # Content-Length passed through, bytes relayed as they come
-    CHUNKED = 2  # re-framed as chunked (backend sent chunked or until-close, client is 1.1)
-    CLOSE = 3  # until-close (HTTP/1.0 client and unknown length): connection closes after
+    NONE: Final = 0  # no body (HEAD, 1xx, 204, 304)
+    LENGTH: Final = 1  # Content-Length passed through, bytes relayed as they come
+    CHUNKED: Final = 2  # re-framed as chunked (backend sent chunked or until-close, client is 1.1)
+    CLOSE: Final = 3  # until-close (HTTP/1.0 client and unknown length): connection closes after
 
 
 def build_response_head(  # noqa: PLR0912  one branch per header class, in the hot path

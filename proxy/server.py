@@ -25,7 +25,7 @@ from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFa
 from .pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
 from .stats import Answers
 
-__all__ = ["ProxyServer", "listening_socket", "package_version", "runtime_info"]
+__all__ = ["ProxyServer", "code_kind", "listening_socket", "package_version", "runtime_info"]
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -46,13 +46,22 @@ def package_version(name: str) -> str:
         return "unknown"
 
 
+def code_kind() -> str:
+    """``mypyc`` when the request path runs compiled (a wheel built where mypyc and a C
+    compiler were at hand, see setup.py), else ``interpreted``."""
+    from . import exchange
+
+    return "interpreted" if exchange.__file__.endswith(".py") else "mypyc"
+
+
 def runtime_info(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
-    """Which event loop and HTTP parser serve: shown at start and on ``/-/pool``."""
+    """Which event loop, HTTP parser and code serve: shown at start and on ``/-/pool``."""
     module = type(loop).__module__.partition(".")[0]
     return {
         "lbrec": package_version("lbrec"),
         "event_loop": "uvloop" if module == "uvloop" else "asyncio",
         "parser": f"httptools {httptools.__version__} (llhttp)",
+        "code": code_kind(),
         "python": platform.python_version(),
     }
 

@@ -80,6 +80,7 @@ async def test_pool_names_event_loop_and_parser(
     async with http.get(p.admin_url + "/-/pool") as response:
         runtime = (await response.json())["runtime"]
     assert runtime["event_loop"] in ("uvloop", "asyncio")
+    assert runtime["code"] in ("mypyc", "interpreted")
     assert runtime["parser"].startswith("httptools ")
     assert runtime["lbrec"]
 

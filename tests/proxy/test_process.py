@@ -351,6 +351,6 @@ def test_version_names_the_event_loop_and_parser() -> None:
     line = result.stdout.strip()
     assert re.fullmatch(
         r"lbrec proxy \S+ \(event loop (uvloop \S+|asyncio .*), parser httptools \S+ \(llhttp\), "
-        r"Python \S+\)",
+        r"(mypyc|interpreted), Python \S+\)",
         line,
     ), line
