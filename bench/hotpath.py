@@ -10,6 +10,7 @@ figure is steady from run to run where wrk's are not. bench/proxy_bench.py measu
     .venv/bin/python bench/hotpath.py                  # wrk's request, nginx's answer
     .venv/bin/python bench/hotpath.py --browser        # a browser-like request (9 headers)
     .venv/bin/python bench/hotpath.py --profile        # cProfile of the same loop
+    PYTHONPATH=<wheel installed with --target> .venv/bin/python -P bench/hotpath.py  # compiled
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Appended: a wheel's site folder on PYTHONPATH (its compiled modules) comes first.
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from proxy.config import BackendsConfig
-from proxy.downstream import ClientConnection
-from proxy.server import ProxyServer
-from proxy.upstream import UpstreamConnection
+from lbrec.proxy.config import BackendsConfig
+from lbrec.proxy.downstream import ClientConnection
+from lbrec.proxy.server import ProxyServer, code_kind
+from lbrec.proxy.upstream import UpstreamConnection
 
 WRK_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:28210\r\n\r\n"
 BROWSER_REQUEST = (
@@ -153,7 +155,7 @@ def main() -> None:
         return
     figures = [run(client, upstreams, request, args.requests) for _ in range(args.repeat)]
     print(
-        f"{'browser' if args.browser else 'wrk'} request: "
+        f"{'browser' if args.browser else 'wrk'} request, {code_kind()}: "
         f"{min(figures):.2f} us/request (min of {args.repeat} x {args.requests}; "
         f"median {statistics.median(figures):.2f})"
     )

@@ -507,12 +507,7 @@ class Exchange:
         end = plain.end()
         if status in (204, 304) or end > self.server.max_header_bytes:
             return False
-        backend = self.backend
-        assert backend is not None
-        if status >= 500:
-            self.server.passive_failure(backend, f"status {status}")
-        elif backend.fails:
-            backend.fails = 0
+        self._judge(status)
         keep_alive = self.keep_alive = self.keep_alive and not self.client.closing
         self.status = status
         self.framing = ResponseFraming.LENGTH
@@ -533,6 +528,16 @@ class Exchange:
         self.client.write(data if relayed is head else relayed + data[end:])
         self._outcome(_DONE)
         return True
+
+    def _judge(self, status: int) -> None:
+        """A final answer's status is passive health: a 5xx counts against the backend, any
+        other answer clears its failures."""
+        backend = self.backend
+        assert backend is not None
+        if status >= 500:
+            self.server.passive_failure(backend, f"status {status}")
+        elif backend.fails:
+            backend.fails = 0
 
     def _plain_body(self, data: bytes) -> None:
         remaining = self.remaining
@@ -615,12 +620,7 @@ class Exchange:
         if reason is not None:
             self.bad_reason = reason
             raise _StopParsing
-        backend = self.backend
-        assert backend is not None
-        if status >= 500:
-            self.server.passive_failure(backend, f"status {status}")
-        elif backend.fails:
-            backend.fails = 0
+        self._judge(status)
         bodyless = self.request.method == b"HEAD" or status in (204, 304)
         upgrade = None
         if status == 101:

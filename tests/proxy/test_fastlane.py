@@ -9,6 +9,7 @@ that mixes plain and special headers, casing and whitespace, and byte mutations 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 
 import httptools
@@ -265,7 +266,11 @@ def _mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
 
 # -- the properties --------------------------------------------------------------------------
 
-_SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# CI's pass; docs/proxy.md has the long run (LBREC_FASTLANE_EXAMPLES=100000)
+EXAMPLES = int(os.environ.get("LBREC_FASTLANE_EXAMPLES", "1500"))
+_SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @_SETTINGS
