@@ -641,7 +641,7 @@ class LbrecRestart(Lbrec):
         old = self.proc
         assert old is not None
         began = time.monotonic()
-        new = self.procs.start(self.name, self.argv(), cwd=self.repo)
+        new = self.procs.start(self.name, self.argv(), cwd=self.cwd(), env=self.env())
         # The old process exits 0 once the new one serves and it has drained (~1 s grace).
         try:
             code = old.wait(timeout=self.start_timeout + 10)
@@ -667,7 +667,7 @@ class LbrecRestart(Lbrec):
         self.procs.stop(old)  # SIGTERM to its group, graceful drain; SIGKILL after 5 s
         code = old.returncode
         stopped = time.monotonic() - began
-        self.proc = self.procs.start(self.name, self.argv(), cwd=self.repo)
+        self.proc = self.procs.start(self.name, self.argv(), cwd=self.cwd(), env=self.env())
         wait_ready(
             self.procs, self.proc, self.name, self.port, timeout=self.start_timeout, interval=0.02
         )
@@ -1230,7 +1230,8 @@ def render_restart(
         f"{settings['rounds']} rounds; the lbrec process replaced every "
         f"{settings['restart_every']:g}s during each run",
         f"lbrec proxy: {settings['lbrec_commit']} ({settings['lbrec_repo']})"
-        + (f" with {settings['lbrec_args']}" if settings["lbrec_args"] else ""),
+        + (f" with {settings['lbrec_args']}" if settings["lbrec_args"] else "")
+        + ("; as installed from its wheel" if settings.get("wheel") else ""),
         "",
         "| replaced by | restarts | req/s (median) | req/s min-max | p99 ms | socket errors "
         "| connect/read/write/timeout | non-2xx | fresh-connection probes failed "
