@@ -24,6 +24,7 @@ COMPILED = [
     "lbrec/proxy/fastlane.py",
     "lbrec/proxy/framing.py",
     "lbrec/proxy/http.py",
+    "lbrec/proxy/pool.py",
     "lbrec/proxy/stats.py",
     "lbrec/proxy/upstream.py",
 ]
