@@ -34,6 +34,7 @@ MAX_PIPELINE = 32  # parsed requests waiting behind the one in flight; past it: 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_after_chunk_header",
+        "_boundary",
         "_header_bytes",
         "_headers",
         "_in_head",
@@ -94,6 +95,9 @@ class ClientConnection(asyncio.Protocol):
         self._after_chunk_header = False  # a chunk header parsed, no data yet (or: trailers)
         self._trailer_raw = 0
         self._refusing = False  # MAX_PIPELINE reached: parse no further request
+        # llhttp holds no byte of an unfinished message (only then may the fast lane take a
+        # read: a partial head buffered in llhttp would make the lane's request its headers)
+        self._boundary = True
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -124,7 +128,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if (
             self.active is None
-            and self._raw_head == 0  # the parser is between two requests
+            and self._boundary  # the parser is between two requests
             and self._in_head
             and not self.queue
             and len(data) <= self.server.max_header_bytes
@@ -192,6 +196,7 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None and not self._refusing:
             # Any other Upgrade (h2c...) is ignored: an ordinary request, and parsing goes on.
             self.parser = httptools.HttpRequestParser(self)
+            self._boundary = True
             if rest:
                 self.data_received(rest)
 
@@ -222,6 +227,11 @@ class ClientConnection(asyncio.Protocol):
             self._start_queued()
 
     # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._boundary = False
+        if self.head_started is None:  # a head begun after another in the same read
+            self.head_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -296,6 +306,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_head = True  # whatever follows starts the next request head
+        self._boundary = True
         self._after_chunk_header = False
         if self.parsing is not None:
             self.parsing.body_end()

@@ -107,8 +107,8 @@ def relayed_answer_head(head: bytes, *, keep_alive: bool) -> bytes:
     """A :data:`PLAIN_ANSWER` head as the general path relays it to an HTTP/1.1 client: the
     hop-by-hop ``Connection`` lines cut, ``Connection: close`` added when it closes."""
     if b"live\r\n" in head:
-        at = head.find(b"\r\nConnection: keep-alive\r\n")  # nginx's spelling, once
-        if at >= 0 and head.find(b"live\r\n", at + 26) < 0:
+        at = head.find(b"\r\nConnection: keep-alive\r\n")  # nginx's spelling, alone
+        if at >= 0 and head.count(b"live\r\n") == 1:
             head = head[:at] + head[at + 24 :]
         else:
             head = _KEEP_ALIVE_AFTER_CRLF.sub(b"", head)

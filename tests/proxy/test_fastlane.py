@@ -285,6 +285,10 @@ def test_a_request_the_lane_takes_is_the_general_paths(data: bytes) -> None:
 @given(_answers() | _mutated(_answers()))
 @example(b"HTTP/1.1 200 OK\r\nX: Connection: keep-alive\r\nContent-Length: 1\r\n\r\nab")
 @example(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nX: alive\r\nContent-Length: 0\r\n\r\n")
+@example(  # the review's: nginx's spelling after another one, both hop-by-hop
+    b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nConnection: keep-alive\r\n"
+    b"Content-Length: 2\r\n\r\nok"
+)
 def test_an_answer_the_lane_takes_is_the_general_paths(data: bytes) -> None:
     _assert_answer_agrees(data)
 

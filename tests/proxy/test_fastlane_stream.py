@@ -1,0 +1,172 @@
+"""The fast lane on a connection: a byte stream cut into reads anywhere is the same requests,
+in the same order, as llhttp reads from the whole stream (RFC 9112's reading).
+
+tests/proxy/test_fastlane.py holds the lane to the general path one read at a time; this
+holds the client connection to it across reads, where the lane must never take a read while
+llhttp still buffers part of a head (a review found exactly that: a partial head after a
+complete one in the same read, then a plain-looking read, which is really its headers)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import httptools
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lbrec.proxy.config import BackendsConfig
+from lbrec.proxy.downstream import ClientConnection
+from lbrec.proxy.framing import RequestHead, check_request
+from lbrec.proxy.server import ProxyServer
+from lbrec.proxy.upstream import UpstreamConnection
+
+Seen = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]]  # method, target, headers
+
+
+class _Transport:
+    """A transport in memory: what the data path asks of one."""
+
+    def __init__(self, peer: tuple[str, int]) -> None:
+        self.peer = peer
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.peer if name == "peername" else default
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _through_the_proxy(reads: list[bytes]) -> list[Seen]:
+    """Feed ``reads`` to a real client connection of a real ProxyServer whose backend
+    connections are in memory; after each read, the backend answers every request whose
+    body is complete. Returns the requests the proxy sent on, in order. (No monkeypatching:
+    the same test runs on the wheel, where the request path is compiled.)"""
+    config = BackendsConfig.model_validate(
+        {
+            "health": {"interval": 600},
+            "backends": [{"name": "b", "url": "http://127.0.0.1:9", "weight": 1}],
+        }
+    )
+    loop = asyncio.new_event_loop()
+
+    async def make() -> ProxyServer:
+        return ProxyServer(config)
+
+    try:
+        server = loop.run_until_complete(make())
+        [backend] = server.pool.backends.values()
+        for _ in range(8):  # a HEAD answer never goes back to the pool
+            upstream = UpstreamConnection(backend.conns)
+            upstream.connection_made(_Transport(("127.0.0.1", 9)))  # type: ignore[arg-type]
+            backend.conns.release(upstream, 0.0)
+        client = ClientConnection(server)
+        client.connection_made(_Transport(("192.0.2.1", 40000)))  # type: ignore[arg-type]
+        seen: list[Seen] = []
+        for data in reads:
+            client.data_received(data)
+            while not client.closed and client.active is not None:
+                exchange = client.active
+                if not exchange.body_complete or exchange.upstream is None:
+                    break
+                head = exchange.request
+                seen.append((head.method, head.target, tuple(head.headers)))
+                exchange.upstream.data_received(_ANSWER)
+        return seen
+    finally:
+        loop.close()
+
+
+class _Reference:
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.heads: list[Seen] = []
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        head = check_request(
+            self.parser.get_method(), self.url, self.parser.get_http_version(), self.headers
+        )
+        assert isinstance(head, RequestHead), head  # the streams below are all valid
+        self.heads.append((head.method, head.target, tuple(head.headers)))
+        self.url, self.headers = b"", []
+
+
+def _read_by_llhttp(stream: bytes) -> list[Seen]:
+    reference = _Reference()
+    reference.parser.feed_data(stream)
+    return reference.heads
+
+
+_REQUESTS = [
+    b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    b"HEAD /b?x=1 HTTP/1.1\r\nHost: a.example:8080\r\nAccept: */*\r\n\r\n",
+    b"GET /c HTTP/1.1\r\nUser-Agent: t/1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+    b"GET /d HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n",  # general path
+    b"GET /e HTTP/1.1\r\nHost: a\r\nX-Token:  padded \r\n\r\n",  # general path (OWS)
+    b"POST /f HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+    b"POST /g HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    b"GET /h HTTP/1.1\r\nHost: a\r\nX-A: GET /admin HTTP/1.1\r\n\r\n",
+    # cut after "X-A: ", its rest is a plain request on its own
+    b"GET /allowed HTTP/1.1\r\nX-A: GET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+]
+
+
+@st.composite
+def _cut_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    stream = b"".join(draw(st.lists(st.sampled_from(_REQUESTS), min_size=1, max_size=6)))
+    # cut anywhere, and often just after a line end or a header's ": " (where a read that
+    # looks like a whole request can begin inside another one)
+    marks = [i + 2 for i in range(len(stream) - 2) if stream[i : i + 2] in (b"\r\n", b": ")]
+    places = st.integers(1, len(stream) - 1) | st.sampled_from(marks)
+    cuts = sorted(set(draw(st.lists(places, max_size=6))) - {len(stream)})
+    bounds = [0, *cuts, len(stream)]
+    return stream, [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_cut_streams())
+def test_any_cut_of_a_stream_is_the_requests_llhttp_reads(
+    cut: tuple[bytes, list[bytes]],
+) -> None:
+    stream, reads = cut
+    assert _through_the_proxy(reads) == _read_by_llhttp(stream)
+
+
+def test_a_plain_read_after_a_buffered_partial_head_is_its_headers() -> None:
+    """The review's case: /admin must not be served, it is a header of /allowed."""
+    reads = [
+        b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /allowed HTTP/1.1\r\nX-A: ",
+        b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n",
+    ]
+    seen = _through_the_proxy(reads)
+    assert [target for _, target, _ in seen] == [b"/a", b"/allowed"]
+    assert seen == _read_by_llhttp(b"".join(reads))
