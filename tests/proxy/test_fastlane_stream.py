@@ -21,6 +21,7 @@ from lbrec.proxy.downstream import ClientConnection
 from lbrec.proxy.framing import RequestHead, check_request
 from lbrec.proxy.server import ProxyServer
 from lbrec.proxy.upstream import UpstreamConnection
+from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
 
 Seen = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]]  # method, target, headers
 
@@ -170,3 +171,24 @@ def test_a_plain_read_after_a_buffered_partial_head_is_its_headers() -> None:
     seen = _through_the_proxy(reads)
     assert [target for _, target, _ in seen] == [b"/a", b"/allowed"]
     assert seen == _read_by_llhttp(b"".join(reads))
+
+
+async def test_a_plain_read_after_a_partial_head_on_a_real_proxy(
+    backends: BackendFactory, proxy: ProxyFactory
+) -> None:
+    """The same on sockets: the backend sees /a, then /allowed with X-A; /admin never."""
+    backend = await backends("a")
+    running = await proxy(config_doc([("a", backend.url, 1)]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", running.info.listen[1])
+    try:
+        writer.write(b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /allowed HTTP/1.1\r\nX-A: ")
+        first = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+        assert b'"path": "/a"' in first
+        await asyncio.sleep(0.1)  # /a answered: no exchange in flight, a head half-read
+        writer.write(b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")
+        second = await asyncio.wait_for(reader.readuntil(b"}}"), 5)
+    finally:
+        writer.close()
+    assert b'"path": "/allowed"' in second, second
+    assert backend.seen_headers[-1].get("X-A") == "GET /admin HTTP/1.1"
+    assert backend.hits == 2
