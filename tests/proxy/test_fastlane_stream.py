@@ -32,12 +32,13 @@ class _Transport:
     def __init__(self, peer: tuple[str, int]) -> None:
         self.peer = peer
         self.closed = False
+        self.written = bytearray()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.peer if name == "peername" else default
 
     def write(self, data: bytes) -> None:
-        pass
+        self.written += data
 
     def pause_reading(self) -> None:
         pass
@@ -58,31 +59,38 @@ class _Transport:
 _ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-def _through_the_proxy(reads: list[bytes]) -> list[Seen]:
-    """Feed ``reads`` to a real client connection of a real ProxyServer whose backend
-    connections are in memory; after each read, the backend answers every request whose
-    body is complete. Returns the requests the proxy sent on, in order. (No monkeypatching:
-    the same test runs on the wheel, where the request path is compiled.)"""
+def _client(loop: asyncio.AbstractEventLoop) -> ClientConnection:
+    """A client connection of a real ProxyServer with one backend, whose connections (eight,
+    idle in its pool: a HEAD answer never goes back) are in memory."""
     config = BackendsConfig.model_validate(
         {
             "health": {"interval": 600},
             "backends": [{"name": "b", "url": "http://127.0.0.1:9", "weight": 1}],
         }
     )
-    loop = asyncio.new_event_loop()
 
     async def make() -> ProxyServer:
         return ProxyServer(config)
 
+    server = loop.run_until_complete(make())
+    [backend] = server.pool.backends.values()
+    for _ in range(8):
+        upstream = UpstreamConnection(backend.conns)
+        upstream.connection_made(_Transport(("127.0.0.1", 9)))  # type: ignore[arg-type]
+        backend.conns.release(upstream, 0.0)
+    client = ClientConnection(server)
+    client.connection_made(_Transport(("192.0.2.1", 40000)))  # type: ignore[arg-type]
+    return client
+
+
+def _through_the_proxy(reads: list[bytes]) -> list[Seen]:
+    """Feed ``reads`` to a real client connection of a real ProxyServer whose backend
+    connections are in memory; after each read, the backend answers every request whose
+    body is complete. Returns the requests the proxy sent on, in order. (No monkeypatching:
+    the same test runs on the wheel, where the request path is compiled.)"""
+    loop = asyncio.new_event_loop()
     try:
-        server = loop.run_until_complete(make())
-        [backend] = server.pool.backends.values()
-        for _ in range(8):  # a HEAD answer never goes back to the pool
-            upstream = UpstreamConnection(backend.conns)
-            upstream.connection_made(_Transport(("127.0.0.1", 9)))  # type: ignore[arg-type]
-            backend.conns.release(upstream, 0.0)
-        client = ClientConnection(server)
-        client.connection_made(_Transport(("192.0.2.1", 40000)))  # type: ignore[arg-type]
+        client = _client(loop)
         seen: list[Seen] = []
         for data in reads:
             client.data_received(data)
@@ -192,3 +200,75 @@ async def test_a_plain_read_after_a_partial_head_on_a_real_proxy(
     assert b'"path": "/allowed"' in second, second
     assert backend.seen_headers[-1].get("X-A") == "GET /admin HTTP/1.1"
     assert backend.hits == 2
+
+
+# -- answers: the lane against the general path, on the same connection machinery -----------
+
+Relayed = tuple[bytes, bool, bool]  # what the client got, connection reused, client closed
+
+
+def _answer_relayed(request: bytes, reads: list[bytes]) -> Relayed:
+    """Send ``request``, answer it with ``reads`` from the backend: what the client got."""
+    loop = asyncio.new_event_loop()
+    try:
+        client = _client(loop)
+        client.data_received(request)
+        exchange = client.active
+        assert exchange is not None and exchange.upstream is not None
+        upstream = exchange.upstream
+        for data in reads:
+            if upstream.closed or upstream.listener is None:
+                break
+            upstream.data_received(data)
+        transport = client.transport
+        assert isinstance(transport, _Transport)
+        reused = upstream in exchange.backend.conns.idle if exchange.backend else False
+        return bytes(transport.written), reused, client.closed
+    finally:
+        loop.close()
+
+
+_ANSWER_HEADS = [
+    b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n",
+    b"HTTP/1.1 404 Not Found\r\ncontent-length: 5\r\n\r\n",
+    b"HTTP/1.1 503 Busy\r\nContent-Length: 5\r\nX-A: b\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nConnection: keep-alive\r\n"
+    b"Content-Length: 5\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n",
+]
+_REQUEST_HEADS = [
+    b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",  # the lane
+    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",  # general, closes after
+    b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",  # general, HTTP/1.0 client
+    b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",  # the lane; its answer the general way
+]
+
+
+@st.composite
+def _answer_cases(draw: st.DrawFn) -> tuple[bytes, bytes, list[int]]:
+    head = draw(st.sampled_from(_ANSWER_HEADS))
+    body = draw(st.sampled_from([b"hello", b"hel", b"hello!", b"helloHTTP/1.1 200 OK\r\n\r\n"]))
+    answer = head + body + (b"\r\n0\r\n\r\n" if b"chunked" in head else b"")
+    cuts = sorted(set(draw(st.lists(st.integers(len(head), len(answer) - 1), max_size=3))))
+    return draw(st.sampled_from(_REQUEST_HEADS)), answer, cuts
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_answer_cases())
+def test_an_answer_relays_the_same_with_or_without_the_lane(
+    case: tuple[bytes, bytes, list[int]],
+) -> None:
+    """The lane takes an answer only when its first read holds the whole head: the same
+    answer with its first read cut inside the head goes the general way. The client must get
+    the same bytes, and the backend connection the same fate, both ways."""
+    request, answer, cuts = case
+    lane = _answer_relayed(request, _split(answer, cuts))
+    general = _answer_relayed(request, _split(answer, [5, *cuts]))
+    assert lane == general
