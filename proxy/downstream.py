@@ -128,8 +128,7 @@ class ClientConnection(asyncio.Protocol):
             return
         if (
             self.active is None
-            and self._boundary  # the parser is between two requests
-            and self._in_head
+            and self._boundary  # the parser is between two requests (so in no head either)
             and not self.queue
             and len(data) <= self.server.max_header_bytes
         ):

@@ -316,19 +316,19 @@ class Exchange:
             if self.request_id is None:
                 self.request_id = self.server.next_request_id()
             if self.request.raw_headers is not None and preserve and not config.forwarded_header:
-                head = self._head = build_plain_request_head(
+                head = build_plain_request_head(
                     self.request, forwarding=client.forwarding, request_id=self.request_id
                 )
-                return head
-            head = build_request_head(
-                self.request,
-                client_ip=client.client_ip,
-                backend_host=backend.host_header,
-                preserve_host=preserve,
-                trusted=client.trusted,
-                forwarded_header=self.pool.config.forwarded_header,
-                request_id=None if self.request.request_id is not None else self.request_id,
-            )
+            else:
+                head = build_request_head(
+                    self.request,
+                    client_ip=client.client_ip,
+                    backend_host=backend.host_header,
+                    preserve_host=preserve,
+                    trusted=client.trusted,
+                    forwarded_header=config.forwarded_header,
+                    request_id=None if self.request.request_id is not None else self.request_id,
+                )
             self._head = head
         return head
 
@@ -518,15 +518,14 @@ class Exchange:
         head = data[:end]
         relayed = relayed_answer_head(head, keep_alive=keep_alive)
         received = len(data) - end
-        if received < length:
-            self.remaining = length - received
-            self.client.write(data if relayed is head else relayed + data[end:])
-            return True
         if received > length:  # bytes after the body: relayed no further, never reused
             self.resp_keep_alive = False
             data = data[: end + length]
         self.client.write(data if relayed is head else relayed + data[end:])
-        self._outcome(_DONE)
+        if received < length:
+            self.remaining = length - received
+        else:
+            self._outcome(_DONE)
         return True
 
     def _judge(self, status: int) -> None:

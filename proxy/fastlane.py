@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from .framing import RequestHead
+from .framing import HOST_PATTERN, RequestHead
 
 __all__ = [
     "PLAIN_ANSWER",
@@ -53,7 +53,6 @@ _SPECIAL_ANSWER = (
     rb"(?!(?i:content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade"
     rb"|proxy-" + _NAME + rb"):)"
 )
-_HOST = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?"  # as framing._HOST
 _TARGET = rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"  # RFC 3986 pchar / "/" / "?": no "#"
 
 _KEEP_ALIVE = rb"(?i:connection): (?i:keep-alive)"
@@ -66,7 +65,7 @@ PLAIN_REQUEST = re.compile(
     + rb") HTTP/1\.1\r\n"
     + _REQUEST_LINES
     + rb"(?i:host): ("
-    + _HOST
+    + HOST_PATTERN
     + rb")\r\n"
     + _REQUEST_LINES
     + rb"\r\n"
@@ -74,14 +73,15 @@ PLAIN_REQUEST = re.compile(
 """``fullmatch`` over one read: method, target, headers before Host, Host, headers after.
 ``Connection: keep-alive`` (browsers send it) is allowed and is no header to forward."""
 
+_ANSWER_LINES = (
+    rb"(?:(?:" + _SPECIAL_ANSWER + _NAME + rb": " + _VALUE + rb"|" + _KEEP_ALIVE + rb")\r\n)*+"
+)
 PLAIN_ANSWER = re.compile(
     rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([ -~]*)\r\n"
-    rb"(?:(?:" + _SPECIAL_ANSWER + _NAME + rb": " + _VALUE + rb"|(?i:connection): (?i:keep-alive))"
-    rb"\r\n)*+"
-    rb"(?i:content-length): ([0-9]{1,18})\r\n"
-    rb"(?:(?:" + _SPECIAL_ANSWER + _NAME + rb": " + _VALUE + rb"|(?i:connection): (?i:keep-alive))"
-    rb"\r\n)*+"
-    rb"\r\n"
+    + _ANSWER_LINES
+    + rb"(?i:content-length): ([0-9]{1,18})\r\n"
+    + _ANSWER_LINES
+    + rb"\r\n"
 )
 """``match`` at the start of an answer: status, reason, Content-Length; ``end()`` is where the
 body starts. ``Connection: keep-alive`` (what nginx sends) is allowed and must be cut out of

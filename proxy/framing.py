@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "HOP_BY_HOP",
+    "HOST_PATTERN",
     "PROTECTED",
     "STANDARD_TOKENS",
     "Rejection",
@@ -90,7 +91,9 @@ _FORWARDING = frozenset(
         b"x-real-ip",
     }
 )
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?")
+# host[:port] as Host may carry it (no userinfo); also inside proxy/fastlane.py's patterns
+HOST_PATTERN = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?"
+_HOST = re.compile(HOST_PATTERN)
 _ABSOLUTE = re.compile(rb"(?i:https?)://([^/?#]*)([^#]*)")
 _REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 _LINE = re.compile(rb"([^:\r\n]+): ([^\r\n]*)\r\n")  # of ``raw_headers``: "name: value\r\n"
