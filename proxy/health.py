@@ -20,6 +20,7 @@ import aiohttp
 from .config import HealthSettings
 
 __all__ = [
+    "HEALTH_BODY_CAP",
     "HealthMonitor",
     "HealthState",
     "ProbeResult",
@@ -38,6 +39,12 @@ class HealthState(enum.Enum):
     UP = "up"
     DOWN = "down"
 
+
+# The most of a check's body the probe reads (the status alone decides). A short body is read
+# to its end, which keeps the exchange well-formed; a longer one is left unread and the
+# connection closed, so a backend streaming an endless body costs the proxy this much, not
+# whatever arrives in ``health.timeout`` (issue 20 finding 5).
+HEALTH_BODY_CAP = 4096
 
 # Like HAProxy's `fastinter`: a backend whose state is not settled yet (a new backend still
 # "checking", or an up backend that has started failing) is probed this often, so that a
@@ -256,9 +263,10 @@ class HealthMonitor:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
-                await response.read()
                 ok, code, reason = classify_status(response.status)
                 detail = str(response.status)
+                if not await _drain_capped(response, HEALTH_BODY_CAP):
+                    response.close()  # hang up on the rest: never reused, never read
         except TimeoutError as err:  # aiohttp's connect timeout is one too (L4TOUT)
             ok, detail = False, f"timeout after {settings.timeout}s"
             code, reason = classify_error(err)
@@ -267,3 +275,15 @@ class HealthMonitor:
             code, reason = classify_error(err)
         duration = time.monotonic() - started
         return ProbeResult(ok, time.time(), detail, code, reason, duration)
+
+
+async def _drain_capped(response: aiohttp.ClientResponse, cap: int) -> bool:
+    """Read and discard at most ``cap`` bytes of the body; True when it ended within them."""
+    content = response.content
+    left = cap
+    while left > 0 and not content.at_eof():
+        data = await content.read(left)
+        if not data:
+            break
+        left -= len(data)
+    return content.at_eof()
