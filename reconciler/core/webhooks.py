@@ -24,8 +24,12 @@ minutes off is 401), a delivery id seen before (409), then whether the payload d
 a push to another branch is *ignored* (200, with the reason), anything else authentic is
 *accepted* (202). A body that is not JSON is accepted too, for generic callers.
 
-The replay memory is the one piece of state: a bounded :class:`DeliveryMemory` of the delivery
-ids accepted or ignored in the last 10 minutes. Nothing here reads the clock; the caller passes
+The replay memory is the one piece of state: a bounded :class:`DeliveryMemory` of the calls
+accepted or ignored in the last 10 minutes. It is bound to what is signed (issue 20 finding 12): a
+body signed with an HMAC (GitHub, Gitea, Forgejo) is remembered by that HMAC *and* by its delivery
+id header, since the header is outside the signature and a replay may drop or change it; a
+Standard Webhooks call by its signed ``webhook-id``; the token schemes (GitLab, Bearer), which sign
+nothing, by their delivery id header alone. Nothing here reads the clock; the caller passes
 ``now``.
 """
 
@@ -37,7 +41,7 @@ import hashlib
 import hmac
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -61,7 +65,7 @@ __all__ = [
 ]
 
 SYNC_TOKEN_ENV = "LBREC_SYNC_TOKEN"
-REPLAY_MEMORY = 1024  # delivery ids remembered at most
+REPLAY_MEMORY = 2048  # replay keys remembered at most (a signed delivery takes up to two)
 REPLAY_WINDOW = 600.0  # seconds a delivery id is remembered
 TIMESTAMP_TOLERANCE = 300.0  # seconds a Standard Webhooks timestamp may be off, either way
 
@@ -92,6 +96,10 @@ class Scheme(StrEnum):
     GITHUB = "github"
     GITLAB = "gitlab"
     BEARER = "bearer"
+
+
+# The schemes whose credential is an HMAC of the body alone: the delivery id header is unsigned.
+_BODY_HMAC_SCHEMES = frozenset({Scheme.FORGEJO, Scheme.GITEA, Scheme.GITHUB})
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +150,9 @@ class Verdict:
 
 
 class DeliveryMemory:
-    """The delivery ids seen in the last ``window`` seconds, at most ``capacity`` of them
-    (oldest forgotten first). A replay is measured from the first sighting: retrying a
-    replay does not extend it."""
+    """The replay keys (delivery ids, signatures) seen in the last ``window`` seconds, at most
+    ``capacity`` of them (oldest forgotten first). A replay is measured from the first
+    sighting: retrying a replay does not extend it."""
 
     __slots__ = ("_capacity", "_seen", "_window")
 
@@ -159,16 +167,25 @@ class DeliveryMemory:
     def remember(self, delivery_id: str, now: float) -> float | None:
         """Record ``delivery_id``; if it was already seen within the window, return how many
         seconds ago instead (and record nothing)."""
+        seen = self.remember_all((delivery_id,), now)
+        return None if seen is None else seen[1]
+
+    def remember_all(self, keys: Sequence[str], now: float) -> tuple[str, float] | None:
+        """Record every one of ``keys`` (one call, several names for it); if any was already
+        seen within the window, return that key and how many seconds ago instead (and record
+        nothing)."""
         while self._seen:
             oldest, first = next(iter(self._seen.items()))
             if now - first < self._window:
                 break
             del self._seen[oldest]
-        first_seen = self._seen.get(delivery_id)
-        if first_seen is not None and now - first_seen < self._window:
-            return max(now - first_seen, 0.0)
-        self._seen[delivery_id] = now
-        self._seen.move_to_end(delivery_id)
+        for key in keys:
+            first_seen = self._seen.get(key)
+            if first_seen is not None and now - first_seen < self._window:
+                return key, max(now - first_seen, 0.0)
+        for key in keys:
+            self._seen[key] = now
+            self._seen.move_to_end(key)
         while len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
         return None
@@ -177,7 +194,7 @@ class DeliveryMemory:
 def judge(
     delivery: Delivery, *, secret: WebhookSecret, branch: str, memory: DeliveryMemory
 ) -> Verdict:
-    """The verdict on one call; records its delivery id in ``memory`` once it is authentic."""
+    """The verdict on one call; records its replay keys in ``memory`` once it is authentic."""
     if delivery.method.upper() != "POST":
         return _refused(405, f"method {delivery.method} not allowed: POST only")
     if not secret.token:
@@ -186,17 +203,24 @@ def judge(
     checked = _authenticate(headers, delivery.body, secret=secret, now=delivery.now)
     if isinstance(checked, Verdict):
         return checked
-    delivery_id = next((headers[h].strip() for h in _DELIVERY_HEADERS if headers.get(h)), None)
-    if delivery_id:
-        age = memory.remember(delivery_id, delivery.now)
-        if age is not None:
-            return Verdict(
-                Outcome.REFUSED,
-                409,
-                f"replay: delivery {delivery_id} was already received {age:.0f} s ago",
-                checked,
-                delivery_id,
-            )
+    if checked is Scheme.STANDARD:  # the id is signed, and wins over any other header
+        delivery_id: str | None = headers["webhook-id"].strip()
+    else:
+        delivery_id = next((headers[h].strip() for h in _DELIVERY_HEADERS if headers.get(h)), None)
+    keys = [f"id:{delivery_id}"] if delivery_id else []
+    if checked in _BODY_HMAC_SCHEMES:
+        keys.append(f"hmac-sha256:{_mac(_bytes(secret.token), delivery.body).hex()}")
+    seen = memory.remember_all(keys, delivery.now)
+    if seen is not None:
+        key, age = seen
+        what = "this signed body" if key.startswith("hmac-") else f"delivery {key[3:]}"
+        return Verdict(
+            Outcome.REFUSED,
+            409,
+            f"replay: {what} was already received {age:.0f} s ago",
+            checked,
+            delivery_id,
+        )
     outcome, reason = _route(headers, delivery.body, branch=branch)
     status = 202 if outcome is Outcome.ACCEPTED else 200
     return Verdict(outcome, status, reason, checked, delivery_id)

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -434,7 +434,8 @@ def test_the_same_delivery_twice_is_a_replay() -> None:
     assert again.reason == (
         "replay: delivery 72d3162e-cc78-11e3-81ab-4c9367dc0958 was already received 42 s ago"
     )
-    assert _judge(_github(body, delivery="another"), body, memory=memory).sync
+    # The same signed body under another delivery id is a replay too (issue 20 finding 12).
+    assert _judge(_github(body, delivery="another"), body, memory=memory).status == 409
     later = _judge(_github(body), body, memory=memory, now=NOW + REPLAY_WINDOW)
     assert later.sync  # remembered for the window only
 
@@ -470,6 +471,75 @@ def test_delivery_memory_is_bounded() -> None:
     assert memory.remember("d3", now=6.0) == 3.0  # measured from the first sighting
     assert memory.remember("d1", now=700.0) is None  # the window expired
     assert len(memory) == 1
+
+
+def _without_deliveries(headers: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if not k.lower().endswith("-delivery")}
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        pytest.param(_github, id="github"),
+        pytest.param(_gitea, id="gitea"),
+        pytest.param(_forgejo, id="forgejo"),
+    ],
+)
+def test_a_signed_body_replayed_without_or_with_another_delivery_id_is_refused(
+    sender: Callable[[bytes], dict[str, str]],
+) -> None:
+    """Issue 20 finding 12: the replay memory keyed on the delivery id header, which the HMAC
+    does not cover: the same signed body with the header dropped or changed synced again."""
+    memory = DeliveryMemory()
+    body = _push("refs/heads/main")
+    headers = sender(body)
+    assert _judge(headers, body, memory=memory).sync
+    for replayed in (
+        _without_deliveries(headers),  # the header dropped
+        headers | {"X-GitHub-Delivery": "forged-1", "X-Gitea-Delivery": "forged-1"},  # changed
+        _without_deliveries(headers) | {"X-Forgejo-Delivery": "forged-2"},
+    ):
+        again = _judge(replayed, body, memory=memory, now=NOW + 5)
+        assert (again.outcome, again.status) == (Outcome.REFUSED, 409), replayed
+        assert again.reason == "replay: this signed body was already received 5 s ago"
+    # A signed body that arrives first without any delivery id is remembered by itself too.
+    fresh = DeliveryMemory()
+    bare = _without_deliveries(headers)
+    assert _judge(bare, body, memory=fresh).sync
+    assert _judge(bare, body, memory=fresh, now=NOW + 1).status == 409
+    assert _judge(headers, body, memory=fresh, now=NOW + 2).status == 409
+    # Another body (the next push) is not a replay, and the window still ends.
+    other = _push("refs/heads/main", after="1" * 40)
+    assert _judge(sender(other), other, memory=memory, now=NOW + 6).status == 409  # same id
+    assert _judge(_without_deliveries(sender(other)), other, memory=memory, now=NOW + 7).sync
+    assert _judge(bare, body, memory=memory, now=NOW + REPLAY_WINDOW).sync
+
+
+def test_a_standard_webhook_replay_is_keyed_on_its_signed_id() -> None:
+    """Standard Webhooks sign ``webhook-id``: a GitHub-style delivery header added to a replay
+    named the delivery instead, and the same signed message synced again."""
+    memory = DeliveryMemory()
+    secret = WebhookSecret.parse(STD_SECRET)
+
+    def send(headers: dict[str, str]) -> Verdict:
+        delivery = Delivery("POST", headers, STD_BODY, now=STD_TIMESTAMP, source="192.0.2.7")
+        return judge(delivery, secret=secret, branch="main", memory=memory)
+
+    first = send(_standard())
+    assert first.sync and first.delivery_id == STD_ID
+    again = send(_standard(**{"X-GitHub-Delivery": "looks-new"}))
+    assert (again.status, again.delivery_id) == (409, STD_ID)
+    assert again.reason == f"replay: delivery {STD_ID} was already received 0 s ago"
+
+
+def test_token_schemes_keep_their_delivery_ids_and_repeat_empty_calls() -> None:
+    """GitLab's token and a Bearer token sign nothing (whoever holds them can send anything):
+    their replay memory stays the delivery id, and a generic caller's empty POST may repeat."""
+    memory = DeliveryMemory()
+    assert _judge({"Authorization": f"Bearer {SECRET}"}, memory=memory).sync
+    assert _judge({"Authorization": f"Bearer {SECRET}"}, memory=memory).sync
+    assert _judge(_gitlab(), GITLAB_DOC_BODY, branch="master", memory=memory).sync
+    assert _judge(_gitlab(), GITLAB_DOC_BODY, branch="master", memory=memory).status == 409
 
 
 def test_the_module_is_pure() -> None:
