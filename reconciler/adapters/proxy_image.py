@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
+import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from ... import proxy
@@ -22,7 +27,14 @@ from ..core.errors import ApplyError
 from ..core.render import PROXY_DOCKERFILE, PROXY_STAGE
 from .files import atomic_write
 
-__all__ = ["PROXY_REQUIREMENTS", "proxy_context_digest", "stage_proxy_context"]
+__all__ = [
+    "PROXY_BASE_IMAGE_ENV",
+    "PROXY_REQUIREMENTS",
+    "PYTHON_ENV",
+    "proxy_base_image",
+    "proxy_context_digest",
+    "stage_proxy_context",
+]
 
 # The proxy's runtime dependencies (and uvloop/httptools for speed when present).
 PROXY_REQUIREMENTS = ("pydantic", "aiohttp", "watchdog", "prometheus-client", "uvloop", "httptools")
@@ -38,46 +50,105 @@ def _pins() -> list[str]:
     return pins
 
 
-def _image_python(base_image: str | None) -> str:
-    """The base image's Python, e.g. '3.11' (asked once per image id, then cached)."""
+PYTHON_ENV = "LBREC_PROXY_PYTHON"  # the operator's word on the lb base image's Python
+PROXY_BASE_IMAGE_ENV = "LBREC_PROXY_BASE_IMAGE"  # the operator's lb base image
+_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}$")
+_IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
+# Where a base image keeps its python3 (official images: /usr/local/bin; Debian: /usr/bin)
+_PYTHON_LINKS = ("/usr/local/bin/python3", "/usr/bin/python3")
+
+
+def proxy_base_image(env: Mapping[str, str] = os.environ) -> str | None:
+    """The lb image's base: the operator's (``$LBREC_PROXY_BASE_IMAGE``, else
+    ``$LBREC_BASE_IMAGE``), never the desired-state file's ``base_image``: under ``lbrec sync``
+    that file is a commit's, and the lb runs with host networking in front of every request."""
+    return env.get(PROXY_BASE_IMAGE_ENV) or env.get("LBREC_BASE_IMAGE") or None
+
+
+def _checked_version(value: str, where: str) -> str:
+    """Anything read about an image is checked before it is used (it becomes a path)."""
+    if not _PYTHON_VERSION.match(value):
+        raise ApplyError(
+            f"{where}: {value[:40]!r} is not a Python version like 3.12",
+            backend="lb",
+            hint=f"set {PYTHON_ENV}=3.N to the lb base image's Python",
+        )
+    return value
+
+
+def _image_python(base_image: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """The base image's Python, e.g. '3.11', learned without running the image: the
+    operator's ``$LBREC_PROXY_PYTHON``, else the image's ``PYTHON_VERSION`` environment
+    (official python images), else the name its ``python3`` link points to (read from a
+    created, never started, container). Cached per image id."""
+    if explicit := env.get(PYTHON_ENV):
+        return _checked_version(explicit.strip(), f"${PYTHON_ENV}")
     if not base_image:
         return "3.12"  # the Dockerfile's default, python:3.12-slim
-    image_id = _base_image_id(base_image).replace(":", "-")
-    known = _cache_dir() / "image-python" / image_id if image_id else None
-    if known is not None and known.is_file():
-        return known.read_text().strip()
-    version = _run_image_python(base_image)
+    image_id = _base_image_id(base_image)
+    known = None
+    if _IMAGE_ID.match(image_id):
+        known = _cache_dir() / "image-python" / image_id.replace(":", "-")
+        if known.is_file():
+            cached = known.read_text().strip()
+            if _PYTHON_VERSION.match(cached):
+                return cached
+    version = _checked_version(_read_image_python(base_image), f"base image {base_image}")
     if known is not None:
         atomic_write(known, version + "\n")
     return version
 
 
-def _run_image_python(base_image: str) -> str:
+def _docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["docker", *args], capture_output=True, timeout=timeout, check=False)
+
+
+def _read_image_python(base_image: str) -> str:
+    """The image's Python from its metadata or its files; nothing of the image runs."""
     try:
-        out = subprocess.run(
-            [
-                "docker",
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--entrypoint",
-                "python3",
-                base_image,
-                "-c",
-                "import sys; print('%d.%d' % sys.version_info[:2])",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as err:
-        detail = getattr(err, "stderr", "") or str(err)
+        inspect = _docker("image", "inspect", "-f", "{{json .Config.Env}}", base_image)
+        if inspect.returncode != 0:
+            raise ApplyError(
+                f"cannot inspect the lb base image {base_image}",
+                backend="lb",
+                detail=inspect.stderr.decode(errors="replace").strip(),
+            )
+        for item in json.loads(inspect.stdout or b"null") or ():
+            if isinstance(item, str) and item.startswith("PYTHON_VERSION="):
+                return ".".join(item.split("=", 1)[1].split(".")[:2])
+        created = _docker("create", "--network", "none", base_image, "/nonexistent")
+        if created.returncode != 0:
+            raise ApplyError(
+                f"cannot read the lb base image {base_image}",
+                backend="lb",
+                detail=created.stderr.decode(errors="replace").strip(),
+            )
+        cid = created.stdout.decode().strip()
+        try:
+            for link in _PYTHON_LINKS:
+                copied = _docker("cp", f"{cid}:{link}", "-")
+                if copied.returncode == 0:
+                    return _link_version(copied.stdout)
+        finally:
+            _docker("rm", "-f", cid)
+    except (subprocess.TimeoutExpired, OSError, ValueError) as err:
         raise ApplyError(
-            f"cannot run python3 in the base image {base_image}", backend="lb", detail=detail
+            f"cannot read the lb base image {base_image}", backend="lb", detail=str(err)
         ) from err
-    return out.stdout.strip()
+    raise ApplyError(
+        f"the lb base image {base_image} has no python3 in {' or '.join(_PYTHON_LINKS)}",
+        backend="lb",
+        hint=f"set {PYTHON_ENV}=3.N, or use an image with python3",
+    )
+
+
+def _link_version(archive: bytes) -> str:
+    """PURE. 'python3.11' -> '3.11' from the tar stream `docker cp` gives for a python3 link."""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        member = tar.next()
+    target = member.linkname if member is not None and member.issym() else ""
+    name = target.rsplit("/", 1)[-1]
+    return name.removeprefix("python") if name.startswith("python3.") else name
 
 
 def _cache_dir() -> Path:

@@ -59,13 +59,16 @@ class Workspace:
             )
         base = desired.base_image or env.get(BASE_IMAGE_ENV) or None
         proxy_digest = ""
+        proxy_base = None
         if desired.proxy.mode == "container":
-            from .proxy_image import proxy_context_digest, stage_proxy_context
+            from .proxy_image import proxy_base_image, proxy_context_digest, stage_proxy_context
 
+            # The lb's base is the operator's (environment), never the file's base_image.
+            proxy_base = proxy_base_image(env)
             if stage:
-                proxy_digest = stage_proxy_context(self.folder, base)
+                proxy_digest = stage_proxy_context(self.folder, proxy_base)
             else:
-                proxy_digest = proxy_context_digest(self.folder, base)
+                proxy_digest = proxy_context_digest(self.folder, proxy_base)
         digests: dict[str, str] = {}
         for index, backend in enumerate(desired.backends):
             if backend.build is None:
@@ -80,6 +83,7 @@ class Workspace:
             digests[backend.name] = folder_digest(context)
         return BuildInfo(
             base_image=base,
+            proxy_base_image=proxy_base,
             context_digest=(build_context_digest(self.folder, BACKEND_DOCKERFILE) if demo else ""),
             proxy_digest=proxy_digest,
             build_digests=digests,

@@ -56,6 +56,8 @@ class BuildInfo:
     base_image: str | None  # None: the Dockerfile's own default
     context_digest: str  # hash of Dockerfile.backend and the files it copies
     proxy_digest: str = ""  # hash of Dockerfile.proxy and the staged proxy (container mode)
+    # The lb image's base (container mode): the operator's environment, never the file's
+    proxy_base_image: str | None = None
     # backend name -> hash of its `build:` context folder (backends with a build section)
     build_digests: Mapping[str, str] = field(default_factory=dict)
 
@@ -93,6 +95,10 @@ def _command_label(command: tuple[str, ...] | None) -> str:
     return f"{text[:48]}... #{canonical_hash(list(command))[:8]}"
 
 
+# The restrictions every backend container runs with (render.py): a change replaces them.
+BACKEND_SECURITY = "cap_drop=NET_RAW"
+
+
 def container_fields(
     backend: BackendSpec, desired: DesiredState, build: BuildInfo
 ) -> dict[str, str]:
@@ -115,6 +121,7 @@ def container_fields(
         "command": _command_label(backend.command),
         "health_path": backend.health_path(desired),
         "healthcheck": f"timeout={desired.health.timeout:g}s,fall={desired.health.fall}",
+        "security": BACKEND_SECURITY,
     }
     if desired.engine == "swarm":  # absent on compose: its hashes stay what they were
         fields["engine"] = "swarm"
@@ -133,6 +140,7 @@ TRACKED: tuple[str, ...] = (
     "command",
     "health_path",
     "healthcheck",
+    "security",
 )
 # engine: swarm only (absent on compose, so compose hashes did not move).
 SWARM_TRACKED: tuple[str, ...] = ("engine", "replicas")
@@ -165,9 +173,28 @@ def lb_fields(desired: DesiredState, build: BuildInfo) -> dict[str, str]:
     return {
         "listen": desired.listen,
         "admin": desired.admin,
-        "image": build.base_image or "(Dockerfile default)",
+        "image": build.proxy_base_image or "(Dockerfile default)",
         "build": build.proxy_digest[:12],
+        "user": lb_user(desired),
     }
+
+
+# The lb's unprivileged user: nobody, present in Debian's and the official python images.
+LB_USER = "65534:65534"
+
+
+def lb_user(desired: DesiredState) -> str:
+    """Who the lb process runs as: nobody, unless a listener is on a port below 1024, which
+    needs CAP_NET_BIND_SERVICE. Docker gives a non-root process no ambient capabilities, so
+    then it is root with that one capability and nothing else (docs/security.md)."""
+    return "0:0" if low_port(desired) else LB_USER
+
+
+def low_port(desired: DesiredState) -> bool:
+    """A listener of the lb below 1024 (privileged ports)."""
+    return any(
+        int(hostport.rsplit(":", 1)[1]) < 1024 for hostport in (desired.listen, desired.admin)
+    )
 
 
 def lb_labels(desired: DesiredState, build: BuildInfo) -> dict[str, str]:
@@ -193,4 +220,12 @@ def changed_fields(labels: Mapping[str, str], fields: Mapping[str, str]) -> list
     return reasons
 
 
-__all__ += ["changed_fields", "config_hash", "lb_fields", "lb_labels"]
+__all__ += [
+    "LB_USER",
+    "changed_fields",
+    "config_hash",
+    "lb_fields",
+    "lb_labels",
+    "lb_user",
+    "low_port",
+]

@@ -12,7 +12,16 @@ from collections.abc import Collection, Mapping, Sequence
 import yaml
 
 from ...proxy.config import BackendEntry, BackendsConfig, HealthSettings, Revision
-from .labels import CONFIG_HASH, BuildInfo, backend_labels, canonical_hash, config_hash, lb_labels
+from .labels import (
+    CONFIG_HASH,
+    BuildInfo,
+    backend_labels,
+    canonical_hash,
+    config_hash,
+    lb_labels,
+    lb_user,
+    low_port,
+)
 from .spec import BackendSpec, DesiredState
 from .state import Observed
 
@@ -142,6 +151,8 @@ def backend_service(
             "retries": desired.health.fall,
             "start_period": "30s",
         }
+    # A backend has no use for raw sockets (NET_RAW sniffs and spoofs on its network).
+    service["cap_drop"] = ["NET_RAW"]  # labels.BACKEND_SECURITY
     service["restart"] = "unless-stopped"
     service["labels"] = backend_labels(backend, desired, build, revision=revision)
     return service
@@ -156,8 +167,8 @@ def _lb_service(desired: DesiredState, build: BuildInfo) -> dict[str, object]:
     bind mount would pin the old inode and miss the atomic rename of backends.json.
     """
     build_section: dict[str, object] = {"context": ".", "dockerfile": PROXY_DOCKERFILE}
-    if build.base_image:
-        build_section["args"] = {"BASE_IMAGE": build.base_image}
+    if build.proxy_base_image:
+        build_section["args"] = {"BASE_IMAGE": build.proxy_base_image}
     probe = (
         "import urllib.request;"
         f"urllib.request.urlopen('http://{desired.admin}/-/healthz',timeout=2)"
@@ -167,6 +178,13 @@ def _lb_service(desired: DesiredState, build: BuildInfo) -> dict[str, object]:
         "image": f"{desired.project}-lb:{build.proxy_digest[:12]}",
         "command": ["python3", "-m", "proxy", "--config", "/config/backends.json"],
         "network_mode": "host",
+        # Least privilege (docs/security.md): it only reads its pool and serves sockets.
+        "user": lb_user(desired),
+        "cap_drop": ["ALL"],
+        **({"cap_add": ["NET_BIND_SERVICE"]} if low_port(desired) else {}),
+        "security_opt": ["no-new-privileges:true"],
+        "read_only": True,
+        "tmpfs": ["/tmp"],
         "volumes": ["./config:/config:ro"],
         "healthcheck": {
             "test": ["CMD", "python3", "-c", probe],
@@ -261,8 +279,13 @@ def dump_document(document: dict[str, object], source: str) -> str:
     return _HEADER.format(source=source) + dump_yaml(document)
 
 
-# (url, container name) or, during a canary, (url, container name, version, percent)
-Instance = tuple[str, str | None] | tuple[str, str | None, str | None, int | None]
+# (url, container name) or, during a canary, (url, container name, version, percent); with
+# the container's id last (identity: the proxy tells a container from the next one at its URL)
+Instance = (
+    tuple[str, str | None]
+    | tuple[str, str | None, str | None, int | None]
+    | tuple[str, str | None, str | None, int | None, str | None]
+)
 
 
 def render_pool(
@@ -287,7 +310,8 @@ def render_pool(
             continue
         for item in sorted(instances.get(b.name, ()), key=lambda i: (i[1] or "", i[0])):
             url, name = item[0], item[1]
-            version, percent = (item[2], item[3]) if len(item) == 4 else (None, None)
+            version, percent = (item[2], item[3]) if len(item) >= 4 else (None, None)
+            container = item[4] if len(item) == 5 else None
             own = b.health.path if b.health is not None else None
             entries.append(
                 BackendEntry(
@@ -299,6 +323,7 @@ def render_pool(
                     version=version,
                     percent=percent,
                     sticky=b.rollout_of(desired).sticky if percent is not None else None,
+                    container=container,
                 )
             )
     config = BackendsConfig(
@@ -326,7 +351,7 @@ def converged_pool(
     for spec in desired.backends:
         want = config_hash(spec, desired, build)
         serving: list[Instance] = [
-            (c.url, c.name or None)
+            (c.url, c.name or None, None, None, c.id)
             for c in observed.for_backend(spec.name)
             if c.url is not None
             and c.running

@@ -370,8 +370,9 @@ class DesiredState(_Model):
     )
     base_image: str | None = Field(
         default=None,
-        description="BASE_IMAGE build arg of Dockerfile.backend; default: $LBREC_BASE_IMAGE, "
-        "else the Dockerfile's own default",
+        description="BASE_IMAGE build arg of Dockerfile.backend (the demo backends' image; "
+        "never the lb's, whose base is the operator's $LBREC_PROXY_BASE_IMAGE or "
+        "$LBREC_BASE_IMAGE); default: $LBREC_BASE_IMAGE, else the Dockerfile's own default",
     )
     health: HealthSpec = HealthSpec()
     proxy: ProxySpec = ProxySpec()

@@ -63,6 +63,24 @@ def _lb(project: Project) -> dict[str, str]:
     return {"id": cid, "started": started}
 
 
+def _assert_least_privilege(cid: str) -> None:
+    """Issue 20 finding 2: the lb runs as nobody with no capability, read-only, and cannot gain
+    privileges (CapEff 0 inside: no NET_RAW to sniff loopback's admin and webhook tokens)."""
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{json .}}", cid], capture_output=True, text=True, check=True
+    ).stdout
+    info = json.loads(out)
+    assert info["Config"]["User"] == "65534:65534"
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"]
+    status = subprocess.run(
+        ["docker", "exec", cid, "cat", "/proc/1/status"], capture_output=True, text=True, check=True
+    ).stdout
+    caps = dict(line.split(":\t", 1) for line in status.splitlines() if line.startswith("Cap"))
+    assert int(caps["CapEff"], 16) == 0 and int(caps["CapBnd"], 16) == 0
+
+
 def test_lb_in_compose_serves_and_reweights_without_restart(project: Project) -> None:
     listen, admin, p1, p2 = free_ports(4)
     project.write(_spec(project, listen, admin, [("a", p1, 1), ("b", p2, 2)]))
@@ -77,6 +95,7 @@ def test_lb_in_compose_serves_and_reweights_without_restart(project: Project) ->
             seen[response.headers["X-Backend"]] += 1
     assert seen == {"a": 10, "b": 20}
     assert _pool(admin)["generation"] == project.pool["generation"]
+    _assert_least_privilege(_lb(project)["id"])
 
     lb = _lb(project)
     project.write(_spec(project, listen, admin, [("a", p1, 3), ("b", p2, 1)]))

@@ -353,3 +353,55 @@ def test_ordinary_strings_stay_plain() -> None:
     assert dump_yaml({"k": "dynamic", "h": "127.0.0.1", "x": "ab12e4"}) == (
         "k: dynamic\nh: 127.0.0.1\nx: ab12e4\n"
     )
+
+
+# -- issue 20, finding 2: least privilege for the lb and the backends --------------------------
+
+
+def _container_mode(listen: str = "127.0.0.1:8080") -> DesiredState:
+    return parse_spec(
+        f"listen: {listen}\nbase_image: commit/evil:1\nproxy: {{mode: container}}\n"
+        "backends: [{name: a, port: 9001}]\n"
+    )
+
+
+def _services(desired: DesiredState, build: BuildInfo) -> dict[str, dict[str, object]]:
+    services: dict[str, dict[str, object]] = yaml.safe_load(render_compose(desired, build))[
+        "services"
+    ]
+    return services
+
+
+def test_the_lb_runs_unprivileged_and_from_the_operators_base_only() -> None:
+    desired = _container_mode()
+    build = BuildInfo(base_image="commit/evil:1", context_digest="c", proxy_digest="p" * 12)
+    lb = _services(desired, build)["lb"]
+    assert lb["user"] == "65534:65534"
+    assert lb["cap_drop"] == ["ALL"] and "cap_add" not in lb
+    assert lb["read_only"] is True
+    assert lb["security_opt"] == ["no-new-privileges:true"]
+    # the file's base_image builds the backends only; the lb's base is BuildInfo.proxy_base_image
+    assert "args" not in lb["build"]  # type: ignore[operator]
+    operator = BuildInfo(
+        base_image="commit/evil:1",
+        context_digest="c",
+        proxy_digest="p" * 12,
+        proxy_base_image="ops/base:1",
+    )
+    assert _services(desired, operator)["lb"]["build"] == {
+        "context": ".",
+        "dockerfile": "Dockerfile.proxy",
+        "args": {"BASE_IMAGE": "ops/base:1"},
+    }
+
+
+def test_an_lb_on_a_low_port_gets_only_net_bind_service() -> None:
+    lb = _services(_container_mode("0.0.0.0:80"), BuildInfo(None, "c", "p" * 12))["lb"]
+    assert lb["user"] == "0:0"
+    assert lb["cap_drop"] == ["ALL"] and lb["cap_add"] == ["NET_BIND_SERVICE"]
+    assert lb["read_only"] is True
+
+
+def test_backends_drop_net_raw(sample: DesiredState, build: BuildInfo) -> None:
+    for name, service in _services(sample, build).items():
+        assert service["cap_drop"] == ["NET_RAW"], name
