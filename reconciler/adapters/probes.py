@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import socket
-import urllib.error
-import urllib.request
+
+from . import http_client
 
 
 def port_free(host: str, port: int) -> bool:
@@ -23,14 +23,16 @@ def port_free(host: str, port: int) -> bool:
 
 
 def http_probe(url: str, timeout: float) -> str | None:
-    """GET ``url`` from the host: None on 200, else the answer or the error, for the report."""
+    """GET ``url`` from the host: None on 200, else the answer or the error, for the report.
+
+    Through :mod:`.http_client`: ``timeout`` bounds the whole exchange (a backend trickling
+    its head cannot hold the pass), a redirect is not followed (it is "answered 302", not
+    ready: a redirect to some other service is not this backend's health), and no body is
+    read (the status is the verdict)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            if response.status == 200:
-                return None
-            return f"GET {url} answered {response.status}"
-    except urllib.error.HTTPError as err:
-        return f"GET {url} answered {err.code}"
-    except (OSError, ValueError) as err:
-        reason = getattr(err, "reason", None) or err
-        return f"GET {url}: {reason}"
+        response = http_client.get(url, timeout=timeout, max_body=0)
+    except http_client.HttpError as err:
+        return str(err)
+    if response.status == 200:
+        return None
+    return f"GET {response.url} {response.describe()}"
