@@ -3,20 +3,25 @@
 Make before break: lbrec writes a pool, waits until the proxy reports that generation
 (:func:`wait_for_generation`), and before a leaving instance is stopped waits until the proxy
 has no request in flight to it (:func:`wait_drained`). With ``LBREC_ADMIN_TOKEN`` set (the proxy
-then requires it on its reading endpoints) the token is sent.
+then requires it on its reading endpoints) the token is sent, only to an address of this host
+(:func:`admin_target`) and never through a redirect.
 """
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import os
+import socket
 import time
-import urllib.request
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from .http_client import HttpError, get
+
 __all__ = [
+    "MAX_POOL_DOCUMENT",
     "TOKEN_ENV",
+    "admin_target",
     "inflight",
     "pool_document",
     "proxy_generation",
@@ -27,17 +32,59 @@ __all__ = [
 TOKEN_ENV = "LBREC_ADMIN_TOKEN"
 
 
+# A pool document of thousands of instances is a few MiB; anything longer is not our proxy's.
+MAX_POOL_DOCUMENT = 16 * 1024 * 1024
+
+
+def admin_target(admin: str) -> str | None:
+    """Where the reconciler reaches the proxy of ``admin`` (HOST:PORT): a loopback address,
+    or an address of this host's own interfaces (a wildcard bind is reached on loopback);
+    None for a name or another host's address, which is never asked nor sent the token
+    (docs/security.md, finding 3: under `lbrec sync` the file is a commit's)."""
+    host, _, port = admin.rpartition(":")
+    bare = host.strip("[]")
+    if bare in ("0.0.0.0", ""):
+        return f"127.0.0.1:{port}"
+    if bare == "::":
+        return f"[::1]:{port}"
+    if bare == "localhost":
+        return f"127.0.0.1:{port}"
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        return None  # a DNS name: it could resolve anywhere
+    if address.is_loopback or _is_local(address):
+        return admin
+    return None
+
+
+def _is_local(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """``address`` is one of this host's (only those can be bound)."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
 def pool_document(
     admin: str, *, timeout: float = 0.5, env: Mapping[str, str] = os.environ
 ) -> dict[str, Any] | None:
-    """GET /-/pool of the proxy at ``admin`` (HOST:PORT); None if none answers."""
-    request = urllib.request.Request(f"http://{admin}/-/pool")
-    if token := env.get(TOKEN_ENV):
-        request.add_header("Authorization", f"Bearer {token}")
+    """GET /-/pool of the proxy at ``admin`` (HOST:PORT); None if none answers, or if
+    ``admin`` is not an address of this host. No redirect is followed (the token stays with
+    the proxy) and the whole exchange has one deadline."""
+    target = admin_target(admin)
+    if target is None:
+        return None
+    headers = {"Authorization": f"Bearer {token}"} if (token := env.get(TOKEN_ENV)) else None
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = json.loads(response.read())
-    except (OSError, ValueError):
+        answer = get(
+            f"http://{target}/-/pool", timeout=timeout, max_body=MAX_POOL_DOCUMENT, headers=headers
+        )
+        data = answer.json() if answer.status == 200 else None
+    except HttpError:
         return None
     return data if isinstance(data, dict) else None
 
