@@ -2,23 +2,43 @@
 
 Every pass appends one line under the project lock (one ``write`` with O_APPEND, fsynced),
 so a reader never sees half a line; past ``MAX_BYTES`` the log rolls over to
-``audit.jsonl.1`` (one old file kept). `lbrec status --history` reads it back. A ``notify:``
-webhook gets the same record as JSON by POST; a receiver that is down or slow costs at most
-its timeout and is only logged: it never fails a pass.
+``audit.jsonl.1`` (one old file kept). `lbrec status --history` reads it back.
+
+A ``notify:`` webhook gets the same record as JSON by POST, off the pass's thread: :func:`notify`
+only queues it (a bounded queue; when full the oldest record is dropped, counted and logged) and
+one delivery thread sends them in order through :mod:`.http_client` (no redirect followed, the
+``timeout`` bounds the whole delivery, the answer's body is not read). A receiver that is down,
+slow or trickling never delays a pass and never fails one: a failed delivery is logged
+(``notify_failed``). At exit the queue gets a bounded wait (:data:`SHUTDOWN_WAIT`) to drain.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import json
 import logging
 import os
-import urllib.error
-import urllib.request
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["AUDIT_FILE", "MAX_BYTES", "append_record", "notify", "read_history"]
+from . import http_client
+
+__all__ = [
+    "AUDIT_FILE",
+    "MAX_BYTES",
+    "QUEUE_SIZE",
+    "SHUTDOWN_WAIT",
+    "Notifier",
+    "append_record",
+    "deliver",
+    "flush_notifications",
+    "notify",
+    "read_history",
+]
 
 AUDIT_FILE = ".lbrec/audit.jsonl"
 MAX_BYTES = 1 << 20
@@ -63,23 +83,149 @@ def read_history(folder: Path, last: int) -> list[dict[str, Any]]:
     return out
 
 
-def notify(url: str, record: Mapping[str, Any], *, timeout: float) -> str | None:
-    """POST ``record`` to ``url``; None when a 2xx came back, else why not (also logged)."""
-    body = json.dumps(record, sort_keys=True).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": "lbrec-notify"},
-    )
+QUEUE_SIZE = 100  # records waiting for the receiver; past it the oldest is dropped
+SHUTDOWN_WAIT = 10.0  # seconds the process waits at exit for the queue to drain
+
+
+def deliver(url: str, record: Mapping[str, Any], *, timeout: float) -> str | None:
+    """POST ``record`` to ``url`` now, all within ``timeout`` s: None when a 2xx came back,
+    else why not (also logged). A redirect is not followed (it is a failed delivery)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if 200 <= response.status < 300:
-                return None
-            problem = f"answered {response.status}"
-    except urllib.error.HTTPError as err:
-        problem = f"answered {err.code}"
-    except (OSError, ValueError) as err:
-        problem = str(getattr(err, "reason", None) or err)
-    _log.warning("notify %s: %s", url, problem, extra={"event": "notify_failed", "url": url})
+        response = http_client.post_json(
+            url, record, timeout=timeout, max_body=0, headers={"User-Agent": "lbrec-notify"}
+        )
+    except http_client.HttpError as err:
+        shown, problem = err.url, err.reason
+    else:
+        if response.ok:
+            return None
+        shown, problem = response.url, response.describe()
+    _log.warning("notify %s: %s", shown, problem, extra={"event": "notify_failed", "url": shown})
     return problem
+
+
+class _Send(Protocol):
+    def __call__(self, url: str, record: Mapping[str, Any], *, timeout: float) -> str | None: ...
+
+
+class Notifier:
+    """A bounded queue of webhook deliveries and the one thread that sends them, in order.
+
+    :meth:`submit` never blocks: when ``capacity`` records already wait, the oldest is dropped
+    (``dropped`` counts them; each is logged, ``notify_dropped``). :meth:`flush` waits, at most
+    its timeout, until everything submitted has been tried; :meth:`close` flushes, then ends
+    the thread (later submissions are dropped)."""
+
+    def __init__(self, *, capacity: int = QUEUE_SIZE, send: _Send = deliver) -> None:
+        if capacity < 1:
+            raise ValueError(f"notify queue capacity must be at least 1, not {capacity}")
+        self._capacity = capacity
+        self._send = send
+        self._queue: collections.deque[tuple[str, Mapping[str, Any], float]] = collections.deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+        self.sent = 0
+
+    def submit(self, url: str, record: Mapping[str, Any], *, timeout: float) -> None:
+        """Queue ``record`` for ``url`` (returns at once)."""
+        with self._cond:
+            if self._closed:
+                self._drop(url, record, "the notifier is closed")
+                return
+            if len(self._queue) >= self._capacity:
+                old_url, old_record, _ = self._queue.popleft()
+                self._drop(old_url, old_record, f"notify queue full ({self._capacity})")
+            self._queue.append((url, dict(record), timeout))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="lbrec-notify", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        """Records queued or being delivered."""
+        with self._cond:
+            return len(self._queue) + self._busy
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every record submitted so far has been tried, at most ``timeout`` s;
+        True when none is left."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._cond:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def close(self, timeout: float) -> bool:
+        """Flush (at most ``timeout`` s), then end the delivery thread. True when everything
+        was tried; else what is left is logged as not delivered."""
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            left = len(self._queue) + self._busy
+            self._cond.notify_all()
+        if not flushed:
+            _log.warning(
+                "notify: %d record(s) not delivered at shutdown (waited %gs)",
+                left,
+                timeout,
+                extra={"event": "notify_dropped", "count": left},
+            )
+        return flushed
+
+    def _drop(self, url: str, record: Mapping[str, Any], why: str) -> None:
+        self.dropped += 1
+        _log.warning(
+            "%s: dropped the %s record for %s (%d dropped so far)",
+            why,
+            record.get("outcome", "?"),
+            http_client.redact_url(url),
+            self.dropped,
+            extra={"event": "notify_dropped", "url": http_client.redact_url(url)},
+        )
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return  # closed and drained
+                url, record, timeout = self._queue.popleft()
+                self._busy = True
+            try:
+                self._send(url, record, timeout=timeout)
+            except Exception:  # a bug must not end the delivery thread
+                _log.exception("notify %s crashed", http_client.redact_url(url))
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self.sent += 1
+                    self._cond.notify_all()
+
+
+_notifier = Notifier()
+
+
+def notify(url: str, record: Mapping[str, Any], *, timeout: float) -> None:
+    """Queue ``record`` for the ``notify:`` webhook at ``url`` (the process's one delivery
+    thread sends it; a slow receiver never delays the caller)."""
+    _notifier.submit(url, record, timeout=timeout)
+
+
+def flush_notifications(timeout: float) -> bool:
+    """Wait at most ``timeout`` s for the queued notifications to be tried."""
+    return _notifier.flush(timeout)
+
+
+def _at_exit() -> None:
+    if _notifier.pending():
+        _notifier.close(SHUTDOWN_WAIT)
+
+
+atexit.register(_at_exit)

@@ -40,6 +40,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from ..core.redact import redact_url
+
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
@@ -54,6 +56,7 @@ __all__ = [
     "Timeout",
     "get",
     "post_json",
+    "redact_url",
     "request",
 ]
 
@@ -66,7 +69,7 @@ class HttpError(Exception):
 
     def __init__(self, method: str, url: str, reason: str) -> None:
         self.method = method
-        self.url = _shown(url)
+        self.url = redact_url(url)
         self.reason = reason
         super().__init__(f"{method} {self.url}: {reason}")
 
@@ -128,7 +131,7 @@ class Response:
     def describe(self) -> str:
         """``answered 302 (to /elsewhere)``: the status for a report."""
         where = self.location
-        return f"answered {self.status}" + (f" (to {_shown(where)})" if where else "")
+        return f"answered {self.status}" + (f" (to {redact_url(where)})" if where else "")
 
     def json(self) -> Any:
         """The body as JSON; a :class:`ProtocolError` when it is not, or was cut at the cap."""
@@ -214,7 +217,7 @@ def request(
         data, truncated = _read_body(answer, max_body)
         return Response(
             method=method,
-            url=_shown(url),
+            url=redact_url(url),
             status=answer.status,
             reason=answer.reason,
             headers=tuple(answer.getheaders()),
@@ -423,15 +426,3 @@ def _why(err: BaseException | None) -> str:
         return f"not an HTTP answer: {str(err)[:80]!r}"
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__
     return str(text)
-
-
-def _shown(url: str) -> str:
-    """``url`` without any userinfo (never show a password in a message or a record)."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return "<invalid URL>"
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urllib.parse.urlunsplit(parts._replace(netloc=host))

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from lbrec.reconciler.adapters.audit import flush_notifications
 from lbrec.reconciler.adapters.lock import project_lock
 from lbrec.reconciler.adapters.workspace import Workspace
 from lbrec.reconciler.commands.cli import main
@@ -196,6 +197,7 @@ def test_notify_gets_deployed_and_failed_passes_not_in_sync_ones(cli, folder) ->
         assert cli("apply") == 0  # in sync: nothing sent
         spec.write_text(spec.read_text().replace("weight: 2", "weight: 5"))
         assert cli("apply") == 0
+        assert flush_notifications(10)  # delivered off the pass's thread (issue 20 finding 7)
     finally:
         receiver.close()
     outcomes = [r["json"]["outcome"] for r in receiver.received]  # type: ignore[index]
@@ -213,6 +215,7 @@ def test_a_notify_receiver_that_is_down_never_fails_a_pass(cli, folder, caplog) 
         FAST + f"notify: {{url: '{url}', timeout: 1s}}\n" + TWO
     )
     assert cli("apply") == 0
+    assert flush_notifications(10)
     assert "notify" in caplog.text and url in caplog.text
 
 
