@@ -83,7 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", parents=[common, mutating], help="converge to the desired state")
     p.add_argument("--check", action="store_true", help="plan only (same as diff)")
     sub.add_parser("diff", parents=[common], help="show the plan; exit 0 in sync, 1 pending")
-    sub.add_parser("validate", parents=[common], help="validate the desired-state file")
+    p = sub.add_parser("validate", parents=[common], help="validate the desired-state file")
+    p.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="also check it against the operator's policy, as `lbrec sync --policy` would "
+        "(exit 6 when refused)",
+    )
     sub.add_parser("schema", help="print the JSON Schema of the desired-state file")
     p = sub.add_parser("status", parents=[common], help="backends, containers and the routed pool")
     p.add_argument(
@@ -220,6 +226,12 @@ def _dispatch(args: argparse.Namespace, out: Out, docker: DockerFactory) -> int:
     workspace = Workspace.at(args.file)
     if command == "validate":
         desired = workspace.load()
+        if args.policy is not None:
+            from ..adapters.policy_files import enforce
+            from ..core.policy import load_policy
+
+            policy = load_policy(Path(args.policy))
+            enforce(desired, policy, workspace.folder, source=str(args.file))
         if out.json:
             doc = {"ok": True, "file": str(args.file), "backends": len(desired.backends)}
             print(json.dumps(doc))

@@ -15,6 +15,7 @@ __all__ = [
     "DockerUnavailable",
     "LbrecError",
     "LockTimeout",
+    "PolicyError",
     "PortInUse",
     "SpecError",
     "UsageError",
@@ -46,6 +47,18 @@ class SpecError(LbrecError):
 
     exit_code = 2
     transient = False
+
+
+class PolicyError(SpecError):
+    """A commit asks for what the operator's policy does not allow (core/policy.py): refused
+    before anything runs; a later commit may fix it."""
+
+    exit_code = 6
+    transient = False
+
+    def __init__(self, message: str, *, hint: str | None = None, rules: tuple[str, ...] = ()):
+        super().__init__(message, hint=hint)
+        self.rules = rules  # the policy keys broken, for the metric's label
 
 
 class UsageError(LbrecError):

@@ -94,6 +94,12 @@ class LoopMetrics:
             ["loop"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "lbrec_sync_commits_refused",
+            "Commits the operator's policy refused, by the policy rule they broke",
+            ["loop", "rule"],
+            registry=self.registry,
+        )
         self.registry.register(_Deployed(self))
 
     def follow(self, loop: str, folder: Path) -> None:

@@ -55,6 +55,8 @@ class RuntimeOptions:
     workdir: Path | None = None
     git_timeout: float = 120.0
     once: bool = False
+    policy: Path | None = None  # the operator's bounds on a commit (core/policy.py)
+    notify: str | None = None  # the operator's receiver of refusals (not the commit's)
     # Serving (up)
     access_log: bool = False
     down: bool = False
@@ -145,6 +147,19 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, command: Command) -> 
             help=f"the desired-state file inside the repository (default {DEFAULT_FILE})",
         )
         group.add_argument(
+            "--policy",
+            default=None,
+            metavar="FILE",
+            help="the operator's policy: what a commit may change (docs/security.md); "
+            "without it the safe defaults apply",
+        )
+        group.add_argument(
+            "--notify",
+            default=None,
+            metavar="URL",
+            help="the operator's webhook: told of every commit the policy refuses",
+        )
+        group.add_argument(
             "--interval",
             type=duration_arg,
             default=30.0,
@@ -156,7 +171,7 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, command: Command) -> 
             "--once",
             action="store_true",
             help="deploy the head once and exit: 0 deployed, 1 apply failed, 2 invalid file, "
-            "3 no Docker engine, 4 lock timeout, 5 git failed",
+            "3 no Docker engine, 4 lock timeout, 5 git failed, 6 refused by the policy",
         )
         parser.add_argument(
             "--workdir",
@@ -176,4 +191,6 @@ def options_from(args: argparse.Namespace) -> RuntimeOptions:
     given["file"] = Path(given.get("file", DEFAULT_FILE))
     if given.get("workdir") is not None:
         given["workdir"] = Path(given["workdir"]).absolute()
+    if given.get("policy") is not None:
+        given["policy"] = Path(given["policy"]).absolute()
     return RuntimeOptions(**given)

@@ -26,21 +26,25 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from ...proxy.config import Revision
+from ..adapters.audit import notify
 from ..adapters.files import atomic_write
 from ..adapters.git import Mirror, normalize_repo
+from ..adapters.policy_files import enforce
 from ..adapters.records import read_deployed, write_deployed
 from ..adapters.workspace import Workspace
-from ..core.errors import LbrecError, SpecError
+from ..core.errors import LbrecError, PolicyError, SpecError
 from ..core.plan import Plan
+from ..core.policy import DEFAULT_POLICY, Policy, load_policy
 from ..core.report import Report
 from ..core.schedule import Backoff
 from ..core.spec import DEFAULT_FILE, parse_spec
 from .loop import ControlLoop, configure_logging, describe_failures
-from .metrics import serve_metrics
+from .metrics import LOOP_METRICS, serve_metrics
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass
 from .signals import run_until_signal
@@ -71,6 +75,7 @@ class SyncSource:
 class SyncState(StrEnum):
     DEPLOYED = "deployed"  # the head commit is applied and every backend is up
     INVALID = "invalid"  # the head commit's file is invalid; nothing was applied
+    REFUSED = "refused"  # the head commit is outside the operator's policy; nothing was applied
     FAILED = "failed"  # applied, but some backends failed to build, start or get healthy
 
 
@@ -85,7 +90,12 @@ class SyncResult:
 
     @property
     def exit_code(self) -> int:
-        return {SyncState.DEPLOYED: 0, SyncState.FAILED: 1, SyncState.INVALID: 2}[self.state]
+        return {
+            SyncState.DEPLOYED: 0,
+            SyncState.FAILED: 1,
+            SyncState.INVALID: 2,
+            SyncState.REFUSED: PolicyError.exit_code,
+        }[self.state]
 
 
 class SyncLoop:
@@ -102,8 +112,12 @@ class SyncLoop:
         git_timeout: float = 120.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        policy: Policy = DEFAULT_POLICY,
+        operator_notify: str | None = None,
     ) -> None:
         self.source = source
+        self.policy = policy
+        self.operator_notify = operator_notify
         self.workspace = workspace
         self._deploy_fn = deploy
         self.mirror = Mirror(
@@ -145,6 +159,13 @@ class SyncLoop:
         )
         try:
             text = self._read(head)
+        except PolicyError as err:
+            result = SyncResult(SyncState.REFUSED, head, revision, error=err.message)
+            if self._reported_invalid != head:
+                self._reported_invalid = head
+                self._refused(head, revision, err)
+            self.last_result = result
+            return result
         except SpecError as err:
             result = SyncResult(SyncState.INVALID, head, revision, error=err.message)
             if self._reported_invalid != head:
@@ -172,8 +193,35 @@ class SyncLoop:
                 f"{path}: not in commit {commit[:12]}",
                 hint="check --path (the file's path inside the repository)",
             )
-        parse_spec(text, source=f"{path}@{commit[:12]}")
+        source = f"{path}@{commit[:12]}"
+        desired = parse_spec(text, source=source)
+        enforce(desired, self.policy, self.workspace.folder, source=source)
         return text
+
+    def _refused(self, commit: str, revision: Revision, err: PolicyError) -> None:
+        """Once per refused head: logged, counted by rule, and told to the operator's
+        receiver (never to the commit's own notify: the commit is what was refused)."""
+        serving = str((read_deployed(self.workspace.folder) or {}).get("commit") or "nothing")
+        self._log.error(
+            "commit %s: refused by the policy: %s; not applied; still serving %s",
+            commit[:12],
+            err.message,
+            serving[:12],
+            extra={"event": "commit_refused", "commit": commit, "error": err.message},
+        )
+        for rule in err.rules or ("policy",):
+            LOOP_METRICS.refused.labels(self.loop.name, rule).inc()
+        if self.operator_notify:
+            record = {
+                "time": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": "lbrec sync",
+                "outcome": "refused",
+                "revision": revision.model_dump(mode="json"),
+                "serving": serving,
+                "error": err.message,
+                "rules": list(err.rules),
+            }
+            notify(self.operator_notify, record, timeout=5.0)
 
     def _deploy(self, text: str, revision: Revision) -> SyncResult:
         commit = revision.commit or ""
@@ -299,6 +347,8 @@ def build_sync_loop(
         workdir=options.workdir,
         interval=options.interval,
         git_timeout=options.git_timeout,
+        policy=load_policy(options.policy) if options.policy is not None else DEFAULT_POLICY,
+        operator_notify=options.notify,
     )
 
 
@@ -330,7 +380,7 @@ def _once(sync: SyncLoop, *, log_error: Callable[..., None], log_info: Callable[
             log_error("  hint: %s", err.hint)
         return err.exit_code
     short = result.commit[:12]
-    match result.state:  # a new deployment and an invalid commit were logged by sync_once
+    match result.state:  # a new deployment, an invalid or refused commit: logged by sync_once
         case SyncState.DEPLOYED if not result.recorded:
             log_info("commit %s: deployed, in sync", short)
         case SyncState.FAILED:
