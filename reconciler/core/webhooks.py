@@ -50,6 +50,7 @@ from urllib.parse import parse_qs
 from .errors import UsageError
 
 __all__ = [
+    "ADMIN_TOKEN_ENV",
     "REPLAY_MEMORY",
     "REPLAY_WINDOW",
     "SYNC_TOKEN_ENV",
@@ -61,10 +62,12 @@ __all__ = [
     "Verdict",
     "WebhookSecret",
     "judge",
+    "require_admin_token",
     "token_matches",
 ]
 
 SYNC_TOKEN_ENV = "LBREC_SYNC_TOKEN"
+ADMIN_TOKEN_ENV = "LBREC_ADMIN_TOKEN"  # the proxy's (proxy/app.py); spelled here, core is pure
 REPLAY_MEMORY = 2048  # replay keys remembered at most (a signed delivery takes up to two)
 REPLAY_WINDOW = 600.0  # seconds a delivery id is remembered
 TIMESTAMP_TOLERANCE = 300.0  # seconds a Standard Webhooks timestamp may be off, either way
@@ -189,6 +192,24 @@ class DeliveryMemory:
         while len(self._seen) > self._capacity:
             self._seen.popitem(last=False)
         return None
+
+
+def require_admin_token(sync_token: str, admin_token: str) -> None:
+    """The rule: with the webhook on, the admin listener's reading endpoints require a token.
+
+    ``POST /-/sync`` is meant to be reached from a forge, through a TLS proxy that connects from
+    a loopback peer, so whatever that proxy forwards reaches the admin listener as if local.
+    Hence a set ``LBREC_SYNC_TOKEN`` needs a set ``LBREC_ADMIN_TOKEN``; raises
+    :class:`UsageError` otherwise (issue 20 finding 11)."""
+    if sync_token and not admin_token:
+        raise UsageError(
+            f"{SYNC_TOKEN_ENV} is set but {ADMIN_TOKEN_ENV} is not: the webhook makes the "
+            "admin listener reachable through a reverse proxy, so its reading endpoints "
+            f"(/-/pool, /-/stats, /metrics, the status page) must require a token: set "
+            f"{ADMIN_TOKEN_ENV}",
+            hint=f"e.g. {ADMIN_TOKEN_ENV}=$(openssl rand -hex 32), and forward only POST "
+            "/-/sync from the TLS proxy (docs/operations.md)",
+        )
 
 
 def judge(

@@ -31,6 +31,7 @@ from ..core.errors import LbrecError, PortInUse
 from ..core.output import BuildProgress, Style, format_plan, format_recap
 from ..core.spec import DesiredState
 from ..core.webhooks import (
+    ADMIN_TOKEN_ENV,
     SYNC_TOKEN_ENV,
     Delivery,
     DeliveryMemory,
@@ -38,6 +39,7 @@ from ..core.webhooks import (
     Verdict,
     WebhookSecret,
     judge,
+    require_admin_token,
 )
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass
@@ -218,9 +220,12 @@ def _follow_the_branch(
     workspace: Workspace, docker: DockerFactory, options: RuntimeOptions
 ) -> tuple[DesiredState, Runnable, list[web.RouteDef]]:
     """`up --repo`: the webhook routes (a malformed whsec_ secret stops here, with nothing
-    applied), the first sync, then the listeners must be free."""
+    applied), the first sync, then the listeners must be free. With the webhook on, the admin
+    token is required (:func:`require_admin_token`), before anything is fetched."""
+    token = os.environ.get(SYNC_TOKEN_ENV, "")
+    require_admin_token(token, os.environ.get(ADMIN_TOKEN_ENV, ""))
     sync = build_sync_loop(options, docker)
-    routes = sync_webhook(sync.trigger, os.environ.get(SYNC_TOKEN_ENV, ""), branch=options.branch)
+    routes = sync_webhook(sync.trigger, token, branch=options.branch)
     result = sync.sync_once()
     _log.info(
         "first sync: commit %s %s%s",

@@ -86,6 +86,8 @@ def test_up_with_repo_deploys_on_webhook(project: Project, tmp_path: Path) -> No
     listen, admin, p1, p2 = free_ports(4)
     head = f"listen: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\n"
     _commit(work, spec_text(project.name, [("w1", p1, 1)], extra=head), "one")
+    # The webhook on needs the admin token (issue 20 finding 11); `lbrec status` reads with it.
+    project.env["LBREC_ADMIN_TOKEN"] = "adm1n"
     env = dict(project.env, LBREC_SYNC_TOKEN="t0ken")
     log = open(project.folder / "up.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(

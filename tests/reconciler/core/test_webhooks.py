@@ -26,6 +26,7 @@ from lbrec.reconciler.core.webhooks import (
     Verdict,
     WebhookSecret,
     judge,
+    require_admin_token,
 )
 from lbrec.reconciler.runtime.up import sync_webhook
 from tests.test_architecture import FORBIDDEN_IN_PURE, _imports
@@ -615,3 +616,19 @@ async def test_end_to_end_over_a_real_server(webhook_log: _Records) -> None:
     assert getattr(refused, "event", None) == "webhook"
     assert getattr(refused, "reason", "").startswith("X-Hub-Signature-256 does not match")
     assert "refused (401) from 127.0.0.1" in refused.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("sync_token", "admin_token", "refused"),
+    [("t0ken", "", True), ("t0ken", "adm1n", False), ("", "", False), ("", "adm1n", False)],
+)
+def test_the_webhook_on_requires_the_admin_token(
+    sync_token: str, admin_token: str, refused: bool
+) -> None:
+    """Issue 20 finding 11: with the webhook on, the admin listener is reached through a TLS
+    proxy (a loopback peer), so its reading endpoints must require LBREC_ADMIN_TOKEN."""
+    if not refused:
+        require_admin_token(sync_token, admin_token)
+        return
+    with pytest.raises(UsageError, match="LBREC_SYNC_TOKEN is set but LBREC_ADMIN_TOKEN is not"):
+        require_admin_token(sync_token, admin_token)
