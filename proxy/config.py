@@ -113,6 +113,17 @@ class BackendEntry(_Model):
         pattern=r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
         description="canary: keep a client on one version by this cookie or header",
     )
+    # Identity, not just liveness (docs/faults.md, "engine restarted"): the container this
+    # entry was read from, and, when set, why it is frozen: the proxy does not route a frozen
+    # entry (its port may belong to another container now) until a pass re-reads it.
+    container: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$",
+        description="the container's id",
+    )
+    frozen: str | None = Field(
+        default=None, max_length=200, description="not routed: why (an engine restart)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -179,6 +190,8 @@ class BackendsConfig(_Model):
         seen: set[tuple[str, str]] = set()
         weights: dict[str, int] = {}
         for entry in self.backends:
+            if entry.frozen is not None:  # not routed: its URL may be another's by now
+                continue
             if (entry.name, entry.url) in seen:
                 raise ValueError(f"duplicate backend {entry.name!r} at {entry.url}")
             seen.add((entry.name, entry.url))
@@ -209,6 +222,13 @@ class BackendsConfig(_Model):
                     f"{sum(p for p in shares if p is not None)}, not 100"
                 )
         return self
+
+    @property
+    def routable(self) -> tuple[BackendEntry, ...]:
+        """The entries the proxy routes to: all but the frozen ones."""
+        if not any(entry.frozen is not None for entry in self.backends):
+            return self.backends
+        return tuple(entry for entry in self.backends if entry.frozen is None)
 
     def to_json(self) -> str:
         """Deterministic bytes: fixed key order, 2-space indent, trailing newline."""

@@ -70,6 +70,7 @@ class Backend:
 
     __slots__ = (
         "conns",
+        "container",
         "eject_handle",
         "ejected",
         "errors",
@@ -98,6 +99,7 @@ class Backend:
         self.name = entry.name  # the backend (several instances may share it)
         self.key = key or entry.name  # unique in the pool: name, or name@host:port
         self.instance = entry.instance
+        self.container = entry.container  # identity: the container this URL was read from
         self.health_path = entry.health_path
         self.version = entry.version
         self.percent = entry.percent

@@ -203,12 +203,17 @@ class ProxyServer:
         backends: dict[str, Backend] = {}
         # Carried over by (name, URL): the key of an instance changes when its backend gains or
         # loses instances, its health, counters and connections do not.
+        # And by container: at the same URL another container (an engine restart hands the
+        # port to someone else) is a new backend, proven again by its health checks.
         before = (
-            {} if previous is None else {(b.name, b.url): b for b in previous.backends.values()}
+            {}
+            if previous is None
+            else {(b.name, b.url, b.container): b for b in previous.backends.values()}
         )
-        keys = instance_keys(config.backends)
-        for key, entry in zip(keys, config.backends, strict=True):
-            prev = before.get((entry.name, entry.url))
+        entries = config.routable  # a frozen entry is never routed (docs/faults.md)
+        keys = instance_keys(entries)
+        for key, entry in zip(keys, entries, strict=True):
+            prev = before.get((entry.name, entry.url, entry.container))
             if prev is not None:
                 prev.weight = entry.weight
                 prev.key = key
@@ -222,7 +227,7 @@ class ProxyServer:
                 start = HealthState.UP if previous is None else HealthState.CHECKING
                 backends[key] = Backend(entry, health=start, key=key)
         wait = config.health.wait_healthy_on_add
-        weights = rotation_weights(config.backends, keys)
+        weights = rotation_weights(entries, keys)
         healthy = [n for n, b in backends.items() if b.takes_traffic(wait_healthy=wait)]
         if previous is None:
             balancer = SmoothWeightedRoundRobin(weights, healthy=healthy)

@@ -33,9 +33,19 @@ class DockerEvents:
     RETRY = 0.5
     ALIVE = 0.3
 
-    def __init__(self, project: str, on_event: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        project: str,
+        on_event: Callable[[str], None],
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_lost()`` is called (in this thread, at once) when a stream that was up ends:
+        the engine went away, and may hand its containers' ports to others when it is back
+        (the pool is frozen: adapters/engine_epoch.py)."""
         self.project = project
         self.on_event = on_event
+        self.on_lost = on_lost
+        self._up = threading.Event()  # the current stream has stayed up ALIVE s
         self._stop = threading.Event()
         self._proc: subprocess.Popen[str] | None = None
         self._thread: threading.Thread | None = None
@@ -61,23 +71,28 @@ class DockerEvents:
             except OSError:
                 self._stop.wait(5.0)
                 continue
-            if lost:
-                self._when_alive(self._proc)
+            self._when_alive(self._proc, reconnected=lost)
             assert self._proc.stdout is not None
             for line in self._proc.stdout:
                 if line.strip():
                     self.on_event(line.strip())
             self._proc.wait()
+            if self._up.is_set() and not self._stop.is_set() and self.on_lost is not None:
+                self.on_lost()
+            self._up.clear()
             lost = True
             self._stop.wait(self.RETRY)  # the engine went away: try again shortly
 
-    def _when_alive(self, proc: subprocess.Popen[str]) -> None:
-        """Once a restarted stream has stayed up for ALIVE s, the engine is back: events
-        during the outage are lost, so ask for a pass that re-observes everything at once."""
+    def _when_alive(self, proc: subprocess.Popen[str], *, reconnected: bool) -> None:
+        """Once a stream has stayed up for ALIVE s it is up (its end is then a loss); a
+        restarted one means the engine is back: events during the outage are lost, so ask
+        for a pass that re-observes everything at once."""
 
         def check() -> None:
             if proc.poll() is None and not self._stop.is_set():
-                self.on_event("reconnected events-stream")
+                self._up.set()
+                if reconnected:
+                    self.on_event("reconnected events-stream")
 
         timer = threading.Timer(self.ALIVE, check)
         timer.daemon = True

@@ -45,6 +45,7 @@ def apply(
     hooks: Hooks | None = None,
     only: Collection[str] | None = None,
     held: Mapping[str, str] | None = None,
+    epoch: int | None = None,
 ) -> Report:
     """Carry out ``the_plan`` (see the module docstring for the order). With ``only``, the
     container work of other backends is deferred (reported, not done); so is that of the
@@ -55,7 +56,7 @@ def apply(
     reading them in one place is the point; each phase is a call or a few lines."""
     say = progress or (lambda _msg: None)
     hooks = hooks or Hooks()
-    run = Run(desired, workspace, docker, hooks, say, revision, build=build)
+    run = Run(desired, workspace, docker, hooks, say, revision, build=build, epoch=epoch)
     backends = [a for a in the_plan.actions if a.role == "backend"]
     outcomes: dict[str, Outcome] = _deferred(backends, held, only)
     backends = [a for a in backends if a.backend not in outcomes]
@@ -73,8 +74,10 @@ def apply(
         action = next(a for a in backends if a.backend == name)
         outcomes[name] = Outcome(action, ok=False, error=err.message, detail=err.detail)
 
-    # 1. The pool routes what serves now, at the desired weights.
+    # 1. The pool routes what serves now, at the desired weights; a held backend's old
+    # version serves wherever its instances listen now.
     _route_what_serves(run, desired, observed)
+    _route_held(run, desired, observed, [a for a in the_plan.actions if a.backend in (held or {})])
     for action in backends:
         if action.kind is ActionKind.REWEIGHT and not action.steps:
             outcomes[action.backend] = Outcome(action, ok=True)
@@ -140,26 +143,69 @@ def _route_what_serves(run: Run, desired: DesiredState, observed: Observed) -> N
     """Step 1: the pool routes what serves now (matched by URL), at the desired weights, and a
     canary in progress (a pass cut short) keeps its split until this pass decides; backends
     that go leave the pool before their containers do."""
+    # Matched by container id (at the port just read: the same instance wherever it listens
+    # now; a frozen entry comes back only this way), or by URL for an entry without an id.
     pool_urls: dict[str, set[str]] = {}
+    pool_ids: dict[str, set[str]] = {}
     for entry in observed.pool.backends if observed.pool is not None else ():
-        pool_urls.setdefault(entry.name, set()).add(entry.url)
+        if entry.container is not None:
+            pool_ids.setdefault(entry.name, set()).add(entry.container)
+        elif entry.frozen is None:
+            pool_urls.setdefault(entry.name, set()).add(entry.url)
     for spec in desired.backends:
+        by_id, by_url = pool_ids.get(spec.name, set()), pool_urls.get(spec.name, set())
         run.routed[spec.name] = {
             c.id: (c.url, c.name or None)
             for c in observed.for_backend(spec.name)
-            if c.running and c.url is not None and c.url in pool_urls.get(spec.name, set())
+            if c.running and c.url is not None and (c.id in by_id or c.url in by_url)
         }
     for c in observed.containers:
         run.known[c.id] = c
     canary: dict[str, tuple[set[str], int]] = {}
     for entry in observed.pool.backends if observed.pool is not None else ():
         if entry.version == "canary" and entry.percent is not None:
-            canary.setdefault(entry.name, (set(), entry.percent))[0].add(entry.url)
+            canary.setdefault(entry.name, (set(), entry.percent))[0].add(
+                entry.container or entry.url
+            )
     for name, (urls, percent) in canary.items():
-        ids = frozenset(i for i, (url, _) in run.routed.get(name, {}).items() if url in urls)
+        ids = frozenset(
+            i for i, (url, _) in run.routed.get(name, {}).items() if url in urls or i in urls
+        )
         if ids:
             run.split[name] = (ids, percent)
     run.publish()
+
+
+def _route_held(
+    run: Run, desired: DesiredState, observed: Observed, actions: Sequence[Action]
+) -> None:
+    """Step 1b: held (its new version was rolled back) means its old instances keep serving,
+    wherever they listen now: a held backend with nothing routed (its instances came back on
+    other ports from a pool that named no ids) routes its running old-version instances once
+    they answer healthy."""
+    for action in actions:
+        spec = desired.backend(action.backend)
+        if spec is None or not action.new_version or run.routed.get(action.backend):
+            continue
+        current = set(action.replaced)  # what the rollout would retire: the old version
+        ids = [
+            c.id
+            for c in observed.for_backend(action.backend)
+            if c.id in current and c.running and c.url is not None and c.health != "unhealthy"
+        ][: spec.replicas]
+        if not ids:
+            continue
+        rollout = spec.rollout_of(desired)
+        try:
+            problem = run.wait_ready(spec, ids, min_healthy=0.0, deadline=rollout.healthy_deadline)
+        except Preempted as err:
+            run.say(f"{action.backend}: held; routing its old version preempted ({err.reason})")
+            return
+        if problem is None:
+            run.route(action.backend, ids)
+            run.say(f"{action.backend}: held; its old version routed again")
+        else:
+            run.say(f"{action.backend}: held; its old version does not answer: {problem}")
 
 
 def _create_fresh(run: Run, backends: Sequence[Action]) -> dict[str, Outcome]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from ...proxy.config import Revision
+from ..adapters import engine_epoch
 from ..adapters.files import read_text_or_none
 from ..adapters.lock import waiting_editor
 from ..adapters.proxy_admin import pool_document, wait_drained, wait_for_generation
@@ -52,8 +53,11 @@ def converge(
     admin = desired.admin
     if confirm is None:  # make before break against the proxy serving this desired state
         confirm = lambda generation: wait_for_generation(admin, generation)  # noqa: E731
+    # Before the engine is observed: a break of its events stream after this makes the pass
+    # stale (its ports may be another container's): it writes frozen pools and yields.
+    epoch = engine_epoch.current(workspace.folder)
     if hooks is None:
-        preempted = _preemption(workspace)
+        preempted = _preemption(workspace, epoch)
         hooks = Hooks(
             confirm=confirm,
             drained=lambda urls, timeout: wait_drained(
@@ -89,6 +93,7 @@ def converge(
         hooks=hooks,
         only=only,
         held=_held(workspace, desired, build) if hold_rolled_back else None,
+        epoch=epoch,
     )
 
 
@@ -111,13 +116,16 @@ def _proxy_counters(admin: str, urls: Collection[str]) -> Counters | None:
     return None if document is None else counters_of(document, urls)
 
 
-def _preemption(workspace: Workspace) -> Callable[[], str | None]:
-    """Why a pass over ``workspace`` should yield: an edit command waits for the lock, or the
-    desired-state file no longer holds what this pass read."""
+def _preemption(workspace: Workspace, epoch: int) -> Callable[[], str | None]:
+    """Why a pass over ``workspace`` should yield: an edit command waits for the lock, the
+    desired-state file no longer holds what this pass read, or the engine went away since
+    this pass observed it (the reconnect pass re-reads every port)."""
     spec_file = workspace.spec_file
     seen = read_text_or_none(spec_file)
 
     def preempted() -> str | None:
+        if engine_epoch.current(workspace.folder) != epoch:
+            return "the engine went away; a pass re-reads every container when it is back"
         if (who := waiting_editor(workspace.folder)) is not None:
             return f"{who} is waiting for the lock"
         try:

@@ -9,6 +9,7 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 from ...proxy.config import Revision
+from ..adapters import engine_epoch
 from ..adapters.files import atomic_write
 from ..adapters.workspace import Workspace
 from ..core.labels import BuildInfo
@@ -43,6 +44,9 @@ class Run:
     # backend -> (ids of the canary's instances, their percent) while a canary runs
     split: dict[str, tuple[frozenset[str], int]] = field(default_factory=dict)
     promoted: set[str] = field(default_factory=set)  # `lbrec rollout promote --full`
+    # The engine's epoch when this pass observed it (adapters/engine_epoch.py): once the
+    # engine has gone away since, every pool this pass writes is frozen (its ports are stale).
+    epoch: int | None = None
 
     def route(self, backend: str, ids: Sequence[str]) -> None:
         """Add instances to the pool and publish it (the proxy confirms)."""
@@ -50,8 +54,16 @@ class Run:
             for cid in ids:
                 c = self.known[cid]
                 assert c.url is not None
+                self.forget_url(c.url, keep=cid)
                 self.routed.setdefault(backend, {})[cid] = (c.url, c.name or None)
             self.publish()
+
+    def forget_url(self, url: str, *, keep: str) -> None:
+        """One URL is one container: an entry of another container at ``url`` (its port read
+        before an engine restart handed it to ``keep``) leaves the pool."""
+        for by_id in self.routed.values():
+            for cid in [i for i, (u, _name) in by_id.items() if u == url and i != keep]:
+                del by_id[cid]
 
     def write_pool(self) -> str:
         with self.lock:  # re-entrant: callers that already hold it may call this
@@ -67,15 +79,19 @@ class Run:
             split = {cid in canary for cid in by_id} == {True, False}
             for cid, (url, inst) in by_id.items():
                 if not split:  # one version routed: no split to write
-                    entries.append((url, inst))
+                    entries.append((url, inst, None, None, cid))
                 elif cid in canary:
-                    entries.append((url, inst, "canary", percent))
+                    entries.append((url, inst, "canary", percent, cid))
                 else:
-                    entries.append((url, inst, "stable", 100 - percent))
+                    entries.append((url, inst, "stable", 100 - percent, cid))
             instances[name] = entries
         config = render_pool(self.desired, instances=instances, revision=self.revision)
-        if atomic_write(self.workspace.pool_file, config.to_json()):
-            self.written.append(str(self.workspace.pool_file))
+        folder = self.workspace.folder
+        with engine_epoch.write_lock:  # a freeze (the engine went away) is never overwritten
+            if self.epoch is not None and engine_epoch.current(folder) != self.epoch:
+                config = engine_epoch.freeze(config, engine_epoch.frozen_reason(folder))
+            if atomic_write(self.workspace.pool_file, config.to_json()):
+                self.written.append(str(self.workspace.pool_file))
         self.generation = config.generation
         return config.generation
 

@@ -23,9 +23,11 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from ..adapters.docker_events import DockerEvents
+from ..adapters.engine_epoch import freeze_pool
 from ..adapters.workspace import Workspace
 from ..core.errors import LbrecError
 from ..core.plan import Plan
+from ..core.render import POOL_FILE
 from ..core.report import Report
 from ..core.schedule import Backoff
 from .loop import ControlLoop, Reconcile, configure_logging
@@ -121,12 +123,19 @@ def watch_loop(
     def docker_event(what: str) -> None:
         log.info("docker: %s", what, extra={"event": "docker"})
         # The engine came back after an outage: everything is re-observed at once (its
-        # events meanwhile are lost), no debounce; other drift waits the debounce as a save.
-        loop.notify(f"docker {what}", drift=True, immediate=what.startswith("reconnected"))
+        # events meanwhile are lost), no debounce and never behind a back-off (the pool is
+        # frozen until then); other drift waits the debounce as a save, and the back-off.
+        back = what.startswith("reconnected")
+        loop.notify(f"docker {what}", drift=not back, immediate=back)
+
+    def engine_lost() -> None:
+        # At once, from the events thread (a pass may be running): the proxy stops routing
+        # to ports the engine may hand to others when it is back (adapters/engine_epoch.py).
+        freeze_pool(path.parent, path.parent / POOL_FILE, "the docker events stream broke")
 
     loop.attach(FileWatch(path, changed))
     if docker_project:
-        loop.attach(DockerEvents(docker_project, docker_event))
+        loop.attach(DockerEvents(docker_project, docker_event, on_lost=engine_lost))
     return loop
 
 
