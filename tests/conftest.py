@@ -1,4 +1,5 @@
-"""Shared test set-up: the `docker` marker fails (never skips) under CI when no engine answers."""
+"""Shared test set-up: the `docker` and `netns_engine` markers fail (never skip) under CI when
+no engine answers (or none of the test's own can be made)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,38 @@ import shutil
 import subprocess
 
 import pytest
+from hypothesis import settings
 
 _ENGINE: tuple[bool, str] | None = None
+
+# Hypothesis profiles: `ci` (the default: every count as written) and `dev`, the quick loop's
+# (scripts/test.sh --quick): properties ask tests/support/examples.py for their count.
+settings.register_profile("ci", deadline=None)
+settings.register_profile("dev", deadline=None, max_examples=10)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Markers by folder or file, so that a new test lands in the right loop without a decorator.
+# `slow`: seconds each, or a browser, a process tree, a compiler: CI runs them, --quick not.
+_SLOW = (
+    "tests/proxy/desync/",
+    "tests/proxy/test_process.py",
+    "tests/proxy/test_handoff.py",
+    "tests/proxy/test_build.py",
+    "tests/proxy/test_dashboard.py",
+    "tests/proxy/test_grafana_dashboard.py",
+    "tests/test_demo_backend.py",
+    "tests/test_examples.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
+    for item in items:
+        where = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        if where.startswith("tests/integration/"):
+            item.add_marker(pytest.mark.docker)
+        if where.startswith(_SLOW):
+            item.add_marker(pytest.mark.slow)
 
 
 def _engine_status() -> tuple[bool, str]:
@@ -40,10 +71,24 @@ def _engine_status() -> tuple[bool, str]:
     return _ENGINE
 
 
+def _netns_engine_status() -> tuple[bool, str]:
+    """An engine of the test's own can be made here (tests/support/netns_engine.py); it
+    copies the offline base image from the machine's engine, so that one must answer too."""
+    from tests.support.netns_engine import missing_requirements
+
+    why = missing_requirements()
+    if why is not None:
+        return False, why
+    return _engine_status()
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("docker") is None:
+    if item.get_closest_marker("netns_engine") is not None:
+        ok, why = _netns_engine_status()
+    elif item.get_closest_marker("docker") is not None:
+        ok, why = _engine_status()
+    else:
         return
-    ok, why = _engine_status()
     if ok:
         return
     if os.environ.get("CI") or os.environ.get("LBREC_REQUIRE_DOCKER"):

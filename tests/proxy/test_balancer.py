@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbrec.proxy.balancer import SmoothWeightedRoundRobin
+from tests.support.examples import examples
 
 
 def picks(balancer: SmoothWeightedRoundRobin, n: int) -> list[str | None]:
@@ -102,7 +103,7 @@ weights_st = st.dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(weights=weights_st, offset=st.integers(min_value=0, max_value=40))
 def test_any_window_is_exact(weights: dict[str, int], offset: int) -> None:
     balancer = SmoothWeightedRoundRobin(weights)
@@ -116,7 +117,7 @@ def test_any_window_is_exact(weights: dict[str, int], offset: int) -> None:
         assert window == Counter({n: w for n, w in weights.items() if w > 0})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(weights=weights_st)
 def test_smooth(weights: dict[str, int]) -> None:
     """After k picks each peer has about k*w/W picks: never more than max(1, (n-1)w/W) off
@@ -132,7 +133,7 @@ def test_smooth(weights: dict[str, int]) -> None:
             assert abs(counts[name] - k * weight / total) <= bound + 1e-9
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(
     weights=weights_st,
     flaps=st.lists(
@@ -156,7 +157,7 @@ def test_health_flaps_then_exact(
         assert Counter(seq[start : start + total]) == Counter(healthy)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(before=weights_st, after=weights_st, gap=st.integers(0, 20))
 def test_reweight_then_exact(before: dict[str, int], after: dict[str, int], gap: int) -> None:
     balancer = SmoothWeightedRoundRobin(before)

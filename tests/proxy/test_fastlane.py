@@ -28,6 +28,7 @@ from lbrec.proxy.http import (
     forwarding_lines,
 )
 from tests.proxy.desync.cases import REQUEST_CASES, RESPONSE_CASES
+from tests.support.examples import examples
 
 _LIMIT = LimitSettings().max_header_bytes  # the default; the lane is tried only below it
 
@@ -267,7 +268,7 @@ def _mutated(draw: st.DrawFn, base: st.SearchStrategy[bytes]) -> bytes:
 # -- the properties --------------------------------------------------------------------------
 
 # CI's pass; docs/proxy.md has the long run (LBREC_FASTLANE_EXAMPLES=100000)
-EXAMPLES = int(os.environ.get("LBREC_FASTLANE_EXAMPLES", "1500"))
+EXAMPLES = int(os.environ.get("LBREC_FASTLANE_EXAMPLES") or examples(1500))
 _SETTINGS = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -22,6 +22,7 @@ from lbrec.proxy.framing import RequestHead, check_request
 from lbrec.proxy.server import ProxyServer
 from lbrec.proxy.upstream import UpstreamConnection
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
+from tests.support.examples import examples
 
 Seen = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]]  # method, target, headers
 
@@ -161,7 +162,7 @@ def _cut_streams(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
     return stream, [stream[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(2000), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_cut_streams())
 def test_any_cut_of_a_stream_is_the_requests_llhttp_reads(
     cut: tuple[bytes, list[bytes]],
@@ -260,7 +261,7 @@ def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
-@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(800), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_answer_cases())
 def test_an_answer_relays_the_same_with_or_without_the_lane(
     case: tuple[bytes, bytes, list[int]],

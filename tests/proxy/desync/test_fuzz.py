@@ -20,8 +20,9 @@ from tests.proxy.conftest import ProxyFactory
 from tests.proxy.desync.cases import REQUEST_CASES, RequestCase
 from tests.proxy.desync.harness import exchange_raw, start_recorder
 from tests.proxy.desync.test_desync import _check_invariants, _doc, _victim
+from tests.support.examples import examples
 
-EXAMPLES = int(os.environ.get("LBREC_FUZZ_EXAMPLES", "40"))
+EXAMPLES = int(os.environ.get("LBREC_FUZZ_EXAMPLES") or examples(40))
 
 TOKENS = [
     b"\r\n",

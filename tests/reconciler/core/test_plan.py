@@ -16,6 +16,7 @@ from lbrec.reconciler.core.plan import Action, ActionKind, Plan, StepKind, plan
 from lbrec.reconciler.core.render import converged_pool, render_compose, render_pool
 from lbrec.reconciler.core.spec import BackendSpec, DesiredState
 from lbrec.reconciler.core.state import Observed, ObservedContainer
+from tests.support.examples import examples
 
 from ..conftest import converged_observed
 
@@ -628,7 +629,7 @@ def _simulate_apply(
     )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(data=st.data(), desired=_desired_states(), build=_BUILDS)
 def test_property_one_action_per_backend(
     data: st.DataObject, desired: DesiredState, build: BuildInfo
@@ -652,7 +653,7 @@ def test_property_one_action_per_backend(
     assert all(a.reason for a in result.changes)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), desired=_desired_states(), build=_BUILDS)
 def test_property_apply_then_plan_is_in_sync(
     data: st.DataObject, desired: DesiredState, build: BuildInfo
@@ -673,7 +674,7 @@ def test_property_apply_then_plan_is_in_sync(
     assert [a.backend for a in second.actions] == sorted(b.name for b in desired.backends)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(desired=_desired_states(), build=_BUILDS)
 def test_property_converged_state_is_in_sync(desired: DesiredState, build: BuildInfo) -> None:
     observed = converged_observed(desired, build)
@@ -890,7 +891,7 @@ def _pool_at(containers: list[ObservedContainer], *, weight: int) -> BackendsCon
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     old=st.integers(0, 5),
     fresh=st.integers(0, 4),
