@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import http_client
+from .files import open_no_follow, state_dir
 
 __all__ = [
     "AUDIT_FILE",
@@ -47,15 +48,17 @@ _log = logging.getLogger("lbrec.audit")
 
 
 def append_record(folder: Path, record: Mapping[str, Any]) -> None:
-    path = folder / AUDIT_FILE
-    path.parent.mkdir(exist_ok=True)
+    """Append ``record`` as one line; never through a symbolic link (the log or ``.lbrec``
+    being one is a :class:`UsageError` naming it: a link would let the deploy folder make lbrec
+    append to any file it can write)."""
+    path = state_dir(folder) / Path(AUDIT_FILE).name
     line = (json.dumps(record, sort_keys=True) + "\n").encode()
     try:
         if path.stat().st_size + len(line) > MAX_BYTES:
             os.replace(path, path.with_name(path.name + ".1"))
     except FileNotFoundError:
         pass
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
         os.write(fd, line)
         os.fsync(fd)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import LbrecError
+from .files import STATE_DIR, state_dir
 
 __all__ = ["CommitInfo", "GitError", "Mirror", "normalize_repo"]
 
@@ -109,6 +110,9 @@ class Mirror:
                 f"{self.workdir}: exists and is not a git repository",
                 hint="remove it, or pass another --workdir",
             )
+        if self.workdir.parent.name == STATE_DIR:  # the default, .lbrec/repo: .lbrec is 0700
+            self.workdir.parent.parent.mkdir(parents=True, exist_ok=True)
+            state_dir(self.workdir.parent.parent)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._git("init", "--bare", "--quiet")
 

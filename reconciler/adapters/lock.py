@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.errors import LockTimeout
+from ..core.errors import LockTimeout, UsageError
+from .files import open_no_follow, state_dir
 
 __all__ = [
     "LOCK_FILE",
@@ -108,7 +109,7 @@ def project_lock(
             except BlockingIOError:
                 if preempt and not told:
                     with contextlib.suppress(OSError):
-                        marker.write_text(_who(command))
+                        _write_own(marker, _who(command))
                         held.preempted = True
                 holder = _read_holder(path)
                 if not told and on_wait is not None:
@@ -123,12 +124,12 @@ def project_lock(
         if preempt:
             with contextlib.suppress(OSError):
                 marker.unlink()
+        # Never through a link (O_NOFOLLOW): one in the folder would make every pass
+        # truncate whatever it points to. A link is refused, naming the path.
         with contextlib.suppress(OSError):
-            info = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.write(info, _who(command).encode())
-            finally:
-                os.close(info)
+            _write_own(path, _who(command))
+        with contextlib.suppress(OSError):  # 0700, before any pass writes into it
+            state_dir(folder)
         yield held
     finally:
         if preempt:
@@ -154,8 +155,8 @@ def announced(folder: Path, command: str) -> Iterator[bool]:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)  # free: nobody to preempt
     except BlockingIOError:
-        with contextlib.suppress(OSError):
-            marker.write_text(_who(command))
+        with contextlib.suppress(OSError):  # a link there (refused) or no room: not announced
+            _write_own(marker, _who(command))
             wrote = True
     finally:
         os.close(fd)
@@ -177,9 +178,25 @@ def _who(command: str) -> str:
     return f"pid {os.getpid()} ({command})\n"
 
 
+def _write_own(path: Path, text: str) -> None:
+    """Create or truncate ``path`` (a file of lbrec's own) with ``text``, never through a
+    symbolic link (:class:`UsageError` naming it); the mode honours the umask."""
+    fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 def _read_holder(path: Path) -> str:
     try:
-        text = path.read_bytes()[:200].decode(errors="replace").strip()
+        fd = open_no_follow(path, os.O_RDONLY | os.O_NONBLOCK)
+    except (OSError, UsageError):
+        return "another lbrec process"
+    try:
+        text = os.read(fd, 200).decode(errors="replace").strip()
     except OSError:
         text = ""
+    finally:
+        os.close(fd)
     return text or "another lbrec process"
