@@ -75,7 +75,10 @@ class Mirror:
 
     def _git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if k not in _REPO_ENV}
-        env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_ASKPASS="")
+        env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C")
+        # Never a prompt; the operator's own GIT_ASKPASS (a script printing a token from a
+        # file, docs/operations.md) is kept, as is a credential helper in git's config.
+        env.setdefault("GIT_ASKPASS", "")
         env.setdefault("GIT_SSH_COMMAND", "ssh -o BatchMode=yes")
         command = ["git", "-C", str(self.workdir), *args]
         try:
@@ -96,9 +99,10 @@ class Mirror:
         except FileNotFoundError as err:
             raise GitError("the git CLI is not installed", hint="install git") from err
         if check and result.returncode != 0:
+            stderr = _scrub(result.stderr)  # git may quote the URL, credentials and all
             raise GitError(
-                f"git {args[0]} failed: {_cause(result.stderr, result.returncode)}",
-                detail=result.stderr.strip(),
+                f"git {args[0]} failed: {_cause(stderr, result.returncode)}",
+                detail=stderr.strip(),
             )
         return result
 
@@ -155,6 +159,14 @@ _GENERIC = (
     "please make sure you have the correct access rights",
     "and the repository exists",
 )
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s'\"]*@")
+
+
+def _scrub(text: str) -> str:
+    """``text`` with the userinfo of every ``scheme://user:token@`` URL in it cut."""
+    return _USERINFO.sub(r"\1", text)
 
 
 def _cause(stderr: str, code: int) -> str:

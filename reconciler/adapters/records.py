@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ...proxy.config import Revision
+from ..core.redact import redact_url
 from .files import atomic_write, read_text_or_none
 
 __all__ = ["DEPLOYED_FILE", "read_deployed", "write_deployed"]
@@ -29,11 +30,18 @@ def read_deployed(folder: Path) -> dict[str, Any] | None:
         data = json.loads(text)
     except ValueError:
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    if isinstance(data.get("source"), str):  # a record written before credentials were cut
+        data["source"] = redact_url(data["source"])
+    return data
 
 
 def write_deployed(folder: Path, revision: Revision, *, branch: str, path: str) -> None:
+    """Record ``revision`` as deployed; its ``source`` never with credentials in it."""
     doc = revision.model_dump()
+    if doc.get("source"):
+        doc["source"] = redact_url(doc["source"])
     doc.update(
         branch=branch,
         path=path,

@@ -40,6 +40,7 @@ from ..adapters.workspace import Workspace
 from ..core.errors import LbrecError, PolicyError, SpecError
 from ..core.plan import Plan
 from ..core.policy import DEFAULT_POLICY, Policy, load_policy
+from ..core.redact import redact_url
 from ..core.report import Report
 from ..core.schedule import Backoff
 from ..core.spec import DEFAULT_FILE, parse_spec
@@ -133,8 +134,8 @@ class SyncLoop:
             permanent_hint="waiting for the next commit",
             clock=clock,
             folder=workspace.folder,
-            banner=f"syncing {source.repo} branch {source.branch} file {source.path} into "
-            f"{workspace.spec_file} (every {interval:g}s)",
+            banner=f"syncing {redact_url(source.repo)} branch {source.branch} file "
+            f"{source.path} into {workspace.spec_file} (every {interval:g}s)",
         )
         self._log = self.loop.logger
         self._reported_invalid: str | None = None
@@ -155,7 +156,7 @@ class SyncLoop:
             author=info.author,
             message=info.message,
             time=info.time,
-            source=self.source.repo,
+            source=redact_url(self.source.repo),  # shown and stored: never a credential
         )
         try:
             text = self._read(head)
@@ -299,7 +300,7 @@ def make_deploy(workspace: Workspace, docker: DockerFactory, options: RuntimeOpt
 
     def deploy(text: str, revision: Revision, after: Callable[[Report], None]) -> Report:
         def write_file(_held: object) -> None:
-            atomic_write(workspace.spec_file, text)
+            atomic_write(workspace.spec_file, text, private=True)  # a new one: 0640 (env secrets)
 
         return run_pass(
             workspace,
