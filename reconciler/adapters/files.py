@@ -73,13 +73,19 @@ def _make_parent(path: Path) -> None:
     if parent.name == STATE_DIR:
         parent.parent.mkdir(parents=True, exist_ok=True)
         state_dir(parent.parent)
-    else:
+    elif not parent.is_dir():
         parent.mkdir(parents=True, exist_ok=True)
+        if _is_public(path):  # config/ is bind-mounted into the lb, which runs as nobody
+            os.chmod(parent, 0o755)
+
+
+def _is_public(path: Path) -> bool:
+    return any(path.as_posix().endswith("/" + name) for name in _PUBLIC)
 
 
 def _new_file_mode(path: Path, private: bool) -> tuple[int, int | None]:
     """(the mode to create a new file with, under the umask; an exact mode to set after)."""
-    if any(path.as_posix().endswith("/" + name) for name in _PUBLIC):
+    if _is_public(path):
         return 0o644, 0o644
     if private or any(path.as_posix().endswith("/" + name) for name in _PRIVATE):
         return 0o640, None

@@ -93,6 +93,7 @@ def test_the_pool_file_stays_readable_by_the_proxy_user(tmp_path: Path, umask_02
     path = tmp_path / "config" / "backends.json"
     atomic_write(path, "{}\n")
     assert _mode(path) == 0o644
+    assert _mode(path.parent) == 0o755  # ./config is bind-mounted into the lb (nobody)
 
 
 def test_the_state_folder_is_created_0700(tmp_path: Path, umask_022: None) -> None:
