@@ -113,6 +113,15 @@ class BackendEntry(_Model):
         pattern=r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
         description="canary: keep a client on one version by this cookie or header",
     )
+    # The rollout's secret key for the sticky hash (issue 20 finding 13), written by the
+    # reconciler, the same on every instance of the backend: nobody without it (a client, a
+    # backend) can tell which version a cookie value lands on. Without it, the proxy draws one.
+    sticky_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        repr=False,
+        description="canary: the key of the sticky hash (64 hex digits, secret)",
+    )
     # Identity, not just liveness (docs/faults.md, "engine restarted"): the container this
     # entry was read from, and, when set, why it is frozen: the proxy does not route a frozen
     # entry (its port may belong to another container now) until a pass re-reads it.
@@ -220,6 +229,17 @@ class BackendsConfig(_Model):
                 raise ValueError(
                     f"backend {name!r}: the percent of its versions add up to "
                     f"{sum(p for p in shares if p is not None)}, not 100"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _one_sticky_key_per_backend(self) -> BackendsConfig:
+        keys: dict[str, str | None] = {}
+        for entry in self.backends:
+            if keys.setdefault(entry.name, entry.sticky_key) != entry.sticky_key:
+                raise ValueError(
+                    f"instances of backend {entry.name!r} have different sticky_key: one "
+                    "rollout, one key, or a client would be moved between its versions"
                 )
         return self
 

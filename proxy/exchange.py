@@ -259,7 +259,7 @@ class Exchange:
             return backend
         # the versions' percents add up to 100: the canary's is derived from this instance's
         canary = backend.percent if backend.version == "canary" else 100 - backend.percent
-        wanted = sticky_version(value, canary)
+        wanted = sticky_version(value, canary, backend.sticky_secret)
         if backend.version == wanted:
             return backend
         return pool.sibling(backend, wanted, self.tried or ()) or backend

@@ -8,9 +8,10 @@ keep-alive connections survive; the others are drained.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
+import os
 import time
-import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
@@ -21,7 +22,12 @@ from .health import HealthState, ProbeResult
 from .stats import BackendStats
 from .upstream import ConnectionPool
 
-__all__ = ["Backend", "Pool", "instance_keys", "rotation_weights"]
+__all__ = ["Backend", "Pool", "instance_keys", "rotation_weights", "sticky_secret"]
+
+# The sticky hash's key when backends.json names none (written by hand, or by an older lbrec):
+# random per proxy, drawn at import, so the workers of --workers N (forked after it) share it;
+# a restart draws another (the clients of a canary are spread afresh, once).
+_PROXY_STICKY_SECRET = os.urandom(32)
 
 
 def instance_keys(entries: Sequence[BackendEntry]) -> list[str]:
@@ -87,6 +93,7 @@ class Backend:
         "requests",
         "stats",
         "sticky",
+        "sticky_secret",
         "url",
         "version",
         "weight",
@@ -104,6 +111,7 @@ class Backend:
         self.version = entry.version
         self.percent = entry.percent
         self.sticky = sticky_key(entry.sticky)
+        self.sticky_secret = sticky_secret(entry)
         self.url = entry.url
         self.weight = entry.weight
         self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")
@@ -222,9 +230,24 @@ def sticky_value(key: tuple[bool, bytes], headers: Iterable[tuple[bytes, bytes]]
     return None
 
 
-def sticky_version(value: bytes, percent: int) -> str:
-    """PURE. ``canary`` for ``percent`` % of the values (a stable hash), else ``stable``."""
-    return "canary" if zlib.crc32(value) % 100 < percent else "stable"
+def sticky_secret(entry: BackendEntry) -> bytes:
+    """The key of a sticky canary's hash: the rollout's ``sticky_key`` (the reconciler's, the
+    same for every worker and restart), else one derived from this proxy's own random secret."""
+    if entry.sticky is None:
+        return b""
+    if entry.sticky_key is not None:
+        return bytes.fromhex(entry.sticky_key)
+    name = entry.name.encode()
+    return hashlib.blake2b(name, key=_PROXY_STICKY_SECRET, digest_size=32).digest()
+
+
+def sticky_version(value: bytes, percent: int, secret: bytes) -> str:
+    """PURE. ``canary`` for ``percent`` % of the values, else ``stable``: a keyed hash (BLAKE2b,
+    a MAC, with the rollout's ``secret``), stable for one value and one key; without the key,
+    which values land on the canary cannot be computed (issue 20 finding 13). A value on the
+    canary at some percent stays there at any higher percent."""
+    digest = hashlib.blake2b(value, key=secret, digest_size=8).digest()
+    return "canary" if int.from_bytes(digest, "big") % 100 < percent else "stable"
 
 
 def _unproven(backend: Backend) -> bool:

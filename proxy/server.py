@@ -22,7 +22,7 @@ from .balancer import SmoothWeightedRoundRobin
 from .config import BackendsConfig
 from .downstream import ClientConnection
 from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
-from .pool import Backend, Pool, instance_keys, rotation_weights, sticky_key
+from .pool import Backend, Pool, instance_keys, rotation_weights, sticky_key, sticky_secret
 from .stats import Answers
 
 __all__ = ["ProxyServer", "code_kind", "listening_socket", "package_version", "runtime_info"]
@@ -221,6 +221,7 @@ class ProxyServer:
                 prev.version = entry.version
                 prev.percent = entry.percent
                 prev.sticky = sticky_key(entry.sticky)
+                prev.sticky_secret = sticky_secret(entry)
                 prev.health_path = entry.health_path
                 backends[key] = prev
             else:

@@ -6,6 +6,8 @@ renders byte-identical files and nothing is rewritten.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 from collections.abc import Collection, Mapping, Sequence
 
@@ -43,6 +45,7 @@ __all__ = [
     "literal",
     "render_compose",
     "render_pool",
+    "sticky_rollout_key",
 ]
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -294,12 +297,15 @@ def render_pool(
     routed: Collection[str] | None = None,
     revision: Revision | None = None,
     instances: Mapping[str, Sequence[Instance]] | None = None,
+    sticky_secret: bytes = b"",
 ) -> BackendsConfig:
     """backends.json as a model. ``routed`` limits the pool to backends known to be up.
 
     ``instances`` maps a backend to the endpoints of its instances that serve: one entry per
     instance, each with the backend's weight (the proxy splits it among them); a backend with
     no instance there is not routed. Without it, one entry per backend at ``backend_url``.
+    ``sticky_secret`` (the host's, see :func:`sticky_rollout_key`) keys each sticky canary's
+    hash; without it the proxy draws its own key.
     """
     entries: list[BackendEntry] = []
     for b in desired.backends:
@@ -308,7 +314,10 @@ def render_pool(
         if instances is None:
             entries.append(BackendEntry(name=b.name, url=backend_url(desired, b), weight=b.weight))
             continue
-        for item in sorted(instances.get(b.name, ()), key=lambda i: (i[1] or "", i[0])):
+        items = sorted(instances.get(b.name, ()), key=lambda i: (i[1] or "", i[0]))
+        sticky = b.rollout_of(desired).sticky
+        key = sticky_rollout_key(sticky_secret, b.name, items) if sticky else None
+        for item in items:
             url, name = item[0], item[1]
             version, percent = (item[2], item[3]) if len(item) >= 4 else (None, None)
             container = item[4] if len(item) == 5 else None
@@ -322,7 +331,8 @@ def render_pool(
                     health_path=own,
                     version=version,
                     percent=percent,
-                    sticky=b.rollout_of(desired).sticky if percent is not None else None,
+                    sticky=sticky if percent is not None else None,
+                    sticky_key=key if percent is not None else None,
                     container=container,
                 )
             )
@@ -340,6 +350,23 @@ def render_pool(
     )
     content = config.model_dump(mode="json", exclude={"generation"}, exclude_none=True)
     return config.model_copy(update={"generation": canonical_hash(content)[:12]})
+
+
+def sticky_rollout_key(secret: bytes, backend: str, items: Sequence[Instance]) -> str | None:
+    """PURE. The key of one sticky canary's hash (issue 20 finding 13): HMAC-SHA256 of the
+    canary's identity (its backend and the ids, else URLs, of its canary instances) under the
+    host's ``secret``. The same on every step of one rollout, so a client keeps its version;
+    another for the next rollout; unknowable without the secret, which neither clients nor
+    backends have. None without a secret or without a canary."""
+    canary = sorted(
+        (item[4] if len(item) == 5 and item[4] else item[0])
+        for item in items
+        if len(item) >= 4 and item[2] == "canary"
+    )
+    if not secret or not canary:
+        return None
+    identity = "\0".join(["lbrec sticky canary", backend, *canary]).encode()
+    return hmac.new(secret, identity, hashlib.sha256).hexdigest()
 
 
 def converged_pool(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ...proxy.config import Revision
 from ..adapters import engine_epoch
 from ..adapters.files import atomic_write
+from ..adapters.sticky_secret import host_sticky_secret
 from ..adapters.workspace import Workspace
 from ..core.labels import BuildInfo
 from ..core.ports import DockerPort, Progress
@@ -85,8 +86,12 @@ class Run:
                 else:
                     entries.append((url, inst, "stable", 100 - percent, cid))
             instances[name] = entries
-        config = render_pool(self.desired, instances=instances, revision=self.revision)
         folder = self.workspace.folder
+        # A canary's split: its sticky hash is keyed from the host's secret (docs/security.md)
+        secret = host_sticky_secret(folder) if self.split else b""
+        config = render_pool(
+            self.desired, instances=instances, revision=self.revision, sticky_secret=secret
+        )
         with engine_epoch.write_lock:  # a freeze (the engine went away) is never overwritten
             if self.epoch is not None and engine_epoch.current(folder) != self.epoch:
                 config = engine_epoch.freeze(config, engine_epoch.frozen_reason(folder))

@@ -176,9 +176,12 @@ def test_sticky_values_come_from_the_cookie_or_the_header() -> None:
     assert sticky_value((True, b"lb-canary"), headers) == b"u42"
     assert sticky_value((False, b"x-user"), headers) == b"bob"
     assert sticky_value((True, b"missing"), headers) is None
-    shares = Counter(sticky_version(f"user{i}".encode(), 25) for i in range(4000))
+    secret = bytes(range(32))  # the rollout's key (issue 20 finding 13)
+    shares = Counter(sticky_version(f"user{i}".encode(), 25, secret) for i in range(4000))
     assert 800 < shares["canary"] < 1200  # about a quarter of the clients
-    assert all(sticky_version(b"u42", 25) == sticky_version(b"u42", 25) for _ in range(5))
+    assert all(
+        sticky_version(b"u42", 25, secret) == sticky_version(b"u42", 25, secret) for _ in range(5)
+    )
 
 
 async def test_a_sticky_client_stays_on_one_version(
