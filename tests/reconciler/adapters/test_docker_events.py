@@ -157,3 +157,39 @@ def test_parse_inspect_is_lbrecs_view_of_the_json() -> None:
     )
     assert web.started_at == "2026-12-02T10:00:00.5Z" and web.labels["x"] == "1"
     assert (lb.backend, lb.role, lb.started_at, lb.health) == ("lb", "lb", None, None)
+
+
+def test_a_stream_that_was_up_and_ends_freezes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25: the end of a stream that was up calls ``on_lost`` at once (the pool is
+    frozen before the engine can hand its ports to others); a stream that never came up (the
+    engine unreachable from the start) does not."""
+    state = tmp_path / "calls"
+    script = tmp_path / "docker"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            echo x >> {state}
+            n=$(wc -l < {state})
+            if [ "$n" -le 1 ]; then exit 1; fi
+            if [ "$n" -le 2 ]; then sleep 1; exit 0; fi
+            exec sleep 30
+            """
+        )
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    lost: list[float] = []
+    seen: list[str] = []
+    events = DockerEvents("demo", seen.append, on_lost=lambda: lost.append(time.monotonic()))
+    events.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not (lost and seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        events.stop()
+    assert len(lost) == 1  # the second stream (up 1 s) ended; the first never came up
+    assert seen[0] == "reconnected events-stream"  # the second stream: the engine back

@@ -340,3 +340,40 @@ def test_schedule_permanent_can_retry_on_the_interval() -> None:
 )
 def test_error_classes(err: Exception, permanent: bool) -> None:
     assert is_permanent(err) is permanent
+
+
+def test_the_engines_return_is_never_behind_the_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 25: while the engine was away the passes failed and the back-off grew; its return
+    re-reads every port at once (the pool is frozen until then), while a container's drift
+    still waits the back-off."""
+    from lbrec.reconciler.runtime import watch
+
+    made: list[tuple[Callable[[str], None], object]] = []
+
+    class Events:
+        def __init__(self, project: str, on_event: Callable[[str], None], on_lost: object) -> None:
+            made.append((on_event, on_lost))
+
+        def start(self) -> None: ...
+        def stop(self) -> None: ...
+
+    monkeypatch.setattr(watch, "DockerEvents", Events)
+    now = [0.0]
+    spec = tmp_path / "desired-state.yaml"
+    spec.write_text("project: demo\n")
+    loop = watch_loop(spec, ok_report, clock=lambda: now[0], docker_project="demo")
+    ((on_event, on_lost),) = made
+    assert callable(on_lost)
+    schedule = loop._schedule
+    for i in range(5):
+        schedule.begin()
+        schedule.end(float(i), PassOutcome.TEMPORARY)  # the fifth failure: retry at 4 + 16
+    now[0] = 5.0
+    on_event("die web")
+    due = schedule.next_due()
+    assert due is not None and due.at == pytest.approx(20.0)  # drift: behind the back-off
+    on_event("reconnected events-stream")
+    due = schedule.next_due()
+    assert due is not None and due.at == pytest.approx(5.0)  # the engine back: at once
