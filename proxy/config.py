@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -19,13 +20,18 @@ __all__ = [
     "SCHEMA_VERSION",
     "BackendEntry",
     "BackendsConfig",
+    "CertificateEntry",
     "ConfigError",
     "HealthSettings",
     "LimitSettings",
     "PassiveSettings",
     "Revision",
+    "RouteEntry",
     "TimeoutSettings",
+    "TlsSettings",
     "check_cidrs",
+    "check_host_pattern",
+    "check_path_prefix",
     "format_validation_error",
     "load_config",
     "parse_config",
@@ -157,6 +163,80 @@ def check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+# A route's host: a name (any port), a name with a port, or *.domain (exactly one more label,
+# as a wildcard certificate covers). Lower case; no IP literal need be special-cased.
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+HOST_PATTERN = rf"^(\*\.)?{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?$"
+# A path prefix: absolute, no query or fragment, no dot segments, no whitespace.
+PATH_PREFIX_PATTERN = r"^/([^\s?#]*)$"
+
+
+def check_host_pattern(value: str) -> str:
+    """Validator of a route's ``host`` (here and in desired-state.yaml)."""
+    if value != value.lower():
+        raise ValueError(f"{value!r}: write host names in lower case")
+    if not re.match(HOST_PATTERN, value) or len(value.split(":", maxsplit=1)[0]) > 253:
+        raise ValueError(
+            f"{value!r}: expected a host name like shop.example.com, *.example.com or "
+            "shop.example.com:8443"
+        )
+    if ":" in value and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
+        raise ValueError(f"{value!r}: the port must be 1-65535")
+    return value
+
+
+def check_path_prefix(value: str) -> str:
+    """Validator of a route's ``path``: an absolute prefix without dot segments."""
+    if not re.match(PATH_PREFIX_PATTERN, value):
+        raise ValueError(f"{value!r}: expected an absolute path prefix like /api/")
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"{value!r}: no '.' or '..' segments")
+    return value
+
+
+RouteTls = Literal["auto", "required", "off"]
+
+
+class RouteEntry(_Model):
+    """One route: requests for ``host`` (any host when None) under ``path`` go to the pool of
+    ``backends`` (names of entries of ``backends``)."""
+
+    host: str | None = None
+    path: str = "/"
+    backends: tuple[str, ...] = Field(min_length=1)
+    strip_prefix: bool = False
+    # auto: over TLS when the site has a certificate (plain HTTP redirected when redirect_http);
+    # required: never served over plain HTTP (redirected, or 421 without redirect_http);
+    # off: plain HTTP only.
+    tls: RouteTls = "auto"
+
+    _host = field_validator("host")(
+        classmethod(lambda cls, v: v if v is None else check_host_pattern(v))
+    )
+    _path = field_validator("path")(classmethod(lambda cls, v: check_path_prefix(v)))
+
+    @property
+    def key(self) -> str:
+        """How a route is named in logs, metrics and the status page: host + path."""
+        return f"{self.host or '*'}{self.path}"
+
+
+class CertificateEntry(_Model):
+    """A certificate chain and its key, PEM files (absolute paths, rendered by lbrec)."""
+
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class TlsSettings(_Model):
+    """The TLS listener: SNI picks among ``certificates``; TLS 1.2 and 1.3 only."""
+
+    listen: str
+    certificates: tuple[CertificateEntry, ...] = ()
+    redirect_http: bool = True
+    hsts: int | None = Field(default=None, ge=0, le=2 * 365 * 86400)  # max-age, seconds
+
+
 class BackendsConfig(_Model):
     """The whole of ``config/backends.json``."""
 
@@ -180,6 +260,9 @@ class BackendsConfig(_Model):
     # Also send an RFC 7239 Forwarded header (for=, proto=, host=).
     forwarded_header: bool = False
     backends: tuple[BackendEntry, ...] = ()
+    # Many sites on one listener: without routes, one pool of every backend (as before).
+    routes: tuple[RouteEntry, ...] | None = None  # None (not written) when there are none
+    tls: TlsSettings | None = None
 
     _check_cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: check_cidrs(v)))
 
@@ -217,6 +300,12 @@ class BackendsConfig(_Model):
                     f"instances of backend {entry.name!r} version {entry.version!r} have "
                     "different percent"
                 )
+        routes: set[tuple[str | None, str]] = set()
+        for index, route in enumerate(self.routes or ()):
+            where = (route.host, route.path.rstrip("/") or "/")
+            if where in routes:
+                raise ValueError(f"routes[{index}]: a second route for {route.key}")
+            routes.add(where)
         for name, versions in splits.items():
             shares = list(versions.values())
             if all(p is None for p in shares):

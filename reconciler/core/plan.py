@@ -57,9 +57,10 @@ def _pool_urls(pool: BackendsConfig | None) -> dict[str, set[str]]:
 def _settings_diff(current: BackendsConfig | None, target: BackendsConfig) -> tuple[str, ...]:
     if current is None:
         return ()
-    before = current.model_dump(mode="json", exclude={"backends", "generation", "revision"})
-    after = target.model_dump(mode="json", exclude={"backends", "generation", "revision"})
-    out: list[str] = []
+    skip = {"backends", "generation", "revision", "routes"}
+    before = current.model_dump(mode="json", exclude=skip)
+    after = target.model_dump(mode="json", exclude=skip)
+    out: list[str] = list(_routes_diff(current, target))
 
     def walk(prefix: str, a: object, b: object) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
@@ -70,6 +71,30 @@ def _settings_diff(current: BackendsConfig | None, target: BackendsConfig) -> tu
 
     walk("", before, after)
     return tuple(out)
+
+
+def _routes_diff(current: BackendsConfig, target: BackendsConfig) -> list[str]:
+    """``route + shop.example.com/api/ -> api``, ``route ~ ...: backends [a] -> [a, b]``,
+    ``route - ...``: a route change is a reload of the pool, never a container's restart."""
+
+    def table(config: BackendsConfig) -> dict[str, dict[str, object]]:
+        return {
+            route.key: route.model_dump(mode="json", exclude={"host", "path"})
+            for route in config.routes or ()
+        }
+
+    old, new = table(current), table(target)
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        if key not in old:
+            out.append(f"route + {key} -> {', '.join(new[key]['backends'])}")  # type: ignore[arg-type]
+        elif key not in new:
+            out.append(f"route - {key}")
+        else:
+            for field in sorted(new[key]):
+                if old[key].get(field) != new[key][field]:
+                    out.append(f"route ~ {key}: {field} {old[key].get(field)} -> {new[key][field]}")
+    return out
 
 
 def _plan_lb(desired: DesiredState, observed: Observed, build: BuildInfo) -> Action | None:

@@ -13,7 +13,15 @@ from collections.abc import Collection, Mapping, Sequence
 
 import yaml
 
-from ...proxy.config import BackendEntry, BackendsConfig, HealthSettings, Revision
+from ...proxy.config import (
+    BackendEntry,
+    BackendsConfig,
+    CertificateEntry,
+    HealthSettings,
+    Revision,
+    RouteEntry,
+    TlsSettings,
+)
 from .labels import (
     CONFIG_HASH,
     BuildInfo,
@@ -347,9 +355,33 @@ def render_pool(
         trusted_proxies=desired.proxy.trusted_proxies,
         forwarded_header=desired.proxy.forwarded_header,
         backends=tuple(entries),
+        routes=tuple(RouteEntry(**route.model_dump()) for route in desired.routes) or None,
+        tls=render_tls(desired),
     )
     content = config.model_dump(mode="json", exclude={"generation"}, exclude_none=True)
     return config.model_copy(update={"generation": canonical_hash(content)[:12]})
+
+
+def render_tls(desired: DesiredState) -> TlsSettings | None:
+    """PURE. The TLS listener's settings. A relative certificate path (relative to the
+    desired-state file) is written relative to backends.json's folder, which is how the
+    proxy reads it (config/backends.json: one level down)."""
+    tls = desired.tls
+    if tls is None:
+        return None
+    up = "../" * (POOL_FILE.count("/"))
+
+    def where(path: str) -> str:
+        return path if path.startswith("/") else up + path.removeprefix("./")
+
+    return TlsSettings(
+        listen=tls.listen,
+        certificates=tuple(
+            CertificateEntry(cert=where(c.cert), key=where(c.key)) for c in tls.certificates
+        ),
+        redirect_http=tls.redirect_http,
+        hsts=None if tls.hsts is None else int(tls.hsts),
+    )
 
 
 def sticky_rollout_key(secret: bytes, backend: str, items: Sequence[Instance]) -> str | None:

@@ -31,8 +31,11 @@ from ...proxy.config import (
     HealthSettings,
     LimitSettings,
     PassiveSettings,
+    RouteTls,
     TimeoutSettings,
     check_cidrs,
+    check_host_pattern,
+    check_path_prefix,
     format_validation_error,
 )
 from .defaults import DEFAULT_FILE
@@ -41,14 +44,18 @@ from .errors import SpecError
 
 __all__ = [
     "DEFAULT_FILE",
+    "AcmeSpec",
     "AnalysisSpec",
     "BackendHealthSpec",
     "BackendSpec",
     "BuildSpec",
+    "CertificateSpec",
     "DesiredState",
     "HealthSpec",
     "ProxySpec",
     "RolloutSpec",
+    "RouteSpec",
+    "TlsSpec",
     "load_spec",
     "parse_backend_arg",
     "parse_spec",
@@ -313,6 +320,105 @@ class ProxySpec(_Model):
     _cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: check_cidrs(v)))
 
 
+def _long_seconds(value: object) -> object:
+    """A duration that may be days (``180d``) or longer: HSTS max-age."""
+    if isinstance(value, str) and value.strip().endswith("d"):
+        number = value.strip()[:-1]
+        if number.replace(".", "", 1).isdigit():
+            return float(number) * 86400
+    return _seconds(value)
+
+
+class AcmeSpec(_Model):
+    """Automatic certificates (RFC 8555) for every host of ``routes:`` not covered by
+    ``certificates:``."""
+
+    email: str = Field(
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="the account's contact address"
+    )
+    directory: str = Field(
+        default="https://acme-v02.api.letsencrypt.org/directory",
+        pattern=r"^https?://\S+$",
+        description="the ACME server's directory URL (Let's Encrypt by default; staging or a "
+        "private CA allowed)",
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        min_length=1,
+        description="PEM file (relative to the desired-state file) to trust for a private ACME "
+        "server, e.g. Pebble's",
+    )
+
+    @model_validator(mode="after")
+    def _https(self) -> AcmeSpec:
+        if self.directory.startswith("http://"):
+            host = self.directory[len("http://") :].split("/", 1)[0].rsplit(":", 1)[0]
+            loopback = host in ("localhost", "[::1]") or host.startswith("127.")
+            if not (self.ca_bundle is not None and loopback):
+                raise ValueError(
+                    f"directory: {self.directory!r} is not https (plain http only for a private "
+                    "CA on loopback, with ca_bundle)"
+                )
+        return self
+
+
+class CertificateSpec(_Model):
+    """Your own certificate, for names ACME cannot serve (PEM files, relative to the
+    desired-state file)."""
+
+    cert: str = Field(min_length=1, description="certificate chain, leaf first (PEM)")
+    key: str = Field(min_length=1, description="its private key (PEM)")
+
+
+class TlsSpec(_Model):
+    """The HTTPS listener: TLS 1.2 and 1.3, SNI, certificates from ACME or your own."""
+
+    listen: str = Field(
+        description="The TLS listener (HOST:PORT), e.g. 0.0.0.0:443",
+        json_schema_extra=_SCHEMA_HOSTPORT,
+    )
+    acme: AcmeSpec | None = None
+    certificates: tuple[CertificateSpec, ...] = ()
+    redirect_http: bool = Field(
+        default=True,
+        description="http://host/x -> https://host/x (301 for GET/HEAD, 308 else) for every "
+        "site with a certificate",
+    )
+    hsts: (
+        Annotated[
+            float,
+            BeforeValidator(_long_seconds),
+            Field(ge=0, le=2 * 365 * 86400),
+            WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string"}]}),
+        ]
+        | None
+    ) = Field(default=None, description="Strict-Transport-Security max-age, e.g. 180d")
+
+    _check_listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
+
+
+class RouteSpec(_Model):
+    """Requests for ``host`` under ``path`` go to ``backends`` (their weights inside it)."""
+
+    host: str | None = Field(
+        default=None,
+        description="shop.example.com, *.example.com (one label) or with :PORT; none: any host",
+    )
+    path: str = Field(default="/", description="path prefix, matched segment-wise: /api/")
+    backends: tuple[str, ...] = Field(min_length=1, description="names of backends")
+    strip_prefix: bool = Field(default=False, description="forward the path without the prefix")
+    tls: RouteTls = Field(
+        default="auto",
+        description="auto: HTTPS where a certificate exists; required: never plain HTTP; off: "
+        "plain HTTP only (no certificate asked for)",
+    )
+
+    _host = field_validator("host")(
+        classmethod(lambda cls, v: v if v is None else check_host_pattern(v))
+    )
+    _path = field_validator("path")(classmethod(lambda cls, v: check_path_prefix(v)))
+
+
 _CONTAINER_MODE = {
     "properties": {"proxy": {"properties": {"mode": {"const": "container"}}, "required": ["mode"]}},
     "required": ["proxy"],
@@ -378,6 +484,11 @@ class DesiredState(_Model):
     proxy: ProxySpec = ProxySpec()
     rollout: RolloutSpec = RolloutSpec()
     notify: NotifySpec | None = None
+    tls: TlsSpec | None = Field(default=None, description="HTTPS (docs/tls.md)")
+    routes: tuple[RouteSpec, ...] = Field(
+        default=(),
+        description="many sites on one listener; none: one pool of every backend",
+    )
     backends: tuple[BackendSpec, ...] = ()
 
     _check_listen = field_validator("listen", "admin")(
@@ -445,6 +556,39 @@ class DesiredState(_Model):
             listen_host == admin_host or {listen_host, admin_host} & {"0.0.0.0", "[::]"}
         ):
             raise ValueError(f"admin: {self.admin} overlaps listen {self.listen}: use another port")
+        return self
+
+    @model_validator(mode="after")
+    def _routes(self) -> DesiredState:
+        names = {b.name for b in self.backends}
+        seen: dict[tuple[str | None, str], int] = {}
+        for index, route in enumerate(self.routes):
+            for name in route.backends:
+                if name not in names:
+                    raise ValueError(
+                        f"routes[{index}].backends: {name!r} is not a backend (one of "
+                        f"{', '.join(sorted(names)) or 'none'})"
+                    )
+            where = (route.host, route.path.rstrip("/") or "/")
+            if where in seen:
+                raise ValueError(
+                    f"routes[{index}]: host {route.host or '(any)'} path {route.path} is "
+                    f"already routes[{seen[where]}]"
+                )
+            seen[where] = index
+            if route.tls == "required" and self.tls is None:
+                raise ValueError(f"routes[{index}].tls: 'required' needs a `tls:` section")
+        if self.tls is not None:
+            tls_host, tls_port = self.tls.listen.rsplit(":", 1)
+            for role, hostport in (("listen", self.listen), ("admin", self.admin)):
+                host, port = hostport.rsplit(":", 1)
+                if port == tls_port and (
+                    host == tls_host or {host, tls_host} & {"0.0.0.0", "[::]"}
+                ):
+                    raise ValueError(
+                        f"tls.listen: {self.tls.listen} overlaps {role} {hostport}: "
+                        "use another port"
+                    )
         return self
 
     def backend(self, name: str) -> BackendSpec | None:
