@@ -8,9 +8,8 @@ from typing import Any
 
 from ...proxy.config import ConfigError, load_config
 from ..adapters.audit import AUDIT_FILE, read_history
-from ..adapters.files import read_text_or_none
 from ..adapters.proxy_admin import proxy_generation
-from ..adapters.records import DEPLOYED_FILE
+from ..adapters.records import read_deployed
 from ..adapters.workspace import Workspace
 from ..core.labels import REVISION, SWARM_NODE
 from ..core.ports import DockerPort
@@ -51,7 +50,6 @@ def collect_status(
         )
         for name in names
     ]
-    deployed_text = read_text_or_none(workspace.folder / DEPLOYED_FILE)
     proxy_gen = proxy_generation(desired.admin)
     return {
         "file": str(workspace.spec_file),
@@ -59,7 +57,7 @@ def collect_status(
         "generation": pool.generation if pool else None,
         "pool_problem": pool_problem,
         "proxy": None if proxy_gen is None else {"admin": desired.admin, "generation": proxy_gen},
-        "deployed": json.loads(deployed_text) if deployed_text else None,
+        "deployed": read_deployed(workspace.folder),  # credentials cut, also from old records
         "rolled_back": rolled_back(workspace.folder),
         "backends": rows,
     }
