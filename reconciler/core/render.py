@@ -17,6 +17,7 @@ from ...proxy.config import (
     BackendEntry,
     BackendsConfig,
     CertificateEntry,
+    Deployment,
     HealthSettings,
     Revision,
     RouteEntry,
@@ -189,6 +190,9 @@ def _lb_service(desired: DesiredState, build: BuildInfo) -> dict[str, object]:
         "image": f"{desired.project}-lb:{build.proxy_digest[:12]}",
         "command": ["python3", "-m", "proxy", "--config", "/config/backends.json"],
         "network_mode": "host",
+        # The operator's admin settings reach the container from lbrec's own environment at
+        # `compose up` (a null value: taken from the environment), never written in this file.
+        "environment": {"LBREC_ADMIN_TOKEN": None, "LBREC_ADMIN_HOSTS": None},
         # Least privilege (docs/security.md): it only reads its pool and serves sockets.
         "user": lb_user(desired),
         "cap_drop": ["ALL"],
@@ -306,6 +310,7 @@ def render_pool(
     revision: Revision | None = None,
     instances: Mapping[str, Sequence[Instance]] | None = None,
     sticky_secret: bytes = b"",
+    source: str | None = None,
 ) -> BackendsConfig:
     """backends.json as a model. ``routed`` limits the pool to backends known to be up.
 
@@ -313,7 +318,9 @@ def render_pool(
     instance, each with the backend's weight (the proxy splits it among them); a backend with
     no instance there is not routed. Without it, one entry per backend at ``backend_url``.
     ``sticky_secret`` (the host's, see :func:`sticky_rollout_key`) keys each sticky canary's
-    hash; without it the proxy draws its own key.
+    hash; without it the proxy draws its own key. ``source``: the desired-state file (absolute
+    path) a pass renders from, stamped with the project as ``deploy`` (not in the generation),
+    so that `lbrec up` knows this folder's own last good pool from a foreign one.
     """
     entries: list[BackendEntry] = []
     for b in desired.backends:
@@ -359,7 +366,8 @@ def render_pool(
         tls=render_tls(desired),
     )
     content = config.model_dump(mode="json", exclude={"generation"}, exclude_none=True)
-    return config.model_copy(update={"generation": canonical_hash(content)[:12]})
+    stamp = None if source is None else Deployment(project=desired.project, file=source)
+    return config.model_copy(update={"generation": canonical_hash(content)[:12], "deploy": stamp})
 
 
 def render_tls(desired: DesiredState) -> TlsSettings | None:
@@ -402,10 +410,16 @@ def sticky_rollout_key(secret: bytes, backend: str, items: Sequence[Instance]) -
 
 
 def converged_pool(
-    desired: DesiredState, observed: Observed, build: BuildInfo, revision: Revision | None
+    desired: DesiredState,
+    observed: Observed,
+    build: BuildInfo,
+    revision: Revision | None,
+    *,
+    source: str | None = None,
 ) -> BackendsConfig:
     """The pool once converged, as far as what runs now tells: every current, serving
-    instance of each backend (what a second apply must find to plan nothing)."""
+    instance of each backend (what a second apply must find to plan nothing); ``source`` as
+    for :func:`render_pool`."""
     instances: dict[str, list[Instance]] = {}
     for spec in desired.backends:
         want = config_hash(spec, desired, build)
@@ -418,4 +432,4 @@ def converged_pool(
             and c.labels.get(CONFIG_HASH) == want
         ]
         instances[spec.name] = serving[: spec.replicas]
-    return render_pool(desired, instances=instances, revision=revision)
+    return render_pool(desired, instances=instances, revision=revision, source=source)

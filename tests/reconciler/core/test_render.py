@@ -380,6 +380,8 @@ def test_the_lb_runs_unprivileged_and_from_the_operators_base_only() -> None:
     assert lb["cap_drop"] == ["ALL"] and "cap_add" not in lb
     assert lb["read_only"] is True
     assert lb["security_opt"] == ["no-new-privileges:true"]
+    # the admin token reaches it from lbrec's environment, its value never in the file
+    assert lb["environment"] == {"LBREC_ADMIN_TOKEN": None, "LBREC_ADMIN_HOSTS": None}
     # the file's base_image builds the backends only; the lb's base is BuildInfo.proxy_base_image
     assert "args" not in lb["build"]  # type: ignore[operator]
     operator = BuildInfo(
