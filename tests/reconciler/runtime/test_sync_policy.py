@@ -157,3 +157,20 @@ def test_validate_with_a_policy(tmp_path: Path, capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "admin: '127.0.0.1:32768' is not allowed by the policy's 'admin'" in err
     assert main(["validate", "-f", str(spec), "--policy", str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.parametrize("dockerfile", ["../../../etc/Dockerfile", "/etc/Dockerfile"])
+def test_a_dockerfile_outside_its_context_is_refused(
+    origin: Origin, deploy: Workspace, dockerfile: str
+) -> None:
+    (deploy.folder / "api").mkdir()
+    fake = FakeApply(folder=deploy.folder)
+    sync = SyncLoop(SyncSource(str(origin.bare)), deploy, deploy=fake.deploy)
+    origin.commit(
+        "backends:\n  - {name: b, port: 9002, build: "
+        f"{{context: api, dockerfile: '{dockerfile}'}}}}\n",
+        "a Dockerfile of the host",
+    )
+    result = sync.sync_once()
+    assert result.state is SyncState.REFUSED and fake.calls == []
+    assert result.error is not None and "backends[0].build" in result.error
