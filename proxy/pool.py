@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .balancer import SmoothWeightedRoundRobin
 from .config import BackendEntry, BackendsConfig
-from .health import HealthState, ProbeResult
+from .health_state import HealthState, ProbeResult
 from .stats import BackendStats
 from .upstream import ConnectionPool
 

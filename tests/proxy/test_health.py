@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import aiohttp
 import pytest
 
 from lbrec.proxy.config import HealthSettings
-from lbrec.proxy.health import (
+from lbrec.proxy.health import HealthMonitor
+from lbrec.proxy.health_state import (
     FAST_INTERVAL,
-    HealthMonitor,
     HealthState,
     ProbeTarget,
     RiseFall,
@@ -207,3 +209,9 @@ async def test_probe_of_a_small_body_still_reads_it_whole(backends: BackendFacto
         backend.healthy = False
         result = await monitor._probe(ProbeTarget("a", backend.url), settings)
         assert (result.ok, result.code, result.reason) == (False, "L7STS", "503")
+
+
+def test_the_pool_imports_no_client_library() -> None:
+    """The compiled pool needs the rise/fall state only, never aiohttp (the probes)."""
+    code = "import sys, lbrec.proxy.pool; sys.exit('aiohttp' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
