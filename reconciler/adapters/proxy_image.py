@@ -37,7 +37,15 @@ __all__ = [
 ]
 
 # The proxy's runtime dependencies (and uvloop/httptools for speed when present).
-PROXY_REQUIREMENTS = ("pydantic", "aiohttp", "watchdog", "prometheus-client", "uvloop", "httptools")
+PROXY_REQUIREMENTS = (
+    "pydantic",
+    "aiohttp",
+    "watchdog",
+    "prometheus-client",
+    "cryptography",
+    "uvloop",
+    "httptools",
+)
 
 
 def _pins() -> list[str]:
