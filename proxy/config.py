@@ -22,6 +22,7 @@ __all__ = [
     "BackendsConfig",
     "CertificateEntry",
     "ConfigError",
+    "Deployment",
     "HealthSettings",
     "LimitSettings",
     "PassiveSettings",
@@ -235,6 +236,20 @@ class TlsSettings(_Model):
     certificates: tuple[CertificateEntry, ...] = ()
     redirect_http: bool = True
     hsts: int | None = Field(default=None, ge=0, le=2 * 365 * 86400)  # max-age, seconds
+    # ACME challenges the reconciler's client answers through the proxy (relative paths are
+    # relative to this file's folder): http-01/<token> holds a key authorization, served at
+    # /.well-known/acme-challenge/<token> on the plain listener; tls-alpn-01/<name>.pem and
+    # .key are presented to a ClientHello whose ALPN is exactly acme-tls/1 for <name>.
+    acme_dir: str | None = None
+
+
+class Deployment(_Model):
+    """Whose pool this is: the project and the desired-state file (absolute path) a pass of
+    lbrec rendered it from. ``lbrec up`` serves a pool at start only when both are its own,
+    never a stale or foreign file (one committed to a repository, another folder's copy)."""
+
+    project: str = Field(pattern=_NAME_PATTERN)
+    file: str = Field(min_length=1, max_length=4096)
 
 
 class BackendsConfig(_Model):
@@ -245,6 +260,8 @@ class BackendsConfig(_Model):
     # on its admin endpoint so anyone can confirm that the running pool is the desired one.
     generation: str = ""
     revision: Revision | None = None
+    # Written by a pass (not part of the generation): see Deployment.
+    deploy: Deployment | None = None
     # Defaults for `lbrec proxy` when --listen/--admin are not given (host:port).
     listen: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8081"

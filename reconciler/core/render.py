@@ -59,6 +59,7 @@ __all__ = [
 
 COMPOSE_FILE = "docker-compose.yml"
 POOL_FILE = "config/backends.json"
+ACME_DIR = ".lbrec/acme"  # challenges the ACME client answers through the proxy (TlsSettings)
 BACKEND_DOCKERFILE = "Dockerfile.backend"
 PROXY_DOCKERFILE = "Dockerfile.proxy"
 LB_SERVICE = "lb"
@@ -389,6 +390,7 @@ def render_tls(desired: DesiredState) -> TlsSettings | None:
         ),
         redirect_http=tls.redirect_http,
         hsts=None if tls.hsts is None else int(tls.hsts),
+        acme_dir=None if tls.acme is None else up + ACME_DIR,
     )
 
 
