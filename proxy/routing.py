@@ -131,6 +131,14 @@ class Router:
         """Every host name a route names (for certificates): exact and wildcard."""
         return sorted({r.host.split(":")[0] for r in self.routes if r.host is not None})
 
+    def knows(self, authority: bytes) -> bool:
+        """Some route is for this host (by name, wildcard, or any host), whatever the path."""
+        host, port = split_host(authority)
+        if self._any or host in self._exact or (port and f"{host}:{port}" in self._exact):
+            return True
+        parent = host.partition(".")[2]
+        return bool(parent) and (parent in self._wildcard or f"{parent}:{port}" in self._wildcard)
+
     def match(self, authority: bytes, target: bytes) -> Match | None:
         """The route for a request with Host ``authority`` and request target ``target``;
         None when no route matches (a 404, or 421 over TLS)."""
