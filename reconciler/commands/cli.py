@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("backends", nargs="+", metavar="NAME:PORT:WEIGHT")
     p.add_argument("--image", help="run this image (any image serving HTTP on PORT)")
     p.add_argument("--replicas", type=int, help="instances of the backend (default 1)")
+    p.add_argument(
+        "--host",
+        help="also route this host to it (shop.example.com, *.example.com): `routes:`",
+    )
+    p.add_argument("--path", help="with --host: only this path prefix, e.g. /api/ (default /)")
     p = sub.add_parser("remove", parents=[common, editing], help="remove backends, then apply")
     keys = p.add_argument("keys", nargs="+", metavar="NAME|PORT")
     keys.completer = _backend_names  # type: ignore[attr-defined]  # argcomplete reads it

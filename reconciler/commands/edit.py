@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ..core.errors import SpecError
+from ..core.errors import SpecError, UsageError
 from .console import Out
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ def edit_file(
 ) -> set[str]:
     """Edit the file; the names of the backends whose entry changed (or went)."""
     from ..adapters.files import read_text_or_none
-    from ..core.edit import add_backend, init_document, remove_backend
+    from ..core.edit import add_backend, add_route, init_document, remove_backend
     from ..core.spec import parse_backend_arg, parse_spec, project_from_folder
 
     path = workspace.spec_file
@@ -46,9 +46,18 @@ def edit_file(
                 for key, value in (("image", args.image), ("replicas", args.replicas))
                 if value is not None
             }
+            if args.path is not None and args.host is None:
+                raise UsageError("--path: give the route's --host too")
             for arg in args.backends:
-                new, what = add_backend(new, parse_backend_arg(arg, **extra), source=source)
+                backend = parse_backend_arg(arg, **extra)
+                new, what = add_backend(new, backend, source=source)
                 done.append(f"{what} {arg}")
+                if args.host is not None:
+                    new, routed = add_route(
+                        new, backend.name, host=args.host, path=args.path or "/", source=source
+                    )
+                    if routed != "unchanged":
+                        done.append(f"route {routed} {args.host}{args.path or '/'}")
         else:
             for key in args.keys:
                 new, name = remove_backend(new, key, source=source)

@@ -19,7 +19,7 @@ from .defaults import SCHEMA_FILE
 from .errors import SpecError, UsageError
 from .spec import BackendSpec
 
-__all__ = ["add_backend", "init_document", "remove_backend"]
+__all__ = ["add_backend", "add_route", "init_document", "remove_backend"]
 
 _NEW_FILE = f"""\
 # yaml-language-server: $schema={SCHEMA_FILE}
@@ -222,8 +222,66 @@ def add_backend(text: str, backend: BackendSpec, *, source: str) -> tuple[str, s
     return _dump(data), "added"
 
 
+def add_route(text: str, name: str, *, host: str, path: str, source: str) -> tuple[str, str]:
+    """Route ``host`` (and ``path``) to the backend ``name``: a new route, or ``name`` added to
+    the route of that host and path. Returns (new text, "added" | "updated" | "unchanged")."""
+    data = _load(text, source)
+    routes = data.get("routes")
+    if routes is None:
+        routes = CommentedSeq()
+        # before `backends:`, where a reader looks for what is served where
+        index = list(data).index("backends") if "backends" in data else len(data)
+        data.insert(index, "routes", routes)
+    if not isinstance(routes, CommentedSeq):
+        raise SpecError(f"{source}: routes must be a list, got {type(routes).__name__}")
+    wanted = path.rstrip("/") or "/"
+    for item in routes:
+        if not isinstance(item, dict) or item.get("host") != host:
+            continue
+        if (str(item.get("path", "/")).rstrip("/") or "/") != wanted:
+            continue
+        names = item.get("backends")
+        if isinstance(names, list) and name in names:
+            return text, "unchanged"
+        if isinstance(names, CommentedSeq):
+            names.append(name)
+        else:
+            item["backends"] = [*(names or []), name]
+        return _dump(data), "updated"
+    entry = CommentedMap()
+    entry["host"] = host
+    if path != "/":
+        entry["path"] = path
+    names = CommentedSeq([name])
+    names.fa.set_flow_style()
+    entry["backends"] = names
+    if _flow_like(routes):
+        entry.fa.set_flow_style()
+    if routes.fa.flow_style():
+        routes.fa.set_block_style()
+    routes.append(entry)
+    return _dump(data), "added"
+
+
+def _unroute(data: CommentedMap, name: str) -> None:
+    """A removed backend leaves every route; a route left without backends goes too."""
+    routes = data.get("routes")
+    if not isinstance(routes, CommentedSeq):
+        return
+    for index in range(len(routes) - 1, -1, -1):
+        item = routes[index]
+        names = item.get("backends") if isinstance(item, dict) else None
+        if isinstance(names, list) and name in names:
+            names.remove(name)
+            if not names:
+                del routes[index]
+    if not routes:
+        del data["routes"]
+
+
 def remove_backend(text: str, key: str, *, source: str) -> tuple[str, str]:
-    """Remove the backend named ``key``, or published on port ``key``; returns its name."""
+    """Remove the backend named ``key``, or published on port ``key``; returns its name.
+    It leaves the routes that named it (a route left empty is removed)."""
     data = _load(text, source)
     seq = _backends(data, source)
     for index, item in enumerate(seq):
@@ -232,6 +290,7 @@ def remove_backend(text: str, key: str, *, source: str) -> tuple[str, str]:
         port: Any = item.get("port")
         if item.get("name") == key or (key.isascii() and key.isdigit() and port == int(key)):
             name = str(item.get("name"))
+            _unroute(data, name)
             last = index == len(seq) - 1
             tail = _take_tail(data, "backends") if last else _take_tail(seq, index)
             del seq[index]
