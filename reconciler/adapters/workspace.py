@@ -15,7 +15,7 @@ from ..core.spec import DesiredState, load_spec
 from ..core.state import Observed, ObservedContainer
 from .files import build_context_digest, folder_digest, read_text_or_none
 
-__all__ = ["BASE_IMAGE_ENV", "Workspace"]
+__all__ = ["BASE_IMAGE_ENV", "Workspace", "check_certificates"]
 
 BASE_IMAGE_ENV = "LBREC_BASE_IMAGE"
 
@@ -41,7 +41,10 @@ class Workspace:
         return self.folder / POOL_FILE
 
     def load(self) -> DesiredState:
-        return load_spec(self.spec_file)
+        """The desired state, with the files it names checked (certificates)."""
+        desired = load_spec(self.spec_file)
+        check_certificates(desired, self.folder, source=str(self.spec_file))
+        return desired
 
     def build_info(
         self, desired: DesiredState, env: Mapping[str, str] = os.environ, *, stage: bool = True
@@ -109,3 +112,24 @@ class Workspace:
             pool_text=pool_text,
             compose_text=read_text_or_none(self.compose_file),
         )
+
+def check_certificates(desired: DesiredState, folder: Path, *, source: str) -> None:
+    """Every certificate of ``tls.certificates`` can be served: readable, PEM, matching its
+    key, valid now, and covering a host of ``routes:`` (when there are routes). A SpecError
+    names the field and the file: nothing is applied (docs/tls.md)."""
+    if desired.tls is None or not desired.tls.certificates:
+        return
+    from ...proxy.tls import CertificateError, load_certificate
+
+    hosts = [r.host.split(":")[0] for r in desired.routes if r.host is not None]
+    for index, pair in enumerate(desired.tls.certificates):
+        field = f"tls.certificates[{index}]"
+        try:
+            cert = load_certificate(folder / pair.cert, folder / pair.key)
+        except CertificateError as err:
+            raise SpecError(f"{source}: {field}: {err}; nothing was applied") from err
+        if hosts and not any(cert.covers(host) for host in hosts):
+            raise SpecError(
+                f"{source}: {field}.cert: {pair.cert} covers {', '.join(cert.names)}, no host "
+                f"of routes: ({', '.join(hosts)}); nothing was applied"
+            )
