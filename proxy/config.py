@@ -14,20 +14,36 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AuthSettings",
     "BackendEntry",
     "BackendsConfig",
+    "BasicAuthSettings",
     "CertificateEntry",
+    "CompressSettings",
     "ConfigError",
     "Deployment",
+    "ForwardAuthSettings",
     "HealthSettings",
     "LimitSettings",
+    "MaintenanceSettings",
     "PassiveSettings",
+    "RateLimitSettings",
     "Revision",
     "RouteEntry",
+    "RouteFeatures",
     "TimeoutSettings",
     "TlsSettings",
     "check_cidrs",
@@ -36,6 +52,7 @@ __all__ = [
     "format_validation_error",
     "load_config",
     "parse_config",
+    "parse_size",
 ]
 
 SCHEMA_VERSION = 1
@@ -197,8 +214,286 @@ def check_path_prefix(value: str) -> str:
 
 RouteTls = Literal["auto", "required", "off"]
 
+# -- what the front door does for a route (issue 23): the same models in desired-state.yaml
+# (per route, and at its top level as the default of every route and of the plain pool) and
+# in backends.json (per route, and under ``defaults``). Files are named relative to the
+# desired-state file there, relative to backends.json's folder here (render_pool rewrites).
 
-class RouteEntry(_Model):
+_SIZE = re.compile(r"^\s*([0-9]+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+SIZE_PATTERN = r"^\s*[0-9]+\s*([kKmMgG]([iI]?[bB])?|[bB])?\s*$"
+
+
+def parse_size(value: object) -> object:
+    """``10m`` (nginx's client_max_body_size: binary units, k m g, an optional b/ib) -> bytes;
+    a whole number is bytes. Anything else is left to the field's own check."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError(f"{value!r}: expected a size like 512k, 10m or 1g (or bytes)")
+        return int(match[1]) * _SIZE_UNIT[match[2].lower()]
+    return value
+
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
+_DURATION_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# The reconciler's duration syntax (reconciler/core/durations.py), which the proxy cannot
+# import: a number of seconds, or units from the largest down (1m30s, 500ms).
+DURATION_SYNTAX = r"^\s*[0-9]+(\.[0-9]+)?(ms|h|m|s)?(([0-9]+(\.[0-9]+)?)(ms|h|m|s))*\s*$"
+
+
+def _duration(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        return float(text)
+    total, position = 0.0, 0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != position:
+            break
+        total += float(match[1]) * _DURATION_UNIT[match[2]]
+        position = match.end()
+    if not text or position != len(text):
+        raise ValueError(f"{value!r}: expected a duration like 1s, 500ms, 1m or 1h")
+    return total
+
+
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    Field(ge=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": SIZE_PATTERN},
+            ]
+        }
+    ),
+]
+
+
+Period = Annotated[
+    float,
+    BeforeValidator(_duration),
+    Field(ge=0.001, le=86400),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0.001, "maximum": 86400},
+                {"type": "string", "pattern": DURATION_SYNTAX},
+            ]
+        }
+    ),
+]
+HoldSeconds = Annotated[
+    float,
+    BeforeValidator(_duration),
+    Field(ge=0, le=300),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 300},
+                {"type": "string", "pattern": DURATION_SYNTAX},
+            ]
+        }
+    ),
+]
+AuthTimeout = Annotated[
+    float,
+    BeforeValidator(_duration),
+    Field(ge=0.001, le=60),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0.001, "maximum": 60},
+                {"type": "string", "pattern": DURATION_SYNTAX},
+            ]
+        }
+    ),
+]
+RetryAfter = Annotated[
+    float,
+    BeforeValidator(_duration),
+    Field(ge=0, le=86400),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 86400},
+                {"type": "string", "pattern": DURATION_SYNTAX},
+            ]
+        }
+    ),
+]
+
+STICKY_PATTERN = r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_TOKEN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+# The statuses lbrec answers itself, which a page may replace.
+OWN_STATUSES = frozenset({401, 403, 404, 413, 421, 429, 502, 503, 504})
+
+
+class CompressSettings(_Model):
+    """``compress: true`` with its defaults, or these settings (proxy/compress.py)."""
+
+    codings: tuple[Literal["zstd", "br", "gzip"], ...] = Field(
+        default=("zstd", "br", "gzip"),
+        min_length=1,
+        description="offered codings, the server's preference first (the client's q-values "
+        "decide first)",
+    )
+    min_size: Size = Field(
+        default=1024, description="answers with a smaller Content-Length stay as they are"
+    )
+    with_cookies: bool = Field(
+        default=False,
+        description="also compress answers that set a cookie (BREACH: off by default, "
+        "docs/routes.md)",
+    )
+
+
+class RateLimitSettings(_Model):
+    """A token bucket per client: ``requests`` per ``per`` on average, ``burst`` at once; a
+    429 with Retry-After beyond it (proxy/ratelimit.py)."""
+
+    requests: int = Field(ge=1, le=1_000_000, strict=True, description="tokens per `per`")
+    per: Period = Field(default=1.0, description="the period of `requests`, e.g. 1s or 1m")
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        strict=True,
+        description="bucket size (default: requests)",
+    )
+    by: str = Field(
+        default="client_ip",
+        pattern=r"^(client_ip|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$",
+        description="client_ip (the address the proxy trusts) or header:NAME",
+    )
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000,
+        strict=True,
+        description="requests of one client in flight at once (429 beyond)",
+    )
+
+
+class BasicAuthSettings(_Model):
+    """HTTP Basic (RFC 7617) against an htpasswd file of bcrypt or argon2 hashes."""
+
+    users_file: str = Field(min_length=1, description="htpasswd file (bcrypt or argon2 lines)")
+    realm: str = Field(
+        default="lbrec",
+        min_length=1,
+        max_length=128,
+        pattern=r'^[^"\\\x00-\x1f\x7f]+$',
+        description="shown by the browser's prompt",
+    )
+
+
+class ForwardAuthSettings(_Model):
+    """Ask a service: a 2xx answer lets the request through, anything else is answered to the
+    client as is (fails closed on an error or a timeout), like Traefik's ForwardAuth."""
+
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", description="GET with the headers")
+    copy_headers: tuple[str, ...] = Field(
+        default=(), description="headers of its 2xx answer copied onto the request"
+    )
+    timeout: AuthTimeout = Field(default=5.0, description="its own deadline; then 503")
+
+    @field_validator("copy_headers")
+    @classmethod
+    def _tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(_TOKEN, name):
+                raise ValueError(f"not a header name: {name!r}")
+        return value
+
+
+class AuthSettings(_Model):
+    """Access control, in this order: allow-list (403), basic (401), forward."""
+
+    basic: BasicAuthSettings | None = None
+    allow: tuple[str, ...] | None = Field(
+        default=None, description="CIDRs (IPv4, IPv6) of the clients let in; others get 403"
+    )
+    forward: ForwardAuthSettings | None = None
+
+    _cidrs = field_validator("allow")(
+        classmethod(lambda cls, v: v if v is None else check_cidrs(v))
+    )
+
+
+class MaintenanceSettings(_Model):
+    """What `lbrec pause` answers: 503 with Retry-After and this page."""
+
+    page: str | None = Field(default=None, min_length=1, description="an HTML (or text) file")
+    retry_after: RetryAfter = Field(default=30.0, description="the Retry-After header, seconds")
+    hold: HoldSeconds = Field(
+        default=0.0,
+        description="requests wait up to this long for `lbrec resume` before the 503",
+    )
+
+
+class RouteFeatures(_Model):
+    """What the front door does for a route's requests, each off when absent."""
+
+    compress: bool | CompressSettings | None = Field(
+        default=None, description="gzip, br, zstd by Accept-Encoding, text types only"
+    )
+    sticky: str | None = Field(
+        default=None,
+        pattern=STICKY_PATTERN,
+        description="affinity: cookie:NAME (set by lbrec) or header:NAME (hashed)",
+    )
+    rate_limit: RateLimitSettings | None = None
+    max_body: Size | None = Field(default=None, description="413 beyond, e.g. 10m")
+    auth: AuthSettings | None = None
+    maintenance: MaintenanceSettings | None = None
+    error_pages: dict[int, str] | None = Field(
+        default=None, description="status -> file for lbrec's own answers (502, 503, 504...)"
+    )
+
+    @field_validator("error_pages")
+    @classmethod
+    def _statuses(cls, value: dict[int, str] | None) -> dict[int, str] | None:
+        for status, page in (value or {}).items():
+            if status not in OWN_STATUSES:
+                raise ValueError(
+                    f"{status}: lbrec answers only {', '.join(map(str, sorted(OWN_STATUSES)))} "
+                    "itself"
+                )
+            if not page:
+                raise ValueError(f"{status}: the file name is empty")
+        return value
+
+    @property
+    def active(self) -> bool:
+        """Some feature is on (a route without any costs nothing on the hot path)."""
+        return any(getattr(self, name) is not None for name in RouteFeatures.model_fields)
+
+    def features(self) -> RouteFeatures:
+        """Only the feature fields (of a route or of the desired state)."""
+        return RouteFeatures(**{name: getattr(self, name) for name in RouteFeatures.model_fields})
+
+    def over(self, defaults: RouteFeatures | None) -> RouteFeatures:
+        """These features, each one not set taken whole from ``defaults`` (no deep merge:
+        a route's ``auth`` replaces the top-level ``auth``)."""
+        mine = self.features()
+        if defaults is None:
+            return mine
+        return RouteFeatures(
+            **{
+                name: value
+                if (value := getattr(mine, name)) is not None
+                else getattr(defaults, name)
+                for name in RouteFeatures.model_fields
+            }
+        )
+
+
+class _RouteWhere(_Model):
     """One route: requests for ``host`` (any host when None) under ``path`` go to the pool of
     ``backends`` (names of entries of ``backends``)."""
 
@@ -220,6 +515,11 @@ class RouteEntry(_Model):
     def key(self) -> str:
         """How a route is named in logs, metrics and the status page: host + path."""
         return f"{self.host or '*'}{self.path}"
+
+
+class RouteEntry(RouteFeatures, _RouteWhere):
+    """One route: where (host, path, backends; first in the file) and what the front door
+    does for it (:class:`RouteFeatures`, each off when absent)."""
 
 
 class CertificateEntry(_Model):
@@ -280,6 +580,12 @@ class BackendsConfig(_Model):
     # Many sites on one listener: without routes, one pool of every backend (as before).
     routes: tuple[RouteEntry, ...] | None = None  # None (not written) when there are none
     tls: TlsSettings | None = None
+    # The front door's features for the plain pool (no routes) and the default of each route's
+    # (docs/routes.md); None (not written) when none is on.
+    defaults: RouteFeatures | None = None
+    # The per-pool secret of `sticky:` cookies (64 hex digits), written by the reconciler only
+    # when some route is sticky; without it the proxy draws one (proxy/affinity.py).
+    affinity_key: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$", repr=False)
 
     _check_cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: check_cidrs(v)))
 

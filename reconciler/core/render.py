@@ -21,8 +21,10 @@ from ...proxy.config import (
     HealthSettings,
     Revision,
     RouteEntry,
+    RouteFeatures,
     TlsSettings,
 )
+from .certs import HeldCertificate, served_names
 from .labels import (
     CONFIG_HASH,
     BuildInfo,
@@ -312,6 +314,7 @@ def render_pool(
     instances: Mapping[str, Sequence[Instance]] | None = None,
     sticky_secret: bytes = b"",
     source: str | None = None,
+    certificates: Sequence[HeldCertificate] = (),
 ) -> BackendsConfig:
     """backends.json as a model. ``routed`` limits the pool to backends known to be up.
 
@@ -322,6 +325,7 @@ def render_pool(
     hash; without it the proxy draws its own key. ``source``: the desired-state file (absolute
     path) a pass renders from, stamped with the project as ``deploy`` (not in the generation),
     so that `lbrec up` knows this folder's own last good pool from a foreign one.
+    ``certificates``: those obtained over ACME (``Observed.certificates``), see render_tls.
     """
     entries: list[BackendEntry] = []
     for b in desired.backends:
@@ -363,18 +367,31 @@ def render_pool(
         trusted_proxies=desired.proxy.trusted_proxies,
         forwarded_header=desired.proxy.forwarded_header,
         backends=tuple(entries),
-        routes=tuple(RouteEntry(**route.model_dump()) for route in desired.routes) or None,
-        tls=render_tls(desired),
+        routes=tuple(
+            RouteEntry(**{**route.model_dump(), **_relocated(route)}) for route in desired.routes
+        )
+        or None,
+        tls=render_tls(desired, certificates),
+        defaults=(
+            RouteFeatures(**{**defaults.model_dump(), **_relocated(defaults)})
+            if (defaults := desired.features()).active
+            else None
+        ),
+        affinity_key=affinity_key(sticky_secret, desired),
     )
     content = config.model_dump(mode="json", exclude={"generation"}, exclude_none=True)
     stamp = None if source is None else Deployment(project=desired.project, file=source)
     return config.model_copy(update={"generation": canonical_hash(content)[:12], "deploy": stamp})
 
 
-def render_tls(desired: DesiredState) -> TlsSettings | None:
+def render_tls(
+    desired: DesiredState, obtained: Sequence[HeldCertificate] = ()
+) -> TlsSettings | None:
     """PURE. The TLS listener's settings. A relative certificate path (relative to the
     desired-state file) is written relative to backends.json's folder, which is how the
-    proxy reads it (config/backends.json: one level down)."""
+    proxy reads it (config/backends.json: one level down). With ``tls.acme``, the certificates
+    ``obtained`` (.lbrec/certs) of names a route still serves over TLS follow the operator's
+    own, by name: a new or renewed one is a change of the pool (a reload, never a restart)."""
     tls = desired.tls
     if tls is None:
         return None
@@ -383,15 +400,53 @@ def render_tls(desired: DesiredState) -> TlsSettings | None:
     def where(path: str) -> str:
         return path if path.startswith("/") else up + path.removeprefix("./")
 
+    served = set(served_names(desired)) if tls.acme is not None else set()
+    acme = sorted((c for c in obtained if c.name in served), key=lambda c: c.name)
     return TlsSettings(
         listen=tls.listen,
         certificates=tuple(
             CertificateEntry(cert=where(c.cert), key=where(c.key)) for c in tls.certificates
-        ),
+        )
+        + tuple(CertificateEntry(cert=up + c.cert, key=up + c.key) for c in acme),
         redirect_http=tls.redirect_http,
         hsts=None if tls.hsts is None else int(tls.hsts),
         acme_dir=None if tls.acme is None else up + ACME_DIR,
     )
+
+
+def _pool_path(path: str) -> str:
+    """A file named relative to the desired-state file, as backends.json names it (relative
+    to its own folder, config/: one level down); an absolute path stays."""
+    return path if path.startswith("/") else "../" * POOL_FILE.count("/") + path.removeprefix("./")
+
+
+def _relocated(features: RouteFeatures) -> dict[str, object]:
+    """PURE. The file-naming fields of ``features`` with their paths as backends.json names
+    them (the htpasswd file's path only, never its content)."""
+    out: dict[str, object] = {}
+    auth = features.auth
+    if auth is not None and auth.basic is not None:
+        basic = auth.basic.model_copy(update={"users_file": _pool_path(auth.basic.users_file)})
+        out["auth"] = auth.model_copy(update={"basic": basic})
+    page = features.maintenance.page if features.maintenance is not None else None
+    if features.maintenance is not None and page is not None:
+        out["maintenance"] = features.maintenance.model_copy(update={"page": _pool_path(page)})
+    if features.error_pages:
+        out["error_pages"] = {
+            status: _pool_path(path) for status, path in sorted(features.error_pages.items())
+        }
+    return out
+
+
+def affinity_key(secret: bytes, desired: DesiredState) -> str | None:
+    """PURE. The per-pool key of `sticky:` cookies (proxy/affinity.py): HMAC-SHA256 of the
+    project under the host's ``secret`` (the sticky canaries' secret), so every worker and
+    every restart read the same cookie the same way, and no client can forge one for a given
+    instance. None without a secret or when no route (nor the top level) is sticky."""
+    if not secret or not (desired.sticky or any(r.sticky for r in desired.routes)):
+        return None
+    identity = "\0".join(["lbrec affinity", desired.project]).encode()
+    return hmac.new(secret, identity, hashlib.sha256).hexdigest()
 
 
 def sticky_rollout_key(secret: bytes, backend: str, items: Sequence[Instance]) -> str | None:
@@ -434,4 +489,10 @@ def converged_pool(
             and c.labels.get(CONFIG_HASH) == want
         ]
         instances[spec.name] = serving[: spec.replicas]
-    return render_pool(desired, instances=instances, revision=revision, source=source)
+    return render_pool(
+        desired,
+        instances=instances,
+        revision=revision,
+        source=source,
+        certificates=observed.certificates,
+    )

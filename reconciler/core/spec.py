@@ -31,6 +31,7 @@ from ...proxy.config import (
     HealthSettings,
     LimitSettings,
     PassiveSettings,
+    RouteFeatures,
     RouteTls,
     TimeoutSettings,
     check_cidrs,
@@ -397,8 +398,10 @@ class TlsSpec(_Model):
     _check_listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
 
 
-class RouteSpec(_Model):
-    """Requests for ``host`` under ``path`` go to ``backends`` (their weights inside it)."""
+class RouteSpec(RouteFeatures):
+    """Requests for ``host`` under ``path`` go to ``backends`` (their weights inside it); and
+    what the front door does for them (compress, sticky, rate_limit, max_body, auth,
+    maintenance, error_pages: each off when absent, else the top-level one: docs/routes.md)."""
 
     host: str | None = Field(
         default=None,
@@ -442,8 +445,10 @@ _SCHEMA_RULES: dict[str, Any] = {
 }
 
 
-class DesiredState(_Model):
-    """The whole of desired-state.yaml."""
+class DesiredState(RouteFeatures):
+    """The whole of desired-state.yaml. The front door's features (compress, sticky,
+    rate_limit, max_body, auth, maintenance, error_pages) at the top level serve the plain
+    pool and are the default of each route that does not set its own (docs/routes.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_SCHEMA_RULES)
 
