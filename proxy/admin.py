@@ -52,6 +52,8 @@ __all__ = [
 
 SERVER_KEY = web.AppKey("proxy_server", ProxyServer)
 _REGISTRY_KEY = web.AppKey("metrics_registry", CollectorRegistry)
+# Awaited before /metrics is rendered: collectors whose figures come from elsewhere (lbrec up's)
+_REFRESH_KEY = web.AppKey("metrics_refresh", tuple[Callable[[], Awaitable[None]], ...])
 
 
 RATE_WINDOW_S = 10.0  # requests/s and errors/s on the status page
@@ -268,6 +270,8 @@ async def _pool(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
+    for refresh in request.app[_REFRESH_KEY]:
+        await refresh()
     body = generate_latest(request.app[_REGISTRY_KEY])
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -420,6 +424,7 @@ def make_admin_app(
     figures_dir: Path | None = None,
     collectors: Sequence[Collector] = (),
     hosts: Collection[str] | None = None,
+    refresh: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> web.Application:
     """The admin listener. ``extra_routes`` lets an embedding process (``lbrec up``) add its
     own endpoints, e.g. the GitOps webhook ``POST /-/sync``, without the proxy knowing them,
@@ -427,7 +432,9 @@ def make_admin_app(
     endpoint but ``/-/healthz`` requires it. ``figures_dir``: where the other workers of
     ``--workers N`` publish their counters (see :mod:`proxy.metrics`). ``hosts``: the names
     a reading request may give in ``Host`` beside loopback names and the listener's own
-    address (default: ``LBREC_ADMIN_HOSTS``; a bad one raises :class:`ConfigError`)."""
+    address (default: ``LBREC_ADMIN_HOSTS``; a bad one raises :class:`ConfigError`).
+    ``refresh``: awaited before each /metrics (each bounds its own time), for ``collectors``
+    that hold figures fetched from another process (``--control-socket``)."""
     if hosts is None:
         names = parse_admin_hosts(os.environ.get(ADMIN_HOSTS_ENV, ""))
     else:
@@ -445,6 +452,7 @@ def make_admin_app(
         registry.register(collector)
     app[SERVER_KEY] = server
     app[_REGISTRY_KEY] = registry
+    app[_REFRESH_KEY] = tuple(refresh)
     app.cleanup_ctx.append(_sampler_ctx)
     app.router.add_get("/-/healthz", _healthz)
     app.router.add_get("/-/pool", _pool)

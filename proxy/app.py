@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from aiohttp import web
 from prometheus_client.registry import Collector
 
 from .admin import make_admin_app
-from .config import ConfigError
+from .config import BackendsConfig, ConfigError
+from .control import ControlLink
 from .handoff import HandoffServer, take_over
 from .health import HealthMonitor
 from .metrics import FiguresPublisher
@@ -70,6 +72,10 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
     admin_collectors: Sequence[Collector] = (),
     worker: int = 0,
     figures_dir: Path | None = None,
+    listen_sock: socket.socket | None = None,
+    admin_sock: socket.socket | None = None,
+    deployment: tuple[str, str] | None = None,
+    control_socket: Path | None = None,
 ) -> None:
     """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
 
@@ -81,13 +87,34 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
     ``worker``/``figures_dir`` (``--workers N``): a worker without the admin listener publishes
     its counters there and the admin one reads them, so /metrics covers every worker.
     ``admin_collectors``: more metrics on the admin listener (the reconciler's, under ``up``).
-    Raises :class:`proxy.config.ConfigError` when the file is invalid at start.
+    ``listen_sock``/``admin_sock``: listening sockets bound by the caller (``lbrec up``, which
+    holds them across a restart of this process); then nothing is bound or taken over here,
+    and the admin listener runs only with ``admin_sock``. ``deployment`` (project, desired-state
+    file): serve only a pool stamped as that deployment's (``deploy`` in backends.json); until
+    one is written, the pool is empty and every request is answered 503 with the reason.
+    ``control_socket``: ``lbrec up``'s Unix socket (see :mod:`proxy.control`).
+    Raises :class:`proxy.config.ConfigError` when the file is invalid at start (without
+    ``deployment``).
     """
     path = Path(config_path)
-    config, digest = read_config(path)
+    waiting: str | None = None
+    check = None if deployment is None else _deployment_check(path, *deployment)
+    try:
+        config, digest = read_config(path)
+        if check is not None:
+            check(config)
+    except ConfigError as err:
+        if deployment is None:
+            raise
+        config, digest = BackendsConfig(), ""
+        waiting = f"no pool yet: waiting for lbrec up's first pass ({str(err).splitlines()[0]})"
     stop = stop or asyncio.Event()
-    listen_at = _address(listen, config.listen)
-    admin_at = _address(admin, config.admin) if enable_admin else None
+    if listen_sock is not None:
+        listen_at = _sockname(listen_sock)
+        admin_at = _sockname(admin_sock) if admin_sock is not None else None
+    else:
+        listen_at = _address(listen, config.listen)
+        admin_at = _address(admin, config.admin) if enable_admin else None
     token = os.environ.get(ADMIN_TOKEN_ENV, "") if admin_token is None else admin_token
     if admin_at is not None and not token and not _is_loopback(admin_at[0]):
         raise ConfigError(
@@ -96,12 +123,25 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
         )
 
     server = ProxyServer(config, digest=digest, access_log=access_log)
+    if waiting is not None:
+        server.empty_reason = waiting
+        _log.warning("%s", waiting, extra={"event": "no_pool_yet"})
+    link = ControlLink(control_socket) if control_socket is not None else None
+    if link is not None:
+        admin_routes = [*admin_routes, *link.routes()]
+        admin_collectors = [*admin_collectors, link]
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, force_close=True),
         auto_decompress=False,
     )
     runner: web.AppRunner | None = None
-    watcher = ConfigWatcher(path, server, digest=digest)
+
+    def accept(candidate: BackendsConfig) -> None:
+        if check is not None:
+            check(candidate)
+            server.empty_reason = "no backends configured"
+
+    watcher = ConfigWatcher(path, server, digest=digest, check=accept if check else None)
     loop = asyncio.get_running_loop()
     signals: list[signal.Signals] = []
     successor: HandoffServer | None = None
@@ -114,8 +154,10 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             on_result=server.record_probe,
         )
         server.attach_health(monitor)
-        taken = take_over(handoff) if handoff is not None else None
-        if taken is not None:
+        taken = take_over(handoff) if handoff is not None and listen_sock is None else None
+        if listen_sock is not None:
+            pass  # bound by the caller (lbrec up)
+        elif taken is not None:
             listen_sock = taken.sockets[0]
             admin_sock = taken.sockets[1] if len(taken.sockets) > 1 else None
             if admin_at is None and admin_sock is not None:
@@ -138,6 +180,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
                     token=token,
                     figures_dir=figures_dir,
                     collectors=admin_collectors,
+                    refresh=[link.refresh] if link is not None else [],
                 ),
                 access_log=None,
             )
@@ -192,8 +235,31 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             await publisher.close()
         if runner is not None:
             await runner.cleanup()
+        if link is not None:
+            await link.close()
         await session.close()
         _log.info("proxy stopped", extra={"event": "stopped"})
+
+
+def _deployment_check(path: Path, project: str, file: str) -> Callable[[BackendsConfig], None]:
+    """Raises ConfigError for a pool that is not ``project``'s from ``file`` (lbrec up)."""
+
+    def check(config: BackendsConfig) -> None:
+        stamp = config.deploy
+        if stamp is None:
+            raise ConfigError(f"{path} was not written by a pass for {file}: not served")
+        if (stamp.project, stamp.file) != (project, file):
+            raise ConfigError(
+                f"{path} is the pool of project {stamp.project} from {stamp.file}, "
+                f"not of {project} from {file}: not served"
+            )
+
+    return check
+
+
+def _sockname(sock: socket.socket) -> tuple[str, int]:
+    addr = sock.getsockname()
+    return str(addr[0]), int(addr[1])
 
 
 def _is_loopback(host: str) -> bool:

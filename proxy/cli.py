@@ -15,12 +15,14 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .app import parse_hostport, serve
+from .app import ServeInfo, parse_hostport, serve
 from .config import ConfigError
 from .logs import configure_logging
 
@@ -108,6 +110,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="Unix socket for a restart without a gap: a proxy already running with the same "
         "PATH hands its listening sockets to this one and drains (one process only)",
     )
+    up = parser.add_argument_group(
+        "under a supervisor (lbrec up binds the sockets and holds them across a restart)"
+    )
+    up.add_argument(
+        "--listen-fd",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve traffic on this inherited listening socket (instead of --listen)",
+    )
+    up.add_argument(
+        "--admin-fd",
+        type=int,
+        default=None,
+        metavar="N",
+        help="serve the admin listener on this inherited socket (with --listen-fd; "
+        "without it, no admin listener)",
+    )
+    up.add_argument(
+        "--ready-fd",
+        type=int,
+        default=None,
+        metavar="N",
+        help="write 'ready' to this pipe once serving, then close it",
+    )
+    up.add_argument(
+        "--deployment",
+        default=None,
+        metavar="PROJECT:FILE",
+        help="serve only a pool stamped by a pass of this project and desired-state file; "
+        "until one is written, answer 503 with the reason",
+    )
+    up.add_argument(
+        "--control-socket",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="lbrec up's Unix socket: POST /-/sync is forwarded there, its /metrics appended",
+    )
+    up.add_argument(
+        "--figures-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="(a worker without --admin-fd) publish counters here for the admin one's /metrics",
+    )
+    up.add_argument("--worker", type=int, default=0, metavar="K", help="this worker's index")
     parser.add_argument(
         "--drain-timeout",
         type=float,
@@ -125,11 +174,49 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _inherited(fd: int | None, what: str) -> socket.socket | None:
+    """A listening TCP socket handed down by the supervisor as file descriptor ``fd``."""
+    if fd is None:
+        return None
+    sock = socket.socket(fileno=fd)
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        raise OSError(f"{what} {fd} is not a listening TCP socket")
+    sock.setblocking(False)
+    return sock
+
+
+def _ready_pipe(fd: int | None) -> Callable[[ServeInfo], None] | None:
+    if fd is None:
+        return None
+
+    def ready(_info: ServeInfo) -> None:
+        with contextlib.suppress(OSError):
+            os.write(fd, b"ready\n")
+            os.close(fd)
+
+    return ready
+
+
+def _deployment(value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    project, sep, file = value.partition(":")
+    if not sep or not project or not file:
+        raise ValueError(f"--deployment: expected PROJECT:FILE, got {value!r}")
+    return project, file
+
+
 def _run_worker(
     args: argparse.Namespace, *, admin: bool, worker: int = 0, figures_dir: Path | None = None
 ) -> int:
     _install_uvloop()
     try:
+        listen_sock = _inherited(args.listen_fd, "--listen-fd")
+        admin_sock = _inherited(args.admin_fd, "--admin-fd") if admin else None
+        if args.admin_fd is not None and admin_sock is None:
+            os.close(args.admin_fd)  # a worker without the admin listener
         asyncio.run(
             serve(
                 args.config,
@@ -143,6 +230,11 @@ def _run_worker(
                 handoff=args.handoff,
                 worker=worker,
                 figures_dir=figures_dir,
+                listen_sock=listen_sock,
+                admin_sock=admin_sock,
+                deployment=_deployment(args.deployment),
+                control_socket=args.control_socket,
+                ready=_ready_pipe(args.ready_fd),
             )
         )
     except ConfigError as err:
@@ -248,5 +340,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(args.log_format, access_log=args.access_log)
     if args.workers == 1:
-        return _run_worker(args, admin=True)
+        return _run_worker(args, admin=True, worker=args.worker, figures_dir=args.figures_dir)
     return _run_workers(args)

@@ -36,6 +36,8 @@ class ExchangeServer(Protocol):
     def max_body_bytes(self) -> int: ...
     @property
     def answers(self) -> Answers: ...  # every answer, for /metrics
+    @property
+    def empty_reason(self) -> str: ...  # the 503's text while the pool has no backend
     def next_request_id(self) -> bytes: ...  # for a request that carries no X-Request-ID
     def passive_failure(self, backend: Backend, reason: str) -> None: ...
 

@@ -272,7 +272,7 @@ class Exchange:
         if backend is None:
             if not pool.backends:
                 self.server.answers.unavailable("no_backends_configured")
-                self._fail(503, "no backends configured", None)
+                self._fail(503, self.server.empty_reason, None)
             else:
                 self.server.answers.unavailable("no_healthy_backend")
                 self._fail(503, "no healthy backend available", None)

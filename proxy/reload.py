@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -86,8 +87,19 @@ class _Notify(Protocol):
 class ConfigWatcher:
     """Owns the watchdog observer and the reload task; ``close()`` stops both."""
 
-    def __init__(self, path: Path, target: Reloadable, *, digest: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        target: Reloadable,
+        *,
+        digest: str,
+        check: Callable[[BackendsConfig], None] | None = None,
+    ) -> None:
+        """``check`` raises :class:`ConfigError` for a valid file that must not be served
+        (``lbrec up``: a pool that is not this deployment's); it is then kept out as an
+        invalid one is."""
         self._path = path
+        self._check = check
         self._target = target
         self._digest = digest  # of the config currently served
         self._bad_digest: str | None = None
@@ -144,6 +156,8 @@ class ConfigWatcher:
         self.checks += 1
         try:
             config, digest = read_config(self._path)
+            if self._check is not None:
+                self._check(config)
         except ConfigError as err:
             message = str(err)
             key = hashlib.sha256(message.encode()).hexdigest()

@@ -86,6 +86,8 @@ class ProxyServer:
         self.connections: set[ClientConnection] = set()
         self._adopt_limits(config)
         self.refused_connections = 0
+        # The 503's text with no backend in the pool; `lbrec up` says why before its first pool
+        self.empty_reason = "no backends configured"
         self.runtime = runtime_info(self.loop)
         self.health: HealthMonitor | None = None
         self.started_at = time.time()

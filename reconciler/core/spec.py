@@ -317,6 +317,11 @@ class ProxySpec(_Model):
     forwarded_header: bool = Field(
         default=False, description="also send an RFC 7239 Forwarded header to backends"
     )
+    workers: Annotated[int, Field(ge=1, le=64, strict=True)] | Literal["auto"] = Field(
+        default="auto",
+        description="host mode: the proxy processes `lbrec up` runs on one port; auto: one "
+        "per CPU core beyond the first (left to the reconciler and Docker), at least 1, at most 8",
+    )
 
     _cidrs = field_validator("trusted_proxies")(classmethod(lambda cls, v: check_cidrs(v)))
 

@@ -73,7 +73,7 @@ def converge(
         # A plain apply after `lbrec sync` keeps the deployed commit in backends.json.
         revision = observed.pool.revision
     revisions = _container_revisions_for_plan(desired, observed, build, revision)
-    target = converged_pool(desired, observed, build, revision)
+    target = converged_pool(desired, observed, build, revision, source=str(workspace.spec_file))
     compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
     the_plan = plan(desired, observed, build=build, target_pool=target, compose_text=compose)
     if check:

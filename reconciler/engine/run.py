@@ -90,7 +90,11 @@ class Run:
         # A canary's split: its sticky hash is keyed from the host's secret (docs/security.md)
         secret = host_sticky_secret(folder) if self.split else b""
         config = render_pool(
-            self.desired, instances=instances, revision=self.revision, sticky_secret=secret
+            self.desired,
+            instances=instances,
+            revision=self.revision,
+            sticky_secret=secret,
+            source=str(self.workspace.spec_file),  # whose pool: see proxy.config.Deployment
         )
         with engine_epoch.write_lock:  # a freeze (the engine went away) is never overwritten
             if self.epoch is not None and engine_epoch.current(folder) != self.epoch:

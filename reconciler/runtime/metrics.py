@@ -100,6 +100,12 @@ class LoopMetrics:
             ["loop", "rule"],
             registry=self.registry,
         )
+        self.proxy_restarts = Counter(
+            "lbrec_up_proxy_restarts",
+            "Proxy processes of `lbrec up` started again after they exited unasked (a crash)",
+            ["worker"],
+            registry=self.registry,
+        )
         self.registry.register(_Deployed(self))
 
     def follow(self, loop: str, folder: Path) -> None:

@@ -1,16 +1,22 @@
 """EDGE. ``lbrec up``: apply, serve the proxy, and follow the file (or a git branch).
 
-One foreground command for a newcomer and for development. The first pass runs before the proxy
-starts so that it has a pool to serve. Then the control loop (watch, or sync with ``--repo``)
-runs in a daemon thread, since its passes block on Docker for as long as a build takes, while
-the proxy (proxy.mode: host) runs on the main thread's asyncio loop. Logs of all three go to
-stderr through the `lbrec` logger. Ctrl-C/SIGTERM stop the loop, then drain the proxy;
-``--down`` also removes this project's containers (by id, found by label).
+One foreground command for a newcomer and for development. With proxy.mode: host, the data
+plane is ``lbrec proxy`` in processes of its own (:mod:`.dataplane`): ``up`` binds the listen
+and admin sockets from the desired state first (nothing else is touched if they cannot be),
+starts the proxies on them at once, serving this folder's own last good pool (stamped with its
+project and file) or, with none yet, answering 503 with the reason, and then runs the control
+loop (watch, or sync with ``--repo``) in a daemon thread, since its passes block on Docker for
+as long as a build takes. The main thread's asyncio loop serves ``up``'s control socket (the
+webhook and the reconciler's metrics, which the proxy's admin listener forwards and appends, see
+:mod:`proxy.control`) and waits for a signal. Logs of all go to stderr. Ctrl-C/SIGTERM stop the
+loop and drain the proxies; ``--down`` also removes this project's containers (by id, found by
+label). With proxy.mode: container the first pass (or sync) runs, then the loop, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -20,16 +26,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ...proxy.config import ConfigError, load_config
+from ...proxy.control import PEER_HEADER
 from ...proxy.logs import configure_logging
-from ..adapters.probes import port_free
 
 if TYPE_CHECKING:  # aiohttp and the proxy load only when `lbrec up` runs (a fast CLI)
     from aiohttp import web
 from ..adapters.workspace import Workspace
-from ..core.errors import LbrecError, PortInUse
+from ..core.errors import LbrecError
 from ..core.output import BuildProgress, Style, format_plan, format_recap
-from ..core.spec import DesiredState
+from ..core.spec import DesiredState, parse_spec
 from ..core.webhooks import (
     ADMIN_TOKEN_ENV,
     SYNC_TOKEN_ENV,
@@ -41,10 +46,11 @@ from ..core.webhooks import (
     judge,
     require_admin_token,
 )
+from .dataplane import ProxySupervisor, auto_workers, socket_path
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass
 from .signals import Runnable, run_until_signal
-from .sync import build_sync_loop
+from .sync import SyncLoop, build_sync_loop
 from .watch import build_watch_loop
 
 __all__ = ["SYNC_TOKEN_ENV", "run_up", "sync_webhook"]
@@ -69,34 +75,6 @@ def _first_pass(workspace: Workspace, docker: DockerFactory, options: RuntimeOpt
     return 1 if report.failed else 0
 
 
-def _check_listeners_free(desired: DesiredState) -> None:
-    """Before anything changes: the proxy's addresses must be free (a second `lbrec up` in the
-    same folder, or another program, would otherwise make this one fail after applying)."""
-    for role, hostport in (("listen", desired.listen), ("admin", desired.admin)):
-        try:
-            from ...proxy.app import parse_hostport
-
-            free = port_free(*parse_hostport(hostport))
-        except OSError as err:  # not an address of this machine, for one
-            raise PortInUse(
-                f"{role}: {hostport} cannot be bound ({err.strerror}): nothing was changed"
-            ) from err
-        if not free:
-            raise PortInUse(
-                f"{role}: {hostport} is already in use: nothing was changed",
-                hint="is another `lbrec up` or `lbrec proxy` running for this folder?",
-            )
-
-
-def _last_good_pool(pool_file: Path) -> bool:
-    """Whether config/backends.json holds a pool the proxy can serve at once."""
-    try:
-        load_config(pool_file)
-    except ConfigError:
-        return False
-    return True
-
-
 def _remove_all(workspace: Workspace, docker: DockerFactory, desired: DesiredState) -> None:
     """``--down``: the project as it was when up started (the file may be invalid by now)."""
     port = docker(workspace, desired)
@@ -112,6 +90,7 @@ def sync_webhook(
     *,
     branch: str,
     clock: Callable[[], float] = time.time,
+    peer_header: str | None = None,
 ) -> list[web.RouteDef]:
     """``POST /-/sync`` on the admin listener: a forge webhook deploys at once.
 
@@ -120,6 +99,8 @@ def sync_webhook(
     branch than ``branch`` are ignored; replays refused) and logged with its verdict and source
     address. Without a token configured the endpoint refuses every call (403), so it can never
     be left open; a ``whsec_`` token that is not base64 raises :class:`UsageError` here.
+    ``peer_header``: served on ``up``'s control socket, where the proxy forwards the call, the
+    caller's address is in this header (set by the proxy, never by the caller).
     """
     secret = WebhookSecret.parse(token)
     memory = DeliveryMemory()
@@ -127,7 +108,9 @@ def sync_webhook(
     from aiohttp import web
 
     async def handler(request: web.Request) -> web.Response:
-        source = request.remote or "unknown"
+        source = (
+            request.headers.get(peer_header, "") if peer_header else request.remote
+        ) or "unknown"
         try:
             body = await request.read() if secret.token else b""
         except web.HTTPRequestEntityTooLarge as err:
@@ -168,79 +151,165 @@ def _log_webhook(verdict: Verdict, request: web.Request, source: str) -> None:
     )
 
 
-async def _serve_until_signal(
-    pool_file: Path,
-    *,
-    access_log: bool,
-    on_ready: Callable[[], None],
-    admin_routes: list[web.RouteDef],
-) -> None:
-    from .metrics import LOOP_METRICS
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        from ...proxy.app import serve as serve_proxy
-
-        await serve_proxy(
-            pool_file,
-            stop=stop,
-            access_log=access_log,
-            handle_signals=False,
-            ready=lambda _info: on_ready(),
-            admin_routes=admin_routes,
-            admin_collectors=[LOOP_METRICS.registry],
-        )
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 def _follow_the_file(
     workspace: Workspace, docker: DockerFactory, options: RuntimeOptions
 ) -> tuple[DesiredState, Runnable]:
-    """Before serving: the listeners must be free; then either serve the last known good pool
-    from the first second (the loop's first pass reconciles beside it, engine reachable or
-    not), or, with no pool yet, apply once first."""
+    """The desired state and the watch loop. In container mode, one pass first (the lb
+    container serves what it applies); in host mode the proxies serve first."""
     desired = workspace.load()
-    serve_first = False
-    if desired.proxy.mode == "host":
-        _check_listeners_free(desired)
-        serve_first = _last_good_pool(workspace.pool_file)
-    if serve_first:
-        _log.info("serving the last known good pool while the first pass runs")
-    elif _first_pass(workspace, docker, options):
+    if desired.proxy.mode != "host" and _first_pass(workspace, docker, options):
         _log.warning("first apply left backends out of the pool; the loop retries")
     return desired, build_watch_loop(options, docker)
 
 
 def _follow_the_branch(
     workspace: Workspace, docker: DockerFactory, options: RuntimeOptions
-) -> tuple[DesiredState, Runnable, list[web.RouteDef]]:
+) -> tuple[DesiredState, SyncLoop, list[web.RouteDef]]:
     """`up --repo`: the webhook routes (a malformed whsec_ secret stops here, with nothing
-    applied), the first sync, then the listeners must be free. With the webhook on, the admin
-    token is required (:func:`require_admin_token`), before anything is fetched."""
+    applied) and the sync loop. With the webhook on, the admin token is required
+    (:func:`require_admin_token`), before anything is fetched. The listeners come from the
+    deploy folder's desired state (the last commit deployed here); a new folder reads them from
+    the branch head (git only). In container mode the first sync runs first, as before."""
     token = os.environ.get(SYNC_TOKEN_ENV, "")
     require_admin_token(token, os.environ.get(ADMIN_TOKEN_ENV, ""))
     sync = build_sync_loop(options, docker)
-    routes = sync_webhook(sync.trigger, token, branch=options.branch)
-    result = sync.sync_once()
-    _log.info(
-        "first sync: commit %s %s%s",
-        result.commit[:12],
-        result.state,
-        f": {result.error}" if result.error else "",
-    )
-    desired = workspace.load()
-    if desired.proxy.mode == "host":
-        _check_listeners_free(desired)
+    routes = sync_webhook(sync.trigger, token, branch=options.branch, peer_header=PEER_HEADER)
+    try:
+        desired = workspace.load()
+    except LbrecError:
+        desired = _branch_head(sync)
+    if desired.proxy.mode != "host":
+        result = sync.sync_once()
+        _log.info(
+            "first sync: commit %s %s%s",
+            result.commit[:12],
+            result.state,
+            f": {result.error}" if result.error else "",
+        )
+        desired = workspace.load()
     return desired, sync, routes
 
 
+def _branch_head(sync: SyncLoop) -> DesiredState:
+    """The desired state of the branch head (a new deploy folder: where to listen)."""
+    head = sync.mirror.fetch(sync.source.branch)
+    path = sync.source.path
+    text = sync.mirror.show(head, path)
+    if text is None:
+        raise LbrecError(f"{path}: not in commit {head[:12]}", hint="check --path")
+    return parse_spec(text, source=f"{path}@{head[:12]}")
+
+
+def _workers(desired: DesiredState) -> int:
+    wanted = desired.proxy.workers
+    return auto_workers(os.cpu_count()) if wanted == "auto" else wanted
+
+
+async def _control_app(path: Path, routes: list[web.RouteDef]) -> web.AppRunner:
+    """``up``'s end of the proxy's ``--control-socket``: the webhook and the loop's metrics."""
+    from aiohttp import web
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    from .metrics import LOOP_METRICS
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body = generate_latest(LOOP_METRICS.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_routes(routes)
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # the up before this one's: it is being replaced
+    site = web.UnixSite(runner, str(path))
+    await site.start()
+    os.chmod(path, 0o600)
+    return runner
+
+
+async def _serve_host(
+    supervisor: ProxySupervisor,
+    desired: DesiredState,
+    control: Runnable,
+    routes: list[web.RouteDef],
+    spec_file: Path,
+) -> int:
+    """Host mode after the sockets are held: control socket, proxies, loop; until a signal
+    (0; 130 for a second one) or until a new ``lbrec up`` of this folder takes over (0)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals: list[float] = []  # when each stopping signal came
+
+    def on_signal(signum: int) -> None:
+        now = loop.time()
+        if signals and now - signals[-1] < 1.0:
+            return  # one kill of the process group, seen twice (timeout(1) does that)
+        signals.append(now)
+        if len(signals) == 1:
+            _log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    assert supervisor.control_socket is not None
+    runner = await _control_app(supervisor.control_socket, routes)
+    thread: threading.Thread | None = None
+    try:
+        await asyncio.to_thread(supervisor.start)
+        if supervisor.adopted and (supervisor.listen, supervisor.admin) != (
+            desired.listen,
+            desired.admin,
+        ):
+            await asyncio.to_thread(supervisor.move, desired.listen, desired.admin, desired.project)
+        _log.info(
+            "serving %s (admin %s) from %d proxy process%s (pid %s); watching %s. Ctrl-C stops.",
+            desired.listen,
+            desired.admin,
+            supervisor.workers,
+            "" if supervisor.workers == 1 else "es",
+            ", ".join(str(p) for p in supervisor.pids),
+            spec_file,
+            extra={"event": "up_serving", "proxies": supervisor.pids},
+        )
+        thread = control.start()
+        while not stop.is_set() and not supervisor.superseded.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.2)
+    finally:
+        control.stop()
+        await asyncio.to_thread(supervisor.stop)
+        if thread is not None and len(signals) < 2:
+            stopped = asyncio.create_task(asyncio.to_thread(control.join, 120))
+            while not stopped.done() and len(signals) < 2:
+                await asyncio.wait({stopped}, timeout=0.2)
+        if not supervisor.superseded.is_set():
+            await runner.cleanup()  # a new up has its own socket at that path
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    if len(signals) >= 2:
+        _log.warning("interrupted during a pass")
+        return 130
+    if supervisor.superseded.is_set():
+        _log.info("stopped: a new `lbrec up` serves this folder")
+    return 0
+
+
+def _run_container_mode(control: Runnable, desired: DesiredState, workspace: Workspace) -> int:
+    _log.info(
+        "the proxy runs in the lb container on %s; watching %s. Ctrl-C stops.",
+        desired.listen,
+        workspace.spec_file,
+    )
+    try:
+        return run_until_signal(control, _log)
+    finally:
+        control.stop()
+
+
 def run_up(options: RuntimeOptions, docker: DockerFactory) -> int:
-    """`lbrec up`: serve first (the last good pool), reconcile beside it, until a signal."""
+    """`lbrec up`: serve first (this folder's last good pool), reconcile beside it."""
     configure_logging(options.log_format, access_log=options.access_log)
     workspace = Workspace.at(options.file)
     routes: list[web.RouteDef] = []
@@ -248,49 +317,34 @@ def run_up(options: RuntimeOptions, docker: DockerFactory) -> int:
 
     if not serve_metrics(options.metrics, _log):  # before anything is touched
         return 2
+    control: Runnable
     try:
         if options.repo is None:
             desired, control = _follow_the_file(workspace, docker, options)
         else:
             desired, control, routes = _follow_the_branch(workspace, docker, options)
+        if desired.proxy.mode == "host":
+            supervisor = ProxySupervisor(
+                workspace,
+                workers=_workers(desired),
+                project=desired.project,
+                listen=desired.listen,
+                admin=desired.admin,
+                control_socket=socket_path(workspace.folder, "control.sock"),
+                log_format=options.log_format,
+                access_log=options.access_log,
+            )
+            supervisor.acquire()  # before anything is changed: PortInUse stops here
     except LbrecError as err:
         _log.error("%s%s", err.message, f" (hint: {err.hint})" if err.hint else "")
         return err.exit_code
 
-    thread: threading.Thread | None = None
-
-    def start_loop() -> None:
-        nonlocal thread
-        thread = control.start()
-
-    try:
-        if desired.proxy.mode == "host":
-            _log.info(
-                "serving %s (admin %s); watching %s. Ctrl-C stops.",
-                desired.listen,
-                desired.admin,
-                workspace.spec_file,
-            )
-            asyncio.run(
-                _serve_until_signal(
-                    workspace.pool_file,
-                    access_log=options.access_log,
-                    on_ready=start_loop,
-                    admin_routes=routes,
-                )
-            )
-        else:
-            _log.info(
-                "the proxy runs in the lb container on %s; watching %s. Ctrl-C stops.",
-                desired.listen,
-                workspace.spec_file,
-            )
-            if run_until_signal(control, _log) == 130:
-                return 130
-    finally:
-        control.stop()
-        if thread is not None:
-            control.join(timeout=120)
+    if desired.proxy.mode == "host":
+        code = asyncio.run(_serve_host(supervisor, desired, control, routes, workspace.spec_file))
+        if code or supervisor.superseded.is_set():
+            return code
+    elif _run_container_mode(control, desired, workspace) == 130:
+        return 130
     if options.down:
         try:
             _remove_all(workspace, docker, desired)

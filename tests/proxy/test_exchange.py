@@ -44,6 +44,7 @@ class _Server:
     max_body_bytes: int = 1 << 20
     failures: list[str] = field(default_factory=list)
     answers: Answers = field(default_factory=Answers)
+    empty_reason: str = "no backends configured"
 
     def next_request_id(self) -> bytes:
         return b"test-1"

@@ -1,0 +1,476 @@
+"""EDGE. The data plane of ``lbrec up`` (proxy.mode: host): ``lbrec proxy`` processes, supervised.
+
+``up`` binds the listen and admin sockets itself and hands them to each proxy process as file
+descriptors (``lbrec proxy --listen-fd N --admin-fd M``), so they outlive any one process:
+while a crashed proxy is started again, connecting clients wait in the kernel's accept queue
+instead of being refused. Each worker slot has a thread that starts its process, waits for it
+to say ready (``--ready-fd``), and when it exits unasked, starts it again at once (then with a
+back-off while it keeps crashing), logged and counted (``lbrec_up_proxy_restarts_total``).
+
+The proxy processes run in a session of their own, with no parent-death signal: a reconciler
+that crashes or hangs leaves them serving the last pool (they read ``config/backends.json``
+themselves). Worker 0 serves the handoff socket (``--handoff``, :mod:`proxy.handoff`): the
+next ``lbrec up`` in this folder (a new version, or after a crash) takes the listening sockets
+from it, starts its own proxies on them, then releases the old ones, which drain: no request
+fails. The ``up`` whose proxy was taken over sees it leave cleanly with a new proxy serving the
+handoff socket, and stands down (:attr:`ProxySupervisor.superseded`).
+
+A change of ``listen``/``admin`` (read from this deployment's pool after a pass) moves the
+listener without a gap: the new socket is bound, new proxies serve it, then the old ones drain
+and the old socket closes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...proxy.app import parse_hostport
+from ...proxy.config import ConfigError, load_config
+from ...proxy.handoff import Taken, take_over
+from ...proxy.server import listening_socket
+from ..adapters.files import state_dir
+from ..adapters.workspace import Workspace
+from ..core.errors import PortInUse
+from .metrics import LOOP_METRICS
+
+__all__ = ["ProxySupervisor", "auto_workers", "socket_path"]
+
+_log = logging.getLogger("lbrec.up")
+
+_READY_TIMEOUT = 60.0
+_BACKOFF = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # by crashes in the last minute
+_CRASH_WINDOW = 60.0
+_WATCH_INTERVAL = 1.0
+_MAX_UNIX_PATH = 100  # sun_path holds 108 bytes
+
+
+def auto_workers(cpus: int | None) -> int:
+    """``proxy.workers: auto``: one proxy process per core beyond the first, which is left to
+    the reconciler and Docker (1 on a 2-core machine; docs/benchmarks.md has the figures),
+    at most 8."""
+    return max(1, min(8, (cpus or 1) - 1))
+
+
+def socket_path(folder: Path, name: str) -> Path:
+    """``folder/.lbrec/name``; when that is too long for a Unix socket, a 0700 folder of this
+    user's under the temp dir named after the deploy folder (found again by the next up)."""
+    path = state_dir(folder) / name
+    if len(os.fsencode(path)) <= _MAX_UNIX_PATH:
+        return path
+    digest = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:16]
+    short = Path(tempfile.gettempdir()) / f"lbrec-{os.getuid()}-{digest}"
+    with contextlib.suppress(FileExistsError):
+        short.mkdir(mode=0o700)
+    info = short.lstat()
+    if short.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PortInUse(f"{short}: not a private folder of this user; not using it")
+    return short / name
+
+
+def _address(sock: socket.socket) -> tuple[str, int]:
+    addr = sock.getsockname()
+    return str(addr[0]), int(addr[1])
+
+
+def _bind(role: str, hostport: str) -> socket.socket:
+    try:
+        return listening_socket(*parse_hostport(hostport))
+    except OSError as err:
+        raise PortInUse(
+            f"{role}: {hostport} cannot be bound ({err.strerror or err}): nothing was changed",
+            hint="is another program listening there? (a `lbrec up` of this folder is taken "
+            "over, not refused)",
+        ) from err
+
+
+def _same_address(sock: socket.socket, hostport: str) -> bool:
+    host, port = parse_hostport(hostport)
+    bound_host, bound_port = _address(sock)
+    return port == bound_port and (host == bound_host or {host, bound_host} <= {"::", "0.0.0.0"})
+
+
+@dataclass
+class _Child:
+    proc: subprocess.Popen[bytes]
+    started: float
+
+
+class _Slot:
+    """One worker: its process, started again when it exits unasked."""
+
+    def __init__(self, owner: ProxySupervisor, index: int) -> None:
+        self.owner = owner
+        self.index = index
+        self.child: _Child | None = None
+        self.crashes: list[float] = []
+        self.thread = threading.Thread(
+            target=self._run, name=f"proxy-supervisor-{index}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the first process and wait for it to serve (then supervise it)."""
+        self.child = self.owner.spawn(self.index)
+        self.owner.write_pids()
+        self.thread.start()
+
+    def replace(self) -> _Child | None:
+        """A new process on the supervisor's current sockets; the old one is returned (the
+        caller stops it once the new one serves); None, keeping the old, if it failed."""
+        try:
+            fresh = self.owner.spawn(self.index)
+        except OSError as err:
+            _log.error("proxy worker %d: a new process did not start: %s", self.index, err)
+            return None
+        old, self.child = self.child, fresh
+        self.owner.write_pids()
+        return old
+
+    def _run(self) -> None:
+        owner = self.owner
+        while True:
+            child = self.child
+            if child is None:
+                return
+            code = child.proc.wait()
+            if owner.stopping.is_set():
+                return
+            if self.child is not child:  # replaced (a listener moved): the new one is watched
+                continue
+            if code == 0 and self.index == 0 and owner.handoff_served_elsewhere():
+                _log.warning(
+                    "the proxy was taken over by a new `lbrec up` of this folder: standing down",
+                    extra={"event": "superseded"},
+                )
+                owner.superseded.set()
+                return
+            now = time.monotonic()
+            self.crashes = [t for t in self.crashes if now - t < _CRASH_WINDOW] + [now]
+            delay = _BACKOFF[min(len(self.crashes), len(_BACKOFF)) - 1]
+            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+            _log.error(
+                "proxy worker %d (pid %d) %s after %.1fs; starting it again%s (%d in the last "
+                "minute); its listeners were held, clients wait in the accept queue",
+                self.index,
+                child.proc.pid,
+                how,
+                now - child.started,
+                f" in {delay:g}s" if delay else " at once",
+                len(self.crashes),
+                extra={"event": "proxy_restart", "worker": self.index, "exit": code},
+            )
+            LOOP_METRICS.proxy_restarts.labels(str(self.index)).inc()
+            if delay and owner.stopping.wait(delay):
+                return
+            while not owner.stopping.is_set():
+                try:
+                    self.child = owner.spawn(self.index)
+                    owner.write_pids()
+                    break
+                except OSError as err:
+                    _log.error("proxy worker %d did not start: %s; retrying", self.index, err)
+                    if owner.stopping.wait(_BACKOFF[-1]):
+                        return
+
+
+class ProxySupervisor:
+    """The proxy processes of one ``lbrec up`` and the sockets they serve."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        *,
+        workers: int,
+        project: str,
+        listen: str,
+        admin: str,
+        control_socket: Path | None,
+        log_format: str = "text",
+        access_log: bool = False,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.workspace = workspace
+        self.workers = workers
+        self.project = project
+        self.listen = listen
+        self.admin = admin
+        self.control_socket = control_socket
+        self.log_format = log_format
+        self.access_log = access_log
+        self.drain_timeout = drain_timeout
+        folder = workspace.folder
+        self.handoff = socket_path(folder, "proxy.sock")
+        self.pids_file = state_dir(folder) / "proxy.pids"
+        self.figures = state_dir(folder) / "figures"
+        self.stopping = threading.Event()
+        self.superseded = threading.Event()
+        self._lock = threading.RLock()
+        self._listen_sock: socket.socket | None = None
+        self._admin_sock: socket.socket | None = None
+        self._taken: Taken | None = None
+        self._slots: list[_Slot] = []
+        self._watcher: threading.Thread | None = None
+        self._pool_stat: tuple[int, int] | None = None
+        self._refused: tuple[str, str, str] | None = None  # a move that could not bind
+        self.adopted = False
+
+    # -- sockets -------------------------------------------------------------------------------
+    def acquire(self) -> None:
+        """The listening sockets: taken from a proxy of this folder still serving (the
+        previous ``up`` crashed, or runs an older version), else bound here (PortInUse when
+        they cannot be). Nothing else is touched before this."""
+        try:
+            taken = take_over(self.handoff)
+        except OSError as err:
+            _log.warning("%s: not taking over the proxy there: %s", self.handoff, err)
+            taken = None
+        if taken is not None:
+            self._taken = taken
+            self._listen_sock = taken.sockets[0]
+            if len(taken.sockets) > 1:
+                self._admin_sock = taken.sockets[1]
+            else:  # a proxy without an admin listener (started by hand with --handoff)
+                self._admin_sock = _bind("admin", self.admin)
+            self.adopted = True
+            _log.info(
+                "taking over the proxy serving this folder (listen %s:%d, admin %s:%d)",
+                *_address(self._listen_sock),
+                *_address(self._admin_sock),
+                extra={"event": "adopt"},
+            )
+            return
+        self._listen_sock = _bind("listen", self.listen)
+        try:
+            self._admin_sock = _bind("admin", self.admin)
+        except PortInUse:
+            self._listen_sock.close()
+            raise
+
+    # -- processes -----------------------------------------------------------------------------
+    def spawn(self, index: int) -> _Child:
+        """Start worker ``index`` on the current sockets and wait until it serves."""
+        with self._lock:
+            listen, admin = self._listen_sock, self._admin_sock
+            assert listen is not None and admin is not None
+            read_end, write_end = os.pipe()
+            fds = [listen.fileno(), write_end]
+            argv = [
+                sys.executable,
+                "-m",
+                "lbrec.proxy",
+                "--config",
+                str(self.workspace.pool_file),
+                "--listen-fd",
+                str(listen.fileno()),
+                "--ready-fd",
+                str(write_end),
+                "--deployment",
+                f"{self.project}:{self.workspace.spec_file}",
+                "--log-format",
+                self.log_format,
+                "--drain-timeout",
+                f"{self.drain_timeout:g}",
+            ]
+            if index == 0:
+                argv += ["--admin-fd", str(admin.fileno()), "--handoff", str(self.handoff)]
+                fds.append(admin.fileno())
+                if self.control_socket is not None:
+                    argv += ["--control-socket", str(self.control_socket)]
+            if self.workers > 1:
+                self.figures.mkdir(mode=0o700, exist_ok=True)
+                argv += ["--figures-dir", str(self.figures), "--worker", str(index)]
+            if self.access_log:
+                argv.append("--access-log")
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    pass_fds=fds,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # a Ctrl-C or a crash of up leaves it serving
+                    cwd=self.workspace.folder,
+                )
+            finally:
+                os.close(write_end)
+        try:
+            ready = _wait_ready(read_end, proc, _READY_TIMEOUT)
+        finally:
+            os.close(read_end)
+        if not ready:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            code = proc.wait()
+            raise OSError(f"the proxy exited ({code}) before serving")
+        return _Child(proc, time.monotonic())
+
+    def start(self) -> None:
+        """Start every worker; once they serve, release a proxy taken over (it drains) and
+        stop the other processes of the up before (found in .lbrec/proxy.pids)."""
+        previous = self._read_pids()
+        self._slots = [_Slot(self, i) for i in range(self.workers)]
+        for slot in self._slots:
+            slot.start()
+        if self._taken is not None:
+            self._taken.ready()  # the proxy we took the sockets from stops accepting, drains
+            self._taken = None
+        mine = {s.child.proc.pid for s in self._slots if s.child is not None}
+        for pid in previous - mine:
+            if _is_our_proxy(pid, self.workspace.pool_file):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)  # drains
+        self._watcher = threading.Thread(target=self._watch, name="proxy-listeners", daemon=True)
+        self._watcher.start()
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.child.proc.pid for s in self._slots if s.child is not None]
+
+    def stop(self) -> None:
+        """SIGTERM every worker (each drains), wait for them, close the sockets."""
+        self.stopping.set()
+        children = [s.child for s in self._slots if s.child is not None]
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.proc.wait(timeout=self.drain_timeout + 10)
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()
+        for sock in (self._listen_sock, self._admin_sock):
+            if sock is not None:
+                sock.close()
+        if not self.superseded.is_set():
+            self.pids_file.unlink(missing_ok=True)
+
+    def handoff_served_elsewhere(self) -> bool:
+        """Whether a proxy (not ours: ours just exited) answers on the handoff socket."""
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(self.handoff))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
+
+    # -- listeners that move -------------------------------------------------------------------
+    def _watch(self) -> None:
+        """After a pass: the pool's listen/admin (of this deployment) differ from ours: move."""
+        while not self.stopping.wait(_WATCH_INTERVAL):
+            wanted = self._wanted()
+            if wanted is not None:
+                self.move(*wanted)
+
+    def _wanted(self) -> tuple[str, str, str] | None:
+        pool = self.workspace.pool_file
+        try:
+            st = pool.stat()
+        except OSError:
+            return None
+        stamp = (st.st_ino, st.st_mtime_ns)
+        if stamp == self._pool_stat:
+            return None
+        self._pool_stat = stamp
+        try:
+            config = load_config(pool)
+        except ConfigError:
+            return None
+        deploy = config.deploy
+        if deploy is None or deploy.file != str(self.workspace.spec_file):
+            return None
+        wanted = (config.listen, config.admin, deploy.project)
+        if wanted in ((self.listen, self.admin, self.project), self._refused):
+            return None
+        return wanted
+
+    def move(self, listen: str, admin: str, project: str) -> bool:
+        """Serve ``listen``/``admin`` (and the pools of ``project``): open the new sockets,
+        start new proxies on them, then let the old ones drain and close the old sockets."""
+        with self._lock:
+            old_listen, old_admin = self._listen_sock, self._admin_sock
+            assert old_listen is not None and old_admin is not None
+            try:
+                new_listen = (
+                    old_listen if _same_address(old_listen, listen) else _bind("listen", listen)
+                )
+                new_admin = old_admin if _same_address(old_admin, admin) else _bind("admin", admin)
+            except PortInUse as err:
+                _log.error("%s; still serving %s (admin %s)", err.message, self.listen, self.admin)
+                self._refused = (listen, admin, project)  # said once, until the file changes
+                return False
+            self._listen_sock, self._admin_sock = new_listen, new_admin
+            self.project = project
+            old_children = [slot.replace() for slot in self._slots]
+        _log.info(
+            "listeners moved: %s -> %s, admin %s -> %s",
+            self.listen,
+            listen,
+            self.admin,
+            admin,
+            extra={"event": "listeners_moved", "listen": listen, "admin": admin},
+        )
+        self.listen, self.admin = listen, admin
+        for child in old_children:
+            if child is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGTERM)
+        for child in old_children:
+            if child is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout=self.drain_timeout + 10)
+        for old, new in ((old_listen, new_listen), (old_admin, new_admin)):
+            if old is not new:
+                old.close()
+        return True
+
+    # -- the pid file (for the next up, after a crash of this one) ------------------------------
+    def write_pids(self) -> None:
+        pids = self.pids
+        tmp = self.pids_file.with_name(f".{self.pids_file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"up": os.getpid(), "proxies": pids}) + "\n")
+        os.replace(tmp, self.pids_file)
+
+    def _read_pids(self) -> set[int]:
+        try:
+            data = json.loads(self.pids_file.read_text())
+            return {int(p) for p in data.get("proxies", [])}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return set()
+
+
+def _wait_ready(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        readable, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if readable:
+            return os.read(fd, 16).startswith(b"ready")
+        if proc.poll() is not None:
+            return False
+
+
+def _is_our_proxy(pid: int, pool_file: Path) -> bool:
+    """A process of this user running ``lbrec.proxy`` on this folder's pool."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        uid = Path(f"/proc/{pid}").stat().st_uid
+    except OSError:
+        return False
+    return uid == os.getuid() and b"lbrec.proxy" in argv and os.fsencode(pool_file) in argv
