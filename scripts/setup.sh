@@ -24,8 +24,10 @@ missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
+# Debian's htpasswd (apache2-utils): the basic-auth tests check real htpasswd files with it.
+command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
-  log "installing ${missing[*]} (systemd-analyze checks the units; completion is tested in zsh and fish)"
+  log "installing ${missing[*]} (systemd-analyze checks the units; completion is tested in zsh and fish; htpasswd files for basic auth)"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi

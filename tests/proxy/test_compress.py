@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from collections.abc import Callable
 
 import brotli
 import pytest
@@ -236,6 +237,7 @@ def test_streaming_with_many_chunks_and_flushes(coding: str) -> None:
     as it comes (a streaming decoder), and the whole at the end."""
     body = os.urandom(50_000).hex().encode() + PAGE  # some entropy, some text
     encoder = Encoder(coding)
+    step: Callable[[bytes], bytes]
     if coding == "gzip":
         decoder = zlib.decompressobj(16 + 15)
         step = decoder.decompress
