@@ -317,7 +317,7 @@ def _mutate(
         print(report_json(report))
     else:
         print(format_recap(report, out.style))
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.preempted else 0  # cut short too often: not done
 
 
 # How often one command lets a waiting edit go first before it reports the preemption.

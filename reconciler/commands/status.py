@@ -10,6 +10,7 @@ from ...proxy.config import ConfigError, load_config
 from ..adapters.audit import AUDIT_FILE, read_history
 from ..adapters.proxy_admin import proxy_generation
 from ..adapters.records import read_deployed
+from ..adapters.repair_records import crash_loop_holds
 from ..adapters.workspace import Workspace
 from ..core.labels import REVISION, SWARM_NODE
 from ..core.ports import DockerPort
@@ -59,6 +60,7 @@ def collect_status(
         "proxy": None if proxy_gen is None else {"admin": desired.admin, "generation": proxy_gen},
         "deployed": read_deployed(workspace.folder),  # credentials cut, also from old records
         "rolled_back": rolled_back(workspace.folder),
+        "crash_loops": crash_loop_holds(workspace.folder),
         "backends": rows,
     }
 
@@ -174,6 +176,8 @@ def _print_footer(status: dict[str, Any]) -> None:
             f"({entry.get('reason', '')}); `lbrec up`/`sync` do not roll it out again until it "
             "changes (`lbrec apply` retries it)"
         )
+    for name, why in sorted(status.get("crash_loops", {}).items()):
+        print(f"held: {name}: {why}")
     if (deployed := status["deployed"]) is not None:
         print(
             f"deployed: {deployed.get('commit', '?')[:12]} by {deployed.get('author', '?')} "
@@ -196,7 +200,9 @@ def show_history(workspace: Workspace, last: int, *, json_mode: bool) -> int:
         revision = (r.get("revision") or {}).get("commit") or "-"
         changes = ", ".join(f"{c['action']} {c['backend']}" for c in r.get("changes") or [])
         detail = r.get("error") or "; ".join(
-            f"{b}: {e}" for b, e in (r.get("errors") or {}).items()
+            f"{b}: {e}"
+            for key in ("errors", "preempted", "deferred")
+            for b, e in (r.get(key) or {}).items()
         )
         table.append(
             [

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from ..core.audit import outcome_of
 from ..core.plan import Action, ActionKind, Plan
 from ..core.report import Report
 
@@ -121,6 +122,10 @@ def format_recap(report: Report, style: Style) -> str:
         lines.append(style.red(f"FAILED {name}: {error}"))
         for detail in outcome.detail.splitlines():
             lines.append(style.dim(f"    {detail}"))
+    for outcome in report.cut_short:
+        name = outcome.action.backend
+        error = (outcome.error or "preempted").removeprefix(f"{name}: ")
+        lines.append(style.yellow(f"PREEMPTED {name}: {error}"))
     for outcome in report.deferred:
         lines.append(
             style.yellow(
@@ -134,8 +139,12 @@ def format_recap(report: Report, style: Style) -> str:
         style.red(f"removed={recap['removed']}") if recap["removed"] else "removed=0",
         style.red(f"failed={recap['failed']}") if recap["failed"] else "failed=0",
     ]
+    if recap["repaired"]:
+        parts.append(style.yellow(f"repaired={recap['repaired']}"))
     if recap["deferred"]:
         parts.append(style.yellow(f"deferred={recap['deferred']}"))
+    if recap["preempted"]:
+        parts.append(style.yellow(f"preempted={recap['preempted']}"))
     if recap["rolled_back"]:
         parts.append(style.red(f"rolled_back={recap['rolled_back']}"))
     lines.append("RECAP " + "  ".join(parts) + f"  generation={report.generation}")
@@ -177,9 +186,15 @@ def report_json(report: Report) -> str:
             item["error"] = outcome.error
             item["rolled_back"] = outcome.rolled_back
             item["deferred"] = outcome.deferred
+            item["repaired"] = outcome.repaired
+            item["preempted"] = outcome.preempted
+            if outcome.deferred:
+                item["detail"] = outcome.detail
         actions.append(item)
     document = {
         "check": report.check,
+        # deployed, repaired, deferred, in_sync, failed, rolled_back, preempted (core/audit.py)
+        "outcome": "plan" if report.check else outcome_of(report),
         "in_sync": report.plan.in_sync,
         "actions": actions,
         "settings_changed": list(report.plan.settings_changed),

@@ -99,6 +99,8 @@ class Schedule:
                 at = max(at, self.retry_at)
             return Due(at, self.pending_reason)
         if self.retry_at is not None:
+            if not self.failures:
+                return Due(self.retry_at, "back-off")
             return Due(self.retry_at, f"retry {self.failures}" if not self.parked else "retry")
         if self.parked or self.resync is None:
             return None
@@ -110,12 +112,18 @@ class Schedule:
         self.immediate = False
         self.drift_only = False
 
-    def end(self, now: float, outcome: PassOutcome) -> float | None:
-        """Record a pass result; returns the retry delay when one is scheduled."""
+    def end(
+        self, now: float, outcome: PassOutcome, *, come_back: float | None = None
+    ) -> float | None:
+        """Record a pass result; returns the retry delay when one is scheduled.
+
+        ``come_back``: a good pass that left a repair for later (a crash loop's back-off) is
+        followed by one more pass that many seconds on; drift events wait for it too."""
         self.last_end = now
         match outcome:
             case PassOutcome.OK:
-                self.failures, self.retry_at, self.parked = 0, None, False
+                self.failures, self.parked = 0, False
+                self.retry_at = None if come_back is None else now + max(come_back, 0.0)
                 return None
             case PassOutcome.TEMPORARY:
                 self.failures += 1

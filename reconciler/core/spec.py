@@ -283,7 +283,7 @@ class HealthSpec(HealthSettings):
     """Active health check of the proxy and of the containers (same path)."""
 
 
-NotifyEvent = Literal["deployed", "failed", "rolled_back"]
+NotifyEvent = Literal["deployed", "failed", "rolled_back", "repaired", "deferred", "preempted"]
 
 
 class NotifySpec(_Model):

@@ -12,6 +12,7 @@ that backend's rollout is skipped: its old instances were never touched and keep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 
 from ...proxy.config import Revision
@@ -27,6 +28,7 @@ from ..core.spec import DesiredState
 from ..core.state import Observed
 from .hooks import Hooks, Preempted
 from .images import collect_images, ensure_images
+from .repairs import CrashLoops, remember_converged, repairs_of
 from .rollout import create_together, roll_all
 from .run import Run
 
@@ -46,11 +48,13 @@ def apply(
     only: Collection[str] | None = None,
     held: Mapping[str, str] | None = None,
     epoch: int | None = None,
+    crash_loops: bool = False,
 ) -> Report:
     """Carry out ``the_plan`` (see the module docstring for the order). With ``only``, the
     container work of other backends is deferred (reported, not done); so is that of the
     ``held`` backends (a version that was rolled back, with why); the pool still takes every
-    new weight.
+    new weight. With ``crash_loops`` (the loops), a backend repaired again and again gets a
+    back-off and then a hold (engine/repairs.py); without, its history is forgotten.
 
     Longer than most on purpose: the numbered phases below are the safe order of a pass, and
     reading them in one place is the point; each phase is a call or a few lines."""
@@ -59,6 +63,19 @@ def apply(
     run = Run(desired, workspace, docker, hooks, say, revision, build=build, epoch=epoch)
     backends = [a for a in the_plan.actions if a.role == "backend"]
     outcomes: dict[str, Outcome] = _deferred(backends, held, only)
+    # What only brings back the version that already converged is a repair, not a deploy;
+    # the loops give repeated restarts a back-off, then hold a crash loop (engine/repairs.py).
+    records = hooks.records
+    repairs = set() if records is None else repairs_of(records, desired, build, backends)
+    restarts = None
+    if records is not None:
+        restarts = CrashLoops(records, desired, build, now=hooks.wall(), epoch=epoch)
+        if crash_loops:
+            todo = [a for a in backends if a.backend not in outcomes]
+            outcomes.update(restarts.gate(todo, repairs))
+        else:
+            restarts.forget([a for a in backends if a.backend in repairs])
+        restarts.save()
     backends = [a for a in backends if a.backend not in outcomes]
 
     revisions = container_revisions(the_plan, observed, revision)
@@ -105,6 +122,11 @@ def apply(
     # (a fast rollback), remove the rest. Only after a pass where everything went well.
     if all(o.ok for o in outcomes.values()) and any(a.steps for a in backends):
         collect_images(docker, say)
+    for name in repairs & {a.backend for a in backends}:
+        if name in outcomes and outcomes[name].ok:
+            outcomes[name] = dataclasses.replace(outcomes[name], repaired=True)
+    if records is not None:
+        remember_converged(records, desired, build, the_plan.actions, outcomes)
     ordered = tuple(outcomes[a.backend] for a in the_plan.changes if a.backend in outcomes)
     return Report(
         plan=the_plan,
@@ -113,6 +135,7 @@ def apply(
         files_written=tuple(run.written),
         routed=tuple(sorted(name for name, by_id in run.routed.items() if by_id)),
         generation=generation,
+        retry_in=None if restarts is None else restarts.retry_in,
     )
 
 

@@ -8,6 +8,7 @@ from ...proxy.config import Revision
 from ..adapters import engine_epoch
 from ..adapters.files import read_text_or_none
 from ..adapters.lock import waiting_editor
+from ..adapters.repair_records import RepairFiles
 from ..adapters.proxy_admin import pool_document, wait_drained, wait_for_generation
 from ..adapters.workspace import Workspace
 from ..core.canary import Counters, counters_of
@@ -65,6 +66,7 @@ def converge(
             ),
             preempted=preempted,
             counters=lambda urls: _proxy_counters(admin, urls),
+            records=RepairFiles(workspace.folder),
         )
     build = workspace.build_info(desired, stage=not check)  # check mode only reads
     docker.check()
@@ -94,6 +96,7 @@ def converge(
         only=only,
         held=_held(workspace, desired, build) if hold_rolled_back else None,
         epoch=epoch,
+        crash_loops=hold_rolled_back,
     )
 
 

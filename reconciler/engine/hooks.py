@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from ..adapters import probes
 from ..core.canary import Counters
+from ..core.crash_loop import RepairRecords
 from ..core.ports import Probe
 
 
@@ -36,6 +37,10 @@ class Hooks:
     counters: Callable[[Collection[str]], Counters | None] | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    # The wall clock, for what outlives the process (a crash loop's restarts, engine/repairs.py).
+    wall: Callable[[], float] = time.time
+    # What the pass repaired and restarted (engine/repairs.py); None: not tracked.
+    records: RepairRecords | None = None
 
 
 class Preempted(Exception):

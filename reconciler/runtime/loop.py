@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ...proxy.logs import configure_logging as configure_lbrec_logging
+from ..core.audit import outcome_of
 from ..core.errors import LbrecError
 from ..core.report import Report
 from ..core.schedule import Backoff, PassOutcome, Schedule, is_permanent
@@ -37,6 +38,9 @@ __all__ = [
 ]
 
 Reconcile = Callable[[], Report]
+
+# The audit log's outcome -> the metric's label (``changed`` kept for a deploy).
+_METRIC = {"deployed": "changed", "rolled_back": "failed"}
 
 
 class Trigger(Protocol):
@@ -95,6 +99,7 @@ class ControlLoop:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.passes = 0
+        self._come_back: float | None = None  # the last pass's back-off (a crash loop)
         self.last_outcome: PassOutcome | None = None
         self.last_error: str | None = None
 
@@ -175,7 +180,7 @@ class ControlLoop:
                 self._schedule.begin()
             outcome = self._one_pass(due.reason)
             with self._cond:
-                delay = self._schedule.end(self._clock(), outcome)
+                delay = self._schedule.end(self._clock(), outcome, come_back=self._come_back)
             if outcome is PassOutcome.TEMPORARY and delay is not None:
                 self._log.info(
                     "pass=%d retry in %gs",
@@ -197,6 +202,7 @@ class ControlLoop:
             extra={**extra, "event": "pass_start"},
         )
         started = self._clock()
+        self._come_back = None
         try:
             report = self._reconcile()
         except LbrecError as err:
@@ -238,12 +244,23 @@ class ControlLoop:
             )
             return self._done(PassOutcome.TEMPORARY)
         elapsed = self._clock() - started
-        self._count(
-            reason,
-            "failed" if report.failed else "changed" if report.changed else "in_sync",
-            elapsed,
-            generation=report.generation,
-        )
+        said = outcome_of(report)  # the audit log's word for it (core/audit.py)
+        self._count(reason, _METRIC.get(said, said), elapsed, generation=report.generation)
+        if report.preempted and not report.failed:
+            # Not a failure: a newer change (an edit, a commit, the engine's return) cut it
+            # short and goes first; one more pass follows it (it waits for the lock).
+            why = "; ".join(o.error or "preempted" for o in report.cut_short)
+            self.last_error = None
+            self._log.info(
+                "pass=%d preempted in %.1fs: %s",
+                n,
+                elapsed,
+                why,
+                extra={**extra, "event": "pass_preempted", "error": why},
+            )
+            with self._cond:
+                self._schedule.event(self._clock(), "after a preempted pass")
+            return self._done(PassOutcome.OK)
         if report.failed:
             names = describe_failures(report)
             self.last_error = names
@@ -256,16 +273,23 @@ class ControlLoop:
             return self._done(PassOutcome.TEMPORARY)
         self.last_error = None
         recap = report.recap()
+        self._come_back = report.retry_in
+        what = {"in_sync": "in sync"}.get(said, said)
+        if report.deferred:  # what it left alone, and why (a held version, a back-off)
+            what += (
+                " (" + "; ".join(f"{o.action.backend}: {o.detail}" for o in report.deferred) + ")"
+            )
         self._log.info(
             "pass=%d %sok in %.1fs: %s generation=%s",
             n,
             "resync " if routine else "",
             elapsed,
-            "changed" if report.changed else "in sync",
+            what,
             report.generation or "-",
             extra={
                 **extra,
                 "event": "pass_ok",
+                "outcome": said,
                 "changed": report.changed,
                 "recap": recap,
                 "duration_s": round(elapsed, 3),

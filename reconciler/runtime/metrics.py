@@ -23,9 +23,11 @@ from ..adapters.records import read_deployed
 
 __all__ = ["LOOP_METRICS", "OUTCOMES", "LoopMetrics", "serve_metrics"]
 
-# in_sync: nothing to do; changed: converged with changes; failed: will be retried;
+# in_sync: nothing to do; changed: deployed a change of the desired state; repaired: brought
+# back what had converged (drift); deferred: left a change alone (a held version, a crash
+# loop's back-off or hold); preempted: cut short by a newer change; failed: will be retried;
 # invalid: the desired state was refused (waits for a new one)
-OUTCOMES = ("in_sync", "changed", "failed", "invalid")
+OUTCOMES = ("in_sync", "changed", "repaired", "deferred", "preempted", "failed", "invalid")
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
@@ -71,7 +73,8 @@ class LoopMetrics:
         self.generations: dict[str, str] = {}
         self.passes = Counter(
             "lbrec_reconciler_passes",
-            "Reconcile passes by outcome (in_sync, changed, failed, invalid)",
+            "Reconcile passes by outcome (in_sync, changed, repaired, deferred, preempted, "
+            "failed, invalid)",
             ["loop", "outcome"],
             registry=self.registry,
         )
@@ -132,9 +135,9 @@ class LoopMetrics:
         """One pass ended (``outcome`` one of :data:`OUTCOMES`)."""
         self.passes.labels(loop, outcome).inc()
         self.duration.labels(loop).observe(seconds)
-        if outcome == "changed" and _is_drift(reason):
+        if outcome == "repaired" or (outcome == "changed" and _is_drift(reason)):
             self.drift.labels(loop).inc()
-        if outcome in ("in_sync", "changed"):
+        if outcome in ("in_sync", "changed", "repaired", "deferred"):
             self.last_success.labels(loop).set(at)
             if generation:
                 with self.lock:

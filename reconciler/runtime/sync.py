@@ -231,7 +231,7 @@ class SyncLoop:
 
         def record(report: Report) -> None:  # under the lock, after a clean pass
             nonlocal recorded
-            if report.failed:
+            if report.failed or report.preempted:  # cut short: not live yet
                 return
             deployed = read_deployed(folder) or {}
             recorded = deployed.get("commit") != commit
@@ -246,8 +246,10 @@ class SyncLoop:
                 )
 
         report = self._deploy_fn(text, revision, record)
-        if report.failed:
-            error = describe_failures(report)
+        if report.failed or report.preempted:
+            error = describe_failures(report) or "; ".join(
+                o.error or "preempted" for o in report.cut_short
+            )
             return SyncResult(SyncState.FAILED, commit, revision, report, error)
         return SyncResult(SyncState.DEPLOYED, commit, revision, report, recorded=recorded)
 

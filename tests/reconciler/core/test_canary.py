@@ -190,7 +190,7 @@ def test_an_interrupted_canary_is_rolled_back_and_started_again(folder: Path) ->
 
     hooks.preempted = preempted
     first = converge(workspace, docker, check=False, hooks=hooks)
-    assert "preempted (killed)" in (first.failed[0].error or "")
+    assert "preempted (killed)" in (first.cut_short[0].error or "")
     # what a kill mid-judgement leaves: both versions, the split in the pool
     assert len(docker.of("web")) == 4
     pool = json.loads((folder / POOL_FILE).read_text())["backends"]
