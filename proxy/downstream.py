@@ -4,6 +4,10 @@ One :class:`ClientConnection` per accepted socket. It turns parsed request heads
 :class:`~proxy.exchange.Exchange` objects and runs them one at a time (pipelined requests wait,
 with reading paused). Reading is paused while a request body cannot be forwarded yet or the
 backend is slow to take it; the exchange pauses the backend when the client is slow to read.
+
+It is the HTTP/1.1 :class:`~proxy.contracts.Downstream` of its exchanges: it encodes their
+answers (the fast lane's as they are, the general path's through proxy/http.py) and decides
+keep-alive towards the client, in :meth:`ClientConnection.keeps_alive` only.
 """
 
 from __future__ import annotations
@@ -15,12 +19,20 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from .exchange import Exchange
-from .fastlane import PLAIN_REQUEST, plain_request
+from .fastlane import PlainAnswer, RequestLane, take_answer, take_request
 from .framing import Rejection, check_request
-from .http import forwarding_lines, simple_response
+from .http import (
+    LAST_CHUNK,
+    ResponseFraming,
+    build_response_head,
+    chunk,
+    forwarding_lines,
+    simple_response,
+)
 
 if TYPE_CHECKING:
     from .server import ProxyServer
+    from .tunnel import Tunnel
 
 __all__ = ["ClientConnection"]
 
@@ -34,9 +46,10 @@ MAX_PIPELINE = 32  # parsed requests waiting behind the one in flight; past it: 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
         "_after_chunk_header",
-        "_boundary",
+        "_framing",
         "_header_bytes",
         "_headers",
+        "_held",
         "_in_head",
         "_pause",
         "_pending",
@@ -53,6 +66,7 @@ class ClientConnection(asyncio.Protocol):
         "forwarding",
         "head_started",
         "idle_since",
+        "lane",
         "loop",
         "parser",
         "parsing",
@@ -76,7 +90,7 @@ class ClientConnection(asyncio.Protocol):
         self.active: Exchange | None = None  # the exchange being forwarded
         self.parsing: Exchange | None = None  # the exchange whose body is being parsed
         self.queue: deque[Exchange] = deque()
-        self.tunnel: Exchange | None = None
+        self.tunnel: Tunnel | None = None
         self.task: asyncio.Task[None] | None = None  # a backend connect in progress
         self.closed = False
         self.closing = False  # graceful shutdown: close after the current exchange
@@ -95,9 +109,9 @@ class ClientConnection(asyncio.Protocol):
         self._after_chunk_header = False  # a chunk header parsed, no data yet (or: trailers)
         self._trailer_raw = 0
         self._refusing = False  # MAX_PIPELINE reached: parse no further request
-        # llhttp holds no byte of an unfinished message (only then may the fast lane take a
-        # read: a partial head buffered in llhttp would make the lane's request its headers)
-        self._boundary = True
+        self._framing = ResponseFraming.NONE  # of the answer being sent (general path)
+        self._held: list[bytes] | None = None  # sent between hold() and flush()
+        self.lane = RequestLane(enabled=server.fast_lane)
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -122,23 +136,19 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:  # noqa: PLR0912  the hot path, inlined
         tunnel = self.tunnel
         if tunnel is not None:
-            tunnel.tunnel_from_client(data)
+            tunnel.from_client(data)
             return
         if self.closed or self._refusing:
             return
-        if (
-            self.active is None
-            and self._boundary  # the parser is between two requests (so in no head either)
-            and not self.queue
-            and len(data) <= self.server.max_header_bytes
+        if self.lane.open(self.active is not None or bool(self.queue)) and (
+            len(data) <= self.server.max_header_bytes
         ):
-            plain = PLAIN_REQUEST.fullmatch(data)
-            if plain is not None:
+            head = take_request(data)
+            if head is not None:
                 # The fast lane (proxy/fastlane.py): a plain GET/HEAD, alone in this read.
                 self.idle_since = None
                 self.head_started = None
-                exchange = Exchange(self, plain_request(plain), keep_alive=True)
-                exchange.body_complete = True
+                exchange = Exchange(self, head, keep_alive=True)
                 self.active = exchange
                 exchange.start()
                 return
@@ -182,20 +192,20 @@ class ClientConnection(asyncio.Protocol):
         exchange = self.parsing
         pending = self._pending
         self._pending = None
-        if exchange is not None and exchange.request.upgrade is not None:
+        if exchange is not None and exchange.tunnel is not None:
             # A WebSocket handshake: the rest belongs to it, whatever was pipelined before it.
-            self.tunnel = exchange
+            tunnel = self.tunnel = exchange.tunnel
             if pending is not None:
                 self._start(pending)
             if rest:
-                exchange.tunnel_from_client(rest)
+                tunnel.from_client(rest)
             return
         if pending is not None:
             self._start(pending)
         if exchange is not None and not self._refusing:
             # Any other Upgrade (h2c...) is ignored: an ordinary request, and parsing goes on.
             self.parser = httptools.HttpRequestParser(self)
-            self._boundary = True
+            self.lane.at_boundary = True
             if rest:
                 self.data_received(rest)
 
@@ -205,30 +215,30 @@ class ClientConnection(asyncio.Protocol):
         if self.task is not None:  # a backend connect for this client: nobody waits for it
             self.task.cancel()
             self.task = None
-        for exchange in (self.active, self.tunnel):
-            if exchange is not None:
-                exchange.client_lost()
+        if self.active is not None:
+            self.active.client_lost()
+        if self.tunnel is not None:
+            self.tunnel.client_lost()
         self.queue.clear()
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        exchange = self.active or self.tunnel
-        if exchange is not None:
-            exchange.last_activity = self.loop.time()
-            exchange.client_pause_writing()
+        partner = self.active or self.tunnel
+        if partner is not None:
+            partner.client_pause_writing()
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        exchange = self.active or self.tunnel
-        if exchange is not None:
-            exchange.client_resume_writing()
+        partner = self.active or self.tunnel
+        if partner is not None:
+            partner.client_resume_writing()
         elif self.queue and not self.closed:
             self._start_queued()
 
     # -- httptools callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._boundary = False
+        self.lane.at_boundary = False
         if self.head_started is None:  # a head begun after another in the same read
             self.head_started = self.loop.time()
 
@@ -305,27 +315,99 @@ class ClientConnection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._in_head = True  # whatever follows starts the next request head
-        self._boundary = True
+        self.lane.at_boundary = True
         self._after_chunk_header = False
         if self.parsing is not None:
-            self.parsing.body_end()
+            self.parsing.body.end()
 
-    # -- used by Exchange ----------------------------------------------------------------------
+    # -- the downstream contract (proxy/contracts.py), for Exchange ----------------------------
+
+    def keeps_alive(self, exchange: Exchange, *, ended: bool) -> bool:
+        """Keep-alive towards the client, decided here and nowhere else: what the request
+        asked (HTTP/1.0, ``Connection: close``, an upgrade: no), lowered by this connection
+        (it closes after this request: a bad one behind it, too many pipelined) and by the
+        answer's head (a length known only by closing), never during a graceful shutdown; and
+        once the answer is whole (``ended``), only when the request's body was read whole."""
+        return exchange.keep_alive and not self.closing and (not ended or exchange.body.complete)
+
+    def relay_plain(self, exchange: Exchange, data: bytes) -> PlainAnswer | None:
+        if not self.lane.enabled:
+            return None
+        keep_alive = self.keeps_alive(exchange, ended=False)
+        plain = take_answer(
+            data,
+            exchange.request,
+            keep_alive=keep_alive,
+            max_header_bytes=self.server.max_header_bytes,
+        )
+        if plain is not None:
+            exchange.keep_alive = keep_alive
+            self._framing = ResponseFraming.LENGTH
+            self.write(plain.relayed)
+        return plain
+
+    def send_head(
+        self,
+        exchange: Exchange,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        bodyless: bool,
+        upgrade: bytes | None,
+    ) -> bool:
+        head, self._framing, exchange.keep_alive, until_close = build_response_head(
+            status,
+            reason,
+            headers,
+            bodyless=bodyless,
+            client_http11=exchange.request.http11,
+            keep_alive=self.keeps_alive(exchange, ended=False),
+            upgrade=upgrade,
+        )
+        self._send(head)
+        return until_close
+
+    def send_continue(self) -> None:
+        self._send(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def send_body(self, data: bytes) -> None:
+        framing = self._framing
+        if framing == ResponseFraming.CHUNKED:
+            self._send(chunk(data))
+        elif framing != ResponseFraming.NONE:
+            self._send(data)
+
+    def send_end(self) -> None:
+        if self._framing == ResponseFraming.CHUNKED:
+            self._send(LAST_CHUNK)
+
+    def send_error(self, exchange: Exchange, status: int, text: str) -> None:
+        """Answer ``exchange`` with a short error of the proxy's own."""
+        keep_alive = exchange.keep_alive = self.keeps_alive(exchange, ended=True)
+        head_only = exchange.request.method == b"HEAD"
+        self.write(simple_response(status, text, keep_alive=keep_alive, head_only=head_only))
+
+    def hold(self) -> None:
+        self._held = []
+
+    def flush(self, *, discard: bool = False) -> None:
+        held = self._held
+        self._held = None
+        if held and not discard:
+            self.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def _send(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            held.append(data)
+        else:
+            self.write(data)
 
     def write(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
             self.bytes_out += len(data)
             self.transport.write(data)
-
-    def reject(self, exchange: Exchange, status: int, message: str) -> bool:
-        """Answer ``exchange`` with a short error; returns whether the connection stays open."""
-        keep_alive = exchange.keep_alive and exchange.body_complete and not self.closing
-        self.write(
-            simple_response(
-                status, message, keep_alive=keep_alive, head_only=exchange.request.method == b"HEAD"
-            )
-        )
-        return keep_alive
 
     def abort(self) -> None:
         if not self.closed and self.transport is not None:
@@ -338,22 +420,26 @@ class ClientConnection(asyncio.Protocol):
     def pause_reading_for_upstream(self, pause: bool) -> None:
         self._set_pause(_PAUSE_UPSTREAM, pause)
 
-    def start_tunnel(self, exchange: Exchange) -> asyncio.Transport:
+    def start_tunnel(self, tunnel: Tunnel) -> asyncio.Transport:
         assert self.transport is not None
-        self.tunnel = exchange
+        self.tunnel = tunnel
         self._set_pause(_PAUSE_BODY | _PAUSE_UPSTREAM | _PAUSE_PIPELINE, False)
         return self.transport
 
-    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
+    def exchange_done(self, exchange: Exchange, *, clean: bool) -> None:
         self.active = None
         self.task = None
         if self.parsing is exchange:
             self.parsing = None  # no reference cycles per request: garbage goes by refcount
         if self.closed:
             return
-        if self.tunnel is exchange and exchange.status == 101:
+        if (
+            exchange.status == 101
+            and exchange.tunnel is not None
+            and exchange.tunnel is self.tunnel
+        ):
             return  # the connection now belongs to the tunnel
-        if not keep_alive or self.closing:
+        if not clean or not self.keeps_alive(exchange, ended=True):
             self.closed = True
             assert self.transport is not None
             self.transport.close()
@@ -429,7 +515,7 @@ class ClientConnection(asyncio.Protocol):
     def _bad_request(self, status: int, message: str) -> None:
         self.parsing = None  # whatever the parser still emits belongs to no request
         last = self.queue[-1] if self.queue else (self._pending or self.active)
-        if last is not None and last.body_complete:
+        if last is not None and last.body.complete:
             # Complete requests came before the bad one: answer them, then close (the answer
             # to the bad one must never be read as theirs).
             self._close_after(last)

@@ -18,6 +18,13 @@ The lane is a strict subset of the general path, never a second opinion:
 * requests are ``GET``/``HEAD`` in origin form, HTTP/1.1, with no body, alone in their read;
 * answers are HTTP/1.1, 2xx-5xx but 204 and 304, with exactly one Content-Length.
 
+Its whole surface is one seam per direction and the connection's invariant:
+:func:`take_request` (a read -> the :class:`~proxy.framing.RequestHead` of a plain request, or
+None), :func:`take_answer` (an answer's first read -> a :class:`PlainAnswer` with every byte
+decision made, or None) and :meth:`RequestLane.open` (when a client connection may offer a
+read to the lane at all). ``fast_lane=False`` (a :class:`~proxy.server.ProxyServer` option)
+turns both directions off: everything then goes the general way.
+
 tests/proxy/test_fastlane.py proves it: over the smuggling corpus and generated heads, what
 the lane accepts, llhttp plus the general path accept too, with the same bytes sent on.
 """
@@ -31,8 +38,11 @@ from .framing import HOST_PATTERN, RequestHead
 __all__ = [
     "PLAIN_ANSWER",
     "PLAIN_REQUEST",
-    "plain_request",
+    "PlainAnswer",
+    "RequestLane",
     "relayed_answer_head",
+    "take_answer",
+    "take_request",
 ]
 
 # Header names of the lane: RFC 9110 token characters without "_" (dropped by the general
@@ -91,9 +101,13 @@ what is relayed (:func:`relayed_answer_head`)."""
 _KEEP_ALIVE_AFTER_CRLF = re.compile(rb"\r\n" + _KEEP_ALIVE + rb"(?=\r\n)")
 
 
-def plain_request(match: re.Match[bytes]) -> RequestHead:
-    """The head :func:`proxy.framing.check_request` makes of a :data:`PLAIN_REQUEST` match
-    (its ``headers`` are parsed from ``raw_headers`` only if something reads them)."""
+def take_request(data: bytes) -> RequestHead | None:
+    """The request seam: the head :func:`proxy.framing.check_request` makes of ``data`` when it
+    is one whole plain request (a :data:`PLAIN_REQUEST` ``fullmatch``), else None. Its
+    ``headers`` are parsed from ``raw_headers`` only if something reads them."""
+    match = PLAIN_REQUEST.fullmatch(data)
+    if match is None:
+        return None
     method, target, before, host, after = match.groups()
     raw = before + after if after else before
     if b"live\r\n" in raw:
@@ -101,6 +115,82 @@ def plain_request(match: re.Match[bytes]) -> RequestHead:
     # method, target, http11, host, content_length, chunked, upgrade, expect_continue,
     # header_fields, forwarded, request_id, raw_headers (positional: the hot path)
     return RequestHead(method, target, True, host, None, False, None, False, None, (), None, raw)
+
+
+class RequestLane:
+    """The lane's state on one client connection: whether it is on, and whether llhttp is at a
+    message boundary (set by the connection's ``on_message_begin``/``on_message_complete``)."""
+
+    __slots__ = ("at_boundary", "enabled")
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.at_boundary = True  # llhttp holds no byte of an unfinished message
+
+    def open(self, busy: bool) -> bool:
+        """The connection's lane invariant: a read may be offered to :func:`take_request` only
+        when the lane is on, no request is in flight or queued (``busy``), and llhttp holds no
+        byte of an unfinished message. Otherwise a read that looks like a whole request can be
+        the rest of a head begun in an earlier read, and RFC 9112 reads it as that head's
+        header lines (a review found the case: tests/proxy/test_fastlane_stream.py)."""
+        return self.enabled and self.at_boundary and not busy
+
+
+class PlainAnswer:
+    """What :func:`take_answer` decided about a plain answer's first read."""
+
+    __slots__ = ("relayed", "remaining", "reusable", "status")
+
+    def __init__(self, status: int, relayed: bytes, remaining: int, reusable: bool) -> None:
+        self.status = status
+        self.relayed = relayed  # for the client now: the head as relayed, the body read so far
+        self.remaining = remaining  # body bytes still to come (relayed as they are)
+        self.reusable = reusable  # False: bytes after the body, the connection is not reused
+
+    def body(self, data: bytes) -> bytes:
+        """Of ``data``, the answer's next read, what is its body (to relay as it is): counted
+        down from Content-Length; bytes after the body are cut and end the reuse."""
+        remaining = self.remaining
+        if len(data) <= remaining:
+            self.remaining = remaining - len(data)
+            return data
+        self.reusable = False
+        self.remaining = 0
+        return data[:remaining]
+
+
+def take_answer(
+    data: bytes, request: RequestHead, *, keep_alive: bool, max_header_bytes: int
+) -> PlainAnswer | None:
+    """The answer seam: ``data``, the first read of the answer to ``request``, relayed without
+    a parser when the request is an HTTP/1.1 ``GET`` (not ``HEAD``: its answer has no body
+    whatever the length says) and ``data`` holds a whole plain head (:data:`PLAIN_ANSWER`) of a
+    status with a body (not 204 or 304) within ``max_header_bytes``; else None, and the
+    answer goes the general way from its first byte. ``keep_alive``: whether the client
+    connection stays open after it (``Connection: close`` is added when not). Bytes after the
+    body are relayed no further and end the connection's reuse, as in the general path."""
+    if not request.http11 or request.method == b"HEAD":
+        return None
+    plain = PLAIN_ANSWER.match(data)
+    if plain is None:
+        return None
+    status_text, length_text = plain.group(1, 3)
+    status = int(status_text)
+    end = plain.end()
+    if status in (204, 304) or end > max_header_bytes:
+        return None
+    length = int(length_text)
+    head = data[:end]
+    relayed = relayed_answer_head(head, keep_alive=keep_alive)
+    received = len(data) - end
+    reusable = True
+    if received > length:
+        reusable = False
+        data = data[: end + length]
+        received = length
+    return PlainAnswer(
+        status, data if relayed is head else relayed + data[end:], length - received, reusable
+    )
 
 
 def relayed_answer_head(head: bytes, *, keep_alive: bool) -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from http import HTTPStatus
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .framing import HOP_BY_HOP, STANDARD_TOKENS, RequestHead, connection_tokens
 
@@ -25,7 +25,12 @@ __all__ = [
     "chunk",
     "forwarding_lines",
     "simple_response",
+    "upstream_request_head",
 ]
+
+if TYPE_CHECKING:
+    from .config import BackendsConfig
+    from .contracts import Downstream
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -140,6 +145,31 @@ def build_plain_request_head(head: RequestHead, *, forwarding: bytes, request_id
         forwarding,
         host,
         request_id,
+    )
+
+
+def upstream_request_head(
+    request: RequestHead,
+    config: BackendsConfig,
+    backend_host: bytes,
+    client: Downstream,
+    request_id: bytes,
+) -> bytes:
+    """The head to send a backend: a fast-lane request's (``raw_headers`` kept) in one
+    formatting operation where the pool needs nothing else, else :func:`build_request_head`.
+    (Positional: once per request, on the hot path.)"""
+    if request.raw_headers is not None and config.preserve_host and not config.forwarded_header:
+        return build_plain_request_head(
+            request, forwarding=client.forwarding, request_id=request_id
+        )
+    return build_request_head(
+        request,
+        client_ip=client.client_ip,
+        backend_host=backend_host,
+        preserve_host=config.preserve_host,
+        trusted=client.trusted,
+        forwarded_header=config.forwarded_header,
+        request_id=None if request.request_id is not None else request_id,
     )
 
 

@@ -200,6 +200,27 @@ class Pool:
         self._turn += 1
         return live[self._turn % len(live)]
 
+    def untried(self, exclude: Collection[str]) -> bool:
+        """Whether a backend in rotation is left outside ``exclude`` (a retry could pick it)."""
+        return any(key not in exclude for key in self.balancer.eligible)
+
+    def stick(
+        self, backend: Backend, headers: Iterable[tuple[bytes, bytes]], exclude: Collection[str]
+    ) -> Backend:
+        """A sticky canary's pick (``backend.sticky`` set): a client with the cookie/header
+        stays on the version its value hashes to (the versions' percent over many clients);
+        one without it is not moved."""
+        assert backend.sticky is not None
+        value = sticky_value(backend.sticky, headers)
+        if value is None or backend.percent is None:
+            return backend
+        # the versions' percents add up to 100: the canary's is derived from this instance's
+        canary = backend.percent if backend.version == "canary" else 100 - backend.percent
+        wanted = sticky_version(value, canary, backend.sticky_secret)
+        if backend.version == wanted:
+            return backend
+        return self.sibling(backend, wanted, exclude) or backend
+
     def refresh(self, backend: Backend) -> None:
         """Re-derive one backend's place in the rotation from its health/ejection."""
         wait = self.config.health.wait_healthy_on_add

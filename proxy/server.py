@@ -21,6 +21,7 @@ import httptools
 from .balancer import SmoothWeightedRoundRobin
 from .config import BackendsConfig
 from .downstream import ClientConnection
+from .framing import RequestHead
 from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
 from .pool import Backend, Pool, instance_keys, rotation_weights, sticky_key, sticky_secret
 from .stats import Answers
@@ -79,10 +80,17 @@ class ProxyServer:
     """One listening socket and everything a request needs. Implements ``StatusSink``."""
 
     def __init__(
-        self, config: BackendsConfig, *, digest: str = "", access_log: bool = False
+        self,
+        config: BackendsConfig,
+        *,
+        digest: str = "",
+        access_log: bool = False,
+        fast_lane: bool = True,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.access_log = access_log
+        # proxy/fastlane.py on new client connections; False: every request the general way
+        self.fast_lane = fast_lane
         self.connections: set[ClientConnection] = set()
         self._adopt_limits(config)
         self.refused_connections = 0
@@ -278,6 +286,11 @@ class ProxyServer:
         """The pool's backends, then the removed ones still draining (status page, metrics)."""
         current = list(self.pool.backends.values())
         return current + [b for b in self.draining if b not in current]
+
+    def pool_for(self, head: RequestHead) -> Pool:
+        """The pool that serves ``head``: the one pool, until routes by host and path choose
+        (proxy/routing.py's ``Router.match``, with no route configured: this, unchanged)."""
+        return self.pool
 
     def next_request_id(self) -> bytes:
         """A new X-Request-ID, unique across workers and restarts (random 48-bit prefix)."""

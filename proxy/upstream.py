@@ -80,6 +80,15 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
+    def pause_reading(self, pause: bool) -> None:
+        """Flow control: stop (or resume) reading the backend while the client is slow."""
+        transport = self.transport
+        if transport is not None and not self.closed:
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
     def close(self) -> None:
         self.listener = None
         if not self.closed:

@@ -14,7 +14,7 @@ import time
 import aiohttp
 from aiohttp import web
 
-from lbrec.proxy.exchange import REPLAY_LIMIT
+from lbrec.proxy.body import REPLAY_LIMIT
 from tests.proxy.conftest import BackendFactory, ProxyFactory, RunningProxy, config_doc
 
 _NO_FALL = {"interval": 60.0, "timeout": 0.5, "rise": 1, "fall": 100}
@@ -105,7 +105,7 @@ async def test_bytes_before_the_101_are_bounded(proxy: ProxyFactory) -> None:
             writer.write(block)
             await asyncio.wait_for(writer.drain(), 2.0)
     held = [
-        sum(map(len, c.tunnel.tunnel_pending or []))
+        sum(map(len, c.tunnel.pending or []))
         for c in p.info.server.connections
         if c.tunnel is not None
     ]

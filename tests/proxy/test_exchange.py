@@ -14,10 +14,12 @@ from lbrec.proxy.balancer import SmoothWeightedRoundRobin
 from lbrec.proxy.config import BackendsConfig
 from lbrec.proxy.contracts import Downstream, ExchangeServer
 from lbrec.proxy.exchange import Exchange
+from lbrec.proxy.fastlane import PlainAnswer
 from lbrec.proxy.framing import RequestHead, check_request
-from lbrec.proxy.health import HealthState
+from lbrec.proxy.health_state import HealthState
 from lbrec.proxy.pool import Backend, Pool
 from lbrec.proxy.stats import STATUS_CLASSES, Answers
+from lbrec.proxy.tunnel import Tunnel
 
 
 class _Loop:
@@ -46,6 +48,9 @@ class _Server:
     answers: Answers = field(default_factory=Answers)
     empty_reason: str = "no backends configured"
 
+    def pool_for(self, head: RequestHead) -> Pool:
+        return self.pool
+
     def next_request_id(self) -> bytes:
         return b"test-1"
 
@@ -55,25 +60,53 @@ class _Server:
 
 @dataclass
 class _Client:
+    """A downstream that records what it is asked to send (no protocol of its own)."""
+
     server: ExchangeServer
     task: asyncio.Task[None] | None = None
     client_ip: str = "127.0.0.1"
     trusted: bool = False
     forwarding: bytes = b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
     closed: bool = False
-    closing: bool = False
     write_paused: bool = False
     bytes_out: int = 0
-    written: list[bytes] = field(default_factory=list)
-    rejected: list[tuple[int, str]] = field(default_factory=list)
+    sent: list[object] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
     done: list[bool] = field(default_factory=list)
 
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
+    def relay_plain(self, exchange: Exchange, data: bytes) -> PlainAnswer | None:
+        return None  # no fast lane here: every answer the general way
 
-    def reject(self, exchange: Exchange, status: int, message: str) -> bool:
-        self.rejected.append((status, message))
-        return exchange.keep_alive
+    def send_head(
+        self,
+        exchange: Exchange,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        *,
+        bodyless: bool,
+        upgrade: bytes | None,
+    ) -> bool:
+        self.sent.append((status, reason, headers))
+        return False
+
+    def send_continue(self) -> None:
+        self.sent.append(100)
+
+    def send_body(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def send_end(self) -> None:
+        self.sent.append("end")
+
+    def send_error(self, exchange: Exchange, status: int, text: str) -> None:
+        self.errors.append((status, text))
+
+    def hold(self) -> None:
+        pass
+
+    def flush(self, *, discard: bool = False) -> None:
+        pass
 
     def abort(self) -> None:
         self.closed = True
@@ -84,11 +117,11 @@ class _Client:
     def pause_reading_for_upstream(self, pause: bool) -> None:
         pass
 
-    def start_tunnel(self, exchange: Exchange) -> asyncio.Transport:
+    def start_tunnel(self, tunnel: Tunnel) -> asyncio.Transport:
         raise AssertionError("no tunnel here")
 
-    def exchange_done(self, exchange: Exchange, *, keep_alive: bool) -> None:
-        self.done.append(keep_alive)
+    def exchange_done(self, exchange: Exchange, *, clean: bool) -> None:
+        self.done.append(clean)
 
 
 def _pool(entries: list[dict[str, Any]], *, up: bool = True) -> Pool:
@@ -119,7 +152,7 @@ def _exchange(pool: Pool) -> tuple[Exchange, _Client, _Server]:
 def test_no_backend_configured_is_a_503_and_the_exchange_ends() -> None:
     exchange, client, _ = _exchange(_pool([]))
     exchange.start()
-    assert client.rejected == [(503, "no backends configured")]
+    assert client.errors == [(503, "no backends configured")]
     assert client.done == [True]  # the client connection may serve its next request
     assert exchange.server.answers.no_backend == {"no_backends_configured": 1}
     assert exchange.server.answers.status[STATUS_CLASSES.index("5xx")] == 1
@@ -130,7 +163,7 @@ def test_no_healthy_backend_is_a_503_that_says_so() -> None:
     pool.fallback = SmoothWeightedRoundRobin({"a": 1}, healthy=[])  # nothing to panic-route to
     exchange, client, _ = _exchange(pool)
     exchange.start()
-    assert client.rejected == [(503, "no healthy backend available")]
+    assert client.errors == [(503, "no healthy backend available")]
     assert exchange.server.answers.no_backend == {"no_healthy_backend": 1}
 
 
@@ -139,7 +172,7 @@ def test_a_healthy_backend_without_a_pooled_connection_starts_one_connect() -> N
         _pool([{"name": "a", "url": "http://127.0.0.1:9", "weight": 1}])
     )
     exchange.start()
-    assert client.rejected == [] and client.done == []  # in progress, nothing answered yet
+    assert client.errors == [] and client.done == []  # in progress, nothing answered yet
     assert len(server.loop.tasks) == 1  # one connect task, held by the client connection
     as_server: ExchangeServer = server
-    assert as_server.pool is exchange.pool
+    assert as_server.pool_for(exchange.request) is exchange.pool

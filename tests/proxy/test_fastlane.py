@@ -18,7 +18,13 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from lbrec.proxy.config import LimitSettings
-from lbrec.proxy.fastlane import PLAIN_ANSWER, PLAIN_REQUEST, plain_request, relayed_answer_head
+from lbrec.proxy.fastlane import (
+    PLAIN_ANSWER,
+    PLAIN_REQUEST,
+    relayed_answer_head,
+    take_answer,
+    take_request,
+)
 from lbrec.proxy.framing import Rejection, RequestHead, check_request, check_response
 from lbrec.proxy.http import (
     ResponseFraming,
@@ -103,10 +109,9 @@ def _sent_on(head: RequestHead) -> bytes:
 def _assert_request_agrees(data: bytes) -> bool:
     """Whether the lane took ``data``; when it did, the general path agrees byte for byte.
     (The client connection tries the lane on reads up to ``max_header_bytes`` only.)"""
-    match = PLAIN_REQUEST.fullmatch(data) if len(data) <= _LIMIT else None
-    if match is None:
+    fast = take_request(data) if len(data) <= _LIMIT else None
+    if fast is None:
         return False
-    fast = plain_request(match)
     general = _general_request(data)
     assert not isinstance(general, str), f"the lane took what the general path refuses: {general}"
     head, keep_alive = general
@@ -157,23 +162,42 @@ def _general_answer(data: bytes, *, keep_alive: bool) -> tuple[bytes, bytes] | s
     return head, parsed.body
 
 
+_GET = take_request(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+_HEAD = take_request(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+
 def _assert_answer_agrees(data: bytes) -> bool:
-    """Whether the lane took the answer at the start of ``data``; if so, the general path
-    relays the same head and body, and reuses the backend connection as the lane does."""
-    match = PLAIN_ANSWER.match(data)
-    if match is None or int(match.group(1)) in (204, 304) or match.end() > _LIMIT:
+    """Whether the lane took the answer at the start of ``data`` (:func:`take_answer`); if so,
+    the general path relays the same head and body, and reuses the backend connection as the
+    lane does."""
+    assert _GET is not None and _HEAD is not None
+    assert take_answer(data, _HEAD, keep_alive=True, max_header_bytes=_LIMIT) is None
+    taken = [
+        take_answer(data, _GET, keep_alive=keep_alive, max_header_bytes=_LIMIT)
+        for keep_alive in (True, False)
+    ]
+    if taken[0] is None:
+        assert taken[1] is None
         return False
+    match = PLAIN_ANSWER.match(data)
+    assert match is not None
     end = match.end()
     length = int(match.group(3))
     complete = data[: end + length]
-    for keep_alive in (True, False):
-        general = _general_answer(complete, keep_alive=keep_alive)
-        if len(complete) < end + length:  # a partial body: the head alone must agree
-            general = _general_answer(data[:end] + b"x" * length, keep_alive=keep_alive)
+    whole = len(complete) == end + length
+    for keep_alive, plain in zip((True, False), taken, strict=True):
+        assert plain is not None
+        # a partial body: the head alone must agree
+        general = _general_answer(
+            complete if whole else data[:end] + b"x" * length, keep_alive=keep_alive
+        )
         assert not isinstance(general, str), f"taken, but the general path: {general}"
         head, body = general
         assert relayed_answer_head(data[:end], keep_alive=keep_alive) == head
-        if len(complete) == end + length:
+        assert plain.relayed == head + complete[end:]
+        assert plain.remaining == end + length - len(complete)
+        assert plain.reusable == (len(data) <= end + length)
+        if whole:
             assert complete[end:] == body
     return True
 

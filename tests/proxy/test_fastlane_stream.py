@@ -97,7 +97,7 @@ def _through_the_proxy(reads: list[bytes]) -> list[Seen]:
             client.data_received(data)
             while not client.closed and client.active is not None:
                 exchange = client.active
-                if not exchange.body_complete or exchange.upstream is None:
+                if not exchange.body.complete or exchange.upstream is None:
                     break
                 head = exchange.request
                 seen.append((head.method, head.target, tuple(head.headers)))
