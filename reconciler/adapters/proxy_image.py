@@ -43,6 +43,9 @@ PROXY_REQUIREMENTS = (
     "watchdog",
     "prometheus-client",
     "cryptography",
+    "h2",  # and its hpack, hyperframe (HTTP/2 on the TLS listener)
+    "hpack",
+    "hyperframe",
     "uvloop",
     "httptools",
 )

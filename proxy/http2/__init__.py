@@ -1,0 +1,15 @@
+"""HTTP/2 on the TLS listener (ALPN ``h2``), with the ``h2`` library; HTTP/1.1 to the backends.
+
+* :mod:`.request`: PURE. An HTTP/2 request's decoded header list -> the
+  :class:`~proxy.framing.RequestHead` the exchange forwards, or why it is refused (the
+  downgrade-smuggling rules: docs/proxy.md, "HTTP/2").
+* :mod:`.guard`: PURE. The frames as they arrive, counted before ``h2`` parses them: oversized
+  frames, CONTINUATION floods and the control-frame floods end the connection with a bounded
+  cost (GOAWAY ENHANCE_YOUR_CALM).
+* :mod:`.connection`: the asyncio Protocol of one HTTP/2 connection, and its streams, each the
+  :class:`~proxy.contracts.Downstream` of one :class:`~proxy.exchange.Exchange`.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,133 @@
+"""HTTP/2 requests forwarded to HTTP/1.1 backends: answers, bodies both ways, flow control,
+errors, GOAWAY on shutdown (proxy/http2/connection.py), over TLS on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.proxy.conftest import BackendFactory
+from tests.support.certs import CertAuthority
+
+from .support import H2Client, h2_proxy
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def ca(tmp_path: Path) -> CertAuthority:
+    return CertAuthority(tmp_path / "pki")
+
+
+async def test_get_is_forwarded_as_http11(ca: CertAuthority, backends: BackendFactory) -> None:
+    backend = await backends("b1")
+    async with h2_proxy(ca, backend.url) as proxy:
+        client = await H2Client.connect(ca, proxy.tls_port)
+        answer = await client.get(
+            "/hello?x=1", extra=[("x-test", "yes"), ("cookie", "a=1"), ("cookie", "b=2")]
+        )
+        assert answer.status == 200, answer
+        seen = json.loads(answer.body)
+        assert seen["path"] == "/hello?x=1"
+        assert seen["headers"]["Host"] == "a.example"
+        assert seen["headers"]["x-test"] == "yes"
+        assert seen["headers"]["Cookie"] == "a=1; b=2"
+        assert seen["headers"]["X-Forwarded-For"] == "127.0.0.1"
+        assert answer.header(b"x-backend") == b"b1"
+        assert answer.header(b"connection") is None
+        await client.close()
+
+
+async def test_many_streams_at_once(ca: CertAuthority, backends: BackendFactory) -> None:
+    backend = await backends("b1")
+    async with h2_proxy(ca, backend.url) as proxy:
+        client = await H2Client.connect(ca, proxy.tls_port)
+        sids = [await client.start(client.request_headers(f"/n{i}")) for i in range(50)]
+        answers = [await client.response(sid) for sid in sids]
+        assert [a.status for a in answers] == [200] * 50
+        assert [json.loads(a.body)["path"] for a in answers] == [f"/n{i}" for i in range(50)]
+        await client.close()
+
+
+async def test_post_bodies_with_and_without_length(
+    ca: CertAuthority, backends: BackendFactory
+) -> None:
+    backend = await backends("b1")
+    async with h2_proxy(ca, backend.url) as proxy:
+        client = await H2Client.connect(ca, proxy.tls_port)
+        body = b"x" * 300_000  # several windows: the proxy must hand them back
+        sid = await client.start(
+            client.request_headers("/up", "POST", extra=[("content-length", str(len(body)))]),
+            end=False,
+        )
+        await _send_body(client, sid, body)
+        answer = await client.response(sid)
+        assert answer.status == 200
+        assert json.loads(answer.body)["size"] == len(body)
+        assert json.loads(answer.body)["headers"]["Content-Length"] == str(len(body))
+        sid = await client.start(client.request_headers("/up", "POST"), end=False)
+        await _send_body(client, sid, b"y" * 1000)
+        answer = await client.response(sid)
+        seen = json.loads(answer.body)
+        assert seen["size"] == 1000
+        assert seen["headers"]["Transfer-Encoding"] == "chunked"
+        await client.close()
+
+
+async def _send_body(client: H2Client, sid: int, body: bytes) -> None:
+    view = memoryview(body)
+    while view:
+        window = client.conn.local_flow_control_window(sid)
+        if window <= 0:
+            await client.read()
+            continue
+        size = min(window, client.conn.max_outbound_frame_size, len(view))
+        client.conn.send_data(sid, bytes(view[:size]), end_stream=size == len(view))
+        view = view[size:]
+        await client.send()
+
+
+async def test_big_answer_within_the_windows(ca: CertAuthority, backends: BackendFactory) -> None:
+    backend = await backends("b1")
+    async with h2_proxy(ca, backend.url) as proxy:
+        client = await H2Client.connect(ca, proxy.tls_port)
+        answer = await client.get("/big?mib=3")
+        assert answer.status == 200
+        assert len(answer.body) == 3 << 20
+        streamed = await client.get("/stream?n=4")
+        assert streamed.body == b"part0;part1;part2;part3;"
+        await client.close()
+
+
+async def test_head_and_errors(ca: CertAuthority, backends: BackendFactory) -> None:
+    backend = await backends("b1")
+    async with h2_proxy(ca, backend.url) as proxy:
+        client = await H2Client.connect(ca, proxy.tls_port)
+        head = await client.get("/x", method="HEAD")
+        assert head.status == 200 and head.body == b"" and head.reset is None
+        status = await client.get("/status/503")
+        assert status.status == 503
+        await backend.stop()
+        down = await client.get("/x")
+        assert down.status in (502, 503)  # the only backend: refused, then none healthy
+        await client.close()
+
+
+async def test_shutdown_sends_goaway_and_finishes_the_stream_in_flight(
+    ca: CertAuthority, backends: BackendFactory
+) -> None:
+    backend = await backends("b1")
+    async with h2_proxy(ca, backend.url) as proxy:
+        client = await H2Client.connect(ca, proxy.tls_port)
+        sid = await client.start(client.request_headers("/slow?s=0.5"))
+        await asyncio.sleep(0.1)
+        shutdown = asyncio.create_task(proxy.server.shutdown(drain_timeout=3, idle_grace=0.1))
+        answer = await client.response(sid)
+        assert answer.status == 200 and answer.body == b"late"
+        assert client.goaway is not None and client.goaway.last_stream_id == sid
+        await client.until_closed(3)
+        assert client.closed
+        await shutdown
