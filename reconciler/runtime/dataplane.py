@@ -318,6 +318,10 @@ class ProxySupervisor:
     def start(self) -> None:
         """Start every worker; once they serve, release a proxy taken over (it drains) and
         stop the other processes of the up before (found in .lbrec/proxy.pids)."""
+        config = self.workspace.pool_file.parent
+        if not config.is_dir():  # a new folder: the proxies watch it for the first pool
+            config.mkdir(parents=True)
+            os.chmod(config, 0o755)  # as a pass makes it (the lb container reads it as nobody)
         previous = self._read_pids()
         self._slots = [_Slot(self, i) for i in range(self.workers)]
         for slot in self._slots:
