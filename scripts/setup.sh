@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# Set up a development machine for lbrec, idempotently: Debian's chromium (for the browser test)
-# and prometheus (the dashboard test),
-# a virtualenv with lbrec and its dev tools, then a Docker engine, Compose v2 and the offline base
-# image (scripts/docker-dev.sh).
+# Set up a machine for lbrec, idempotently: a virtualenv with lbrec and its dev tools, then a
+# Docker engine, Compose v2 and the offline base image (scripts/docker-dev.sh): what the main
+# job (scripts/quickstart.sh) needs. With --tests, also the tests' own tools: Debian's chromium
+# (the browser test), zsh and fish (completion), systemd's tools (the units) and prometheus
+# (the dashboard test); scripts/test.sh asks for them.
 # Debian as root (or a machine that already has Docker and python3-venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[setup] %s\n' "$*" >&2; }
+tests=0
+[ "${1:-}" = "--tests" ] && tests=1
 
 if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
   log "installing python3-venv"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >&2
 fi
-if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+if [ "$tests" = 1 ] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   log "installing chromium (the status page's browser test drives it)"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2
@@ -26,7 +29,7 @@ command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
 # Debian's htpasswd (apache2-utils): the basic-auth tests check real htpasswd files with it.
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
-if [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
+if [ "$tests" = 1 ] && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   log "installing ${missing[*]} (systemd-analyze checks the units; completion is tested in zsh and fish; htpasswd files for basic auth)"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
@@ -37,7 +40,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Prometheus and promtool: unpacked from Debian's package into .venv/tools, not installed, so
 # that no Prometheus service is started on this machine.
-if [ ! -x /usr/bin/prometheus ] && [ ! -x .venv/tools/usr/bin/prometheus ] \
+if [ "$tests" = 1 ] && [ ! -x /usr/bin/prometheus ] && [ ! -x .venv/tools/usr/bin/prometheus ] \
   && command -v apt-get >/dev/null 2>&1; then
   log "unpacking prometheus into .venv/tools (the Grafana dashboard test scrapes with it)"
   scratch=$(mktemp -d)

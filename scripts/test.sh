@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--quick" ]; then
   shift
-  LBREC_SKIP_DOCKER=1 bash scripts/setup.sh >/dev/null
+  LBREC_SKIP_DOCKER=1 bash scripts/setup.sh --tests >/dev/null
   echo "== ruff"; .venv/bin/ruff check -q .
   echo "== pytest (quick: not docker, netns_engine or slow; hypothesis profile dev)"
   status=0
@@ -18,7 +18,7 @@ if [ "${1:-}" = "--quick" ]; then
   if [ "$status" = 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
   exit "$status"
 fi
-eval "$(bash scripts/setup.sh)"
+eval "$(bash scripts/setup.sh --tests)"
 export LBREC_BASE_IMAGE LBREC_REQUIRE_DOCKER=1
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
