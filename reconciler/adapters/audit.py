@@ -1,8 +1,9 @@
 """EDGE. The audit log of passes (``.lbrec/audit.jsonl``, JSON lines) and the notify webhook.
 
-Every pass appends one line under the project lock (one ``write`` with O_APPEND, fsynced),
-so a reader never sees half a line; past ``MAX_BYTES`` the log rolls over to
-``audit.jsonl.1`` (one old file kept). `lbrec status --history` reads it back.
+Every pass appends one line under the project lock (O_APPEND, fsynced): all of it or none of
+it (a short write goes on, a failure such as a full disk cuts the file back and raises
+:class:`StorageError` naming it), so a reader never sees half a line; past ``MAX_BYTES`` the
+log rolls over to ``audit.jsonl.1`` (one old file kept). `lbrec status --history` reads it back.
 
 A ``notify:`` webhook gets the same record as JSON by POST, off the pass's thread: :func:`notify`
 only queues it (a bounded queue; when full the oldest record is dropped, counted and logged) and
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import http_client
-from .files import open_no_follow, state_dir
+from .files import open_no_follow, state_dir, storage_error
 
 __all__ = [
     "AUDIT_FILE",
@@ -58,12 +60,32 @@ def append_record(folder: Path, record: Mapping[str, Any]) -> None:
             os.replace(path, path.with_name(path.name + ".1"))
     except FileNotFoundError:
         pass
-    fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        os.write(fd, line)
-        os.fsync(fd)
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
+    except OSError as err:
+        raise storage_error(path, err) from err
+    try:
+        _append_whole(fd, line, path)
     finally:
         os.close(fd)
+
+
+def _append_whole(fd: int, line: bytes, path: Path) -> None:
+    """Write all of ``line`` or none of it: a short write goes on until done, and a failure
+    (no space left) cuts the file back to where it was, so no half record stays to be glued
+    to the next one. A torn last line (a crash, from before) is ended first."""
+    start = os.fstat(fd).st_size
+    if start and os.pread(fd, 1, start - 1) != b"\n":
+        line = b"\n" + line  # the torn line stays unreadable on its own; ours stands alone
+    try:
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise storage_error(path, err) from err
 
 
 def read_history(folder: Path, last: int) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ __all__ = [
     "stderr_tail",
     "whales_docker",
 ]
+from .docker_events import tied_to_parent
 from .docker_inspect import parse_inspect
 
 _PULL_FAILURES = (
@@ -75,6 +76,14 @@ class WhalesDocker:
     def __init__(self, *, folder: Path, project: str, compose_file: str) -> None:
         self.project = project
         self._client = DockerClient(
+            compose_files=[folder / compose_file],
+            compose_project_name=project,
+            compose_project_directory=folder,
+        )
+        # Builds run long: tied to this process, so that a `kill -9` of lbrec never leaves a
+        # `docker compose build` running beside the next lbrec building the same tag.
+        self._builder = DockerClient(
+            client_call=tied_to_parent(["docker"]),
             compose_files=[folder / compose_file],
             compose_project_name=project,
             compose_project_directory=folder,
@@ -155,9 +164,9 @@ class WhalesDocker:
             return
         try:
             if progress is None:
-                self._client.compose.build(list(services), quiet=True)
+                self._builder.compose.build(list(services), quiet=True)
                 return
-            stream = self._client.compose.build(list(services), stream_logs=True)
+            stream = self._builder.compose.build(list(services), stream_logs=True)
             for _source, chunk in stream or ():
                 line = chunk.decode(errors="replace").rstrip()
                 if line:
@@ -241,8 +250,10 @@ class WhalesDocker:
         self.remove(container_ids)
 
     def discard(self, container_ids: Sequence[str]) -> None:
-        """A batch this pass created and never routed: stopped and removed like any other."""
-        self.stop_remove(container_ids)
+        """A batch this pass created and never routed: it never served a request, so there
+        is nothing to let finish: killed and removed at once (``rm -f``), never after its
+        stop grace period (a preempted pass would otherwise hold an emergency edit for it)."""
+        self.remove(container_ids)
 
     def built_images(self) -> tuple[BuiltImage, ...]:
         docker = [str(part) for part in self._client.client_config.docker_cmd]

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from ..core.labels import BACKEND, PROJECT
 
 
-def _tied_to_parent(cmd: list[str]) -> list[str]:
+def tied_to_parent(cmd: list[str]) -> list[str]:
     """``cmd`` run so that it gets SIGTERM when lbrec dies, even by ``kill -9`` (Linux:
     util-linux ``setpriv --pdeathsig``; no ``preexec_fn``, which is unsafe with threads)."""
     setpriv = shutil.which("setpriv")
@@ -62,7 +62,7 @@ class DockerEvents:
         while not self._stop.is_set():
             try:
                 self._proc = subprocess.Popen(
-                    _tied_to_parent(self._command()),
+                    tied_to_parent(self._command()),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.DEVNULL,
                     stdin=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ import secrets
 import stat
 from pathlib import Path
 
-from ..core.errors import UsageError
+from ..core.errors import StorageError, UsageError
 from ..core.render import COMPOSE_FILE, POOL_FILE
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "open_no_follow",
     "read_text_or_none",
     "state_dir",
+    "storage_error",
 ]
 
 STATE_DIR = ".lbrec"
@@ -36,6 +37,18 @@ STATE_DIR = ".lbrec"
 _PRIVATE = (COMPOSE_FILE, f"{STATE_DIR}/stack.yml")
 # Read by the proxy, which may run as another user: readable by all (no secret in it).
 _PUBLIC = (POOL_FILE,)
+
+
+_NO_ROOM = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "no space left (disk quota)"}
+
+
+def storage_error(path: Path, err: OSError) -> StorageError:
+    """``PATH: no space left on device; nothing was written`` (or the system's reason)."""
+    why = _NO_ROOM.get(err.errno or 0) or (err.strerror or str(err)).lower()
+    return StorageError(
+        f"{path}: cannot write: {why}; nothing was written (the file is as it was)",
+        hint="free space on that file system, then run the command again",
+    )
 
 
 def _symlink_refused(path: Path) -> UsageError:
@@ -114,6 +127,15 @@ def atomic_write(path: Path, text: str, *, mode: int | None = None, private: boo
             return False
     except UnicodeDecodeError:
         pass  # not even UTF-8 (a corrupt file): replace it
+    try:
+        return _atomic_write(path, text, mode=mode, private=private)
+    except OSError as err:  # a full disk, a read-only file system: one clear error
+        if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise
+        raise storage_error(path, err) from err
+
+
+def _atomic_write(path: Path, text: str, *, mode: int | None, private: bool) -> bool:
     _make_parent(path)
     exact = mode
     create = 0o600 if mode is not None else 0o666

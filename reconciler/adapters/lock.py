@@ -19,6 +19,7 @@ __all__ = [
     "WAIT_PREFIX",
     "Held",
     "announced",
+    "lock_held",
     "pid_alive",
     "project_lock",
     "waiting_editor",
@@ -50,7 +51,8 @@ def waiting_editor(folder: Path) -> str | None:
 
 
 def pid_alive(pid: int) -> bool:
-    """A process with this pid exists (another user's counts)."""
+    """A process with this pid runs (another user's counts); one that has exited and is not
+    yet reaped (a zombie) does not: it holds no lock and reads no request."""
     if pid <= 0:
         return False
     try:
@@ -58,8 +60,30 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: what kill said
+    fields = stat.rsplit(")", 1)[-1].split()
+    return not fields or fields[0] not in ("Z", "X")
+
+
+def lock_held(folder: Path) -> bool:
+    """Some process holds the project lock on ``folder`` now (a pass runs)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
 
 
 @dataclass
@@ -105,6 +129,12 @@ def project_lock(
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # An edit announced itself and waits: it goes first (flock alone is first
+                # come, and a waiting `apply` or loop pass would take the lock a yielding
+                # pass let go of before the emergency edit it yielded to).
+                if not preempt and waiting_editor(folder) is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    raise BlockingIOError
                 break
             except BlockingIOError:
                 if preempt and not told:

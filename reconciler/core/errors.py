@@ -18,6 +18,7 @@ __all__ = [
     "PolicyError",
     "PortInUse",
     "SpecError",
+    "StorageError",
     "UsageError",
 ]
 
@@ -86,6 +87,14 @@ class LockTimeout(LbrecError):
 
     exit_code = 4
     transient = True
+
+
+class StorageError(LbrecError):
+    """A file lbrec writes could not be written (no space left on the device, a read-only
+    file system): the message names the file; nothing was half-written."""
+
+    exit_code = 7
+    transient = True  # space may be freed
 
 
 class ApplyError(LbrecError):

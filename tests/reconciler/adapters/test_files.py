@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from lbrec.reconciler.adapters.files import atomic_write, build_context_digest, read_text_or_none
+from lbrec.reconciler.core.errors import StorageError
 
 
 def _entries(folder: Path) -> list[str]:
@@ -85,8 +86,8 @@ def test_failed_rename_leaves_old_file_and_no_temp(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("lbrec.reconciler.adapters.files.os.replace", boom)
-    with pytest.raises(OSError, match="No space left"):
-        atomic_write(path, "new\n")
+    with pytest.raises(StorageError, match=r"f\.txt: cannot write: no space left"):
+        atomic_write(path, "new\n")  # a clear error naming the file (issue 25 point 6)
     assert path.read_text() == "old\n"
     assert _entries(tmp_path) == ["f.txt"]
 
@@ -101,7 +102,7 @@ def test_failed_fsync_leaves_old_file_and_no_temp(
         raise OSError(5, "I/O error")
 
     monkeypatch.setattr("lbrec.reconciler.adapters.files.os.fsync", boom)
-    with pytest.raises(OSError, match="I/O error"):
+    with pytest.raises(StorageError, match="i/o error"):
         atomic_write(path, "new\n")
     assert path.read_text() == "old\n"
     assert _entries(tmp_path) == ["f.txt"]
