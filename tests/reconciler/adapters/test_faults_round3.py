@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from lbrec.reconciler.adapters import audit
 from lbrec.reconciler.adapters.audit import append_record, read_history
 from lbrec.reconciler.adapters.files import atomic_write
 from lbrec.reconciler.adapters.lock import WAIT_PREFIX, pid_alive, project_lock
@@ -37,12 +36,12 @@ def test_a_short_write_or_a_full_disk_leaves_no_half_record(
             return real(fd, bytes(data)[:7])  # a short count, as on a nearly full disk
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(audit.os, "write", short_then_full)
+    monkeypatch.setattr(os, "write", short_then_full)
     with pytest.raises(LbrecError) as caught:
         append_record(tmp_path, {"outcome": "failed", "n": 2})
     assert "no space left" in caught.value.message.lower()
     assert "audit.jsonl" in caught.value.message
-    monkeypatch.setattr(audit.os, "write", real)
+    monkeypatch.setattr(os, "write", real)
     append_record(tmp_path, {"outcome": "in_sync", "n": 3})
     lines = (tmp_path / ".lbrec/audit.jsonl").read_text().splitlines()
     assert [json.loads(line)["n"] for line in lines] == [1, 3]  # whole records, none glued
@@ -91,15 +90,9 @@ def test_a_zombie_is_not_alive() -> None:
 
 
 def test_abort_of_a_canary_whose_pass_is_dead_is_refused(tmp_path: Path) -> None:
+    from lbrec.reconciler.adapters.rollout_control import read_state, request
     from lbrec.reconciler.core.errors import UsageError
 
-    try:
-        from lbrec.reconciler.adapters.rollout_control import read_state, request
-    except ImportError:  # before the move to adapters/
-        from lbrec.reconciler.engine.rollout_control import (  # type: ignore[no-redef]
-            read_state,
-            request,
-        )
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     time.sleep(0.3)  # exited, not reaped
     (tmp_path / ".lbrec").mkdir()
