@@ -256,30 +256,26 @@ def _stop(proc: subprocess.Popen[str]) -> int:
     return proc.returncode
 
 
-def test_up_serves_the_last_pool_with_the_engine_unreachable_and_refuses_a_second_up(
+def test_up_serves_the_last_pool_with_the_engine_unreachable_and_a_second_up_takes_over(
     project: Project,
 ) -> None:
     listen, admin, p1 = free_ports(3)
     project.write(_spec(project, listen, admin, [("s1", p1, 1)]))
     first, first_log = _start_up(project, "up1.log")
+    second: subprocess.Popen[str] | None = None
     try:
         _wait(lambda: _get(listen) == (200, "s1"), 180, "the first lbrec up to serve")
-        # A second `lbrec up` in the same folder is refused before it changes anything.
-        second = subprocess.run(
-            [sys.executable, "-m", "lbrec", "up"],
-            cwd=project.folder,
-            env=project.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        assert second.returncode == 2, second.stderr
-        assert f"listen: 127.0.0.1:{listen} is already in use" in second.stderr + second.stdout
-        assert _get(listen) == (200, "s1")  # the first one never noticed
+        # A second `lbrec up` in the same folder (a new version) takes the proxy over; the
+        # first one stands down (issue 26; it was refused before, exit 2).
+        second, second_log = _start_up(project, "up2.log")
+        assert first.wait(timeout=120) == 0, first_log.read_text()[-2000:]
+        assert "standing down" in first_log.read_text()
+        assert "taking over" in second_log.read_text()
+        assert _get(listen) == (200, "s1")
     finally:
-        assert _stop(first) == 0, first_log.read_text()[-2000:]
+        _stop(first)
+        if second is not None:
+            assert _stop(second) == 0
     assert project.containers()["s1"]["state"] == "running"  # no --down: still running
 
     # Restarted while the engine cannot be reached: the last known good pool is served at

@@ -1,0 +1,201 @@
+"""`lbrec up`'s data plane in processes of its own (issue 26), on the real engine under a bounded
+load: a crashed proxy is started again with its listeners held (no client refused); a reconciler
+that hangs or crashes, and an `up` restarted (a new one taking over), fail no request."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import Project, free_ports, wait_until
+
+pytestmark = pytest.mark.docker
+
+
+class _Load:
+    """Fresh-connection GETs from 2 threads, bounded in count and time; every outcome kept."""
+
+    def __init__(self, port: int, seconds: float = 60, count: int = 20000) -> None:
+        self.port = port
+        self.seconds = seconds
+        self.count = count
+        self.stop = threading.Event()
+        self.ok: list[float] = []  # when each request succeeded
+        self.refused = 0
+        self.failed: list[str] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._run) for _ in range(2)]
+
+    def __enter__(self) -> _Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.count // 2):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn.request("GET", "/")
+                answer = conn.getresponse()
+                answer.read()
+                conn.close()
+                outcome = None if answer.status == 200 else str(answer.status)
+            except ConnectionRefusedError:
+                with self._lock:
+                    self.refused += 1
+                continue
+            except OSError as err:
+                outcome = repr(err)
+            with self._lock:
+                if outcome is None:
+                    self.ok.append(time.monotonic())
+                else:
+                    self.failed.append(outcome)
+
+    def gap_ms(self) -> float:
+        """The longest time without a successful answer."""
+        times = sorted(self.ok)
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0) * 1000
+
+
+def _spec(project: Project, listen: int, admin: int, port: int) -> str:
+    return (
+        f"project: {project.name}\nlisten: 127.0.0.1:{listen}\nadmin: 127.0.0.1:{admin}\n"
+        "proxy: {workers: 1}\n"
+        "health: {interval: 0.5, timeout: 1.0, rise: 1, fall: 2}\n"
+        f"backends:\n  - {{name: s1, port: {port}, weight: 1}}\n"
+    )
+
+
+def _start(project: Project, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+    log = project.folder / name
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lbrec", "up", "--resync", "30"],
+            cwd=project.folder,
+            env=project.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return proc, log
+
+
+def _proxies(project: Project) -> list[int]:
+    data = json.loads((project.folder / ".lbrec/proxy.pids").read_text())
+    return [int(p) for p in data["proxies"]]
+
+
+def _ok(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+        return bool(answer.status == 200)
+
+
+@pytest.fixture
+def started(project: Project) -> Iterator[tuple[Project, int, int, list[subprocess.Popen[bytes]]]]:
+    """The project's file; every `lbrec up` a test starts is stopped after it, and the proxy
+    processes they left (by the pids they wrote) too."""
+    listen, admin, port = free_ports(3)
+    project.write(_spec(project, listen, admin, port))
+    ups: list[subprocess.Popen[bytes]] = []
+    try:
+        yield project, listen, admin, ups
+    finally:
+        for proc in ups:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            for pid in _proxies(project):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+
+def test_a_crashed_proxy_is_started_again_and_no_client_is_refused(
+    started: tuple[Project, int, int, list[subprocess.Popen[bytes]]],
+) -> None:
+    project, listen, admin, ups = started
+    up, log = _start(project, "up.log")
+    ups.append(up)
+    wait_until(lambda: _ok(listen), 180, "lbrec up to serve", log)
+    (crashed,) = _proxies(project)
+    with _Load(listen) as load:
+        time.sleep(1)
+        os.kill(crashed, signal.SIGKILL)
+        wait_until(lambda: _proxies(project) != [crashed], 60, "a new proxy", log)
+        time.sleep(1)
+    served = len(load.ok)
+    print(
+        f"\nproxy kill -9 under load: {served} served, {load.refused} refused, "
+        f"{len(load.failed)} failed {sorted(set(load.failed))[:3]}, gap {load.gap_ms():.0f} ms"
+    )
+    assert load.refused == 0
+    assert served > 50
+    assert "proxy worker 0 (pid" in log.read_text() and "killed by SIGKILL" in log.read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as answer:
+        assert 'lbrec_up_proxy_restarts_total{worker="0"} 1.0' in answer.read().decode()
+    assert up.poll() is None
+
+
+def test_a_hung_or_crashed_reconciler_and_a_restarted_up_fail_no_request(
+    started: tuple[Project, int, int, list[subprocess.Popen[bytes]]],
+) -> None:
+    project, listen, _admin, ups = started
+    first, first_log = _start(project, "up1.log")
+    ups.append(first)
+    wait_until(lambda: _ok(listen), 180, "lbrec up to serve", first_log)
+    with _Load(listen) as load:
+        # A hung reconciler (every thread of up stopped): the proxy serves on.
+        first.send_signal(signal.SIGSTOP)
+        time.sleep(2)
+        first.send_signal(signal.SIGCONT)
+        time.sleep(0.5)
+        # A crashed one: the proxy serves on, then the next up takes it over.
+        first.kill()
+        first.wait()
+        time.sleep(1)
+        second, second_log = _start(project, "up2.log")
+        ups.append(second)
+        wait_until(lambda: "taking over" in second_log.read_text(), 60, "up 2 to adopt", second_log)
+        wait_until(lambda: "serving 127.0.0.1" in second_log.read_text(), 60, "up 2", second_log)
+        time.sleep(1)
+        # A new version started beside the running one: it takes over, the old one stands down.
+        third, third_log = _start(project, "up3.log")
+        ups.append(third)
+        assert second.wait(timeout=90) == 0, second_log.read_text()[-3000:]
+        assert "standing down" in second_log.read_text()
+        time.sleep(1)
+    print(
+        f"\nreconciler SIGSTOP 2 s, kill -9, two up restarts under load: {len(load.ok)} served, "
+        f"{load.refused} refused, {len(load.failed)} failed, gap {load.gap_ms():.0f} ms"
+    )
+    assert (load.refused, load.failed) == (0, [])
+    assert len(load.ok) > 100
+    assert third.poll() is None
+    third.send_signal(signal.SIGINT)
+    assert third.wait(timeout=90) == 0, third_log.read_text()[-3000:]
