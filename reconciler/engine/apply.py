@@ -28,7 +28,7 @@ from ..core.spec import DesiredState
 from ..core.state import Observed
 from .hooks import Hooks, Preempted
 from .images import collect_images, ensure_images
-from .repairs import CrashLoops, remember_converged, repairs_of
+from .repairs import remember_converged, start_repairs
 from .rollout import create_together, roll_all
 from .run import Run
 
@@ -66,16 +66,10 @@ def apply(
     # What only brings back the version that already converged is a repair, not a deploy;
     # the loops give repeated restarts a back-off, then hold a crash loop (engine/repairs.py).
     records = hooks.records
-    repairs = set() if records is None else repairs_of(records, desired, build, backends)
-    restarts = None
-    if records is not None:
-        restarts = CrashLoops(records, desired, build, now=hooks.wall(), epoch=epoch)
-        if crash_loops:
-            todo = [a for a in backends if a.backend not in outcomes]
-            outcomes.update(restarts.gate(todo, repairs))
-        else:
-            restarts.forget([a for a in backends if a.backend in repairs])
-        restarts.save()
+    repairs, restarts = start_repairs(
+        records, desired, build, backends, outcomes,
+        now=hooks.wall(), epoch=epoch, crash_loops=crash_loops,
+    )  # fmt: skip
     backends = [a for a in backends if a.backend not in outcomes]
 
     revisions = container_revisions(the_plan, observed, revision)

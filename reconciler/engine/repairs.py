@@ -24,7 +24,7 @@ from ..core.plan import Action, ActionKind, StepKind
 from ..core.report import Outcome
 from ..core.spec import DesiredState
 
-__all__ = ["CrashLoops", "remember_converged", "repairs_of"]
+__all__ = ["CrashLoops", "remember_converged", "repairs_of", "start_repairs"]
 
 _CONVERGED = "converged"
 _RESTARTS = "restarts"
@@ -157,3 +157,29 @@ class CrashLoops:
         data = {k: v for k, v in self.data.items() if self.desired.backend(k) is not None}
         if json.dumps(data, sort_keys=True) != self._before:
             self.records.write(_RESTARTS, data)
+
+
+def start_repairs(
+    records: RepairRecords | None,
+    desired: DesiredState,
+    build: BuildInfo,
+    backends: Sequence[Action],
+    outcomes: dict[str, Outcome],
+    *,
+    now: float,
+    epoch: int | None,
+    crash_loops: bool,
+) -> tuple[set[str], CrashLoops | None]:
+    """A pass's repairs (the backends whose change only brings back what converged) and its
+    crash-loop gate, whose verdicts go into ``outcomes`` (the loops); without ``crash_loops``
+    (a person asked) the repaired backends' histories and holds are forgotten."""
+    if records is None:
+        return set(), None
+    repairs = repairs_of(records, desired, build, backends)
+    restarts = CrashLoops(records, desired, build, now=now, epoch=epoch)
+    if crash_loops:
+        outcomes.update(restarts.gate([a for a in backends if a.backend not in outcomes], repairs))
+    else:
+        restarts.forget([a for a in backends if a.backend in repairs])
+    restarts.save()
+    return repairs, restarts
