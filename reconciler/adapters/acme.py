@@ -248,9 +248,12 @@ def _describe(err: BaseException, directory: str) -> tuple[str, Challenge | None
 
 
 def _short(err: BaseException) -> str:
+    """The cause of a network error in a few words (requests nests it deep in its text)."""
     text = str(err)
-    reason = re.search(r"\((?:Caused by )?([A-Za-z]+Error\([^)]*\)?)", text)
-    return (reason.group(1) if reason else text)[:300]
+    for pattern in (r"\[Errno -?\d+\] ([^'\")\]]+)", r"(Read timed out)", r"(timed out)"):
+        if found := re.search(pattern, text):
+            return found.group(1).strip()
+    return text[:200]
 
 
 class AcmeClient:
@@ -360,7 +363,36 @@ class AcmeClient:
         record: NameRecord | None = None,
     ) -> Obtained:
         """A certificate for exactly ``name``: a new key, an order, its challenge answered
-        through the proxy's files, the certificate downloaded. AcmeFailure otherwise."""
+        through the proxy's files, the certificate downloaded. AcmeFailure otherwise.
+
+        An account the CA no longer knows (a test CA restarted, an account deactivated) is
+        registered again once, with the same key."""
+        try:
+            return self._obtain(
+                name, mode=mode, listen=listen, tls_listen=tls_listen, record=record
+            )
+        except AcmeFailure as failure:
+            cause = failure.__cause__
+            if not (isinstance(cause, messages.Error) and cause.code == "accountDoesNotExist"):
+                raise
+        _log.warning(
+            "acme: the CA no longer knows this account: registering again",
+            extra={"event": "acme_account_lost"},
+        )
+        with contextlib.suppress(FileNotFoundError):
+            self._registration_file().unlink()
+        self.forget()
+        return self._obtain(name, mode=mode, listen=listen, tls_listen=tls_listen, record=record)
+
+    def _obtain(
+        self,
+        name: str,
+        *,
+        mode: Literal["auto", "http-01", "tls-alpn-01"],
+        listen: str,
+        tls_listen: str,
+        record: NameRecord | None,
+    ) -> Obtained:
         client = self.client()
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = _pem_key(key)

@@ -23,18 +23,26 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from ..core.certs import HeldCertificate, NameRecord
+from ..core.certs import HeldCertificate, NameRecord, wanted_names
+from ..core.errors import SpecError
+from ..core.spec import DesiredState
 from .files import STATE_DIR, atomic_write, read_text_or_none, state_dir
+
+if TYPE_CHECKING:
+    from ...proxy.tls import Certificate
 
 __all__ = [
     "CERTS_DIR",
     "cert_folder",
+    "check_acme_hosts",
     "leaf_facts",
+    "operator_certificates",
+    "operator_names",
     "read_held",
     "read_records",
     "store_certificate",
@@ -208,3 +216,38 @@ def write_record(folder: Path, name: str, record: NameRecord) -> None:
         doc[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     atomic_write(where / "schedule.json", text, mode=0o600)
+
+
+def operator_certificates(desired: DesiredState, folder: Path) -> list[Certificate]:
+    """The certificates of ``tls.certificates`` that can be read (Workspace.load refuses
+    the others: check_certificates)."""
+    if desired.tls is None:
+        return []
+    from ...proxy.tls import CertificateError, load_certificate
+
+    out: list[Certificate] = []
+    for pair in desired.tls.certificates:
+        with contextlib.suppress(CertificateError):
+            out.append(load_certificate(folder / pair.cert, folder / pair.key))
+    return out
+
+
+def operator_names(desired: DesiredState, folder: Path) -> tuple[str, ...]:
+    """The names the certificates of ``tls.certificates`` cover (those that can be read)."""
+    return tuple(name for cert in operator_certificates(desired, folder) for name in cert.names)
+
+
+def check_acme_hosts(desired: DesiredState, folder: Path, *, source: str) -> None:
+    """With ``tls.acme``: a ``*.`` host of ``routes:`` that no certificate of
+    ``tls.certificates`` covers is refused (ACME would need DNS-01): a SpecError names the
+    route, and nothing is applied."""
+    if desired.tls is None or desired.tls.acme is None:
+        return
+    if not any(r.host and r.host.startswith("*.") for r in desired.routes):
+        return
+    wanted = wanted_names(desired, operator_names(desired, folder))
+    if wanted.refused:
+        raise SpecError(
+            f"{source}: {wanted.refused[0].message}, or set the route's tls: off; "
+            "nothing was applied"
+        )

@@ -13,6 +13,7 @@ from ..core.labels import BuildInfo
 from ..core.render import BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE
 from ..core.spec import DesiredState, load_spec
 from ..core.state import Observed, ObservedContainer
+from .cert_store import check_acme_hosts, read_held
 from .files import build_context_digest, folder_digest, read_text_or_none
 
 __all__ = ["BASE_IMAGE_ENV", "Workspace", "check_certificates"]
@@ -44,6 +45,7 @@ class Workspace:
         """The desired state, with the files it names checked (certificates)."""
         desired = load_spec(self.spec_file)
         check_certificates(desired, self.folder, source=str(self.spec_file))
+        check_acme_hosts(desired, self.folder, source=str(self.spec_file))
         return desired
 
     def build_info(
@@ -111,6 +113,7 @@ class Workspace:
             pool=pool,
             pool_text=pool_text,
             compose_text=read_text_or_none(self.compose_file),
+            certificates=tuple(read_held(self.folder).values()),
         )
 
 def check_certificates(desired: DesiredState, folder: Path, *, source: str) -> None:

@@ -105,6 +105,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the last N passes from the audit log instead (default 20)",
     )
+    p = sub.add_parser(
+        "certs", parents=[common], help="the TLS certificates: names, expiry, next renewal"
+    )
+    p.add_argument("--renew", metavar="NAME", help="order a new certificate for NAME now (ACME)")
+    p.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=120.0,
+        help="wait this long for another order of this folder (default 120s)",
+    )
     sub.add_parser("proxy", add_help=False, help="run the load balancer (see `lbrec proxy --help`)")
     p = sub.add_parser(
         "rollout", parents=[common], help="a canary in progress: status, promote, abort"
@@ -245,6 +255,10 @@ def _dispatch(args: argparse.Namespace, out: Out, docker: DockerFactory) -> int:
         return 0
     if command == "rollout":
         return rollout_command(args, workspace, out)
+    if command == "certs":
+        from .certs import certs_command
+
+        return certs_command(args, workspace, out)
     if command == "status":
         from .status import show_history, show_status
 

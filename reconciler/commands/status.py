@@ -16,6 +16,7 @@ from ..core.labels import REVISION, SWARM_NODE
 from ..core.ports import DockerPort
 from ..core.spec import BackendSpec, DesiredState
 from ..core.state import ObservedContainer
+from .certs import certificate_status, print_certificates
 from ..engine.rollout_control import rolled_back
 
 __all__ = ["collect_status", "show_history", "show_status"]
@@ -62,6 +63,8 @@ def collect_status(
         "rolled_back": rolled_back(workspace.folder),
         "crash_loops": crash_loop_holds(workspace.folder),
         "backends": rows,
+        # names, issuer, expiry, next renewal, last error: never a key (commands/certs.py)
+        "certificates": certificate_status(workspace, desired),
     }
 
 
@@ -114,6 +117,9 @@ def show_status(
         return 0
     _print_table(status["backends"])
     _print_footer(status)
+    if status["certificates"]:
+        print("\ncertificates:")
+        print_certificates(status["certificates"])
     return 0
 
 

@@ -354,6 +354,12 @@ class AcmeSpec(_Model):
         description="PEM file (relative to the desired-state file) to trust for a private ACME "
         "server, e.g. Pebble's",
     )
+    challenge: Literal["auto", "http-01", "tls-alpn-01"] = Field(
+        default="auto",
+        description="how the CA checks a name is yours: http-01 on `listen` (port 80), "
+        "tls-alpn-01 on `tls.listen` (port 443), or auto: http-01 first, tls-alpn-01 when "
+        "`listen` is loopback only or http-01 failed (docs/tls.md)",
+    )
 
     @model_validator(mode="after")
     def _https(self) -> AcmeSpec:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ...proxy.config import BackendsConfig
+from .certs import HeldCertificate
 
 __all__ = ["Observed", "ObservedContainer"]
 
@@ -44,6 +45,8 @@ class Observed:
     pool: BackendsConfig | None = None  # the current config/backends.json, when readable
     pool_text: str | None = None
     compose_text: str | None = None
+    # The certificates lbrec obtained over ACME (.lbrec/certs), for the pool's tls.certificates
+    certificates: tuple[HeldCertificate, ...] = ()
     _by_backend: dict[str, tuple[ObservedContainer, ...]] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )

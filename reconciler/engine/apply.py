@@ -61,6 +61,7 @@ def apply(
     say = progress or (lambda _msg: None)
     hooks = hooks or Hooks()
     run = Run(desired, workspace, docker, hooks, say, revision, build=build, epoch=epoch)
+    run.certificates = observed.certificates  # obtained over ACME: the pool's tls.certificates
     backends = [a for a in the_plan.actions if a.role == "backend"]
     outcomes: dict[str, Outcome] = _deferred(backends, held, only)
     # What only brings back the version that already converged is a repair, not a deploy;

@@ -13,6 +13,7 @@ from ..adapters import engine_epoch
 from ..adapters.files import atomic_write
 from ..adapters.sticky_secret import host_sticky_secret
 from ..adapters.workspace import Workspace
+from ..core.certs import HeldCertificate
 from ..core.labels import BuildInfo
 from ..core.ports import DockerPort, Progress
 from ..core.render import Instance, render_pool
@@ -48,6 +49,8 @@ class Run:
     # The engine's epoch when this pass observed it (adapters/engine_epoch.py): once the
     # engine has gone away since, every pool this pass writes is frozen (its ports are stale).
     epoch: int | None = None
+    # The certificates obtained over ACME (Observed.certificates): the pool lists them.
+    certificates: tuple[HeldCertificate, ...] = ()
 
     def route(self, backend: str, ids: Sequence[str]) -> None:
         """Add instances to the pool and publish it (the proxy confirms)."""
@@ -95,6 +98,7 @@ class Run:
             revision=self.revision,
             sticky_secret=secret,
             source=str(self.workspace.spec_file),  # whose pool: see proxy.config.Deployment
+            certificates=self.certificates,
         )
         with engine_epoch.write_lock:  # a freeze (the engine went away) is never overwritten
             if self.epoch is not None and engine_epoch.current(folder) != self.epoch:

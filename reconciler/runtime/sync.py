@@ -44,6 +44,7 @@ from ..core.redact import redact_url
 from ..core.report import Report
 from ..core.schedule import Backoff
 from ..core.spec import DEFAULT_FILE, parse_spec
+from .certs import attach_certificates
 from .loop import ControlLoop, configure_logging, describe_failures
 from .metrics import LOOP_METRICS, serve_metrics
 from .options import RuntimeOptions
@@ -343,7 +344,7 @@ def build_sync_loop(
     if not workspace.folder.is_dir():
         raise SpecError(f"{workspace.folder}: no such deploy folder")
     source = SyncSource(normalize_repo(options.repo, Path.cwd()), options.branch, options.path)
-    return SyncLoop(
+    sync = SyncLoop(
         source,
         workspace,
         deploy=deploy or make_deploy(workspace, docker, options),
@@ -353,6 +354,8 @@ def build_sync_loop(
         policy=load_policy(options.policy) if options.policy is not None else DEFAULT_POLICY,
         operator_notify=options.notify,
     )
+    attach_certificates(sync.loop, workspace)  # ACME orders and renewals, beside the loop
+    return sync
 
 
 def run_sync(

@@ -30,6 +30,7 @@ from ..core.plan import Plan
 from ..core.render import POOL_FILE
 from ..core.report import Report
 from ..core.schedule import Backoff
+from .certs import attach_certificates
 from .loop import ControlLoop, Reconcile, configure_logging
 from .metrics import serve_metrics
 from .options import QUIET_PERIOD, RuntimeOptions
@@ -191,6 +192,7 @@ def build_watch_loop(options: RuntimeOptions, docker: DockerFactory) -> ControlL
         debounce=options.debounce,
         docker_project=project,
     )
+    attach_certificates(loop, workspace)  # ACME orders and renewals, in a thread of their own
     return loop
 
 

@@ -8,6 +8,8 @@
   ``tls-alpn-01/<name>.pem`` for its server name (and nothing else does); any other gets the
   certificate of ``serving()`` for its name (the obtained ones), and ``200 ok``.
 
+A port given as None is not listened on (port 80 "closed", for TLS-ALPN-01's case).
+
 It runs its own event loop in a thread; ``close()`` stops it.
 """
 
@@ -75,8 +77,8 @@ class AcmeResponder:
         self,
         acme_dir: Path,
         *,
-        http_port: int,
-        tls_port: int,
+        http_port: int | None,
+        tls_port: int | None,
         serving: Callable[[], CertStore] | None = None,
     ) -> None:
         self.acme_dir = acme_dir
@@ -113,15 +115,18 @@ class AcmeResponder:
         asyncio.set_event_loop(self._loop)
 
         async def start() -> None:
-            plain = await self._loop.create_server(
-                lambda: _Plain(self.acme_dir, self.hits), "127.0.0.1", self.http_port
-            )
-            tls = await self._loop.create_server(
-                lambda: TlsConnection(self._context, lambda _alpn: _Ok(), handshake_timeout=5),
-                "127.0.0.1",
-                self.tls_port,
-            )
-            self._servers = [plain, tls]
+            if self.http_port is not None:
+                plain = await self._loop.create_server(
+                    lambda: _Plain(self.acme_dir, self.hits), "127.0.0.1", self.http_port
+                )
+                self._servers.append(plain)
+            if self.tls_port is not None:
+                tls = await self._loop.create_server(
+                    lambda: TlsConnection(self._context, lambda _alpn: _Ok(), handshake_timeout=5),
+                    "127.0.0.1",
+                    self.tls_port,
+                )
+                self._servers.append(tls)
 
         self._loop.run_until_complete(start())
         self._ready.set()
@@ -132,5 +137,6 @@ class AcmeResponder:
         self._loop.close()
 
     def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
