@@ -32,6 +32,7 @@ from ..core.errors import LbrecError
 from ..runtime.options import add_pass_arguments, add_runtime_arguments, options_from
 from .console import Out
 from .edit import edit_file
+from .maintenance import add_maintenance_parsers, maintenance_command
 from .rollout import rollout_command
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     backend.completer = _backend_names  # type: ignore[attr-defined]  # argcomplete reads it
     p.add_argument("--full", action="store_true", help="promote: skip every remaining step")
+    add_maintenance_parsers(sub, common)
     p = sub.add_parser(
         "up", parents=[file_only], help="apply, serve the proxy and watch, in the foreground"
     )
@@ -253,8 +255,9 @@ def _dispatch(args: argparse.Namespace, out: Out, docker: DockerFactory) -> int:
         else:
             out.info(f"{args.file}: valid ({len(desired.backends)} backends)")
         return 0
-    if command == "rollout":
-        return rollout_command(args, workspace, out)
+    if command in ("rollout", "pause", "resume"):
+        act = rollout_command if command == "rollout" else maintenance_command
+        return act(args, workspace, out)
     if command == "certs":
         from .certs import certs_command
 
