@@ -2,7 +2,7 @@
 
 ``.lbrec/deployed.json`` is written by `lbrec sync` (and `up --repo`) after a clean pass and
 read by `lbrec status`; held (rolled-back) versions and canary state live beside it
-(engine/rollout_control.py). Every write is atomic.
+(adapters/rollout_control.py). Every write is atomic.
 """
 
 from __future__ import annotations

@@ -15,14 +15,16 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ..adapters.files import atomic_write, read_text_or_none
-from ..adapters.lock import pid_alive
 from ..core.errors import UsageError
+from ..core.ports import RolloutDesk, RolloutRequest
+from .files import atomic_write, read_text_or_none
+from .lock import pid_alive
 
 __all__ = [
     "Request",
+    "RolloutFiles",
     "forget_rollback",
     "read_state",
     "remember_rollback",
@@ -32,7 +34,7 @@ __all__ = [
     "write_state",
 ]
 
-Request = Literal["promote", "promote-full", "abort"]
+Request = RolloutRequest
 _DIR = ".lbrec"
 _STATE = "rollout.json"
 _lock = threading.Lock()  # backends roll out side by side in one process
@@ -150,3 +152,29 @@ def _update_rolled_back(folder: Path, backend: str, entry: dict[str, Any] | None
         path = folder / _DIR / _ROLLED_BACK
         path.parent.mkdir(exist_ok=True)
         atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+class RolloutFiles:
+    """``core.ports.RolloutDesk`` over the files of one deploy folder (the engine's view)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def write_state(self, backend: str, entry: dict[str, Any] | None) -> None:
+        write_state(self.folder, backend, entry)
+
+    def take_request(self, backend: str) -> Request | None:
+        return take_request(self.folder, backend)
+
+    def rolled_back(self) -> dict[str, dict[str, Any]]:
+        return rolled_back(self.folder)
+
+    def remember_rollback(self, backend: str, config_hash: str, reason: str) -> None:
+        remember_rollback(self.folder, backend, config_hash, reason)
+
+    def forget_rollback(self, backend: str) -> None:
+        forget_rollback(self.folder, backend)
+
+
+def _is_a_desk(files: RolloutFiles) -> RolloutDesk:
+    return files  # mypy checks the adapter against its port here

@@ -10,11 +10,15 @@ from pathlib import Path
 from ...proxy.config import BackendsConfig, ConfigError, load_config
 from ..core.errors import SpecError
 from ..core.labels import BuildInfo
+from ..core.ports import WorkspacePort
 from ..core.render import BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE
 from ..core.spec import DesiredState, load_spec
 from ..core.state import Observed, ObservedContainer
+from . import engine_epoch
 from .cert_store import check_acme_hosts, read_held
-from .files import build_context_digest, folder_digest, read_text_or_none
+from .files import atomic_write, build_context_digest, folder_digest, read_text_or_none
+from .rollout_control import RolloutFiles
+from .sticky_secret import host_sticky_secret
 
 __all__ = ["BASE_IMAGE_ENV", "Workspace", "check_certificates"]
 
@@ -41,12 +45,42 @@ class Workspace:
     def pool_file(self) -> Path:
         return self.folder / POOL_FILE
 
+    @property
+    def rollouts(self) -> RolloutFiles:
+        """A canary's state and the `lbrec rollout` requests, the versions rolled back."""
+        return RolloutFiles(self.folder)
+
     def load(self) -> DesiredState:
-        """The desired state, with the files it names checked (certificates)."""
+        """The desired state, with the files it names checked (certificates, htpasswd files
+        and pages)."""
+        from .route_files import check_route_files
+
         desired = load_spec(self.spec_file)
         check_certificates(desired, self.folder, source=str(self.spec_file))
         check_acme_hosts(desired, self.folder, source=str(self.spec_file))
+        check_route_files(desired, self.folder, source=str(self.spec_file))
         return desired
+
+    def epoch(self) -> int:
+        return engine_epoch.current(self.folder)
+
+    def sticky_secret(self) -> bytes:
+        return host_sticky_secret(self.folder)
+
+    def write_deploy_file(self, text: str) -> str | None:
+        """docker-compose.yml (a Compose file, or a stack file on Swarm), if it changed."""
+        return str(self.compose_file) if atomic_write(self.compose_file, text) else None
+
+    def write_pool(
+        self, config: BackendsConfig, *, epoch: int | None
+    ) -> tuple[BackendsConfig, str | None]:
+        """config/backends.json, frozen when the engine went away since ``epoch``: a freeze
+        is never overwritten by a pass that observed the engine before it."""
+        with engine_epoch.write_lock:
+            if epoch is not None and engine_epoch.current(self.folder) != epoch:
+                config = engine_epoch.freeze(config, engine_epoch.frozen_reason(self.folder))
+            changed = atomic_write(self.pool_file, config.to_json())
+        return config, str(self.pool_file) if changed else None
 
     def build_info(
         self, desired: DesiredState, env: Mapping[str, str] = os.environ, *, stage: bool = True
@@ -115,6 +149,11 @@ class Workspace:
             compose_text=read_text_or_none(self.compose_file),
             certificates=tuple(read_held(self.folder).values()),
         )
+
+
+def _is_a_workspace(workspace: Workspace) -> WorkspacePort:
+    return workspace  # mypy checks the adapter against its port here
+
 
 def check_certificates(desired: DesiredState, folder: Path, *, source: str) -> None:
     """Every certificate of ``tls.certificates`` can be served: readable, PEM, matching its

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def rollout_command(args: argparse.Namespace, workspace: Workspace, out: Out) -> int:
-    from ..engine.rollout_control import read_state, request
+    from ..adapters.rollout_control import read_state, request
 
     folder = workspace.folder
     if args.action == "status":

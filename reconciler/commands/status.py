@@ -11,13 +11,13 @@ from ..adapters.audit import AUDIT_FILE, read_history
 from ..adapters.proxy_admin import proxy_generation
 from ..adapters.records import read_deployed
 from ..adapters.repair_records import crash_loop_holds
+from ..adapters.rollout_control import rolled_back
 from ..adapters.workspace import Workspace
 from ..core.labels import REVISION, SWARM_NODE
 from ..core.ports import DockerPort
 from ..core.spec import BackendSpec, DesiredState
 from ..core.state import ObservedContainer
 from .certs import certificate_status, print_certificates
-from ..engine.rollout_control import rolled_back
 
 __all__ = ["collect_status", "show_history", "show_status"]
 

@@ -16,6 +16,8 @@ retire as many old instances: out of the pool, drained, stopped, removed. The ex
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...proxy.config import BackendsConfig
 from .backend_plan import judge_containers, plan_backend
 from .labels import (
@@ -28,7 +30,7 @@ from .spec import DesiredState
 from .state import Observed
 from .steps import Action, ActionKind, Plan, Step, StepKind
 
-__all__ = ["Action", "ActionKind", "Plan", "Step", "StepKind", "plan"]
+__all__ = ["Action", "ActionKind", "Plan", "Step", "StepKind", "plan", "with_files"]
 
 
 # The order a plan is shown and carried out in.
@@ -174,17 +176,28 @@ def plan(
     if (lb := _plan_lb(desired, observed, build)) is not None:
         actions.append(lb)
     actions.sort(key=lambda a: (_ORDER[a.kind], a.role == "lb", a.backend))
+    return with_files(
+        Plan(actions=tuple(actions)), observed, target_pool=target_pool, compose_text=compose_text
+    )
+
+
+def with_files(
+    the_plan: Plan,
+    observed: Observed,
+    *,
+    target_pool: BackendsConfig | None,
+    compose_text: str | None,
+) -> Plan:
+    """``the_plan`` with the rendered files compared to what is there: pool-wide setting
+    changes and a stale deploy file (the actions do not depend on them, so a pass plans once,
+    renders from the plan, then adds this)."""
     settings = _settings_diff(observed.pool, target_pool) if target_pool is not None else ()
     if (
         target_pool is not None
         and not settings
-        and all(a.kind is ActionKind.UNCHANGED for a in actions)
+        and all(a.kind is ActionKind.UNCHANGED for a in the_plan.actions)
         and observed.pool_text != target_pool.to_json()
     ):
         settings = ("config/backends.json differs from the desired state: rewrite",)
     compose_changed = compose_text is not None and observed.compose_text != compose_text
-    return Plan(
-        actions=tuple(actions),
-        settings_changed=settings,
-        compose_changed=compose_changed,
-    )
+    return replace(the_plan, settings_changed=settings, compose_changed=compose_changed)

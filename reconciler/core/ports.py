@@ -1,21 +1,50 @@
-"""PURE. The ports: what the engine needs from the outside, as Protocols and plain types.
+"""PURE. The ports: everything the engine needs from the outside, as Protocols and types.
 
-``DockerPort`` is implemented by ``adapters.docker.WhalesDocker`` and, in unit tests, by
-``tests/reconciler/fakes.FakeDocker`` (type-checked against it: mypy runs over tests/). The
-engine imports these, never an adapter, so importing the executor loads no Docker library.
-The proxy's admin API and the health probe reach the engine as the callables of
-``engine.hooks.Hooks``, typed here (``Probe``).
+The engine (``reconciler/engine/``) imports these and ``core`` only, never an adapter
+(tests/test_architecture.py enforces it), so importing the executor loads no Docker library
+and every edge can be stood in for in unit tests. The composition root
+(``runtime/passes.py``) plugs the real adapters in:
+
+* ``DockerPort``: the engine's containers (the Compose or the Swarm adapter, chosen by
+  ``adapters/engines/auto.py``); in unit tests ``tests/reconciler/fakes.FakeDocker``,
+  type-checked against it (mypy runs over tests/).
+* ``WorkspacePort``: the deploy folder (``adapters.workspace.Workspace``): the desired state,
+  what the images are built from, the files a pass writes (the deploy file, the pool, frozen
+  once the engine went away), the sticky key, and ``RolloutDesk``: a canary's state and the
+  `lbrec rollout` requests it picks up, the versions that were rolled back.
+* The proxy's admin API, the health probe and what should preempt a pass reach the engine as
+  the callables of ``engine.hooks.Hooks``, typed here (``Confirm``, ``Drained``, ``Probe``,
+  ``Preemption``, ``CountersOf``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
-from .state import ObservedContainer
+from ...proxy.config import BackendsConfig
+from .canary import Counters
+from .labels import BuildInfo
+from .spec import DesiredState
+from .state import Observed, ObservedContainer
 
-__all__ = ["BuiltImage", "DockerPort", "Probe", "Progress", "Ready", "collectable"]
+__all__ = [
+    "BuiltImage",
+    "Confirm",
+    "CountersOf",
+    "DockerPort",
+    "Drained",
+    "Preemption",
+    "Probe",
+    "Progress",
+    "Ready",
+    "RolloutDesk",
+    "RolloutRequest",
+    "WorkspacePort",
+    "collectable",
+]
 
 Progress = Callable[[str], None]
 
@@ -77,3 +106,49 @@ class Probe(Protocol):
     """GET ``url``: None when it answers 200 within ``timeout`` s, else why not."""
 
     def __call__(self, url: str, timeout: float, /) -> str | None: ...
+
+
+# The proxy, as the engine sees it (each None when no proxy answers):
+# ``confirm(generation)``: the running proxy serves that pool generation (False: it answers but
+# does not confirm); ``drained(urls, timeout)``: what is still in flight to ``urls`` once the
+# wait ends; ``counters(urls)``: its cumulative counters summed over those instances.
+Confirm = Callable[[str], bool | None]
+Drained = Callable[[Collection[str], float], int | None]
+CountersOf = Callable[[Collection[str]], Counters | None]
+# Why this pass should yield now (an edit waits for the lock, the file changed), or None.
+Preemption = Callable[[], str | None]
+
+RolloutRequest = Literal["promote", "promote-full", "abort"]
+
+
+class RolloutDesk(Protocol):
+    """How other commands reach a canary in progress, and what loops remember of rollbacks
+    (``adapters.rollout_control.RolloutFiles``)."""
+
+    def write_state(self, backend: str, entry: dict[str, Any] | None) -> None: ...
+    def take_request(self, backend: str) -> RolloutRequest | None: ...
+    def rolled_back(self) -> dict[str, dict[str, Any]]: ...
+    def remember_rollback(self, backend: str, config_hash: str, reason: str) -> None: ...
+    def forget_rollback(self, backend: str) -> None: ...
+
+
+class WorkspacePort(Protocol):
+    """The deploy folder, as the engine uses it (``adapters.workspace.Workspace``)."""
+
+    @property
+    def spec_file(self) -> Path: ...
+    @property
+    def rollouts(self) -> RolloutDesk: ...
+    def load(self) -> DesiredState: ...
+    def build_info(self, desired: DesiredState, *, stage: bool = ...) -> BuildInfo: ...
+    def observe(self, containers: tuple[ObservedContainer, ...]) -> Observed: ...
+    # The engine's epoch (adapters/engine_epoch.py): one more each time the engine went away.
+    def epoch(self) -> int: ...
+    def sticky_secret(self) -> bytes: ...
+    # Each write is atomic and returns the path written, or None when the file was unchanged.
+    def write_deploy_file(self, text: str) -> str | None: ...
+    # The pool, frozen when the engine went away since ``epoch`` (its ports are stale): the
+    # pool as written (its generation is the one to confirm) and the path, or None.
+    def write_pool(
+        self, config: BackendsConfig, *, epoch: int | None
+    ) -> tuple[BackendsConfig, str | None]: ...

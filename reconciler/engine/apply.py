@@ -16,13 +16,10 @@ import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 
 from ...proxy.config import Revision
-from ..adapters.files import atomic_write
-from ..adapters.workspace import Workspace
 from ..core.errors import ApplyError
 from ..core.labels import REVISION, BuildInfo
 from ..core.plan import Action, ActionKind, Plan, StepKind
-from ..core.ports import DockerPort, Progress
-from ..core.render import render_compose
+from ..core.ports import DockerPort, Progress, WorkspacePort
 from ..core.report import Outcome, Report
 from ..core.spec import DesiredState
 from ..core.state import Observed
@@ -38,19 +35,21 @@ def apply(
     observed: Observed,
     the_plan: Plan,
     *,
-    workspace: Workspace,
+    deploy_file: str,
+    workspace: WorkspacePort,
     docker: DockerPort,
     build: BuildInfo,
+    hooks: Hooks,
     revision: Revision | None = None,
     progress: Progress | None = None,
     health_timeout: float = 60.0,
-    hooks: Hooks | None = None,
     only: Collection[str] | None = None,
     held: Mapping[str, str] | None = None,
     epoch: int | None = None,
     crash_loops: bool = False,
 ) -> Report:
-    """Carry out ``the_plan`` (see the module docstring for the order). With ``only``, the
+    """Carry out ``the_plan`` (see the module docstring for the order); ``deploy_file`` is the
+    Compose (or stack) file rendered from it (engine/converge.py). With ``only``, the
     container work of other backends is deferred (reported, not done); so is that of the
     ``held`` backends (a version that was rolled back, with why); the pool still takes every
     new weight. With ``crash_loops`` (the loops), a backend repaired again and again gets a
@@ -59,7 +58,6 @@ def apply(
     Longer than most on purpose: the numbered phases below are the safe order of a pass, and
     reading them in one place is the point; each phase is a call or a few lines."""
     say = progress or (lambda _msg: None)
-    hooks = hooks or Hooks()
     run = Run(desired, workspace, docker, hooks, say, revision, build=build, epoch=epoch)
     run.certificates = observed.certificates  # obtained over ACME: the pool's tls.certificates
     backends = [a for a in the_plan.actions if a.role == "backend"]
@@ -73,10 +71,7 @@ def apply(
     )  # fmt: skip
     backends = [a for a in backends if a.backend not in outcomes]
 
-    revisions = container_revisions(the_plan, observed, revision)
-    compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
-    if atomic_write(workspace.compose_file, compose):
-        run.written.append(str(workspace.compose_file))
+    run.wrote(workspace.write_deploy_file(deploy_file))
 
     # 0. Images before any container: a pull or build that fails changes nothing of its backend.
     broken = ensure_images(

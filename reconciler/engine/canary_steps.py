@@ -12,10 +12,6 @@ from ..core.plan import Action, Step
 from ..core.report import Outcome
 from ..core.spec import BackendSpec
 from .hooks import Preempted
-from .rollout_control import (
-    take_request,
-    write_state,
-)
 from .run import Run
 
 
@@ -35,7 +31,7 @@ def judge_step(run: Run, spec: BackendSpec, ids: Sequence[str], percent: int) ->
         end = start + rollout.interval * (extension + 1)
         while hooks.clock() < end:
             run.check_preempted()
-            asked = take_request(run.workspace.folder, spec.name)
+            asked = run.workspace.rollouts.take_request(spec.name)
             if asked == "abort":
                 return f"step {percent}%: aborted by `lbrec rollout abort`"
             if asked is not None:
@@ -67,7 +63,7 @@ def pause_step(run: Run, name: str) -> str | None:
     """Hold until `lbrec rollout promote` (None) or `abort` (the reason to roll back)."""
     while True:
         run.check_preempted()
-        asked = take_request(run.workspace.folder, name)
+        asked = run.workspace.rollouts.take_request(name)
         if asked == "abort":
             return "a pause: aborted by `lbrec rollout abort`"
         if asked is not None:
@@ -80,8 +76,7 @@ def pause_step(run: Run, name: str) -> str | None:
 def canary_state(run: Run, action: Action, step: Step, state: str) -> None:
     spec = run.desired.backend(action.backend)
     rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
-    write_state(
-        run.workspace.folder,
+    run.workspace.rollouts.write_state(
         action.backend,
         {
             "state": state,
@@ -102,7 +97,7 @@ def roll_back_canary(run: Run, action: Action, ids: Sequence[str], problem: str)
     rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
     with run.lock:
         run.split.pop(name, None)
-    write_state(run.workspace.folder, name, None)
+    run.workspace.rollouts.write_state(name, None)
     try:
         run.retire(name, ids, rollout.drain_timeout)
     except ApplyError as err:

@@ -1,19 +1,22 @@
-"""The executor's outside world, injectable: the proxy, the probe, the clock."""
+"""The executor's outside world, injectable: the proxy, the probe, the clock.
+
+The composition root (``runtime/passes.py``) builds the real ones; unit tests build stand-ins
+(tests/reconciler/fakes.py). Their types are the ports of ``core/ports.py``.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from ..adapters import probes
-from ..core.canary import Counters
 from ..core.crash_loop import RepairRecords
-from ..core.ports import Probe
+from ..core.ports import Confirm, CountersOf, Drained, Preemption, Probe
 
 
-def _late_probe(url: str, timeout: float) -> str | None:
-    return probes.http_probe(url, timeout)  # looked up now: tests replace it
+def _no_probe(url: str, timeout: float) -> str | None:
+    del timeout
+    return f"no health probe was given to this pass (GET {url} not sent)"
 
 
 @dataclass
@@ -24,17 +27,17 @@ class Hooks:
     proxy answers); ``drained(urls, timeout)`` waits until nothing is in flight to ``urls``
     through it and returns what is left (None: no proxy)."""
 
-    confirm: Callable[[str], bool | None] | None = None
-    drained: Callable[[Collection[str], float], int | None] | None = None
+    confirm: Confirm | None = None
+    drained: Drained | None = None
     # Why this pass should yield now (an edit waits for the lock, the file changed), or None:
     # checked while a rollout waits, so one slow backend never queues an emergency change.
-    preempted: Callable[[], str | None] | None = None
-    # Looked up when called, so that tests can replace http_probe.
-    probe: Probe = field(default_factory=lambda: _late_probe)
+    preempted: Preemption | None = None
+    # The health probe of a new instance (runtime/passes.py gives adapters.probes.http_probe).
+    probe: Probe = _no_probe
     parallel: bool = True  # backends roll out side by side
     # The proxy's cumulative counters summed over instance URLs (a canary's judge); None
     # when no proxy answers.
-    counters: Callable[[Collection[str]], Counters | None] | None = None
+    counters: CountersOf | None = None
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     # The wall clock, for what outlives the process (a crash loop's restarts, engine/repairs.py).

@@ -13,12 +13,6 @@ from ..core.spec import BackendSpec
 from ..core.state import ObservedContainer
 from .canary_steps import canary_state, judge_step, pause_step, roll_back, roll_back_canary
 from .hooks import Preempted
-from .rollout_control import (
-    forget_rollback,
-    remember_rollback,
-    take_request,
-    write_state,
-)
 from .run import Run
 
 
@@ -32,7 +26,7 @@ def roll_all(run: Run, actions: Sequence[Action], *, parallel: bool) -> dict[str
     def one(action: Action) -> Outcome:
         canary = any(s.kind is StepKind.JUDGE or s.kind is StepKind.PAUSE for s in action.steps)
         if canary:
-            take_request(run.workspace.folder, action.backend)  # a stale request: not ours
+            run.workspace.rollouts.take_request(action.backend)  # a stale request: not ours
         try:
             outcome = _roll(run, action)
             _remember(run, outcome)
@@ -51,8 +45,8 @@ def roll_all(run: Run, actions: Sequence[Action], *, parallel: bool) -> dict[str
             )
         finally:
             if canary:
-                write_state(run.workspace.folder, action.backend, None)
-                take_request(run.workspace.folder, action.backend)
+                run.workspace.rollouts.write_state(action.backend, None)
+                run.workspace.rollouts.take_request(action.backend)
 
     if parallel and len(actions) > 1:
         with ThreadPoolExecutor(
@@ -79,12 +73,12 @@ def _remember(run: Run, outcome: Outcome) -> None:
     converged is forgotten."""
     name = outcome.action.backend
     spec = run.desired.backend(name)
-    folder = run.workspace.folder
+    desk = run.workspace.rollouts
     if outcome.ok:
-        forget_rollback(folder, name)
+        desk.forget_rollback(name)
     elif outcome.rolled_back and spec is not None and run.build is not None:
         version = config_hash(spec, run.desired, run.build)
-        remember_rollback(folder, name, version, outcome.error or "rolled back")
+        desk.remember_rollback(name, version, outcome.error or "rolled back")
 
 
 def _roll(run: Run, action: Action) -> Outcome:
@@ -144,7 +138,7 @@ class _Rollout:
         with run.lock:
             if name in run.split and set(run.routed.get(name, {})) <= run.split[name][0]:
                 del run.split[name]  # promoted: one version left
-                write_state(run.workspace.folder, name, None)
+                run.workspace.rollouts.write_state(name, None)
         run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
 
     def create(self, step: Step) -> None:
@@ -193,7 +187,7 @@ class _Rollout:
         if step.percent < 100:
             canary_state(run, self.action, step, "judging")
         else:  # judged: what is left is the old version's drain
-            write_state(run.workspace.folder, name, None)
+            run.workspace.rollouts.write_state(name, None)
 
     def judge(self, step: Step) -> Outcome | None:
         ids = self.ids(step)

@@ -9,13 +9,9 @@ from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 
 from ...proxy.config import Revision
-from ..adapters import engine_epoch
-from ..adapters.files import atomic_write
-from ..adapters.sticky_secret import host_sticky_secret
-from ..adapters.workspace import Workspace
 from ..core.certs import HeldCertificate
 from ..core.labels import BuildInfo
-from ..core.ports import DockerPort, Progress
+from ..core.ports import DockerPort, Progress, WorkspacePort
 from ..core.render import Instance, render_pool
 from ..core.spec import BackendSpec, DesiredState
 from ..core.state import ObservedContainer
@@ -30,7 +26,7 @@ class Run:
     """The mutable state of one apply: which instances the pool routes to, and the outcomes."""
 
     desired: DesiredState
-    workspace: Workspace
+    workspace: WorkspacePort
     docker: DockerPort
     hooks: Hooks
     say: Progress
@@ -51,6 +47,11 @@ class Run:
     epoch: int | None = None
     # The certificates obtained over ACME (Observed.certificates): the pool lists them.
     certificates: tuple[HeldCertificate, ...] = ()
+
+    def wrote(self, path: str | None) -> None:
+        """A file this pass changed (None: it was unchanged), for the report."""
+        if path is not None:
+            self.written.append(path)
 
     def route(self, backend: str, ids: Sequence[str]) -> None:
         """Add instances to the pool and publish it (the proxy confirms)."""
@@ -89,9 +90,8 @@ class Run:
                 else:
                     entries.append((url, inst, "stable", 100 - percent, cid))
             instances[name] = entries
-        folder = self.workspace.folder
         # A canary's split: its sticky hash is keyed from the host's secret (docs/security.md)
-        secret = host_sticky_secret(folder) if self.split else b""
+        secret = self.workspace.sticky_secret() if self.split else b""
         config = render_pool(
             self.desired,
             instances=instances,
@@ -100,11 +100,9 @@ class Run:
             source=str(self.workspace.spec_file),  # whose pool: see proxy.config.Deployment
             certificates=self.certificates,
         )
-        with engine_epoch.write_lock:  # a freeze (the engine went away) is never overwritten
-            if self.epoch is not None and engine_epoch.current(folder) != self.epoch:
-                config = engine_epoch.freeze(config, engine_epoch.frozen_reason(folder))
-            if atomic_write(self.workspace.pool_file, config.to_json()):
-                self.written.append(str(self.workspace.pool_file))
+        # Frozen if the engine went away since this pass observed it (its ports are stale).
+        config, path = self.workspace.write_pool(config, epoch=self.epoch)
+        self.wrote(path)
         self.generation = config.generation
         return config.generation
 

@@ -208,7 +208,7 @@ def test_an_interrupted_canary_is_rolled_back_and_started_again(folder: Path) ->
 
 
 def _running_canary(folder: Path) -> None:
-    from lbrec.reconciler.engine.rollout_control import write_state
+    from lbrec.reconciler.adapters.rollout_control import write_state
 
     write_state(folder, "web", {"state": "judging", "percent": 5, "steps": [5, 100]})
 
@@ -217,7 +217,7 @@ def _asking(
     hooks: Hooks, folder: Path, what: Literal["promote", "promote-full", "abort"], after: int = 5
 ) -> Hooks:
     """The operator sends a request while the first step is being judged."""
-    from lbrec.reconciler.engine.rollout_control import request
+    from lbrec.reconciler.adapters.rollout_control import request
 
     tick = hooks.sleep
     naps = {"n": 0}
@@ -233,12 +233,12 @@ def _asking(
 
 
 def test_abort_rolls_back_at_once_with_no_judgement(folder: Path) -> None:
-    from lbrec.reconciler.engine.rollout_control import take_request
+    from lbrec.reconciler.adapters.rollout_control import take_request
 
     workspace, docker = _deployed(folder)
     old = {c.id for c in docker.of("web")}
     _running_canary(folder)
-    from lbrec.reconciler.engine.rollout_control import request
+    from lbrec.reconciler.adapters.rollout_control import request
 
     request(folder, "web", "abort")  # left over from an earlier canary: not this one's
     hooks = _asking(docker.hooks(), folder, "abort")
@@ -251,7 +251,7 @@ def test_abort_rolls_back_at_once_with_no_judgement(folder: Path) -> None:
 
 
 def test_promote_full_skips_the_remaining_steps(folder: Path) -> None:
-    from lbrec.reconciler.engine.rollout_control import read_state
+    from lbrec.reconciler.adapters.rollout_control import read_state
 
     workspace, docker = _deployed(folder)
     seen: list[int] = []
@@ -272,7 +272,7 @@ def test_promote_full_skips_the_remaining_steps(folder: Path) -> None:
 
 
 def test_a_pause_step_waits_for_promote(folder: Path) -> None:
-    from lbrec.reconciler.engine.rollout_control import request
+    from lbrec.reconciler.adapters.rollout_control import request
 
     text = CANARY.replace("steps: [5, 25, 100]", "steps: [5, pause, 100]")
     (folder / "desired-state.yaml").write_text(text + WEB)
@@ -301,8 +301,8 @@ def test_a_pause_step_waits_for_promote(folder: Path) -> None:
 
 
 def test_promote_without_a_canary_is_a_clear_error(folder: Path) -> None:
+    from lbrec.reconciler.adapters.rollout_control import request
     from lbrec.reconciler.core.errors import UsageError
-    from lbrec.reconciler.engine.rollout_control import request
 
     with pytest.raises(UsageError, match="no canary in progress"):
         request(folder, "web", "promote")

@@ -540,6 +540,6 @@ def test_a_loop_holds_a_version_that_was_rolled_back_until_it_changes(folder: Pa
     docker.desired = workspace.load()
     fixed = converge(workspace, docker, check=False, hooks=docker.hooks(), hold_rolled_back=True)
     assert not fixed.failed and not fixed.deferred
-    from lbrec.reconciler.engine.rollout_control import rolled_back
+    from lbrec.reconciler.adapters.rollout_control import rolled_back
 
     assert rolled_back(folder) == {}  # converged: forgotten
