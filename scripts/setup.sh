@@ -27,6 +27,8 @@ missing=()
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v zsh >/dev/null 2>&1 || missing+=(zsh)
 command -v fish >/dev/null 2>&1 || missing+=(fish)
+# Debian's pebble: a real ACME server and its DNS, offline (tests/support/pebble.py, issue 22)
+[ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
 # Debian's htpasswd (apache2-utils): the basic-auth tests check real htpasswd files with it.
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 if [ "$tests" = 1 ] && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
