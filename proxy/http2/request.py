@@ -52,9 +52,9 @@ _PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":
 _CONNECTION_SPECIFIC: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
 )
-_NAME: Final = re.compile(rb"[!#$%&'*+.^`|~0-9a-z-]+")  # a token, lower case (RFC 9113 8.2.1)
+_NAME: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9a-z-]+")  # a token, lower case (RFC 9113 8.2.1)
 _BAD_VALUE: Final = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
-_METHOD: Final = re.compile(rb"[!#$%&'*+.^`|~0-9A-Za-z-]+")
+_METHOD: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PATH: Final = re.compile(rb"/[!-~]*")  # origin form, visible ASCII only: no SP, no CTL
 _AUTHORITY: Final = re.compile(HOST_PATTERN)
 

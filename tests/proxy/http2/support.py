@@ -277,9 +277,7 @@ class H2Client:
         return await self.response(sid)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
+        self.writer.transport.abort()  # no TLS shutdown to wait for
 
 
 def free_port() -> int:
@@ -289,3 +287,145 @@ def free_port() -> int:
 
 
 _ = Path
+
+
+@dataclass
+class Outcome:
+    """What the server did with one raw stream: its answer, a reset, or a GOAWAY."""
+
+    status: int | None = None  # an answer's :status
+    reset: int | None = None  # RST_STREAM's error code
+    goaway: int | None = None  # GOAWAY's error code (the connection ends)
+    closed: bool = False  # the connection closed
+
+    def __str__(self) -> str:
+        if self.status is not None:
+            return f"{self.status}"
+        if self.reset is not None:
+            return f"RST_STREAM({_CODES.get(self.reset, self.reset)})"
+        if self.goaway is not None:
+            return f"GOAWAY({_CODES.get(self.goaway, self.goaway)})"
+        return "closed" if self.closed else "nothing"
+
+
+_CODES = {
+    0: "NO_ERROR",
+    1: "PROTOCOL_ERROR",
+    6: "FRAME_SIZE_ERROR",
+    9: "COMPRESSION_ERROR",
+    11: "ENHANCE_YOUR_CALM",
+    7: "REFUSED_STREAM",
+    8: "CANCEL",
+    2: "INTERNAL_ERROR",
+}
+
+
+class RawClient:
+    """HTTP/2 written frame by frame (hyperframe, hpack), read frame by frame: no client-side
+    validation, so anything a hostile client can send, this sends."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        import hpack
+
+        self.reader = reader
+        self.writer = writer
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self._buffer = b""
+        self.closed = False
+        self.bytes_in = 0
+        self.received: list[tuple[int, int, int, bytes]] = []  # type, flags, stream, payload
+
+    @classmethod
+    async def connect(cls, ca: CertAuthority, port: int, *, name: str = NAME) -> RawClient:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context(ca), server_hostname=name
+            ),
+            5,
+        )
+        client = cls(reader, writer)
+        await client.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b""))
+        return client
+
+    async def write(self, data: bytes) -> bool:
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (ConnectionError, ssl.SSLError, RuntimeError):
+            self.closed = True
+            return False
+        return True
+
+    def block(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        return bytes(self.encoder.encode(headers, huffman=False))
+
+    async def headers(
+        self, sid: int, headers: list[tuple[bytes, bytes]], *, end_stream: bool = True
+    ) -> None:
+        await self.write(frame(1, 0x4 | (0x1 if end_stream else 0), sid, self.block(headers)))
+
+    async def read_frames(self, timeout: float = 3.0) -> bool:  # noqa: ASYNC109
+        """Read once; False when the connection closed."""
+        try:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        except TimeoutError:
+            return True
+        except (ConnectionError, ssl.SSLError):
+            data = b""
+        if not data:
+            self.closed = True
+            return False
+        self.bytes_in += len(data)
+        buffer = self._buffer + data
+        at = 0
+        while len(buffer) - at >= 9:
+            length = int.from_bytes(buffer[at : at + 3], "big")
+            if len(buffer) - at < 9 + length:
+                break
+            kind, flags = buffer[at + 3], buffer[at + 4]
+            sid = int.from_bytes(buffer[at + 5 : at + 9], "big") & 0x7FFFFFFF
+            self.received.append((kind, flags, sid, buffer[at + 9 : at + 9 + length]))
+            if kind == 4 and not flags & 1:  # the server's SETTINGS: acknowledge
+                self.writer.write(frame(4, 1, 0, b""))
+            at += 9 + length
+        self._buffer = buffer[at:]
+        return True
+
+    def outcome(self, sid: int) -> Outcome | None:
+        for kind, _flags, stream, payload in self.received:
+            if kind == 1 and stream == sid:
+                fields = dict(self.decoder.decode(payload, raw=True))
+                return Outcome(status=int(fields[b":status"]))
+            if kind == 3 and stream == sid:
+                return Outcome(reset=int.from_bytes(payload[:4], "big"))
+            if kind == 7:
+                return Outcome(goaway=int.from_bytes(payload[4:8], "big"))
+        return Outcome(closed=True) if self.closed else None
+
+    def goaway(self) -> int | None:
+        for kind, _flags, _stream, payload in self.received:
+            if kind == 7:
+                return int.from_bytes(payload[4:8], "big")
+        return None
+
+    async def wait_outcome(self, sid: int, timeout: float = 5.0) -> Outcome:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.outcome(sid)
+            if found is not None or time.monotonic() > deadline:
+                return found or Outcome()
+            await self.read_frames(max(0.01, deadline - time.monotonic()))
+
+    async def drain_until_closed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while not self.closed and time.monotonic() < deadline:
+            await self.read_frames(max(0.01, deadline - time.monotonic()))
+
+    async def close(self) -> None:
+        self.writer.transport.abort()  # no TLS shutdown to wait for
+
+
+def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+    """One HTTP/2 frame, as bytes (RFC 9113 4.1)."""
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
