@@ -184,6 +184,7 @@ def _record_from(doc: dict[str, Any]) -> NameRecord:
         ari_start=_when(doc.get("ari_start")),
         ari_end=_when(doc.get("ari_end")),
         ari_next=_when(doc.get("ari_next")),
+        issued_by=doc.get("issued_by") if isinstance(doc.get("issued_by"), str) else None,
     )
 
 

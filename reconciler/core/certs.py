@@ -102,6 +102,7 @@ class NameRecord:
     ari_start: dt.datetime | None = None
     ari_end: dt.datetime | None = None
     ari_next: dt.datetime | None = None  # when to ask the CA again
+    issued_by: str | None = None  # the ACME directory of the current certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,10 +248,11 @@ def after_failure(
     )
 
 
-def after_success(record: NameRecord, now: dt.datetime) -> NameRecord:
-    """A new certificate: the failures are forgotten, and so is the old one's ARI window."""
+def after_success(record: NameRecord, now: dt.datetime, directory: str | None = None) -> NameRecord:
+    """A new certificate (from the CA at ``directory``): the failures are forgotten, and so
+    is the old one's ARI window."""
     del record
-    return NameRecord(last_attempt=now)
+    return NameRecord(last_attempt=now, issued_by=directory)
 
 
 def with_ari(
@@ -286,10 +288,13 @@ def plan_certificates(
     held: Mapping[str, HeldCertificate],
     records: Mapping[str, NameRecord],
     policy: RenewalPolicy | None = None,
+    *,
+    directory: str | None = None,
 ) -> CertPlan:
     """Which names are due now (``issue``: none held; ``renew``: the renewal time has come,
-    it expired, or it no longer covers its name), and when the next one is. A name in back-off
-    is never due before its ``retry_at``."""
+    it expired, it no longer covers its name, or another ACME ``directory`` issued it: from
+    Let's Encrypt's staging to production at once), and when the next one is. A name in
+    back-off is never due before its ``retry_at``."""
     policy = policy or RenewalPolicy()
     due: list[Due] = []
     upcoming: list[dt.datetime] = []
@@ -299,6 +304,8 @@ def plan_certificates(
         if cert is None or not cert.covers(name):
             kind: Literal["issue", "renew"] = "issue" if cert is None else "renew"
             at, why = now, "no certificate yet" if cert is None else "it does not cover the name"
+        elif directory and record.issued_by and record.issued_by != directory:
+            kind, at, why = "renew", now, "another ACME directory issued it"
         else:
             kind = "renew"
             at = renewal_time(cert, record, policy)

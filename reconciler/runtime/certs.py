@@ -177,7 +177,7 @@ def obtain_now(
                 record=record,
             )
             new = store_certificate(folder, name, obtained.chain_pem, obtained.key_pem)
-            record = after_success(record, now)
+            record = after_success(record, now, desired.tls.acme.directory)
             write_record(folder, name, record)
     except (AcmeFailure, OSError, ValueError) as err:
         message = err.message if isinstance(err, AcmeFailure) else f"{type(err).__name__}: {err}"
@@ -342,7 +342,8 @@ class CertManager:
             cert = held.get(name)
             if cert is not None and ari_due(cert, records.get(name), now):
                 records[name] = self._ask_ari(client, cert, records.get(name), now)
-        plan = plan_certificates(now, wanted.names, held, records, self.policy)
+        directory = desired.tls.acme.directory
+        plan = plan_certificates(now, wanted.names, held, records, self.policy, directory=directory)
         if plan.due and not self._pool_ready():
             self.waiting_for_pool = True
             self.metrics.show(wanted.names, held, records, self.policy)
@@ -371,7 +372,9 @@ class CertManager:
         if issued:
             self._serving = {name: cert.serial for name, cert in held.items()}
             self._notify(f"certificate {', '.join(issued)} obtained")
-        after = plan_certificates(self._clock(), wanted.names, held, records, self.policy)
+        after = plan_certificates(
+            self._clock(), wanted.names, held, records, self.policy, directory=directory
+        )
         if after.next_at is None:
             return self.poll
         return max(0.0, (after.next_at - self._clock()).total_seconds())

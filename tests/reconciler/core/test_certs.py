@@ -196,6 +196,17 @@ def test_a_certificate_that_does_not_cover_its_name_is_replaced() -> None:
     assert [(d.kind, d.why) for d in result.due] == [("renew", "it does not cover the name")]
 
 
+def test_a_certificate_of_another_acme_directory_is_replaced_at_once() -> None:
+    staging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+    production = "https://acme-v02.api.letsencrypt.org/directory"
+    record = after_success(NameRecord(), T0, staging)
+    cert = held("a.example.com")
+    args = (T0 + DAY, ["a.example.com"], {cert.name: cert}, {cert.name: record})
+    assert plan_certificates(*args, directory=staging).due == ()
+    due = plan_certificates(*args, directory=production).due
+    assert [(d.kind, d.why) for d in due] == [("renew", "another ACME directory issued it")]
+
+
 def test_a_failed_name_waits_its_backoff() -> None:
     record = after_failure(NameRecord(), T0, "urn:ietf:params:acme:error:connection :: refused")
     assert record.failures == 1 and record.retry_at == T0 + dt.timedelta(seconds=300)
