@@ -211,6 +211,12 @@ class BasicVerifier:
         self.checks = 0  # slow hashes run (a metric)
 
     @classmethod
+    def nobody(cls) -> BasicVerifier:
+        """A verifier that lets nobody in (its file could not be read at a reload: the route
+        fails closed rather than open)."""
+        return cls(Htpasswd("(none)", {}))
+
+    @classmethod
     def shared_pool(cls, workers: int = 2) -> ThreadPoolExecutor:
         """One small pool per process: hashing is CPU work, more threads than cores only
         queue (and bcrypt/argon2 release the GIL while they hash)."""
@@ -241,7 +247,7 @@ class BasicVerifier:
     def _decoy_hash(self) -> str:
         """A bcrypt hash of nothing, for unknown users (same cost as a real check)."""
         if self._decoy is None:
-            stored = next(iter(self.users.values()))
+            stored = next(iter(self.users.values()), "")
             if stored.startswith(_BCRYPT):
                 import bcrypt
 
