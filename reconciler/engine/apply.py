@@ -58,8 +58,17 @@ def apply(
     Longer than most on purpose: the numbered phases below are the safe order of a pass, and
     reading them in one place is the point; each phase is a call or a few lines."""
     say = progress or (lambda _msg: None)
-    run = Run(desired, workspace, docker, hooks, say, revision, build=build, epoch=epoch)
-    run.certificates = observed.certificates  # obtained over ACME: the pool's tls.certificates
+    run = Run(
+        desired,
+        workspace,
+        docker,
+        hooks,
+        say=say,
+        revision=revision,
+        build=build,
+        epoch=epoch,
+        certificates=observed.certificates,  # obtained over ACME: the pool's tls.certificates
+    )
     backends = [a for a in the_plan.actions if a.role == "backend"]
     outcomes: dict[str, Outcome] = _deferred(backends, held, only)
     # What only brings back the version that already converged is a repair, not a deploy;
@@ -123,7 +132,7 @@ def apply(
         check=False,
         outcomes=ordered,
         files_written=tuple(run.written),
-        routed=tuple(sorted(name for name, by_id in run.routed.items() if by_id)),
+        routed=run.routed_backends(),
         generation=generation,
         retry_in=None if restarts is None else restarts.retry_in,
     )
@@ -167,13 +176,15 @@ def _route_what_serves(run: Run, desired: DesiredState, observed: Observed) -> N
             pool_urls.setdefault(entry.name, set()).add(entry.url)
     for spec in desired.backends:
         by_id, by_url = pool_ids.get(spec.name, set()), pool_urls.get(spec.name, set())
-        run.routed[spec.name] = {
-            c.id: (c.url, c.name or None)
-            for c in observed.for_backend(spec.name)
-            if c.running and c.url is not None and (c.id in by_id or c.url in by_url)
-        }
-    for c in observed.containers:
-        run.known[c.id] = c
+        run.adopt(
+            spec.name,
+            (
+                c
+                for c in observed.for_backend(spec.name)
+                if c.running and c.url is not None and (c.id in by_id or c.url in by_url)
+            ),
+        )
+    run.know(observed.containers)
     canary: dict[str, tuple[set[str], int]] = {}
     for entry in observed.pool.backends if observed.pool is not None else ():
         if entry.version == "canary" and entry.percent is not None:
@@ -181,11 +192,9 @@ def _route_what_serves(run: Run, desired: DesiredState, observed: Observed) -> N
                 entry.container or entry.url
             )
     for name, (urls, percent) in canary.items():
-        ids = frozenset(
-            i for i, (url, _) in run.routed.get(name, {}).items() if url in urls or i in urls
-        )
+        ids = [i for i, url in run.routed(name).items() if url in urls or i in urls]
         if ids:
-            run.split[name] = (ids, percent)
+            run.split(name, ids, percent, publish=False)
     run.publish()
 
 
@@ -198,7 +207,7 @@ def _route_held(
     they answer healthy."""
     for action in actions:
         spec = desired.backend(action.backend)
-        if spec is None or not action.new_version or run.routed.get(action.backend):
+        if spec is None or not action.new_version or run.routed(action.backend):
             continue
         current = set(action.replaced)  # what the rollout would retire: the old version
         ids = [

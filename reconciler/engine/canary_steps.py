@@ -21,7 +21,7 @@ def judge_step(run: Run, spec: BackendSpec, ids: Sequence[str], percent: int) ->
     rollout = spec.rollout_of(run.desired)
     analysis = rollout.analysis
     hooks = run.hooks
-    urls = [u for i in ids if (u := run.known[i].url) is not None]
+    urls = [u for i in ids if (u := run.container(i).url) is not None]
     unjudged = f"no proxy answers on {run.desired.admin}: the canary cannot be judged"
     if hooks.counters is None or (before := hooks.counters(urls)) is None:
         return unjudged
@@ -36,7 +36,7 @@ def judge_step(run: Run, spec: BackendSpec, ids: Sequence[str], percent: int) ->
                 return f"step {percent}%: aborted by `lbrec rollout abort`"
             if asked is not None:
                 if asked == "promote-full":
-                    run.promoted.add(spec.name)
+                    run.promote_full(spec.name)
                 run.say(f"{spec.name}: step {percent}% promoted by `lbrec rollout {asked}`")
                 return None
             hooks.sleep(max(min(0.2, end - hooks.clock()), 0.01))
@@ -68,7 +68,7 @@ def pause_step(run: Run, name: str) -> str | None:
             return "a pause: aborted by `lbrec rollout abort`"
         if asked is not None:
             if asked == "promote-full":
-                run.promoted.add(name)
+                run.promote_full(name)
             return None
         run.hooks.sleep(0.2)
 
@@ -95,8 +95,7 @@ def roll_back_canary(run: Run, action: Action, ids: Sequence[str], problem: str)
     name = action.backend
     spec = run.desired.backend(name)
     rollout = spec.rollout_of(run.desired) if spec is not None else run.desired.rollout
-    with run.lock:
-        run.split.pop(name, None)
+    run.end_split(name)
     run.workspace.rollouts.write_state(name, None)
     try:
         run.retire(name, ids, rollout.drain_timeout)
@@ -124,7 +123,7 @@ def roll_back(
             run.docker.discard(ids)
         except ApplyError as err:
             problem += f" (removing the new instance failed too: {err.message})"
-    old = len(run.routed.get(action.backend, {}))
+    old = len(run.routed(action.backend))
     if not action.new_version:
         run.say(f"{action.backend}: not healthy; {old} instance(s) keep serving")
         return Outcome(action, ok=False, error=f"{action.backend}: {problem}")

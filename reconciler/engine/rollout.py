@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import assert_never
 
 from ..core.errors import ApplyError, LbrecError
 from ..core.labels import config_hash
 from ..core.plan import Action, Step, StepKind
 from ..core.report import Outcome
 from ..core.spec import BackendSpec
-from ..core.state import ObservedContainer
 from .canary_steps import canary_state, judge_step, pause_step, roll_back, roll_back_canary
 from .hooks import Preempted
 from .run import Run
+
+_CANARY = (StepKind.SPLIT, StepKind.JUDGE, StepKind.PAUSE)
 
 
 def roll_all(run: Run, actions: Sequence[Action], *, parallel: bool) -> dict[str, Outcome]:
@@ -63,7 +65,7 @@ def roll_all(run: Run, actions: Sequence[Action], *, parallel: bool) -> dict[str
             )
             continue
         out[action.backend] = one(action)
-        if "preempted (" in (out[action.backend].error or ""):
+        if out[action.backend].preempted:
             stopped = "preempted: a newer change waits"
     return out
 
@@ -113,32 +115,42 @@ class _Rollout:
         return self.batches.get(step.batch, step.container_ids)
 
     def carry_out(self) -> Outcome:
-        handlers: dict[StepKind, Callable[[Step], Outcome | None]] = {
-            StepKind.RETIRE: self.retire,
-            StepKind.CREATE: self.create,
-            StepKind.START: self.start,
-            StepKind.WAIT: self.wait,
-            StepKind.ROUTE: self.route,
-            StepKind.SPLIT: self.split,
-            StepKind.JUDGE: self.judge,
-            StepKind.PAUSE: self.pause,
-        }
-        canary_steps = (StepKind.SPLIT, StepKind.JUDGE, StepKind.PAUSE)
         for step in self.action.steps:
-            if step.kind in canary_steps and self.name in self.run.promoted and step.percent < 100:
+            if step.kind in _CANARY and self.run.promoted(self.name) and step.percent < 100:
                 continue  # promoted in full: straight to 100 %
-            outcome = handlers[step.kind](step)
+            outcome = self.do(step)
             if outcome is not None:
                 return outcome
         return Outcome(self.action, ok=True)
 
+    def do(self, step: Step) -> Outcome | None:
+        """One step, by its kind: a new kind that is not handled here fails in mypy."""
+        match step.kind:
+            case StepKind.RETIRE:
+                self.retire(step)
+            case StepKind.CREATE:
+                self.create(step)
+            case StepKind.START:
+                self.start(step)
+            case StepKind.WAIT:
+                return self.wait(step)
+            case StepKind.ROUTE:
+                self.route(step)
+            case StepKind.SPLIT:
+                self.split(step)
+            case StepKind.JUDGE:
+                return self.judge(step)
+            case StepKind.PAUSE:
+                return self.pause(step)
+            case _:
+                assert_never(step.kind)
+        return None
+
     def retire(self, step: Step) -> None:
         run, name = self.run, self.name
         run.retire(name, step.container_ids, self.rollout.drain_timeout)
-        with run.lock:
-            if name in run.split and set(run.routed.get(name, {})) <= run.split[name][0]:
-                del run.split[name]  # promoted: one version left
-                run.workspace.rollouts.write_state(name, None)
+        if run.end_split(name, promoted=True):  # one version left
+            run.workspace.rollouts.write_state(name, None)
         run.say(f"{name}: removed {', '.join(i[:12] for i in step.container_ids)}")
 
     def create(self, step: Step) -> None:
@@ -174,15 +186,13 @@ class _Rollout:
     def route(self, step: Step) -> None:
         ids = self.ids(step)
         self.run.route(self.name, ids)
-        where = ", ".join(self.run.known[i].endpoint or i for i in ids)
+        where = ", ".join(self.run.container(i).endpoint or i for i in ids)
         self.run.say(f"{self.name}: routed to {where}")
 
     def split(self, step: Step) -> None:
         run, name = self.run, self.name
         ids = self.ids(step)
-        with run.lock:
-            run.split[name] = (frozenset(ids), step.percent)
-            run.route(name, ids)
+        run.split(name, ids, step.percent)
         run.say(f"{name}: {step.percent}% of the traffic on the new version")
         if step.percent < 100:
             canary_state(run, self.action, step, "judging")
@@ -202,42 +212,9 @@ class _Rollout:
         return None if problem is None else roll_back_canary(self.run, self.action, ids, problem)
 
 
-def _scale_up(run: Run, counts: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
-    """Add ``counts[name]`` instances to each service beside what exists (one Compose call);
-    the new containers' ids per service."""
-
-    def mine(c: ObservedContainer) -> bool:
-        return c.backend in counts and c.role == "backend"
-
-    with run.compose_lock:  # one Compose call on the project at a time
-        before = [c for c in run.docker.observe() if mine(c)]
-        known = {c.id for c in before}
-        totals = {
-            name: sum(1 for c in before if c.backend == name) + n for name, n in counts.items()
-        }
-        told = run.docker.scale(totals)
-        after = (
-            run.docker.observe()
-            if told is None
-            else run.docker.inspect([i for ids in told.values() for i in ids])
-        )
-    fresh: dict[str, list[str]] = {name: [] for name in counts}
-    for c in after:
-        if mine(c) and c.id not in known:
-            run.known[c.id] = c
-            fresh[c.backend].append(c.id)
-    for name, n in counts.items():
-        if len(fresh[name]) < n:
-            raise ApplyError(
-                f"{name}: asked Compose for {n} new instance(s), got {len(fresh[name])}",
-                backend=name,
-            )
-    return {name: tuple(ids) for name, ids in fresh.items()}
-
-
 def _create(run: Run, name: str, step: Step) -> tuple[str, ...]:
     """Scale the service up by ``step.count`` beside what exists; the new containers' ids."""
-    return _scale_up(run, {name: step.count})[name]
+    return run.scale_up({name: step.count})[name]
 
 
 def create_together(run: Run, actions: Sequence[Action]) -> dict[str, Outcome]:
@@ -246,7 +223,7 @@ def create_together(run: Run, actions: Sequence[Action]) -> dict[str, Outcome]:
     counts = {a.backend: a.steps[0].count for a in actions}
     by_name = {a.backend: a for a in actions}
     try:
-        created = _scale_up(run, counts)
+        created = run.scale_up(counts)
     except ApplyError as err:
         return {
             a.backend: Outcome(a, ok=False, error=err.message, detail=err.detail) for a in actions
@@ -266,11 +243,7 @@ def create_together(run: Run, actions: Sequence[Action]) -> dict[str, Outcome]:
     out: dict[str, Outcome] = {}
     for name, problem in problems.items():
         if problem is None:
-            with run.lock:
-                for cid in created[name]:
-                    c = run.known[cid]
-                    assert c.url is not None
-                    run.routed.setdefault(name, {})[cid] = (c.url, c.name or None)
+            run.route(name, created[name], publish=False)  # one pool change for all
             out[name] = Outcome(by_name[name], ok=True)
         else:
             run.docker.discard(created[name])

@@ -1,15 +1,15 @@
-"""One pass's mutable state and its primitive moves: route, retire, wait until ready."""
+"""One pass's state and its verbs: route, retire, split, end a split, scale up, wait until ready."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from dataclasses import dataclass, field
 
 from ...proxy.config import Revision
 from ..core.certs import HeldCertificate
+from ..core.errors import ApplyError
 from ..core.labels import BuildInfo
 from ..core.ports import DockerPort, Progress, WorkspacePort
 from ..core.render import Instance, render_pool
@@ -21,65 +21,177 @@ from .hooks import Hooks, Preempted
 PREEMPT_POLL = 0.05
 
 
-@dataclass
 class Run:
-    """The mutable state of one apply: which instances the pool routes to, and the outcomes."""
+    """The mutable state of one apply: which instances the pool routes to, a canary's split,
+    what this pass knows of each container and the files it wrote.
 
-    desired: DesiredState
-    workspace: WorkspacePort
-    docker: DockerPort
-    hooks: Hooks
-    say: Progress
-    revision: Revision | None
-    build: BuildInfo | None = None
-    routed: dict[str, dict[str, tuple[str, str | None]]] = field(default_factory=dict)
-    known: dict[str, ObservedContainer] = field(default_factory=dict)
-    written: list[str] = field(default_factory=list)
-    generation: str = ""
-    # Backends roll out side by side (one thread each): the pool and Compose are shared.
-    lock: threading.RLock = field(default_factory=threading.RLock)
-    compose_lock: threading.Lock = field(default_factory=threading.Lock)
-    # backend -> (ids of the canary's instances, their percent) while a canary runs
-    split: dict[str, tuple[frozenset[str], int]] = field(default_factory=dict)
-    promoted: set[str] = field(default_factory=set)  # `lbrec rollout promote --full`
-    # The engine's epoch when this pass observed it (adapters/engine_epoch.py): once the
-    # engine has gone away since, every pool this pass writes is frozen (its ports are stale).
-    epoch: int | None = None
-    # The certificates obtained over ACME (Observed.certificates): the pool lists them.
-    certificates: tuple[HeldCertificate, ...] = ()
+    The state is private: the steps change it through the verbs (:meth:`adopt`,
+    :meth:`route`, :meth:`retire`, :meth:`split`, :meth:`end_split`, :meth:`scale_up`), each
+    under the pass's lock, since backends roll out side by side (one thread each) over one
+    pool and one engine project."""
+
+    def __init__(
+        self,
+        desired: DesiredState,
+        workspace: WorkspacePort,
+        docker: DockerPort,
+        hooks: Hooks,
+        *,
+        say: Progress,
+        revision: Revision | None = None,
+        build: BuildInfo | None = None,
+        epoch: int | None = None,
+        certificates: tuple[HeldCertificate, ...] = (),
+    ) -> None:
+        self.desired = desired
+        self.workspace = workspace
+        self.docker = docker
+        self.hooks = hooks
+        self.say = say
+        self.revision = revision
+        self.build = build
+        # The engine's epoch when this pass observed it (adapters/engine_epoch.py): once the
+        # engine has gone away since, every pool this pass writes is frozen (stale ports).
+        self.epoch = epoch
+        # The certificates obtained over ACME (Observed.certificates): the pool lists them.
+        self.certificates = certificates
+        self.generation = ""  # of the last pool written
+        self._routed: dict[str, dict[str, tuple[str, str | None]]] = {}
+        self._known: dict[str, ObservedContainer] = {}
+        self._written: list[str] = []
+        # backend -> (ids of the canary's instances, their percent) while a canary runs
+        self._split: dict[str, tuple[frozenset[str], int]] = {}
+        self._promoted: set[str] = set()  # `lbrec rollout promote --full`
+        self._lock = threading.RLock()  # the pool
+        self._scale_lock = threading.Lock()  # one scale call on the project at a time
+
+    # -- what the pass knows -------------------------------------------------------------
+    def know(self, containers: Iterable[ObservedContainer]) -> None:
+        with self._lock:
+            for c in containers:
+                self._known[c.id] = c
+
+    def container(self, cid: str) -> ObservedContainer:
+        """A container this pass has seen (observed, created or inspected)."""
+        return self._known[cid]
+
+    def seen(self, cid: str) -> ObservedContainer | None:
+        return self._known.get(cid)
+
+    def routed(self, backend: str) -> dict[str, str]:
+        """The instances of ``backend`` the pool routes now: container id -> URL."""
+        with self._lock:
+            return {cid: url for cid, (url, _) in self._routed.get(backend, {}).items()}
+
+    def routed_backends(self) -> tuple[str, ...]:
+        with self._lock:
+            return tuple(sorted(name for name, by_id in self._routed.items() if by_id))
+
+    @property
+    def written(self) -> tuple[str, ...]:
+        return tuple(self._written)
 
     def wrote(self, path: str | None) -> None:
         """A file this pass changed (None: it was unchanged), for the report."""
         if path is not None:
-            self.written.append(path)
+            self._written.append(path)
 
-    def route(self, backend: str, ids: Sequence[str]) -> None:
-        """Add instances to the pool and publish it (the proxy confirms)."""
-        with self.lock:
+    def promote_full(self, backend: str) -> None:
+        """`lbrec rollout promote --full`: the canary's remaining steps are skipped."""
+        self._promoted.add(backend)
+
+    def promoted(self, backend: str) -> bool:
+        return backend in self._promoted
+
+    # -- the verbs -------------------------------------------------------------------------
+    def adopt(self, backend: str, containers: Iterable[ObservedContainer]) -> None:
+        """What the pool routes of ``backend`` as this pass begins (nothing is published)."""
+        with self._lock:
+            self._routed[backend] = {
+                c.id: (c.url, c.name or None) for c in containers if c.url is not None
+            }
+
+    def route(self, backend: str, ids: Sequence[str], *, publish: bool = True) -> None:
+        """Add instances to the pool and (unless ``publish`` is False: the caller publishes
+        several at once) publish it; the proxy confirms."""
+        with self._lock:
             for cid in ids:
-                c = self.known[cid]
+                c = self._known[cid]
                 assert c.url is not None
-                self.forget_url(c.url, keep=cid)
-                self.routed.setdefault(backend, {})[cid] = (c.url, c.name or None)
-            self.publish()
+                self._forget_url(c.url, keep=cid)
+                self._routed.setdefault(backend, {})[cid] = (c.url, c.name or None)
+            if publish:
+                self.publish()
 
-    def forget_url(self, url: str, *, keep: str) -> None:
+    def split(
+        self, backend: str, ids: Sequence[str], percent: int, *, publish: bool = True
+    ) -> None:
+        """A canary's step: ``ids`` (routed with it) take ``percent`` of the backend's share."""
+        with self._lock:
+            self._split[backend] = (frozenset(ids), percent)
+            self.route(backend, ids, publish=publish)
+
+    def end_split(self, backend: str, *, promoted: bool = False) -> bool:
+        """The canary's split ends: at a rollback always; once ``promoted``, only when every
+        routed instance is the canary's (one version left). True when it ended."""
+        with self._lock:
+            if backend not in self._split:
+                return False
+            if promoted and not set(self._routed.get(backend, {})) <= self._split[backend][0]:
+                return False
+            del self._split[backend]
+            return True
+
+    def _forget_url(self, url: str, *, keep: str) -> None:
         """One URL is one container: an entry of another container at ``url`` (its port read
         before an engine restart handed it to ``keep``) leaves the pool."""
-        for by_id in self.routed.values():
+        for by_id in self._routed.values():
             for cid in [i for i, (u, _name) in by_id.items() if u == url and i != keep]:
                 del by_id[cid]
 
+    def scale_up(self, counts: Mapping[str, int]) -> dict[str, tuple[str, ...]]:
+        """Add ``counts[name]`` instances to each backend beside what exists (one call on the
+        engine); the new containers' ids per backend, known to this pass from then on."""
+
+        def mine(c: ObservedContainer) -> bool:
+            return c.backend in counts and c.role == "backend"
+
+        with self._scale_lock:  # one scale call on the project at a time
+            before = [c for c in self.docker.observe() if mine(c)]
+            known = {c.id for c in before}
+            totals = {
+                name: sum(1 for c in before if c.backend == name) + n for name, n in counts.items()
+            }
+            told = self.docker.scale(totals)
+            after = (
+                self.docker.observe()
+                if told is None
+                else self.docker.inspect([i for ids in told.values() for i in ids])
+            )
+        fresh: dict[str, list[str]] = {name: [] for name in counts}
+        for c in after:
+            if mine(c) and c.id not in known:
+                fresh[c.backend].append(c.id)
+        self.know(c for c in after if mine(c) and c.id not in known)
+        for name, n in counts.items():
+            if len(fresh[name]) < n:
+                raise ApplyError(
+                    f"{name}: asked the engine for {n} new instance(s), got {len(fresh[name])}",
+                    backend=name,
+                )
+        return {name: tuple(ids) for name, ids in fresh.items()}
+
+    # -- the pool ----------------------------------------------------------------------------
     def write_pool(self) -> str:
-        with self.lock:  # re-entrant: callers that already hold it may call this
+        with self._lock:  # re-entrant: callers that already hold it may call this
             return self._render_and_write()
 
     def _render_and_write(self) -> str:
         instances: dict[str, list[Instance]] = {}
-        for name, by_id in self.routed.items():
+        for name, by_id in self._routed.items():
             if not by_id:
                 continue
-            canary, percent = self.split.get(name, (frozenset(), 0))
+            canary, percent = self._split.get(name, (frozenset(), 0))
             entries: list[Instance] = []
             split = {cid in canary for cid in by_id} == {True, False}
             for cid, (url, inst) in by_id.items():
@@ -91,7 +203,7 @@ class Run:
                     entries.append((url, inst, "stable", 100 - percent, cid))
             instances[name] = entries
         # A canary's split: its sticky hash is keyed from the host's secret (docs/security.md)
-        secret = self.workspace.sticky_secret() if self.split else b""
+        secret = self.workspace.sticky_secret() if self._split else b""
         config = render_pool(
             self.desired,
             instances=instances,
@@ -109,7 +221,7 @@ class Run:
     def publish(self) -> bool:
         """Write the pool and wait until the proxy serves it; False if a proxy answers but
         does not confirm (it may have refused the file), True otherwise."""
-        with self.lock:
+        with self._lock:
             generation = self.write_pool()
             if self.hooks.confirm is not None and self.hooks.confirm(generation) is False:
                 self.say(
@@ -129,8 +241,8 @@ class Run:
         Preempted while draining, the instances stay out of the pool but running: the next
         pass finds them unrouted and retires them again, so nothing in flight is cut."""
         confirmed = True
-        with self.lock:
-            urls = [self.routed.get(backend, {}).pop(i, ("", None))[0] for i in ids]
+        with self._lock:
+            urls = [self._routed.get(backend, {}).pop(i, ("", None))[0] for i in ids]
             urls = [u for u in urls if u]
             if urls:
                 confirmed = self.publish()
@@ -207,8 +319,9 @@ class _HealthWait:
         now = run.hooks.clock()
         if now < self.next_inspect:
             return
-        for c in run.docker.inspect(pending):
-            run.known[c.id] = c
+        seen = run.docker.inspect(pending)
+        run.know(seen)
+        for c in seen:
             if (not c.running or c.state == "restarting") and c.id in self.owner:
                 # a new instance that restarts has exited at least once: crash loop
                 what = "exited and restarts" if c.running else c.state
@@ -226,7 +339,7 @@ class _HealthWait:
             name = self.owner[cid]
             if name in self.result:
                 continue
-            seen = run.known.get(cid)
+            seen = run.seen(cid)
             if seen is None or seen.url is None:
                 self.last[cid] = "no published port yet"
                 self.healthy_since[cid] = None
@@ -266,7 +379,7 @@ class _HealthWait:
             return t is None or now - t < min_healthy
 
         bad = next((cid for cid in ids if not_ready(cid)), ids[0])
-        gone = self.run.known.get(bad)
+        gone = self.run.seen(bad)
         what = gone.name if gone is not None and gone.name else bad[:12]
         answer = self.last.get(bad, "healthy, but not for min_healthy_time")
         return (

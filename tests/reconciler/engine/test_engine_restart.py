@@ -121,17 +121,11 @@ def test_a_pass_that_observed_before_the_engine_went_away_writes_only_frozen_poo
     docker = FakeDocker(workspace, desired)
     assert not converge(workspace, docker, check=False, hooks=docker.hooks()).failed
     stale = Run(
-        desired,
-        workspace,
-        docker,
-        Hooks(),
-        lambda _m: None,
-        None,
-        epoch=engine_epoch.current(folder),
+        desired, workspace, docker, Hooks(), say=lambda _m: None, epoch=engine_epoch.current(folder)
     )
-    for c in docker.containers.values():
-        stale.known[c.id] = c
-        stale.routed.setdefault(c.backend, {})[c.id] = (str(c.url), c.name)
+    stale.know(docker.containers.values())
+    for name in ("a", "b"):
+        stale.adopt(name, docker.of(name))
     engine_epoch.freeze_pool(folder, folder / POOL_FILE, "the engine went away")
     stale.write_pool()
     config = load_config(folder / POOL_FILE)
@@ -145,9 +139,9 @@ def test_one_url_is_one_container_in_a_pass_that_planned_with_old_ports(folder: 
     docker = FakeDocker(workspace, desired)
     assert not converge(workspace, docker, check=False, hooks=docker.hooks()).failed
     (old,) = docker.of("a")
-    run = Run(desired, workspace, docker, Hooks(), lambda _m: None, None)
-    run.routed["a"] = {old.id: (str(old.url), old.name)}
+    run = Run(desired, workspace, docker, Hooks(), say=lambda _m: None)
+    run.adopt("a", [old])
     new = dataclasses.replace(old, id="a-99", name="p-a-99")  # same URL, another container
-    run.known[new.id] = new
+    run.know([new])
     run.route("a", [new.id])
     assert [(e["container"], e["url"]) for e in _pool(folder)] == [("a-99", old.url)]
