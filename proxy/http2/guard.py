@@ -49,7 +49,7 @@ FRAME_SIZE_ERROR = 0x6
 ENHANCE_YOUR_CALM = 0xB
 
 WINDOW: Final = 10.0  # seconds: every budget below is per connection and per window
-MAX_CONTINUATIONS: Final = 64  # as h2's own backlog, but counted before h2 buffers them
+MAX_CONTINUATIONS: Final = 64  # HEADERS and its CONTINUATIONs: h2's own backlog, counted first
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +162,7 @@ class FrameGuard:
                 return None  # h2 refuses it (PROTOCOL_ERROR)
             self._block_frames += 1
             self._block_bytes += length
-            if self._block_frames > MAX_CONTINUATIONS:
+            if self._block_frames >= MAX_CONTINUATIONS:  # h2 keeps HEADERS + 63
                 return Verdict(ENHANCE_YOUR_CALM, "CONTINUATION flood", flood=True)
             if self._block_bytes > self.max_header_block:
                 return Verdict(ENHANCE_YOUR_CALM, "header block too large", flood=True)

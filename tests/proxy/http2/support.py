@@ -346,6 +346,7 @@ class RawClient:
         )
         client = cls(reader, writer)
         await client.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b""))
+        await client.read_frames(1)  # the server's SETTINGS, acknowledged: nothing more to send
         return client
 
     async def write(self, data: bytes) -> bool:
