@@ -170,7 +170,7 @@ async def test_too_many_concurrent_streams(
     proxy, backend = setup
     client = await RawClient.connect(ca, proxy.tls_port)
     await client.read_frames(1)
-    settings = [p for k, f, _s, p in client.received if k == 4 and not f & 1][0]
+    settings = next(p for k, f, _s, p in client.received if k == 4 and not f & 1)
     values = {
         int.from_bytes(settings[i : i + 2], "big"): int.from_bytes(settings[i + 2 : i + 6], "big")
         for i in range(0, len(settings), 6)
