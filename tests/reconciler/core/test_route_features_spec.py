@@ -115,9 +115,7 @@ def test_render_pool_writes_the_features_with_paths_from_the_pool_folder() -> No
 
 
 def test_absolute_paths_stay_and_the_key_is_only_there_with_sticky() -> None:
-    desired = parse_spec(
-        "error_pages: {504: /srv/504.html}\nbackends: [{name: web, port: 8000}]\n"
-    )
+    desired = parse_spec("error_pages: {504: /srv/504.html}\nbackends: [{name: web, port: 8000}]\n")
     config = render_pool(desired, sticky_secret=b"k" * 32)
     assert config.defaults is not None and config.defaults.error_pages == {504: "/srv/504.html"}
     assert config.affinity_key is None  # nothing sticky
