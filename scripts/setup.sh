@@ -31,6 +31,8 @@ command -v fish >/dev/null 2>&1 || missing+=(fish)
 [ -x /usr/bin/pebble ] && [ -x /usr/bin/pebble-challtestsrv ] || missing+=(pebble)
 # Debian's htpasswd (apache2-utils): the basic-auth tests check real htpasswd files with it.
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
+# nghttp2-client's h2load: the HTTP/2 load test and benchmark (curl --http2 is Debian's curl).
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 if [ "$tests" = 1 ] && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   log "installing ${missing[*]} (systemd-analyze checks the units; completion is tested in zsh and fish; htpasswd files for basic auth)"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
