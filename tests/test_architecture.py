@@ -7,13 +7,15 @@
 ``core`` is pure (no I/O library, nothing outside ``core``); the ``engine`` depends on the ports
 of ``core/ports.py``, never on an adapter (the composition root, ``runtime/passes.py``, plugs
 the real ones in); only ``commands`` prints or exits;
-only the Docker adapter imports python-on-whales; ``proxy/`` never imports ``reconciler/``.
+only the engine adapters (``adapters/engines/``) import python-on-whales, and no module outside
+the engine seam asks which engine it is; ``proxy/`` never imports ``reconciler/``.
 A new module is covered by the rules of the folder it lands in: there is no list to keep.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -161,21 +163,54 @@ def test_proxy_never_imports_the_reconciler() -> None:
         assert "reconciler" not in top, path
 
 
-def test_only_the_docker_adapters_import_python_on_whales() -> None:
+def test_only_the_engine_adapters_import_python_on_whales() -> None:
     users = [
         str(path.relative_to(ROOT))
         for path in _modules("reconciler")
         if any(n.startswith("python_on_whales") for n in _imports(path))
     ]
-    assert users == ["reconciler/adapters/docker.py", "reconciler/adapters/swarm.py"]
+    assert users and all(u.startswith("reconciler/adapters/engines/") for u in users), users
+
+
+# The engine seam: core/engines/<name>.py (its rules) and adapters/engines/<name>.py (its
+# adapter), each chosen by the auto.py beside it. Nothing else asks which engine it is.
+SEAM = ("reconciler/core/engines/", "reconciler/adapters/engines/")
+WHICH_ENGINE = re.compile(
+    r"""engine\s*(?:==|!=|\bin\b|\bnot in\b)\s*[\[(]?\s*["'](?:swarm|compose)"""
+)
+
+
+def test_no_engine_is_named_outside_the_seam() -> None:
+    bad = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _modules("reconciler")
+        if not str(path.relative_to(ROOT)).startswith(SEAM)
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if WHICH_ENGINE.search(line)
+    ]
+    assert bad == [], "ask core/engines/auto.engine_rules, not the name:\n" + "\n".join(bad)
+    assert WHICH_ENGINE.search('if desired.engine == "swarm":')
+    assert WHICH_ENGINE.search("if self.engine != 'compose':")
+
+
+def test_each_engine_has_its_rules_and_its_adapter() -> None:
+    """A third engine is a module in each folder and a line in each chooser."""
+    from lbrec.reconciler.adapters.engines.auto import ADAPTERS
+    from lbrec.reconciler.core.engines.auto import ENGINES, engine_rules
+    from lbrec.reconciler.core.spec import DesiredState
+
+    names = set(DesiredState.model_fields["engine"].annotation.__args__)  # type: ignore[union-attr]
+    assert set(ENGINES) == set(ADAPTERS) == names
+    for name in names:
+        assert engine_rules(name).name == name
 
 
 def test_the_rules_see_a_violation(tmp_path: Path) -> None:
     """The checks above are not vacuous: a core module importing an adapter is caught."""
     probe = tmp_path / "probe.py"
-    probe.write_text("from ..adapters.docker import WhalesDocker\nfrom . import spec\nprint('x')\n")
+    probe.write_text("from ..adapters.workspace import Workspace\nfrom . import spec\nprint('x')\n")
     names = _imports(probe, package=("reconciler", "core"))
-    assert names == {"reconciler.adapters.docker", "reconciler.core.spec"}
+    assert names == {"reconciler.adapters.workspace", "reconciler.core.spec"}
     assert _calls(probe) == {"print"}
     assert _layer(ROOT / "reconciler" / "core" / "x.py") == "core"
 

@@ -179,9 +179,9 @@ def main(argv: Sequence[str] | None = None, *, docker: DockerFactory | None = No
             folder = Path(args.file).absolute().parent
             args.announced = stack.enter_context(announced(folder, f"lbrec {args.command}"))
         if docker is None:
-            from ..adapters.docker import whales_docker
+            from ..adapters.engines.auto import engine_for
 
-            docker = whales_docker
+            docker = engine_for
         return _run(args, docker)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .engines.auto import engine_rules
 from .labels import (
     CONFIG_HASH,
     BuildInfo,
@@ -136,10 +137,12 @@ def _canary_steps(name: str, rollout: RolloutSpec, batch: int, wanted: int) -> l
     return steps
 
 
-def _blue_green_steps(name: str, need: int, old: list[ObservedContainer], batch: int) -> list[Step]:
-    """engine: swarm: a version is one service, so it comes whole (every new task, waited for
-    and routed) and the old one leaves whole after it: Swarm cannot be told which of a
-    service's tasks to stop, so no routed task is ever left to its choice."""
+def _whole_version_steps(
+    name: str, need: int, old: list[ObservedContainer], batch: int
+) -> list[Step]:
+    """An engine whose versions come whole (Swarm: one service per version): every new
+    instance, waited for and routed, then the old version leaves whole: the engine cannot be
+    told which of a version's instances to stop, so no routed one is left to its choice."""
     steps: list[Step] = []
     if need > 0:
         steps += [
@@ -266,8 +269,8 @@ def plan_backend(
         steps.append(Step(StepKind.RETIRE, name, container_ids=retire, reason="promoted"))
     else:
         need = wanted - len(keep) - len(starts)
-        if desired.engine == "swarm":
-            steps += _blue_green_steps(name, need, old, batch)
+        if engine_rules(desired.engine).whole_versions:
+            steps += _whole_version_steps(name, need, old, batch)
         else:
             steps += _rolling_steps(name, need, old, batch, rollout.max_parallel)
     kind, reason, changes = _describe(

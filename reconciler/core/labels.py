@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .engines.auto import engine_rules
 from .spec import BackendSpec, DesiredState
 
 __all__ = [
@@ -27,7 +28,6 @@ __all__ = [
     "SWARM_NODE",
     "SWARM_SERVICE",
     "SWARM_TASK",
-    "SWARM_TRACKED",
     "TRACKED",
     "BuildInfo",
     "backend_labels",
@@ -102,9 +102,8 @@ BACKEND_SECURITY = "cap_drop=NET_RAW"
 def container_fields(
     backend: BackendSpec, desired: DesiredState, build: BuildInfo
 ) -> dict[str, str]:
-    """Every setting that needs a new container when it changes (not weight; replicas only on
-    Swarm, where each backend version is a service of its own: a new count is a new service
-    beside the old one, so scaling never lets Swarm pick which routed task to stop)."""
+    """Every setting that needs a new container when it changes (not weight), and those the
+    engine adds (core/engines/: on Swarm the replica count, each version being a service)."""
     if backend.image is not None:
         image = backend.image
     elif backend.build is not None:
@@ -123,9 +122,7 @@ def container_fields(
         "healthcheck": f"timeout={desired.health.timeout:g}s,fall={desired.health.fall}",
         "security": BACKEND_SECURITY,
     }
-    if desired.engine == "swarm":  # absent on compose: its hashes stay what they were
-        fields["engine"] = "swarm"
-        fields["replicas"] = str(backend.replicas)
+    fields.update(engine_rules(desired.engine).version_fields(desired, backend))
     return fields
 
 
@@ -142,8 +139,6 @@ TRACKED: tuple[str, ...] = (
     "healthcheck",
     "security",
 )
-# engine: swarm only (absent on compose, so compose hashes did not move).
-SWARM_TRACKED: tuple[str, ...] = ("engine", "replicas")
 
 
 def backend_labels(

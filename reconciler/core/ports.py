@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 from ...proxy.config import BackendsConfig
 from .canary import Counters
 from .labels import BuildInfo
-from .spec import DesiredState
+from .spec import BackendSpec, DesiredState
 from .state import Observed, ObservedContainer
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "CountersOf",
     "DockerPort",
     "Drained",
+    "EngineRules",
     "Preemption",
     "Probe",
     "Progress",
@@ -50,6 +51,33 @@ Progress = Callable[[str], None]
 
 
 Ready = Callable[[str], bool]
+
+
+class EngineRules(Protocol):
+    """PURE. What an engine decides from a desired state (``core/engines/<name>.py``, chosen
+    by ``core/engines/auto.py``); its edge is a ``DockerPort`` (``adapters/engines/``)."""
+
+    @property
+    def name(self) -> str: ...
+    # A version comes and goes whole (Swarm: one service per version, which Swarm scales as
+    # it likes), else new instances replace old ones in batches of max_parallel.
+    @property
+    def whole_versions(self) -> bool: ...
+    # Settings that need new instances on this engine only, beside labels.TRACKED.
+    def version_fields(self, desired: DesiredState, backend: BackendSpec) -> dict[str, str]: ...
+    # Where the instances pull an image lbrec builds (tagged ``tag``) from.
+    def image_reference(self, desired: DesiredState, tag: str) -> str: ...
+    # What this engine cannot do with ``desired`` (the schema's error), or None.
+    def refusal(self, desired: DesiredState) -> str | None: ...
+    # The file the engine deploys from (docker-compose.yml: a Compose file, a stack file).
+    def deploy_file(
+        self,
+        desired: DesiredState,
+        build: BuildInfo,
+        *,
+        source: str = ...,
+        revisions: Mapping[str, str] | None = None,
+    ) -> str: ...
 
 
 class DockerPort(Protocol):

@@ -1,4 +1,5 @@
-"""Pure renderers: desired state -> the bytes of docker-compose.yml and config/backends.json.
+"""PURE. Renderers: a backend as a Compose-format service (what both engines deploy from), and
+config/backends.json (the pool). Each engine's deploy file is its own (core/engines/).
 
 Deterministic output (fixed key order, trailing newline) so that an unchanged desired state
 renders byte-identical files and nothing is rewritten.
@@ -25,15 +26,13 @@ from ...proxy.config import (
     TlsSettings,
 )
 from .certs import HeldCertificate, served_names
+from .engines.auto import engine_rules
 from .labels import (
     CONFIG_HASH,
     BuildInfo,
     backend_labels,
     canonical_hash,
     config_hash,
-    lb_labels,
-    lb_user,
-    low_port,
 )
 from .spec import BackendSpec, DesiredState
 from .state import Observed
@@ -54,7 +53,6 @@ __all__ = [
     "dump_yaml",
     "image_tag",
     "literal",
-    "render_compose",
     "render_pool",
     "sticky_rollout_key",
 ]
@@ -105,17 +103,15 @@ def image_tag(desired: DesiredState, build: BuildInfo) -> str:
 
 
 def backend_image(desired: DesiredState, backend: BackendSpec, build: BuildInfo) -> str:
-    """The image a backend's containers run: its own, or the tag lbrec builds (on Swarm, in
-    the registry the nodes pull from)."""
+    """The image a backend's containers run: its own, or the tag lbrec builds (where the
+    engine pulls it from: on Swarm, the registry every node pulls from)."""
     if backend.image is not None:
         return backend.image
     if backend.build is not None:
         tag = f"{desired.project}-{backend.name}:{build.digest_of(backend)[:12]}"
     else:
         tag = image_tag(desired, build)
-    if desired.engine == "swarm" and desired.registry:
-        return f"{desired.registry.rstrip('/')}/{tag}"
-    return tag
+    return engine_rules(desired.engine).image_reference(desired, tag)
 
 
 def compose_duration(value: float) -> str:
@@ -173,50 +169,6 @@ def backend_service(
     return service
 
 
-def _lb_service(desired: DesiredState, build: BuildInfo) -> dict[str, object]:
-    """The load balancer as a Compose service (proxy.mode: container).
-
-    Host networking: the proxy binds `listen`/`admin` on the host itself (so 127.0.0.1 stays
-    possible) and reaches backends at the same http://127.0.0.1:PORT URLs as in host mode, so one
-    backends.json serves both modes. `config/` is mounted read-only as a folder: a single-file
-    bind mount would pin the old inode and miss the atomic rename of backends.json.
-    """
-    build_section: dict[str, object] = {"context": ".", "dockerfile": PROXY_DOCKERFILE}
-    if build.proxy_base_image:
-        build_section["args"] = {"BASE_IMAGE": build.proxy_base_image}
-    probe = (
-        "import urllib.request;"
-        f"urllib.request.urlopen('http://{desired.admin}/-/healthz',timeout=2)"
-    )
-    return {
-        "build": build_section,
-        "image": f"{desired.project}-lb:{build.proxy_digest[:12]}",
-        "command": ["python3", "-m", "proxy", "--config", "/config/backends.json"],
-        "network_mode": "host",
-        # The operator's admin settings reach the container from lbrec's own environment at
-        # `compose up` (a null value: taken from the environment), never written in this file.
-        "environment": {"LBREC_ADMIN_TOKEN": None, "LBREC_ADMIN_HOSTS": None},
-        # Least privilege (docs/security.md): it only reads its pool and serves sockets.
-        "user": lb_user(desired),
-        "cap_drop": ["ALL"],
-        **({"cap_add": ["NET_BIND_SERVICE"]} if low_port(desired) else {}),
-        "security_opt": ["no-new-privileges:true"],
-        "read_only": True,
-        "tmpfs": ["/tmp"],
-        "volumes": ["./config:/config:ro"],
-        "healthcheck": {
-            "test": ["CMD", "python3", "-c", probe],
-            "interval": "1s",
-            "timeout": "3s",
-            "retries": 5,
-            "start_period": "30s",
-        },
-        "stop_grace_period": "35s",
-        "restart": "unless-stopped",
-        "labels": lb_labels(desired, build),
-    }
-
-
 def literal(value: object) -> object:
     """Compose interpolates `$VAR` in every value; lbrec means each `$` literally (`$$`)."""
     if isinstance(value, str):
@@ -265,29 +217,6 @@ def dump_yaml(document: object) -> str:
         width=1000,
         allow_unicode=False,
     )
-
-
-def render_compose(
-    desired: DesiredState,
-    build: BuildInfo,
-    *,
-    source: str = "desired-state.yaml",
-    revisions: dict[str, str] | None = None,
-) -> str:
-    """The whole docker-compose.yml. ``revisions`` maps backend -> deployed git commit."""
-    if desired.engine == "swarm":
-        from .render_swarm import render_stack
-
-        return render_stack(desired, build, source=source, revisions=revisions)
-    revisions = revisions or {}
-    services = {
-        backend.name: backend_service(desired, backend, build, revisions.get(backend.name))
-        for backend in desired.backends
-    }
-    if desired.proxy.mode == "container":
-        services[LB_SERVICE] = _lb_service(desired, build)
-    document: dict[str, object] = {"name": desired.project, "services": literal(services)}
-    return dump_document(document, source)
 
 
 def dump_document(document: dict[str, object], source: str) -> str:

@@ -41,6 +41,7 @@ from ...proxy.config import (
 )
 from .defaults import DEFAULT_FILE
 from .durations import DURATION_PATTERN, parse_duration
+from .engines.auto import engine_rules
 from .errors import SpecError
 
 __all__ = [
@@ -530,23 +531,11 @@ class DesiredState(RouteFeatures):
         return self
 
     @model_validator(mode="after")
-    def _swarm(self) -> DesiredState:
-        if self.engine != "swarm":
-            return self
-        if self.proxy.mode == "container":
-            raise ValueError(
-                "proxy.mode: 'container' is not supported with engine: swarm; run the proxy "
-                "on a manager (proxy.mode: host, `lbrec up`); see docs/swarm.md"
-            )
-        if self.registry is None:
-            for index, backend in enumerate(self.backends):
-                if backend.image is None:
-                    what = "build" if backend.build is not None else "the demo Dockerfile.backend"
-                    raise ValueError(
-                        f"backends[{index}] ({backend.name}): built from {what}, but engine: "
-                        "swarm nodes pull their images: set `registry:` (e.g. 127.0.0.1:5000) "
-                        "to push it to, or give the backend an `image:`"
-                    )
+    def _engine(self) -> DesiredState:
+        """What the chosen engine cannot do (core/engines/: Swarm runs no lb container and
+        pulls what lbrec builds from a registry)."""
+        if (refusal := engine_rules(self.engine).refusal(self)) is not None:
+            raise ValueError(refusal)
         return self
 
     @model_validator(mode="after")

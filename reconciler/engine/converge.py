@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 
 from ...proxy.config import Revision
+from ..core.engines.auto import render_deploy_file
 from ..core.labels import BuildInfo, config_hash
 from ..core.plan import Plan, plan, with_files
 from ..core.ports import DockerPort, Progress, WorkspacePort
-from ..core.render import converged_pool, render_compose
+from ..core.render import converged_pool
 from ..core.report import Report
 from ..core.spec import DesiredState
 from .apply import apply, container_revisions
@@ -59,7 +60,9 @@ def converge(
     the_plan = plan(desired, observed, build=build)
     revisions = container_revisions(the_plan, observed, revision)
     target = converged_pool(desired, observed, build, revision, source=str(workspace.spec_file))
-    compose = render_compose(desired, build, source=workspace.spec_file.name, revisions=revisions)
+    compose = render_deploy_file(
+        desired, build, source=workspace.spec_file.name, revisions=revisions
+    )
     the_plan = with_files(the_plan, observed, target_pool=target, compose_text=compose)
     if check:
         return Report(plan=the_plan, check=True, generation=target.generation)
@@ -96,4 +99,3 @@ def _held(workspace: WorkspacePort, desired: DesiredState, build: BuildInfo) -> 
                 "it retries, or `lbrec apply` by hand"
             )
     return out
-

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lbrec.reconciler.core.engines.compose import render_compose_file
 from lbrec.reconciler.core.labels import BuildInfo
-from lbrec.reconciler.core.render import render_compose
 from lbrec.reconciler.core.spec import parse_spec
 
 from ..reconciler.core.test_render import YAML12_TRAPS
@@ -26,7 +26,7 @@ def test_compose_reads_every_label_and_env_value_as_written(tmp_path: Path) -> N
     )
     # a digest of the shape that used to be misread (Compose wrote 123456789000000000000)
     build = BuildInfo(base_image="x", context_digest="123456789e12" + "0" * 52)
-    text = render_compose(desired, build)
+    text = render_compose_file(desired, build)
     (tmp_path / "docker-compose.yml").write_text(text)
     result = subprocess.run(
         ["docker", "compose", "-p", "yamltrap", "config", "--format", "json"],

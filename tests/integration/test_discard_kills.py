@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lbrec.reconciler.adapters.docker import WhalesDocker
+from lbrec.reconciler.adapters.engines.compose import ComposeDocker
 
 pytestmark = pytest.mark.docker
 
@@ -28,7 +28,7 @@ def test_discarding_a_batch_that_ignores_sigterm_does_not_wait_its_grace_period(
         capture_output=True, text=True, check=True,
     ).stdout.strip()  # fmt: skip
     try:
-        docker = WhalesDocker(
+        docker = ComposeDocker(
             folder=tmp_path, project="t25b-discard", compose_file="docker-compose.yml"
         )
         started = time.monotonic()

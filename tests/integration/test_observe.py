@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lbrec.reconciler.adapters.docker import WhalesDocker
+from lbrec.reconciler.adapters.engines.compose import ComposeDocker
 from lbrec.reconciler.core.errors import LbrecError
 
 from .conftest import BASE_IMAGE, Project
@@ -28,7 +28,7 @@ def _run_container(project: Project, backend: str) -> str:
 
 
 def test_observe_while_containers_are_removed(project: Project) -> None:
-    docker = WhalesDocker(folder=project.folder, project=project.name, compose_file="x.yml")
+    docker = ComposeDocker(folder=project.folder, project=project.name, compose_file="x.yml")
     ids = [_run_container(project, f"r{i}") for i in range(6)]
     seen = docker.observe()
     assert sorted(c.id for c in seen) == sorted(ids)

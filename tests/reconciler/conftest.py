@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
+from lbrec.reconciler.core.engines.auto import render_deploy_file
 from lbrec.reconciler.core.labels import BuildInfo, backend_labels
-from lbrec.reconciler.core.render import converged_pool, render_compose
+from lbrec.reconciler.core.render import converged_pool
 from lbrec.reconciler.core.spec import DesiredState, parse_spec
 from lbrec.reconciler.core.state import Observed, ObservedContainer
 
@@ -48,7 +49,7 @@ def converged_observed(
         containers=containers,
         pool=pool,
         pool_text=pool.to_json(),
-        compose_text=render_compose(desired, build) if compose else None,
+        compose_text=render_deploy_file(desired, build) if compose else None,
     )
 
 

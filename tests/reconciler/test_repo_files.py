@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from lbrec.reconciler.adapters.workspace import Workspace
-from lbrec.reconciler.core.render import render_compose, render_pool
+from lbrec.reconciler.core.engines.compose import render_compose_file
+from lbrec.reconciler.core.render import render_pool
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,7 +27,7 @@ def test_committed_generated_files_match_the_sample(name: str) -> None:
         build = workspace.build_info(desired, env=env)
         variants.append(
             {
-                "docker-compose.yml": render_compose(desired, build),
+                "docker-compose.yml": render_compose_file(desired, build),
                 "config/backends.json": render_pool(desired).to_json(),
             }[name]
         )

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lbrec.reconciler.adapters.docker import WhalesDocker
-from lbrec.reconciler.adapters.swarm import SwarmDocker
+from lbrec.reconciler.adapters.engines.compose import ComposeDocker
+from lbrec.reconciler.adapters.engines.swarm import SwarmDocker
 from lbrec.reconciler.core.errors import DockerUnavailable
 from lbrec.reconciler.core.state import ObservedContainer
 
@@ -16,7 +16,7 @@ def _adapter(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, info: str, running: str = "t1"
 ) -> SwarmDocker:
     """``info``: what `docker info` says; ``running``: the tasks Swarm wants running."""
-    monkeypatch.setattr(WhalesDocker, "check", lambda self: None)  # the engine answers
+    monkeypatch.setattr(ComposeDocker, "check", lambda self: None)  # the engine answers
     adapter = SwarmDocker(folder=tmp_path, project="p", compose_file="docker-compose.yml")
     monkeypatch.setattr(adapter, "_docker", lambda *args: info if args[0] == "info" else running)
     return adapter
@@ -59,7 +59,7 @@ def test_ended_task_containers_are_history_not_instances(
         ObservedContainer(id="b", backend="web", state="exited", health=None, labels=task),
         ObservedContainer(id="c", backend="web", state="exited", health=None, labels={}),
     )
-    monkeypatch.setattr(WhalesDocker, "observe", lambda self: seen)
+    monkeypatch.setattr(ComposeDocker, "observe", lambda self: seen)
     adapter = _adapter(monkeypatch, tmp_path, "active true")
     assert [c.id for c in adapter.observe()] == ["a", "c"]  # a plain container stays visible
 
@@ -85,7 +85,7 @@ def test_a_task_running_another_image_than_deployed_reads_as_a_change_by_hand(
             image="acme/web:9@sha256:0123",
         ),
     )  # fmt: skip
-    monkeypatch.setattr(WhalesDocker, "observe", lambda self: seen)
+    monkeypatch.setattr(ComposeDocker, "observe", lambda self: seen)
     same, hand = _adapter(monkeypatch, tmp_path, "active true").observe()
     assert same.labels == task
     assert hand.labels["lbrec.field.image"] == "acme/web:9"  # the plan's reason: 9 -> 1.4.2
@@ -102,6 +102,6 @@ def test_a_task_marked_for_shutdown_is_no_instance_while_its_container_stops(
         ObservedContainer(id="a", backend="web", state="running", health=None, labels=task("t1")),
         ObservedContainer(id="b", backend="web", state="running", health=None, labels=task("t2")),
     )
-    monkeypatch.setattr(WhalesDocker, "observe", lambda self: seen)
+    monkeypatch.setattr(ComposeDocker, "observe", lambda self: seen)
     adapter = _adapter(monkeypatch, tmp_path, "active true", running="t1\n")
     assert [c.id for c in adapter.observe()] == ["a"]  # t2 is shutting down: out of the pool

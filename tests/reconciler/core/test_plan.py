@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lbrec.proxy.config import BackendEntry, BackendsConfig
+from lbrec.reconciler.core.engines.auto import render_deploy_file
 from lbrec.reconciler.core.labels import CONFIG_HASH, BuildInfo, backend_labels, lb_labels
 from lbrec.reconciler.core.plan import Action, ActionKind, Plan, StepKind, plan
-from lbrec.reconciler.core.render import converged_pool, render_compose, render_pool
+from lbrec.reconciler.core.render import converged_pool, render_pool
 from lbrec.reconciler.core.spec import BackendSpec, DesiredState
 from lbrec.reconciler.core.state import Observed, ObservedContainer
 from tests.support.examples import examples
@@ -387,7 +388,7 @@ def test_converged_is_in_sync(converged: Callable[..., Observed], build: BuildIn
         observed,
         build=build,
         target_pool=converged_pool(desired, observed, build, None),
-        compose_text=render_compose(desired, build),
+        compose_text=render_deploy_file(desired, build),
     )
     assert result.in_sync
     assert all(a.kind is K.UNCHANGED and a.reason == "" for a in result.actions)
@@ -625,7 +626,7 @@ def _simulate_apply(
         containers=tuple(containers.values()),
         pool=pool,
         pool_text=pool.to_json(),
-        compose_text=render_compose(desired, build),
+        compose_text=render_deploy_file(desired, build),
     )
 
 
@@ -666,7 +667,7 @@ def test_property_apply_then_plan_is_in_sync(
         after,
         build=build,
         target_pool=converged_pool(desired, after, build, None),
-        compose_text=render_compose(desired, build),
+        compose_text=render_deploy_file(desired, build),
     )
     assert second.in_sync, second
     for backend in desired.backends:  # exactly the wanted number of instances, all routed
@@ -744,7 +745,8 @@ def _lines_executed(n: int) -> int:
     """Lines of lbrec's own code run to render and plan ``n`` converged backends."""
     import sys
 
-    from lbrec.reconciler.core.render import converged_pool, render_compose
+    from lbrec.reconciler.core.engines.auto import render_deploy_file
+    from lbrec.reconciler.core.render import converged_pool
     from lbrec.reconciler.core.spec import BackendSpec
 
     desired = DesiredState(
@@ -765,7 +767,7 @@ def _lines_executed(n: int) -> int:
     sys.settrace(tracer)
     try:
         target = converged_pool(desired, observed, BUILD, None)
-        compose = render_compose(desired, BUILD)
+        compose = render_deploy_file(desired, BUILD)
         the_plan = plan(desired, observed, build=BUILD, target_pool=target, compose_text=compose)
     finally:
         sys.settrace(None)

@@ -6,11 +6,11 @@ import pytest
 import yaml
 
 from lbrec.proxy.config import BackendEntry, BackendsConfig
+from lbrec.reconciler.core.engines.auto import render_deploy_file
+from lbrec.reconciler.core.engines.swarm import swarm_service
 from lbrec.reconciler.core.errors import SpecError
 from lbrec.reconciler.core.labels import CONFIG_HASH, BuildInfo, backend_labels, config_hash
 from lbrec.reconciler.core.plan import ActionKind, StepKind, plan
-from lbrec.reconciler.core.render import render_compose
-from lbrec.reconciler.core.render_swarm import swarm_service
 from lbrec.reconciler.core.spec import DesiredState, parse_spec
 from lbrec.reconciler.core.state import Observed, ObservedContainer
 
@@ -55,7 +55,7 @@ def test_a_build_backend_pushes_to_the_registry() -> None:
     desired = _swarm(
         "  - {name: web, port: 8000, build: {context: ./web}}\n", head="registry: 127.0.0.1:5000\n"
     )
-    stack = yaml.safe_load(render_compose(desired, BUILD))
+    stack = yaml.safe_load(render_deploy_file(desired, BUILD))
     (service,) = stack["services"].values()
     assert service["image"].startswith("127.0.0.1:5000/shop-web:")
     assert service["build"]["context"] == "./web"  # `docker compose build` reads it; stack ignores
@@ -63,7 +63,7 @@ def test_a_build_backend_pushes_to_the_registry() -> None:
 
 def test_the_stack_file_has_one_service_per_backend_version() -> None:
     desired = _swarm()
-    stack = yaml.safe_load(render_compose(desired, BUILD))
+    stack = yaml.safe_load(render_deploy_file(desired, BUILD))
     web, api = desired.backends
     assert set(stack["services"]) == {
         swarm_service(desired, web, BUILD),

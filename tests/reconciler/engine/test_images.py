@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lbrec.reconciler.adapters.docker import BuiltImage, collectable
+from lbrec.reconciler.core.ports import BuiltImage, collectable
 
 
 def _img(ref: str, day: int) -> BuiltImage:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from lbrec.proxy.config import Revision
-from lbrec.reconciler.adapters.docker import whales_docker
+from lbrec.reconciler.adapters.engines.auto import engine_for
 from lbrec.reconciler.adapters.files import atomic_write
 from lbrec.reconciler.adapters.records import read_deployed
 from lbrec.reconciler.adapters.workspace import Workspace
@@ -290,7 +290,7 @@ def once(origin: Origin, deploy: Workspace, apply: FakeApply, **kw: str) -> int:
         path=kw.get("path", "desired-state.yaml"),
         once=True,
     )
-    return run_sync(options, whales_docker, deploy=apply.deploy)
+    return run_sync(options, engine_for, deploy=apply.deploy)
 
 
 def test_once_exit_codes(
@@ -468,7 +468,7 @@ def test_sync_deploys_commits_on_the_real_engine(
     )
     try:
         first = origin.commit(one, "deploy web1")
-        code = run_sync(real, whales_docker)
+        code = run_sync(real, engine_for)
         assert code == 0
         running = _containers(project)
         assert set(running) == {"web1"}
@@ -476,7 +476,7 @@ def test_sync_deploys_commits_on_the_real_engine(
         assert running["web1"]["revision"] == first
 
         second = origin.commit(two, "add web2")
-        code = run_sync(real, whales_docker)
+        code = run_sync(real, engine_for)
         assert code == 0
         running = _containers(project)
         assert set(running) == {"web1", "web2"}

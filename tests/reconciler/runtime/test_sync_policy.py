@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lbrec.reconciler.adapters.audit import flush_notifications
-from lbrec.reconciler.adapters.docker import whales_docker
+from lbrec.reconciler.adapters.engines.auto import engine_for
 from lbrec.reconciler.adapters.workspace import Workspace
 from lbrec.reconciler.commands.cli import main
 from lbrec.reconciler.core.policy import Policy
@@ -138,12 +138,12 @@ def test_once_with_a_policy_file(
     origin.commit(EVIL_BASE, "allowed by this operator")
     fake = FakeApply(folder=deploy.folder)
     options = RuntimeOptions(repo=str(origin.bare), file=deploy.spec_file, once=True)
-    assert run_sync(options, whales_docker, deploy=fake.deploy) == 6
+    assert run_sync(options, engine_for, deploy=fake.deploy) == 6
     assert "refused by the policy" in capsys.readouterr().err
     allowed = RuntimeOptions(repo=str(origin.bare), file=deploy.spec_file, once=True, policy=policy)
-    assert run_sync(allowed, whales_docker, deploy=fake.deploy) == 0
+    assert run_sync(allowed, engine_for, deploy=fake.deploy) == 0
     policy.write_text("base_imagez: []\n")
-    assert run_sync(allowed, whales_docker, deploy=fake.deploy) == 2
+    assert run_sync(allowed, engine_for, deploy=fake.deploy) == 2
     assert f"{policy}: base_imagez" in capsys.readouterr().err
 
 

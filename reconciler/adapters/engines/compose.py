@@ -1,9 +1,10 @@
-"""EDGE. The only module that imports python_on_whales.
+"""EDGE. engine: compose: the DockerPort over one Docker engine and its Compose project.
 
-``WhalesDocker`` implements ``core.ports.DockerPort`` (what the rest of lbrec needs from
-Docker) with python-on-whales (the docker CLI and Compose v2 plugin). Every third-party
-exception is translated here into an lbrec error that keeps the command and the tail of
-Docker's stderr.
+``ComposeDocker`` implements ``core.ports.DockerPort`` (what the rest of lbrec needs from
+Docker) with python-on-whales (the docker CLI and Compose v2 plugin); the engine adapters
+(this folder) are the only importers of it. Every third-party exception is translated here
+into an lbrec error that keeps the command and the tail of Docker's stderr. The file it
+deploys from is rendered by core/engines/compose.py.
 """
 
 from __future__ import annotations
@@ -18,24 +19,20 @@ from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException, NoSuchContainer
 from python_on_whales.utils import run as run_docker
 
-from ..core.errors import ApplyError, DockerUnavailable
-from ..core.labels import PROJECT
-from ..core.ports import BuiltImage, DockerPort, Progress, Ready, collectable
-from ..core.render import COMPOSE_FILE
-from ..core.spec import DesiredState
-from ..core.state import ObservedContainer
-from .workspace import Workspace
+from ...core.errors import ApplyError, DockerUnavailable
+from ...core.labels import PROJECT
+from ...core.ports import BuiltImage, DockerPort, Progress, Ready, collectable
+from ...core.state import ObservedContainer
 
 __all__ = [
     "BuiltImage",
+    "ComposeDocker",
     "DockerPort",
-    "WhalesDocker",
     "collectable",
     "stderr_tail",
-    "whales_docker",
 ]
-from .docker_events import tied_to_parent
-from .docker_inspect import parse_inspect
+from ..docker_events import tied_to_parent
+from ..docker_inspect import parse_inspect
 
 _PULL_FAILURES = (
     "pull access denied",
@@ -70,7 +67,7 @@ def _compose_failed(err: DockerException, what: str, services: Sequence[str]) ->
     )
 
 
-class WhalesDocker:
+class ComposeDocker:
     """Docker through python-on-whales, scoped to one Compose project in one folder."""
 
     def __init__(self, *, folder: Path, project: str, compose_file: str) -> None:
@@ -99,7 +96,7 @@ class WhalesDocker:
     _engine_ok = False  # per process: checked once, again after a failure
 
     def check(self) -> None:
-        if WhalesDocker._engine_ok:
+        if ComposeDocker._engine_ok:
             return
         try:
             self._client.version()
@@ -120,7 +117,7 @@ class WhalesDocker:
                 "Docker Compose v2 is missing (`docker compose version` failed)",
                 hint="run scripts/docker-dev.sh, or install the docker-compose-plugin",
             ) from err
-        WhalesDocker._engine_ok = True
+        ComposeDocker._engine_ok = True
 
     def has_image(self, tag: str) -> bool:
         try:
@@ -139,7 +136,7 @@ class WhalesDocker:
         try:
             ids = str(run_docker(listing)).split()
         except DockerException as err:
-            WhalesDocker._engine_ok = False
+            ComposeDocker._engine_ok = False
             raise DockerUnavailable(f"cannot list containers: {_one_line(err)}") from err
         return self._inspect(ids, strict=True)
 
@@ -154,7 +151,7 @@ class WhalesDocker:
             text = str(run_docker([*docker, "container", "inspect", *ids]))
         except DockerException as err:
             if strict and "no such" not in (err.stderr or "").lower():
-                WhalesDocker._engine_ok = False
+                ComposeDocker._engine_ok = False
                 raise DockerUnavailable(f"cannot inspect containers: {_one_line(err)}") from err
             text = err.stdout or "[]"  # the ones still there; the others were just removed
         return parse_inspect(text)
@@ -349,14 +346,3 @@ class WhalesDocker:
         except DockerException:
             return "(no logs)"
         return " | ".join(line for line in text.splitlines() if line.strip()) or "(no output)"
-
-
-def whales_docker(workspace: Workspace, desired: DesiredState) -> DockerPort:
-    """The one Docker factory: the real adapter for a folder, its project and its engine."""
-    if desired.engine == "swarm":
-        from .swarm import SwarmDocker
-
-        return SwarmDocker(
-            folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE
-        )
-    return WhalesDocker(folder=workspace.folder, project=desired.project, compose_file=COMPOSE_FILE)

@@ -1,4 +1,5 @@
-"""PURE. engine: swarm: the desired state as a stack file (`docker stack deploy` reads it).
+"""PURE. engine: swarm: a Docker Swarm, deployed from a stack file (`docker stack deploy`); its
+adapter: adapters/engines/swarm.py.
 
 One Swarm service per backend *version*: ``<backend>-<config hash>``. A new version (a new
 image, new settings, a new replica count) is a new service beside the old one, so lbrec drives
@@ -14,13 +15,63 @@ adds the new version and leaves the old one serving until lbrec removes it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import cast
 
-from .labels import BACKEND, CONFIG_HASH, PROJECT, BuildInfo, config_hash
-from .render import backend_service, compose_duration, dump_document, literal
-from .spec import BackendSpec, DesiredState
+from ..labels import BACKEND, CONFIG_HASH, PROJECT, BuildInfo, config_hash
+from ..render import backend_service, compose_duration, dump_document, literal
+from ..spec import BackendSpec, DesiredState
 
-__all__ = ["render_stack", "swarm_service"]
+__all__ = ["RULES", "VERSION_FIELDS", "render_stack_file", "swarm_service"]
+
+# Settings that need a new service on Swarm only (absent on compose, so its hashes never moved).
+VERSION_FIELDS: tuple[str, ...] = ("engine", "replicas")
+
+
+class _Swarm:
+    name = "swarm"
+    # A version is one service: it comes whole (every new task, waited for and routed) and the
+    # old one leaves whole after it, since Swarm cannot be told which of a service's tasks to
+    # stop: no routed task is ever left to its choice. So a new replica count is a new version.
+    whole_versions = True
+
+    def version_fields(self, desired: DesiredState, backend: BackendSpec) -> dict[str, str]:
+        del desired
+        return {"engine": "swarm", "replicas": str(backend.replicas)}
+
+    def image_reference(self, desired: DesiredState, tag: str) -> str:
+        """Every node pulls what lbrec builds from ``registry:``."""
+        return f"{desired.registry.rstrip('/')}/{tag}" if desired.registry else tag
+
+    def refusal(self, desired: DesiredState) -> str | None:
+        if desired.proxy.mode == "container":
+            return (
+                "proxy.mode: 'container' is not supported with engine: swarm; run the proxy "
+                "on a manager (proxy.mode: host, `lbrec up`); see docs/swarm.md"
+            )
+        if desired.registry is None:
+            for index, backend in enumerate(desired.backends):
+                if backend.image is None:
+                    what = "build" if backend.build is not None else "the demo Dockerfile.backend"
+                    return (
+                        f"backends[{index}] ({backend.name}): built from {what}, but engine: "
+                        "swarm nodes pull their images: set `registry:` (e.g. 127.0.0.1:5000) "
+                        "to push it to, or give the backend an `image:`"
+                    )
+        return None
+
+    def deploy_file(
+        self,
+        desired: DesiredState,
+        build: BuildInfo,
+        *,
+        source: str = "desired-state.yaml",
+        revisions: Mapping[str, str] | None = None,
+    ) -> str:
+        return render_stack_file(desired, build, source=source, revisions=revisions)
+
+
+RULES = _Swarm()
 
 
 def swarm_service(desired: DesiredState, backend: BackendSpec, build: BuildInfo) -> str:
@@ -57,12 +108,12 @@ def _stack_service(
     return service
 
 
-def render_stack(
+def render_stack_file(
     desired: DesiredState,
     build: BuildInfo,
     *,
     source: str = "desired-state.yaml",
-    revisions: dict[str, str] | None = None,
+    revisions: Mapping[str, str] | None = None,
 ) -> str:
     """docker-compose.yml for engine: swarm: a stack file (Compose format 3.8)."""
     revisions = revisions or {}

@@ -2,7 +2,7 @@
 
 The engine's plan and rollout steps are the same as on Compose; what differs is how an
 instance is made and unmade. Here an instance is a Swarm *task*, and a backend version is a
-*service* (core/render_swarm.py):
+*service* (core/engines/swarm.py):
 
 * ``observe``: the task containers of the project's services (their container labels are
   lbrec's), each with the host-mode port Swarm published for it; a task container that ended
@@ -32,13 +32,13 @@ import yaml
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run as run_docker
 
-from ..core.errors import ApplyError, DockerUnavailable
-from ..core.labels import BACKEND, CONFIG_HASH, FIELD_PREFIX, PROJECT, SWARM_SERVICE, SWARM_TASK
-from ..core.ports import Progress
-from ..core.render import dump_yaml
-from ..core.state import ObservedContainer
-from .docker import WhalesDocker, _one_line, stderr_tail
-from .files import atomic_write
+from ...core.errors import ApplyError, DockerUnavailable
+from ...core.labels import BACKEND, CONFIG_HASH, FIELD_PREFIX, PROJECT, SWARM_SERVICE, SWARM_TASK
+from ...core.ports import Progress
+from ...core.render import dump_yaml
+from ...core.state import ObservedContainer
+from ..files import atomic_write
+from .compose import ComposeDocker, _one_line, stderr_tail
 
 __all__ = ["SwarmDocker"]
 
@@ -46,8 +46,8 @@ __all__ = ["SwarmDocker"]
 TASKS_DEADLINE = 120.0
 
 
-class SwarmDocker(WhalesDocker):
-    """WhalesDocker's observation, inspection, logs and images; Swarm for the rest."""
+class SwarmDocker(ComposeDocker):
+    """ComposeDocker's observation, inspection, logs and images; Swarm for the rest."""
 
     def __init__(
         self,
@@ -141,7 +141,7 @@ class SwarmDocker(WhalesDocker):
 
     # -- making instances ------------------------------------------------------------------
     def _rendered(self) -> dict[str, Any]:
-        """The stack file apply rendered (core/render_swarm.py): its services by stack key."""
+        """The stack file apply rendered (core/engines/swarm.py): its services by stack key."""
         doc = yaml.safe_load((self.folder / self.compose_file).read_text()) or {}
         return dict(doc.get("services") or {})
 
