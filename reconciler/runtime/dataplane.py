@@ -100,7 +100,15 @@ def _bind(role: str, hostport: str) -> socket.socket:
 def _same_address(sock: socket.socket, hostport: str) -> bool:
     host, port = parse_hostport(hostport)
     bound_host, bound_port = _address(sock)
-    return port == bound_port and (host == bound_host or {host, bound_host} <= {"::", "0.0.0.0"})
+    if port != bound_port:
+        return False
+    if host == bound_host or {host, bound_host} <= {"::", "0.0.0.0"}:
+        return True
+    try:  # a name (localhost) and the address it was bound as are one listener
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return any(info[4][0] == bound_host for info in infos)
 
 
 @dataclass
