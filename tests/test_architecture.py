@@ -193,6 +193,19 @@ def test_no_engine_is_named_outside_the_seam() -> None:
     assert WHICH_ENGINE.search("if self.engine != 'compose':")
 
 
+def test_the_state_folder_is_spelled_once() -> None:
+    """``.lbrec/`` is core.defaults.STATE_DIR; every path in it derives from that (and the
+    Workspace names them), so moving it is a one-line change."""
+    spelled = re.compile(r"""["']\.lbrec(?:["'/])""")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in _modules("reconciler")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if spelled.search(line) and not line.lstrip().startswith("#")
+    ]
+    assert len(found) == 1 and found[0].startswith("reconciler/core/defaults.py:"), found
+
+
 def test_each_engine_has_its_rules_and_its_adapter() -> None:
     """A third engine is a module in each folder and a line in each chooser."""
     from lbrec.reconciler.adapters.engines.auto import ADAPTERS

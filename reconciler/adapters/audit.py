@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import http_client
-from .files import open_no_follow, state_dir, storage_error
+from .files import STATE_DIR, open_no_follow, state_dir, storage_error
 
 __all__ = [
     "AUDIT_FILE",
@@ -43,7 +43,7 @@ __all__ = [
     "read_history",
 ]
 
-AUDIT_FILE = ".lbrec/audit.jsonl"
+AUDIT_FILE = f"{STATE_DIR}/audit.jsonl"
 MAX_BYTES = 1 << 20
 
 _log = logging.getLogger("lbrec.audit")

@@ -18,6 +18,7 @@ import secrets
 import stat
 from pathlib import Path
 
+from ..core.defaults import STACK_FILE, STATE_DIR
 from ..core.errors import StorageError, UsageError
 from ..core.render import COMPOSE_FILE, POOL_FILE
 
@@ -32,9 +33,8 @@ __all__ = [
     "storage_error",
 ]
 
-STATE_DIR = ".lbrec"
 # Files whose content can hold secrets (backends' env): never readable by others when new.
-_PRIVATE = (COMPOSE_FILE, f"{STATE_DIR}/stack.yml")
+_PRIVATE = (COMPOSE_FILE, STACK_FILE)
 # Read by the proxy, which may run as another user: readable by all (no secret in it).
 _PUBLIC = (POOL_FILE,)
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from ...proxy.config import Revision
 from ..core.redact import redact_url
-from .files import atomic_write, read_text_or_none
+from .files import STATE_DIR, atomic_write, read_text_or_none
 
 __all__ = ["DEPLOYED_FILE", "read_deployed", "write_deployed"]
 
-DEPLOYED_FILE = ".lbrec/deployed.json"
+DEPLOYED_FILE = f"{STATE_DIR}/deployed.json"
 
 
 def read_deployed(folder: Path) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_write, read_text_or_none, state_dir
+from .files import STATE_DIR, atomic_write, read_text_or_none, state_dir
 
 __all__ = ["RepairFiles", "crash_loop_holds"]
 
@@ -21,7 +21,7 @@ class RepairFiles:
 
     def read(self, name: str) -> dict[str, dict[str, Any]]:
         try:
-            data = json.loads(read_text_or_none(self.folder / ".lbrec" / f"{name}.json") or "{}")
+            data = json.loads(read_text_or_none(self.folder / STATE_DIR / f"{name}.json") or "{}")
         except (ValueError, OSError):
             return {}
         if not isinstance(data, dict):

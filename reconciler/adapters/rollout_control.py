@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..core.defaults import STATE_DIR
 from ..core.errors import UsageError
 from ..core.ports import RolloutDesk, RolloutRequest
 from .files import atomic_write, read_text_or_none
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 Request = RolloutRequest
-_DIR = ".lbrec"
+_DIR = STATE_DIR
 _STATE = "rollout.json"
 _lock = threading.Lock()  # backends roll out side by side in one process
 

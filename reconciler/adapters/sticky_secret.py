@@ -14,11 +14,12 @@ import os
 import secrets
 from pathlib import Path
 
+from ..core.defaults import STATE_DIR
 from ..core.errors import UsageError
 
 __all__ = ["STICKY_SECRET_FILE", "host_sticky_secret"]
 
-STICKY_SECRET_FILE = ".lbrec/sticky.key"
+STICKY_SECRET_FILE = f"{STATE_DIR}/sticky.key"
 _SIZE = 32
 _NO_FOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 

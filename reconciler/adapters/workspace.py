@@ -8,17 +8,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...proxy.config import BackendsConfig, ConfigError, load_config
+from ..core.defaults import STACK_FILE, STATE_DIR
 from ..core.errors import SpecError
 from ..core.labels import BuildInfo
 from ..core.ports import WorkspacePort
-from ..core.render import BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE
+from ..core.render import ACME_DIR, BACKEND_DOCKERFILE, COMPOSE_FILE, POOL_FILE
 from ..core.spec import DesiredState, load_spec
 from ..core.state import Observed, ObservedContainer
 from . import engine_epoch
+from .audit import AUDIT_FILE
 from .cert_store import check_acme_hosts, read_held
 from .files import atomic_write, build_context_digest, folder_digest, read_text_or_none
+from .records import DEPLOYED_FILE
 from .rollout_control import RolloutFiles
-from .sticky_secret import host_sticky_secret
+from .sticky_secret import STICKY_SECRET_FILE, host_sticky_secret
 
 __all__ = ["BASE_IMAGE_ENV", "Workspace", "check_certificates"]
 
@@ -44,6 +47,36 @@ class Workspace:
     @property
     def pool_file(self) -> Path:
         return self.folder / POOL_FILE
+
+    @property
+    def state_dir(self) -> Path:
+        """What lbrec keeps beside the file (``.lbrec``; core.defaults.STATE_DIR)."""
+        return self.folder / STATE_DIR
+
+    @property
+    def repo_mirror(self) -> Path:
+        """`lbrec sync`'s bare mirror of the repository, by default."""
+        return self.state_dir / "repo"
+
+    @property
+    def stack_file(self) -> Path:
+        return self.folder / STACK_FILE
+
+    @property
+    def audit_file(self) -> Path:
+        return self.folder / AUDIT_FILE
+
+    @property
+    def deployed_file(self) -> Path:
+        return self.folder / DEPLOYED_FILE
+
+    @property
+    def sticky_key_file(self) -> Path:
+        return self.folder / STICKY_SECRET_FILE
+
+    @property
+    def acme_dir(self) -> Path:
+        return self.folder / ACME_DIR
 
     @property
     def rollouts(self) -> RolloutFiles:

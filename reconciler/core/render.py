@@ -26,6 +26,7 @@ from ...proxy.config import (
     TlsSettings,
 )
 from .certs import HeldCertificate, served_names
+from .defaults import STATE_DIR
 from .engines.auto import engine_rules
 from .labels import (
     CONFIG_HASH,
@@ -59,7 +60,7 @@ __all__ = [
 
 COMPOSE_FILE = "docker-compose.yml"
 POOL_FILE = "config/backends.json"
-ACME_DIR = ".lbrec/acme"  # challenges the ACME client answers through the proxy (TlsSettings)
+ACME_DIR = f"{STATE_DIR}/acme"  # challenges the ACME client answers through the proxy (TlsSettings)
 BACKEND_DOCKERFILE = "Dockerfile.backend"
 PROXY_DOCKERFILE = "Dockerfile.proxy"
 LB_SERVICE = "lb"

@@ -122,9 +122,7 @@ class SyncLoop:
         self.operator_notify = operator_notify
         self.workspace = workspace
         self._deploy_fn = deploy
-        self.mirror = Mirror(
-            source.repo, workdir or workspace.folder / ".lbrec" / "repo", timeout=git_timeout
-        )
+        self.mirror = Mirror(source.repo, workdir or workspace.repo_mirror, timeout=git_timeout)
         self.loop = ControlLoop(
             self._pass,
             name="sync",

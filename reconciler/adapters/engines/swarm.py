@@ -32,6 +32,7 @@ import yaml
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run as run_docker
 
+from ...core.defaults import STACK_FILE
 from ...core.errors import ApplyError, DockerUnavailable
 from ...core.labels import BACKEND, CONFIG_HASH, FIELD_PREFIX, PROJECT, SWARM_SERVICE, SWARM_TASK
 from ...core.ports import Progress
@@ -162,7 +163,7 @@ class SwarmDocker(ComposeDocker):
             for key, spec in self._rendered().items()
             if (spec.get("labels") or {}).get(BACKEND) in counts
         }
-        path = self.folder / ".lbrec" / "stack.yml"
+        path = self.folder / STACK_FILE
         path.parent.mkdir(exist_ok=True)
         document = {"version": "3.8", "services": services}
         atomic_write(path, dump_yaml(document))
