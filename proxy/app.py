@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client.registry import Collector
 
 from .admin import make_admin_app
-from .config import BackendsConfig, ConfigError
+from .config import BackendsConfig, ConfigError, parse_hostport
 from .control import ControlLink
 from .handoff import HandoffServer, take_over
 from .health import HealthMonitor
@@ -43,15 +43,6 @@ class ServeInfo:
     listen: tuple[str, int]
     admin: tuple[str, int] | None
     server: ProxyServer
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    """``"127.0.0.1:8080"``, ``":8080"`` (all interfaces) or ``"[::1]:8080"``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT, got {value!r}")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
 
 
 async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one start-up order
@@ -122,7 +113,6 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             f"set {ADMIN_TOKEN_ENV} so that it requires a token, or bind it to 127.0.0.1"
         )
 
-    server = ProxyServer(config, digest=digest, access_log=access_log)
     if waiting is not None:
         server.empty_reason = waiting
         _log.warning("%s", waiting, extra={"event": "no_pool_yet"})

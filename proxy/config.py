@@ -52,7 +52,9 @@ __all__ = [
     "format_validation_error",
     "load_config",
     "parse_config",
+    "parse_hostport",
     "parse_size",
+    "split_hostport",
 ]
 
 SCHEMA_VERSION = 1
@@ -187,6 +189,23 @@ _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 HOST_PATTERN = rf"^(\*\.)?{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?$"
 # A path prefix: absolute, no query or fragment, no dot segments, no whitespace.
 PATH_PREFIX_PATTERN = r"^/([^\s?#]*)$"
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """The one HOST:PORT parser of the proxy and the reconciler: ``127.0.0.1:8080``,
+    ``[::1]:8080``, ``shop.example.com:8080`` or ``:8080`` -> (host without brackets, which
+    may be empty, port 0-65535). ValueError otherwise; callers add their own rules (a host
+    required, port 0 refused) to what it returns."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT like 127.0.0.1:8080, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """A listener's address: HOST:PORT, where an empty host (``:8080``) is every interface."""
+    host, port = split_hostport(value)
+    return host or "0.0.0.0", port
 
 
 def check_host_pattern(value: str) -> str:

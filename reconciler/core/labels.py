@@ -13,6 +13,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ...proxy.config import split_hostport
 from .engines.auto import engine_rules
 from .spec import BackendSpec, DesiredState
 
@@ -187,9 +188,7 @@ def lb_user(desired: DesiredState) -> str:
 
 def low_port(desired: DesiredState) -> bool:
     """A listener of the lb below 1024 (privileged ports)."""
-    return any(
-        int(hostport.rsplit(":", 1)[1]) < 1024 for hostport in (desired.listen, desired.admin)
-    )
+    return any(split_hostport(hostport)[1] < 1024 for hostport in (desired.listen, desired.admin))
 
 
 def lb_labels(desired: DesiredState, build: BuildInfo) -> dict[str, str]:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ...proxy.config import LimitSettings, format_validation_error
+from ...proxy.config import LimitSettings, format_validation_error, split_hostport
 from .errors import PolicyError, SpecError
 from .spec import DesiredState
 
@@ -157,7 +157,11 @@ class Violation:
 
 
 def _hostport_allowed(value: str, patterns: tuple[str, ...]) -> bool:
-    host, _, port = value.rpartition(":")
+    try:
+        host, number = split_hostport(value)
+    except ValueError:
+        return False
+    host = f"[{host}]" if ":" in host else host  # as the policy writes it
     for pattern in patterns:
         match = _PATTERN.match(pattern)
         assert match is not None  # validated
@@ -166,7 +170,7 @@ def _hostport_allowed(value: str, patterns: tuple[str, ...]) -> bool:
         if match["port"] == "*":
             return True
         low, _, high = match["port"].partition("-")
-        if int(low) <= int(port) <= int(high or low):
+        if int(low) <= number <= int(high or low):
             return True
     return False
 

@@ -38,6 +38,7 @@ from ...proxy.config import (
     check_host_pattern,
     check_path_prefix,
     format_validation_error,
+    split_hostport,
 )
 from .defaults import DEFAULT_FILE
 from .durations import DURATION_PATTERN, parse_duration
@@ -110,8 +111,12 @@ class _Model(BaseModel):
 
 
 def _check_hostport(value: str) -> str:
-    match = _HOSTPORT.match(value)
-    if not match or not 1 <= int(match["port"]) <= 65535:
+    """The schema's pattern (what editors check too), then the one parser's port."""
+    try:
+        port = split_hostport(value)[1] if _HOSTPORT.match(value) else 0
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
         raise ValueError("must be HOST:PORT like 127.0.0.1:8080")  # the value is appended
     return value
 
@@ -555,10 +560,10 @@ class DesiredState(RouteFeatures):
                 )
             names[backend.name] = index
             ports[backend.port] = backend.name
-        listen_host, listen_port = self.listen.rsplit(":", 1)
-        admin_host, admin_port = self.admin.rsplit(":", 1)
+        listen_host, listen_port = split_hostport(self.listen)
+        admin_host, admin_port = split_hostport(self.admin)
         if listen_port == admin_port and (
-            listen_host == admin_host or {listen_host, admin_host} & {"0.0.0.0", "[::]"}
+            listen_host == admin_host or {listen_host, admin_host} & {"0.0.0.0", "::"}
         ):
             raise ValueError(f"admin: {self.admin} overlaps listen {self.listen}: use another port")
         return self
@@ -584,12 +589,10 @@ class DesiredState(RouteFeatures):
             if route.tls == "required" and self.tls is None:
                 raise ValueError(f"routes[{index}].tls: 'required' needs a `tls:` section")
         if self.tls is not None:
-            tls_host, tls_port = self.tls.listen.rsplit(":", 1)
+            tls_host, tls_port = split_hostport(self.tls.listen)
             for role, hostport in (("listen", self.listen), ("admin", self.admin)):
-                host, port = hostport.rsplit(":", 1)
-                if port == tls_port and (
-                    host == tls_host or {host, tls_host} & {"0.0.0.0", "[::]"}
-                ):
+                host, port = split_hostport(hostport)
+                if port == tls_port and (host == tls_host or {host, tls_host} & {"0.0.0.0", "::"}):
                     raise ValueError(
                         f"tls.listen: {self.tls.listen} overlaps {role} {hostport}: "
                         "use another port"

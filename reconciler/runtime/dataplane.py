@@ -38,8 +38,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...proxy.app import parse_hostport
-from ...proxy.config import ConfigError, load_config
+from ...proxy.config import ConfigError, load_config, parse_hostport
 from ...proxy.handoff import Taken, take_over
 from ...proxy.server import listening_socket
 from ..adapters.files import state_dir

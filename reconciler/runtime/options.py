@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ...proxy.config import split_hostport
 from ..core.defaults import DEFAULT_FILE
 from ..core.durations import duration_arg
 
@@ -66,10 +67,13 @@ class RuntimeOptions:
 
 def hostport_arg(value: str) -> tuple[str, int]:
     """An argparse type: ``127.0.0.1:9464`` or ``[::1]:9464``."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    try:
+        host, port = split_hostport(value)
+    except ValueError:
+        host = ""
+    if not host:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT like 127.0.0.1:9464, got {value!r}")
-    return host.strip("[]"), int(port)
+    return host, port
 
 
 def add_pass_arguments(parser: argparse.ArgumentParser) -> None:
