@@ -113,6 +113,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             f"set {ADMIN_TOKEN_ENV} so that it requires a token, or bind it to 127.0.0.1"
         )
 
+    server = ProxyServer(config, digest=digest, access_log=access_log)
     if waiting is not None:
         server.empty_reason = waiting
         _log.warning("%s", waiting, extra={"event": "no_pool_yet"})
