@@ -22,14 +22,18 @@ from setuptools.command.build_ext import build_ext
 
 # The request path, client read to client write (proxy/ is linked as lbrec/proxy/).
 COMPILED = [
+    "lbrec/proxy/answer.py",
     "lbrec/proxy/balancer.py",
+    "lbrec/proxy/body.py",
     "lbrec/proxy/downstream.py",
     "lbrec/proxy/exchange.py",
     "lbrec/proxy/fastlane.py",
     "lbrec/proxy/framing.py",
     "lbrec/proxy/http.py",
     "lbrec/proxy/pool.py",
+    "lbrec/proxy/reader.py",
     "lbrec/proxy/stats.py",
+    "lbrec/proxy/tunnel.py",
     "lbrec/proxy/upstream.py",
 ]
 

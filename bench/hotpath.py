@@ -1,14 +1,16 @@
 """The proxy's own CPU per request, without sockets: the Python work of the data path alone.
 
 Drives the real ``ProxyServer``, ``ClientConnection``, ``Exchange`` and ``UpstreamConnection``
-with in-memory transports: each iteration hands one request to the client connection as
-``data_received`` would, then the backend's answer to the upstream connection, and checks the
-client got the answer. No system call, no event-loop wakeup, no other process: what is left is
-exactly what the interpreter spends per request in lbrec's code (plus httptools), so the
-figure is steady from run to run where wrk's are not. bench/proxy_bench.py measures the rest.
+with in-memory transports (the tests' harness, tests/proxy/memory.py): each iteration hands one
+request to the client connection as ``data_received`` would, then the backend's answer to the
+upstream connection, and checks the client got the answer. No system call, no event-loop
+wakeup, no other process: what is left is exactly what the interpreter spends per request in
+lbrec's code (plus httptools), so the figure is steady from run to run where wrk's are not.
+bench/proxy_bench.py measures the rest.
 
     .venv/bin/python bench/hotpath.py                  # wrk's request, nginx's answer
     .venv/bin/python bench/hotpath.py --browser        # a browser-like request (9 headers)
+    .venv/bin/python bench/hotpath.py --general        # without the fast lane
     .venv/bin/python bench/hotpath.py --profile        # cProfile of the same loop
     PYTHONPATH=<wheel installed with --target> .venv/bin/python -P bench/hotpath.py  # compiled
 """
@@ -23,15 +25,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 # Appended: a wheel's site folder on PYTHONPATH (its compiled modules) comes first.
 sys.path.append(str(Path(__file__).resolve().parents[1]))
 
-from lbrec.proxy.config import BackendsConfig
 from lbrec.proxy.downstream import ClientConnection
-from lbrec.proxy.server import ProxyServer, code_kind
-from lbrec.proxy.upstream import UpstreamConnection
+from lbrec.proxy.server import code_kind
+from tests.proxy.memory import MemoryTransport, memory_client
 
 WRK_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:28210\r\n\r\n"
 BROWSER_REQUEST = (
@@ -53,67 +53,18 @@ NGINX_ANSWER = (
 )
 
 
-class MemoryTransport:
-    """What the data path asks of a transport, in memory."""
-
-    def __init__(self, peer: tuple[str, int]) -> None:
-        self.peer = peer
-        self.written = 0
-        self.last = b""
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.peer if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.written += 1
-        self.last = data
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-
-def build(loop: asyncio.AbstractEventLoop) -> tuple[ClientConnection, list[UpstreamConnection]]:
-    config = BackendsConfig.model_validate(
-        {
-            "health": {"interval": 60},
-            "backends": [
-                {"name": "b1", "url": "http://127.0.0.1:28301", "weight": 2},
-                {"name": "b2", "url": "http://127.0.0.1:28302", "weight": 3},
-            ],
-        }
+def build(loop: asyncio.AbstractEventLoop, *, fast_lane: bool = True) -> ClientConnection:
+    """The shared in-memory harness (tests/proxy/memory.py): two backends weighted 2:3."""
+    return memory_client(
+        loop,
+        {"b1": 2, "b2": 3},
+        fast_lane=fast_lane,
+        record=False,
+        client=("127.0.0.1", 40000),
     )
 
-    async def make() -> ProxyServer:
-        return ProxyServer(config)
 
-    server = loop.run_until_complete(make())
-    upstreams: list[UpstreamConnection] = []
-    for backend in server.pool.backends.values():
-        conn = UpstreamConnection(backend.conns)
-        conn.connection_made(MemoryTransport(("127.0.0.1", 28301)))  # type: ignore[arg-type]
-        backend.conns.release(conn, 0.0)
-        upstreams.append(conn)
-    client = ClientConnection(server)
-    client.connection_made(MemoryTransport(("127.0.0.1", 40000)))  # type: ignore[arg-type]
-    return client, upstreams
-
-
-def run(
-    client: ClientConnection, upstreams: list[UpstreamConnection], request: bytes, n: int
-) -> float:
+def run(client: ClientConnection, request: bytes, n: int) -> float:
     transport = client.transport
     assert isinstance(transport, MemoryTransport)
     # the upstream connection a request goes to is the one the exchange holds
@@ -132,6 +83,7 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--browser", action="store_true", help="a browser-like request")
+    parser.add_argument("--general", action="store_true", help="without the fast lane")
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--profile", action="store_true")
@@ -144,18 +96,19 @@ def main() -> None:
     except ImportError:
         loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    client, upstreams = build(loop)
-    run(client, upstreams, request, 2000)  # warm up
+    client = build(loop, fast_lane=not args.general)
+    run(client, request, 2000)  # warm up
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        run(client, upstreams, request, args.requests)
+        run(client, request, args.requests)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return
-    figures = [run(client, upstreams, request, args.requests) for _ in range(args.repeat)]
+    figures = [run(client, request, args.requests) for _ in range(args.repeat)]
     print(
-        f"{'browser' if args.browser else 'wrk'} request, {code_kind()}: "
+        f"{'browser' if args.browser else 'wrk'} request, {code_kind()}"
+        f"{', general path' if args.general else ''}: "
         f"{min(figures):.2f} us/request (min of {args.repeat} x {args.requests}; "
         f"median {statistics.median(figures):.2f})"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -26,7 +25,9 @@ def log_access(
     request_id = exchange.request_id or b"-"
     agent = next((v for n, v in request.headers if n.lower() == b"user-agent"), None)
     duration_ms = round(elapsed * 1000, 2)
-    upstream_ms = round((time.monotonic() - attempt_started) * 1000, 2) if attempt_started else None
+    # from the last attempt to the same instant ``elapsed`` ends at (never more than it)
+    upstream = elapsed - (attempt_started - exchange.started) if attempt_started else None
+    upstream_ms = round(upstream * 1000, 2) if upstream is not None else None
     method = request.method.decode("latin-1")
     path = request.target.decode("latin-1")
     name = backend.name if backend else None

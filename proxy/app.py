@@ -67,6 +67,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
     admin_sock: socket.socket | None = None,
     deployment: tuple[str, str] | None = None,
     control_socket: Path | None = None,
+    fast_lane: bool = True,
 ) -> None:
     """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
 
@@ -84,6 +85,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
     file): serve only a pool stamped as that deployment's (``deploy`` in backends.json); until
     one is written, the pool is empty and every request is answered 503 with the reason.
     ``control_socket``: ``lbrec up``'s Unix socket (see :mod:`proxy.control`).
+    ``fast_lane=False``: every request and answer the general way (proxy/fastlane.py; tests).
     Raises :class:`proxy.config.ConfigError` when the file is invalid at start (without
     ``deployment``).
     """
@@ -113,7 +115,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             f"set {ADMIN_TOKEN_ENV} so that it requires a token, or bind it to 127.0.0.1"
         )
 
-    server = ProxyServer(config, digest=digest, access_log=access_log)
+    server = ProxyServer(config, digest=digest, access_log=access_log, fast_lane=fast_lane)
     if waiting is not None:
         server.empty_reason = waiting
         _log.warning("%s", waiting, extra={"event": "no_pool_yet"})

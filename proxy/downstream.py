@@ -1,13 +1,10 @@
-"""The client side of the data path: an asyncio Protocol that parses HTTP/1.1 with httptools.
+"""The client side of the data path: one asyncio Protocol per HTTP/1.1 client connection.
 
-One :class:`ClientConnection` per accepted socket. It turns parsed request heads into
-:class:`~proxy.exchange.Exchange` objects and runs them one at a time (pipelined requests wait,
-with reading paused). Reading is paused while a request body cannot be forwarded yet or the
-backend is slow to take it; the exchange pauses the backend when the client is slow to read.
-
-It is the HTTP/1.1 :class:`~proxy.contracts.Downstream` of its exchanges: it encodes their
-answers (the fast lane's as they are, the general path's through proxy/http.py) and decides
-keep-alive towards the client, in :meth:`ClientConnection.keeps_alive` only.
+One :class:`ClientConnection` per accepted socket. Its reads go to the fast lane or to its
+:class:`~proxy.reader.RequestReader` (llhttp); each accepted request becomes an
+:class:`~proxy.exchange.Exchange`, run one at a time (pipelined requests wait, with reading
+paused). It is their HTTP/1.1 :class:`~proxy.contracts.Downstream`: it encodes their answers
+and decides keep-alive towards the client (:meth:`ClientConnection.keeps_alive`, only there).
 """
 
 from __future__ import annotations
@@ -16,11 +13,9 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-import httptools
-
 from .exchange import Exchange
 from .fastlane import PlainAnswer, RequestLane, take_answer, take_request
-from .framing import Rejection, check_request
+from .framing import RequestHead
 from .http import (
     LAST_CHUNK,
     ResponseFraming,
@@ -29,6 +24,7 @@ from .http import (
     forwarding_lines,
     simple_response,
 )
+from .reader import RequestReader
 
 if TYPE_CHECKING:
     from .server import ProxyServer
@@ -39,25 +35,15 @@ __all__ = ["ClientConnection"]
 _PAUSE_BODY = 1  # body arrived before a backend was attached
 _PAUSE_UPSTREAM = 2  # backend socket buffer full
 _PAUSE_PIPELINE = 4  # a pipelined request waits for the previous one
-_HEAD_SLACK = 64 * 1024  # a received chunk may hold the head plus the start of the body
 MAX_PIPELINE = 32  # parsed requests waiting behind the one in flight; past it: close after
 
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "_after_chunk_header",
         "_framing",
-        "_header_bytes",
-        "_headers",
         "_held",
-        "_in_head",
         "_pause",
         "_pending",
-        "_raw_head",
-        "_refusing",
-        "_too_large",
-        "_trailer_raw",
-        "_url",
         "active",
         "bytes_out",
         "client_ip",
@@ -68,9 +54,10 @@ class ClientConnection(asyncio.Protocol):
         "idle_since",
         "lane",
         "loop",
-        "parser",
         "parsing",
         "queue",
+        "reader",
+        "refusing",
         "server",
         "task",
         "transport",
@@ -83,7 +70,6 @@ class ClientConnection(asyncio.Protocol):
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
         self.client_ip = "unknown"
         self.forwarding = b""  # X-Forwarded-For/-Proto lines for this client (fast lane)
         self.bytes_out = 0  # every byte written to the client (access log: an answer's size)
@@ -99,19 +85,12 @@ class ClientConnection(asyncio.Protocol):
         self.head_started: float | None = None  # first byte of a head not yet complete
         self.trusted = False  # the peer is in trusted_proxies: its X-Forwarded-* are kept
         self._pause = 0
-        self._in_head = True
-        self._raw_head = 0
         self._pending: Exchange | None = None
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
-        self._too_large = False
-        self._after_chunk_header = False  # a chunk header parsed, no data yet (or: trailers)
-        self._trailer_raw = 0
-        self._refusing = False  # MAX_PIPELINE reached: parse no further request
+        self.refusing = False  # parse no further request (MAX_PIPELINE, a bad one behind)
         self._framing = ResponseFraming.NONE  # of the answer being sent (general path)
         self._held: list[bytes] | None = None  # sent between hold() and flush()
         self.lane = RequestLane(enabled=server.fast_lane)
+        self.reader = RequestReader(self)  # the parser's callbacks: llhttp's side
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
 
@@ -133,16 +112,15 @@ class ClientConnection(asyncio.Protocol):
         self.idle_since = self.loop.time()
         server.connections.add(self)
 
-    def data_received(self, data: bytes) -> None:  # noqa: PLR0912  the hot path, inlined
+    def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
             tunnel.from_client(data)
             return
-        if self.closed or self._refusing:
+        if self.closed or self.refusing:
             return
-        if self.lane.open(self.active is not None or bool(self.queue)) and (
-            len(data) <= self.server.max_header_bytes
-        ):
+        busy = self.active is not None or bool(self.queue)  # in flight, or queued
+        if self.lane.open(busy) and len(data) <= self.server.max_header_bytes:
             head = take_request(data)
             if head is not None:
                 # The fast lane (proxy/fastlane.py): a plain GET/HEAD, alone in this read.
@@ -152,40 +130,15 @@ class ClientConnection(asyncio.Protocol):
                 self.active = exchange
                 exchange.start()
                 return
-        if self._in_head:
-            # httptools buffers an unfinished header line without limit: cap the raw head.
-            if self.head_started is None:
-                self.head_started = self.loop.time()
-            self._raw_head += len(data)
-            if (
-                self._raw_head > self.server.max_header_bytes + _HEAD_SLACK
-                and b"\r\n\r\n" not in data
-            ):
-                self._bad_request(431, "request header fields too large")
-                data = b""
-        elif self._after_chunk_header:
-            # Trailer fields (and chunk extensions) are buffered by httptools: cap them too.
-            self._trailer_raw += len(data)
-            if self._trailer_raw > self.server.max_header_bytes + _HEAD_SLACK:
-                self._bad_request(431, "request trailer fields too large")
-                data = b""
-        if data:
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade as exc:
-                self._upgraded(data[exc.args[0] :])
-                return
-            except httptools.HttpParserError:
-                # Inside the request being parsed: never forwarded. Between requests (garbage
-                # after a pipelined one, data after Connection: close): those are answered.
-                self._bad_request(400, "bad request")
+        if self.reader.feed(data):
+            return  # an Upgrade: upgraded() took the rest
         # Start after parsing the whole chunk, so head and a small body go out in one write.
         pending = self._pending
         if pending is not None and not self.closed:
             self._pending = None
             self._start(pending)
 
-    def _upgraded(self, rest: bytes) -> None:
+    def upgraded(self, rest: bytes) -> None:
         """llhttp stopped after a request with Upgrade (or CONNECT, rejected before)."""
         if self.closed:
             return
@@ -202,10 +155,9 @@ class ClientConnection(asyncio.Protocol):
             return
         if pending is not None:
             self._start(pending)
-        if exchange is not None and not self._refusing:
+        if exchange is not None and not self.refusing:
             # Any other Upgrade (h2c...) is ignored: an ordinary request, and parsing goes on.
-            self.parser = httptools.HttpRequestParser(self)
-            self.lane.at_boundary = True
+            self.reader.restart()
             if rest:
                 self.data_received(rest)
 
@@ -235,61 +187,9 @@ class ClientConnection(asyncio.Protocol):
         elif self.queue and not self.closed:
             self._start_queued()
 
-    # -- httptools callbacks -------------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        self.lane.at_boundary = False
-        if self.head_started is None:  # a head begun after another in the same read
-            self.head_started = self.loop.time()
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._header_bytes += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:  # after the head: a chunked request's trailers, never forwarded
-            return
-        self._header_bytes += len(name) + len(value) + 4
-        if self._header_bytes > self.server.max_header_bytes:
-            self._too_large = True
-            return
-        self._headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        if self.closed or self._refusing:
-            return
-        parser = self.parser
-        self.idle_since = None
-        self.head_started = None
-        self._in_head = False
-        self._raw_head = 0
-        if self._too_large or self._header_bytes > self.server.max_header_bytes:
-            self._bad_request(431, "request header fields too large")
-            return
-        head = check_request(
-            parser.get_method(), self._url, parser.get_http_version(), self._headers
-        )
-        # Reset for the next message here rather than in an on_message_begin callback (one
-        # callback less per request).
-        self._url = b""
-        self._headers = []
-        self._header_bytes = 0
-        if isinstance(head, Rejection):
-            self._bad_request(head.status, head.reason)
-            return
-        if parser.should_upgrade() and (head.chunked or head.content_length):
-            # llhttp ends any request it reads as an upgrade at its head (also one named by
-            # Proxy-Connection) and never reads its body: the proxy and a backend would
-            # disagree on where the next request starts.
-            self._bad_request(400, "Upgrade request with a body")
-            return
-        limit = self.server.max_body_bytes
-        if limit and head.content_length is not None and head.content_length > limit:
-            self._bad_request(413, "request body too large")
-            return
-        exchange = Exchange(
-            self, head, keep_alive=parser.should_keep_alive() and head.upgrade is None
-        )
+    def accept(self, head: RequestHead, *, keep_alive: bool) -> None:
+        """The reader accepted a request head: its exchange goes now, or waits its turn."""
+        exchange = Exchange(self, head, keep_alive=keep_alive)
         self.parsing = exchange
         if self.active is None and self._pending is None:
             self._pending = exchange
@@ -301,45 +201,20 @@ class ClientConnection(asyncio.Protocol):
             self.queue.append(exchange)
             self._set_pause(_PAUSE_PIPELINE, True)
 
-    def on_body(self, body: bytes) -> None:
-        self._after_chunk_header = False
-        if self.parsing is not None:
-            self.parsing.feed_body(body)
-
-    def on_chunk_header(self) -> None:
-        self._after_chunk_header = True
-        self._trailer_raw = 0
-
-    def on_chunk_complete(self) -> None:
-        self._after_chunk_header = False
-
-    def on_message_complete(self) -> None:
-        self._in_head = True  # whatever follows starts the next request head
-        self.lane.at_boundary = True
-        self._after_chunk_header = False
-        if self.parsing is not None:
-            self.parsing.body.end()
-
     # -- the downstream contract (proxy/contracts.py), for Exchange ----------------------------
 
     def keeps_alive(self, exchange: Exchange, *, ended: bool) -> bool:
-        """Keep-alive towards the client, decided here and nowhere else: what the request
-        asked (HTTP/1.0, ``Connection: close``, an upgrade: no), lowered by this connection
-        (it closes after this request: a bad one behind it, too many pipelined) and by the
-        answer's head (a length known only by closing), never during a graceful shutdown; and
-        once the answer is whole (``ended``), only when the request's body was read whole."""
+        """Keep-alive towards the client, decided here only: what the request asked, lowered
+        by this connection (a bad request behind it...) and by the answer's head, never while
+        shutting down; once the answer is whole (``ended``), only if its body was read whole."""
         return exchange.keep_alive and not self.closing and (not ended or exchange.body.complete)
 
     def relay_plain(self, exchange: Exchange, data: bytes) -> PlainAnswer | None:
         if not self.lane.enabled:
             return None
         keep_alive = self.keeps_alive(exchange, ended=False)
-        plain = take_answer(
-            data,
-            exchange.request,
-            keep_alive=keep_alive,
-            max_header_bytes=self.server.max_header_bytes,
-        )
+        limit = self.server.max_header_bytes
+        plain = take_answer(data, exchange.request, keep_alive=keep_alive, max_header_bytes=limit)
         if plain is not None:
             exchange.keep_alive = keep_alive
             self._framing = ResponseFraming.LENGTH
@@ -384,9 +259,9 @@ class ClientConnection(asyncio.Protocol):
 
     def send_error(self, exchange: Exchange, status: int, text: str) -> None:
         """Answer ``exchange`` with a short error of the proxy's own."""
-        keep_alive = exchange.keep_alive = self.keeps_alive(exchange, ended=True)
-        head_only = exchange.request.method == b"HEAD"
-        self.write(simple_response(status, text, keep_alive=keep_alive, head_only=head_only))
+        keep = exchange.keep_alive = self.keeps_alive(exchange, ended=True)
+        bare = exchange.request.method == b"HEAD"
+        self.write(simple_response(status, text, keep_alive=keep, head_only=bare))
 
     def hold(self) -> None:
         self._held = []
@@ -433,11 +308,7 @@ class ClientConnection(asyncio.Protocol):
             self.parsing = None  # no reference cycles per request: garbage goes by refcount
         if self.closed:
             return
-        if (
-            exchange.status == 101
-            and exchange.tunnel is not None
-            and exchange.tunnel is self.tunnel
-        ):
+        if exchange.status == 101 and self.tunnel is not None and exchange.tunnel is self.tunnel:
             return  # the connection now belongs to the tunnel
         if not clean or not self.keeps_alive(exchange, ended=True):
             self.closed = True
@@ -463,12 +334,12 @@ class ClientConnection(asyncio.Protocol):
             self._set_pause(_PAUSE_PIPELINE, False)
         self._start(nxt)
 
-    # -- server side ---------------------------------------------------------------------------
+    # -- the server's verbs, and internals ------------------------------------------------------
 
     def header_timeout(self) -> None:
         """The sweeper's verdict: a request head took longer than ``timeouts.header``."""
         self.head_started = None
-        self._bad_request(408, "request header timeout")
+        self.bad_request(408, "request header timeout")
 
     def idle_timeout(self) -> None:
         """The sweeper's verdict: nothing moved for ``timeouts.idle``. A client that does not
@@ -489,8 +360,6 @@ class ClientConnection(asyncio.Protocol):
             return True
         return False
 
-    # -- internals -----------------------------------------------------------------------------
-
     def _start(self, exchange: Exchange) -> None:
         self.active = exchange
         exchange.start()
@@ -509,10 +378,10 @@ class ClientConnection(asyncio.Protocol):
 
     def _close_after(self, last: Exchange) -> None:
         """Parse nothing more; close once ``last`` (the last complete request) is answered."""
-        self._refusing = True
+        self.refusing = True
         last.keep_alive = False
 
-    def _bad_request(self, status: int, message: str) -> None:
+    def bad_request(self, status: int, message: str) -> None:
         self.parsing = None  # whatever the parser still emits belongs to no request
         last = self.queue[-1] if self.queue else (self._pending or self.active)
         if last is not None and last.body.complete:

@@ -333,13 +333,12 @@ class Exchange:
         if mode is _AWAITING:
             plain = self.plain = self.client.relay_plain(self, data)
             if plain is not None:  # the downstream relayed its head and what came of its body
-                self.judge(plain.status)
-                self.status = plain.status
+                status = self.status = plain.status
+                self.judge(status)
                 self.mode = _LANE
-                self.reusable = plain.reusable
-                self.until_close = False
                 self.response_started = True
                 if not plain.remaining:
+                    self.reusable = plain.reusable
                     self._outcome(_DONE)
                 return
             self.mode = AnswerMode.GENERAL

@@ -51,24 +51,27 @@ _NAME = rb"[!#$%&'*+.^`|~0-9A-Za-z-]++"
 # Visible ASCII words joined by single spaces (no OWS around, no tab, no obs-text). Possessive
 # quantifiers throughout: a head that is not plain fails in one pass, without backtracking.
 _VALUE = rb"[!-~]++(?: [!-~]++)*+"
-_SPECIAL_REQUEST = (
-    rb"(?!(?i:host|content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade"
-    rb"|expect|forwarded|x-real-ip|x-request-id|x-forwarded-"
-    + _NAME
-    + rb"|proxy-"
-    + _NAME
-    + rb"):)"
+# Names the general path treats specially in both directions (framing, hop-by-hop), and in
+# requests only (Host, forwarding headers, Expect, X-Request-ID).
+_HOP_NAMES = (
+    rb"content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade|proxy-" + _NAME
 )
-_SPECIAL_ANSWER = (
-    rb"(?!(?i:content-length|transfer-encoding|connection|keep-alive|te|trailer|upgrade"
-    rb"|proxy-" + _NAME + rb"):)"
+_REQUEST_NAMES = (
+    rb"host|" + _HOP_NAMES + rb"|expect|forwarded|x-real-ip|x-request-id|x-forwarded-" + _NAME
 )
 _TARGET = rb"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*"  # RFC 3986 pchar / "/" / "?": no "#"
-
 _KEEP_ALIVE = rb"(?i:connection): (?i:keep-alive)"
-_REQUEST_LINES = (
-    rb"((?:(?:" + _SPECIAL_REQUEST + _NAME + rb": " + _VALUE + rb"|" + _KEEP_ALIVE + rb")\r\n)*+)"
-)
+
+
+def _plain_lines(special: bytes) -> bytes:
+    """Any number of plain header lines: ``name: value`` whose name is none of ``special``
+    (case-insensitive; the negative look-ahead matches whole names only), or
+    ``Connection: keep-alive``."""
+    line = rb"(?!(?i:" + special + rb"):)" + _NAME + rb": " + _VALUE
+    return rb"(?:(?:" + line + rb"|" + _KEEP_ALIVE + rb")\r\n)*+"
+
+
+_REQUEST_LINES = rb"(" + _plain_lines(_REQUEST_NAMES) + rb")"
 PLAIN_REQUEST = re.compile(
     rb"(GET|HEAD) ("
     + _TARGET
@@ -83,9 +86,7 @@ PLAIN_REQUEST = re.compile(
 """``fullmatch`` over one read: method, target, headers before Host, Host, headers after.
 ``Connection: keep-alive`` (browsers send it) is allowed and is no header to forward."""
 
-_ANSWER_LINES = (
-    rb"(?:(?:" + _SPECIAL_ANSWER + _NAME + rb": " + _VALUE + rb"|" + _KEEP_ALIVE + rb")\r\n)*+"
-)
+_ANSWER_LINES = _plain_lines(_HOP_NAMES)
 PLAIN_ANSWER = re.compile(
     rb"HTTP/1\.1 ([2-5][0-9][0-9]) ([ -~]*)\r\n"
     + _ANSWER_LINES
@@ -183,14 +184,11 @@ def take_answer(
     head = data[:end]
     relayed = relayed_answer_head(head, keep_alive=keep_alive)
     received = len(data) - end
-    reusable = True
-    if received > length:
-        reusable = False
-        data = data[: end + length]
-        received = length
-    return PlainAnswer(
-        status, data if relayed is head else relayed + data[end:], length - received, reusable
-    )
+    if received > length:  # bytes after the body: relayed no further, never reused
+        return PlainAnswer(status, relayed + data[end : end + length], 0, False)
+    if relayed is not head:
+        data = relayed + data[end:]
+    return PlainAnswer(status, data, length - received, True)
 
 
 def relayed_answer_head(head: bytes, *, keep_alive: bool) -> bytes:

@@ -63,23 +63,6 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-# Headers the proxy itself writes; a Connection token naming one of them is ignored.
-PROTECTED = frozenset(
-    {
-        b"content-length",
-        b"transfer-encoding",
-        b"host",
-        b"x-forwarded-for",
-        b"x-forwarded-proto",
-        b"x-forwarded-host",
-        b"x-forwarded-port",
-        b"forwarded",
-        b"x-real-ip",
-        b"connection",
-        b"upgrade",
-    }
-)
-STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Incoming forwarding headers: kept only from trusted peers (see RequestHead.forwarded).
 _FORWARDING = frozenset(
     {
@@ -91,6 +74,15 @@ _FORWARDING = frozenset(
         b"x-real-ip",
     }
 )
+# Headers the proxy itself writes; a Connection token naming one of them is ignored.
+PROTECTED = _FORWARDING | {
+    b"content-length",
+    b"transfer-encoding",
+    b"host",
+    b"connection",
+    b"upgrade",
+}
+STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
 # host[:port] as Host may carry it (no userinfo); also inside proxy/fastlane.py's patterns
 HOST_PATTERN = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?"
 _HOST = re.compile(HOST_PATTERN)

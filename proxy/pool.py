@@ -104,16 +104,9 @@ class Backend:
         host = parts.hostname or "127.0.0.1"
         port = parts.port or 80
         self.name = entry.name  # the backend (several instances may share it)
-        self.key = key or entry.name  # unique in the pool: name, or name@host:port
-        self.instance = entry.instance
         self.container = entry.container  # identity: the container this URL was read from
-        self.health_path = entry.health_path
-        self.version = entry.version
-        self.percent = entry.percent
-        self.sticky = sticky_key(entry.sticky)
-        self.sticky_secret = sticky_secret(entry)
         self.url = entry.url
-        self.weight = entry.weight
+        self.adopt(entry, key or entry.name)
         self.host_header = (parts.netloc or f"{host}:{port}").encode("ascii")
         self.conns = ConnectionPool(host, port)
         self.health = health
@@ -125,6 +118,18 @@ class Backend:
         self.errors = 0
         self.last_check: ProbeResult | None = None
         self.stats = BackendStats(now=time.time())  # recent figures for the status page
+
+    def adopt(self, entry: BackendEntry, key: str) -> None:
+        """Take what a (re)loaded entry may change while its name, URL and container stay:
+        the weight, the key (name, or name@host:port), the canary split, the health path."""
+        self.key = key  # unique in the pool
+        self.weight = entry.weight
+        self.instance = entry.instance
+        self.version = entry.version
+        self.percent = entry.percent
+        self.sticky = sticky_key(entry.sticky)
+        self.sticky_secret = sticky_secret(entry)
+        self.health_path = entry.health_path
 
     @property
     def base_url(self) -> str:

@@ -23,7 +23,7 @@ from .config import BackendsConfig
 from .downstream import ClientConnection
 from .framing import RequestHead
 from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
-from .pool import Backend, Pool, instance_keys, rotation_weights, sticky_key, sticky_secret
+from .pool import Backend, Pool, instance_keys, rotation_weights
 from .stats import Answers
 
 __all__ = ["ProxyServer", "code_kind", "listening_socket", "package_version", "runtime_info"]
@@ -225,14 +225,7 @@ class ProxyServer:
         for key, entry in zip(keys, entries, strict=True):
             prev = before.get((entry.name, entry.url, entry.container))
             if prev is not None:
-                prev.weight = entry.weight
-                prev.key = key
-                prev.instance = entry.instance
-                prev.version = entry.version
-                prev.percent = entry.percent
-                prev.sticky = sticky_key(entry.sticky)
-                prev.sticky_secret = sticky_secret(entry)
-                prev.health_path = entry.health_path
+                prev.adopt(entry, key)
                 backends[key] = prev
             else:
                 start = HealthState.UP if previous is None else HealthState.CHECKING

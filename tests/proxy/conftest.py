@@ -197,8 +197,17 @@ class RunningProxy:
 ProxyFactory = Callable[[dict[str, Any]], Awaitable[RunningProxy]]
 
 
+@pytest.fixture(params=[True, False], ids=["lane", "general"])
+def fast_lane(request: pytest.FixtureRequest) -> bool:
+    """Every test of a running proxy runs twice, as aiohttp and uvicorn run their protocol
+    tests over both implementations: with the fast lane (proxy/fastlane.py), and with every
+    request and answer the general way (``fast_lane=False``), whose everyday behaviour the
+    lane would otherwise hide (ordinary GETs and answers take the lane)."""
+    return bool(request.param)
+
+
 @pytest.fixture
-async def proxy(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
+async def proxy(tmp_path: Path, fast_lane: bool) -> AsyncIterator[ProxyFactory]:
     running: list[RunningProxy] = []
 
     async def start(doc: dict[str, Any]) -> RunningProxy:
@@ -207,7 +216,7 @@ async def proxy(tmp_path: Path) -> AsyncIterator[ProxyFactory]:
         stop = asyncio.Event()
         ready: asyncio.Future[ServeInfo] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            serve(path, stop=stop, ready=ready.set_result, drain_timeout=2.0)
+            serve(path, stop=stop, ready=ready.set_result, drain_timeout=2.0, fast_lane=fast_lane)
         )
         info = await asyncio.wait_for(asyncio.shield(ready), 5)
         proc = RunningProxy(info, path, stop, task)

@@ -10,51 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 
 import httptools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lbrec.proxy.config import BackendsConfig
 from lbrec.proxy.downstream import ClientConnection
 from lbrec.proxy.framing import RequestHead, check_request
-from lbrec.proxy.server import ProxyServer
-from lbrec.proxy.upstream import UpstreamConnection
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc
+from tests.proxy.memory import MemoryTransport, memory_client
 from tests.support.examples import examples
 
 Seen = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]]  # method, target, headers
-
-
-class _Transport:
-    """A transport in memory: what the data path asks of one."""
-
-    def __init__(self, peer: tuple[str, int]) -> None:
-        self.peer = peer
-        self.closed = False
-        self.written = bytearray()
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self.peer if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
 
 
 _ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -63,25 +30,7 @@ _ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 def _client(loop: asyncio.AbstractEventLoop) -> ClientConnection:
     """A client connection of a real ProxyServer with one backend, whose connections (eight,
     idle in its pool: a HEAD answer never goes back) are in memory."""
-    config = BackendsConfig.model_validate(
-        {
-            "health": {"interval": 600},
-            "backends": [{"name": "b", "url": "http://127.0.0.1:9", "weight": 1}],
-        }
-    )
-
-    async def make() -> ProxyServer:
-        return ProxyServer(config)
-
-    server = loop.run_until_complete(make())
-    [backend] = server.pool.backends.values()
-    for _ in range(8):
-        upstream = UpstreamConnection(backend.conns)
-        upstream.connection_made(_Transport(("127.0.0.1", 9)))  # type: ignore[arg-type]
-        backend.conns.release(upstream, 0.0)
-    client = ClientConnection(server)
-    client.connection_made(_Transport(("192.0.2.1", 40000)))  # type: ignore[arg-type]
-    return client
+    return memory_client(loop, {"b": 1}, idle=8)
 
 
 def _through_the_proxy(reads: list[bytes]) -> list[Seen]:
@@ -222,7 +171,7 @@ def _answer_relayed(request: bytes, reads: list[bytes]) -> Relayed:
                 break
             upstream.data_received(data)
         transport = client.transport
-        assert isinstance(transport, _Transport)
+        assert isinstance(transport, MemoryTransport)
         reused = upstream in exchange.backend.conns.idle if exchange.backend else False
         return bytes(transport.written), reused, client.closed
     finally:
