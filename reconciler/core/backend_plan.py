@@ -23,7 +23,7 @@ from .steps import Action, ActionKind, Step, StepKind
 _NOT_STARTABLE = ("dead", "removing", "paused")
 
 
-def judge_containers(
+def service_needs(
     containers: tuple[ObservedContainer, ...],
     want_hash: str,
     fields: dict[str, str],

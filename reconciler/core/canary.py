@@ -3,7 +3,7 @@
 The proxy keeps, per instance, cumulative counters (requests, failed exchanges, answers by
 status class, a first-byte latency histogram). A step's window is the difference of two
 snapshots taken at its start and its end, summed over the new version's instances only, so
-the old version's figures never mix in. ``judge`` turns a window into a verdict:
+the old version's figures never mix in. ``canary_verdict`` turns a window into a verdict:
 
 * fewer than ``min_requests`` requests: ``wait`` (the step is extended, never passed on
   too little evidence);
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from ...proxy.stats import LATENCY_BOUNDS, STATUS_CLASSES, percentile
 
-__all__ = ["Counters", "Verdict", "counters_of", "judge"]
+__all__ = ["Counters", "Verdict", "canary_verdict", "counters_of"]
 
 _5XX = STATUS_CLASSES.index("5xx")
 
@@ -95,7 +95,7 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}ms"
 
 
-def judge(
+def canary_verdict(
     window: Counters, *, max_error_rate: float, max_p99: float | None, min_requests: int
 ) -> Verdict:
     """The verdict on one step's window of the new version (see the module docstring)."""

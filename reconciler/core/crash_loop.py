@@ -17,7 +17,7 @@ from typing import Any, Literal, Protocol
 
 from .schedule import Backoff
 
-__all__ = ["BACKOFF", "RESTARTS", "WINDOW", "RepairRecords", "Verdict", "judge_restart"]
+__all__ = ["BACKOFF", "RESTARTS", "WINDOW", "RepairRecords", "Verdict", "may_repair"]
 
 RESTARTS = 5  # repairs within WINDOW before the hold
 WINDOW = 600.0  # seconds
@@ -58,7 +58,7 @@ def recent(times: Sequence[float], now: float, window: float = WINDOW) -> list[f
     return sorted(t for t in times if now - window < t <= now)
 
 
-def judge_restart(
+def may_repair(
     times: Sequence[float],
     now: float,
     *,

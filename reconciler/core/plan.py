@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ...proxy.config import BackendsConfig
-from .backend_plan import judge_containers, plan_backend
+from .backend_plan import plan_backend, service_needs
 from .labels import (
     CONFIG_HASH,
     BuildInfo,
@@ -111,7 +111,7 @@ def _plan_lb(desired: DesiredState, observed: Observed, build: BuildInfo) -> Act
         return act(ActionKind.REMOVE, "proxy.mode is host") if containers else None
     want_hash = lb_labels(desired, build)[CONFIG_HASH]
     fields = lb_fields(desired, build)
-    if verdict := judge_containers(containers, want_hash, fields, many="load balancer containers"):
+    if verdict := service_needs(containers, want_hash, fields, many="load balancer containers"):
         return act(*verdict)
     return act(ActionKind.UNCHANGED)
 

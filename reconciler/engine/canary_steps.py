@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from ..core.canary import judge
+from ..core.canary import canary_verdict
 from ..core.errors import ApplyError
 from ..core.plan import Action, Step
 from ..core.report import Outcome
@@ -15,7 +15,7 @@ from .hooks import Preempted
 from .run import Run
 
 
-def judge_step(run: Run, spec: BackendSpec, ids: Sequence[str], percent: int) -> str | None:
+def hold_canary_step(run: Run, spec: BackendSpec, ids: Sequence[str], percent: int) -> str | None:
     """Hold the step for ``interval`` and judge the new version on its own answers; a step
     with too few requests is extended (up to 10 intervals). None: passed; else the reason."""
     rollout = spec.rollout_of(run.desired)
@@ -43,7 +43,7 @@ def judge_step(run: Run, spec: BackendSpec, ids: Sequence[str], percent: int) ->
         after = hooks.counters(urls)
         if after is None:
             return unjudged
-        verdict = judge(
+        verdict = canary_verdict(
             after - before,
             max_error_rate=analysis.max_error_rate,
             max_p99=analysis.max_p99,

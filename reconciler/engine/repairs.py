@@ -18,7 +18,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core.crash_loop import WINDOW, RepairRecords, judge_restart, recent
+from ..core.crash_loop import WINDOW, RepairRecords, may_repair, recent
 from ..core.labels import BuildInfo, config_hash
 from ..core.plan import Action, ActionKind, StepKind
 from ..core.report import Outcome
@@ -136,7 +136,7 @@ class CrashLoops:
             if entry.get("held"):
                 out[name] = Outcome(action, ok=True, deferred=True, detail=str(entry["held"]))
                 continue
-            verdict = judge_restart(entry["times"], self.now)
+            verdict = may_repair(entry["times"], self.now)
             if verdict.kind == "hold":
                 entry["held"] = verdict.describe()
                 entry["held_at"] = self.now

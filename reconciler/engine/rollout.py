@@ -11,7 +11,7 @@ from ..core.labels import config_hash
 from ..core.plan import Action, Step, StepKind
 from ..core.report import Outcome
 from ..core.spec import BackendSpec
-from .canary_steps import canary_state, judge_step, pause_step, roll_back, roll_back_canary
+from .canary_steps import canary_state, hold_canary_step, pause_step, roll_back, roll_back_canary
 from .hooks import Preempted
 from .run import Run
 
@@ -139,7 +139,7 @@ class _Rollout:
             case StepKind.SPLIT:
                 self.split(step)
             case StepKind.JUDGE:
-                return self.judge(step)
+                return self.check_canary(step)
             case StepKind.PAUSE:
                 return self.pause(step)
             case _:
@@ -199,9 +199,9 @@ class _Rollout:
         else:  # judged: what is left is the old version's drain
             run.workspace.rollouts.write_state(name, None)
 
-    def judge(self, step: Step) -> Outcome | None:
+    def check_canary(self, step: Step) -> Outcome | None:
         ids = self.ids(step)
-        problem = judge_step(self.run, self.spec, ids, step.percent)
+        problem = hold_canary_step(self.run, self.spec, ids, step.percent)
         return None if problem is None else roll_back_canary(self.run, self.action, ids, problem)
 
     def pause(self, step: Step) -> Outcome | None:

@@ -280,7 +280,7 @@ class Run:
                 pending = [cid for cid in wait.owner if wait.owner[cid] not in wait.result]
                 wait.inspect(pending)
                 wait.probe(pending)
-                wait.judge()
+                wait.decide_ready()
                 if len(wait.result) < len(groups):
                     self.hooks.sleep(0.2)
         finally:
@@ -360,7 +360,7 @@ class _HealthWait:
                 self.last[cid] = problem
                 self.healthy_since[cid] = None
 
-    def judge(self) -> None:
+    def decide_ready(self) -> None:
         """A backend is ready when all its instances were healthy for ``min_healthy`` s, and
         failed when its ``healthy_deadline`` passes first (naming the instance and why)."""
         now = self.run.hooks.clock()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lbrec.proxy.stats import LATENCY_BOUNDS
 from lbrec.reconciler.adapters.workspace import Workspace
-from lbrec.reconciler.core.canary import Counters, counters_of, judge
+from lbrec.reconciler.core.canary import Counters, canary_verdict, counters_of
 from lbrec.reconciler.core.plan import ActionKind, StepKind
 from lbrec.reconciler.core.render import POOL_FILE
 from lbrec.reconciler.engine.converge import converge
@@ -35,15 +35,18 @@ def _window(requests: int, bad: int = 0, latency_bin: int = 5, errors: int = 0) 
 
 def test_judge_table() -> None:
     rules: dict[str, Any] = {"max_error_rate": 0.01, "max_p99": 0.5, "min_requests": 50}
-    assert judge(_window(40), **rules).kind == "wait"
-    assert judge(_window(140, bad=17), **rules).reason == (
+    assert canary_verdict(_window(40), **rules).kind == "wait"
+    assert canary_verdict(_window(140, bad=17), **rules).reason == (
         "error rate 12.1% > 1.0% over 140 requests"
     )
     slow = _window(200, latency_bin=LATENCY_BOUNDS.index(1.5))
-    assert judge(slow, **rules).kind == "fail" and "p99 " in judge(slow, **rules).reason
-    assert judge(_window(200, bad=1), **rules).kind == "pass"
+    assert (
+        canary_verdict(slow, **rules).kind == "fail"
+        and "p99 " in canary_verdict(slow, **rules).reason
+    )
+    assert canary_verdict(_window(200, bad=1), **rules).kind == "pass"
     failed_exchanges = _window(100, errors=5)
-    assert judge(failed_exchanges, **rules).kind == "fail"  # no answer counts as an error
+    assert canary_verdict(failed_exchanges, **rules).kind == "fail"  # no answer counts as an error
 
 
 @given(
@@ -58,7 +61,7 @@ def test_property_below_every_threshold_passes_above_any_fails(
 ) -> None:
     bad = int(requests * rate)
     window = _window(requests, bad=bad, latency_bin=latency_bin)
-    verdict = judge(window, max_error_rate=limit, max_p99=p99_limit, min_requests=50)
+    verdict = canary_verdict(window, max_error_rate=limit, max_p99=p99_limit, min_requests=50)
     p99 = window.p99()
     too_slow = p99_limit is not None and p99 is not None and p99 > p99_limit
     if bad / requests > limit or too_slow:
