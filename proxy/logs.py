@@ -53,8 +53,14 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(
-    fmt: Literal["text", "json"] = "text", *, level: int = logging.INFO, access_log: bool = False
-) -> None:
+    fmt: Literal["text", "json"] = "text",
+    *,
+    level: int = logging.INFO,
+    access_log: bool = False,
+    name: str = "proxy",
+) -> logging.Logger:
+    """The one logging set-up of both programs: text or JSON lines on stderr for every
+    ``lbrec`` logger; returns ``lbrec.<name>``."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -74,3 +80,4 @@ def configure_logging(
     logging.getLogger("lbrec.proxy.access").setLevel(
         logging.INFO if access_log else logging.WARNING
     )
+    return logging.getLogger(f"lbrec.{name}")

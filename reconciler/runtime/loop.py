@@ -20,9 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ...proxy.logs import configure_logging as configure_lbrec_logging
 from ..core.audit import outcome_of
 from ..core.errors import LbrecError
 from ..core.report import Report
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ControlLoop",
-    "configure_logging",
     "describe_failures",
 ]
 
@@ -320,10 +318,3 @@ def describe_failures(report: Report) -> str:
         name = o.action.backend
         parts.append(error if error.startswith(f"{name}:") else f"{name}: {error}")
     return "; ".join(parts)
-
-
-def configure_logging(fmt: Literal["text", "json"] = "text", *, name: str) -> logging.Logger:
-    """The one logging set-up (proxy/logs.py: text or JSON lines on stderr for every `lbrec`
-    logger, the proxy's too); returns ``lbrec.<name>``."""
-    configure_lbrec_logging(fmt)
-    return logging.getLogger(f"lbrec.{name}")

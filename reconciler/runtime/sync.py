@@ -31,6 +31,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ...proxy.config import Revision
+from ...proxy.logs import configure_logging
 from ..adapters.audit import notify
 from ..adapters.files import atomic_write
 from ..adapters.git import Mirror, normalize_repo
@@ -45,7 +46,7 @@ from ..core.report import Report
 from ..core.schedule import Backoff
 from ..core.spec import DEFAULT_FILE, parse_spec
 from .certs import attach_certificates
-from .loop import ControlLoop, configure_logging, describe_failures
+from .loop import ControlLoop, describe_failures
 from .metrics import LOOP_METRICS, serve_metrics
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass

@@ -22,6 +22,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
+from ...proxy.logs import configure_logging
 from ..adapters.docker_events import DockerEvents
 from ..adapters.engine_epoch import freeze_pool
 from ..adapters.workspace import Workspace
@@ -31,7 +32,7 @@ from ..core.render import POOL_FILE
 from ..core.report import Report
 from ..core.schedule import Backoff
 from .certs import attach_certificates
-from .loop import ControlLoop, Reconcile, configure_logging
+from .loop import ControlLoop, Reconcile
 from .metrics import serve_metrics
 from .options import QUIET_PERIOD, RuntimeOptions
 from .passes import DockerFactory, run_pass
