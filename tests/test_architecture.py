@@ -193,6 +193,27 @@ def test_no_engine_is_named_outside_the_seam() -> None:
     assert WHICH_ENGINE.search("if self.engine != 'compose':")
 
 
+# A module's first word says what its folder is: core is PURE, adapters are the EDGE; the
+# engine is neither (it works through the ports), so it carries no tag.
+TAGS = {"core": "PURE.", "adapters": "EDGE."}
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+def test_docstring_tags_match_the_folder(layer: str) -> None:
+    bad = []
+    for path in _modules(f"reconciler/{layer}"):
+        doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+        tag = doc.split(" ", 1)[0] if doc.split(" ", 1)[0] in ("PURE.", "EDGE.") else None
+        want = TAGS.get(layer)
+        if path.name == "__init__.py":
+            continue
+        if (want is not None and tag != want) or (layer == "engine" and tag is not None):
+            bad.append(f"{path.relative_to(ROOT)}: {tag or 'untagged'}")
+        if layer not in TAGS and tag == "PURE.":
+            bad.append(f"{path.relative_to(ROOT)}: PURE outside core")
+    assert bad == [], "\n".join(bad)
+
+
 def test_the_state_folder_is_spelled_once() -> None:
     """``.lbrec/`` is core.defaults.STATE_DIR; every path in it derives from that (and the
     Workspace names them), so moving it is a one-line change."""

@@ -1,4 +1,4 @@
-"""`docker inspect` JSON parsed into the frozen ObservedContainer snapshot (no lazy objects)."""
+"""EDGE. `docker inspect` JSON parsed into frozen ObservedContainer snapshots (no lazy objects)."""
 
 from __future__ import annotations
 

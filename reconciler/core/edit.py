@@ -1,4 +1,4 @@
-"""Round-trip edits of desired-state.yaml that keep the user's comments, blank lines and order.
+"""PURE. Round-trip edits of desired-state.yaml that keep the user's comments, blanks and order.
 
 PyYAML drops comments; ruamel.yaml's round-trip mode keeps them, so it is used here and only
 here, for the one user-owned file. Every function returns new text; the caller validates it

@@ -1,4 +1,4 @@
-"""One error hierarchy for the reconciler; ``commands/cli.py`` turns them into exit codes
+"""PURE. One error hierarchy for the reconciler; ``commands/cli.py`` turns them into exit codes
 (the long-running commands log them and go on).
 
 Every class says whether it is ``transient`` (a later pass may succeed with the same input: the

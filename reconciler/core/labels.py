@@ -1,4 +1,4 @@
-"""The label contract between lbrec and its containers, and the config hash.
+"""PURE. The label contract between lbrec and its containers, and the config hash.
 
 Labels are the only memory lbrec keeps on the engine: which containers are its own
 (``lbrec.project``), for which backend, and a hash of every container-relevant setting so that

@@ -1,4 +1,4 @@
-"""Rendering reports for people (terraform-like plan, Ansible-like recap) and for machines."""
+"""PURE. Rendering reports for people (terraform-like plan, Ansible-like recap) and for machines."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The outcome of a pass: a plan, what each action did, what was written."""
+"""PURE. The outcome of a pass: a plan, what each action did, what was written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The schema of ``desired-state.yaml``: the single source of truth for the user's file.
+"""PURE. The schema of ``desired-state.yaml``: the single source of truth for the user's file.
 
 Validation of an already-parsed document is pure; :func:`load_spec` and :func:`parse_spec`
 add YAML parsing with line/column positions in the error messages.

@@ -1,4 +1,4 @@
-"""What was observed: plain frozen values, no Docker library types."""
+"""PURE. What was observed: plain frozen values, no Docker library types."""
 
 from __future__ import annotations
 

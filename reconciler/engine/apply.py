@@ -1,4 +1,4 @@
-"""EDGE orchestration: carry out a plan, make before break, and report what happened.
+"""Orchestration: carry out a plan, make before break, and report what happened.
 
 Order: pull or build every image a new instance needs (a failure changes nothing of that
 backend); write docker-compose.yml; route away from backends that go and apply new weights
