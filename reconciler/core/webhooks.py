@@ -18,10 +18,10 @@ A call is judged on its first non-empty credential among ``webhook-signature``,
 ``Authorization`` (Forgejo and Gitea also send GitHub's header; Gitea sends its signature headers
 empty when it has no secret).
 
-:func:`judge` decides, top to bottom: the method (405), whether a secret is configured (403), the
-credential (400 malformed, 401 wrong or missing; a Standard Webhooks timestamp more than 5
-minutes off is 401), a delivery id seen before (409), then whether the payload deploys: a ping or
-a push to another branch is *ignored* (200, with the reason), anything else authentic is
+:func:`verify_delivery` decides, top to bottom: the method (405), whether a secret is configured
+(403), the credential (400 malformed, 401 wrong or missing; a Standard Webhooks timestamp more
+than 5 minutes off is 401), a delivery id seen before (409), then whether the payload deploys: a
+ping or a push to another branch is *ignored* (200, with the reason), anything else authentic is
 *accepted* (202). A body that is not JSON is accepted too, for generic callers.
 
 The replay memory is the one piece of state: a bounded :class:`DeliveryMemory` of the calls
@@ -61,9 +61,9 @@ __all__ = [
     "Scheme",
     "Verdict",
     "WebhookSecret",
-    "judge",
     "require_admin_token",
     "token_matches",
+    "verify_delivery",
 ]
 
 SYNC_TOKEN_ENV = "LBREC_SYNC_TOKEN"
@@ -212,7 +212,7 @@ def require_admin_token(sync_token: str, admin_token: str) -> None:
         )
 
 
-def judge(
+def verify_delivery(
     delivery: Delivery, *, secret: WebhookSecret, branch: str, memory: DeliveryMemory
 ) -> Verdict:
     """The verdict on one call; records its replay keys in ``memory`` once it is authentic."""

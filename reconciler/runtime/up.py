@@ -21,8 +21,6 @@ import logging
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,28 +33,18 @@ from ..adapters.workspace import Workspace
 from ..core.errors import LbrecError
 from ..core.output import BuildProgress, Style, format_plan, format_recap
 from ..core.spec import DesiredState, parse_spec
-from ..core.webhooks import (
-    ADMIN_TOKEN_ENV,
-    SYNC_TOKEN_ENV,
-    Delivery,
-    DeliveryMemory,
-    Outcome,
-    Verdict,
-    WebhookSecret,
-    judge,
-    require_admin_token,
-)
+from ..core.webhooks import ADMIN_TOKEN_ENV, SYNC_TOKEN_ENV, require_admin_token
 from .dataplane import ProxySupervisor, auto_workers, socket_path
 from .options import RuntimeOptions
 from .passes import DockerFactory, run_pass
 from .signals import Runnable, run_until_signal
 from .sync import SyncLoop, build_sync_loop
 from .watch import build_watch_loop
+from .webhook import sync_webhook
 
 __all__ = ["SYNC_TOKEN_ENV", "run_up", "sync_webhook"]
 
 _log = logging.getLogger("lbrec.up")
-_webhook_log = logging.getLogger("lbrec.webhook")
 
 
 def _first_pass(workspace: Workspace, docker: DockerFactory, options: RuntimeOptions) -> int:
@@ -82,73 +70,6 @@ def _remove_all(workspace: Workspace, docker: DockerFactory, desired: DesiredSta
     port.remove(ids)
     port.remove_network()
     _log.info("--down: removed %d containers of project %s", len(ids), desired.project)
-
-
-def sync_webhook(
-    trigger: Callable[[], None],
-    token: str,
-    *,
-    branch: str,
-    clock: Callable[[], float] = time.time,
-    peer_header: str | None = None,
-) -> list[web.RouteDef]:
-    """``POST /-/sync`` on the admin listener: a forge webhook deploys at once.
-
-    Each call is judged by :func:`reconciler.core.webhooks.judge` (GitHub, Gitea/Forgejo, GitLab,
-    Standard Webhooks and ``Authorization: Bearer``, all keyed on ``token``; pushes to another
-    branch than ``branch`` are ignored; replays refused) and logged with its verdict and source
-    address. Without a token configured the endpoint refuses every call (403), so it can never
-    be left open; a ``whsec_`` token that is not base64 raises :class:`UsageError` here.
-    ``peer_header``: served on ``up``'s control socket, where the proxy forwards the call, the
-    caller's address is in this header (set by the proxy, never by the caller).
-    """
-    secret = WebhookSecret.parse(token)
-    memory = DeliveryMemory()
-
-    from aiohttp import web
-
-    async def handler(request: web.Request) -> web.Response:
-        source = (
-            request.headers.get(peer_header, "") if peer_header else request.remote
-        ) or "unknown"
-        try:
-            body = await request.read() if secret.token else b""
-        except web.HTTPRequestEntityTooLarge as err:
-            _log_webhook(Verdict(Outcome.REFUSED, 413, f"body: {err.text}"), request, source)
-            raise
-        delivery = Delivery(request.method, request.headers, body, now=clock(), source=source)
-        verdict = judge(delivery, secret=secret, branch=branch, memory=memory)
-        _log_webhook(verdict, request, source)
-        if verdict.sync:
-            trigger()
-        return web.Response(status=verdict.status, text=f"{verdict.reason}\n")
-
-    return [web.post("/-/sync", handler)]
-
-
-def _log_webhook(verdict: Verdict, request: web.Request, source: str) -> None:
-    fields: dict[str, object] = {
-        "event": "webhook",
-        "outcome": verdict.outcome.value,
-        "status": verdict.status,
-        "reason": verdict.reason,
-        "source": source,
-        "scheme": verdict.scheme.value if verdict.scheme else None,
-        "delivery": verdict.delivery_id,
-    }
-    if "X-Forwarded-For" in request.headers:  # behind a TLS proxy; as told, not verified
-        fields["forwarded_for"] = request.headers["X-Forwarded-For"]
-    level = logging.WARNING if verdict.outcome is Outcome.REFUSED else logging.INFO
-    _webhook_log.log(
-        level,
-        "webhook %s (%d) from %s%s: %s",
-        verdict.outcome.value,
-        verdict.status,
-        source,
-        f" via {verdict.scheme.value}" if verdict.scheme else "",
-        verdict.reason,
-        extra=fields,
-    )
 
 
 def _follow_the_file(

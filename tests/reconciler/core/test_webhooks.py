@@ -25,10 +25,10 @@ from lbrec.reconciler.core.webhooks import (
     Scheme,
     Verdict,
     WebhookSecret,
-    judge,
     require_admin_token,
+    verify_delivery,
 )
-from lbrec.reconciler.runtime.up import sync_webhook
+from lbrec.reconciler.runtime.webhook import sync_webhook
 from tests.test_architecture import FORBIDDEN_IN_PURE, _imports
 
 SECRET = "It's a Secret to Everybody"
@@ -49,7 +49,7 @@ def _judge(
     memory: DeliveryMemory | None = None,
     method: str = "POST",
 ) -> Verdict:
-    return judge(
+    return verify_delivery(
         Delivery(method, headers, body, now=now, source="192.0.2.7"),
         secret=WebhookSecret.parse(token),
         branch=branch,
@@ -448,8 +448,8 @@ def test_replays_of_ignored_and_standard_deliveries() -> None:
     assert _judge(ping, b"{}", memory=memory).status == 409
     secret = WebhookSecret.parse(STD_SECRET)
     delivery = Delivery("POST", _standard(), STD_BODY, now=STD_TIMESTAMP, source="192.0.2.7")
-    assert judge(delivery, secret=secret, branch="main", memory=memory).sync
-    assert judge(delivery, secret=secret, branch="main", memory=memory).status == 409
+    assert verify_delivery(delivery, secret=secret, branch="main", memory=memory).sync
+    assert verify_delivery(delivery, secret=secret, branch="main", memory=memory).status == 409
 
 
 def test_a_refused_delivery_is_not_remembered() -> None:
@@ -524,7 +524,7 @@ def test_a_standard_webhook_replay_is_keyed_on_its_signed_id() -> None:
 
     def send(headers: dict[str, str]) -> Verdict:
         delivery = Delivery("POST", headers, STD_BODY, now=STD_TIMESTAMP, source="192.0.2.7")
-        return judge(delivery, secret=secret, branch="main", memory=memory)
+        return verify_delivery(delivery, secret=secret, branch="main", memory=memory)
 
     first = send(_standard())
     assert first.sync and first.delivery_id == STD_ID

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from lbrec.reconciler.runtime.up import sync_webhook
+from lbrec.reconciler.runtime.webhook import sync_webhook
 
 Client = TestClient[web.Request, web.Application]
 
