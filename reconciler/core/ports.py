@@ -11,7 +11,9 @@ and every edge can be stood in for in unit tests. The composition root
 * ``WorkspacePort``: the deploy folder (``adapters.workspace.Workspace``): the desired state,
   what the images are built from, the files a pass writes (the deploy file, the pool, frozen
   once the engine went away), the sticky key, and ``RolloutDesk``: a canary's state and the
-  `lbrec rollout` requests it picks up, the versions that were rolled back.
+  `lbrec rollout` requests it picks up, the versions that were rolled back; and
+  ``RepairRecords`` (defined beside the crash loop's rules, ``core/crash_loop.py``): what the
+  loops remember of repairs.
 * The proxy's admin API, the health probe and what should preempt a pass reach the engine as
   the callables of ``engine.hooks.Hooks``, typed here (``Confirm``, ``Drained``, ``Probe``,
   ``Preemption``, ``CountersOf``).
@@ -26,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 from ...proxy.config import BackendsConfig
 from .canary import Counters
+from .crash_loop import RepairRecords
 from .labels import BuildInfo
 from .spec import BackendSpec, DesiredState
 from .state import Observed, ObservedContainer
@@ -41,6 +44,7 @@ __all__ = [
     "Probe",
     "Progress",
     "Ready",
+    "RepairRecords",
     "RolloutDesk",
     "RolloutRequest",
     "WorkspacePort",

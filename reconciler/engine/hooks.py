@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..core.crash_loop import RepairRecords
-from ..core.ports import Confirm, CountersOf, Drained, Preemption, Probe
+from ..core.ports import Confirm, CountersOf, Drained, Preemption, Probe, RepairRecords
 
 
 def _no_probe(url: str, timeout: float) -> str | None:

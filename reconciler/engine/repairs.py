@@ -18,9 +18,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core.crash_loop import WINDOW, RepairRecords, may_repair, recent
+from ..core.crash_loop import WINDOW, may_repair, recent
 from ..core.labels import BuildInfo, config_hash
 from ..core.plan import Action, ActionKind, StepKind
+from ..core.ports import RepairRecords
 from ..core.report import Outcome
 from ..core.spec import DesiredState
 
