@@ -214,10 +214,6 @@ class Exchange:
         self.backend = backend
         self.upstream = conn
         self.reused = reused
-        self.rx = False
-        self.mode = _AWAITING
-        self.general = None  # made on the first answer bytes the fast lane does not take
-        self.plain = None
         conn.listener = self
         backend.inflight += 1
         backend.requests += 1
@@ -278,14 +274,17 @@ class Exchange:
             self._done(clean=False)
             return
         failure = FAILURES[outcome]
+        general = self.general
+        why = general.bad_reason if general is not None else None
+        self.rx = False  # nothing of an answer reached the client: the next attempt's afresh
+        self.mode = _AWAITING
+        self.general = None  # (made on the first answer bytes the fast lane does not take)
         replayable = not body.spilled and not self.response_started and not self.client.closed
         if failure.retry_reused and self.reused and self.stale_retries < _MAX_STALE_RETRIES:
             self.stale_retries += 1  # the backend closed an idle keep-alive connection
             if replayable:
                 self._next_attempt()
                 return
-        general = self.general
-        why = general.bad_reason if general is not None else None
         self.server.passive_failure(backend, why or failure.reason)
         self._tried(backend)
         # retried only where a pick could find another (else the specific error is more useful)
