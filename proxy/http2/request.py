@@ -11,10 +11,10 @@ already: these rules are the proxy's own, and hold with ``h2``'s validation off.
 answered) or a :class:`~proxy.framing.Rejection` (an HTTP answer, the status as for HTTP/1.1):
 
 * malformed: a pseudo-header field unknown, repeated, after a regular field, or missing
-  (``:method``, ``:scheme``, ``:path``); a field name that is empty, upper-case or not a token;
-  a value with NUL, CR or LF, or with whitespace at either end; a connection-specific field
-  (``connection``, ``keep-alive``, ``proxy-connection``, ``transfer-encoding``, ``upgrade``,
-  ``te`` other than ``trailers``); a ``content-length`` that is not one number; a body
+  (``:method``, ``:scheme``, ``:path``, or an empty ``:path``); a field name that is empty,
+  upper-case or not a token; a value with NUL, CR or LF, or with whitespace at either end; a
+  connection-specific field (``connection``, ``keep-alive``, ``proxy-connection``,
+  ``transfer-encoding``, ``upgrade``, ``te`` other than ``trailers``); a ``content-length`` that is not one number; a body
   announced by ``content-length`` on a request that ends with its HEADERS;
 * 400: ``:method`` not a token, ``:path`` not origin form (or ``*`` for OPTIONS) or with a
   byte outside visible ASCII, ``:scheme`` not http(s), ``:authority`` and ``host`` that differ,
@@ -23,6 +23,8 @@ answered) or a :class:`~proxy.framing.Rejection` (an HTTP answer, the status as 
 * 414: a ``:path`` longer than ``max_header_bytes``; 431: the fields over ``max_header_bytes``
   or more than :data:`MAX_FIELDS` of them (the HTTP/1.1 path has the same two limits);
 * 413: a ``content-length`` over ``max_body_bytes``.
+
+Trailers (:func:`check_trailers`) are held to the same rules, then dropped.
 
 The head then goes through :func:`~proxy.framing.check_request` like an HTTP/1.1 one (Host,
 Content-Length, forwarding headers, X-Request-ID, names with ``_``): one set of rules for what a
@@ -39,7 +41,7 @@ from typing import Final
 
 from ..framing import HOST_PATTERN, Rejection, RequestHead, check_request
 
-__all__ = ["MAX_FIELDS", "Malformed", "request_head"]
+__all__ = ["MAX_FIELDS", "Malformed", "check_trailers", "request_head"]
 
 Header = tuple[bytes, bytes]
 
@@ -120,8 +122,8 @@ def request_head(  # noqa: PLR0912, PLR0915  one pass over the fields, then the 
         return Rejection(405, "CONNECT is not supported")
     path = pseudo.get(b":path")
     scheme = pseudo.get(b":scheme")
-    if path is None or scheme is None:
-        return Malformed("no :path" if path is None else "no :scheme")
+    if not path or scheme is None:
+        return Malformed("no :path" if not path else "no :scheme")
     if _METHOD.fullmatch(method) is None:
         return Rejection(400, "invalid :method")
     if len(path) > max_header_bytes:
@@ -165,3 +167,15 @@ def request_head(  # noqa: PLR0912, PLR0915  one pass over the fields, then the 
         # A body whose length only END_STREAM tells: chunked towards the backend.
         head = dataclasses.replace(head, chunked=True)
     return head
+
+
+def check_trailers(headers: list[Header]) -> Malformed | None:
+    """A trailer block: regular fields only, each as in a header block (RFC 9113 8.1)."""
+    for name, value in headers:
+        if name[:1] == b":":
+            return Malformed("pseudo-header field in trailers")
+        if _NAME.fullmatch(name) is None or (value and _BAD_VALUE.search(value) is not None):
+            return Malformed("invalid trailer field")
+        if name in _CONNECTION_SPECIFIC:
+            return Malformed("connection-specific trailer field")
+    return None
