@@ -14,8 +14,9 @@ answered) or a :class:`~proxy.framing.Rejection` (an HTTP answer, the status as 
   (``:method``, ``:scheme``, ``:path``, or an empty ``:path``); a field name that is empty,
   upper-case or not a token; a value with NUL, CR or LF, or with whitespace at either end; a
   connection-specific field (``connection``, ``keep-alive``, ``proxy-connection``,
-  ``transfer-encoding``, ``upgrade``, ``te`` other than ``trailers``); a ``content-length`` that is not one number; a body
-  announced by ``content-length`` on a request that ends with its HEADERS;
+  ``transfer-encoding``, ``upgrade``, ``te`` other than ``trailers``); a ``content-length``
+  that is not one number; a body announced by ``content-length`` on a request that ends with
+  its HEADERS;
 * 400: ``:method`` not a token, ``:path`` not origin form (or ``*`` for OPTIONS) or with a
   byte outside visible ASCII, ``:scheme`` not http(s), ``:authority`` and ``host`` that differ,
   an invalid authority (userinfo...), and everything :func:`proxy.framing.check_request` refuses;
