@@ -10,7 +10,6 @@ import asyncio
 import ipaddress
 import logging
 import os
-import signal
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from prometheus_client.registry import Collector
 from .admin import make_admin_app
 from .config import BackendsConfig, ConfigError, parse_hostport
 from .control import ControlLink
-from .handoff import HandoffServer, take_over
 from .health import HealthMonitor
 from .metrics import FiguresPublisher
 from .reload import ConfigWatcher, read_config
-from .server import ProxyServer, listening_socket
+from .server import ProxyServer
+from .sites import AdminSite, Listeners, Signals, sockname
 
 __all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "parse_hostport", "serve"]
 
@@ -103,8 +102,8 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
         waiting = f"no pool yet: waiting for lbrec up's first pass ({str(err).splitlines()[0]})"
     stop = stop or asyncio.Event()
     if listen_sock is not None:
-        listen_at = _sockname(listen_sock)
-        admin_at = _sockname(admin_sock) if admin_sock is not None else None
+        listen_at = sockname(listen_sock)
+        admin_at = sockname(admin_sock) if admin_sock is not None else None
     else:
         listen_at = _address(listen, config.listen)
         admin_at = _address(admin, config.admin) if enable_admin else None
@@ -127,7 +126,6 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
         connector=aiohttp.TCPConnector(limit=0, force_close=True),
         auto_decompress=False,
     )
-    runner: web.AppRunner | None = None
 
     def accept(candidate: BackendsConfig) -> None:
         if check is not None:
@@ -136,8 +134,9 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
 
     watcher = ConfigWatcher(path, server, digest=digest, check=accept if check else None)
     loop = asyncio.get_running_loop()
-    signals: list[signal.Signals] = []
-    successor: HandoffServer | None = None
+    listeners = Listeners(handoff=handoff, traffic=listen_sock, admin=admin_sock)
+    site: AdminSite | None = None
+    signals = Signals(loop)
     publisher: FiguresPublisher | None = None
     try:
         monitor = HealthMonitor(
@@ -147,61 +146,32 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             on_result=server.record_probe,
         )
         server.attach_health(monitor)
-        taken = take_over(handoff) if handoff is not None and listen_sock is None else None
-        if listen_sock is not None:
-            pass  # bound by the caller (lbrec up)
-        elif taken is not None:
-            listen_sock = taken.sockets[0]
-            admin_sock = taken.sockets[1] if len(taken.sockets) > 1 else None
-            if admin_at is None and admin_sock is not None:
-                admin_sock.close()
-                admin_sock = None
-            elif admin_at is not None and admin_sock is None:
-                admin_sock = listening_socket(*admin_at, reuse_port=reuse_port)
-        else:
-            listen_sock = listening_socket(*listen_at, reuse_port=reuse_port)
-            admin_sock = None
-            if admin_at is not None:
-                admin_sock = listening_socket(*admin_at, reuse_port=reuse_port)
-        bound = await server.start(listen_sock)
+        listeners.open(listen_at, admin_at, reuse_port=reuse_port)
+        assert listeners.traffic is not None
+        bound = await server.start(listeners.traffic)
         admin_bound: tuple[str, int] | None = None
-        if admin_sock is not None:
-            runner = web.AppRunner(
-                make_admin_app(
-                    server,
-                    extra_routes=admin_routes,
-                    token=token,
-                    figures_dir=figures_dir,
-                    collectors=admin_collectors,
-                    refresh=[link.refresh] if link is not None else [],
-                ),
-                access_log=None,
+        if listeners.admin is not None:
+            app = make_admin_app(
+                server,
+                extra_routes=admin_routes,
+                token=token,
+                figures_dir=figures_dir,
+                collectors=admin_collectors,
+                refresh=[link.refresh] if link is not None else [],
             )
-            await runner.setup()
-            site = web.SockSite(runner, admin_sock)
-            await site.start()
-            addr = admin_sock.getsockname()
-            admin_bound = (str(addr[0]), int(addr[1]))
+            site = AdminSite(app, listeners.admin)
+            admin_bound = await site.start()
         watcher.start()
-        if figures_dir is not None and admin_sock is None:
+        if figures_dir is not None and listeners.admin is None:
             publisher = FiguresPublisher(server, figures_dir, worker)
             publisher.start()
-        if taken is not None:
-            taken.ready()  # the previous proxy stops accepting and drains
-        if handoff is not None:
-            handed = [listen_sock] + ([admin_sock] if admin_sock is not None else [])
 
-            def taken_over() -> None:  # in the handoff thread
-                loop.call_soon_threadsafe(stop.set)
+        def taken_over() -> None:  # in the handoff thread: a successor serves now
+            loop.call_soon_threadsafe(stop.set)
 
-            successor = HandoffServer(handoff, handed, taken_over)
-            successor.start()
+        listeners.serving(taken_over)  # and the previous proxy stops accepting, drains
         if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-                signals.append(sig)
-            loop.add_signal_handler(signal.SIGHUP, lambda: watcher.notify(force=True))
-            signals.append(signal.SIGHUP)
+            signals.install(stop=stop.set, reload=lambda: watcher.notify(force=True))
         runtime = server.runtime
         _log.info(
             "proxy %s listening on %s:%d, admin on %s (event loop %s, parser %s, %s)",
@@ -218,16 +188,14 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
         await stop.wait()
         _log.info("stopping: draining in-flight requests", extra={"event": "stopping"})
     finally:
-        if successor is not None:
-            successor.close()
-        for sig in signals:
-            loop.remove_signal_handler(sig)
+        listeners.close()
+        signals.close()
         await watcher.close()
         await asyncio.shield(server.shutdown(drain_timeout=drain_timeout))
         if publisher is not None:
             await publisher.close()
-        if runner is not None:
-            await runner.cleanup()
+        if site is not None:
+            await site.close()
         if link is not None:
             await link.close()
         await session.close()
@@ -248,11 +216,6 @@ def _deployment_check(path: Path, project: str, file: str) -> Callable[[Backends
             )
 
     return check
-
-
-def _sockname(sock: socket.socket) -> tuple[str, int]:
-    addr = sock.getsockname()
-    return str(addr[0]), int(addr[1])
 
 
 def _is_loopback(host: str) -> bool:
