@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 
-from .framing import HOST_PATTERN, RequestHead
+from .framing import HOST_PATTERN, MAX_HEADER_FIELDS, RequestHead
 
 __all__ = [
     "PLAIN_ANSWER",
@@ -111,6 +111,8 @@ def take_request(data: bytes) -> RequestHead | None:
         return None
     method, target, before, host, after = match.groups()
     raw = before + after if after else before
+    if raw.count(b"\n") >= MAX_HEADER_FIELDS:  # with Host, one too many: the general way's 431
+        return None
     if b"live\r\n" in raw:
         raw = _KEEP_ALIVE_AFTER_CRLF.sub(b"", b"\r\n" + raw)[2:]
     # method, target, http11, host, content_length, chunked, upgrade, expect_continue,

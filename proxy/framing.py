@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 __all__ = [
     "HOP_BY_HOP",
     "HOST_PATTERN",
+    "MAX_HEADER_FIELDS",
     "PROTECTED",
     "STANDARD_TOKENS",
     "Rejection",
@@ -83,6 +85,9 @@ PROTECTED = _FORWARDING | {
     b"upgrade",
 }
 STANDARD_TOKENS = frozenset({b"keep-alive", b"close", b"upgrade"})
+# Header fields in one request head; past it: 431 (nginx and HAProxy cap the count too, HAProxy's
+# tune.http.maxhdr is 101). The same for HTTP/2 (proxy/http2/request.py).
+MAX_HEADER_FIELDS: Final = 100
 # host[:port] as Host may carry it (no userinfo); also inside proxy/fastlane.py's patterns
 HOST_PATTERN = rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)(?::[0-9]{1,5})?"
 _HOST = re.compile(HOST_PATTERN)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from .framing import Rejection, check_request
+from .framing import MAX_HEADER_FIELDS, Rejection, check_request
 
 if TYPE_CHECKING:
     from .downstream import ClientConnection
@@ -65,7 +65,10 @@ class RequestReader:
                 conn.head_started = conn.loop.time()
             self._raw_head += len(data)
             if self._raw_head > limit and b"\r\n\r\n" not in data:
-                conn.bad_request(431, "request header fields too large")
+                if len(self._url) > conn.server.max_header_bytes:  # RFC 9112 3: 414
+                    conn.bad_request(414, "request target too long")
+                else:
+                    conn.bad_request(431, "request header fields too large")
                 return False
         elif self._after_chunk_header:
             # Trailer fields (and chunk extensions) are buffered by httptools: cap them too.
@@ -119,8 +122,14 @@ class RequestReader:
         conn.head_started = None
         self._in_head = False
         self._raw_head = 0
+        if len(self._url) > conn.server.max_header_bytes:
+            conn.bad_request(414, "request target too long")  # RFC 9112 3, as nginx
+            return
         if self._too_large or self._header_bytes > conn.server.max_header_bytes:
             conn.bad_request(431, "request header fields too large")
+            return
+        if len(self._headers) > MAX_HEADER_FIELDS:
+            conn.bad_request(431, "too many header fields")
             return
         head = check_request(
             parser.get_method(), self._url, parser.get_http_version(), self._headers

@@ -40,15 +40,14 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from ..framing import HOST_PATTERN, Rejection, RequestHead, check_request
+from ..framing import HOST_PATTERN, MAX_HEADER_FIELDS, Rejection, RequestHead, check_request
 
 __all__ = ["MAX_FIELDS", "Malformed", "check_trailers", "request_head"]
 
 Header = tuple[bytes, bytes]
 
-# Header fields in one request (regular fields, cookies counted once each crumb); nginx and
-# HAProxy cap the count too (HAProxy's tune.http.maxhdr is 101).
-MAX_FIELDS: Final = 100
+# Header fields in one request (each cookie crumb counted), as for HTTP/1.1
+MAX_FIELDS: Final = MAX_HEADER_FIELDS
 
 _PSEUDO: Final = frozenset({b":method", b":scheme", b":authority", b":path", b":protocol"})
 # RFC 9113 8.2.2: never in HTTP/2 (te only as "trailers")

@@ -464,6 +464,20 @@ reject(
     400,
     431,
 )
+# The request target alone over max_header_bytes: 414 (RFC 9112 3, nginx), not 431; more
+# than MAX_HEADER_FIELDS (100) fields: 431, and 100 pass (also through the fast lane).
+reject("target-too-long", K, req("GET /" + "a" * 70_000 + " HTTP/1.1", H), 414)
+reject("target-too-long-unfinished", K, b"GET /" + b"a" * 200_000, 414)
+reject(
+    "too-many-header-fields", K, req("GET / HTTP/1.1", H, *[f"X-{i}: 1" for i in range(100)]), 431
+)
+reject(
+    "too-many-header-fields-post",
+    K,
+    req("POST / HTTP/1.1", H, "Content-Length: 0", *[f"X-{i}: 1" for i in range(99)]),
+    431,
+)
+forward("hundred-header-fields", K, req("GET / HTTP/1.1", H, *[f"X-{i}: 1" for i in range(99)]))
 forward("obs-text-in-value", K, req("GET / HTTP/1.1", H, b"X-Latin: caf\xe9"))
 forward(
     "underscore-forwarding-header",
