@@ -54,7 +54,9 @@ INTERMEDIATE_CIPHERS = ":".join(
         "DHE-RSA-CHACHA20-POLY1305",
     )
 )
-ALPN_PROTOCOLS = ("http/1.1",)
+# h2 first: the listener's app factory makes proxy/http2's connection for it
+# (proxy.http2.connection.app_protocol), HTTP/1.1 for http/1.1 or no ALPN.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
 
 
 class CertificateError(Exception):

@@ -62,7 +62,13 @@ if TYPE_CHECKING:
     from ..server import ProxyServer
     from ..tunnel import Tunnel
 
-__all__ = ["MAX_CONCURRENT_STREAMS", "REFUSALS", "Http2Connection", "Http2Stream"]
+__all__ = [
+    "MAX_CONCURRENT_STREAMS",
+    "REFUSALS",
+    "Http2Connection",
+    "Http2Stream",
+    "app_protocol",
+]
 
 _log = logging.getLogger("lbrec.proxy.http2")
 
@@ -784,3 +790,13 @@ class Http2Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self.closed = True
+
+
+def app_protocol(server: ProxyServer, alpn: str | None) -> asyncio.Protocol:
+    """The TLS listener's ``app_factory`` (proxy/tls_transport.py): HTTP/2 for ALPN ``h2``,
+    HTTP/1.1 otherwise (``http/1.1`` or no ALPN at all)."""
+    if alpn == "h2":
+        return Http2Connection(server)
+    from ..downstream import ClientConnection
+
+    return ClientConnection(server)

@@ -159,7 +159,7 @@ def test_the_client_hello_is_read_before_the_handshake(ca: CertAuthority, loop_k
         listening.close()
 
     _run(loop_kind, main)
-    assert server.seen == ["sni=a.example alpn=acme-tls/1", "sni=a.example alpn=http/1.1"]
+    assert server.seen == ["sni=a.example alpn=acme-tls/1", "sni=a.example alpn=h2"]
 
 
 def test_a_silent_client_is_dropped_after_the_handshake_timeout(

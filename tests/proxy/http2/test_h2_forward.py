@@ -131,3 +131,47 @@ async def test_shutdown_sends_goaway_and_finishes_the_stream_in_flight(
         await client.until_closed(3)
         assert client.closed
         await shutdown
+
+
+async def test_the_listener_context_offers_h2_and_app_protocol_serves_both(
+    ca: CertAuthority, backends: BackendFactory
+) -> None:
+    """proxy/tls.py's listener context (SNI, the Mozilla profile) negotiates h2 with a client
+    that offers it and http/1.1 with one that does not; app_protocol makes the connection of
+    each, and both are answered by the backend."""
+    from lbrec.proxy.http2.connection import app_protocol
+    from lbrec.proxy.server import ProxyServer, listening_socket
+    from lbrec.proxy.tls import CertStore, listener_context
+    from lbrec.proxy.tls_transport import TlsConnection
+    from tests.support.certs import as_strings
+
+    from .support import NAME, client_context, proxy_config
+
+    backend = await backends("b1")
+    server = ProxyServer(proxy_config(backend.url))
+    await server.start(listening_socket("127.0.0.1", 0))
+    store = CertStore.load([as_strings(ca.leaf("site", [NAME]))])
+    context = listener_context(lambda: store)
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        lambda: TlsConnection(lambda _hello: context, lambda alpn: app_protocol(server, alpn)),
+        "127.0.0.1",
+        0,
+    )
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        client = await H2Client.connect(ca, port)
+        answer = await client.get("/over-h2")
+        assert answer.status == 200 and json.loads(answer.body)["path"] == "/over-h2"
+        await client.close()
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(ca, ("http/1.1",)), server_hostname=NAME
+        )
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() == "http/1.1"
+        writer.write(f"GET /over-h1 HTTP/1.1\r\nHost: {NAME}\r\nConnection: close\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(), 5)
+        assert data.startswith(b"HTTP/1.1 200") and b"/over-h1" in data
+        writer.close()
+    finally:
+        listener.close()
+        await server.shutdown(drain_timeout=1.0, idle_grace=0.1)
