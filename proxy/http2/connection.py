@@ -181,6 +181,8 @@ class Http2Stream:
         for line in relayed[:end].split(b"\r\n")[1:]:
             name, _, value = line.partition(b": ")
             fields.append((name.lower(), value))
+        if conn.hsts is not None:
+            fields.append(conn.hsts)
         body = relayed[end + 4 :]
         self._apply(_HEAD, (fields, not body and not plain.remaining))
         if body:
@@ -213,6 +215,9 @@ class Http2Stream:
             fields.append((low, value))
         if named:
             fields = [f for f in fields if f[0] not in named]
+        hsts = self.conn.hsts
+        if hsts is not None:
+            fields.append(hsts)
         self._op(_HEAD, (fields, bodyless))
         return not bodyless and not has_length and not has_te
 
@@ -445,6 +450,7 @@ class Http2Connection(asyncio.Protocol):
         self.trusted = False
         self.forwarding = b""
         self.sni: str | None = None
+        self.hsts: tuple[bytes, bytes] | None = None
         self.closed = False
         self._closing = False  # GOAWAY sent: no new stream, close once the last one is done
         self.write_paused = False  # the socket's buffer is full
@@ -496,6 +502,11 @@ class Http2Connection(asyncio.Protocol):
             self.trusted = server.is_trusted(self.client_ip)
         self.sni = transport.get_extra_info("sni")
         self.forwarding = forwarding_lines(self.client_ip, b"https")
+        # The front door's Strict-Transport-Security line (proxy/front.py), as an h2 field
+        line: bytes | None = getattr(server, "hsts", None)
+        if line is not None:
+            name, _, value = line.partition(b": ")
+            self.hsts = (name.lower(), value.rstrip(b"\r\n"))
         h2c = self.h2
         h2c.initiate_connection()
         h2c.increment_flow_control_window(CONNECTION_WINDOW - 65535)
