@@ -33,6 +33,9 @@ command -v fish >/dev/null 2>&1 || missing+=(fish)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 # nghttp2-client's h2load: the HTTP/2 load test and benchmark (curl --http2 is Debian's curl).
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+# Debian's docker-registry (the CNCF distribution registry): engine: swarm's build-push-pull
+# on a multi-node test swarm (tests/integration/test_swarm_nodes.py starts it; no service).
+[ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
 if [ "$tests" = 1 ] && [ "${#missing[@]}" -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   log "installing ${missing[*]} (systemd-analyze checks the units; completion is tested in zsh and fish; htpasswd files for basic auth)"
   DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2

@@ -93,6 +93,7 @@ class Node:
     folder: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    extra_args: tuple[str, ...] = ()  # more dockerd flags (e.g. --insecure-registry)
 
     @property
     def socket(self) -> Path:
@@ -130,6 +131,7 @@ class Node:
             "--live-restore=false",
             "--userland-proxy=true",
             "--exec-opt=native.cgroupdriver=cgroupfs",
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 60.0) -> float:
@@ -251,9 +253,12 @@ class EngineNet:
         return f"198.18.{self.subnet}.1"
 
     @classmethod
-    def create(cls, nodes: int = 1, *, start: bool = True) -> EngineNet:
+    def create(
+        cls, nodes: int = 1, *, start: bool = True, dockerd_args: tuple[str, ...] = ()
+    ) -> EngineNet:
         """Make the bridge and ``nodes`` namespaces with an engine each (started unless
-        ``start`` is False). On any failure what was made is removed and the error raised."""
+        ``start`` is False; ``dockerd_args`` added to each engine's flags). On any failure
+        what was made is removed and the error raised."""
         why = missing_requirements()
         if why is not None:
             raise EngineNetError(why)
@@ -268,6 +273,7 @@ class EngineNet:
             net._make_bridge()
             for i in range(nodes):
                 net._make_node(i)
+                net.nodes[-1].extra_args = dockerd_args
             if start:
                 for node in net.nodes:
                     node.start()
@@ -314,6 +320,13 @@ class EngineNet:
         _run(*inside, "link", "set", "lo", "up")
         # no default route: the namespace reaches the bridge's subnet and nothing else
         self.nodes.append(Node(i, netns, veth_host, veth_ns, address, folder))
+
+    def cut(self, node: Node) -> None:
+        """A partition: ``node``'s link to the bridge goes down (its engine keeps running)."""
+        _run("ip", "link", "set", node.veth_host, "down")
+
+    def heal(self, node: Node) -> None:
+        _run("ip", "link", "set", node.veth_host, "up")
 
     def close(self) -> None:
         """Stop our engines (by pid), then remove namespaces, links, rules and files. Every

@@ -4,24 +4,27 @@ The engine's plan and rollout steps are the same as on Compose; what differs is 
 instance is made and unmade. Here an instance is a Swarm *task*, and a backend version is a
 *service* (core/engines/swarm.py):
 
-* ``observe``: the task containers of the project's services (their container labels are
-  lbrec's), each with the host-mode port Swarm published for it; a task container that ended
-  is history (Swarm keeps it), not an instance.
+* ``observe``: the tasks of the project's services, from the manager's API alone
+  (swarm_tasks.py): each task Swarm wants running whose container started, on whatever node,
+  reached at ``<node address>:<port it published there in host mode>``; a task that ended is
+  history (Swarm keeps it), not an instance. An instance's id is its task's id.
 * ``scale``: deploys the stack file (without ``--prune``: the old version keeps serving) and
-  waits until the new tasks have containers; a task Swarm cannot start (no such image, no
-  resources) is reported with Swarm's own error.
+  waits until the new tasks have containers (their images pulled by their nodes); a task Swarm
+  cannot start (no such image, no resources) is reported with Swarm's own error, naming the
+  node and the image.
 * ``stop_remove``: a version leaves whole (lbrec drained its tasks first): ``docker service
   rm``, then waits until its containers are gone. Removing only some of a service's tasks is
   a scale down where Swarm picks the tasks (only drift repair does that).
 * ``build``: Compose builds the image and pushes it to ``registry:``; Swarm nodes pull it.
 
-Tested on a single-node swarm, where every task runs on this engine and is reached on
-127.0.0.1; a multi-node swarm needs the node addresses (docs/swarm.md says what is on paper).
+Tested on a single-node swarm and on swarms of 3 engines of the test's own
+(tests/integration/test_swarm_nodes.py, docs/swarm.md).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -40,6 +43,7 @@ from ...core.render import dump_yaml
 from ...core.state import ObservedContainer
 from ..files import atomic_write
 from .compose import ComposeDocker, _one_line, stderr_tail
+from .swarm_tasks import node_addresses, parse_tasks
 
 __all__ = ["SwarmDocker"]
 
@@ -92,31 +96,81 @@ class SwarmDocker(ComposeDocker):
 
     # -- what runs -----------------------------------------------------------------------
     def observe(self) -> tuple[ObservedContainer, ...]:
-        """The project's instances: task containers whose task Swarm still wants running (a
-        task marked for shutdown leaves the pool at once, before its container stops)."""
-        return self._live(super().observe())
-
-    def _live(self, observed: Sequence[ObservedContainer]) -> tuple[ObservedContainer, ...]:
-        seen = [c for c in observed if not _history(c)]
-        services = sorted({s for c in seen if (s := c.labels.get(SWARM_SERVICE))})
-        wanted = self._running_tasks(services)
+        """The project's instances: tasks Swarm wants running whose container started (a task
+        marked for shutdown leaves the pool at once, before its container stops), each on its
+        node's address."""
         return tuple(
-            _drift(c) for c in seen if SWARM_TASK not in c.labels or c.labels[SWARM_TASK] in wanted
+            _drift(c)
+            for c in self._tasks(wanted_only=True)
+            if c.state not in ("created", "exited", "dead", "removing")
         )
 
-    def _running_tasks(self, services: Sequence[str]) -> set[str]:
-        """Ids of the tasks of ``services`` whose desired state is running."""
-        if not services:
-            return set()
-        ask = ["service", "ps", "-q", "--no-trunc", "--filter", "desired-state=running"]
+    def _tasks(
+        self, *, wanted_only: bool = False, services: Sequence[str] | None = None
+    ) -> tuple[ObservedContainer, ...]:
+        """Every task of the project's services (or of ``services``), history included unless
+        ``wanted_only``, that has or had a container."""
+        names = sorted(self._service_names() if services is None else services)
+        if not names:
+            return ()
+        ask = ["service", "ps", "-q", "--no-trunc"]
+        if wanted_only:
+            ask += ["--filter", "desired-state=running"]
+        ids: set[str] = set()
         try:
-            return set(self._docker(*ask, *services).split())
+            ids = set(self._docker(*ask, *names).split())
         except DockerException:  # one of them went meanwhile: ask each
-            out: set[str] = set()
-            for service in services:
+            for name in names:
                 with contextlib.suppress(DockerException):
-                    out |= set(self._docker(*ask, service).split())
-            return out
+                    ids |= set(self._docker(*ask, name).split())
+        return self._inspect_tasks(sorted(ids))
+
+    def _inspect_tasks(self, ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
+        docs = self._inspect_json("task", ids)
+        docs = [
+            d
+            for d in docs
+            if ((d.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+            or (d.get("Status") or {}).get("State") in ("starting", "running")
+        ]
+        services = {str(d.get("ServiceID")) for d in docs}
+        nodes = {str(d.get("NodeID")) for d in docs if d.get("NodeID")}
+        service_names = {
+            str(doc["ID"]): str((doc.get("Spec") or {}).get("Name", ""))
+            for doc in self._inspect_json("service", sorted(services))
+        }
+        return parse_tasks(
+            docs, service_names, node_addresses(self._inspect_json("node", sorted(nodes)))
+        )
+
+    def _inspect_json(self, kind: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``docker <kind> inspect`` of ``ids`` (task: ``docker inspect --type task``); the ones
+        that went meanwhile are left out."""
+        if not ids:
+            return []
+        ask = ["inspect", "--type", "task"] if kind == "task" else [kind, "inspect"]
+        try:
+            found = json.loads(self._docker(*ask, *ids) or "[]")
+        except DockerException:
+            found = []
+            for one in ids:
+                with contextlib.suppress(DockerException, ValueError):
+                    found += json.loads(self._docker(*ask, one) or "[]")
+        return [d for d in found if isinstance(d, dict)]
+
+    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
+        """Tasks by id (an instance's id is its task's), history included."""
+        return tuple(_drift(c) for c in self._inspect_tasks(list(container_ids)))
+
+    def logs_tail(self, container_id: str) -> str:
+        """The task's last lines, from whichever node runs it (`docker service logs`)."""
+        try:
+            text = self._docker(
+                "service", "logs", "--raw", "--no-trunc", "--tail", "3", container_id
+            )
+        except DockerException:
+            return "(no logs)"
+        return " | ".join(line for line in text.splitlines() if line.strip()) or "(no output)"
 
     def _service_names(self) -> set[str]:
         """The project's services (stack ``<project>``)."""
@@ -130,15 +184,22 @@ class SwarmDocker(ComposeDocker):
         return set(text.split())
 
     def _task_errors(self, service: str) -> list[str]:
-        """Swarm's own words for tasks that did not start (``No such image: ...``)."""
+        """Swarm's own words for tasks that did not start, with the node and the image
+        (``node2: registry:5000/p-api:1a2b: No such image: ...``)."""
         try:
             text = self._docker(
                 "service", "ps", service, "--no-trunc",
-                "--format", "{{.CurrentState}}\t{{.Error}}",
+                "--format", "{{.Node}}\t{{.Image}}\t{{.Error}}",
             )  # fmt: skip
         except DockerException:
             return []
-        return sorted({e for line in text.splitlines() if (e := line.partition("\t")[2].strip())})
+        errors = set()
+        for line in text.splitlines():
+            node, _, rest = line.partition("\t")
+            image, _, error = rest.partition("\t")
+            if error.strip():
+                errors.add(f"{node or 'no node'}: {image}: {error.strip()}")
+        return sorted(errors)
 
     # -- making instances ------------------------------------------------------------------
     def _rendered(self) -> dict[str, Any]:
@@ -189,9 +250,8 @@ class SwarmDocker(ComposeDocker):
         task containers per backend, counting ones that already ended (a new version that
         crashes at once is then seen, and rolled back, by the health wait). A new service
         whose tasks Swarm cannot run at all is removed again before the error."""
-        observed = super().observe()
-        known = {c.id for c in observed}  # ended task containers included
-        running = self._live(observed)
+        known = {c.id for c in self._tasks()}  # ended tasks included
+        running = self.observe()
         live = {b: sum(1 for c in running if c.backend == b) for b in counts}
         existing = self._service_names()
         stack, services = self._stack_for(counts)
@@ -247,8 +307,9 @@ class SwarmDocker(ComposeDocker):
         started = time.monotonic()
         while True:
             new: dict[str, list[str]] = {b: [] for b in wanted}
-            for c in super().observe():
-                if c.backend in new and c.id not in known and SWARM_TASK in c.labels:
+            services = [f"{self.project}_{key}" for key, b in keys.items() if b in wanted]
+            for c in self._tasks(services=services):
+                if c.backend in new and c.id not in known and c.state != "created":
                     new[c.backend].append(c.id)
                     self._born[c.id] = c.labels.get(SWARM_SERVICE, "")
             short = {b: n for b, n in wanted.items() if len(new[b]) < n}
@@ -349,7 +410,7 @@ class SwarmDocker(ComposeDocker):
     def _wait_gone(self, ids: Sequence[str]) -> None:
         deadline = time.monotonic() + self.tasks_deadline
         while ids and time.monotonic() < deadline:
-            left = {c.id for c in self.inspect(ids) if not _history(c)}
+            left = {c.id for c in self.inspect(ids) if c.state not in _ENDED}
             if not left:
                 return
             time.sleep(0.25)
@@ -365,10 +426,7 @@ class SwarmDocker(ComposeDocker):
             raise ApplyError(f"docker stack rm {self.project} failed: {_one_line(err)}") from err
 
 
-def _history(c: ObservedContainer) -> bool:
-    """A Swarm task container that ended: kept by Swarm as the task's history."""
-    return SWARM_TASK in c.labels and c.state in ("exited", "dead", "removing")
-
+_ENDED = ("exited", "dead", "removing")
 
 _FIELD_IMAGE = FIELD_PREFIX + "image"
 _FIELD_BUILD = FIELD_PREFIX + "build"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lbrec.reconciler.adapters.engines.compose import ComposeDocker
 from lbrec.reconciler.adapters.engines.swarm import SwarmDocker
 from lbrec.reconciler.core.errors import DockerUnavailable
-from lbrec.reconciler.core.state import ObservedContainer
 
 
 def _adapter(
@@ -46,48 +47,120 @@ def test_a_manager_of_an_active_swarm_passes(
     _adapter(monkeypatch, tmp_path, "active true").check()
 
 
-def test_ended_task_containers_are_history_not_instances(
+class _Swarm:
+    """What the manager's API answers about a project's tasks (docker service/node/inspect)."""
+
+    def __init__(self, tasks: list[dict[str, Any]]) -> None:
+        self.tasks = tasks
+        self.nodes = [
+            {"ID": "n1", "Description": {"Hostname": "mgr"}, "Status": {"Addr": "0.0.0.0"},
+             "ManagerStatus": {"Addr": "198.18.7.10:2377"}},
+            {"ID": "n2", "Description": {"Hostname": "w1"}, "Status": {"Addr": "198.18.7.11"}},
+        ]  # fmt: skip
+
+    def __call__(self, *args: str) -> str:
+        if args[0] == "info":
+            return "active true"
+        if args[:2] == ("service", "ls"):
+            return "p_web-1\n"
+        if args[:2] == ("service", "ps"):
+            running = "desired-state=running" in args
+            return "".join(
+                t["ID"] + "\n" for t in self.tasks if not running or t["DesiredState"] == "running"
+            )
+        if args[:3] == ("inspect", "--type", "task"):
+            return json.dumps([t for t in self.tasks if t["ID"] in args[3:]])
+        if args[:2] == ("service", "inspect"):
+            return json.dumps([{"ID": "s1", "Spec": {"Name": "p_web-1"}}])
+        if args[:2] == ("node", "inspect"):
+            return json.dumps([n for n in self.nodes if n["ID"] in args[2:]])
+        raise AssertionError(args)
+
+
+def _task(
+    tid: str,
+    *,
+    node: str = "n2",
+    state: str = "running",
+    desired: str = "running",
+    image: str = "acme/web:1.4.2",
+    port: int = 30001,
+) -> dict[str, Any]:
+    labels = {
+        "lbrec.backend": "web",
+        "lbrec.config-hash": "abc",
+        "lbrec.field.image": "acme/web:1.4.2",
+        "lbrec.field.build": "",
+        "lbrec.field.port": "8080",
+    }
+    return {
+        "ID": tid,
+        "ServiceID": "s1",
+        "NodeID": node,
+        "Slot": int(tid[1:]),
+        "DesiredState": desired,
+        "Spec": {"ContainerSpec": {"Image": image, "Labels": labels}},
+        "Status": {
+            "State": state,
+            "Timestamp": "2026-12-07T15:00:00Z",
+            "ContainerStatus": {"ContainerID": "c" + tid},
+            "PortStatus": {
+                "Ports": [{"Protocol": "tcp", "TargetPort": 8080, "PublishedPort": port,
+                           "PublishMode": "host"}]
+            },
+        },
+    }  # fmt: skip
+
+
+def _on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, swarm: _Swarm) -> SwarmDocker:
+    monkeypatch.setattr(ComposeDocker, "check", lambda self: None)
+    adapter = SwarmDocker(folder=tmp_path, project="p", compose_file="docker-compose.yml")
+    monkeypatch.setattr(adapter, "_docker", swarm)
+    return adapter
+
+
+def test_tasks_are_found_on_every_node_at_the_node_address(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    task = {
-        "com.docker.swarm.task.id": "t1",
-        "com.docker.swarm.service.name": "p_web-1",
-        "lbrec.backend": "web",
-    }
-    seen = (
-        ObservedContainer(id="a", backend="web", state="running", health=None, labels=task),
-        ObservedContainer(id="b", backend="web", state="exited", health=None, labels=task),
-        ObservedContainer(id="c", backend="web", state="exited", health=None, labels={}),
+    """Discovery across nodes from the manager's API: no `docker ps` on any engine."""
+    swarm = _Swarm([_task("t1", node="n1", port=30001), _task("t2", node="n2", port=30002)])
+    one, two = _on(monkeypatch, tmp_path, swarm).observe()
+    assert (one.id, one.url, one.labels["com.docker.swarm.node.id"]) == (
+        "t1",
+        "http://198.18.7.10:30001",
+        "mgr 198.18.7.10",
+    )  # a manager that says 0.0.0.0: its manager address
+    assert (two.url, two.labels["com.docker.swarm.node.id"], two.name) == (
+        "http://198.18.7.11:30002",
+        "w1 198.18.7.11",
+        "p_web-1.2",
     )
-    monkeypatch.setattr(ComposeDocker, "observe", lambda self: seen)
-    adapter = _adapter(monkeypatch, tmp_path, "active true")
-    assert [c.id for c in adapter.observe()] == ["a", "c"]  # a plain container stays visible
+
+
+def test_ended_and_not_yet_started_tasks_are_no_instances(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    preparing = _task("t3", state="preparing")
+    preparing["Status"]["ContainerStatus"] = {}
+    swarm = _Swarm([
+        _task("t1"),
+        _task("t2", state="failed", desired="shutdown"),
+        preparing,
+        _task("t4", state="starting", port=30004),
+    ])  # fmt: skip
+    adapter = _on(monkeypatch, tmp_path, swarm)
+    seen = {c.id: c for c in adapter.observe()}
+    assert sorted(seen) == ["t1", "t4"]
+    assert (seen["t4"].state, seen["t4"].health) == ("running", "starting")
+    assert {c.id: c.state for c in adapter.inspect(["t2", "t3", "gone"])} == {"t2": "exited"}
 
 
 def test_a_task_running_another_image_than_deployed_reads_as_a_change_by_hand(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    task = {
-        "com.docker.swarm.task.id": "t1",
-        "com.docker.swarm.service.name": "p_web-1",
-        "lbrec.backend": "web",
-        "lbrec.config-hash": "abc",
-        "lbrec.field.image": "acme/web:1.4.2",
-        "lbrec.field.build": "",
-    }
-    seen = (
-        ObservedContainer(
-            id="same", backend="web", state="running", health=None, labels=task,
-            image="acme/web:1.4.2",
-        ),
-        ObservedContainer(
-            id="hand", backend="web", state="running", health=None, labels=task,
-            image="acme/web:9@sha256:0123",
-        ),
-    )  # fmt: skip
-    monkeypatch.setattr(ComposeDocker, "observe", lambda self: seen)
-    same, hand = _adapter(monkeypatch, tmp_path, "active true").observe()
-    assert same.labels == task
+    swarm = _Swarm([_task("t1"), _task("t2", image="acme/web:9@sha256:0123")])
+    same, hand = _on(monkeypatch, tmp_path, swarm).observe()
+    assert same.labels["lbrec.config-hash"] == "abc"
     assert hand.labels["lbrec.field.image"] == "acme/web:9"  # the plan's reason: 9 -> 1.4.2
     assert hand.labels["lbrec.config-hash"] != "abc"  # not the current version any more
 
@@ -95,13 +168,5 @@ def test_a_task_running_another_image_than_deployed_reads_as_a_change_by_hand(
 def test_a_task_marked_for_shutdown_is_no_instance_while_its_container_stops(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    def task(tid: str) -> dict[str, str]:
-        return {"com.docker.swarm.task.id": tid, "com.docker.swarm.service.name": "p_web-1"}
-
-    seen = (
-        ObservedContainer(id="a", backend="web", state="running", health=None, labels=task("t1")),
-        ObservedContainer(id="b", backend="web", state="running", health=None, labels=task("t2")),
-    )
-    monkeypatch.setattr(ComposeDocker, "observe", lambda self: seen)
-    adapter = _adapter(monkeypatch, tmp_path, "active true", running="t1\n")
-    assert [c.id for c in adapter.observe()] == ["a"]  # t2 is shutting down: out of the pool
+    swarm = _Swarm([_task("t1"), _task("t2", desired="shutdown")])
+    assert [c.id for c in _on(monkeypatch, tmp_path, swarm).observe()] == ["t1"]

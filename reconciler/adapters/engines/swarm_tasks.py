@@ -1,0 +1,94 @@
+"""EDGE. engine: swarm: what Swarm's API says of the project's tasks, as instances.
+
+Discovery across nodes comes from the manager alone: the tasks of the project's services
+(``docker inspect --type task``) with the node each runs on (``docker node inspect``: its
+address) and the port it published there in host mode (``Status.PortStatus``). An instance is
+a task (its id is the task's), reached at ``<node address>:<published port>`` wherever Swarm
+scheduled it; no ``docker ps`` on any engine is needed. Parsing only: the calls are in
+swarm.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ...core.labels import BACKEND, PORT_FIELD, SWARM_NODE, SWARM_SERVICE, SWARM_TASK
+from ...core.state import ObservedContainer
+
+__all__ = ["STARTED", "Node", "node_addresses", "parse_task", "parse_tasks"]
+
+Node = tuple[str, str]  # (hostname, address)
+
+# Swarm's task states as an instance's (state, health). A task is "starting" until its
+# container's healthcheck passes (a container without one goes straight to running).
+_STATES: dict[str, tuple[str, str | None]] = {
+    "starting": ("running", "starting"),
+    "running": ("running", None),
+    "complete": ("exited", None),
+    "failed": ("exited", None),
+    "shutdown": ("exited", None),
+    "rejected": ("dead", None),
+    "orphaned": ("dead", None),
+    "remove": ("removing", None),
+}
+STARTED = frozenset(_STATES)  # a state past preparing: the task has (or had) a container
+
+
+def node_addresses(docs: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
+    """Node id -> (hostname, address) from ``docker node inspect``. A manager may report
+    ``0.0.0.0`` as its address: its manager address is used then."""
+    out: dict[str, Node] = {}
+    for doc in docs:
+        address = str((doc.get("Status") or {}).get("Addr") or "")
+        if address in ("", "0.0.0.0"):
+            manager = str((doc.get("ManagerStatus") or {}).get("Addr") or "")
+            address = manager.rsplit(":", 1)[0] if manager else address
+        hostname = str((doc.get("Description") or {}).get("Hostname") or "")
+        out[str(doc["ID"])] = (hostname, address)
+    return out
+
+
+def parse_task(
+    doc: Mapping[str, Any], services: Mapping[str, str], nodes: Mapping[str, Node]
+) -> ObservedContainer | None:
+    """One task as an instance, or None when it is none of lbrec's (no backend label)."""
+    spec = (doc.get("Spec") or {}).get("ContainerSpec") or {}
+    labels = {str(k): str(v) for k, v in (spec.get("Labels") or {}).items()}
+    backend = labels.get(BACKEND)
+    if not backend:
+        return None
+    status = doc.get("Status") or {}
+    state, health = _STATES.get(str(status.get("State", "")), ("created", None))
+    service = services.get(str(doc.get("ServiceID", "")), "")
+    node_id = str(doc.get("NodeID") or "")
+    hostname, address = nodes.get(node_id, ("", ""))
+    labels[SWARM_TASK] = str(doc["ID"])
+    labels[SWARM_SERVICE] = service
+    # `lbrec status` shows it: a hostname alone may not tell nodes apart (containers, VMs)
+    labels[SWARM_NODE] = f"{hostname or node_id[:12]} {address}".strip()
+    endpoint = None
+    if state == "running" and address:
+        host = f"[{address}]" if ":" in address else address
+        for port in (status.get("PortStatus") or {}).get("Ports") or []:
+            if str(port.get("TargetPort")) == labels.get(PORT_FIELD) and port.get("PublishedPort"):
+                endpoint = f"{host}:{port['PublishedPort']}"
+                break
+    slot = doc.get("Slot")
+    return ObservedContainer(
+        id=str(doc["ID"]),
+        backend=backend,
+        state=state,
+        health=health,
+        labels=labels,
+        image=str(spec.get("Image") or "").split("@", 1)[0],
+        started_at=str(status.get("Timestamp") or "") or None,
+        name=f"{service}.{slot}" if slot else f"{service}.{node_id[:12]}",
+        endpoint=endpoint,
+    )
+
+
+def parse_tasks(
+    docs: Iterable[Mapping[str, Any]], services: Mapping[str, str], nodes: Mapping[str, Node]
+) -> tuple[ObservedContainer, ...]:
+    return tuple(c for doc in docs if (c := parse_task(doc, services, nodes)) is not None)
