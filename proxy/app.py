@@ -28,7 +28,7 @@ from .reload import ConfigWatcher, read_config
 from .server import ProxyServer
 from .sites import AdminSite, Listeners, Signals, sockname
 
-__all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "parse_hostport", "serve"]
+__all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "ServeOptions", "parse_hostport", "serve"]
 
 ADMIN_TOKEN_ENV = "LBREC_ADMIN_TOKEN"
 
@@ -44,81 +44,68 @@ class ServeInfo:
     server: ProxyServer
 
 
-async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one start-up order
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    """Every option of :func:`serve`, frozen (as the reconciler's ``RuntimeOptions``): the
+    command line (proxy/cli.py) builds one, an embedding process its own."""
+
+    # where to listen: backends.json's "listen"/"admin" when None; port 0: an ephemeral one
+    listen: str | tuple[str, int] | None = None
+    admin: str | tuple[str, int] | None = None
+    enable_admin: bool = True
+    reuse_port: bool = False  # --workers N: one port, N processes
+    # listening sockets bound by the caller (lbrec up, which holds them across a restart of
+    # this process): then nothing is bound or taken over here, and the admin listener runs
+    # only with admin_sock
+    listen_sock: socket.socket | None = None
+    admin_sock: socket.socket | None = None
+    # a Unix socket path: a proxy serving there hands its sockets over (no gap), and this one
+    # serves them to its own successor (proxy/handoff.py)
+    handoff: Path | None = None
+    handle_signals: bool = False  # SIGTERM/SIGINT stop, SIGHUP reloads (main thread only)
+    drain_timeout: float = 30.0  # seconds a stop waits for requests in flight
+    access_log: bool = False
+    fast_lane: bool = True  # False: every request and answer the general way (tests)
+    # the admin listener: the token (default: $LBREC_ADMIN_TOKEN), an embedder's routes and
+    # metrics (lbrec up's)
+    admin_token: str | None = None
+    admin_routes: Sequence[web.RouteDef] = ()
+    admin_collectors: Sequence[Collector] = ()
+    # --workers N: a worker without the admin listener publishes its counters in
+    # figures_dir, and the admin one reads them, so /metrics covers every worker
+    worker: int = 0
+    figures_dir: Path | None = None
+    # (project, desired-state file): serve only a pool stamped as that deployment's ("deploy"
+    # in backends.json); until one is written, every request is answered 503 with the reason
+    deployment: tuple[str, str] | None = None
+    control_socket: Path | None = None  # lbrec up's Unix socket (proxy/control.py)
+
+
+async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up order
     config_path: str | Path,
+    options: ServeOptions | None = None,
     *,
-    listen: str | tuple[str, int] | None = None,
-    admin: str | tuple[str, int] | None = None,
     stop: asyncio.Event | None = None,
     ready: Callable[[ServeInfo], None] | None = None,
-    access_log: bool = False,
-    reuse_port: bool = False,
-    enable_admin: bool = True,
-    handle_signals: bool = False,
-    drain_timeout: float = 30.0,
-    admin_routes: Sequence[web.RouteDef] = (),
-    admin_token: str | None = None,
-    handoff: Path | None = None,
-    admin_collectors: Sequence[Collector] = (),
-    worker: int = 0,
-    figures_dir: Path | None = None,
-    listen_sock: socket.socket | None = None,
-    admin_sock: socket.socket | None = None,
-    deployment: tuple[str, str] | None = None,
-    control_socket: Path | None = None,
-    fast_lane: bool = True,
 ) -> None:
     """Run the proxy until ``stop`` is set (or the task is cancelled), then drain and return.
 
-    ``listen``/``admin`` default to the ``listen``/``admin`` fields of backends.json.
-    ``ready`` is called once both listeners are bound. ``handoff``: a Unix socket path; a
-    proxy already serving there hands over its listening sockets (no gap), and this one serves
-    them to its own successor (see :mod:`proxy.handoff`). ``handle_signals`` installs SIGTERM/
-    SIGINT (graceful stop) and SIGHUP (reload) handlers; only for the main thread.
-    ``worker``/``figures_dir`` (``--workers N``): a worker without the admin listener publishes
-    its counters there and the admin one reads them, so /metrics covers every worker.
-    ``admin_collectors``: more metrics on the admin listener (the reconciler's, under ``up``).
-    ``listen_sock``/``admin_sock``: listening sockets bound by the caller (``lbrec up``, which
-    holds them across a restart of this process); then nothing is bound or taken over here,
-    and the admin listener runs only with ``admin_sock``. ``deployment`` (project, desired-state
-    file): serve only a pool stamped as that deployment's (``deploy`` in backends.json); until
-    one is written, the pool is empty and every request is answered 503 with the reason.
-    ``control_socket``: ``lbrec up``'s Unix socket (see :mod:`proxy.control`).
-    ``fast_lane=False``: every request and answer the general way (proxy/fastlane.py; tests).
-    Raises :class:`proxy.config.ConfigError` when the file is invalid at start (without
-    ``deployment``).
+    ``ready`` is called once both listeners are bound. Raises
+    :class:`proxy.config.ConfigError` when the file is invalid at start (without
+    ``options.deployment``) or the admin listener would be open without a token.
     """
+    o = options or ServeOptions()
     path = Path(config_path)
-    waiting: str | None = None
-    check = None if deployment is None else _deployment_check(path, *deployment)
-    try:
-        config, digest = read_config(path)
-        if check is not None:
-            check(config)
-    except ConfigError as err:
-        if deployment is None:
-            raise
-        config, digest = BackendsConfig(), ""
-        waiting = f"no pool yet: waiting for lbrec up's first pass ({str(err).splitlines()[0]})"
+    check = None if o.deployment is None else _deployment_check(path, *o.deployment)
+    config, digest, waiting = _initial_pool(path, check)
     stop = stop or asyncio.Event()
-    if listen_sock is not None:
-        listen_at = sockname(listen_sock)
-        admin_at = sockname(admin_sock) if admin_sock is not None else None
-    else:
-        listen_at = _address(listen, config.listen)
-        admin_at = _address(admin, config.admin) if enable_admin else None
-    token = os.environ.get(ADMIN_TOKEN_ENV, "") if admin_token is None else admin_token
-    if admin_at is not None and not token and not _is_loopback(admin_at[0]):
-        raise ConfigError(
-            f"admin listener {admin_at[0]}:{admin_at[1]} is not on a loopback address: "
-            f"set {ADMIN_TOKEN_ENV} so that it requires a token, or bind it to 127.0.0.1"
-        )
-
-    server = ProxyServer(config, digest=digest, access_log=access_log, fast_lane=fast_lane)
+    listen_at, admin_at, token = _addresses(o, config)
+    server = ProxyServer(config, digest=digest, access_log=o.access_log, fast_lane=o.fast_lane)
     if waiting is not None:
         server.empty_reason = waiting
         _log.warning("%s", waiting, extra={"event": "no_pool_yet"})
-    link = ControlLink(control_socket) if control_socket is not None else None
+    admin_routes, admin_collectors = o.admin_routes, o.admin_collectors
+    link = ControlLink(o.control_socket) if o.control_socket is not None else None
     if link is not None:
         admin_routes = [*admin_routes, *link.routes()]
         admin_collectors = [*admin_collectors, link]
@@ -134,7 +121,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
 
     watcher = ConfigWatcher(path, server, digest=digest, check=accept if check else None)
     loop = asyncio.get_running_loop()
-    listeners = Listeners(handoff=handoff, traffic=listen_sock, admin=admin_sock)
+    listeners = Listeners(handoff=o.handoff, traffic=o.listen_sock, admin=o.admin_sock)
     site: AdminSite | None = None
     signals = Signals(loop)
     publisher: FiguresPublisher | None = None
@@ -146,7 +133,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             on_result=server.record_probe,
         )
         server.attach_health(monitor)
-        listeners.open(listen_at, admin_at, reuse_port=reuse_port)
+        listeners.open(listen_at, admin_at, reuse_port=o.reuse_port)
         assert listeners.traffic is not None
         bound = await server.start(listeners.traffic)
         admin_bound: tuple[str, int] | None = None
@@ -155,22 +142,22 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
                 server,
                 extra_routes=admin_routes,
                 token=token,
-                figures_dir=figures_dir,
+                figures_dir=o.figures_dir,
                 collectors=admin_collectors,
                 refresh=[link.refresh] if link is not None else [],
             )
             site = AdminSite(app, listeners.admin)
             admin_bound = await site.start()
         watcher.start()
-        if figures_dir is not None and listeners.admin is None:
-            publisher = FiguresPublisher(server, figures_dir, worker)
+        if o.figures_dir is not None and listeners.admin is None:
+            publisher = FiguresPublisher(server, o.figures_dir, o.worker)
             publisher.start()
 
         def taken_over() -> None:  # in the handoff thread: a successor serves now
             loop.call_soon_threadsafe(stop.set)
 
         listeners.serving(taken_over)  # and the previous proxy stops accepting, drains
-        if handle_signals:
+        if o.handle_signals:
             signals.install(stop=stop.set, reload=lambda: watcher.notify(force=True))
         runtime = server.runtime
         _log.info(
@@ -191,7 +178,7 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
         listeners.close()
         signals.close()
         await watcher.close()
-        await asyncio.shield(server.shutdown(drain_timeout=drain_timeout))
+        await asyncio.shield(server.shutdown(drain_timeout=o.drain_timeout))
         if publisher is not None:
             await publisher.close()
         if site is not None:
@@ -200,6 +187,43 @@ async def serve(  # noqa: PLR0912, PLR0915  the proxy's composition root: one st
             await link.close()
         await session.close()
         _log.info("proxy stopped", extra={"event": "stopped"})
+
+
+def _initial_pool(
+    path: Path, check: Callable[[BackendsConfig], None] | None
+) -> tuple[BackendsConfig, str, str | None]:
+    """The pool to start with, its digest, and why it is empty when it waits for lbrec up's
+    first pass (``check``: a deployment's; without one, an invalid file raises)."""
+    try:
+        config, digest = read_config(path)
+        if check is not None:
+            check(config)
+    except ConfigError as err:
+        if check is None:
+            raise
+        why = f"no pool yet: waiting for lbrec up's first pass ({str(err).splitlines()[0]})"
+        return BackendsConfig(), "", why
+    return config, digest, None
+
+
+def _addresses(
+    o: ServeOptions, config: BackendsConfig
+) -> tuple[tuple[str, int], tuple[str, int] | None, str]:
+    """Where to listen (traffic, admin or None) and the admin token; a ConfigError for an
+    admin listener off loopback without a token."""
+    if o.listen_sock is not None:
+        listen_at = sockname(o.listen_sock)
+        admin_at = sockname(o.admin_sock) if o.admin_sock is not None else None
+    else:
+        listen_at = _address(o.listen, config.listen)
+        admin_at = _address(o.admin, config.admin) if o.enable_admin else None
+    token = os.environ.get(ADMIN_TOKEN_ENV, "") if o.admin_token is None else o.admin_token
+    if admin_at is not None and not token and not _is_loopback(admin_at[0]):
+        raise ConfigError(
+            f"admin listener {admin_at[0]}:{admin_at[1]} is not on a loopback address: "
+            f"set {ADMIN_TOKEN_ENV} so that it requires a token, or bind it to 127.0.0.1"
+        )
+    return listen_at, admin_at, token
 
 
 def _deployment_check(path: Path, project: str, file: str) -> Callable[[BackendsConfig], None]:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .app import ServeInfo, parse_hostport, serve
+from .app import ServeInfo, ServeOptions, parse_hostport, serve
 from .config import ConfigError
 from .logs import configure_logging
 
@@ -220,20 +220,22 @@ def _run_worker(
         asyncio.run(
             serve(
                 args.config,
-                listen=args.listen,
-                admin=args.admin,
-                access_log=args.access_log,
-                reuse_port=args.workers > 1,
-                enable_admin=admin,
-                handle_signals=True,
-                drain_timeout=args.drain_timeout,
-                handoff=args.handoff,
-                worker=worker,
-                figures_dir=figures_dir,
-                listen_sock=listen_sock,
-                admin_sock=admin_sock,
-                deployment=_deployment(args.deployment),
-                control_socket=args.control_socket,
+                ServeOptions(
+                    listen=args.listen,
+                    admin=args.admin,
+                    access_log=args.access_log,
+                    reuse_port=args.workers > 1,
+                    enable_admin=admin,
+                    handle_signals=True,
+                    drain_timeout=args.drain_timeout,
+                    handoff=args.handoff,
+                    worker=worker,
+                    figures_dir=figures_dir,
+                    listen_sock=listen_sock,
+                    admin_sock=admin_sock,
+                    deployment=_deployment(args.deployment),
+                    control_socket=args.control_socket,
+                ),
                 ready=_ready_pipe(args.ready_fd),
             )
         )

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from lbrec.proxy.app import ServeInfo, serve
+from lbrec.proxy.app import ServeInfo, ServeOptions, serve
 from lbrec.proxy.server import ProxyServer
 
 
@@ -216,7 +216,12 @@ async def proxy(tmp_path: Path, fast_lane: bool) -> AsyncIterator[ProxyFactory]:
         stop = asyncio.Event()
         ready: asyncio.Future[ServeInfo] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(
-            serve(path, stop=stop, ready=ready.set_result, drain_timeout=2.0, fast_lane=fast_lane)
+            serve(
+                path,
+                ServeOptions(drain_timeout=2.0, fast_lane=fast_lane),
+                stop=stop,
+                ready=ready.set_result,
+            )
         )
         info = await asyncio.wait_for(asyncio.shield(ready), 5)
         proc = RunningProxy(info, path, stop, task)

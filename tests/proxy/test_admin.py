@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lbrec.proxy.app import ServeInfo, serve
+from lbrec.proxy.app import ServeInfo, ServeOptions, serve
 from lbrec.proxy.config import ConfigError
 from tests.proxy.conftest import BackendFactory, ProxyFactory, config_doc, write_config
 
@@ -89,7 +89,7 @@ async def test_admin_off_loopback_needs_a_token(tmp_path: Path) -> None:
     path = tmp_path / "backends.json"
     write_config(path, config_doc([], admin="0.0.0.0:0"))
     with pytest.raises(ConfigError, match="LBREC_ADMIN_TOKEN"):
-        await serve(path, stop=asyncio.Event(), admin_token="")
+        await serve(path, ServeOptions(admin_token=""), stop=asyncio.Event())
 
 
 async def test_admin_token_guards_reading_endpoints(
@@ -101,7 +101,12 @@ async def test_admin_token_guards_reading_endpoints(
     stop = asyncio.Event()
     ready: asyncio.Future[ServeInfo] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(path, stop=stop, ready=ready.set_result, admin_token="s3cret", drain_timeout=1)
+        serve(
+            path,
+            ServeOptions(admin_token="s3cret", drain_timeout=1),
+            stop=stop,
+            ready=ready.set_result,
+        )
     )
     try:
         info = await asyncio.wait_for(asyncio.shield(ready), 5)

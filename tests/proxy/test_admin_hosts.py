@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from lbrec.proxy.admin import ADMIN_HOSTS_ENV, parse_admin_hosts
-from lbrec.proxy.app import ServeInfo, serve
+from lbrec.proxy.app import ServeInfo, ServeOptions, serve
 from lbrec.proxy.config import ConfigError
 from tests.proxy.conftest import BackendFactory, config_doc, write_config
 
@@ -36,11 +36,9 @@ async def _admin(
     task = asyncio.create_task(
         serve(
             path,
+            ServeOptions(drain_timeout=1, admin_token=token, admin_routes=routes),
             stop=stop,
             ready=ready.set_result,
-            drain_timeout=1,
-            admin_token=token,
-            admin_routes=routes,
         )
     )
     try:
