@@ -78,7 +78,10 @@ async def test_rapid_reset(ca: CertAuthority, setup: tuple[H2Proxy, Backend], ap
     assert client.goaway() == CALM
     assert written < 5000
     await asyncio.sleep(0.2)
-    print(f"rapid reset: {written} pairs written, {backend.hits} backend requests, {elapsed:.2f}s")
+    print(
+        f"GOAWAY(ENHANCE_YOUR_CALM) after {written} of 5,000 pairs; {backend.hits} backend "
+        f"requests; {client.bytes_in} bytes back; {elapsed:.2f} s"
+    )
     assert backend.hits <= BUDGETS.rst_stream + MAX_CONCURRENT_STREAMS
     if not apart:
         assert backend.hits == 0
@@ -102,7 +105,10 @@ async def test_continuation_flood(ca: CertAuthority, setup: tuple[H2Proxy, Backe
         assert client.goaway() == CALM, (size, client.goaway(), REFUSALS)
         held = proxy.made[-1].h2.incoming_buffer._headers_buffer
         held_bytes = sum(len(f.data) for f in held)
-        print(f"CONTINUATION flood ({size}-byte frames): {written} written, {held_bytes} held")
+        print(
+            f"{size}-byte frames: GOAWAY(ENHANCE_YOUR_CALM) after {written - 1} CONTINUATION "
+            f"frames written; {held_bytes} header bytes held"
+        )
         assert held_bytes <= 2 * proxy.server.max_header_bytes
         assert len(held) <= MAX_CONTINUATIONS + 1
 
@@ -121,7 +127,10 @@ async def test_hpack_bomb(ca: CertAuthority, setup: tuple[H2Proxy, Backend]) -> 
         out += frame(9, 0x4 if i == len(chunks) - 1 else 0, 1, part)
     await client.write(out)
     await client.drain_until_closed(5)
-    print(f"HPACK bomb: {len(block)} bytes encoded -> GOAWAY {client.goaway()}")
+    print(
+        f"{len(block)} bytes encoding 16 MiB: GOAWAY({client.goaway()}) once the decoder "
+        f"passed {2 * proxy.server.max_header_bytes} bytes; {backend.hits} backend requests"
+    )
     assert client.goaway() == CALM
     assert backend.hits == 0
 
@@ -146,7 +155,10 @@ async def test_control_frame_floods(
     assert callable(make)
     written = await flood(client, [make() for _ in range(5000)])
     acks = count(client, 6) + count(client, 4)
-    print(f"{name} flood: {written} written, {acks} SETTINGS/PING frames back")
+    print(
+        f"GOAWAY(ENHANCE_YOUR_CALM) with {written} of 5,000 written; {acks} SETTINGS/PING "
+        f"frames back; {client.bytes_in} bytes back"
+    )
     assert client.goaway() == CALM, name
     assert acks <= budget + 3  # the server's own SETTINGS and acks of the client's first
     assert client.bytes_in < 64 * 1024
@@ -157,7 +169,7 @@ async def test_empty_data_flood(ca: CertAuthority, setup: tuple[H2Proxy, Backend
     client = await RawClient.connect(ca, proxy.tls_port)
     head = frame(1, 0x4, 1, client.block([(b":method", b"POST"), *GET[1:], (b":path", b"/")]))
     written = await flood(client, [head] + [frame(0, 0, 1, b"") for _ in range(5000)])
-    print(f"empty DATA flood: {written} written")
+    print(f"GOAWAY(ENHANCE_YOUR_CALM) with {written} of 5,001 frames written")
     assert client.goaway() == CALM
     assert written <= 5001
 
@@ -183,6 +195,7 @@ async def test_too_many_concurrent_streams(
     await client.write(out)
     await client.drain_until_closed(5)
     assert client.goaway() in (0x1, 0x7)
+    print(f"GOAWAY({client.goaway()}) at the 101st HEADERS; 100 streams at once: all answered")
     good = await H2Client.connect(ca, proxy.tls_port)
     sids = [await good.start(good.request_headers(f"/c{i}")) for i in range(100)]
     assert [(await good.response(sid)).status for sid in sids] == [200] * 100
@@ -202,7 +215,9 @@ async def test_oversized_frame_is_refused_at_its_header(
     await client.write(b"x" * 65536)
     await client.drain_until_closed(5)
     assert client.goaway() == 0x6
-    assert len(proxy.made[-1].h2.incoming_buffer._data) < 65536
+    held = len(proxy.made[-1].h2.incoming_buffer._data)
+    assert held < 65536
+    print(f"GOAWAY(FRAME_SIZE_ERROR) at the 9-byte header; {held} bytes held by h2")
 
 
 async def test_zero_window_stall(ca: CertAuthority, setup: tuple[H2Proxy, Backend]) -> None:
@@ -215,7 +230,7 @@ async def test_zero_window_stall(ca: CertAuthority, setup: tuple[H2Proxy, Backen
     answer = await client.response(sid, timeout=10)
     elapsed = time.monotonic() - started
     conn = proxy.made[-1]
-    print(f"zero-window stall: reset {answer.reset} after {elapsed:.1f}s")
+    print(f"RST_STREAM({answer.reset}) {elapsed:.1f} s after the request; the stream released")
     assert answer.reset is not None and answer.reset > 0
     assert elapsed < 1.5 + 3
     assert not conn.streams  # released
