@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .exchange import Exchange
     from .fastlane import PlainAnswer
     from .framing import RequestHead
+    from .front import Front
     from .pool import Backend, Pool
     from .stats import Answers
     from .tunnel import Tunnel
@@ -34,7 +35,10 @@ class ExchangeServer(Protocol):
     def loop(self) -> asyncio.AbstractEventLoop: ...
     # The pool that serves ``head``: called once per attempt (a retry sees the newest pool).
     # The seam where routes by host and path will choose among pools.
-    def pool_for(self, head: RequestHead) -> Pool: ...
+    def pool_for(self, head: RequestHead, route: str | None = None) -> Pool: ...
+    # The front door (proxy/front.py): None when there is nothing to decide (no routes, no TLS)
+    @property
+    def front(self) -> Front | None: ...
     @property
     def access_log(self) -> bool: ...
     @property
@@ -69,6 +73,12 @@ class Downstream(Protocol):
     def trusted(self) -> bool: ...  # the peer is in trusted_proxies: its X-Forwarded-* are kept
     @property
     def forwarding(self) -> bytes: ...  # http.forwarding_lines(client_ip), made once
+    @property
+    def secure(self) -> bool: ...  # the client came over TLS (the front door, proxy/front.py)
+    @property
+    def sni(self) -> str | None: ...  # the TLS server name the client asked for
+    @property
+    def proto(self) -> bytes: ...  # b"https" or b"http": X-Forwarded-Proto, Forwarded proto=
     @property
     def closed(self) -> bool: ...
     @property

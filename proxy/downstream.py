@@ -55,10 +55,13 @@ class ClientConnection(asyncio.Protocol):
         "lane",
         "loop",
         "parsing",
+        "proto",
         "queue",
         "reader",
         "refusing",
+        "secure",
         "server",
+        "sni",
         "task",
         "transport",
         "trusted",
@@ -90,6 +93,9 @@ class ClientConnection(asyncio.Protocol):
         self._framing = ResponseFraming.NONE  # of the answer being sent (general path)
         self._held: list[bytes] | None = None  # sent between hold() and flush()
         self.lane = RequestLane(enabled=server.fast_lane)
+        self.secure = False  # over the TLS listener (proxy/tls_transport.py)
+        self.sni: str | None = None  # the TLS server name the client asked for
+        self.proto = b"http"
         self.reader = RequestReader(self)  # the parser's callbacks: llhttp's side
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -101,7 +107,13 @@ class ClientConnection(asyncio.Protocol):
         if peer:
             self.client_ip = str(peer[0])
             self.trusted = server.is_trusted(self.client_ip)
-        self.forwarding = forwarding_lines(self.client_ip)
+        if transport.get_extra_info("tls"):
+            self.secure, self.proto = True, b"https"
+            self.sni = transport.get_extra_info("sni")
+            if server.hsts is not None:
+                # the fast lane relays an answer's head as it is: HSTS needs the general way
+                self.lane = RequestLane(enabled=False)
+        self.forwarding = forwarding_lines(self.client_ip, self.proto)
         if len(server.connections) >= server.max_connections:
             server.refused_connections += 1
             server.answers.answered(503, 0.0)
@@ -231,6 +243,9 @@ class ClientConnection(asyncio.Protocol):
         bodyless: bool,
         upgrade: bytes | None,
     ) -> bool:
+        if self.secure and (hsts := self.server.hsts) is not None:
+            name, _, value = hsts.partition(b": ")
+            headers = [*headers, (name, value.rstrip(b"\r\n"))]
         head, self._framing, exchange.keep_alive, until_close = build_response_head(
             status,
             reason,

@@ -74,6 +74,11 @@ class Front:
         self._https_port = b"" if port == "443" else b":" + port.encode()
 
     @property
+    def hsts(self) -> bytes | None:
+        """The Strict-Transport-Security header line of answers over TLS, if asked for."""
+        return self._hsts
+
+    @property
     def trivial(self) -> bool:
         """No routes and no TLS: every request takes the whole pool (the exchange skips us)."""
         return not self.router and self.tls is None

@@ -170,6 +170,7 @@ def upstream_request_head(
         trusted=client.trusted,
         forwarded_header=config.forwarded_header,
         request_id=None if request.request_id is not None else request_id,
+        proto=client.proto,
     )
 
 

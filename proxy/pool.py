@@ -160,7 +160,7 @@ class Backend:
 class Pool:
     """What the proxy serves right now: the config, its backends and their rotation."""
 
-    __slots__ = ("_turn", "backends", "balancer", "config", "digest", "fallback")
+    __slots__ = ("_turn", "backends", "balancer", "config", "digest", "fallback", "routes")
 
     def __init__(
         self,
@@ -181,6 +181,9 @@ class Pool:
             balancer.weights,
             healthy=[n for n, b in self.backends.items() if _unproven(b)],
         )
+        # Each route's own pool (routes by host and path, RouteEntry.key -> Pool): the same
+        # Backend objects (health, counters and connections shared), a rotation of its own.
+        self.routes: dict[str, Pool] = {}
 
     def pick(self, exclude: Collection[str] = ()) -> Backend | None:
         name = self.balancer.pick(exclude)
@@ -231,6 +234,9 @@ class Pool:
         wait = self.config.health.wait_healthy_on_add
         self.balancer.set_healthy(backend.key, backend.takes_traffic(wait_healthy=wait))
         self.fallback.set_healthy(backend.key, _unproven(backend))
+        for route in self.routes.values():  # health is per instance, shared by its routes
+            if backend.key in route.backends:
+                route.refresh(backend)
 
 
 def sticky_key(spec: str | None) -> tuple[bool, bytes] | None:

@@ -14,17 +14,24 @@ import logging
 import os
 import platform
 import socket
+import ssl
 import time
+from pathlib import Path
 
 import httptools
 
+from .acme_challenges import ACME_TLS_ALPN, Challenges
 from .balancer import SmoothWeightedRoundRobin
 from .config import BackendsConfig
 from .downstream import ClientConnection
 from .framing import RequestHead
+from .front import Front
 from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
 from .pool import Backend, Pool, instance_keys, rotation_weights
+from .routing import Router
 from .stats import Answers
+from .tls import CertStore, listener_context
+from .tls_transport import ClientHello, TlsConnection
 
 __all__ = ["ProxyServer", "code_kind", "listening_socket", "package_version", "runtime_info"]
 
@@ -111,8 +118,18 @@ class ProxyServer:
         self._request_ids = 0
         self.draining: list[Backend] = []  # removed, still finishing requests (for display)
         self._listener: asyncio.AbstractServer | None = None
+        self._tls_listener: asyncio.AbstractServer | None = None
+        self.tls_failures = 0  # TLS handshakes that failed (no certificate, bad client...)
         self._sweeper: asyncio.Task[None] | None = None
         self.pool = self._build_pool(config, digest, previous=None)
+        # The front door (routes, TLS, ACME challenges): None while it has nothing to decide
+        # (no routes, no TLS), so the request path pays one attribute test.
+        self.config_dir = Path(".")  # relative paths of backends.json are from its folder
+        self.certs = CertStore(())
+        self.challenges: Challenges | None = None
+        self.front: Front | None = None
+        self.hsts: bytes | None = None  # the Strict-Transport-Security line of TLS answers
+        self._adopt_front(config)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -125,6 +142,66 @@ class ProxyServer:
         self._sweeper = self.loop.create_task(self._sweep(), name="proxy-sweeper")
         sockname = self._listener.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
+
+    async def start_tls(self, sock: socket.socket, *, backlog: int = 2048) -> tuple[str, int]:
+        """Serve the TLS listener (``tls.listen``) on a bound socket: each connection through
+        proxy/tls_transport.py (the ClientHello read first: an ACME TLS-ALPN-01 validation gets
+        its challenge certificate, everyone else the certificate of their SNI name, chosen
+        from the current store at each handshake: a reload swaps certificates without a new
+        listener), then HTTP/2 for ALPN h2, HTTP/1.1 otherwise."""
+        from .http2.connection import app_protocol
+
+        context = listener_context(lambda: self.certs)
+
+        def choose(hello: ClientHello | None) -> ssl.SSLContext:
+            challenges = self.challenges
+            if hello is not None and hello.alpn == (ACME_TLS_ALPN,) and challenges is not None:
+                challenge = challenges.tls_alpn01(hello.server_name)
+                if challenge is not None:
+                    return challenge
+            return context
+
+        def connection() -> TlsConnection:
+            return TlsConnection(
+                choose,
+                lambda alpn: app_protocol(self, alpn),
+                handshake_timeout=self.pool.config.timeouts.header,
+                on_failure=self._tls_failed,
+            )
+
+        self._tls_listener = await self.loop.create_server(connection, sock=sock, backlog=backlog)
+        sockname = self._tls_listener.sockets[0].getsockname()
+        return str(sockname[0]), int(sockname[1])
+
+    def _tls_failed(self, why: str) -> None:
+        self.tls_failures += 1
+        _log.debug("tls: %s", why, extra={"event": "tls_failure", "reason": why})
+
+    def use_config_dir(self, folder: Path) -> None:
+        """Where backends.json is: its relative paths (certificates, ACME) are from there."""
+        self.config_dir = folder
+        self._adopt_front(self.pool.config)
+
+    def _adopt_front(self, config: BackendsConfig) -> None:
+        """Routes, certificates (a pair that fails to load keeps its previous certificate:
+        proxy/tls.py) and ACME challenges of ``config``."""
+        tls = config.tls
+        base = self.config_dir
+        if tls is None:
+            self.certs, self.challenges = CertStore(()), None
+        else:
+            pairs = [(str(base / c.cert), str(base / c.key)) for c in tls.certificates]
+            self.certs = CertStore.load(pairs, previous=self.certs)
+            self.challenges = Challenges(base / tls.acme_dir) if tls.acme_dir else None
+        challenges = self.challenges
+        front = Front(
+            Router(config.routes or ()),
+            tls,
+            has_certificate=lambda host: self.certs.for_name(host) is not None,
+            challenge=challenges.http01 if challenges is not None else lambda _token: None,
+        )
+        self.front = None if front.trivial else front
+        self.hsts = front.hsts
 
     def attach_health(self, monitor: HealthMonitor) -> None:
         self.health = monitor
@@ -140,6 +217,9 @@ class ProxyServer:
         """
         if self._listener is not None:
             self._listener.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+            self._tls_listener = None
         for conn in list(self.connections):
             conn.closing = True
         now = self.loop.time()
@@ -182,6 +262,7 @@ class ProxyServer:
         removed = [b for b in old.backends.values() if id(b) not in kept]
         self._adopt_limits(config)
         self.pool = pool  # the swap: new requests see the new pool from here on
+        self._adopt_front(config)
         for backend in removed:
             backend.drain()
         self.draining = [b for b in self.draining + removed if b.inflight or b.conns.opened]
@@ -237,7 +318,24 @@ class ProxyServer:
             balancer = SmoothWeightedRoundRobin(weights, healthy=healthy)
         else:
             balancer = previous.balancer.with_config(weights, healthy=healthy)
-        return Pool(config, backends, balancer, digest)
+        pool = Pool(config, backends, balancer, digest)
+        taking = set(healthy)
+        for route in config.routes or ():
+            # The route's backends' instances, weighted among themselves as in the whole pool.
+            names = route.backends
+            picked = [(k, e) for k, e in zip(keys, entries, strict=True) if e.name in names]
+            route_keys = [k for k, _ in picked]
+            route_weights = rotation_weights([e for _, e in picked], route_keys) if picked else {}
+            route_healthy = [k for k in route_keys if k in taking]
+            kept = previous.routes.get(route.key) if previous is not None else None
+            route_balancer = (
+                kept.balancer.with_config(route_weights, healthy=route_healthy)
+                if kept is not None
+                else SmoothWeightedRoundRobin(route_weights, healthy=route_healthy)
+            )
+            members = {k: backends[k] for k in route_keys}
+            pool.routes[route.key] = Pool(config, members, route_balancer, digest)
+        return pool
 
     def _update_health(self, *, initial: bool) -> None:
         if self.health is None:
@@ -280,10 +378,18 @@ class ProxyServer:
         current = list(self.pool.backends.values())
         return current + [b for b in self.draining if b not in current]
 
-    def pool_for(self, head: RequestHead) -> Pool:
-        """The pool that serves ``head``: the one pool, until routes by host and path choose
-        (proxy/routing.py's ``Router.match``, with no route configured: this, unchanged)."""
-        return self.pool
+    def pool_for(self, head: RequestHead, route: str | None = None) -> Pool:
+        """The pool that serves ``head``: the route's (``RouteEntry.key``, as proxy/front.py
+        chose it), or the one pool without routes. A route gone by a reload between two
+        attempts has no pool: an empty one (503), never another site's backends."""
+        if route is None:
+            return self.pool
+        return self.pool.routes.get(route) or self._no_route
+
+    @property
+    def _no_route(self) -> Pool:
+        pool = self.pool
+        return Pool(pool.config, {}, SmoothWeightedRoundRobin({}), pool.digest)
 
     def next_request_id(self) -> bytes:
         """A new X-Request-ID, unique across workers and restarts (random 48-bit prefix)."""

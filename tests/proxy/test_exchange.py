@@ -47,8 +47,9 @@ class _Server:
     failures: list[str] = field(default_factory=list)
     answers: Answers = field(default_factory=Answers)
     empty_reason: str = "no backends configured"
+    front: None = None  # no routes, no TLS
 
-    def pool_for(self, head: RequestHead) -> Pool:
+    def pool_for(self, head: RequestHead, route: str | None = None) -> Pool:
         return self.pool
 
     def next_request_id(self) -> bytes:
@@ -67,6 +68,9 @@ class _Client:
     client_ip: str = "127.0.0.1"
     trusted: bool = False
     forwarding: bytes = b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
+    secure: bool = False
+    sni: str | None = None
+    proto: bytes = b"http"
     closed: bool = False
     write_paused: bool = False
     bytes_out: int = 0
