@@ -159,6 +159,10 @@ class Http2Stream:
         return self.conn.sni
 
     @property
+    def proto(self) -> bytes:
+        return b"https"  # HTTP/2 is only offered on the TLS listener (ALPN h2)
+
+    @property
     def write_paused(self) -> bool:
         return self.out_paused or self.conn.write_paused
 
