@@ -39,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -291,7 +292,14 @@ def serve_lbrec(port: int, cert: str, key: str, backend_ports: list[int]) -> Non
 
 
 def run_h2load(
-    port: int, log: Path, *, requests: int, clients: int, streams: int, timeout: float
+    port: int,
+    log: Path,
+    *,
+    requests: int,
+    clients: int,
+    streams: int,
+    timeout: float,
+    h1: bool = False,
 ) -> tuple[float, float, float, int, str]:
     """(req/s, p50 ms, p99 ms, failed, raw output) of one h2load run."""
     log.unlink(missing_ok=True)
@@ -310,6 +318,9 @@ def run_h2load(
         str(log),
         f"https://{NAME}/",
     ]
+    if h1:  # the same concurrency as HTTP/1.1 keep-alive connections, one request at a time
+        argv[3:7] = ["-c", str(clients * streams), "-m", "1"]
+        argv.insert(1, "--h1")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     out = done.stdout + done.stderr
     rate = re.search(r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
@@ -339,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-m", "--streams", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--h1",
+        action="store_true",
+        help="HTTP/1.1 over the same TLS listeners (h2load --h1, clients x streams connections)",
+    )
     parser.add_argument("--serve-lbrec", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cert", help=argparse.SUPPRESS)
     parser.add_argument("--key", help=argparse.SUPPRESS)
@@ -388,11 +404,12 @@ def main(argv: list[str] | None = None) -> int:
                 except BenchError as err:
                     results[name].errors.append(str(err))
             live = [n for n in names if n in ports]
-            shape = {
+            shape: dict[str, Any] = {
                 "requests": args.requests,
                 "clients": args.clients,
                 "streams": args.streams,
                 "timeout": 300.0,
+                "h1": args.h1,
             }
             for name in live:  # warm-up
                 run_h2load(ports[name], tmp / "warm.log", **{**shape, "requests": 2000})
@@ -421,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         else "not installed"
     )
     print(
-        f"h2load -n {args.requests} -c {args.clients} -m {args.streams} -t 1, "
+        f"h2load{' --h1' if args.h1 else ''} -n {args.requests} -c {args.clients} "
+        f"-m {args.streams} -t 1, "
         f"{args.rounds} rounds; {info['cpu_model']}, {info['usable_cpus']} CPUs; "
         f"{info['nginx']}; {info['haproxy']}; caddy {info['caddy']}; {info['h2load']}"
     )
