@@ -25,7 +25,7 @@ from .control import ControlLink
 from .health import HealthMonitor
 from .metrics import FiguresPublisher
 from .reload import ConfigWatcher, read_config
-from .server import ProxyServer
+from .server import ProxyServer, listening_socket
 from .sites import AdminSite, Listeners, Signals, sockname
 
 __all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "ServeOptions", "parse_hostport", "serve"]
@@ -42,6 +42,7 @@ class ServeInfo:
     listen: tuple[str, int]
     admin: tuple[str, int] | None
     server: ProxyServer
+    tls: tuple[str, int] | None = None  # the TLS listener (tls.listen), when configured
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +101,13 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
     config, digest, waiting = _initial_pool(path, check)
     stop = stop or asyncio.Event()
     listen_at, admin_at, token = _addresses(o, config)
-    server = ProxyServer(config, digest=digest, access_log=o.access_log, fast_lane=o.fast_lane)
+    server = ProxyServer(
+        config,
+        digest=digest,
+        access_log=o.access_log,
+        fast_lane=o.fast_lane,
+        config_dir=path.parent,  # certificates and ACME challenges: from the file's folder
+    )
     if waiting is not None:
         server.empty_reason = waiting
         _log.warning("%s", waiting, extra={"event": "no_pool_yet"})
@@ -136,6 +143,11 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
         listeners.open(listen_at, admin_at, reuse_port=o.reuse_port)
         assert listeners.traffic is not None
         bound = await server.start(listeners.traffic)
+        tls_bound: tuple[str, int] | None = None
+        if config.tls is not None:
+            # SO_REUSEPORT: a successor (handoff, lbrec up's take-over) binds beside it
+            tls_sock = listening_socket(*parse_hostport(config.tls.listen), reuse_port=True)
+            tls_bound = await server.start_tls(tls_sock)
         admin_bound: tuple[str, int] | None = None
         if listeners.admin is not None:
             app = make_admin_app(
@@ -161,9 +173,10 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
             signals.install(stop=stop.set, reload=lambda: watcher.notify(force=True))
         runtime = server.runtime
         _log.info(
-            "proxy %s listening on %s:%d, admin on %s (event loop %s, parser %s, %s)",
+            "proxy %s listening on %s:%d%s, admin on %s (event loop %s, parser %s, %s)",
             runtime["lbrec"],
             *bound,
+            f", TLS on {tls_bound[0]}:{tls_bound[1]}" if tls_bound else "",
             f"{admin_bound[0]}:{admin_bound[1]}" if admin_bound else "-",
             runtime["event_loop"],
             runtime["parser"],
@@ -171,7 +184,7 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
             extra={"event": "start", "listen": f"{bound[0]}:{bound[1]}", **runtime},
         )
         if ready is not None:
-            ready(ServeInfo(listen=bound, admin=admin_bound, server=server))
+            ready(ServeInfo(listen=bound, admin=admin_bound, server=server, tls=tls_bound))
         await stop.wait()
         _log.info("stopping: draining in-flight requests", extra={"event": "stopping"})
     finally:

@@ -60,6 +60,7 @@ class Front:
         *,
         has_certificate: Callable[[str], bool] = lambda _host: False,
         challenge: Callable[[str], bytes | None] = lambda _token: None,
+        https_port: int | None = None,
     ) -> None:
         self.router = router
         self.tls = tls
@@ -70,7 +71,8 @@ class Front:
             if tls is not None and tls.hsts is not None
             else None
         )
-        port = tls.listen.rsplit(":", 1)[1] if tls is not None else "443"
+        # where redirects point: the TLS listener's port as bound (tls.listen may say 0)
+        port = str(https_port) if https_port else tls.listen.rsplit(":", 1)[1] if tls else "443"
         self._https_port = b"" if port == "443" else b":" + port.encode()
 
     @property

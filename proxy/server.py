@@ -93,6 +93,7 @@ class ProxyServer:
         digest: str = "",
         access_log: bool = False,
         fast_lane: bool = True,
+        config_dir: Path | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.access_log = access_log
@@ -120,11 +121,13 @@ class ProxyServer:
         self._listener: asyncio.AbstractServer | None = None
         self._tls_listener: asyncio.AbstractServer | None = None
         self.tls_failures = 0  # TLS handshakes that failed (no certificate, bad client...)
+        self.tls_port: int | None = None  # the TLS listener's port, once bound
         self._sweeper: asyncio.Task[None] | None = None
         self.pool = self._build_pool(config, digest, previous=None)
         # The front door (routes, TLS, ACME challenges): None while it has nothing to decide
         # (no routes, no TLS), so the request path pays one attribute test.
-        self.config_dir = Path(".")  # relative paths of backends.json are from its folder
+        # relative paths of backends.json (certificates, ACME challenges) are from its folder
+        self.config_dir = config_dir if config_dir is not None else Path(".")
         self.certs = CertStore(())
         self.challenges: Challenges | None = None
         self.front: Front | None = None
@@ -171,6 +174,8 @@ class ProxyServer:
 
         self._tls_listener = await self.loop.create_server(connection, sock=sock, backlog=backlog)
         sockname = self._tls_listener.sockets[0].getsockname()
+        self.tls_port = int(sockname[1])
+        self._adopt_front(self.pool.config)  # redirects name the port as bound
         return str(sockname[0]), int(sockname[1])
 
     def _tls_failed(self, why: str) -> None:
@@ -199,6 +204,7 @@ class ProxyServer:
             tls,
             has_certificate=lambda host: self.certs.for_name(host) is not None,
             challenge=challenges.http01 if challenges is not None else lambda _token: None,
+            https_port=self.tls_port,
         )
         self.front = None if front.trivial else front
         self.hsts = front.hsts
