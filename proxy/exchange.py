@@ -1,4 +1,5 @@
 """Forward one client request to a backend and relay the answer: the retry state machine.
+(Just over 400 lines on purpose: one request's state machine, whose hot path is kept whole.)
 
 :class:`Exchange` is made by a downstream (the client side: an HTTP/1.1 connection today,
 proxy/downstream.py) for each parsed request head, and knows that side only through the
@@ -17,15 +18,14 @@ server's sweeper checks read timeouts). Every attempt ends with an
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Final
 
+from . import frontdoor
 from .accesslog import log_access
 from .answer import AnswerMode, GeneralAnswer
 from .body import NO_BODY, REPLAY_LIMIT, RequestBody
 from .framing import RequestHead
-from .front import Answer, Front
 from .http import IDEMPOTENT_METHODS, upstream_request_head
 from .outcomes import FAILURES, Outcome
 from .pool import Backend, Pool
@@ -39,13 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["Exchange"]
 
 _MAX_STALE_RETRIES = 3
-_REASONS: Final = {
-    200: b"OK",
-    301: b"Moved Permanently",
-    308: b"Permanent Redirect",
-    404: b"Not Found",
-    421: b"Misdirected Request",
-}
 # The members the hot path uses, by module name (an enum member's lookup through its class
 # costs several times a global's, interpreted)
 _AWAITING: Final = AnswerMode.AWAITING
@@ -175,51 +168,13 @@ class Exchange:
         self.started = _monotonic()
         self.bytes_before = self.client.bytes_out
         front = self.server.front
-        if front is not None and not self._front(front):
+        if front is not None and not frontdoor.decide(self, front):
             return
         self._next_attempt()
 
-    def _front(self, front: Front) -> bool:
-        """The front door's decision (routes, HTTPS redirects, ACME challenges, 404/421):
-        True to go on to a backend of the route's pool, False when answered here."""
-        client, head = self.client, self.request
-        decision = front.decide(
-            secure=client.secure,
-            sni=client.sni,
-            authority=head.host or b"",
-            method=head.method,
-            target=head.target,
-        )
-        if isinstance(decision, Answer):
-            self._answer_here(decision)
-            return False
-        match = decision.match
-        if match is not None:
-            self.route = match.route.key
-            if match.route.strip_prefix:
-                target = match.forwarded_target(head.target)
-                if target != head.target:
-                    self.request = replace(head, target=target)
-        return True
-
-    def _answer_here(self, answer: Answer) -> None:
-        """A redirect, an ACME key authorization or a refusal, from the proxy itself."""
-        body = answer.body if answer.body is not None else answer.reason.encode() + b"\n"
-        headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"%d" % len(body))]
-        if answer.location is not None:
-            headers.append((b"Location", answer.location))
-        self.client.send_head(
-            self,
-            answer.status,
-            _REASONS.get(answer.status, b"OK"),
-            headers,
-            bodyless=self.request.method == b"HEAD",
-            upgrade=None,
-        )
-        if self.request.method != b"HEAD":
-            self.client.send_body(body)
-        self.client.send_end()
-        self._finish(answer.status, None, answer.reason)
+    def answered_here(self, status: int, reason: str) -> None:
+        """The front door answered (proxy/frontdoor.py): the exchange ends as any other."""
+        self._finish(status, None, reason)
         self._done(clean=True)
 
     def _next_attempt(self) -> None:

@@ -22,7 +22,7 @@ from .health_state import HealthState, ProbeResult
 from .stats import BackendStats
 from .upstream import ConnectionPool
 
-__all__ = ["Backend", "Pool", "instance_keys", "rotation_weights", "sticky_secret"]
+__all__ = ["Backend", "Pool", "instance_keys", "rotation_weights", "route_pools", "sticky_secret"]
 
 # The sticky hash's key when backends.json names none (written by hand, or by an older lbrec):
 # random per proxy, drawn at import, so the workers of --workers N (forked after it) share it;
@@ -284,3 +284,33 @@ def sticky_version(value: bytes, percent: int, secret: bytes) -> str:
 
 def _unproven(backend: Backend) -> bool:
     return backend.health is HealthState.CHECKING and not backend.ejected
+
+
+def route_pools(
+    config: BackendsConfig,
+    keys: Sequence[str],
+    entries: Sequence[BackendEntry],
+    pool: Pool,
+    previous: Pool | None,
+) -> dict[str, Pool]:
+    """Each route's pool (routes by host and path): the instances of its backends, the same
+    Backend objects as ``pool`` (health, counters and connections shared by every route of an
+    instance), weighted among themselves as in the whole pool, each with its own rotation (kept
+    across a reload for a route that stays)."""
+    wait = config.health.wait_healthy_on_add
+    out: dict[str, Pool] = {}
+    for route in config.routes or ():
+        names = route.backends
+        picked = [(k, e) for k, e in zip(keys, entries, strict=True) if e.name in names]
+        route_keys = [k for k, _ in picked]
+        weights = rotation_weights([e for _, e in picked], route_keys) if picked else {}
+        healthy = [k for k in route_keys if pool.backends[k].takes_traffic(wait_healthy=wait)]
+        kept = previous.routes.get(route.key) if previous is not None else None
+        balancer = (
+            kept.balancer.with_config(weights, healthy=healthy)
+            if kept is not None
+            else SmoothWeightedRoundRobin(weights, healthy=healthy)
+        )
+        members = {k: pool.backends[k] for k in route_keys}
+        out[route.key] = Pool(config, members, balancer, pool.digest)
+    return out

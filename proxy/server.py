@@ -12,66 +12,24 @@ import contextlib
 import ipaddress
 import logging
 import os
-import platform
 import socket
-import ssl
 import time
 from pathlib import Path
 
-import httptools
-
-from .acme_challenges import ACME_TLS_ALPN, Challenges
+from . import frontdoor
+from .acme_challenges import Challenges
 from .balancer import SmoothWeightedRoundRobin
 from .config import BackendsConfig
 from .downstream import ClientConnection
 from .framing import RequestHead
 from .front import Front
 from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
-from .pool import Backend, Pool, instance_keys, rotation_weights
-from .routing import Router
+from .pool import Backend, Pool, instance_keys, rotation_weights, route_pools
+from .runtime import code_kind, listening_socket, package_version, runtime_info
 from .stats import Answers
-from .tls import CertStore, listener_context
-from .tls_transport import ClientHello, TlsConnection
+from .tls import CertStore
 
 __all__ = ["ProxyServer", "code_kind", "listening_socket", "package_version", "runtime_info"]
-
-
-def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """A bound, listening TCP socket (port 0 picks one)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=reuse_port)
-    sock.setblocking(False)
-    return sock
-
-
-def package_version(name: str) -> str:
-    """An installed distribution's version, or ``unknown``."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def code_kind() -> str:
-    """``mypyc`` when the request path runs compiled (a wheel built where mypyc and a C
-    compiler were at hand, see setup.py), else ``interpreted``."""
-    from . import exchange
-
-    return "interpreted" if exchange.__file__.endswith(".py") else "mypyc"
-
-
-def runtime_info(loop: asyncio.AbstractEventLoop) -> dict[str, str]:
-    """Which event loop, HTTP parser and code serve: shown at start and on ``/-/pool``."""
-    module = type(loop).__module__.partition(".")[0]
-    return {
-        "lbrec": package_version("lbrec"),
-        "event_loop": "uvloop" if module == "uvloop" else "asyncio",
-        "parser": f"httptools {httptools.__version__} (llhttp)",
-        "code": code_kind(),
-        "python": platform.python_version(),
-    }
 
 
 def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -147,38 +105,14 @@ class ProxyServer:
         return str(sockname[0]), int(sockname[1])
 
     async def start_tls(self, sock: socket.socket, *, backlog: int = 2048) -> tuple[str, int]:
-        """Serve the TLS listener (``tls.listen``) on a bound socket: each connection through
-        proxy/tls_transport.py (the ClientHello read first: an ACME TLS-ALPN-01 validation gets
-        its challenge certificate, everyone else the certificate of their SNI name, chosen
-        from the current store at each handshake: a reload swaps certificates without a new
-        listener), then HTTP/2 for ALPN h2, HTTP/1.1 otherwise."""
-        from .http2.connection import app_protocol
-
-        context = listener_context(lambda: self.certs)
-
-        def choose(hello: ClientHello | None) -> ssl.SSLContext:
-            challenges = self.challenges
-            if hello is not None and hello.alpn == (ACME_TLS_ALPN,) and challenges is not None:
-                challenge = challenges.tls_alpn01(hello.server_name)
-                if challenge is not None:
-                    return challenge
-            return context
-
-        def connection() -> TlsConnection:
-            return TlsConnection(
-                choose,
-                lambda alpn: app_protocol(self, alpn),
-                handshake_timeout=self.pool.config.timeouts.header,
-                on_failure=self._tls_failed,
-            )
-
-        self._tls_listener = await self.loop.create_server(connection, sock=sock, backlog=backlog)
+        """Serve the TLS listener (``tls.listen``) on a bound socket (proxy/frontdoor.py)."""
+        self._tls_listener = await frontdoor.start_tls(self, sock, backlog=backlog)
         sockname = self._tls_listener.sockets[0].getsockname()
         self.tls_port = int(sockname[1])
         self._adopt_front(self.pool.config)  # redirects name the port as bound
         return str(sockname[0]), int(sockname[1])
 
-    def _tls_failed(self, why: str) -> None:
+    def tls_failed(self, why: str) -> None:
         self.tls_failures += 1
         _log.debug("tls: %s", why, extra={"event": "tls_failure", "reason": why})
 
@@ -188,26 +122,9 @@ class ProxyServer:
         self._adopt_front(self.pool.config)
 
     def _adopt_front(self, config: BackendsConfig) -> None:
-        """Routes, certificates (a pair that fails to load keeps its previous certificate:
-        proxy/tls.py) and ACME challenges of ``config``."""
-        tls = config.tls
-        base = self.config_dir
-        if tls is None:
-            self.certs, self.challenges = CertStore(()), None
-        else:
-            pairs = [(str(base / c.cert), str(base / c.key)) for c in tls.certificates]
-            self.certs = CertStore.load(pairs, previous=self.certs)
-            self.challenges = Challenges(base / tls.acme_dir) if tls.acme_dir else None
-        challenges = self.challenges
-        front = Front(
-            Router(config.routes or ()),
-            tls,
-            has_certificate=lambda host: self.certs.for_name(host) is not None,
-            challenge=challenges.http01 if challenges is not None else lambda _token: None,
-            https_port=self.tls_port,
+        self.certs, self.challenges, self.front, self.hsts = frontdoor.adopt(
+            config, self.config_dir, previous=self.certs, https_port=self.tls_port
         )
-        self.front = None if front.trivial else front
-        self.hsts = front.hsts
 
     def attach_health(self, monitor: HealthMonitor) -> None:
         self.health = monitor
@@ -325,22 +242,7 @@ class ProxyServer:
         else:
             balancer = previous.balancer.with_config(weights, healthy=healthy)
         pool = Pool(config, backends, balancer, digest)
-        taking = set(healthy)
-        for route in config.routes or ():
-            # The route's backends' instances, weighted among themselves as in the whole pool.
-            names = route.backends
-            picked = [(k, e) for k, e in zip(keys, entries, strict=True) if e.name in names]
-            route_keys = [k for k, _ in picked]
-            route_weights = rotation_weights([e for _, e in picked], route_keys) if picked else {}
-            route_healthy = [k for k in route_keys if k in taking]
-            kept = previous.routes.get(route.key) if previous is not None else None
-            route_balancer = (
-                kept.balancer.with_config(route_weights, healthy=route_healthy)
-                if kept is not None
-                else SmoothWeightedRoundRobin(route_weights, healthy=route_healthy)
-            )
-            members = {k: backends[k] for k in route_keys}
-            pool.routes[route.key] = Pool(config, members, route_balancer, digest)
+        pool.routes = route_pools(config, keys, entries, pool, previous)
         return pool
 
     def _update_health(self, *, initial: bool) -> None:

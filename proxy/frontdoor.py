@@ -1,0 +1,138 @@
+"""The front door's I/O beside its pure decision (proxy/front.py): what a reload adopts
+(routes, certificates, ACME challenges), the TLS listener, and a request answered at the door.
+
+Kept apart from the server and the exchange so that they stay what they are (a listener's
+state, one request's state machine) and the front door has one home: the server calls
+:func:`adopt` on every reload and :func:`start_tls` once; an exchange calls :func:`decide`
+when the server has a front (routes or TLS) and it answers through the Downstream contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from .acme_challenges import ACME_TLS_ALPN, Challenges
+from .config import BackendsConfig
+from .front import Answer, Front
+from .routing import Router
+from .tls import CertStore, listener_context
+from .tls_transport import ClientHello, TlsConnection
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+    from .server import ProxyServer
+
+__all__ = ["adopt", "decide", "start_tls"]
+
+_REASONS: Final = {
+    200: b"OK",
+    301: b"Moved Permanently",
+    308: b"Permanent Redirect",
+    404: b"Not Found",
+    421: b"Misdirected Request",
+}
+
+
+def adopt(
+    config: BackendsConfig, base: Path, *, previous: CertStore, https_port: int | None
+) -> tuple[CertStore, Challenges | None, Front | None, bytes | None]:
+    """The front door of ``config``: its certificates (relative to ``base``, backends.json's
+    folder; a pair that fails to load keeps its previous certificate), ACME challenges, the
+    Front (None when it has nothing to decide: no routes, no TLS) and the HSTS line."""
+    tls = config.tls
+    if tls is None:
+        certs, challenges = CertStore(()), None
+    else:
+        pairs = [(str(base / c.cert), str(base / c.key)) for c in tls.certificates]
+        certs = CertStore.load(pairs, previous=previous)
+        challenges = Challenges(base / tls.acme_dir) if tls.acme_dir else None
+    front = Front(
+        Router(config.routes or ()),
+        tls,
+        has_certificate=lambda host: certs.for_name(host) is not None,
+        challenge=challenges.http01 if challenges is not None else lambda _token: None,
+        https_port=https_port,
+    )
+    return certs, challenges, None if front.trivial else front, front.hsts
+
+
+async def start_tls(
+    server: ProxyServer, sock: socket.socket, *, backlog: int = 2048
+) -> asyncio.Server:
+    """The TLS listener: each connection through proxy/tls_transport.py (the ClientHello read
+    first: an ACME TLS-ALPN-01 validation gets its challenge certificate, everyone else the
+    certificate of their SNI name, chosen from the server's current store at each handshake:
+    a reload swaps certificates without a new listener), then HTTP/2 for ALPN h2, HTTP/1.1
+    otherwise."""
+    from .http2.connection import app_protocol
+
+    context = listener_context(lambda: server.certs)
+
+    def choose(hello: ClientHello | None) -> ssl.SSLContext:
+        challenges = server.challenges
+        if hello is not None and hello.alpn == (ACME_TLS_ALPN,) and challenges is not None:
+            challenge = challenges.tls_alpn01(hello.server_name)
+            if challenge is not None:
+                return challenge
+        return context
+
+    def connection() -> TlsConnection:
+        return TlsConnection(
+            choose,
+            lambda alpn: app_protocol(server, alpn),
+            handshake_timeout=server.pool.config.timeouts.header,
+            on_failure=server.tls_failed,
+        )
+
+    return await server.loop.create_server(connection, sock=sock, backlog=backlog)
+
+
+def decide(exchange: Exchange, front: Front) -> bool:
+    """The front door's decision for one request (routes, HTTPS redirects, ACME challenges,
+    404/421): True to go on to a backend of the route's pool, False when answered here."""
+    client, head = exchange.client, exchange.request
+    decision = front.decide(
+        secure=client.secure,
+        sni=client.sni,
+        authority=head.host or b"",
+        method=head.method,
+        target=head.target,
+    )
+    if isinstance(decision, Answer):
+        _answer_here(exchange, decision)
+        return False
+    match = decision.match
+    if match is not None:
+        exchange.route = match.route.key
+        if match.route.strip_prefix:
+            target = match.forwarded_target(head.target)
+            if target != head.target:
+                exchange.request = replace(head, target=target)
+    return True
+
+
+def _answer_here(exchange: Exchange, answer: Answer) -> None:
+    """A redirect, an ACME key authorization or a refusal, from the proxy itself."""
+    client = exchange.client
+    body = answer.body if answer.body is not None else answer.reason.encode() + b"\n"
+    headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"%d" % len(body))]
+    if answer.location is not None:
+        headers.append((b"Location", answer.location))
+    head_only = exchange.request.method == b"HEAD"
+    client.send_head(
+        exchange,
+        answer.status,
+        _REASONS.get(answer.status, b"OK"),
+        headers,
+        bodyless=head_only,
+        upgrade=None,
+    )
+    if not head_only:
+        client.send_body(body)
+    client.send_end()
+    exchange.answered_here(answer.status, answer.reason)
