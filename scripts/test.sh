@@ -22,11 +22,25 @@ eval "$(bash scripts/setup.sh --tests)"
 export LBREC_BASE_IMAGE LBREC_REQUIRE_DOCKER=1
 echo "== ruff"; .venv/bin/ruff check .
 echo "== mypy"; .venv/bin/mypy
-echo "== pytest"
-status=0
-LBREC_EXPECT_CODE=interpreted .venv/bin/python -m pytest -p no:cacheprovider "$@" || status=$?
-if [ "$status" = 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
-if [ "$status" != 0 ]; then exit "$status"; fi
+# Three groups, so that independent suites run side by side where they can: the pure and
+# loopback tests on two workers (own ports, no shared state); the tests of the machine's
+# engine one at a time (they share its CPU, port range and image builds); the tests that make
+# Docker engines of their own in network namespaces, one at a time. Extra arguments go to each.
+ran=0
+group() {  # NAME MARKER [pytest args]: fails the script on a failure; counts what ran
+  local name=$1 marker=$2 status=0
+  shift 2
+  echo "== pytest: $name"
+  LBREC_EXPECT_CODE=interpreted .venv/bin/python -m pytest -p no:cacheprovider -m "$marker" \
+    "$@" || status=$?
+  if [ "$status" = 5 ]; then return 0; fi  # nothing of this group selected (args narrowed it)
+  if [ "$status" != 0 ]; then exit "$status"; fi
+  ran=$((ran + 1))
+}
+group "pure and loopback tests (2 workers)" "not docker and not netns_engine" -n 2 "$@"
+group "tests on the machine's Docker engine" "docker and not netns_engine" "$@"
+group "tests on engines of their own (network namespaces)" "netns_engine" "$@"
+if [ "$ran" = 0 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi
 
 # The wheel compiles the request path with mypyc (setup.py): the proxy suite again, on it.
 echo "== pytest tests/proxy on the wheel (request path compiled with mypyc)"
