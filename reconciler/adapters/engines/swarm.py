@@ -250,7 +250,8 @@ class SwarmDocker(ComposeDocker):
         task containers per backend, counting ones that already ended (a new version that
         crashes at once is then seen, and rolled back, by the health wait). A new service
         whose tasks Swarm cannot run at all is removed again before the error."""
-        known = {c.id for c in self._tasks()}  # ended tasks included
+        # Tasks that started or ended before: a task Swarm made but not yet started is new.
+        known = {c.id for c in self._tasks() if c.state != "created"}
         running = self.observe()
         live = {b: sum(1 for c in running if c.backend == b) for b in counts}
         existing = self._service_names()
@@ -272,7 +273,18 @@ class SwarmDocker(ComposeDocker):
         self._undo_image_by_hand(
             {k: v for k, v in services.items() if f"{self.project}_{k}" in existing}
         )
-        wanted = {b: n - live[b] for b, n in counts.items()}
+        # A current version's service that exists already is at its replica count: Swarm
+        # refills a task it lost (its node gone) itself, so no more than that is asked for.
+        for key, spec in services.items():
+            backend, service = str(spec["labels"][BACKEND]), f"{self.project}_{key}"
+            if service in existing and backend in counts:
+                others = sum(
+                    1 for c in running
+                    if c.backend == backend and c.labels.get(SWARM_SERVICE) != service
+                )  # fmt: skip
+                replicas = int((spec.get("deploy") or {}).get("replicas") or 0)
+                counts = {**counts, backend: min(counts[backend], others + replicas)}
+        wanted = {b: max(n - live[b], 0) for b, n in counts.items()}
         try:
             return self._wait_tasks(wanted, keys, known)
         except ApplyError:
