@@ -69,6 +69,7 @@ class Result:
     cpu_per_k: list[float] = field(default_factory=list)
     failed: int = 0
     errors: list[str] = field(default_factory=list)
+    idle: dict[str, tuple[int, int]] = field(default_factory=dict)  # RSS KiB before, with
 
 
 # --------------------------------------------------------------------------- the targets
@@ -342,6 +343,63 @@ def run_h2load(
     return float(rate.group(1)), p50, p99, failed, out
 
 
+def group_rss_kib(pgid: int) -> int:
+    """The resident memory of every process in the group ``pgid`` (KiB)."""
+    from bench.proxy_bench import _proc_stats
+
+    total = 0
+    for pid, fields in _proc_stats():
+        if int(fields[2]) != pgid:
+            continue
+        try:
+            status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+async def hold_idle(port: int, ca: Path, count: int, *, h2: bool) -> list[asyncio.StreamWriter]:
+    """``count`` TLS connections (SNI a.example), each with the HTTP/2 preface and SETTINGS
+    sent and the server's read (``h2``), or one HTTP/1.1 request answered; then left idle."""
+    context = ssl.create_default_context(cafile=str(ca))
+    context.set_alpn_protocols(["h2"] if h2 else ["http/1.1"])
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(3) + bytes([4, 0]) + bytes(4)
+    request = f"GET / HTTP/1.1\r\nHost: {NAME}\r\n\r\n".encode()
+    held: list[asyncio.StreamWriter] = []
+    gate = asyncio.Semaphore(50)
+
+    async def one() -> None:
+        async with gate:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(LOOPBACK, port, ssl=context, server_hostname=NAME), 20
+            )
+            writer.write(preface if h2 else request)
+            await writer.drain()
+            await asyncio.wait_for(reader.read(4096), 20)
+            held.append(writer)
+
+    await asyncio.gather(*(one() for _ in range(count)))
+    return held
+
+
+def measure_idle(port: int, pgid: int, ca: Path, count: int, *, h2: bool) -> tuple[int, int]:
+    """RSS of the target (KiB) before and with ``count`` idle connections held open."""
+
+    async def run() -> tuple[int, int]:
+        before = group_rss_kib(pgid)
+        held = await hold_idle(port, ca, count, h2=h2)
+        await asyncio.sleep(1.0)
+        after = group_rss_kib(pgid)
+        for writer in held:
+            writer.transport.abort()
+        return before, after
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", default=",".join(TARGETS))
@@ -350,6 +408,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-m", "--streams", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=0,
+        help="also: the RSS of each target with this many idle TLS connections (h2 and h1)",
+    )
     parser.add_argument(
         "--h1",
         action="store_true",
@@ -400,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             results = {n: Result(n) for n in names}
             for name in names:
                 try:
-                    ports[name], _proc = start_target(name, procs, tmp, backends, cert, key, ca.pem)
+                    ports[name], proc = start_target(name, procs, tmp, backends, cert, key, ca.pem)
                 except BenchError as err:
                     results[name].errors.append(str(err))
             live = [n for n in names if n in ports]
@@ -424,6 +488,19 @@ def main(argv: list[str] | None = None) -> int:
                     res.p99.append(p99)
                     res.cpu_per_k.append(1000 * cpu / args.requests)
                     res.failed += failed
+            for name in live if args.idle else []:
+                for h2, label in ((True, "h2"), (False, "h1")):
+                    # a fresh process for each: memory a process freed is not given back
+                    port, proc = start_target(name, procs, tmp, backends, cert, key, ca.pem)
+                    try:
+                        run_h2load(port, tmp / "warm.log", **{**shape, "requests": 2000})
+                        results[name].idle[label] = measure_idle(
+                            port, proc.pid, ca.pem, args.idle, h2=h2
+                        )
+                    except (OSError, TimeoutError, BenchError) as err:
+                        results[name].errors.append(f"idle {label}: {err}")
+                    finally:
+                        procs.stop(proc)
         finally:
             procs.stop_all()
     info = machine_info()
@@ -457,6 +534,27 @@ def main(argv: list[str] | None = None) -> int:
             f"| {statistics.median(res.p99):.2f} | {statistics.median(res.cpu_per_k):.3f} "
             f"| {res.failed} |"
         )
+    if args.idle:
+        print()
+        print(
+            f"RSS with {args.idle:,} idle TLS connections held open (MiB; a fresh process for "
+            "each protocol, after 2,000 requests):"
+        )
+        print()
+        print(
+            "| target | h2: before | with | per connection | h1: before | with | per connection |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name in names:
+            idle = results[name].idle
+            if "h2" not in idle or "h1" not in idle:
+                print(f"| {name} | - | - | - | - | - | - |")
+                continue
+            (b2, a2), (b1, a1) = idle["h2"], idle["h1"]
+            print(
+                f"| {name} | {b2 / 1024:.1f} | {a2 / 1024:.1f} | {(a2 - b2) / args.idle:.1f} KiB "
+                f"| {b1 / 1024:.1f} | {a1 / 1024:.1f} | {(a1 - b1) / args.idle:.1f} KiB |"
+            )
     if args.json:
         args.json.write_text(
             json.dumps(

@@ -174,6 +174,8 @@ class H2Client:
         """One read's events (empty when the server closed)."""
         try:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
+        except TimeoutError:
+            return []
         except (ConnectionError, ssl.SSLError):
             data = b""
         if not data:

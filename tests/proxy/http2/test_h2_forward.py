@@ -175,3 +175,52 @@ async def test_the_listener_context_offers_h2_and_app_protocol_serves_both(
     finally:
         listener.close()
         await server.shutdown(drain_timeout=1.0, idle_grace=0.1)
+
+
+async def test_a_slow_backend_back_pressures_the_upload(
+    ca: CertAuthority, backends: BackendFactory
+) -> None:
+    """The request body's window is handed back only as the backend takes the bytes: while it
+    reads nothing (2 s), the client can send its window and what the sockets hold, not 16 MiB;
+    then the whole body arrives."""
+    backend = await backends("b1")
+    size = 16 << 20
+    async with h2_proxy(ca, backend.url) as proxy:
+        client = await H2Client.connect(ca, proxy.tls_port)
+        sid = await client.start(
+            client.request_headers("/lazy?s=2", "POST", extra=[("content-length", str(size))]),
+            end=False,
+        )
+        sent = 0
+        chunk = b"z" * 16384
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.5
+        while loop.time() < deadline:
+            window = client.conn.local_flow_control_window(sid)
+            if window < len(chunk):
+                await client.read(0.1)
+                continue
+            client.conn.send_data(sid, chunk)
+            sent += len(chunk)
+            await client.send()
+        stream = proxy.made[-1].streams[sid]
+        assert stream.exchange is not None and stream.exchange.upstream is not None
+        transport = stream.exchange.upstream.transport
+        assert transport is not None
+        held = transport.get_write_buffer_size()
+        print(f"sent while the backend read nothing: {sent} bytes, {held} held by the proxy")
+        assert sent < 8 << 20  # the window, and what the kernel's socket buffers took
+        assert held <= 256 * 1024  # the rest waits in the client: its window is closed
+        while sent < size:
+            window = client.conn.local_flow_control_window(sid)
+            if window <= 0:
+                await client.read(1.0)
+                continue
+            step = min(window, len(chunk), size - sent)
+            client.conn.send_data(sid, chunk[:step], end_stream=sent + step == size)
+            sent += step
+            await client.send()
+        answer = await client.response(sid, timeout=30)
+        assert answer.status == 200
+        assert json.loads(answer.body)["size"] == size
+        await client.close()
