@@ -236,3 +236,30 @@ async def test_zero_window_stall(ca: CertAuthority, setup: tuple[H2Proxy, Backen
     assert not conn.streams  # released
     assert STREAM_HIGH
     await client.close()
+
+
+async def test_data_on_a_refused_stream_costs_no_window(
+    ca: CertAuthority, setup: tuple[H2Proxy, Backend]
+) -> None:
+    """A request refused with its body still coming (here 405): the client keeps sending 1.5
+    MiB on that stream. The connection's window is handed back for it (no FLOW_CONTROL_ERROR
+    later), the proxy answers each frame with at most one RST_STREAM, and the next request
+    on the connection, with a body, is served."""
+    proxy, _backend = setup
+    client = await RawClient.connect(ca, proxy.tls_port)
+    head = [(b":method", b"TRACE"), *GET[1:], (b":path", b"/")]
+    await client.write(frame(1, 0x4, 1, client.block(head)))
+    outcome = await client.wait_outcome(1)
+    assert outcome.status == 405
+    for _ in range(96):  # 1.5 MiB, past the connection's window if it leaked
+        if not await client.write(frame(0, 0, 1, b"d" * 16384)):
+            break
+    await client.read_frames(0.5)
+    post = [(b":method", b"POST"), *GET[1:], (b":path", b"/after"), (b"content-length", b"5")]
+    await client.write(frame(1, 0x4, 3, client.block(post)) + frame(0, 0x1, 3, b"hello"))
+    after = await client.wait_outcome(3)
+    resets = count(client, 3)
+    print(f"1.5 MiB on a refused stream: {resets} RST_STREAM back; next request {after}")
+    assert after.status == 200, after
+    assert client.goaway() is None
+    assert resets <= 97
