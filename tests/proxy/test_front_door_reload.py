@@ -8,6 +8,7 @@ import copy
 import ssl
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp.abc import ResolveResult
 
+from lbrec.proxy.server import ProxyServer
 from tests.support.certs import CertAuthority
 
 from .conftest import BackendFactory, ProxyFactory, RunningProxy, config_doc
@@ -98,7 +100,7 @@ async def test_renewals_and_route_changes_under_load_fail_nothing(
         new["tls"]["certificates"] = [{"cert": str(renewed_cert), "key": str(renewed_key)}]
         # and a route change: /api/ goes to api alone, then to api and web
         new["routes"][1]["backends"] = ["api", "web"] if changes % 2 else ["api"]
-        await running.reload(new, until=lambda s, c=str(renewed_cert): _serving(s, c))
+        await running.reload(new, until=partial(_serving, cert_path=str(renewed_cert)))
         current = server.certs.for_name(NAME)
         assert current is not None
         serials.add(current.serial)
@@ -114,6 +116,6 @@ async def test_renewals_and_route_changes_under_load_fail_nothing(
     assert total["200 web"] > 0 and total["200 api"] > 0  # both route pools served
 
 
-def _serving(server: Any, cert_path: str) -> bool:
+def _serving(server: ProxyServer, cert_path: str) -> bool:
     current = server.certs.for_name(NAME)
     return current is not None and current.cert_path == cert_path
