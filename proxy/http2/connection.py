@@ -292,18 +292,28 @@ class Http2Stream:
             self.end_pending = True
             self.pump()
             return
-        if kind == _HEAD:
-            fields, end = arg
+        fields, end = arg if kind == _HEAD else (arg, False)  # _INFO: a 100 Continue
+        try:
             conn.h2.send_headers(self.sid, fields, end_stream=end)
-            if end:
-                self.end_pending = self.end_sent = True
-                self._ended()
-        else:  # _INFO
-            conn.h2.send_headers(self.sid, arg)
+        except h2.exceptions.StreamClosedError:  # reset by the peer meanwhile
+            self.closed = True
+            self.gone()
+            return
+        if end:
+            self.end_pending = self.end_sent = True
+            self._ended()
         conn.want_flush()
 
     def pump(self) -> None:
         """Send what waits, as far as the peer's windows allow."""
+        try:
+            self._pump()
+        except h2.exceptions.StreamClosedError:
+            # Reset by the peer in a read whose events are not all handled yet
+            self.closed = True
+            self.gone()
+
+    def _pump(self) -> None:
         conn = self.conn
         if self.closed or conn.write_paused or self.end_sent:
             return
@@ -710,6 +720,11 @@ class Http2Connection(asyncio.Protocol):
 
     # -- streams -------------------------------------------------------------------------
     def release(self, stream: Http2Stream) -> None:
+        if stream.unacked and not self.closed:
+            # body bytes nobody will take: the connection's window is handed back for them
+            self.h2.acknowledge_received_data(stream.unacked, stream.sid)
+            stream.unacked = 0
+            self.want_flush()
         if self.streams.get(stream.sid) is stream:
             del self.streams[stream.sid]
         self.blocked.discard(stream)

@@ -224,3 +224,55 @@ async def test_a_slow_backend_back_pressures_the_upload(
         assert answer.status == 200
         assert json.loads(answer.body)["size"] == size
         await client.close()
+
+
+async def test_a_released_stream_hands_its_held_window_back(
+    ca: CertAuthority, backends: BackendFactory
+) -> None:
+    """Body bytes held unacknowledged (the exchange paused the client) when the stream goes
+    (reset by the client): the connection's window is handed back for them, else 1 MiB of
+    such streams would stall the connection. Driven in memory, frame by frame."""
+    import h2.config
+    import h2.connection
+
+    from lbrec.proxy.http2.connection import CONNECTION_WINDOW, Http2Connection
+    from lbrec.proxy.server import ProxyServer
+
+    from .support import proxy_config
+
+    backend = await backends("b1")
+    server = ProxyServer(proxy_config(backend.url))
+    written: list[bytes] = []
+
+    class Transport:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return default
+
+        def close(self) -> None:
+            pass
+
+    conn = Http2Connection(server)
+    conn.connection_made(Transport())  # type: ignore[arg-type]
+    client = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding=None))
+    client.initiate_connection()
+    client.send_headers(1, [(b":method", b"POST"), (b":scheme", b"https"),
+                            (b":authority", b"a.example"), (b":path", b"/up")])  # fmt: skip
+    conn.data_received(client.data_to_send())
+    stream = conn.streams[1]
+    stream.pause_reading_for_body(True)  # as the exchange does while no backend takes it
+    for _ in range(5):
+        client.send_data(1, b"h" * 10_000)
+    conn.data_received(client.data_to_send())
+    assert stream.unacked == 50_000
+    manager = conn.h2._inbound_flow_control_window_manager
+    processed = manager._bytes_processed
+    client.reset_stream(1, 8)
+    conn.data_received(client.data_to_send())
+    assert 1 not in conn.streams
+    # every byte received is either in the window again or counted to be handed back
+    assert manager.current_window_size + manager._bytes_processed == CONNECTION_WINDOW
+    assert processed == 0
+    conn.connection_lost(None)
