@@ -81,23 +81,6 @@ class Origin:
         return git(self.work, "rev-parse", "HEAD")
 
 
-@pytest.fixture
-def origin(tmp_path: Path) -> Origin:
-    bare = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(bare))
-    work = tmp_path / "work"
-    git(tmp_path, "clone", "-q", str(bare), str(work))
-    git(work, "checkout", "-q", "-b", "main")
-    return Origin(bare, work)
-
-
-@pytest.fixture
-def deploy(tmp_path: Path) -> Workspace:
-    folder = tmp_path / "deploy"
-    folder.mkdir()
-    return Workspace.at(folder / "desired-state.yaml")
-
-
 @pytest.fixture(autouse=True)
 def _reset_loggers() -> Iterator[None]:
     yield

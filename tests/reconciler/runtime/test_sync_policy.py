@@ -21,25 +21,7 @@ from lbrec.reconciler.runtime.options import RuntimeOptions
 from lbrec.reconciler.runtime.sync import SyncLoop, SyncSource, SyncState, run_sync
 
 from ..local_http import answering
-from .test_sync import GOOD_A, FakeApply, Origin, git
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Origin:
-    bare = tmp_path / "origin.git"
-    git(tmp_path, "init", "-q", "--bare", "--initial-branch=main", str(bare))
-    work = tmp_path / "work"
-    git(tmp_path, "clone", "-q", str(bare), str(work))
-    git(work, "checkout", "-q", "-b", "main")
-    return Origin(bare, work)
-
-
-@pytest.fixture
-def deploy(tmp_path: Path) -> Workspace:
-    folder = tmp_path / "deploy"
-    folder.mkdir()
-    return Workspace.at(folder / "desired-state.yaml")
-
+from .test_sync import GOOD_A, FakeApply, Origin
 
 EVIL_BASE = "base_image: attacker/onbuild:1\n" + GOOD_A
 EVIL_ADMIN = "admin: 127.0.0.1:32768\n" + GOOD_A
