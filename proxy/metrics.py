@@ -33,6 +33,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from .http2 import REFUSALS as HTTP2_REFUSALS
 from .server import ProxyServer
 from .stats import LATENCY_BOUNDS, STATUS_CLASSES
 
@@ -89,6 +90,7 @@ def figures(server: ProxyServer, *, worker: int = 0) -> dict[str, Any]:
         "reloads": server.reloads,
         "reload_errors": server.reload_errors,
         "ejections": server.ejections,
+        "http2_refusals": dict(HTTP2_REFUSALS),
     }
 
 
@@ -260,6 +262,12 @@ class ProxyCollector(Collector):
         ejections = CounterMetricFamily(
             "lbrec_proxy_ejections", "Passive ejections", labels=["worker"]
         )
+        http2 = CounterMetricFamily(
+            "lbrec_proxy_http2_refusals",
+            "HTTP/2 streams and connections refused, by reason (floods, protocol errors, "
+            "malformed requests, answered statuses)",
+            labels=["reason", "worker"],
+        )
         for doc in docs:
             worker = str(doc["worker"])
             for b in doc["backends"]:
@@ -282,9 +290,11 @@ class ProxyCollector(Collector):
             reloads.add_metric([worker], doc["reloads"])
             reload_errors.add_metric([worker], doc["reload_errors"])
             ejections.add_metric([worker], doc["ejections"])
+            for reason, count in doc.get("http2_refusals", {}).items():
+                http2.add_metric([reason, worker], count)
         yield from (requests, errors, inflight, conns, responses, latency)
         yield from (answers, duration, unavailable, clients, refused)
-        yield from (reloads, reload_errors, ejections)
+        yield from (reloads, reload_errors, ejections, http2)
         yield GaugeMetricFamily(
             "lbrec_proxy_workers",
             "Worker processes whose figures this scrape holds",

@@ -12,4 +12,11 @@
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from collections import Counter
+
+__all__ = ["REFUSALS"]
+
+# What HTTP/2 refused, by reason (floods, protocol errors by h2's exception type, malformed
+# requests, answered statuses): a bounded set of keys, never a field of the request. Per
+# process; /metrics shows it as lbrec_proxy_http2_refusals (proxy/metrics.py).
+REFUSALS: Counter[str] = Counter()

@@ -39,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter, deque
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import h2.config
@@ -54,6 +54,7 @@ from ..exchange import Exchange
 from ..fastlane import PlainAnswer, take_answer
 from ..framing import HOP_BY_HOP, Rejection, connection_tokens
 from ..http import forwarding_lines
+from . import REFUSALS
 from .guard import FrameGuard, Verdict
 from .request import Malformed, check_trailers, request_head
 
@@ -82,9 +83,6 @@ _TICK: Final = 1.0  # seconds between checks of the streams' timeouts (while the
 # Error codes (RFC 9113 7)
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR = 0x0, 0x1, 0x2
 REFUSED_STREAM, CANCEL = 0x7, 0x8
-
-# Why streams and connections were refused, for tests and the operator's eye (per process).
-REFUSALS: Counter[str] = Counter()
 
 
 class Http2Stream:

@@ -162,6 +162,19 @@ async def test_control_frame_floods(
     assert client.goaway() == CALM, name
     assert acks <= budget + 3  # the server's own SETTINGS and acks of the client's first
     assert client.bytes_in < 64 * 1024
+    # and the operator sees it: lbrec_proxy_http2_refusals{reason="<name> flood"}
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from lbrec.proxy.metrics import ProxyCollector
+
+    registry = CollectorRegistry()
+    registry.register(ProxyCollector(proxy.server))
+    scraped = generate_latest(registry).decode()
+    assert f'lbrec_proxy_http2_refusals_total{{reason="{name} flood"' in scraped or (
+        name == "unknown type"
+        and 'lbrec_proxy_http2_refusals_total{reason="flood of frames of unknown type"' in scraped
+    )
 
 
 async def test_empty_data_flood(ca: CertAuthority, setup: tuple[H2Proxy, Backend]) -> None:
