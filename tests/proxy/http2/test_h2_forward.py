@@ -125,9 +125,16 @@ async def test_shutdown_sends_goaway_and_finishes_the_stream_in_flight(
         sid = await client.start(client.request_headers("/slow?s=0.5"))
         await asyncio.sleep(0.1)
         shutdown = asyncio.create_task(proxy.server.shutdown(drain_timeout=3, idle_grace=0.1))
+        for _ in range(20):
+            if client.goaway is not None:
+                break
+            await client.read(0.1)
+        assert client.goaway is not None and client.goaway.last_stream_id == sid
+        late = await client.start(client.request_headers("/after-goaway"))
+        refused = await client.response(late)
+        assert refused.reset == 7  # REFUSED_STREAM: the client may retry it elsewhere
         answer = await client.response(sid)
         assert answer.status == 200 and answer.body == b"late"
-        assert client.goaway is not None and client.goaway.last_stream_id == sid
         await client.until_closed(3)
         assert client.closed
         await shutdown
