@@ -71,6 +71,7 @@ async def floods() -> list[tuple[str, str]]:
     ]
     for name, make, budget in (
         ("SETTINGS", lambda: frame(4, 0, 0, b""), BUDGETS.settings),
+        ("SETTINGS ACK", lambda: frame(4, 1, 0, b""), BUDGETS.settings),
         ("PING", lambda: frame(6, 0, 0, b"12345678"), BUDGETS.ping),
         ("PRIORITY", lambda: frame(2, 0, 3, b"\0\0\0\1\x10"), BUDGETS.priority),
         ("WINDOW_UPDATE", lambda: frame(8, 0, 0, b"\0\0\0\1"), BUDGETS.window_update),

@@ -40,7 +40,6 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = rang
 WINDOW_UPDATE, CONTINUATION = 8, 9
 PRIORITY_UPDATE = 0x10
 _END_STREAM = 0x1
-_ACK = 0x1
 _END_HEADERS = 0x4
 
 # Error codes (RFC 9113 7)
@@ -184,9 +183,7 @@ class FrameGuard:
                 if length > self.max_header_block:
                     return Verdict(ENHANCE_YOUR_CALM, "header block too large", flood=True)
             return None
-        if kind == SETTINGS:
-            if flags & _ACK:
-                return None
+        if kind == SETTINGS:  # acknowledgements too: only as many as we sent are due
             counts[0] += 1
             if counts[0] > budgets.settings:
                 return Verdict(ENHANCE_YOUR_CALM, "SETTINGS flood", flood=True)
