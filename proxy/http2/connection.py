@@ -635,7 +635,10 @@ class Http2Connection(asyncio.Protocol):
                     self.h2.reset_stream(event.stream_id, PROTOCOL_ERROR)
         elif isinstance(event, h2.events.ConnectionTerminated):
             # h2 sends nothing after the peer's GOAWAY: the streams in flight cannot finish.
-            self.abort()
+            if self.streams:
+                self.abort()
+            else:  # the client is done (curl, h2load, a browser closing an idle connection)
+                self._close()
         # PING, SETTINGS ack, PRIORITY, unknown frames: nothing to do (FrameGuard counts them).
 
     def _request(self, event: h2.events.RequestReceived) -> None:
