@@ -7,6 +7,7 @@ serves the folder's last good pool at once and keeps serving while the engine ca
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -91,6 +92,11 @@ def _pool(folder: Path, backends: list[tuple[str, int]], deploy: dict[str, str] 
     }
     if deploy is not None:
         data["deploy"] = deploy
+    # The listeners of the folder's desired state, as a pass writes them: a pool without them
+    # would ask `up` to move to the defaults (127.0.0.1:8080/8081), which other programs hold.
+    spec = (folder / "desired-state.yaml").read_text()
+    for key in ("listen", "admin"):
+        data[key] = spec.split(f"{key}: ", 1)[1].split("\n", 1)[0]
     (folder / "config").mkdir(exist_ok=True)
     (folder / "config/backends.json").write_text(json.dumps(data))
 
@@ -120,13 +126,19 @@ class _Up:
         return [int(p) for p in data["proxies"]]
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                return self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        return self.proc.wait()
+        try:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGINT)
+                try:
+                    return self.proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+            return self.proc.wait()
+        finally:  # the proxies run in a session of their own: never leave one behind
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                for pid in self.proxies():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGTERM)
 
 
 @pytest.fixture
