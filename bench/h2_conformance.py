@@ -32,26 +32,59 @@ sys.path.insert(0, str(REPO))
 DOC = REPO / "docs" / "proxy-conformance-http2.md"
 
 
-async def smuggling() -> list[tuple[str, str, str, int]]:
-    from tests.proxy.desync.harness import start_recorder
+async def smuggling(peers: list[str]) -> tuple[list[str], list[tuple[str, str, list[str], str]]]:
+    """Every case against lbrec and each of ``peers`` (nginx, haproxy: HTTP/2 over TLS in front
+    of a recorder of their own): the targets, and per case its name, what lbrec's rule allows,
+    each target's outcome and the requests each backend read."""
+    from bench.h2_bench import NAME, start_target
+    from bench.proxy_bench import Backend, BenchError, Processes
+    from tests.proxy.desync.harness import Recorder, start_recorder
     from tests.proxy.http2.support import h2_proxy
     from tests.proxy.http2.test_h2_smuggling import CASES, run_case
     from tests.support.certs import CertAuthority
 
-    rows = []
-    ca = CertAuthority(Path(tempfile.mkdtemp(prefix="lbrec-h2conf-")))
-    recorder = await start_recorder()
+    tmp = Path(tempfile.mkdtemp(prefix="lbrec-h2conf-"))
+    ca = CertAuthority(tmp / "pki")
+    cert, key = ca.leaf("site", [NAME])
+    procs = Processes(tmp)
+    recorders: dict[str, Recorder] = {"lbrec": await start_recorder()}
+    ports: dict[str, int] = {}
     try:
-        async with h2_proxy(ca, f"http://127.0.0.1:{recorder.port}") as proxy:
+        for peer in peers:
+            recorder = await start_recorder()
+            backends = [Backend("r", recorder.port, 1)]
+            try:
+                ports[peer], _proc = await asyncio.to_thread(
+                    start_target, peer, procs, tmp, backends, cert, key, ca.pem
+                )
+                recorders[peer] = recorder
+            except BenchError as err:
+                print(f"{peer}: not run ({err})", file=sys.stderr)
+                await recorder.close()
+        targets = ["lbrec", *ports]
+        rows = []
+        async with h2_proxy(ca, f"http://127.0.0.1:{recorders['lbrec'].port}") as proxy:
             for case in CASES:
-                before = len(recorder.requests)
-                outcome = await run_case(ca, proxy, case)
-                await asyncio.sleep(0.05)
-                expected = " or ".join(sorted(case.expect))
-                rows.append((case.name, str(outcome), expected, len(recorder.requests) - before))
+                outcomes = []
+                reads = []
+                for target in targets:
+                    recorder = recorders[target]
+                    before = len(recorder.requests)
+                    if target == "lbrec":
+                        outcome = await run_case(ca, proxy, case)
+                    else:
+                        peer_at = type("Peer", (), {"tls_port": ports[target]})()
+                        outcome = await run_case(ca, peer_at, case, timeout=2.0)
+                    await asyncio.sleep(0.05)
+                    outcomes.append(str(outcome))
+                    reads.append(str(len(recorder.requests) - before))
+                allowed = " or ".join(sorted(case.expect))
+                rows.append((case.name, allowed, outcomes, " / ".join(reads)))
     finally:
-        await recorder.close()
-    return rows
+        procs.stop_all()
+        for recorder in recorders.values():
+            await recorder.close()
+    return targets, rows
 
 
 async def floods() -> list[tuple[str, str]]:
@@ -113,7 +146,11 @@ async def floods() -> list[tuple[str, str]]:
     return rows
 
 
-def render(smug: list[tuple[str, str, str, int]], flood: list[tuple[str, str]]) -> str:
+def render(
+    targets: list[str],
+    smug: list[tuple[str, str, list[str], str]],
+    flood: list[tuple[str, str]],
+) -> str:
     import h2
     import hpack
 
@@ -140,16 +177,35 @@ def render(smug: list[tuple[str, str, str, int]], flood: list[tuple[str, str]]) 
         "",
         "## Downgrade smuggling (h2spec section 8, http2smugl)",
         "",
-        "Each case on a connection of its own; then a victim request must be answered by the "
-        'victim. "Backend read": complete requests the recording backend parsed (h11).',
+        "Each case on a connection of its own, against lbrec and, side by side, nginx and "
+        "HAProxy (HTTP/2 over TLS, each in front of a recording backend of its own: "
+        'bench/h2_bench.py\'s configurations). "Backend read": complete requests the '
+        'recording backend (h11) parsed. "nothing": no answer, reset or GOAWAY within 2 s '
+        "(the peer waits for the rest of a body). The tests (tests/proxy/http2/) also check, "
+        "for lbrec, that a victim request after each case is answered by the victim.",
         "",
-        "| case | lbrec | allowed | backend read |",
-        "| --- | --- | --- | ---: |",
+        "| case | allowed (lbrec's rule) | "
+        + " | ".join(targets)
+        + " | backend read ("
+        + " / ".join(targets)
+        + ") |",
+        "| --- | --- | " + " | ".join("---" for _ in targets) + " | ---: |",
     ]
-    for name, outcome, allowed, count in smug:
-        ok = outcome in allowed.split(" or ")
-        lines.append(f"| {name} | {outcome}{'' if ok else ' **(unexpected)**'} | {allowed} "
-                     f"| {count} |")  # fmt: skip
+    refused = [row for row in smug if "200" not in row[1].split(" or ")]
+    summary = []
+    for i, target in enumerate(targets):
+        forwarded = sum(1 for row in refused if row[3].split(" / ")[i] != "0")
+        summary.append(f"{target} forwarded {forwarded}")
+    lines[-3:-3] = [
+        "",
+        f"Of the {len(refused)} cases lbrec refuses, "
+        + ", ".join(summary)
+        + " to its backend (a request a backend should never have seen).",
+    ]
+    for name, allowed, outcomes, reads in smug:
+        ok = outcomes[0] in allowed.split(" or ")
+        cells = [outcomes[0] + ("" if ok else " **(unexpected)**"), *outcomes[1:]]
+        lines.append(f"| {name} | {allowed} | " + " | ".join(cells) + f" | {reads} |")
     lines += [
         "",
         "## Floods: each ends with GOAWAY and a bounded cost",
@@ -168,10 +224,13 @@ def render(smug: list[tuple[str, str, str, int]], flood: list[tuple[str, str]]) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=DOC)
+    parser.add_argument("--peers", default="nginx,haproxy", help="'' for lbrec alone")
     args = parser.parse_args(argv)
 
     async def run() -> str:
-        return render(await smuggling(), await floods())
+        peers = [p for p in args.peers.split(",") if p]
+        targets, rows = await smuggling(peers)
+        return render(targets, rows, await floods())
 
     text = asyncio.run(run())
     args.out.write_text(text)

@@ -243,7 +243,13 @@ def header_frames(sid: int, block: bytes, *, end_stream: bool, size: int = 16384
     return out
 
 
-async def run_case(ca: CertAuthority, proxy: H2Proxy, case: Case) -> Outcome:
+async def run_case(
+    ca: CertAuthority,
+    proxy: H2Proxy,
+    case: Case,
+    *,
+    timeout: float = 5.0,  # noqa: ASYNC109
+) -> Outcome:
     client = await RawClient.connect(ca, proxy.tls_port)
     out = header_frames(1, client.block(case.fields), end_stream=case.end_on_headers)
     rest = b""
@@ -258,7 +264,7 @@ async def run_case(ca: CertAuthority, proxy: H2Proxy, case: Case) -> Outcome:
         await client.write(rest)
     else:
         await client.write(out + rest)
-    outcome = await client.wait_outcome(1)
+    outcome = await client.wait_outcome(1, timeout)
     await client.close()
     return outcome
 
