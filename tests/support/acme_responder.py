@@ -21,6 +21,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from lbrec.proxy.tls import CertStore
 from lbrec.proxy.tls_transport import ClientHello, TlsConnection
@@ -38,8 +39,9 @@ class _Plain(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are no subclass of asyncio.Transport (a test before this one in
+        # the same process may have installed uvloop's event loop policy)
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
