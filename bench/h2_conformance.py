@@ -120,6 +120,8 @@ async def floods() -> list[tuple[str, str]]:
         ("frame header announcing 16 MiB", module.test_oversized_frame_is_refused_at_its_header,
          {}),
         ("zero-window stall (timeouts.idle 1.5 s)", module.test_zero_window_stall, {}),
+        ("unfinished header block (timeouts.header 1 s)",
+         module.test_an_unfinished_header_block_gets_timeouts_header, {"own_proxy": True}),
     ]  # fmt: skip
     rows = []
     for title, function, kwargs in scenarios:
@@ -133,9 +135,17 @@ async def floods() -> list[tuple[str, str]]:
         state["backend"] = backend
         printed = io.StringIO()
         try:
-            async with h2_proxy(ca, backend.url, timeouts={"read": 5, "idle": 1.5}) as proxy:
+            if kwargs.pop("own_proxy", False):  # the test starts its proxy: lend it the backend
+
+                async def lend(_name: str, backend: Backend = backend) -> Backend:
+                    return backend
+
                 with contextlib.redirect_stdout(printed):
-                    await function(ca, (proxy, backend), **kwargs)
+                    await function(ca, lend, **kwargs)
+            else:
+                async with h2_proxy(ca, backend.url, timeouts={"read": 5, "idle": 1.5}) as proxy:
+                    with contextlib.redirect_stdout(printed):
+                        await function(ca, (proxy, backend), **kwargs)
             verdict = "pass"
         except AssertionError as err:
             verdict = f"FAIL: {err}"

@@ -31,7 +31,9 @@ timeouts, access log). What is HTTP/2's own is here:
 
 To the server it looks like an HTTP/1.1 :class:`~proxy.downstream.ClientConnection` (it is
 counted in ``server.connections``, for ``max_connections``, the sweeper and the shutdown):
-``active`` and ``head_started`` are always None; its streams' timeouts are its own timer's.
+``active`` is always None (its streams' timeouts are its own timer's), ``head_started`` is
+set while a header block is unfinished (``timeouts.header``, then GOAWAY), ``idle_since``
+while it has no stream (``timeouts.idle``).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from ..fastlane import PlainAnswer, take_answer
 from ..framing import HOP_BY_HOP, Rejection, connection_tokens
 from ..http import forwarding_lines
 from . import REFUSALS
-from .guard import FrameGuard, Verdict
+from .guard import ENHANCE_YOUR_CALM, FrameGuard, Verdict
 from .request import Malformed, check_trailers, request_head
 
 if TYPE_CHECKING:
@@ -468,7 +470,7 @@ class Http2Connection(asyncio.Protocol):
         self.write_paused = False  # the socket's buffer is full
         # What the server's sweeper reads of a client connection (proxy/server.py)
         self.active: Exchange | None = None  # always None: the streams have their own timer
-        self.head_started: float | None = None
+        self.head_started: float | None = None  # an unfinished header block: since when
         self.idle_since: float | None = None
         self.streams: dict[int, Http2Stream] = {}
         self.blocked: set[Http2Stream] = set()  # streams waiting for a window
@@ -538,10 +540,19 @@ class Http2Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        verdict = self.guard.scan(data, self.loop.time())
+        now = self.loop.time()
+        guard = self.guard
+        verdict = guard.scan(data, now)
         if verdict is not None:
             self._end(verdict)
             return
+        # A header block left unfinished is a request head that has not arrived: the
+        # server's sweeper gives it timeouts.header, as to an HTTP/1.1 head (slowloris).
+        if guard.in_header_block:
+            if self.head_started is None:
+                self.head_started = now
+        elif self.head_started is not None:
+            self.head_started = None
         try:
             events = self.h2.receive_data(data)
         except h2.exceptions.ProtocolError as err:  # h2 has written its GOAWAY
@@ -784,8 +795,16 @@ class Http2Connection(asyncio.Protocol):
         else:
             self.close_if_idle()
 
-    def header_timeout(self) -> None:  # never called: head_started stays None
-        self.close_if_idle()
+    def header_timeout(self) -> None:
+        """The sweeper: a header block unfinished for ``timeouts.header``."""
+        self.head_started = None
+        REFUSALS["header block timeout"] += 1
+        self._goaway(ENHANCE_YOUR_CALM, b"header block timeout")
+        self.closed = True
+        for stream in list(self.streams.values()):
+            stream.gone()
+        if self.transport is not None:
+            self.transport.close()
 
     def _close(self) -> None:
         if self.closed:

@@ -118,6 +118,11 @@ class FrameGuard:
         self.data_frames_sent = 0  # by this side, in the window (the connection counts them)
         self.streams_opened = 0
 
+    @property
+    def in_header_block(self) -> bool:
+        """A HEADERS frame without END_HEADERS was read, and its block is not complete."""
+        return self._in_block
+
     def scan(self, data: bytes, now: float) -> Verdict | None:
         """Read the frame headers in ``data`` (the next bytes of the connection)."""
         if now - self._since >= WINDOW:

@@ -276,3 +276,21 @@ async def test_data_on_a_refused_stream_costs_no_window(
     assert after.status == 200, after
     assert client.goaway() is None
     assert resets <= 97
+
+
+async def test_an_unfinished_header_block_gets_timeouts_header(
+    ca: CertAuthority, backends: BackendFactory
+) -> None:
+    """Slowloris over HTTP/2: HEADERS without END_HEADERS, then nothing. The block is a
+    request head that has not arrived: GOAWAY (ENHANCE_YOUR_CALM) after timeouts.header (1 s
+    here), as an HTTP/1.1 head gets 408, not after timeouts.idle."""
+    backend = await backends("b1")
+    async with h2_proxy(ca, backend.url, timeouts={"header": 1, "idle": 30}) as proxy:
+        client = await RawClient.connect(ca, proxy.tls_port)
+        started = time.monotonic()
+        await client.write(frame(1, 0x0, 1, client.block([*GET, (b":path", b"/")])))
+        await client.drain_until_closed(10)
+        elapsed = time.monotonic() - started
+        print(f"GOAWAY({client.goaway()}) {elapsed:.1f} s after an unfinished header block")
+        assert client.goaway() == CALM
+        assert 0.9 < elapsed < 3
