@@ -80,3 +80,20 @@ async def test_h2load_bounded(ca: CertAuthority, backends: BackendFactory) -> No
         assert match is not None, out
         assert match.groups() == ("2000", "2000", "2000", "2000"), out
         assert re.search(r"status codes: (\d+) 2xx", out).group(1) == "2000"  # type: ignore[union-attr]
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) missing")
+async def test_h2load_uploads(ca: CertAuthority, backends: BackendFactory, tmp_path: Path) -> None:
+    """300 uploads of 200 KB (several windows each), 10 at a time on each of 3 connections:
+    all answered 2xx, the bodies whole at the backend."""
+    backend = await backends("b1")
+    body = tmp_path / "body.bin"
+    body.write_bytes(b"b" * 200_000)
+    async with h2_proxy(ca, backend.url) as proxy:
+        code, out, err = await _run(
+            "h2load", "-n", "300", "-c", "3", "-m", "10", "-t", "1", "-d", str(body),
+            f"--connect-to=127.0.0.1:{proxy.tls_port}", f"https://{NAME}/upload",
+        )  # fmt: skip
+        assert code == 0, err
+        assert re.search(r"status codes: (\d+) 2xx", out).group(1) == "300", out  # type: ignore[union-attr]
+    assert backend.hits == 300
