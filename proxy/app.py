@@ -19,13 +19,14 @@ import aiohttp
 from aiohttp import web
 from prometheus_client.registry import Collector
 
+from . import frontdoor
 from .admin import make_admin_app
 from .config import BackendsConfig, ConfigError, parse_hostport
 from .control import ControlLink
 from .health import HealthMonitor
 from .metrics import FiguresPublisher
 from .reload import ConfigWatcher, read_config
-from .server import ProxyServer, listening_socket
+from .server import ProxyServer
 from .sites import AdminSite, Listeners, Signals, sockname
 
 __all__ = ["ADMIN_TOKEN_ENV", "ServeInfo", "ServeOptions", "parse_hostport", "serve"]
@@ -144,10 +145,8 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
         assert listeners.traffic is not None
         bound = await server.start(listeners.traffic)
         tls_bound: tuple[str, int] | None = None
-        if config.tls is not None:
-            # SO_REUSEPORT: a successor (handoff, lbrec up's take-over) binds beside it
-            tls_sock = listening_socket(*parse_hostport(config.tls.listen), reuse_port=True)
-            tls_bound = await server.start_tls(tls_sock)
+        if config.tls is not None:  # later, a reload's tls.listen: frontdoor.follow_listen
+            tls_bound = await frontdoor.listen_tls(server, config.tls.listen)
         admin_bound: tuple[str, int] | None = None
         if listeners.admin is not None:
             app = make_admin_app(

@@ -3,13 +3,15 @@
 
 Kept apart from the server and the exchange so that they stay what they are (a listener's
 state, one request's state machine) and the front door has one home: the server calls
-:func:`adopt` on every reload and :func:`start_tls` once; an exchange calls :func:`decide`
+:func:`adopt` and :func:`follow_listen` on every reload (the TLS listener opens, moves or
+closes with ``tls.listen``, see :func:`listen_tls`); an exchange calls :func:`decide`
 when the server has a front (routes or TLS) and it answers through the Downstream contract.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from dataclasses import replace
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from .acme_challenges import ACME_TLS_ALPN, Challenges
-from .config import BackendsConfig
+from .config import BackendsConfig, parse_hostport
 from .front import Answer, Front
 from .routing import Router
+from .runtime import listening_socket
 from .tls import CertStore, listener_context
 from .tls_transport import ClientHello, TlsConnection
 
@@ -27,7 +30,9 @@ if TYPE_CHECKING:
     from .exchange import Exchange
     from .server import ProxyServer
 
-__all__ = ["adopt", "decide", "start_tls"]
+__all__ = ["adopt", "decide", "follow_listen", "listen_tls", "start_tls"]
+
+_log = logging.getLogger("lbrec.proxy")
 
 _REASONS: Final = {
     200: b"OK",
@@ -90,6 +95,57 @@ async def start_tls(
         )
 
     return await server.loop.create_server(connection, sock=sock, backlog=backlog)
+
+
+async def listen_tls(server: ProxyServer, hostport: str) -> tuple[str, int]:
+    """Bind ``hostport`` (SO_REUSEPORT: a successor, after a handoff or `lbrec up`'s take-over,
+    binds beside it) and serve the TLS listener there, in place of the one before."""
+    sock = listening_socket(*parse_hostport(hostport), reuse_port=True)
+    try:
+        bound = await server.start_tls(sock)
+    except BaseException:
+        sock.close()
+        raise
+    server.tls_listen = hostport
+    return bound
+
+
+def follow_listen(server: ProxyServer, config: BackendsConfig) -> None:
+    """At a reload, a ``tls.listen`` other than the one served opens, moves or closes the TLS
+    listener without a restart: `lbrec up` serves before its first pass has written ``tls:``,
+    and an operator may add TLS to a running proxy. A bind that fails is logged, the listener
+    before it stays, and the next reload tries again."""
+    wanted = config.tls.listen if config.tls is not None else None
+    previous = server.tls_listen
+    if wanted == previous:
+        return
+    server.tls_listen = wanted  # one attempt per change of the file, not one per reload
+    if wanted is None:
+        server.stop_tls()
+        _log.info("TLS listener closed (no tls: in the file)", extra={"event": "tls_closed"})
+        return
+
+    async def open_listener() -> None:
+        try:
+            host, port = await listen_tls(server, wanted)
+        except OSError as err:
+            server.tls_listen = previous
+            _log.error(
+                "cannot serve TLS on %s: %s; %s",
+                wanted,
+                err,
+                f"still on {previous}" if previous else "no TLS listener",
+                extra={"event": "tls_listen_failed", "listen": wanted, "error": str(err)},
+            )
+            return
+        _log.info(
+            "TLS listener on %s:%d (tls.listen of the reloaded file)",
+            host,
+            port,
+            extra={"event": "tls_listening", "listen": f"{host}:{port}"},
+        )
+
+    server.tls_opening = server.loop.create_task(open_listener(), name="proxy-tls-listen")
 
 
 def decide(exchange: Exchange, front: Front) -> bool:

@@ -80,6 +80,8 @@ class ProxyServer:
         self._tls_listener: asyncio.AbstractServer | None = None
         self.tls_failures = 0  # TLS handshakes that failed (no certificate, bad client...)
         self.tls_port: int | None = None  # the TLS listener's port, once bound
+        self.tls_listen: str | None = None  # its tls.listen (proxy/frontdoor.py follow_listen)
+        self.tls_opening: asyncio.Task[None] | None = None  # a reload's new TLS listener
         self._sweeper: asyncio.Task[None] | None = None
         self.pool = self._build_pool(config, digest, previous=None)
         # The front door (routes, TLS, ACME challenges): None while it has nothing to decide
@@ -105,12 +107,24 @@ class ProxyServer:
         return str(sockname[0]), int(sockname[1])
 
     async def start_tls(self, sock: socket.socket, *, backlog: int = 2048) -> tuple[str, int]:
-        """Serve the TLS listener (``tls.listen``) on a bound socket (proxy/frontdoor.py)."""
-        self._tls_listener = await frontdoor.start_tls(self, sock, backlog=backlog)
+        """Serve the TLS listener (``tls.listen``) on a bound socket (proxy/frontdoor.py), in
+        place of the one before (it stops accepting; its connections go on)."""
+        listener = await frontdoor.start_tls(self, sock, backlog=backlog)
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+        self._tls_listener = listener
         sockname = self._tls_listener.sockets[0].getsockname()
         self.tls_port = int(sockname[1])
         self._adopt_front(self.pool.config)  # redirects name the port as bound
         return str(sockname[0]), int(sockname[1])
+
+    def stop_tls(self) -> None:
+        """No TLS listener any more (``tls:`` left the file); its connections go on."""
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+            self._tls_listener = None
+        self.tls_port = None
+        self._adopt_front(self.pool.config)
 
     def tls_failed(self, why: str) -> None:
         self.tls_failures += 1
@@ -140,6 +154,8 @@ class ProxyServer:
         """
         if self._listener is not None:
             self._listener.close()
+        if self.tls_opening is not None:
+            self.tls_opening.cancel()
         if self._tls_listener is not None:
             self._tls_listener.close()
             self._tls_listener = None
@@ -186,6 +202,7 @@ class ProxyServer:
         self._adopt_limits(config)
         self.pool = pool  # the swap: new requests see the new pool from here on
         self._adopt_front(config)
+        frontdoor.follow_listen(self, config)
         for backend in removed:
             backend.drain()
         self.draining = [b for b in self.draining + removed if b.inflight or b.conns.opened]

@@ -16,6 +16,7 @@ import pytest
 from aiohttp.abc import ResolveResult
 
 from tests.support.certs import CertAuthority
+from tests.support.pebble import free_port
 
 from .conftest import BackendFactory, ProxyFactory, RunningProxy, config_doc
 
@@ -41,10 +42,16 @@ def _doc(tmp_path: Path, web: str, api: str, ca: CertAuthority) -> dict[str, Any
 
 
 def _curl(
-    running: RunningProxy, ca: CertAuthority, host: str, path: str, *extra: str
+    running: RunningProxy,
+    ca: CertAuthority,
+    host: str,
+    path: str,
+    *extra: str,
+    port: int | None = None,
 ) -> dict[str, Any]:
-    assert running.info.tls is not None
-    port = running.info.tls[1]
+    if port is None:
+        assert running.info.tls is not None
+        port = running.info.tls[1]
     out = subprocess.run(
         [
             "curl",
@@ -146,6 +153,39 @@ async def test_a_new_certificate_serves_without_a_new_listener(
     await running.reload(doc, until=lambda s: bool(s.certs.errors))
     answer = await asyncio.to_thread(_curl, running, ca, "new.example.com", "/")
     assert answer["status"] == 200
+
+
+async def test_a_reload_opens_moves_and_closes_the_tls_listener(
+    proxy: ProxyFactory, backends: BackendFactory, ca: CertAuthority, tmp_path: Path
+) -> None:
+    """`lbrec up` serves before its first pass has written ``tls:``: the TLS listener opens at
+    the reload that brings it (moves with ``tls.listen``, closes when ``tls:`` goes)."""
+    web, api = await backends("web"), await backends("api")
+    doc = _doc(tmp_path, web.url, api.url, ca)
+    tls = doc.pop("tls")
+    running = await proxy(doc)
+    assert running.info.tls is None
+    server = running.info.server
+    ports = (free_port(), free_port())
+    for port in ports:
+        doc["tls"] = {**tls, "listen": f"127.0.0.1:{port}"}
+        await running.reload(doc, until=lambda s, p=port: s.tls_port == p)  # type: ignore[misc]
+        assert server.tls_port == port
+        answer = await asyncio.to_thread(
+            _curl, running, ca, "shop.example.com", "/api/", "--http2", port=port
+        )
+        assert (answer["status"], answer["version"]) == (200, "2"), answer
+        async with aiohttp.ClientSession() as http:
+            url = f"{running.url}/x"
+            headers = {"Host": "shop.example.com"}
+            async with http.get(url, headers=headers, allow_redirects=False) as response:
+                assert response.headers["Location"] == f"https://shop.example.com:{port}/x"
+    with pytest.raises(ConnectionRefusedError):  # the first port closed when it moved
+        socket.create_connection(("127.0.0.1", ports[0]), 2)
+    del doc["tls"]
+    await running.reload(doc, until=lambda s: s.tls_port is None)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", ports[1]), 2)
 
 
 class _Loopback(aiohttp.abc.AbstractResolver):
