@@ -174,10 +174,10 @@ def test_apply_error_is_retried_with_backoff(
         ]
     )
     loop = running(watch_loop(spec, fake, resync=None, backoff=Backoff(0.1, 0.25)))
-    wait_until(lambda: fake.count == 4, timeout=5)
+    # the 4th call is counted as it starts: its outcome is recorded when it returns
+    wait_until(lambda: fake.count == 4 and loop.last_outcome is PassOutcome.OK, timeout=5)
     gaps = [b - a for a, b in zip(fake.calls, fake.calls[1:], strict=False)]
     assert gaps[0] >= 0.09 and gaps[1] >= 0.19 and gaps[2] >= 0.24  # 0.1, 0.2, capped 0.25
-    assert loop.last_outcome is PassOutcome.OK
     assert "build failed: boom" in caplog.text and "retry in 0.1s" in caplog.text
     time.sleep(0.3)
     assert fake.count == 4  # success resets: no more retries (resync is off)
