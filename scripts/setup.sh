@@ -33,6 +33,10 @@ command -v fish >/dev/null 2>&1 || missing+=(fish)
 command -v htpasswd >/dev/null 2>&1 || missing+=(apache2-utils)
 # nghttp2-client's h2load: the HTTP/2 load test and benchmark (curl --http2 is Debian's curl).
 command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
+# sslscan: the TLS listener's protocols, ciphers and chain checked by a real scanner (issue 22)
+command -v sslscan >/dev/null 2>&1 || missing+=(sslscan)
+# curl: the HTTPS tests' client (HTTP/1.1 and HTTP/2)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # Debian's docker-registry (the CNCF distribution registry): engine: swarm's build-push-pull
 # on a multi-node test swarm (tests/integration/test_swarm_nodes.py starts it; no service).
 [ -x /usr/bin/docker-registry ] || missing+=(docker-registry)
