@@ -210,6 +210,100 @@ def test_a_hung_backend_does_not_block_an_emergency_drain(project: Project) -> N
         assert add_rc == 0 and took < deadline / 2, context
 
 
+# A new version that hangs and ignores SIGTERM: stopping it waits out its whole grace period.
+_HUNG_DEAF = (
+    'command: [python3, -c, "import signal, socket, time; '
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "s = socket.create_server(('', %d), backlog=64); time.sleep(3600)\"]"
+)
+
+
+def test_an_emergency_drain_goes_first_past_a_waiting_apply_and_a_deaf_container(
+    project: Project,
+) -> None:
+    """Issue 25 point 5, end to end: b2's new container hangs and ignores SIGTERM, a second
+    `lbrec apply` waits for the lock, then `lbrec add b1:PORT:0`: the add goes before the
+    waiting apply, and the preempted batch is killed, not stopped with its grace period
+    (was 21.47 s from the add to b1 at weight 0)."""
+    listen, admin, p1, p2 = free_ports(4)
+    b2 = (
+        f"{{name: b2, port: {p2}, weight: 1, %s"
+        "rollout: {min_healthy_time: 0.5s, healthy_deadline: 120s, drain_timeout: 5s}}"
+    )
+    b1 = f"{{name: b1, port: {p1}, weight: 1}}"
+    project.write(_spec(project, listen, admin, [b1, b2 % ""]))
+    project.lbrec("apply", check=True)
+    with _proxy(project, listen, admin):
+        project.write(_spec(project, listen, admin, [b1, b2 % (_HUNG_DEAF % p2 + ", ")]))
+        with _load(listen, seconds=100) as load, _pool_watch(project) as seen:
+            hung, hung_log = _background(project, "apply-hung.log", "apply")
+            waiting: subprocess.Popen[str] | None = None
+            add: subprocess.Popen[str] | None = None
+            try:
+                wait_until(
+                    lambda: (
+                        "b2: started 1 new instance(s), waiting for health" in hung_log.read_text()
+                    ),
+                    60,
+                    "the first apply to wait for b2's hung instance",
+                    log=hung_log,
+                )
+                waiting, waiting_log = _background(project, "apply-waiting.log", "apply")
+                wait_until(
+                    lambda: "waiting for the lock" in waiting_log.read_text(),
+                    30,
+                    "the second apply to wait for the lock",
+                    log=waiting_log,
+                )
+                started = time.monotonic()
+                add, add_log = _background(project, "add.log", "add", f"b1:{p1}:0")
+                add_rc: int | None = None
+                gave_up: float | None = None  # the hung pass had removed its batch, ended
+                # The waiting apply planned (it had the lock) before the add edited the file
+                # (under the lock): it went first, which it must not.
+                waiting_first = False
+                while time.monotonic() - started < 60 and (add_rc := add.poll()) is None:
+                    if gave_up is None and "preempted" in hung_log.read_text():
+                        gave_up = time.monotonic() - started
+                    if "will perform" in waiting_log.read_text() and (
+                        "updated b1" not in add_log.read_text()
+                    ):
+                        waiting_first = True
+                    time.sleep(0.05)
+                took = time.monotonic() - started
+                drained_at = next((t for t, w in seen if t >= started and w.get("b1") == [0]), None)
+            finally:
+                for proc in (add, waiting, hung):  # our own children, by pid
+                    if proc is not None:
+                        _finish(proc, signal.SIGKILL)
+        outs = {
+            n: log.read_text()
+            for n, log in (
+                ("hung apply", hung_log),
+                ("waiting apply", waiting_log),
+                ("add", add_log),
+            )
+        }
+    drained = None if drained_at is None else drained_at - started
+    print(
+        f"\n[faults] emergency drain while b2's new container ignores SIGTERM and an apply "
+        f"waits: `lbrec add b1:{p1}:0` exited {add_rc} after {took:.2f}s; the hung pass "
+        f"preempted after {'never' if gave_up is None else f'{gave_up:.2f}s'}; b1 at weight 0 in "
+        f"backends.json after {'never' if drained is None else f'{drained:.2f}s'}; "
+        f"load: {load.ok} ok, {len(load.failures)} failed"
+    )
+    context = "\n".join(f"--- {n}\n{text}" for n, text in outs.items())
+    load.check(context)
+    assert add_rc == 0, context
+    assert "preempted by a waiting edit" in outs["hung apply"], context
+    assert not waiting_first, context
+    assert drained is not None, context
+    # Below b2's stop grace period: the discarded batch was killed, and the waiting apply
+    # (which would start b2's hung rollout again) did not take the lock first.
+    assert drained < 10.0, context
+    assert project.routed()["b1"] == 0, project.pool
+
+
 # -- 2. swapping two backends' ports -------------------------------------------------------------
 
 
