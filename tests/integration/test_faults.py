@@ -553,9 +553,17 @@ def test_no_orphan_after_kill_9_of_up(project: Project) -> None:
             f"{sorted(cmd for _, cmd in children.values())}; alive 15 s later: {left}; "
             f"load before the kill: {load.ok} ok, {len(load.failures)} failed"
         )
-        assert left == {}, left
+        # The proxies outlive a killed `up` on purpose (issue 26: they keep serving the last
+        # pool, and the next `up` of the folder takes them over); nothing else may be left.
+        proxies = {pid for pid, cmd in left.items() if "lbrec.proxy" in cmd}
+        assert {pid: cmd for pid, cmd in left.items() if pid not in proxies} == {}, left
+        assert proxies and http_request("GET", listen)[0] == 200  # still serving
     finally:
         _finish(up, signal.SIGKILL)
+        for pid, (start, cmd) in children.items():  # the proxies we left serving, by pid
+            if "lbrec.proxy" in cmd and _alive(pid, start):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
 
 # -- 6. containers stopped during an engine outage ------------------------------------------------
