@@ -270,14 +270,16 @@ class SwarmDocker(ComposeDocker):
         keys = {key: str(spec["labels"][BACKEND]) for key, spec in services.items()}
         fresh = [f"{self.project}_{key}" for key in keys]
         fresh = [name for name in fresh if name not in existing]
-        self._undo_image_by_hand(
+        undone = self._undo_image_by_hand(
             {k: v for k, v in services.items() if f"{self.project}_{k}" in existing}
         )
         # A current version's service that exists already is at its replica count: Swarm
         # refills a task it lost (its node gone) itself, so no more than that is asked for.
+        # Not a service whose image was just put back: Swarm's update makes new tasks for all
+        # of its replicas, and they are what this replace waits for.
         for key, spec in services.items():
             backend, service = str(spec["labels"][BACKEND]), f"{self.project}_{key}"
-            if service in existing and backend in counts:
+            if service in existing and service not in undone and backend in counts:
                 others = sum(
                     1 for c in running
                     if c.backend == backend and c.labels.get(SWARM_SERVICE) != service
@@ -293,10 +295,12 @@ class SwarmDocker(ComposeDocker):
                     self._docker("service", "rm", *fresh)
             raise
 
-    def _undo_image_by_hand(self, services: Mapping[str, Mapping[str, Any]]) -> None:
+    def _undo_image_by_hand(self, services: Mapping[str, Mapping[str, Any]]) -> set[str]:
         """`docker stack deploy` keeps the image of a service whose file image did not change
         (it may have been pinned to a digest), so an image set by hand with `docker service
-        update --image` survives it: put the file's image back explicitly."""
+        update --image` survives it: put the file's image back explicitly. Returns the
+        services updated."""
+        undone: set[str] = set()
         for key, spec in services.items():
             service = f"{self.project}_{key}"
             image = str(spec.get("image", ""))
@@ -307,11 +311,13 @@ class SwarmDocker(ComposeDocker):
                 ).strip()  # fmt: skip
                 if image and running.split("@", 1)[0] != image:
                     self._docker("service", "update", "--detach", "--image", image, service)
+                    undone.add(service)
             except DockerException as err:
                 raise ApplyError(
                     f"putting {service} back on {image} failed: {_one_line(err)}",
                     detail=stderr_tail(err),
                 ) from err
+        return undone
 
     def _wait_tasks(
         self, wanted: Mapping[str, int], keys: Mapping[str, str], known: set[str]
