@@ -29,6 +29,14 @@ _SLOW = (
     "tests/proxy/test_grafana_dashboard.py",
     "tests/test_demo_backend.py",
     "tests/test_examples.py",
+    # process trees and real clients: lbrec up, shells, a browser, the JSON Schema CLI
+    "tests/reconciler/runtime/test_up_serve_first.py",
+    "tests/reconciler/commands/test_completion.py",
+    "tests/proxy/http2/test_h2_chromium.py",
+    "tests/reconciler/core/test_schema.py",
+    # seconds of load or of timeouts run out on purpose
+    "tests/proxy/test_reload.py",
+    "tests/proxy/test_connection_edges.py",
 )
 
 
