@@ -67,14 +67,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKERS = 1  # --workers: of every balancer (not of the backends)
-TARGETS = ("direct", "lbrec", "nginx", "haproxy", "pyfloor")
-DEFAULT_TARGETS = ("direct", "lbrec", "nginx", "haproxy")  # pyfloor: on request (--only)
+TARGETS = ("direct", "lbrec", "nginx", "haproxy", "caddy", "pyfloor")
+DEFAULT_TARGETS = ("direct", "lbrec", "nginx", "haproxy", "caddy")  # pyfloor: on request (--only)
 RESTART_TARGETS = ("lbrec-handoff", "lbrec-stop-start")  # --restart
 LOOPBACK = "127.0.0.1"
 APT_PACKAGES = {
     "wrk": ["wrk"],
     "nginx": ["nginx-light", "nginx"],
     "haproxy": ["haproxy"],
+    "caddy": ["caddy"],
     "perf": ["linux-perf"],
 }
 
@@ -777,11 +778,47 @@ class Haproxy(Target):
         self.proc = self.procs.start("haproxy", argv)
 
 
+def lb_caddyfile(port: int, backends: Sequence[Backend]) -> str:
+    """Caddy as a reverse proxy in front of the backends: round robin over each upstream listed
+    once per unit of weight (Debian's Caddy 2.6 has no weighted policy; 2.8 added one),
+    keep-alive to the upstreams, no access log, no admin endpoint, no automatic HTTPS."""
+    upstreams = " ".join(f"{LOOPBACK}:{b.port}" for b in backends for _ in range(b.weight))
+    return f"""{{
+    admin off
+    auto_https off
+}}
+http://{LOOPBACK}:{port} {{
+    reverse_proxy {upstreams} {{
+        lb_policy round_robin
+        transport http {{
+            keepalive 60s
+            keepalive_idle_conns 64
+        }}
+    }}
+}}
+"""
+
+
+class Caddy(Target):
+    """Debian's caddy, GOMAXPROCS set to --workers as the others' worker counts are."""
+
+    name = "caddy"
+
+    def start(self, *, timeout: float) -> None:
+        conf = self.tmp / "Caddyfile"
+        _write_atomic(conf, lb_caddyfile(self.port, _reweighted(self.backends, self.generation)))
+        env = {**os.environ, "GOMAXPROCS": str(WORKERS), "HOME": str(self.tmp)}
+        argv = ["caddy", "run", "--config", str(conf), "--adapter", "caddyfile"]
+        self.proc = self.procs.start("caddy", argv, env=env)
+        wait_ready(self.procs, self.proc, "caddy", self.port, timeout=timeout)
+
+
 TARGET_CLASSES: dict[str, type[Target]] = {
     "direct": Direct,
     "lbrec": Lbrec,
     "nginx": Nginx,
     "haproxy": Haproxy,
+    "caddy": Caddy,
     "pyfloor": PyFloor,
     "lbrec-handoff": LbrecHandoff,
     "lbrec-stop-start": LbrecStopStart,
@@ -1119,6 +1156,7 @@ def machine_info() -> dict[str, Any]:
         "wrk": version(["wrk", "--version"]).split(" Copyright")[0],
         "nginx": version(["nginx", "-v"]),
         "haproxy": version(["haproxy", "-v"]),
+        "caddy": version(["caddy", "version"]),
     }
 
 
@@ -1494,7 +1532,7 @@ def _signals_stop(procs: Processes) -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    needed = {"wrk", "nginx", "haproxy"} | ({"perf"} if args.perf > 0 else set())
+    needed = {"wrk", "nginx", "haproxy", "caddy"} | ({"perf"} if args.perf > 0 else set())
     tools = ensure_tools(install=args.install, needed=needed)
     pyspy = REPO / ".venv" / "bin" / "py-spy"
     if args.install and args.profile > 0 and not pyspy.exists() and not shutil.which("py-spy"):
@@ -1646,7 +1684,7 @@ def _run(
 
     targets: dict[str, Target] = {}
     for name in args.only:
-        if name in ("nginx", "haproxy") and name not in tools:
+        if name in ("nginx", "haproxy", "caddy") and name not in tools:
             results[name].status = f"skipped: {name} not installed (--install)"
             continue
         target = TARGET_CLASSES[name](procs, tmp, backends)
