@@ -293,57 +293,23 @@ Size = Annotated[
 ]
 
 
+def _duration_schema(low: float, high: float) -> WithJsonSchema:
+    """For editors: a number of seconds in bounds, or a duration string."""
+    number = {"type": "number", "minimum": low, "maximum": high}
+    return WithJsonSchema({"anyOf": [number, {"type": "string", "pattern": DURATION_SYNTAX}]})
+
+
 Period = Annotated[
-    float,
-    BeforeValidator(_duration),
-    Field(ge=0.001, le=86400),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0.001, "maximum": 86400},
-                {"type": "string", "pattern": DURATION_SYNTAX},
-            ]
-        }
-    ),
+    float, BeforeValidator(_duration), Field(ge=0.001, le=86400), _duration_schema(0.001, 86400)
 ]
 HoldSeconds = Annotated[
-    float,
-    BeforeValidator(_duration),
-    Field(ge=0, le=300),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": 300},
-                {"type": "string", "pattern": DURATION_SYNTAX},
-            ]
-        }
-    ),
+    float, BeforeValidator(_duration), Field(ge=0, le=300), _duration_schema(0, 300)
 ]
 AuthTimeout = Annotated[
-    float,
-    BeforeValidator(_duration),
-    Field(ge=0.001, le=60),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0.001, "maximum": 60},
-                {"type": "string", "pattern": DURATION_SYNTAX},
-            ]
-        }
-    ),
+    float, BeforeValidator(_duration), Field(ge=0.001, le=60), _duration_schema(0.001, 60)
 ]
 RetryAfter = Annotated[
-    float,
-    BeforeValidator(_duration),
-    Field(ge=0, le=86400),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": 86400},
-                {"type": "string", "pattern": DURATION_SYNTAX},
-            ]
-        }
-    ),
+    float, BeforeValidator(_duration), Field(ge=0, le=86400), _duration_schema(0, 86400)
 ]
 
 STICKY_PATTERN = r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
