@@ -11,8 +11,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import os
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,23 +28,9 @@ from lbrec.reconciler.runtime.sync import run_sync
 
 from ..fakes import FAST, FakeDocker, make_folder
 from ..local_http import answering
+from .test_sync import git as _git
 
 TOKEN = "ghp_s3cr3tT0ken"
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = dict(
-        os.environ,
-        GIT_AUTHOR_NAME="Alice",
-        GIT_AUTHOR_EMAIL="alice@example.com",
-        GIT_COMMITTER_NAME="Alice",
-        GIT_COMMITTER_EMAIL="alice@example.com",
-        GIT_CONFIG_GLOBAL=os.devnull,
-        GIT_CONFIG_NOSYSTEM="1",
-    )
-    return subprocess.run(
-        ["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=True, timeout=30
-    ).stdout.strip()
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
