@@ -15,8 +15,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.netns_engine import Node
 
 REPO = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("LBREC_BASE_IMAGE", "lbrec-base:bookworm")
@@ -257,3 +261,17 @@ def wait_until(
             tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
         time.sleep(0.2)
+
+
+@pytest.fixture
+def engine() -> Iterator[Node]:
+    """A Docker engine of the test's own in a network namespace, with the offline base image
+    (tests/support/netns_engine.py, docs/test-engines.md); always torn down."""
+    from tests.support.netns_engine import EngineNet
+
+    net = EngineNet.create(nodes=1)
+    try:
+        net.nodes[0].load_image(BASE_IMAGE)
+        yield net.nodes[0]
+    finally:
+        net.close()

@@ -23,13 +23,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.support.netns_engine import EngineNet, Node
+from tests.support.netns_engine import Node
 
 from .conftest import BASE_IMAGE, REPO, wait_until
 
@@ -217,16 +216,6 @@ def _ports(node: Node, project: str) -> dict[str, str]:
             for b in bindings or ():
                 out[c["Name"].lstrip("/")] = f"{b['HostIp']}:{b['HostPort']}"
     return out
-
-
-@pytest.fixture
-def engine() -> Iterator[Node]:
-    net = EngineNet.create(nodes=1)
-    try:
-        net.nodes[0].load_image(BASE_IMAGE)
-        yield net.nodes[0]
-    finally:
-        net.close()
 
 
 def test_an_engine_restart_never_sends_a_request_to_another_project(

@@ -24,13 +24,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.support.netns_engine import EngineNet, Node
+from tests.support.netns_engine import Node
 
 from .conftest import BASE_IMAGE, REPO, free_ports, wait_until
 
@@ -127,16 +126,6 @@ def _answers(port: int, count: int = 10) -> Counter[tuple[int, str]]:
         status, who, _body = _get(port)
         out[(status, who)] += 1
     return out
-
-
-@pytest.fixture
-def engine() -> Iterator[Node]:
-    net = EngineNet.create(nodes=1)
-    try:
-        net.nodes[0].load_image(BASE_IMAGE)
-        yield net.nodes[0]
-    finally:
-        net.close()
 
 
 @pytest.fixture
