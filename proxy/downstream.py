@@ -244,8 +244,7 @@ class ClientConnection(asyncio.Protocol):
         upgrade: bytes | None,
     ) -> bool:
         if self.secure and (hsts := self.server.hsts) is not None:
-            name, _, value = hsts.partition(b": ")
-            headers = [*headers, (name, value.rstrip(b"\r\n"))]
+            headers = [*headers, hsts]
         head, self._framing, exchange.keep_alive, until_close = build_response_head(
             status,
             reason,

@@ -45,10 +45,10 @@ _REASONS: Final = {
 
 def adopt(
     config: BackendsConfig, base: Path, *, previous: CertStore, https_port: int | None
-) -> tuple[CertStore, Challenges | None, Front | None, bytes | None]:
+) -> tuple[CertStore, Challenges | None, Front | None, tuple[bytes, bytes] | None]:
     """The front door of ``config``: its certificates (relative to ``base``, backends.json's
     folder; a pair that fails to load keeps its previous certificate), ACME challenges, the
-    Front (None when it has nothing to decide: no routes, no TLS) and the HSTS line."""
+    Front (None when it has nothing to decide: no routes, no TLS) and the HSTS header field."""
     tls = config.tls
     if tls is None:
         certs, challenges = CertStore(()), None
@@ -63,7 +63,11 @@ def adopt(
         challenge=challenges.http01 if challenges is not None else lambda _token: None,
         https_port=https_port,
     )
-    return certs, challenges, None if front.trivial else front, front.hsts
+    hsts = None
+    if front.hsts is not None:  # the header once as a field: (name, value)
+        name, _, value = front.hsts.partition(b": ")
+        hsts = (name, value.rstrip(b"\r\n"))
+    return certs, challenges, None if front.trivial else front, hsts
 
 
 async def start_tls(

@@ -91,7 +91,8 @@ class ProxyServer:
         self.certs = CertStore(())
         self.challenges: Challenges | None = None
         self.front: Front | None = None
-        self.hsts: bytes | None = None  # the Strict-Transport-Security line of TLS answers
+        # the Strict-Transport-Security field of TLS answers: (name, value)
+        self.hsts: tuple[bytes, bytes] | None = None
         self._adopt_front(config)
 
     # -- lifecycle -----------------------------------------------------------------------------

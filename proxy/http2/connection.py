@@ -516,11 +516,10 @@ class Http2Connection(asyncio.Protocol):
             self.trusted = server.is_trusted(self.client_ip)
         self.sni = transport.get_extra_info("sni")
         self.forwarding = forwarding_lines(self.client_ip, b"https")
-        # The front door's Strict-Transport-Security line (proxy/front.py), as an h2 field
-        line: bytes | None = getattr(server, "hsts", None)
-        if line is not None:
-            name, _, value = line.partition(b": ")
-            self.hsts = (name.lower(), value.rstrip(b"\r\n"))
+        # The front door's Strict-Transport-Security field (proxy/frontdoor.py), h2's lower case
+        hsts: tuple[bytes, bytes] | None = getattr(server, "hsts", None)
+        if hsts is not None:
+            self.hsts = (hsts[0].lower(), hsts[1])
         h2c = self.h2
         h2c.initiate_connection()
         h2c.increment_flow_control_window(CONNECTION_WINDOW - 65535)
