@@ -199,3 +199,74 @@ def test_a_hung_or_crashed_reconciler_and_a_restarted_up_fail_no_request(
     assert third.poll() is None
     third.send_signal(signal.SIGINT)
     assert third.wait(timeout=90) == 0, third_log.read_text()[-3000:]
+
+
+def _share_of(port: int, name: str, count: int) -> float:
+    """The share of ``count`` fresh-connection GETs that ``name`` answered."""
+    hits = 0
+    for _ in range(count):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as answer:
+            hits += answer.read().decode().strip() == f"Hello from {name}"
+    return hits / count
+
+
+def _worker_responses(admin: int) -> dict[str, float]:
+    """worker label -> the responses it counted (``/metrics`` of the admin worker)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    seen: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("lbrec_proxy_responses_total{") and 'worker="' in line:
+            worker = line.split('worker="', 1)[1].split('"', 1)[0]
+            seen[worker] = seen.get(worker, 0.0) + float(line.rsplit(" ", 1)[1])
+    return seen
+
+
+def test_two_workers_under_up_share_the_socket_follow_a_pass_and_survive_a_crash(
+    started: tuple[Project, int, int, list[subprocess.Popen[bytes]]],
+) -> None:
+    """``proxy: {workers: 2}``: two proxy processes accept on the one listening socket; both
+    count answers; a reweight pass reaches both (the share seen over fresh connections, which
+    either worker may accept, follows the new weights); a worker killed under load is started
+    again without a client refused."""
+    project, listen, admin, ups = started
+    port2 = free_ports(1)[0]
+    spec = project.spec.read_text().replace("proxy: {workers: 1}", "proxy: {workers: 2}")
+    spec += f"  - {{name: s2, port: {port2}, weight: 3}}\n"
+    project.write(spec)
+    up, log = _start(project, "up.log")
+    ups.append(up)
+    wait_until(lambda: _ok(listen), 180, "lbrec up to serve", log)
+    wait_until(lambda: len(_proxies(project)) == 2, 60, "two proxy workers", log)
+    wait_until(lambda: _share_of(listen, "s2", 40) > 0.5, 120, "s2 healthy in both workers", log)
+    before = _share_of(listen, "s2", 200)
+    workers = _worker_responses(admin)
+    assert set(workers) >= {"0", "1"} and min(workers.values()) > 0, workers
+
+    project.write(spec.replace(f"port: {port2}, weight: 3", f"port: {port2}, weight: 1"))
+    wait_until(
+        lambda: {b["name"]: b["weight"] for b in project.pool["backends"]}.get("s2") == 1,  # type: ignore[attr-defined]
+        120,
+        "the reweight pass",
+        log,
+    )
+    wait_until(lambda: _share_of(listen, "s2", 40) < 0.65, 30, "both workers reweighted", log)
+    after = _share_of(listen, "s2", 200)
+    print(f"\ntwo workers: s2's share {before:.2f} at weight 3 of 4, {after:.2f} at 1 of 2")
+    assert 0.65 <= before <= 0.85
+    assert 0.35 <= after <= 0.65
+
+    first, second = _proxies(project)
+    with _Load(listen) as load:
+        time.sleep(1)
+        os.kill(second, signal.SIGKILL)
+        wait_until(lambda: second not in _proxies(project), 60, "worker 1 started again", log)
+        time.sleep(1)
+    print(
+        f"worker 1 kill -9 under load: {len(load.ok)} served, {load.refused} refused, "
+        f"{len(load.failed)} failed, gap {load.gap_ms():.0f} ms"
+    )
+    assert load.refused == 0
+    assert len(load.failed) <= 2  # at most the one request in flight per load thread
+    assert first in _proxies(project) and len(_proxies(project)) == 2
+    assert up.poll() is None
