@@ -86,13 +86,18 @@ class Workspace:
     def load(self) -> DesiredState:
         """The desired state, with the files it names checked (certificates, htpasswd files
         and pages)."""
+        desired = load_spec(self.spec_file)
+        self.check_files(desired, source=str(self.spec_file))
+        return desired
+
+    def check_files(self, desired: DesiredState, *, source: str) -> None:
+        """The files the desired state names (certificates, htpasswd files, pages) exist,
+        read and fit, relative to this folder: else a SpecError naming the field."""
         from .route_files import check_route_files
 
-        desired = load_spec(self.spec_file)
-        check_certificates(desired, self.folder, source=str(self.spec_file))
-        check_acme_hosts(desired, self.folder, source=str(self.spec_file))
-        check_route_files(desired, self.folder, source=str(self.spec_file))
-        return desired
+        check_certificates(desired, self.folder, source=source)
+        check_acme_hosts(desired, self.folder, source=source)
+        check_route_files(desired, self.folder, source=source)
 
     def epoch(self) -> int:
         return engine_epoch.current(self.folder)

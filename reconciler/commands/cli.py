@@ -50,6 +50,22 @@ def _version() -> str:
         return "(not installed)"
 
 
+def _route_feature_arguments(p: argparse.ArgumentParser) -> None:
+    """`lbrec add`'s flags for the route's features (commands/edit.py route_features)."""
+    route = p.add_argument_group("the route's features (with --host; docs/routes.md)")
+    route.add_argument("--compress", action="store_true", help="gzip, br, zstd for text answers")
+    route.add_argument("--sticky", metavar="cookie:NAME|header:NAME", help="affinity")
+    route.add_argument(
+        "--rate-limit", metavar="N/PERIOD", help="per client, e.g. 100/1s (429 beyond)"
+    )
+    route.add_argument("--burst", type=int, metavar="N", help="with --rate-limit: bucket size")
+    route.add_argument("--max-body", metavar="SIZE", help="request bodies up to, e.g. 10m (413)")
+    route.add_argument(
+        "--allow", action="append", metavar="CIDR", help="only these clients (403); repeatable"
+    )
+    route.add_argument("--basic-auth", metavar="HTPASSWD", help="bcrypt/argon2 htpasswd file")
+
+
 def _parser() -> argparse.ArgumentParser:
     # up/watch/sync log (--log-format): they take -f only, no -o or --no-color to ignore.
     file_only = argparse.ArgumentParser(add_help=False)
@@ -83,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         help="also route this host to it (shop.example.com, *.example.com): `routes:`",
     )
     p.add_argument("--path", help="with --host: only this path prefix, e.g. /api/ (default /)")
+    _route_feature_arguments(p)
     p = sub.add_parser("remove", parents=[common, editing], help="remove backends, then apply")
     keys = p.add_argument("keys", nargs="+", metavar="NAME|PORT")
     keys.completer = _backend_names  # type: ignore[attr-defined]  # argcomplete reads it

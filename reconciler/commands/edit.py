@@ -4,7 +4,8 @@ checked against everything an apply could fail on before it is written."""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Any
 
 from ..core.errors import SpecError, UsageError
 from .console import Out
@@ -48,13 +49,19 @@ def edit_file(
             }
             if args.path is not None and args.host is None:
                 raise UsageError("--path: give the route's --host too")
+            features = route_features(args)
             for arg in args.backends:
                 backend = parse_backend_arg(arg, **extra)
                 new, what = add_backend(new, backend, source=source)
                 done.append(f"{what} {arg}")
                 if args.host is not None:
                     new, routed = add_route(
-                        new, backend.name, host=args.host, path=args.path or "/", source=source
+                        new,
+                        backend.name,
+                        host=args.host,
+                        path=args.path or "/",
+                        source=source,
+                        features=features,
                     )
                     if routed != "unchanged":
                         done.append(f"route {routed} {args.host}{args.path or '/'}")
@@ -66,6 +73,7 @@ def edit_file(
     # Validate the whole result, and everything an apply could fail on before changing
     # anything, before writing: a refused edit leaves the file as it was.
     desired = parse_spec(new, source=source)
+    workspace.check_files(desired, source=source)
     _write(
         workspace,
         desired,
@@ -84,6 +92,45 @@ def edit_file(
             return {b.name for b in desired.backends}  # no valid before: all of it is new
     after = {b.name: b for b in desired.backends}
     return {n for n in before.keys() | after.keys() if before.get(n) != after.get(n)}
+
+
+_RATE = re.compile(r"^([0-9]+)/([0-9]*[a-z]+)$")
+
+
+def route_features(args: argparse.Namespace) -> dict[str, Any]:
+    """The route's fields from `lbrec add`'s flags (checked by the schema with the rest of the
+    file: a bad value is refused with its field named). Only with --host."""
+    fields: dict[str, Any] = {}
+    if getattr(args, "compress", False):
+        fields["compress"] = True
+    if getattr(args, "sticky", None) is not None:
+        fields["sticky"] = args.sticky
+    rate = getattr(args, "rate_limit", None)
+    if rate is not None:
+        match = _RATE.match(rate)
+        if match is None:
+            raise UsageError(f"--rate-limit: {rate!r}: give REQUESTS/PERIOD, e.g. 100/1s or 600/1m")
+        limit: dict[str, Any] = {"requests": int(match[1]), "per": match[2]}
+        if args.burst is not None:
+            limit["burst"] = args.burst
+        fields["rate_limit"] = limit
+    elif getattr(args, "burst", None) is not None:
+        raise UsageError("--burst: give --rate-limit too")
+    if getattr(args, "max_body", None) is not None:
+        fields["max_body"] = args.max_body
+    auth: dict[str, Any] = {}
+    if getattr(args, "allow", None):
+        auth["allow"] = list(args.allow)
+    if getattr(args, "basic_auth", None) is not None:
+        auth["basic"] = {"users_file": args.basic_auth}
+    if auth:
+        fields["auth"] = auth
+    if fields and getattr(args, "host", None) is None:
+        names = ("compress", "sticky", "rate_limit", "max_body", "allow", "basic_auth")
+        given = [n for n in names if getattr(args, n, None) not in (None, False, [])]
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise UsageError(f"{flags}: a route's feature: give the route's --host too")
+    return fields
 
 
 def _write(

@@ -222,9 +222,19 @@ def add_backend(text: str, backend: BackendSpec, *, source: str) -> tuple[str, s
     return _dump(data), "added"
 
 
-def add_route(text: str, name: str, *, host: str, path: str, source: str) -> tuple[str, str]:
+def add_route(
+    text: str,
+    name: str,
+    *,
+    host: str,
+    path: str,
+    source: str,
+    features: dict[str, Any] | None = None,
+) -> tuple[str, str]:
     """Route ``host`` (and ``path``) to the backend ``name``: a new route, or ``name`` added to
-    the route of that host and path. Returns (new text, "added" | "updated" | "unchanged")."""
+    the route of that host and path. ``features``: the route's fields to set as well (compress,
+    sticky, rate_limit, ...; each replaces the route's own, the rest is kept). Returns (new
+    text, "added" | "updated" | "unchanged")."""
     data = _load(text, source)
     routes = data.get("routes")
     if routes is None:
@@ -241,8 +251,9 @@ def add_route(text: str, name: str, *, host: str, path: str, source: str) -> tup
         if (str(item.get("path", "/")).rstrip("/") or "/") != wanted:
             continue
         names = item.get("backends")
+        changed = _set_features(item, features or {})
         if isinstance(names, list) and name in names:
-            return text, "unchanged"
+            return (_dump(data), "updated") if changed else (text, "unchanged")
         if isinstance(names, CommentedSeq):
             names.append(name)
         else:
@@ -255,12 +266,31 @@ def add_route(text: str, name: str, *, host: str, path: str, source: str) -> tup
     names = CommentedSeq([name])
     names.fa.set_flow_style()
     entry["backends"] = names
+    _set_features(entry, features or {})
     if _flow_like(routes):
         entry.fa.set_flow_style()
     if routes.fa.flow_style():
         routes.fa.set_block_style()
     routes.append(entry)
     return _dump(data), "added"
+
+
+def _set_features(item: dict[str, Any], features: dict[str, Any]) -> bool:
+    """Set a route's feature fields (a mapping value in flow style, as the route's own line
+    reads); True when something changed."""
+    changed = False
+    for key, given in features.items():
+        value: Any = given
+        if isinstance(given, dict):
+            value = CommentedMap(given)
+            value.fa.set_flow_style()
+        elif isinstance(given, list):
+            value = CommentedSeq(given)
+            value.fa.set_flow_style()
+        if item.get(key) != value:
+            item[key] = value
+            changed = True
+    return changed
 
 
 def _unroute(data: CommentedMap, name: str) -> None:
