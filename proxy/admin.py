@@ -36,6 +36,7 @@ from .admin_guard import (
     security_headers,
     token_middleware,
 )
+from .cert_view import certificates_view
 from .dashboard import PAGE_POLICY, render_page
 from .health import ProbeResult
 from .metrics import ProxyCollector, peer_figures
@@ -45,6 +46,7 @@ from .stats import BUCKET_S, BUCKETS, LATENCY_BOUNDS, STATUS_CLASSES, percentile
 __all__ = [
     "ADMIN_HOSTS_ENV",
     "SERVER_KEY",
+    "certificates_snapshot",
     "make_admin_app",
     "parse_admin_hosts",
     "pool_snapshot",
@@ -72,6 +74,17 @@ def _check_doc(check: ProbeResult) -> dict[str, Any]:
         "summary": check.summary,
         "duration_ms": round(check.duration * 1000, 3),
     }
+
+
+def certificates_snapshot(server: ProxyServer) -> dict[str, Any]:
+    """The certificates the TLS listener serves, with the certificate manager's next renewal
+    and last error (proxy/cert_view.py); never a key or a key's path."""
+    tls = server.pool.config.tls
+    keys = [str(server.config_dir / c.key) for c in tls.certificates] if tls is not None else []
+    challenges = server.challenges
+    return certificates_view(
+        server.certs, challenges.folder if challenges is not None else None, key_paths=keys
+    )
 
 
 def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
@@ -119,6 +132,7 @@ def pool_snapshot(server: ProxyServer) -> dict[str, Any]:
         "runtime": server.runtime,
         "latency_bounds": list(LATENCY_BOUNDS),
         "backends": backends,
+        "tls": certificates_snapshot(server),
     }
 
 
@@ -214,6 +228,7 @@ def stats_snapshot(server: ProxyServer, *, now: float | None = None) -> dict[str
             "in_rotation": len(eligible),
         },
         "backends": rows,
+        "tls": certificates_snapshot(server),
     }
 
 

@@ -106,6 +106,16 @@ flex-wrap:wrap}
 .check{font-size:12px;margin-top:6px;overflow-wrap:anywhere}
 .check code{font-weight:600}
 .check.fail code{color:var(--down)}.check.ok code{color:var(--up)}
+.certs{background:var(--card);border:1px solid var(--line);border-radius:8px;
+padding:8px 12px;margin-bottom:12px;font-size:13px;overflow-x:auto}
+.certs[hidden]{display:none}
+.certs h2{font-size:14px;margin:0 0 6px}
+.certs table{border-collapse:collapse;width:100%}
+.certs th{color:var(--mute);font-weight:600;font-size:12px;text-align:left;padding:2px 8px 2px 0}
+.certs td{padding:3px 8px 3px 0;vertical-align:top;border-top:1px solid var(--line)}
+.certs td.err{color:var(--down);overflow-wrap:anywhere;min-width:12em}
+.pill.valid{background:var(--up)}.pill.failing,.pill.pending{background:var(--checking)}
+.pill.expired,.pill.refused{background:var(--down)}
 .key span{display:inline-block;width:8px;height:8px;border-radius:2px;margin:0 3px 0 8px}
 footer{color:var(--mute);font-size:12px;margin-top:12px}
 </style></head>
@@ -120,6 +130,7 @@ footer{color:var(--mute);font-size:12px;margin-top:12px}
 <div class="banner" id="reload-error" hidden></div>
 <div class="rev" id="revision"></div>
 <section class="tiles" id="tiles"></section>
+<section class="certs" id="certs" hidden></section>
 <section class="cards" id="cards"></section>
 <footer id="foot"></footer>
 <noscript><p>This page draws with JavaScript; the figures are at
@@ -263,6 +274,39 @@ function revision(doc) {
     `${r.source ? ` · <span class="meta">${esc(r.source)}</span>` : ""}`;
 }
 
+// Certificates the TLS listener serves (and names the manager orders that none serves yet):
+// names, issuer, expiry, next renewal, last error. Never a key: the document has none.
+function day(iso) { return iso ? esc(iso.slice(0, 10)) : "\u2013"; }
+function certRow(c, now) {
+  const left = c.expires_in_s === null ? "" :
+    ` <span class="for">(${c.expires_in_s > 0 ? "in " + dur(c.expires_in_s) : "expired"})</span>`;
+  const next = c.next_renewal ? esc(c.next_renewal.slice(0, 16).replace("T", " ")) +
+    (Date.parse(c.next_renewal) / 1000 <= now ?
+    ` <span class="for">(due)</span>` : "") : (c.source === "file" ? "yours" : "\u2013");
+  const error = c.last_error ? esc(c.last_error) +
+    (c.failures > 1 ? ` (${c.failures} failures)` : "") +
+    (c.serving && c.state === "failing" ? " \u2014 the certificate in service stays" : "") : "";
+  return `<tr data-cert="${esc(c.name)}" data-state="${esc(c.state)}">` +
+    `<td><b>${esc(c.name)}</b>${c.names.length > 1 ?
+      `<div class="for">${esc(c.names.filter(n => n !== c.name).join(", "))}</div>` : ""}</td>` +
+    `<td><span class="pill ${esc(c.state)}">${esc(c.state)}</span>` +
+    `${c.serving ? "" : ` <span class="for">not served</span>`}</td>` +
+    `<td>${esc(c.issuer || "\u2013")}</td><td>${day(c.not_after)}${left}</td>` +
+    `<td>${next}</td><td class="err" data-field="last-error">${error || "\u2013"}</td></tr>`;
+}
+function certs(tls, now) {
+  const section = document.getElementById("certs");
+  const rows = tls ? tls.certificates : [];
+  const problems = tls ? tls.load_errors.concat(tls.manager.error ? [tls.manager.error] : []) : [];
+  section.hidden = !rows.length && !problems.length;
+  if (section.hidden) return;
+  section.innerHTML = `<h2>certificates</h2>` + problems.map(p =>
+    `<div class="banner" data-field="cert-load-error">${esc(p)}</div>`).join("") +
+    `<table><thead><tr><th>name</th><th>state</th><th>issuer</th><th>expires</th>` +
+    `<th>next renewal</th><th>last error</th></tr></thead><tbody>` +
+    rows.map(c => certRow(c, now)).join("") + `</tbody></table>`;
+}
+
 function tile(value, key, field) {
   return `<div class="tile"><div class="v"${field ? ` data-field="${field}"` : ""}>${value}</div>` +
     `<div class="k">${key}</div></div>`;
@@ -289,6 +333,7 @@ function render(doc) {
     tile(num(doc.client_connections), "client conns") +
     `<div class="tile" style="grid-column:1/-1;min-width:0">${splitBar(t.status)}` +
     `<div class="k">${splitText(t.status)}</div></div>`;
+  certs(doc.tls, doc.now);
   document.getElementById("cards").innerHTML =
     doc.backends.map(b => card(b, doc.now, dur(doc.bucket_s * SLOTS))).join("") ||
     `<p class="meta">no backends configured</p>`;

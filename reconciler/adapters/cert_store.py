@@ -10,6 +10,11 @@ One folder per name (0700), holding:
 * ``schedule.json``: the manager's :class:`~reconciler.core.certs.NameRecord` (failures, the
   CA's last error, back-off, the ARI window). No secret.
 
+And one file for the proxy: ``.lbrec/acme/status.json`` (:func:`write_status`), the rows of
+`lbrec certs -o json` for the names ordered over ACME (names, issuer, expiry, next renewal,
+failures, the last error), which the proxy's status page and ``/-/pool`` join to the
+certificates it serves (proxy/cert_view.py says why a file there and not backends.json).
+
 Nothing here is in the deploy repository (``.lbrec/`` is the state folder, never committed),
 and nothing here logs a key or its path.
 """
@@ -30,6 +35,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 
 from ..core.certs import HeldCertificate, NameRecord, wanted_names
 from ..core.errors import SpecError
+from ..core.render import ACME_DIR
 from ..core.spec import DesiredState
 from .files import STATE_DIR, atomic_write, read_text_or_none, state_dir
 
@@ -38,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CERTS_DIR",
+    "STATUS_FILE",
     "cert_folder",
     "check_acme_hosts",
     "leaf_facts",
@@ -47,9 +54,23 @@ __all__ = [
     "read_records",
     "store_certificate",
     "write_record",
+    "write_status",
 ]
 
 CERTS_DIR = f"{STATE_DIR}/certs"
+STATUS_FILE = f"{ACME_DIR}/status.json"  # proxy/cert_view.py STATUS_FILE, in tls.acme_dir
+_STATUS_FIELDS = (
+    "name",
+    "state",
+    "names",
+    "issuer",
+    "not_after",
+    "serial",
+    "next_renewal",
+    "failures",
+    "last_error",
+    "retry_at",
+)
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _SERIAL = re.compile(r"^[0-9a-f]{1,64}$")
 
@@ -217,6 +238,18 @@ def write_record(folder: Path, name: str, record: NameRecord) -> None:
         doc[field.name] = value.isoformat() if isinstance(value, dt.datetime) else value
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
     atomic_write(where / "schedule.json", text, mode=0o600)
+
+
+def write_status(folder: Path, rows: list[dict[str, object]]) -> bool:
+    """Write the manager's rows (core/certs.py certificate_rows) for the proxy, atomically and
+    only when they changed (True then); only the fields of a row that are no secret."""
+    doc = {
+        "version": 1,
+        "certificates": [{k: row.get(k) for k in _STATUS_FIELDS} for row in rows],
+    }
+    where = _private_dir(folder / ACME_DIR)
+    text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
+    return atomic_write(where / "status.json", text, mode=0o600)
 
 
 def operator_certificates(desired: DesiredState, folder: Path) -> list[Certificate]:

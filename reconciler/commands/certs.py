@@ -15,6 +15,7 @@ without one, `lbrec apply` does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..adapters.cert_store import (
     operator_names,
     read_held,
     read_records,
+    write_status,
 )
 from ..adapters.workspace import Workspace
 from ..core.certs import Due, RenewalPolicy, certificate_rows, wanted_names
@@ -133,6 +135,10 @@ def _renew(
         lock_timeout=lock_timeout,
         held=held,
     )
+    # the proxy's status page and /-/pool show the outcome at once (proxy/cert_view.py)
+    rows = certificate_rows(utc_now(), wanted, read_held(folder), read_records(folder))
+    with contextlib.suppress(OSError):
+        write_status(folder, rows)
     if out.json:
         print(
             json.dumps(

@@ -39,6 +39,7 @@ from ..adapters.cert_store import (
     read_records,
     store_certificate,
     write_record,
+    write_status,
 )
 from ..adapters.workspace import Workspace
 from ..core.certs import (
@@ -46,9 +47,11 @@ from ..core.certs import (
     HeldCertificate,
     NameRecord,
     RenewalPolicy,
+    Wanted,
     after_failure,
     after_success,
     ari_due,
+    certificate_rows,
     plan_certificates,
     renewal_time,
     wanted_names,
@@ -347,6 +350,7 @@ class CertManager:
         if plan.due and not self._pool_ready():
             self.waiting_for_pool = True
             self.metrics.show(wanted.names, held, records, self.policy)
+            self._publish(wanted, held, records)
             return min(self.poll, 1.0)
         self.waiting_for_pool = False
         issued = []
@@ -369,6 +373,7 @@ class CertManager:
                 held[due.name] = new
                 issued.append(due.name)
         self.metrics.show(wanted.names, held, records, self.policy)
+        self._publish(wanted, held, records)
         if issued:
             self._serving = {name: cert.serial for name, cert in held.items()}
             self._notify(f"certificate {', '.join(issued)} obtained")
@@ -378,6 +383,17 @@ class CertManager:
         if after.next_at is None:
             return self.poll
         return max(0.0, (after.next_at - self._clock()).total_seconds())
+
+    def _publish(
+        self, wanted: Wanted, held: dict[str, HeldCertificate], records: dict[str, NameRecord]
+    ) -> None:
+        """The rows of `lbrec certs` for the proxy's status page and /-/pool (next renewal,
+        last error): .lbrec/acme/status.json, rewritten only when it changed."""
+        rows = certificate_rows(self._clock(), wanted, held, records, self.policy)
+        try:
+            write_status(self.workspace.folder, rows)
+        except OSError as err:
+            _log.error("certificates: cannot write the status for the proxy: %s", err)
 
     def _notice(self, held: dict[str, HeldCertificate]) -> None:
         """A certificate stored by someone else (`lbrec certs --renew`): tell the loop."""
