@@ -3,27 +3,37 @@
 This module is the single home of that file's format. The reconciler renders the file by
 building these models (never dicts), and the proxy loads it with :func:`load_config`, so the
 writer cannot drift from the reader. It imports no aiohttp, so the reconciler can import it.
+Its parts by role, each re-exported here (``from proxy.config import X`` names them all):
+routes and the front door's features, shared with desired-state.yaml (``route_schema.py``),
+HOST:PORT and CIDRs (``addresses.py``), durations and sizes (``units.py``); the pool, its
+settings, TLS and loading are below.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .addresses import check_cidrs, parse_hostport, split_hostport
+from .route_schema import (
+    AuthSettings,
+    BasicAuthSettings,
+    CompressSettings,
+    ForwardAuthSettings,
+    MaintenanceSettings,
+    RateLimitSettings,
+    RouteEntry,
+    RouteFeatures,
+    RouteTls,
+    StrictModel,
+    check_host_pattern,
+    check_path_prefix,
 )
+from .units import parse_size
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -44,6 +54,7 @@ __all__ = [
     "Revision",
     "RouteEntry",
     "RouteFeatures",
+    "RouteTls",
     "TimeoutSettings",
     "TlsSettings",
     "check_cidrs",
@@ -64,11 +75,7 @@ _NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 PositiveSeconds = Annotated[float, Field(gt=0, le=3600)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class HealthSettings(_Model):
+class HealthSettings(StrictModel):
     """Active health check: GET ``path`` every ``interval`` seconds, ``timeout`` per probe."""
 
     path: str = Field(default="/health", pattern=r"^/")
@@ -81,14 +88,14 @@ class HealthSettings(_Model):
     wait_healthy_on_add: bool = True
 
 
-class PassiveSettings(_Model):
+class PassiveSettings(StrictModel):
     """Outlier detection: ``max_fails`` consecutive errors eject a backend for ``cooldown`` s."""
 
     max_fails: int = Field(default=3, ge=0, le=1000)  # 0 disables passive checks
     cooldown: PositiveSeconds = 10.0
 
 
-class TimeoutSettings(_Model):
+class TimeoutSettings(StrictModel):
     connect: PositiveSeconds = 2.0
     read: PositiveSeconds = 30.0
     idle: PositiveSeconds = 60.0
@@ -96,7 +103,7 @@ class TimeoutSettings(_Model):
     header: PositiveSeconds = 10.0
 
 
-class LimitSettings(_Model):
+class LimitSettings(StrictModel):
     """Request limits enforced by the proxy: 431 above ``max_header_bytes``, 413 above
     ``max_body_bytes`` (request line + headers, and decoded body, respectively)."""
 
@@ -106,7 +113,7 @@ class LimitSettings(_Model):
     max_connections: int = Field(default=10000, ge=1, le=1_000_000)
 
 
-class Revision(_Model):
+class Revision(StrictModel):
     """Where the desired state came from (a git commit under GitOps sync), for reporting."""
 
     commit: str | None = None
@@ -116,7 +123,7 @@ class Revision(_Model):
     source: str | None = None
 
 
-class BackendEntry(_Model):
+class BackendEntry(StrictModel):
     name: str = Field(pattern=_NAME_PATTERN)
     url: str
     weight: int = Field(ge=0, le=1000)
@@ -173,348 +180,14 @@ class BackendEntry(_Model):
         return value
 
 
-def check_cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
-    """Validator of ``trusted_proxies`` (here and in desired-state.yaml)."""
-    for cidr in value:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError as err:
-            raise ValueError(f"not an IP network (CIDR): {cidr!r}") from err
-    return value
-
-
-# A route's host: a name (any port), a name with a port, or *.domain (exactly one more label,
-# as a wildcard certificate covers). Lower case; no IP literal need be special-cased.
-_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
-HOST_PATTERN = rf"^(\*\.)?{_LABEL}(\.{_LABEL})*(:[0-9]{{1,5}})?$"
-# A path prefix: absolute, no query or fragment, no dot segments, no whitespace.
-PATH_PREFIX_PATTERN = r"^/([^\s?#]*)$"
-
-
-def split_hostport(value: str) -> tuple[str, int]:
-    """The one HOST:PORT parser of the proxy and the reconciler: ``127.0.0.1:8080``,
-    ``[::1]:8080``, ``shop.example.com:8080`` or ``:8080`` -> (host without brackets, which
-    may be empty, port 0-65535). ValueError otherwise; callers add their own rules (a host
-    required, port 0 refused) to what it returns."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"expected HOST:PORT like 127.0.0.1:8080, got {value!r}")
-    return host.strip("[]"), int(port)
-
-
-def parse_hostport(value: str) -> tuple[str, int]:
-    """A listener's address: HOST:PORT, where an empty host (``:8080``) is every interface."""
-    host, port = split_hostport(value)
-    return host or "0.0.0.0", port
-
-
-def check_host_pattern(value: str) -> str:
-    """Validator of a route's ``host`` (here and in desired-state.yaml)."""
-    if value != value.lower():
-        raise ValueError(f"{value!r}: write host names in lower case")
-    if not re.match(HOST_PATTERN, value) or len(value.split(":", maxsplit=1)[0]) > 253:
-        raise ValueError(
-            f"{value!r}: expected a host name like shop.example.com, *.example.com or "
-            "shop.example.com:8443"
-        )
-    if ":" in value and not 1 <= int(value.rsplit(":", 1)[1]) <= 65535:
-        raise ValueError(f"{value!r}: the port must be 1-65535")
-    return value
-
-
-def check_path_prefix(value: str) -> str:
-    """Validator of a route's ``path``: an absolute prefix without dot segments."""
-    if not re.match(PATH_PREFIX_PATTERN, value):
-        raise ValueError(f"{value!r}: expected an absolute path prefix like /api/")
-    if any(part in (".", "..") for part in value.split("/")):
-        raise ValueError(f"{value!r}: no '.' or '..' segments")
-    return value
-
-
-RouteTls = Literal["auto", "required", "off"]
-
-# -- what the front door does for a route (issue 23): the same models in desired-state.yaml
-# (per route, and at its top level as the default of every route and of the plain pool) and
-# in backends.json (per route, and under ``defaults``). Files are named relative to the
-# desired-state file there, relative to backends.json's folder here (render_pool rewrites).
-
-_SIZE = re.compile(r"^\s*([0-9]+)\s*([kmg]?)(i?b)?\s*$", re.IGNORECASE)
-_SIZE_UNIT = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
-SIZE_PATTERN = r"^\s*[0-9]+\s*([kKmMgG]([iI]?[bB])?|[bB])?\s*$"
-
-
-def parse_size(value: object) -> object:
-    """``10m`` (nginx's client_max_body_size: binary units, k m g, an optional b/ib) -> bytes;
-    a whole number is bytes. Anything else is left to the field's own check."""
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if match is None:
-            raise ValueError(f"{value!r}: expected a size like 512k, 10m or 1g (or bytes)")
-        return int(match[1]) * _SIZE_UNIT[match[2].lower()]
-    return value
-
-
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
-_DURATION_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-# The reconciler's duration syntax (reconciler/core/durations.py), which the proxy cannot
-# import: a number of seconds, or units from the largest down (1m30s, 500ms).
-DURATION_SYNTAX = r"^\s*[0-9]+(\.[0-9]+)?(ms|h|m|s)?(([0-9]+(\.[0-9]+)?)(ms|h|m|s))*\s*$"
-
-
-def _duration(value: object) -> object:
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
-        return float(text)
-    total, position = 0.0, 0
-    for match in _DURATION_PART.finditer(text):
-        if match.start() != position:
-            break
-        total += float(match[1]) * _DURATION_UNIT[match[2]]
-        position = match.end()
-    if not text or position != len(text):
-        raise ValueError(f"{value!r}: expected a duration like 1s, 500ms, 1m or 1h")
-    return total
-
-
-Size = Annotated[
-    int,
-    BeforeValidator(parse_size),
-    Field(ge=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": SIZE_PATTERN},
-            ]
-        }
-    ),
-]
-
-
-def _duration_schema(low: float, high: float) -> WithJsonSchema:
-    """For editors: a number of seconds in bounds, or a duration string."""
-    number = {"type": "number", "minimum": low, "maximum": high}
-    return WithJsonSchema({"anyOf": [number, {"type": "string", "pattern": DURATION_SYNTAX}]})
-
-
-Period = Annotated[
-    float, BeforeValidator(_duration), Field(ge=0.001, le=86400), _duration_schema(0.001, 86400)
-]
-HoldSeconds = Annotated[
-    float, BeforeValidator(_duration), Field(ge=0, le=300), _duration_schema(0, 300)
-]
-AuthTimeout = Annotated[
-    float, BeforeValidator(_duration), Field(ge=0.001, le=60), _duration_schema(0.001, 60)
-]
-RetryAfter = Annotated[
-    float, BeforeValidator(_duration), Field(ge=0, le=86400), _duration_schema(0, 86400)
-]
-
-STICKY_PATTERN = r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-_TOKEN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-# The statuses lbrec answers itself, which a page may replace.
-OWN_STATUSES = frozenset({401, 403, 404, 413, 421, 429, 502, 503, 504})
-
-
-class CompressSettings(_Model):
-    """``compress: true`` with its defaults, or these settings (proxy/compress.py)."""
-
-    codings: tuple[Literal["zstd", "br", "gzip"], ...] = Field(
-        default=("zstd", "br", "gzip"),
-        min_length=1,
-        description="offered codings, the server's preference first (the client's q-values "
-        "decide first)",
-    )
-    min_size: Size = Field(
-        default=1024, description="answers with a smaller Content-Length stay as they are"
-    )
-    with_cookies: bool = Field(
-        default=False,
-        description="also compress answers that set a cookie (BREACH: off by default, "
-        "docs/routes.md)",
-    )
-
-
-class RateLimitSettings(_Model):
-    """A token bucket per client: ``requests`` per ``per`` on average, ``burst`` at once; a
-    429 with Retry-After beyond it (proxy/ratelimit.py)."""
-
-    requests: int = Field(ge=1, le=1_000_000, strict=True, description="tokens per `per`")
-    per: Period = Field(default=1.0, description="the period of `requests`, e.g. 1s or 1m")
-    burst: int | None = Field(
-        default=None,
-        ge=1,
-        le=10_000_000,
-        strict=True,
-        description="bucket size (default: requests)",
-    )
-    by: str = Field(
-        default="client_ip",
-        pattern=r"^(client_ip|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$",
-        description="client_ip (the address the proxy trusts) or header:NAME",
-    )
-    concurrency: int | None = Field(
-        default=None,
-        ge=1,
-        le=100_000,
-        strict=True,
-        description="requests of one client in flight at once (429 beyond)",
-    )
-
-
-class BasicAuthSettings(_Model):
-    """HTTP Basic (RFC 7617) against an htpasswd file of bcrypt or argon2 hashes."""
-
-    users_file: str = Field(min_length=1, description="htpasswd file (bcrypt or argon2 lines)")
-    realm: str = Field(
-        default="lbrec",
-        min_length=1,
-        max_length=128,
-        pattern=r'^[^"\\\x00-\x1f\x7f]+$',
-        description="shown by the browser's prompt",
-    )
-
-
-class ForwardAuthSettings(_Model):
-    """Ask a service: a 2xx answer lets the request through, anything else is answered to the
-    client as is (fails closed on an error or a timeout), like Traefik's ForwardAuth."""
-
-    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$", description="GET with the headers")
-    copy_headers: tuple[str, ...] = Field(
-        default=(), description="headers of its 2xx answer copied onto the request"
-    )
-    timeout: AuthTimeout = Field(default=5.0, description="its own deadline; then 503")
-
-    @field_validator("copy_headers")
-    @classmethod
-    def _tokens(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            if not re.match(_TOKEN, name):
-                raise ValueError(f"not a header name: {name!r}")
-        return value
-
-
-class AuthSettings(_Model):
-    """Access control, in this order: allow-list (403), basic (401), forward."""
-
-    basic: BasicAuthSettings | None = None
-    allow: tuple[str, ...] | None = Field(
-        default=None, description="CIDRs (IPv4, IPv6) of the clients let in; others get 403"
-    )
-    forward: ForwardAuthSettings | None = None
-
-    _cidrs = field_validator("allow")(
-        classmethod(lambda cls, v: v if v is None else check_cidrs(v))
-    )
-
-
-class MaintenanceSettings(_Model):
-    """What `lbrec pause` answers: 503 with Retry-After and this page."""
-
-    page: str | None = Field(default=None, min_length=1, description="an HTML (or text) file")
-    retry_after: RetryAfter = Field(default=30.0, description="the Retry-After header, seconds")
-    hold: HoldSeconds = Field(
-        default=0.0,
-        description="requests wait up to this long for `lbrec resume` before the 503",
-    )
-
-
-class RouteFeatures(_Model):
-    """What the front door does for a route's requests, each off when absent."""
-
-    compress: bool | CompressSettings | None = Field(
-        default=None, description="gzip, br, zstd by Accept-Encoding, text types only"
-    )
-    sticky: str | None = Field(
-        default=None,
-        pattern=STICKY_PATTERN,
-        description="affinity: cookie:NAME (set by lbrec) or header:NAME (hashed)",
-    )
-    rate_limit: RateLimitSettings | None = None
-    max_body: Size | None = Field(default=None, description="413 beyond, e.g. 10m")
-    auth: AuthSettings | None = None
-    maintenance: MaintenanceSettings | None = None
-    error_pages: dict[int, str] | None = Field(
-        default=None, description="status -> file for lbrec's own answers (502, 503, 504...)"
-    )
-
-    @field_validator("error_pages")
-    @classmethod
-    def _statuses(cls, value: dict[int, str] | None) -> dict[int, str] | None:
-        for status, page in (value or {}).items():
-            if status not in OWN_STATUSES:
-                raise ValueError(
-                    f"{status}: lbrec answers only {', '.join(map(str, sorted(OWN_STATUSES)))} "
-                    "itself"
-                )
-            if not page:
-                raise ValueError(f"{status}: the file name is empty")
-        return value
-
-    @property
-    def active(self) -> bool:
-        """Some feature is on (a route without any costs nothing on the hot path)."""
-        return any(getattr(self, name) is not None for name in RouteFeatures.model_fields)
-
-    def features(self) -> RouteFeatures:
-        """Only the feature fields (of a route or of the desired state)."""
-        return RouteFeatures(**{name: getattr(self, name) for name in RouteFeatures.model_fields})
-
-    def over(self, defaults: RouteFeatures | None) -> RouteFeatures:
-        """These features, each one not set taken whole from ``defaults`` (no deep merge:
-        a route's ``auth`` replaces the top-level ``auth``)."""
-        mine = self.features()
-        if defaults is None:
-            return mine
-        return RouteFeatures(
-            **{
-                name: value
-                if (value := getattr(mine, name)) is not None
-                else getattr(defaults, name)
-                for name in RouteFeatures.model_fields
-            }
-        )
-
-
-class _RouteWhere(_Model):
-    """One route: requests for ``host`` (any host when None) under ``path`` go to the pool of
-    ``backends`` (names of entries of ``backends``)."""
-
-    host: str | None = None
-    path: str = "/"
-    backends: tuple[str, ...] = Field(min_length=1)
-    strip_prefix: bool = False
-    # auto: over TLS when the site has a certificate (plain HTTP redirected when redirect_http);
-    # required: never served over plain HTTP (redirected, or 421 without redirect_http);
-    # off: plain HTTP only.
-    tls: RouteTls = "auto"
-
-    _host = field_validator("host")(
-        classmethod(lambda cls, v: v if v is None else check_host_pattern(v))
-    )
-    _path = field_validator("path")(classmethod(lambda cls, v: check_path_prefix(v)))
-
-    @property
-    def key(self) -> str:
-        """How a route is named in logs, metrics and the status page: host + path."""
-        return f"{self.host or '*'}{self.path}"
-
-
-class RouteEntry(RouteFeatures, _RouteWhere):
-    """One route: where (host, path, backends; first in the file) and what the front door
-    does for it (:class:`RouteFeatures`, each off when absent)."""
-
-
-class CertificateEntry(_Model):
+class CertificateEntry(StrictModel):
     """A certificate chain and its key, PEM files (absolute paths, rendered by lbrec)."""
 
     cert: str = Field(min_length=1)
     key: str = Field(min_length=1)
 
 
-class TlsSettings(_Model):
+class TlsSettings(StrictModel):
     """The TLS listener: SNI picks among ``certificates``; TLS 1.2 and 1.3 only."""
 
     listen: str
@@ -528,7 +201,7 @@ class TlsSettings(_Model):
     acme_dir: str | None = None
 
 
-class Deployment(_Model):
+class Deployment(StrictModel):
     """Whose pool this is: the project and the desired-state file (absolute path) a pass of
     lbrec rendered it from. ``lbrec up`` serves a pool at start only when both are its own,
     never a stale or foreign file (one committed to a repository, another folder's copy)."""
@@ -537,7 +210,7 @@ class Deployment(_Model):
     file: str = Field(min_length=1, max_length=4096)
 
 
-class BackendsConfig(_Model):
+class BackendsConfig(StrictModel):
     """The whole of ``config/backends.json``."""
 
     version: int = SCHEMA_VERSION
