@@ -92,10 +92,13 @@ def sticky_from_headers(
 @dataclass(frozen=True, slots=True)
 class Choice:
     """The instance (its pool key) for a request, and the cookie to set on its answer (None:
-    the client is already pinned there, or the route keys on a header)."""
+    the client is already pinned there, or the route keys on a header). ``kind`` for the
+    metrics: ``new`` (no pin yet), ``kept`` (pinned, or the header's instance), ``moved``
+    (pinned to an instance that left or fails: a new pin)."""
 
     key: str | None
     cookie: tuple[bytes, bytes] | None = None
+    kind: str = "kept"
 
 
 class Affinity:
@@ -136,16 +139,18 @@ class Affinity:
         value = sticky_from_headers(self._is_cookie, self._name, headers)
         if not self._is_cookie:
             if value is None:
-                return Choice(pick())
+                return Choice(pick(), kind="new")
             return Choice(self._rendezvous(value, eligible))
         if value is not None:
             key = self._by_value.get(value.decode("latin-1"))
             if key is not None and key in eligible:
                 return Choice(key)
+        kind = "new" if value is None else "moved"
         key = pick()
         if key is None or key not in self._instances:
-            return Choice(key)
-        return Choice(key, set_cookie(self._cookie_name, self.value_of(key), secure=secure))
+            return Choice(key, kind=kind)
+        cookie = set_cookie(self._cookie_name, self.value_of(key), secure=secure)
+        return Choice(key, cookie, kind)
 
     def _rendezvous(self, value: bytes, eligible: Collection[str]) -> str | None:
         """Weighted highest-random-weight: score = -weight / ln(u), u uniform in (0, 1) from a

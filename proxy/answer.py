@@ -18,11 +18,12 @@ import httptools
 
 from .framing import check_response
 from .outcomes import Outcome
+from .shaping import delimited_by_close, finish, shape_head
 
 if TYPE_CHECKING:
     from .exchange import Exchange
 
-__all__ = ["AnswerMode", "GeneralAnswer"]
+__all__ = ["AnswerMode", "GeneralAnswer", "ShapedAnswer"]
 
 _log = logging.getLogger("lbrec.proxy")
 
@@ -146,14 +147,16 @@ class GeneralAnswer:
         upgrade = None
         if status == 101:
             upgrade = request.upgrade or b"websocket"
+        bodyless = request.method == b"HEAD" or status in (204, 304)
+        headers = self.headers
+        state = exchange.state
+        if state is not None:  # a route with features (proxy/shaping.py)
+            headers = shape_head(exchange, state, status, headers)
         until_close = exchange.client.send_head(
-            exchange,
-            status,
-            self.reason,
-            self.headers,
-            bodyless=request.method == b"HEAD" or status in (204, 304),
-            upgrade=upgrade,
+            exchange, status, self.reason, headers, bodyless=bodyless, upgrade=upgrade
         )
+        if state is not None and state.encoder is not None:  # the backend's framing, not ours
+            until_close = delimited_by_close(self.headers, bodyless=bodyless)
         # The backend connection is reused only when the body has a length of its own.
         exchange.reusable = parser.should_keep_alive() and not until_close
         exchange.until_close = until_close
@@ -178,3 +181,26 @@ class GeneralAnswer:
         if not self.parser.should_keep_alive():
             exchange.reusable = False
         self.complete = True
+
+
+class ShapedAnswer(GeneralAnswer):
+    """The general way for a route with features: its body compressed when its head said so
+    (proxy/shaping.py), flushed after each piece (a streaming answer is not held back)."""
+
+    __slots__ = ()
+
+    def on_body(self, data: bytes) -> None:
+        exchange = self.exchange
+        state = exchange.state
+        encoder = state.encoder if state is not None else None
+        if encoder is None:
+            exchange.client.send_body(data)
+            return
+        out = encoder.feed(data) + encoder.flush()
+        if out:
+            exchange.client.send_body(out)
+
+    def on_message_complete(self) -> None:
+        if not self.interim and self.exchange.status != 101:
+            finish(self.exchange)
+        super().on_message_complete()

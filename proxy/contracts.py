@@ -19,9 +19,12 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from .exchange import Exchange
     from .fastlane import PlainAnswer
+    from .features import Features
     from .framing import RequestHead
     from .front import Front
+    from .maintenance import HoldGate
     from .pool import Backend, Pool
+    from .route_stats import RouteFigures
     from .stats import Answers
     from .tunnel import Tunnel
 
@@ -51,6 +54,17 @@ class ExchangeServer(Protocol):
     def empty_reason(self) -> str: ...  # the 503's text while the pool has no backend
     def next_request_id(self) -> bytes: ...  # for a request that carries no X-Request-ID
     def passive_failure(self, backend: Backend, reason: str) -> None: ...
+    def is_trusted(self, ip: str) -> bool: ...  # a trusted proxy (its X-Forwarded-For counts)
+    # The routes' features (proxy/features.py): None while no route has one and nothing is
+    # paused, so the request path pays one attribute test
+    @property
+    def features(self) -> Features | None: ...
+    @property
+    def gate(self) -> HoldGate: ...  # maintenance state and its hold (proxy/maintenance.py)
+    @property
+    def by_route(self) -> bool: ...  # count answers per route (routes or features in use)
+    @property
+    def route_figures(self) -> RouteFigures: ...  # per-route counters (proxy/route_stats.py)
 
 
 class Downstream(Protocol):

@@ -21,9 +21,9 @@ import time
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Final
 
-from . import frontdoor
+from . import admission, frontdoor, shaping
 from .accesslog import log_access
-from .answer import AnswerMode, GeneralAnswer
+from .answer import AnswerMode, GeneralAnswer, ShapedAnswer
 from .body import NO_BODY, REPLAY_LIMIT, RequestBody
 from .framing import RequestHead
 from .http import IDEMPOTENT_METHODS, upstream_request_head
@@ -32,6 +32,7 @@ from .pool import Backend, Pool
 from .tunnel import Tunnel
 
 if TYPE_CHECKING:
+    from .admission import RouteState
     from .contracts import Downstream, ExchangeServer
     from .fastlane import PlainAnswer
     from .upstream import UpstreamConnection
@@ -75,6 +76,7 @@ class Exchange:
         "server",
         "stale_retries",
         "started",
+        "state",
         "status",
         "tried",
         "tunnel",
@@ -119,6 +121,7 @@ class Exchange:
         self.tunnel = Tunnel(client) if head.upgrade is not None else None
         self.finished = False
         self.route: str | None = None  # the route's key (proxy/front.py); None: the one pool
+        self.state: RouteState | None = None  # the route's features (proxy/admission.py)
 
     # -- fed by the downstream -----------------------------------------------------------------
 
@@ -130,6 +133,14 @@ class Exchange:
         if limit and body.size + len(data) > limit:  # chunked (Content-Length is checked early)
             self.client.abort()
             return
+        state = self.state
+        if (
+            state is not None
+            and state.plan.max_body
+            and body.size + len(data) > state.plan.max_body
+        ):
+            admission.too_large(self)  # the route's own limit: a 413 while nothing was answered
+            return
         if body.feed(data):
             self.client.pause_reading_for_body(True)
         elif body.upstream is not None:
@@ -138,6 +149,10 @@ class Exchange:
     def client_lost(self) -> None:
         if self.attempting:
             self._outcome(Outcome.ABORTED)
+        elif self.state is not None and self.state.admitting:  # its task is cancelled
+            self.state.admitting = False
+            self._finish(499, None, "client went away during admission")
+            self._done(clean=False)
 
     def client_pause_writing(self) -> None:
         self.last_activity = self.server.loop.time()
@@ -167,10 +182,36 @@ class Exchange:
     def start(self) -> None:
         self.started = _monotonic()
         self.bytes_before = self.client.bytes_out
-        front = self.server.front
+        server = self.server
+        front = server.front
         if front is not None and not frontdoor.decide(self, front):
             return
+        features = server.features  # None: no route has a feature (the hot path)
+        if features is not None:
+            plan = features.plan_for(self.route)
+            if plan is not None:
+                admission.begin(self, plan)  # proceed() when let in
+                return
         self._next_attempt()
+
+    def proceed(self) -> None:
+        """Admitted (proxy/admission.py): on to a backend."""
+        self._next_attempt()
+
+    def drop_attempt(self) -> None:
+        """End the attempt in flight without an answer: the request is refused after all
+        (proxy/admission.py ``too_large``); its backend connection is not reused."""
+        if not self.attempting:
+            return
+        self.attempting = False
+        if self.body.upstream is not None:
+            self.body.detach()
+        backend, conn = self.backend, self.upstream
+        self.upstream = None
+        if backend is not None:
+            backend.inflight -= 1
+        if conn is not None:
+            conn.abort()
 
     def answered_here(self, status: int, reason: str) -> None:
         """The front door answered (proxy/frontdoor.py): the exchange ends as any other."""
@@ -180,9 +221,13 @@ class Exchange:
     def _next_attempt(self) -> None:
         # a retry sees the newest pool (of the route it took, if any)
         pool = self.pool = self.server.pool_for(self.request, self.route)
-        backend = pool.pick(self.tried or ())
-        if backend is not None and backend.sticky is not None:
-            backend = pool.stick(backend, self.request.headers, self.tried or ())
+        state = self.state
+        if state is not None and state.plan.affinity is not None:
+            backend = admission.choose(self, pool, state)
+        else:
+            backend = pool.pick(self.tried or ())
+            if backend is not None and backend.sticky is not None:
+                backend = pool.stick(backend, self.request.headers, self.tried or ())
         if backend is None:
             if not pool.backends:
                 self.server.answers.unavailable("no_backends_configured")
@@ -210,7 +255,7 @@ class Exchange:
             else:
                 self._next_attempt()
             return
-        if self.client.closed:
+        if self.client.closed or self.finished:
             backend.conns.release(conn, self.server.loop.time())
             self._done(clean=False)
             return
@@ -311,7 +356,9 @@ class Exchange:
     def _fail(
         self, status: int, text: str, backend: Backend | None, why: str | None = None
     ) -> None:
-        self.client.send_error(self, status, text)
+        state = self.state
+        if state is None or not admission.send_page(self, state.plan, status):
+            self.client.send_error(self, status, text)
         self._finish(status, backend, why or text)
         self._done(clean=True)
 
@@ -322,6 +369,8 @@ class Exchange:
         self.finished = True
         if self.body.chunks:
             self.body.drop()
+        if self.state is not None:
+            admission.end(self, self.state)
         self.general = None  # the parser holds our bound methods: break the cycle for refcounting
         self.client.exchange_done(self, clean=clean)
 
@@ -343,7 +392,11 @@ class Exchange:
                 self._outcome(_DONE)
             return
         if mode is _AWAITING:
-            plain = self.plain = self.client.relay_plain(self, data)
+            state = self.state
+            if state is None or not state.general:
+                plain = self.plain = self.client.relay_plain(self, data)
+            else:  # compressed, or a cookie to set: the general way
+                plain = self.plain = None
             if plain is not None:  # the downstream relayed its head and what came of its body
                 status = self.status = plain.status
                 self.judge(status)
@@ -354,7 +407,7 @@ class Exchange:
                     self._outcome(_DONE)
                 return
             self.mode = AnswerMode.GENERAL
-            self.general = GeneralAnswer(self)
+            self.general = GeneralAnswer(self) if self.state is None else ShapedAnswer(self)
         general = self.general
         assert general is not None
         outcome = general.feed(data)
@@ -385,6 +438,8 @@ class Exchange:
         if self.response_started:
             if self.until_close:
                 self.reusable = False
+                if self.state is not None:
+                    shaping.finish(self)
                 self.client.send_end()
                 self._outcome(_DONE)
             else:
@@ -407,6 +462,11 @@ class Exchange:
         elapsed = _monotonic() - self.started
         server = self.server
         server.answers.answered(status, elapsed)
+        if server.by_route:  # routes or features: figures per route (proxy/route_stats.py)
+            state = self.state
+            (state.counters if state is not None else server.route_figures.of(self.route)).answered(
+                status
+            )
         if server.access_log:
             if self.request_id is None:  # answered before any backend was tried (a 503)
                 self.request_id = server.next_request_id()

@@ -34,12 +34,14 @@ from .affinity import Affinity, identity_of, route_secret
 from .compress import settings_of
 from .config import BackendsConfig, CompressSettings, RouteFeatures
 from .forward_auth import ForwardAuthClient, apply_copied
-from .maintenance import HoldGate, hold_of, paused_answer
+from .maintenance import HoldGate, Pause, hold_of, paused_answer
 from .pages import NO_PAGES, ErrorPages, load_error_pages
 from .ratelimit import ConcurrencyCap, RateLimiter, client_key, retry_after
+from .route_stats import REFUSALS
 from .routing import Match
 
-__all__ = ["Admitted", "Features", "LocalAnswer", "RoutePlan"]
+__all__ = ["REFUSALS", "Admitted", "Features", "LocalAnswer", "RoutePlan"]
+
 
 Headers = Sequence[tuple[bytes, bytes]]
 _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
@@ -47,12 +49,16 @@ _TEXT = (b"Content-Type", b"text/plain; charset=utf-8")
 
 @dataclass(frozen=True, slots=True)
 class LocalAnswer:
-    """An answer the proxy sends itself, without a backend. ``reason`` for the log/metrics."""
+    """An answer the proxy sends itself, without a backend. ``reason`` for the log, ``kind``
+    for the metrics (one of :data:`REFUSALS`), ``paged``: the route's error page may replace
+    the body (not for maintenance's own page, nor for the auth service's answer)."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
     reason: str
+    kind: str = "allow"
+    paged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +70,10 @@ class Admitted:
     slot: bytes | None = None
 
 
-def _plain(status: int, text: str, reason: str, *extra: tuple[bytes, bytes]) -> LocalAnswer:
-    return LocalAnswer(status, [_TEXT, *extra], text.encode() + b"\n", reason)
+def _plain(
+    status: int, text: str, reason: str, kind: str, *extra: tuple[bytes, bytes]
+) -> LocalAnswer:
+    return LocalAnswer(status, [_TEXT, *extra], text.encode() + b"\n", reason, kind)
 
 
 class RoutePlan:
@@ -109,7 +117,10 @@ class RoutePlan:
             )
             if not verdict.allowed:
                 reason = f"forward-auth {verdict.error or verdict.status}"
-                return LocalAnswer(verdict.status, verdict.headers, verdict.body, reason)
+                paged = verdict.error is not None  # the service's own answer goes as it is
+                return LocalAnswer(
+                    verdict.status, verdict.headers, verdict.body, reason, "forward", paged
+                )
             copy = verdict.copy
         return self._limits(client_ip, headers, now(), copy)
 
@@ -120,12 +131,31 @@ class RoutePlan:
             pause = await gate.wait(route, hold_of(pause, self.maintenance))
         if pause is None:
             return None
+        return self._paused(pause)
+
+    def _paused(self, pause: Pause) -> LocalAnswer:
         status, head, body = paused_answer(pause, self.maintenance, self.pages.maintenance_page())
-        return LocalAnswer(status, head, body, "maintenance")
+        return LocalAnswer(status, head, body, "maintenance", "maintenance", False)
+
+    def admit_now(
+        self, gate: HoldGate, client_ip: str, headers: Headers, now: float
+    ) -> LocalAnswer | Admitted | None:
+        """The same verdict as :meth:`admit` without a wait when none is needed (no basic
+        auth, no forward-auth, no hold to wait): None when :meth:`admit` must run."""
+        if self.basic is not None or self.forward is not None:
+            return None
+        pause = gate.state.pause_of(self.key if self.key != "*" else None)
+        if pause is not None:
+            if hold_of(pause, self.maintenance) > 0:
+                return None
+            return self._paused(pause)
+        if self.allow is not None and not self.allow.allows(client_ip):
+            return _plain(403, "Forbidden", "not in allow-list", "allow")
+        return self._limits(client_ip, headers, now, [])
 
     async def _access(self, client_ip: str, headers: Headers) -> LocalAnswer | None:
         if self.allow is not None and not self.allow.allows(client_ip):
-            return _plain(403, "Forbidden", "not in allow-list")
+            return _plain(403, "Forbidden", "not in allow-list", "allow")
         if self.basic is None:
             return None
         given = next((v for n, v in headers if n.lower() == b"authorization"), None)
@@ -133,8 +163,12 @@ class RoutePlan:
         try:
             ok = pair is not None and await self.basic.verify(*pair)
         except Busy:
-            return _plain(503, "Busy", "auth busy", (b"Retry-After", b"1"))
-        return None if ok else _plain(401, "Unauthorized", "basic auth", challenge(self.realm))
+            return _plain(503, "Busy", "auth busy", "basic", (b"Retry-After", b"1"))
+        return (
+            None
+            if ok
+            else _plain(401, "Unauthorized", "basic auth", "basic", challenge(self.realm))
+        )
 
     def _limits(
         self, client_ip: str, headers: Headers, now: float, copy: list[tuple[bytes, bytes]]
@@ -147,14 +181,16 @@ class RoutePlan:
         slot = None
         if self.concurrency is not None:
             if not self.concurrency.acquire(key):
-                return _plain(429, "Too Many Requests", "concurrency", (b"Retry-After", b"1"))
+                return _plain(
+                    429, "Too Many Requests", "concurrency", "concurrency", (b"Retry-After", b"1")
+                )
             slot = key
         if self.rate is not None:
             wait = self.rate.take(key, now)
             if wait > 0:
                 self.release(slot)
                 after = (b"Retry-After", b"%d" % retry_after(wait))
-                return _plain(429, "Too Many Requests", "rate limit", after)
+                return _plain(429, "Too Many Requests", "rate limit", "ratelimit", after)
         return Admitted(copy, slot)
 
     def forward_headers(self, headers: Headers, admitted: Admitted) -> list[tuple[bytes, bytes]]:
@@ -171,7 +207,7 @@ class RoutePlan:
 
 
 class Features:
-    """Every route's plan for one config; ``plan(match)`` is the per-request lookup."""
+    """Every route's plan for one config; ``plan_for(route)`` is the per-request lookup."""
 
     def __init__(
         self,
@@ -181,14 +217,19 @@ class Features:
         workers: int = 1,
         previous: Features | None = None,
         instance_keys: Sequence[str] = (),
+        gate: HoldGate | None = None,
     ) -> None:
         """``base``: backends.json's folder (relative paths); ``instance_keys``: the pool's key
-        of each entry of ``config.backends`` (proxy/pool.py instance_keys), for affinity."""
+        of each entry of ``config.routable`` (proxy/pool.py instance_keys), for affinity;
+        ``gate``: the worker's maintenance state (one for the process, kept over reloads)."""
         self.problems: list[str] = []
+        self.gate = gate if gate is not None else HoldGate()
         old = {p.key: p for p in previous.plans if p is not None} if previous else {}
+        if previous is not None and previous.whole is not None:
+            old["*"] = previous.whole
         defaults = config.defaults
         routes = config.routes or ()
-        keys = list(instance_keys) or [e.name for e in config.backends]
+        keys = list(instance_keys) or [e.name for e in config.routable]
         self.plans: list[RoutePlan | None] = [
             self._compile(
                 r.key,
@@ -203,7 +244,7 @@ class Features:
             for r in routes
         ]
         whole = defaults if defaults is not None and defaults.active else None
-        self.whole = (
+        self.whole: RoutePlan | None = (
             self._compile(
                 "*",
                 whole,
@@ -217,10 +258,28 @@ class Features:
             if whole
             else None
         )
+        self.by_key: dict[str, RoutePlan] = {p.key: p for p in self.plans if p is not None}
+        # a route without features while something is paused: maintenance alone
+        self._bare: dict[str | None, RoutePlan] = {}
+
+    @property
+    def active(self) -> bool:
+        """Some route (or the plain pool) has a feature on."""
+        return self.whole is not None or bool(self.by_key)
 
     def plan(self, match: Match | None) -> RoutePlan | None:
         """The plan of the route a request took; None: no feature on (the hot path)."""
         return self.whole if match is None else self.plans[match.index]
+
+    def plan_for(self, route: str | None) -> RoutePlan | None:
+        """The plan of a route by its key (None: the plain pool, or no route); a route
+        without features gets a bare one (maintenance only) while something is paused."""
+        plan = self.whole if route is None else self.by_key.get(route)
+        if plan is None and self.gate.state.active:
+            plan = self._bare.get(route)
+            if plan is None:
+                plan = self._bare[route] = RoutePlan(route or "*", RouteFeatures())
+        return plan
 
     def _clients(self) -> list[ForwardAuthClient]:
         return [p.forward for p in (*self.plans, self.whole) if p is not None and p.forward]
@@ -281,7 +340,7 @@ class Features:
         if features.sticky is not None and config.backends:
             instances = {
                 k: (identity_of(e), e.weight)
-                for k, e in zip(keys, config.backends, strict=False)
+                for k, e in zip(keys, config.routable, strict=False)
                 if e.frozen is None and (backends is None or e.name in backends)
             }
             plan.affinity = Affinity(

@@ -16,15 +16,18 @@ import socket
 import time
 from pathlib import Path
 
-from . import frontdoor
+from . import frontdoor, route_features
 from .acme_challenges import Challenges
 from .balancer import SmoothWeightedRoundRobin
 from .config import BackendsConfig
 from .downstream import ClientConnection
+from .features import Features
 from .framing import RequestHead
 from .front import Front
 from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
+from .maintenance import HoldGate
 from .pool import Backend, Pool, instance_keys, rotation_weights, route_pools
+from .route_stats import RouteFigures
 from .runtime import code_kind, listening_socket, package_version, runtime_info
 from .stats import Answers
 from .tls import CertStore
@@ -52,8 +55,10 @@ class ProxyServer:
         access_log: bool = False,
         fast_lane: bool = True,
         config_dir: Path | None = None,
+        workers: int = 1,
     ) -> None:
         self.loop = asyncio.get_running_loop()
+        self.workers = workers  # --workers N: each worker's rate limits are 1/N
         self.access_log = access_log
         # proxy/fastlane.py on new client connections; False: every request the general way
         self.fast_lane = fast_lane
@@ -94,6 +99,16 @@ class ProxyServer:
         # the Strict-Transport-Security field of TLS answers: (name, value)
         self.hsts: tuple[bytes, bytes] | None = None
         self._adopt_front(config)
+        # The routes' features (proxy/route_features.py): ``features`` is what the request
+        # path reads, None while no route has one and nothing is paused
+        self.gate = HoldGate()  # maintenance.json's state, followed while serving
+        self.route_figures = RouteFigures()
+        self.background: set[asyncio.Task[None]] = set()
+        self.feature_set: Features | None = None
+        self.features: Features | None = None
+        self.by_route = False
+        self._follows = config_dir is not None  # maintenance.json beside backends.json
+        route_features.adopt(self, config)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -104,6 +119,9 @@ class ProxyServer:
             lambda: ClientConnection(self), sock=sock, backlog=backlog
         )
         self._sweeper = self.loop.create_task(self._sweep(), name="proxy-sweeper")
+        if self._follows:
+            follow = route_features.follow_maintenance(self)
+            self.background.add(self.loop.create_task(follow, name="proxy-maintenance"))
         sockname = self._listener.sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
 
@@ -134,12 +152,15 @@ class ProxyServer:
     def use_config_dir(self, folder: Path) -> None:
         """Where backends.json is: its relative paths (certificates, ACME) are from there."""
         self.config_dir = folder
+        self._follows = True
         self._adopt_front(self.pool.config)
+        route_features.adopt(self, self.pool.config)
 
     def _adopt_front(self, config: BackendsConfig) -> None:
         self.certs, self.challenges, self.front, self.hsts = frontdoor.adopt(
             config, self.config_dir, previous=self.certs, https_port=self.tls_port
         )
+        self.by_route = self.front is not None or getattr(self, "features", None) is not None
 
     def attach_health(self, monitor: HealthMonitor) -> None:
         self.health = monitor
@@ -179,6 +200,7 @@ class ProxyServer:
             self._sweeper = None
         if self.health is not None:
             await self.health.close()
+        await route_features.retire_all(self)
         for backend in self.pool.backends.values():
             backend.drain()
         if self._listener is not None:
@@ -203,6 +225,7 @@ class ProxyServer:
         self._adopt_limits(config)
         self.pool = pool  # the swap: new requests see the new pool from here on
         self._adopt_front(config)
+        route_features.adopt(self, config)
         frontdoor.follow_listen(self, config)
         for backend in removed:
             backend.drain()

@@ -17,7 +17,9 @@ from lbrec.proxy.exchange import Exchange
 from lbrec.proxy.fastlane import PlainAnswer
 from lbrec.proxy.framing import RequestHead, check_request
 from lbrec.proxy.health_state import HealthState
+from lbrec.proxy.maintenance import HoldGate
 from lbrec.proxy.pool import Backend, Pool
+from lbrec.proxy.route_stats import RouteFigures
 from lbrec.proxy.stats import STATUS_CLASSES, Answers
 from lbrec.proxy.tunnel import Tunnel
 
@@ -48,6 +50,13 @@ class _Server:
     answers: Answers = field(default_factory=Answers)
     empty_reason: str = "no backends configured"
     front: None = None  # no routes, no TLS
+    features: None = None  # no route features (proxy/features.py)
+    by_route: bool = False
+    gate: HoldGate = field(default_factory=HoldGate)
+    route_figures: RouteFigures = field(default_factory=RouteFigures)
+
+    def is_trusted(self, ip: str) -> bool:
+        return False
 
     def pool_for(self, head: RequestHead, route: str | None = None) -> Pool:
         return self.pool
