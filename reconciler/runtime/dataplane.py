@@ -18,43 +18,42 @@ handoff socket, and stands down (:attr:`ProxySupervisor.superseded`).
 A change of ``listen``/``admin`` (read from this deployment's pool after a pass) moves the
 listener without a gap: the new socket is bound, new proxies serve it, then the old ones drain
 and the old socket closes.
+
+Here: the supervisor (sockets held, workers started, listeners moved, the pid file); the
+sockets themselves are in :mod:`.proxy_sockets`, one worker's restarts in :mod:`.proxy_worker`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import select
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from ...proxy.config import ConfigError, load_config, parse_hostport
+from ...proxy.config import ConfigError, load_config
 from ...proxy.handoff import Taken, take_over
-from ...proxy.server import listening_socket
 from ..adapters.files import state_dir
 from ..adapters.workspace import Workspace
 from ..core.errors import PortInUse
-from .metrics import LOOP_METRICS
+from .proxy_sockets import address_of, bind_listener, same_address, socket_path
+from .proxy_worker import Child, Slot, is_our_proxy, wait_ready
+
+# _same_address: the name tests/reconciler/runtime/test_dataplane_address.py imports
+_same_address = same_address
 
 __all__ = ["ProxySupervisor", "auto_workers", "socket_path"]
 
 _log = logging.getLogger("lbrec.up")
 
 _READY_TIMEOUT = 60.0
-_BACKOFF = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)  # by crashes in the last minute
-_CRASH_WINDOW = 60.0
 _WATCH_INTERVAL = 1.0
-_MAX_UNIX_PATH = 100  # sun_path holds 108 bytes
 
 
 def auto_workers(cpus: int | None) -> int:
@@ -62,135 +61,6 @@ def auto_workers(cpus: int | None) -> int:
     the reconciler and Docker (1 on a 2-core machine; docs/benchmarks.md has the figures),
     at most 8."""
     return max(1, min(8, (cpus or 1) - 1))
-
-
-def socket_path(folder: Path, name: str) -> Path:
-    """``folder/.lbrec/name``; when that is too long for a Unix socket, a 0700 folder of this
-    user's under the temp dir named after the deploy folder (found again by the next up)."""
-    path = state_dir(folder) / name
-    if len(os.fsencode(path)) <= _MAX_UNIX_PATH:
-        return path
-    digest = hashlib.sha256(os.fsencode(folder.resolve())).hexdigest()[:16]
-    short = Path(tempfile.gettempdir()) / f"lbrec-{os.getuid()}-{digest}"
-    with contextlib.suppress(FileExistsError):
-        short.mkdir(mode=0o700)
-    info = short.lstat()
-    if short.is_symlink() or info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise PortInUse(f"{short}: not a private folder of this user; not using it")
-    return short / name
-
-
-def _address(sock: socket.socket) -> tuple[str, int]:
-    addr = sock.getsockname()
-    return str(addr[0]), int(addr[1])
-
-
-def _bind(role: str, hostport: str) -> socket.socket:
-    try:
-        return listening_socket(*parse_hostport(hostport))
-    except OSError as err:
-        raise PortInUse(
-            f"{role}: {hostport} cannot be bound ({err.strerror or err}): nothing was changed",
-            hint="is another program listening there? (a `lbrec up` of this folder is taken "
-            "over, not refused)",
-        ) from err
-
-
-def _same_address(sock: socket.socket, hostport: str) -> bool:
-    host, port = parse_hostport(hostport)
-    bound_host, bound_port = _address(sock)
-    if port != bound_port:
-        return False
-    if host == bound_host or {host, bound_host} <= {"::", "0.0.0.0"}:
-        return True
-    try:  # a name (localhost) and the address it was bound as are one listener
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return any(info[4][0] == bound_host for info in infos)
-
-
-@dataclass
-class _Child:
-    proc: subprocess.Popen[bytes]
-    started: float
-
-
-class _Slot:
-    """One worker: its process, started again when it exits unasked."""
-
-    def __init__(self, owner: ProxySupervisor, index: int) -> None:
-        self.owner = owner
-        self.index = index
-        self.child: _Child | None = None
-        self.crashes: list[float] = []
-        self.thread = threading.Thread(
-            target=self._run, name=f"proxy-supervisor-{index}", daemon=True
-        )
-
-    def start(self) -> None:
-        """Start the first process and wait for it to serve (then supervise it)."""
-        self.child = self.owner.spawn(self.index)
-        self.owner.write_pids()
-        self.thread.start()
-
-    def replace(self) -> _Child | None:
-        """A new process on the supervisor's current sockets; the old one is returned (the
-        caller stops it once the new one serves); None, keeping the old, if it failed."""
-        try:
-            fresh = self.owner.spawn(self.index)
-        except OSError as err:
-            _log.error("proxy worker %d: a new process did not start: %s", self.index, err)
-            return None
-        old, self.child = self.child, fresh
-        self.owner.write_pids()
-        return old
-
-    def _run(self) -> None:
-        owner = self.owner
-        while True:
-            child = self.child
-            if child is None:
-                return
-            code = child.proc.wait()
-            if owner.stopping.is_set():
-                return
-            if self.child is not child:  # replaced (a listener moved): the new one is watched
-                continue
-            if code == 0 and self.index == 0 and owner.handoff_served_elsewhere():
-                _log.warning(
-                    "the proxy was taken over by a new `lbrec up` of this folder: standing down",
-                    extra={"event": "superseded"},
-                )
-                owner.superseded.set()
-                return
-            now = time.monotonic()
-            self.crashes = [t for t in self.crashes if now - t < _CRASH_WINDOW] + [now]
-            delay = _BACKOFF[min(len(self.crashes), len(_BACKOFF)) - 1]
-            how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
-            _log.error(
-                "proxy worker %d (pid %d) %s after %.1fs; starting it again%s (%d in the last "
-                "minute); its listeners were held, clients wait in the accept queue",
-                self.index,
-                child.proc.pid,
-                how,
-                now - child.started,
-                f" in {delay:g}s" if delay else " at once",
-                len(self.crashes),
-                extra={"event": "proxy_restart", "worker": self.index, "exit": code},
-            )
-            LOOP_METRICS.proxy_restarts.labels(str(self.index)).inc()
-            if delay and owner.stopping.wait(delay):
-                return
-            while not owner.stopping.is_set():
-                try:
-                    self.child = owner.spawn(self.index)
-                    owner.write_pids()
-                    break
-                except OSError as err:
-                    _log.error("proxy worker %d did not start: %s; retrying", self.index, err)
-                    if owner.stopping.wait(_BACKOFF[-1]):
-                        return
 
 
 class ProxySupervisor:
@@ -228,7 +98,7 @@ class ProxySupervisor:
         self._listen_sock: socket.socket | None = None
         self._admin_sock: socket.socket | None = None
         self._taken: Taken | None = None
-        self._slots: list[_Slot] = []
+        self._slots: list[Slot] = []
         self._watcher: threading.Thread | None = None
         self._pool_stat: tuple[int, int] | None = None
         self._refused: tuple[str, str, str] | None = None  # a move that could not bind
@@ -250,24 +120,24 @@ class ProxySupervisor:
             if len(taken.sockets) > 1:
                 self._admin_sock = taken.sockets[1]
             else:  # a proxy without an admin listener (started by hand with --handoff)
-                self._admin_sock = _bind("admin", self.admin)
+                self._admin_sock = bind_listener("admin", self.admin)
             self.adopted = True
             _log.info(
                 "taking over the proxy serving this folder (listen %s:%d, admin %s:%d)",
-                *_address(self._listen_sock),
-                *_address(self._admin_sock),
+                *address_of(self._listen_sock),
+                *address_of(self._admin_sock),
                 extra={"event": "adopt"},
             )
             return
-        self._listen_sock = _bind("listen", self.listen)
+        self._listen_sock = bind_listener("listen", self.listen)
         try:
-            self._admin_sock = _bind("admin", self.admin)
+            self._admin_sock = bind_listener("admin", self.admin)
         except PortInUse:
             self._listen_sock.close()
             raise
 
     # -- processes -----------------------------------------------------------------------------
-    def spawn(self, index: int) -> _Child:
+    def spawn(self, index: int) -> Child:
         """Start worker ``index`` on the current sockets and wait until it serves."""
         with self._lock:
             listen, admin = self._listen_sock, self._admin_sock
@@ -312,7 +182,7 @@ class ProxySupervisor:
             finally:
                 os.close(write_end)
         try:
-            ready = _wait_ready(read_end, proc, _READY_TIMEOUT)
+            ready = wait_ready(read_end, proc, _READY_TIMEOUT)
         finally:
             os.close(read_end)
         if not ready:
@@ -320,7 +190,7 @@ class ProxySupervisor:
                 proc.kill()
             code = proc.wait()
             raise OSError(f"the proxy exited ({code}) before serving")
-        return _Child(proc, time.monotonic())
+        return Child(proc, time.monotonic())
 
     def start(self) -> None:
         """Start every worker; once they serve, release a proxy taken over (it drains) and
@@ -330,7 +200,7 @@ class ProxySupervisor:
             config.mkdir(parents=True)
             os.chmod(config, 0o755)  # as a pass makes it (the lb container reads it as nobody)
         previous = self._read_pids()
-        self._slots = [_Slot(self, i) for i in range(self.workers)]
+        self._slots = [Slot(self, i) for i in range(self.workers)]
         for slot in self._slots:
             slot.start()
         if self._taken is not None:
@@ -338,7 +208,7 @@ class ProxySupervisor:
             self._taken = None
         mine = {s.child.proc.pid for s in self._slots if s.child is not None}
         for pid in previous - mine:
-            if _is_our_proxy(pid, self.workspace.pool_file):
+            if is_our_proxy(pid, self.workspace.pool_file):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGTERM)  # drains
         self._watcher = threading.Thread(target=self._watch, name="proxy-listeners", daemon=True)
@@ -416,10 +286,8 @@ class ProxySupervisor:
             old_listen, old_admin = self._listen_sock, self._admin_sock
             assert old_listen is not None and old_admin is not None
             try:
-                new_listen = (
-                    old_listen if _same_address(old_listen, listen) else _bind("listen", listen)
-                )
-                new_admin = old_admin if _same_address(old_admin, admin) else _bind("admin", admin)
+                new_listen = _rebind(old_listen, "listen", listen)
+                new_admin = _rebind(old_admin, "admin", admin)
             except PortInUse as err:
                 _log.error("%s; still serving %s (admin %s)", err.message, self.listen, self.admin)
                 self._refused = (listen, admin, project)  # said once, until the file changes
@@ -464,24 +332,6 @@ class ProxySupervisor:
             return set()
 
 
-def _wait_ready(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        readable, _, _ = select.select([fd], [], [], min(left, 0.5))
-        if readable:
-            return os.read(fd, 16).startswith(b"ready")
-        if proc.poll() is not None:
-            return False
-
-
-def _is_our_proxy(pid: int, pool_file: Path) -> bool:
-    """A process of this user running ``lbrec.proxy`` on this folder's pool."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        uid = Path(f"/proc/{pid}").stat().st_uid
-    except OSError:
-        return False
-    return uid == os.getuid() and b"lbrec.proxy" in argv and os.fsencode(pool_file) in argv
+def _rebind(sock: socket.socket, role: str, hostport: str) -> socket.socket:
+    """``sock`` when it already listens on ``hostport``, else a new socket bound there."""
+    return sock if same_address(sock, hostport) else bind_listener(role, hostport)
