@@ -187,6 +187,8 @@ def choose(exchange: Exchange, pool: Pool, state: RouteState) -> Backend | None:
     )
     if not tried:
         state.counters.affinity[choice.kind] += 1
+    elif choice.cookie is not None:  # a retry: its pinned instance failed under it
+        state.counters.affinity["moved"] += 1
     state.cookie = choice.cookie
     if choice.cookie is not None:
         state.general = True
