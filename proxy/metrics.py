@@ -34,6 +34,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from .http2 import REFUSALS as HTTP2_REFUSALS
+from .route_metrics import route_families
 from .server import ProxyServer
 from .stats import LATENCY_BOUNDS, STATUS_CLASSES
 
@@ -91,6 +92,7 @@ def figures(server: ProxyServer, *, worker: int = 0) -> dict[str, Any]:
         "reload_errors": server.reload_errors,
         "ejections": server.ejections,
         "http2_refusals": dict(HTTP2_REFUSALS),
+        "routes": server.route_figures.doc(),
     }
 
 
@@ -181,6 +183,7 @@ class ProxyCollector(Collector):
         docs = [figures(server, worker=self._worker), *self._peers()]
         yield from self._pool_gauges()
         yield from self._per_worker(docs)
+        yield from route_families(docs)
         yield from self._process_info()
 
     def _pool_gauges(self) -> Iterator[Metric]:

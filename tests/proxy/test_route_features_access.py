@@ -155,6 +155,15 @@ async def test_rate_limit_answers_429_with_retry_after(
     assert web_backend.hits == 3
     counters = running.info.server.route_figures.of("shop.example.com/")
     assert counters.refused["ratelimit"] == 1 and counters.status[4] == 1
+    assert running.info.admin is not None
+    scrape = (await curl(running.info.admin[1], "/metrics")).body.decode()
+    route = 'route="shop.example.com/"'
+    for line in (
+        f'lbrec_proxy_route_refusals_total{{reason="ratelimit",{route},worker="0"}} 1.0',
+        f'lbrec_proxy_route_responses_total{{code="2xx",{route},worker="0"}} 3.0',
+        f'lbrec_proxy_route_responses_total{{code="4xx",{route},worker="0"}} 1.0',
+    ):
+        assert line in scrape.splitlines()
 
 
 async def test_the_plain_pool_takes_the_top_level_defaults(
