@@ -23,16 +23,11 @@ What it leaves to its caller is done here:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import logging
-import os
 import re
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,16 +38,22 @@ from acme.client import ClientNetwork, ClientV2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtensionOID, NameOID, ObjectIdentifier
 from josepy.b64 import b64encode
 from josepy.errors import DeserializationError
 from josepy.jwa import ES256
 from josepy.jwk import JWKEC
 
-from ..core.certs import CHALLENGES, Challenge, NameRecord, choose_challenge
-from ..core.render import ACME_DIR
+from ..core.certs import Challenge, NameRecord, choose_challenge
 from ..core.spec import AcmeSpec
-from .files import atomic_write, state_dir
+from .acme_errors import AcmeFailure, challenge_type, describe
+from .acme_folder import order_lock, private_subdir
+from .acme_x509 import (
+    ACME_IDENTIFIER_OID,
+    alpn_challenge_certificate,
+    ari_certificate_id,
+    pem_key,
+)
+from .files import atomic_write
 
 __all__ = [
     "ACME_IDENTIFIER_OID",
@@ -61,33 +62,14 @@ __all__ = [
     "Obtained",
     "RenewalWindow",
     "alpn_challenge_certificate",
+    "ari_certificate_id",
     "order_lock",
 ]
 
 _log = logging.getLogger("lbrec.acme")
 
-# RFC 8737 section 3: id-pe-acmeIdentifier, critical, the SHA-256 of the key authorization.
-ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _USER_AGENT = "lbrec acme-python"
-
-
-class AcmeFailure(Exception):
-    """An order or a call that failed: ``message`` is the CA's own error (or why it could not
-    be reached), ``retry_after`` its Retry-After in seconds, ``challenge`` the challenge whose
-    validation failed, if that is what failed."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retry_after: float | None = None,
-        challenge: Challenge | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.retry_after = retry_after
-        self.challenge = challenge
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,143 +99,10 @@ class _Network(ClientNetwork):
         return response
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
-def alpn_challenge_certificate(name: str, key_authorization: str) -> tuple[str, str]:
-    """(certificate PEM, key PEM) for a TLS-ALPN-01 challenge of ``name`` (RFC 8737): a
-    self-signed certificate for exactly ``name`` with the critical acmeIdentifier extension."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    digest = hashlib.sha256(key_authorization.encode("ascii")).digest()
-    now = dt.datetime.now(dt.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        # the extension's value is a DER OCTET STRING of the 32-byte digest
-        .add_extension(
-            x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, b"\x04\x20" + digest), critical=True
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key)
-
-
 class _TlsAlpn01Response(challenges.KeyAuthorizationChallengeResponse):
     """The (empty, in ACME v2) answer to a tls-alpn-01 challenge."""
 
     typ = "tls-alpn-01"
-
-
-def ari_certificate_id(pem: bytes) -> str:
-    """The certificate's identifier in renewalInfo URLs: base64url(AKI keyIdentifier) "."
-    base64url(the serial's DER value), unpadded (draft-ietf-acme-ari section 4.1)."""
-    cert = x509.load_pem_x509_certificate(pem)
-    aki = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_KEY_IDENTIFIER).value
-    assert isinstance(aki, x509.AuthorityKeyIdentifier) and aki.key_identifier is not None
-    serial = cert.serial_number
-    der = serial.to_bytes((serial.bit_length() + 8) // 8, "big")
-
-    def b64(data: bytes) -> str:
-        return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-    return f"{b64(aki.key_identifier)}.{b64(der)}"
-
-
-@contextlib.contextmanager
-def order_lock(folder: Path, *, timeout: float) -> Iterator[None]:
-    """One order at a time per deploy folder (the manager of `lbrec up` and `lbrec certs
-    --renew`): an exclusive lock on ``.lbrec/acme/lock``; AcmeFailure after ``timeout``."""
-    acme = _acme_dir(folder)
-    fd = os.open(acme / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise AcmeFailure(
-                        "another lbrec command is ordering a certificate here "
-                        f"(waited {timeout:g}s)"
-                    ) from None
-                time.sleep(0.1)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _acme_dir(folder: Path) -> Path:
-    state_dir(folder)
-    path = folder / ACME_DIR
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    if path.is_symlink():
-        raise OSError(f"{path}: is a symbolic link; lbrec never writes through one")
-    return path
-
-
-def _private_subdir(folder: Path, name: str) -> Path:
-    path = _acme_dir(folder) / name
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700)
-    if path.is_symlink():
-        raise OSError(f"{path}: is a symbolic link; lbrec never writes through one")
-    return path
-
-
-def _typ(challb: messages.ChallengeBody) -> str:
-    """A challenge's type; the library knows tls-alpn-01 only as an unrecognized one."""
-    typ = getattr(challb.chall, "typ", None)
-    if isinstance(typ, str):
-        return typ
-    return str(getattr(challb.chall, "jobj", {}).get("type", "unknown"))
-
-
-def _describe(err: BaseException, directory: str) -> tuple[str, Challenge | None]:
-    """The CA's own words for a failure (and the challenge that failed validation)."""
-    if isinstance(err, errors.ValidationError):
-        parts: list[str] = []
-        failed: Challenge | None = None
-        for authzr in err.failed_authzrs:
-            ident = authzr.body.identifier.value
-            for challb in authzr.body.challenges:
-                if challb.error is not None:
-                    typ = _typ(challb)
-                    failed = next((c for c in CHALLENGES if c == typ), failed)
-                    parts.append(f"{ident}: {typ}: {challb.error}")
-        return "; ".join(parts) or "validation failed", failed
-    if isinstance(err, errors.IssuanceError):
-        return f"the CA refused to issue: {err.error}", None
-    if isinstance(err, messages.Error):
-        return str(err), None
-    if isinstance(err, errors.TimeoutError):
-        return "the CA did not finish the order in time", None
-    if isinstance(err, requests.exceptions.RequestException):
-        kind = type(err).__name__
-        return f"cannot reach the ACME server {directory}: {kind}: {_short(err)}", None
-    return f"{type(err).__name__}: {err}", None
-
-
-def _short(err: BaseException) -> str:
-    """The cause of a network error in a few words (requests nests it deep in its text)."""
-    text = str(err)
-    for pattern in (r"\[Errno -?\d+\] ([^'\")\]]+)", r"(Read timed out)", r"(timed out)"):
-        if found := re.search(pattern, text):
-            return found.group(1).strip()
-    return text[:200]
 
 
 class AcmeClient:
@@ -284,12 +133,12 @@ class AcmeClient:
         return str(path if path.is_absolute() else self.folder / path)
 
     def _account_key(self) -> JWKEC:
-        where = _private_subdir(self.folder, "account") / "key.pem"
+        where = private_subdir(self.folder, "account") / "key.pem"
         try:
             pem = where.read_bytes()
         except FileNotFoundError:
             key = ec.generate_private_key(ec.SECP256R1())
-            atomic_write(where, _pem_key(key), mode=0o600)
+            atomic_write(where, pem_key(key), mode=0o600)
             _log.info("acme: made the account key", extra={"event": "acme_account_key"})
             return JWKEC(key=key)
         loaded = serialization.load_pem_private_key(pem, password=None)
@@ -298,7 +147,7 @@ class AcmeClient:
 
     def _registration_file(self) -> Path:
         digest = hashlib.sha256(self.spec.directory.encode()).hexdigest()[:16]
-        return _private_subdir(self.folder, "account") / f"{digest}.json"
+        return private_subdir(self.folder, "account") / f"{digest}.json"
 
     def client(self) -> ClientV2:
         """The client, registered (the account is made at the first call, then reused)."""
@@ -336,7 +185,7 @@ class AcmeClient:
                     extra={"event": "acme_account", "directory": self.spec.directory},
                 )
         except (errors.Error, messages.Error, requests.exceptions.RequestException) as err:
-            message, _ = _describe(err, self.spec.directory)
+            message, _ = describe(err, self.spec.directory)
             raise AcmeFailure(message, retry_after=self._retry_after()) from err
         self._client, self._net = client, net
         return client
@@ -395,7 +244,7 @@ class AcmeClient:
     ) -> Obtained:
         client = self.client()
         key = ec.generate_private_key(ec.SECP256R1())
-        key_pem = _pem_key(key)
+        key_pem = pem_key(key)
         written: list[Path] = []
         used: Challenge | None = None
         try:
@@ -404,7 +253,7 @@ class AcmeClient:
             for authzr in order.authorizations:
                 if authzr.body.status == messages.STATUS_VALID:
                     continue
-                offered = {_typ(c): c for c in authzr.body.challenges}
+                offered = {challenge_type(c): c for c in authzr.body.challenges}
                 used = choose_challenge(
                     mode, offered, listen=listen, tls_listen=tls_listen, record=record
                 )
@@ -421,7 +270,7 @@ class AcmeClient:
         except AcmeFailure:
             raise
         except (errors.Error, messages.Error, requests.exceptions.RequestException) as err:
-            message, failed = _describe(err, self.spec.directory)
+            message, failed = describe(err, self.spec.directory)
             if isinstance(err, requests.exceptions.RequestException):
                 self.forget()
             raise AcmeFailure(
@@ -453,7 +302,7 @@ class AcmeClient:
             if not _TOKEN.match(token):
                 raise AcmeFailure(f"{name}: the CA sent a token lbrec will not use as a file name")
             response, validation = chall.response_and_validation(account_key)
-            path = _private_subdir(self.folder, "http-01") / token
+            path = private_subdir(self.folder, "http-01") / token
             atomic_write(path, validation, mode=0o644)
             written.append(path)
             return response
@@ -463,7 +312,7 @@ class AcmeClient:
         thumbprint = b64encode(account_key.thumbprint(hash_function=hashes.SHA256)).decode()
         key_authorization = f"{token}.{thumbprint}"
         cert_pem, key_pem = alpn_challenge_certificate(name, key_authorization)
-        where = _private_subdir(self.folder, "tls-alpn-01")
+        where = private_subdir(self.folder, "tls-alpn-01")
         atomic_write(where / f"{name}.key", key_pem, mode=0o600)
         atomic_write(where / f"{name}.pem", cert_pem, mode=0o600)
         written += [where / f"{name}.pem", where / f"{name}.key"]
@@ -491,7 +340,7 @@ class AcmeClient:
             AssertionError,
             ValueError,
         ) as err:
-            message, _ = _describe(err, self.spec.directory)
+            message, _ = describe(err, self.spec.directory)
             raise AcmeFailure(f"renewal info: {message}") from err
         window = info.suggested_window
         start, end = window.start, window.end
