@@ -17,7 +17,8 @@ takes seconds to minutes (the CA validates, then issues) and must never hold a p
    renewed by ``lbrec certs --renew``: the loop is notified of that too).
 
 Orders wait until the pool on disk carries ``tls.acme_dir``: before that the proxy answers no
-challenge, and the order would only fail and back off.
+challenge, and the order would only fail and back off. One order is :mod:`.cert_orders`, the
+figures :mod:`.cert_metrics` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -25,40 +26,34 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
-from ..adapters.acme import AcmeClient, AcmeFailure, order_lock
+from ..adapters.acme import AcmeClient, AcmeFailure
 from ..adapters.cert_store import (
     operator_names,
     read_held,
     read_records,
-    store_certificate,
     write_record,
     write_status,
 )
 from ..adapters.workspace import Workspace
 from ..core.certs import (
-    Due,
     HeldCertificate,
     NameRecord,
     RenewalPolicy,
     Wanted,
-    after_failure,
-    after_success,
     ari_due,
     certificate_rows,
     plan_certificates,
-    renewal_time,
     wanted_names,
     with_ari,
 )
 from ..core.errors import LbrecError
-from ..core.spec import AcmeSpec, DesiredState
+from ..core.spec import AcmeSpec
+from .cert_metrics import CERT_METRICS, CertMetrics, utc_now
+from .cert_orders import obtain_now
 
 __all__ = [
     "CERT_METRICS",
@@ -74,185 +69,8 @@ _log = logging.getLogger("lbrec.certs")
 ClientFactory = Callable[[Path, AcmeSpec], AcmeClient]
 
 
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
-class CertMetrics:
-    """The manager's figures on the reconciler's /metrics (never a key or a path)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.orders = Counter(
-            "lbrec_acme_orders",
-            "ACME orders by outcome: issued (a new name), renewed, failed",
-            ["outcome"],
-            registry=registry,
-        )
-        self.expiry = Gauge(
-            "lbrec_certificate_expiry_timestamp_seconds",
-            "When each obtained certificate expires (notAfter, Unix time), by name",
-            ["name"],
-            registry=registry,
-        )
-        self.next_renewal = Gauge(
-            "lbrec_certificate_next_renewal_timestamp_seconds",
-            "When each name is next ordered (renewal time, or the end of its back-off)",
-            ["name"],
-            registry=registry,
-        )
-        self.failures = Gauge(
-            "lbrec_certificate_failures",
-            "Consecutive failed orders of each name (0: its last order succeeded)",
-            ["name"],
-            registry=registry,
-        )
-        self._names: set[str] = set()
-        self._lock = threading.Lock()
-
-    def show(
-        self,
-        names: tuple[str, ...],
-        held: dict[str, HeldCertificate],
-        records: dict[str, NameRecord],
-        policy: RenewalPolicy,
-    ) -> None:
-        with self._lock:
-            for gone in self._names - set(names):
-                for gauge in (self.expiry, self.next_renewal, self.failures):
-                    try:
-                        gauge.remove(gone)
-                    except KeyError:
-                        continue
-            self._names = set(names)
-            for name in names:
-                record = records.get(name) or NameRecord()
-                cert = held.get(name)
-                if cert is not None:
-                    self.expiry.labels(name).set(cert.not_after.timestamp())
-                    at = renewal_time(cert, record, policy)
-                else:
-                    at = record.retry_at or utc_now()
-                if record.retry_at is not None and record.retry_at > at:
-                    at = record.retry_at
-                self.next_renewal.labels(name).set(at.timestamp())
-                self.failures.labels(name).set(record.failures)
-
-
-def _registry() -> CollectorRegistry:
-    from .metrics import LOOP_METRICS
-
-    return LOOP_METRICS.registry
-
-
-CERT_METRICS = CertMetrics(_registry())
-
-
 def _client_factory(folder: Path, spec: AcmeSpec) -> AcmeClient:
     return AcmeClient(folder, spec)
-
-
-def obtain_now(
-    workspace: Workspace,
-    desired: DesiredState,
-    due: Due,
-    client: AcmeClient,
-    *,
-    now: dt.datetime,
-    policy: RenewalPolicy,
-    lock_timeout: float,
-    metrics: CertMetrics | None = None,
-    held: HeldCertificate | None = None,
-) -> tuple[HeldCertificate | None, NameRecord]:
-    """One order for ``due.name``: stored and recorded on success (the new certificate), the
-    failure recorded otherwise (None); never raises an AcmeFailure. Also `lbrec certs --renew`."""
-    assert desired.tls is not None and desired.tls.acme is not None
-    folder = workspace.folder
-    name = due.name
-    record = read_records(folder).get(name) or NameRecord()
-    started = time.monotonic()
-    try:
-        with order_lock(folder, timeout=lock_timeout):
-            obtained = client.obtain(
-                name,
-                mode=desired.tls.acme.challenge,
-                listen=desired.listen,
-                tls_listen=desired.tls.listen,
-                record=record,
-            )
-            new = store_certificate(folder, name, obtained.chain_pem, obtained.key_pem)
-            record = after_success(record, now, desired.tls.acme.directory)
-            write_record(folder, name, record)
-    except (AcmeFailure, OSError, ValueError) as err:
-        message = err.message if isinstance(err, AcmeFailure) else f"{type(err).__name__}: {err}"
-        record = after_failure(
-            record,
-            now,
-            message,
-            policy=policy,
-            retry_after=err.retry_after if isinstance(err, AcmeFailure) else None,
-            challenge=err.challenge if isinstance(err, AcmeFailure) else None,
-        )
-        try:
-            write_record(folder, name, record)
-        except OSError as write_error:
-            _log.error("certificates: cannot record %s: %s", name, write_error)
-        if metrics is not None:
-            metrics.orders.labels("failed").inc()
-        wait = (record.retry_at - now).total_seconds() if record.retry_at else 0.0
-        serving = (
-            f"the certificate valid until {held.not_after.isoformat()} keeps serving"
-            if held is not None
-            else "no certificate yet: the name has none to serve"
-        )
-        _log.error(
-            "certificate %s: %s failed (attempt %d): %s; next try in %s; %s",
-            name,
-            "order" if due.kind == "issue" else "renewal",
-            record.failures,
-            message,
-            _human(wait),
-            serving,
-            extra={
-                "event": "certificate_failed",
-                "host": name,
-                "kind": due.kind,
-                "error": message,
-                "failures": record.failures,
-                "retry_in_s": round(wait, 1),
-            },
-        )
-        return None, record
-    seconds = time.monotonic() - started
-    if metrics is not None:
-        metrics.orders.labels("issued" if due.kind == "issue" else "renewed").inc()
-    _log.info(
-        "certificate %s: %s by %s over %s in %.1fs, valid until %s (%s)",
-        name,
-        "issued" if due.kind == "issue" else "renewed",
-        new.issuer,
-        obtained.challenge or "a valid authorization",
-        seconds,
-        new.not_after.isoformat(),
-        due.why,
-        extra={
-            "event": "certificate_issued",
-            "host": name,
-            "kind": due.kind,
-            "issuer": new.issuer,
-            "not_after": new.not_after.isoformat(),
-            "challenge": obtained.challenge,
-            "duration_s": round(seconds, 3),
-        },
-    )
-    return new, record
-
-
-def _human(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 class CertManager:
