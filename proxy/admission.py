@@ -35,9 +35,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RouteState",
+    "abandon",
     "begin",
     "choose",
     "client_address",
+    "count",
     "end",
     "send_local",
     "send_page",
@@ -75,6 +77,11 @@ class RouteState:
         self.encoder: Encoder | None = None  # its answer is compressed
         # the answer goes the general way (the fast lane relays a head as it is)
         self.general = plan.compress is not None
+
+    def body_over(self, size: int) -> bool:
+        """Whether ``size`` bytes of request body pass the route's ``max_body``."""
+        limit = self.plan.max_body
+        return bool(limit) and size > (limit or 0)
 
 
 def client_address(exchange: Exchange) -> str:
@@ -213,12 +220,44 @@ def too_large(exchange: Exchange) -> None:
         client.task = None
     if state is not None:
         state.admitting = False
-    exchange.drop_attempt()
+    _drop_attempt(exchange)
     exchange.keep_alive = False
     plan = state.plan if state is not None else None
     if plan is None or not send_page(exchange, plan, 413):
         send_local(exchange, 413, [_TEXT], b"Content Too Large\n")
     exchange.answered_here(413, "request body over the route's max_body")
+
+
+def _drop_attempt(exchange: Exchange) -> None:
+    """End the attempt in flight without an answer (the request is refused after all); its
+    backend connection is not reused."""
+    if not exchange.attempting:
+        return
+    exchange.attempting = False
+    body = exchange.body
+    if body.upstream is not None:
+        body.detach()
+    backend, conn = exchange.backend, exchange.upstream
+    exchange.upstream = None
+    if backend is not None:
+        backend.inflight -= 1
+    if conn is not None:
+        conn.abort()
+
+
+def abandon(exchange: Exchange, state: RouteState) -> None:
+    """The client went away during admission (its task is cancelled by the downstream)."""
+    state.admitting = False
+    exchange.answered_here(499, "client went away during admission", clean=False)
+
+
+def count(exchange: Exchange, status: int) -> None:
+    """An answer, in its route's figures."""
+    state = exchange.state
+    counters = state.counters if state is not None else None
+    if counters is None:
+        counters = exchange.server.route_figures.of(exchange.route)
+    counters.answered(status)
 
 
 def send_page(exchange: Exchange, plan: RoutePlan, status: int) -> bool:

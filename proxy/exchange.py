@@ -1,5 +1,6 @@
 """Forward one client request to a backend and relay the answer: the retry state machine.
-(Just over 400 lines on purpose: one request's state machine, whose hot path is kept whole.)
+(Over 400 lines on purpose: one request's state machine, whose hot path is kept whole; a
+route's features hook in with one test each, their code in proxy/admission.py and shaping.py.)
 
 :class:`Exchange` is made by a downstream (the client side: an HTTP/1.1 connection today,
 proxy/downstream.py) for each parsed request head, and knows that side only through the
@@ -134,11 +135,7 @@ class Exchange:
             self.client.abort()
             return
         state = self.state
-        if (
-            state is not None
-            and state.plan.max_body
-            and body.size + len(data) > state.plan.max_body
-        ):
+        if state is not None and state.body_over(body.size + len(data)):
             admission.too_large(self)  # the route's own limit: a 413 while nothing was answered
             return
         if body.feed(data):
@@ -150,9 +147,7 @@ class Exchange:
         if self.attempting:
             self._outcome(Outcome.ABORTED)
         elif self.state is not None and self.state.admitting:  # its task is cancelled
-            self.state.admitting = False
-            self._finish(499, None, "client went away during admission")
-            self._done(clean=False)
+            admission.abandon(self, self.state)
 
     def client_pause_writing(self) -> None:
         self.last_activity = self.server.loop.time()
@@ -198,25 +193,11 @@ class Exchange:
         """Admitted (proxy/admission.py): on to a backend."""
         self._next_attempt()
 
-    def drop_attempt(self) -> None:
-        """End the attempt in flight without an answer: the request is refused after all
-        (proxy/admission.py ``too_large``); its backend connection is not reused."""
-        if not self.attempting:
-            return
-        self.attempting = False
-        if self.body.upstream is not None:
-            self.body.detach()
-        backend, conn = self.backend, self.upstream
-        self.upstream = None
-        if backend is not None:
-            backend.inflight -= 1
-        if conn is not None:
-            conn.abort()
-
-    def answered_here(self, status: int, reason: str) -> None:
-        """The front door answered (proxy/frontdoor.py): the exchange ends as any other."""
+    def answered_here(self, status: int, reason: str, *, clean: bool = True) -> None:
+        """The proxy answered (the front door, a route's admission): the exchange ends as
+        any other (``clean=False``: the client went away first)."""
         self._finish(status, None, reason)
-        self._done(clean=True)
+        self._done(clean=clean)
 
     def _next_attempt(self) -> None:
         # a retry sees the newest pool (of the route it took, if any)
@@ -463,10 +444,7 @@ class Exchange:
         server = self.server
         server.answers.answered(status, elapsed)
         if server.by_route:  # routes or features: figures per route (proxy/route_stats.py)
-            state = self.state
-            (state.counters if state is not None else server.route_figures.of(self.route)).answered(
-                status
-            )
+            admission.count(self, status)
         if server.access_log:
             if self.request_id is None:  # answered before any backend was tried (a 503)
                 self.request_id = server.next_request_id()
