@@ -23,7 +23,8 @@ hardened where ``urllib.request.urlopen`` is not:
   :class:`ProtocolError`) when no answer was read, its message naming the method, the URL
   and why.
 
-``https`` URLs are verified against the system's trust store.
+``https`` URLs are verified against the system's trust store. The errors are
+:mod:`.http_errors`'s, the deadline's resolver and sockets :mod:`.deadline`'s.
 """
 
 from __future__ import annotations
@@ -36,14 +37,16 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from ..core.redact import redact_url
+from .deadline import DeadlineSocket, DeadlineTLSSocket, resolve
+from .http_errors import ConnectFailed, HttpError, InvalidRequest, ProtocolError, Timeout, why
 
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
+# the name tests/reconciler/adapters/test_http_client.py gives the TLS socket class
+_DeadlineTLSSocket = DeadlineTLSSocket
 
 __all__ = [
     "DEFAULT_MAX_BODY",
@@ -62,32 +65,6 @@ __all__ = [
 
 DEFAULT_MAX_BODY: Final = 4096
 USER_AGENT: Final = "lbrec"
-
-
-class HttpError(Exception):
-    """No usable answer came back: ``method`` ``url`` (credentials never shown) and why."""
-
-    def __init__(self, method: str, url: str, reason: str) -> None:
-        self.method = method
-        self.url = redact_url(url)
-        self.reason = reason
-        super().__init__(f"{method} {self.url}: {reason}")
-
-
-class InvalidRequest(HttpError, ValueError):
-    """The request cannot be made as asked (scheme, host, credentials in the URL, a header)."""
-
-
-class Timeout(HttpError, TimeoutError):
-    """The whole exchange did not finish within its deadline."""
-
-
-class ConnectFailed(HttpError, ConnectionError):
-    """No connection (name resolution, refused, unreachable, TLS verification)."""
-
-
-class ProtocolError(HttpError):
-    """The peer answered something that is not HTTP/1.x, or closed mid-answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +204,9 @@ def request(
     except TimeoutError:
         raise Timeout(method, url, f"no complete answer within {timeout:g}s") from None
     except (http.client.HTTPException, ssl.SSLError) as err:
-        raise ProtocolError(method, url, _why(err)) from None
+        raise ProtocolError(method, url, why(err)) from None
     except OSError as err:
-        raise ConnectFailed(method, url, _why(err)) from None
+        raise ConnectFailed(method, url, why(err)) from None
     finally:
         conn.close()
 
@@ -277,10 +254,10 @@ def _connect(
 ) -> socket.socket:
     """A socket connected to ``host:port`` (TLS verified for https), every step of it and
     every later read and write bounded by ``deadline``; raises TimeoutError past it."""
-    addresses = _resolve(method, url, host, port, deadline)
+    addresses = resolve(method, url, host, port, deadline)
     last: OSError | None = None
     for family, kind, proto, _, address in addresses:
-        sock = _DeadlineSocket(family, kind, proto)
+        sock = DeadlineSocket(family, kind, proto)
         sock.deadline = deadline
         try:
             sock.arm()
@@ -295,7 +272,7 @@ def _connect(
         if scheme == "http":
             return sock
         tls = _tls_context().wrap_socket(sock, server_hostname=host, do_handshake_on_connect=False)
-        assert isinstance(tls, _DeadlineTLSSocket)
+        assert isinstance(tls, DeadlineTLSSocket)
         try:
             tls.deadline = deadline
             tls.arm()
@@ -309,95 +286,9 @@ def _connect(
             raise ConnectFailed(method, url, reason) from None
         except OSError as err:  # SSLError included: a failed handshake
             tls.close()
-            raise ConnectFailed(method, url, f"TLS handshake failed: {_why(err)}") from None
+            raise ConnectFailed(method, url, f"TLS handshake failed: {why(err)}") from None
         return tls
-    raise ConnectFailed(method, url, f"cannot connect to {host}:{port}: {_why(last)}")
-
-
-_Address = tuple[socket.AddressFamily, socket.SocketKind, int, str, Any]
-
-
-def _resolve(method: str, url: str, host: str, port: int, deadline: float) -> Sequence[_Address]:
-    """getaddrinfo within the deadline: an address literal at once, a name on a helper thread
-    (the resolver call itself cannot be interrupted; a late answer is dropped)."""
-    try:
-        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        pass  # a name, not an address
-    box: list[Sequence[_Address] | OSError] = []
-
-    def lookup() -> None:
-        try:
-            box.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except OSError as err:
-            box.append(err)
-
-    worker = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
-    worker.start()
-    worker.join(max(0.0, deadline - time.monotonic()))
-    if not box:
-        raise TimeoutError(f"resolving {host}")
-    found = box[0]
-    if isinstance(found, OSError):
-        raise ConnectFailed(method, url, f"cannot resolve {host}: {_why(found)}")
-    if not found:
-        raise ConnectFailed(method, url, f"no address for {host}")
-    return found
-
-
-def _time_left(deadline: float) -> float:
-    """Seconds until ``deadline``; TimeoutError when it has passed."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError("deadline passed")
-    return left
-
-
-class _DeadlineSocket(socket.socket):
-    """A socket whose every blocking operation gets only the time left before ``deadline``
-    (http.client reads through ``recv_into``, writes through ``sendall``)."""
-
-    deadline: float = math.inf
-
-    def arm(self) -> None:
-        self.settimeout(_time_left(self.deadline))
-
-    def recv(self, bufsize: int, flags: int = 0, /) -> bytes:
-        self.arm()
-        return super().recv(bufsize, flags)
-
-    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
-        self.arm()
-        return super().recv_into(buffer, nbytes, flags)
-
-    def send(self, data: ReadableBuffer, flags: int = 0, /) -> int:
-        self.arm()
-        return super().send(data, flags)
-
-    def sendall(self, data: ReadableBuffer, flags: int = 0, /) -> None:
-        self.arm()  # since Python 3.5 a sendall's timeout is for the whole of it
-        super().sendall(data, flags)
-
-
-class _DeadlineTLSSocket(ssl.SSLSocket):
-    """The same for TLS (its ``sendall`` loops over ``send``)."""
-
-    deadline: float = math.inf
-
-    def arm(self) -> None:
-        self.settimeout(_time_left(self.deadline))
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        self.arm()
-        return super().recv(buflen, flags)
-
-    def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
-        self.arm()
-        return super().recv_into(buffer, nbytes, flags)
-
-    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
-        self.arm()
-        return super().send(data, flags)
+    raise ConnectFailed(method, url, f"cannot connect to {host}:{port}: {why(last)}")
 
 
 _tls_lock = threading.Lock()
@@ -410,19 +301,6 @@ def _tls_context() -> ssl.SSLContext:
     with _tls_lock:
         if _tls is None:
             context = ssl.create_default_context()
-            context.sslsocket_class = _DeadlineTLSSocket
+            context.sslsocket_class = DeadlineTLSSocket
             _tls = context
         return _tls
-
-
-def _why(err: BaseException | None) -> str:
-    if err is None:
-        return "no address to try"
-    if isinstance(err, http.client.IncompleteRead):
-        return f"connection closed after {len(err.partial)} body bytes"
-    if isinstance(err, http.client.RemoteDisconnected):
-        return "connection closed before an answer"
-    if isinstance(err, http.client.BadStatusLine):
-        return f"not an HTTP answer: {str(err)[:80]!r}"
-    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
-    return str(text)
