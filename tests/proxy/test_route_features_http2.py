@@ -11,8 +11,8 @@ from typing import Any
 from tests.support.certs import CertAuthority
 
 from .conftest import BackendFactory, ProxyFactory
-from .http2.support import H2Client
 from .features_support import curl, htpasswd, routed_doc
+from .http2.support import H2Client
 
 SHOP = "shop.example.com"
 
