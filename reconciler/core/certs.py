@@ -4,7 +4,8 @@ challenge to answer, and when each name is next due.
 Nothing here reads a file, a clock or the network: the certificate manager
 (runtime/certs.py) passes ``now``, the certificates it holds (:class:`HeldCertificate`, read
 from ``.lbrec/certs`` by adapters/cert_store.py) and what it remembers of each name
-(:class:`NameRecord`), and does what :func:`plan_certificates` says.
+(:class:`NameRecord`), and does what :func:`plan_certificates` says. Those values are
+:mod:`.cert_values`'s (re-exported here).
 
 The rules:
 
@@ -33,10 +34,22 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Literal
 
+from ...proxy.config import split_hostport
 from ...proxy.tls import covers
+from .cert_values import (
+    CHALLENGES,
+    CertPlan,
+    Challenge,
+    Due,
+    HeldCertificate,
+    NameRecord,
+    Refusal,
+    RenewalPolicy,
+    Wanted,
+)
 from .spec import DesiredState
 
 __all__ = [
@@ -62,82 +75,6 @@ __all__ = [
     "wanted_names",
     "with_ari",
 ]
-
-Challenge = Literal["http-01", "tls-alpn-01"]
-CHALLENGES: tuple[Challenge, ...] = ("http-01", "tls-alpn-01")
-
-
-@dataclass(frozen=True, slots=True)
-class HeldCertificate:
-    """A certificate lbrec obtained and stores under ``.lbrec/certs/<name>/`` (paths relative
-    to the deploy folder); the facts of its leaf, never its key."""
-
-    name: str
-    cert: str
-    key: str
-    names: tuple[str, ...]
-    not_before: dt.datetime
-    not_after: dt.datetime
-    issuer: str
-    serial: str
-
-    @property
-    def lifetime(self) -> dt.timedelta:
-        return self.not_after - self.not_before
-
-    def covers(self, host: str) -> bool:
-        return any(covers(name, host) for name in self.names)
-
-
-@dataclass(frozen=True, slots=True)
-class NameRecord:
-    """What the manager remembers of one name between attempts (``schedule.json``)."""
-
-    failures: int = 0  # consecutive failed orders
-    last_error: str | None = None  # the CA's own words, or why it could not be reached
-    last_attempt: dt.datetime | None = None
-    retry_at: dt.datetime | None = None  # no order before this (back-off, Retry-After)
-    failed_challenge: Challenge | None = None  # the challenge of the last failed validation
-    ari_serial: str | None = None  # the certificate the ARI window below is about
-    ari_start: dt.datetime | None = None
-    ari_end: dt.datetime | None = None
-    ari_next: dt.datetime | None = None  # when to ask the CA again
-    issued_by: str | None = None  # the ACME directory of the current certificate
-
-
-@dataclass(frozen=True, slots=True)
-class RenewalPolicy:
-    fraction: float = 2 / 3  # of the lifetime: renew then
-    jitter: float = 0.05  # of the lifetime: up to this much earlier
-    first_backoff: float = 300.0  # seconds after the first failure
-    max_backoff: float = 6 * 3600.0
-    ari_interval: float = 6 * 3600.0  # ask the CA's renewal info again (without Retry-After)
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    route: int
-    host: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class Wanted:
-    names: tuple[str, ...]
-    refused: tuple[Refusal, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Due:
-    name: str
-    kind: Literal["issue", "renew"]
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class CertPlan:
-    due: tuple[Due, ...]
-    next_at: dt.datetime | None  # the earliest time something else becomes due
 
 
 def _host_name(host: str) -> str:
@@ -326,7 +263,7 @@ def plan_certificates(
 
 
 def _loopback(hostport: str) -> bool:
-    host = hostport.rsplit(":", 1)[0].strip("[]")
+    host = split_hostport(hostport)[0]
     return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
