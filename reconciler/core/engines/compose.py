@@ -11,59 +11,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..labels import BuildInfo, lb_labels, lb_user, low_port
-from ..render import LB_SERVICE, PROXY_DOCKERFILE, backend_service, dump_document, literal
-from ..spec import BackendSpec, DesiredState
+from ..render import LB_SERVICE, PROXY_DOCKERFILE, backend_service
+from ..spec import DesiredState
+from .base import Rules
 
 __all__ = ["RULES", "lb_service", "render_compose_file"]
 
 
-class _Compose:
+class _Compose(Rules):
+    """A Compose project: the instances of a backend are one service's containers; the
+    version and image answers are the base's (the hashes of compose stay what they always
+    were; an image built here runs here)."""
+
     name = "compose"
-    whole_versions = False
 
-    def version_fields(self, desired: DesiredState, backend: BackendSpec) -> dict[str, str]:
-        del desired, backend
-        return {}  # the hashes of compose stay what they always were
+    def top(self, desired: DesiredState) -> dict[str, object]:
+        return {"name": desired.project}
 
-    def image_reference(self, desired: DesiredState, tag: str) -> str:
-        del desired
-        return tag  # built on this engine, run on it
-
-    def refusal(self, desired: DesiredState) -> str | None:
-        del desired
-        return None
-
-    def deploy_file(
-        self,
-        desired: DesiredState,
-        build: BuildInfo,
-        *,
-        source: str = "desired-state.yaml",
-        revisions: Mapping[str, str] | None = None,
-    ) -> str:
-        return render_compose_file(desired, build, source=source, revisions=revisions)
+    def services(
+        self, desired: DesiredState, build: BuildInfo, revisions: Mapping[str, str]
+    ) -> Mapping[str, object]:
+        services = {
+            backend.name: backend_service(desired, backend, build, revisions.get(backend.name))
+            for backend in desired.backends
+        }
+        if desired.proxy.mode == "container":
+            services[LB_SERVICE] = lb_service(desired, build)
+        return services
 
 
 RULES = _Compose()
-
-
-def render_compose_file(
-    desired: DesiredState,
-    build: BuildInfo,
-    *,
-    source: str = "desired-state.yaml",
-    revisions: Mapping[str, str] | None = None,
-) -> str:
-    """The whole docker-compose.yml. ``revisions`` maps backend -> deployed git commit."""
-    revisions = revisions or {}
-    services = {
-        backend.name: backend_service(desired, backend, build, revisions.get(backend.name))
-        for backend in desired.backends
-    }
-    if desired.proxy.mode == "container":
-        services[LB_SERVICE] = lb_service(desired, build)
-    document: dict[str, object] = {"name": desired.project, "services": literal(services)}
-    return dump_document(document, source)
+# The whole docker-compose.yml (``revisions``: backend -> deployed git commit).
+render_compose_file = RULES.deploy_file
 
 
 def lb_service(desired: DesiredState, build: BuildInfo) -> dict[str, object]:

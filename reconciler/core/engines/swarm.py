@@ -19,8 +19,9 @@ from collections.abc import Mapping
 from typing import cast
 
 from ..labels import BACKEND, CONFIG_HASH, PROJECT, BuildInfo, config_hash
-from ..render import backend_service, compose_duration, dump_document, literal
+from ..render import backend_service, compose_duration
 from ..spec import BackendSpec, DesiredState
+from .base import Rules
 
 __all__ = ["RULES", "VERSION_FIELDS", "render_stack_file", "swarm_service"]
 
@@ -28,7 +29,7 @@ __all__ = ["RULES", "VERSION_FIELDS", "render_stack_file", "swarm_service"]
 VERSION_FIELDS: tuple[str, ...] = ("engine", "replicas")
 
 
-class _Swarm:
+class _Swarm(Rules):
     name = "swarm"
     # A version is one service: it comes whole (every new task, waited for and routed) and the
     # old one leaves whole after it, since Swarm cannot be told which of a service's tasks to
@@ -60,18 +61,24 @@ class _Swarm:
                     )
         return None
 
-    def deploy_file(
-        self,
-        desired: DesiredState,
-        build: BuildInfo,
-        *,
-        source: str = "desired-state.yaml",
-        revisions: Mapping[str, str] | None = None,
-    ) -> str:
-        return render_stack_file(desired, build, source=source, revisions=revisions)
+    def top(self, desired: DesiredState) -> dict[str, object]:
+        del desired
+        return {"version": "3.8"}
+
+    def services(
+        self, desired: DesiredState, build: BuildInfo, revisions: Mapping[str, str]
+    ) -> Mapping[str, object]:
+        return {
+            swarm_service(desired, backend, build): _stack_service(
+                desired, backend, build, revisions.get(backend.name)
+            )
+            for backend in desired.backends
+        }
 
 
 RULES = _Swarm()
+# docker-compose.yml for engine: swarm: a stack file (Compose format 3.8).
+render_stack_file = RULES.deploy_file
 
 
 def swarm_service(desired: DesiredState, backend: BackendSpec, build: BuildInfo) -> str:
@@ -106,22 +113,3 @@ def _stack_service(
     }
     service["stop_grace_period"] = compose_duration(max(rollout.drain_timeout, 1.0))
     return service
-
-
-def render_stack_file(
-    desired: DesiredState,
-    build: BuildInfo,
-    *,
-    source: str = "desired-state.yaml",
-    revisions: Mapping[str, str] | None = None,
-) -> str:
-    """docker-compose.yml for engine: swarm: a stack file (Compose format 3.8)."""
-    revisions = revisions or {}
-    services = {
-        swarm_service(desired, backend, build): _stack_service(
-            desired, backend, build, revisions.get(backend.name)
-        )
-        for backend in desired.backends
-    }
-    document: dict[str, object] = {"version": "3.8", "services": literal(services)}
-    return dump_document(document, source)
