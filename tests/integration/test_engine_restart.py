@@ -23,14 +23,15 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.load import Load
 from tests.support.netns_engine import Node
 
-from .conftest import BASE_IMAGE, REPO, wait_until
+from .conftest import BASE_IMAGE, REPO, Project, wait_until
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -39,26 +40,13 @@ DOWN_SECONDS = 20.0  # as in the issue: long enough for the back-off to grow pas
 
 
 @dataclass
-class Deploy:
-    folder: Path
-    name: str
-    env: dict[str, str]
+class Deploy(Project):
+    """A project on the test's engine; every ``lbrec`` command must succeed."""
 
-    def lbrec(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "lbrec", *args],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-        assert done.returncode == 0, (
-            f"lbrec {args}: {done.returncode}\n{done.stdout}\n{done.stderr}"
-        )
-        return done
+    def lbrec(
+        self, *args: str, check: bool | None = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return super().lbrec(*args, check=check, timeout=timeout)
 
     def background(self, log: str, *args: str) -> subprocess.Popen[bytes]:
         with (self.folder / log).open("wb") as out:
@@ -71,9 +59,9 @@ class Deploy:
                 stdin=subprocess.DEVNULL,
             )
 
-    def pool(self) -> list[dict[str, object]]:
-        data = json.loads((self.folder / "config/backends.json").read_text())
-        return list(data["backends"])
+    def entries(self) -> list[dict[str, object]]:
+        backends: list[dict[str, object]] = self.pool["backends"]  # type: ignore[assignment]
+        return backends
 
     def log(self, name: str) -> str:
         path = self.folder / name
@@ -102,65 +90,6 @@ def _deploy(tmp: Path, node: Node, tag: str, listen: int, backends: str) -> Depl
     return Deploy(folder, name, env)
 
 
-@dataclass
-class Load:
-    """Threads on keep-alive connections to A's proxy, bounded in count, time and rate
-    (about 200 requests/s); every answer recorded as (time, status, X-Backend)."""
-
-    port: int
-    threads: int = 4
-    max_requests: int = 60_000
-    seconds: float = 400.0
-    pause: float = 0.02
-    answers: list[tuple[float, int, str]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _workers: list[threading.Thread] = field(default_factory=list)
-
-    def _run(self, deadline: float) -> None:
-        conn: http.client.HTTPConnection | None = None
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            with self._lock:
-                if len(self.answers) >= self.max_requests:
-                    return
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-            try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                response.read()
-                answer = (time.monotonic(), response.status, response.getheader("X-Backend") or "")
-                if response.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as err:
-                answer = (time.monotonic(), 0, type(err).__name__)
-                if conn is not None:
-                    conn.close()
-                conn = None
-            with self._lock:
-                self.answers.append(answer)
-            time.sleep(self.pause)
-        if conn is not None:
-            conn.close()
-
-    def start(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.threads):
-            worker = threading.Thread(target=self._run, args=(deadline,), daemon=True)
-            worker.start()
-            self._workers.append(worker)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=20)
-
-    def between(self, start: float, end: float) -> list[tuple[float, int, str]]:
-        with self._lock:
-            return [a for a in self.answers if start <= a[0] < end]
-
-
 class FrozenWatch:
     """When A's pool was frozen: (monotonic time, every entry frozen), at each change."""
 
@@ -175,7 +104,7 @@ class FrozenWatch:
         last: bool | None = None
         while not self._stop.is_set() and time.monotonic() < deadline:
             try:
-                pool = self.deploy.pool()
+                pool = self.deploy.entries()
                 frozen = bool(pool) and all(e.get("frozen") for e in pool)
             except (OSError, ValueError, KeyError):
                 frozen = bool(last)
@@ -243,7 +172,7 @@ def test_an_engine_restart_never_sends_a_request_to_another_project(
     b.lbrec("apply")
     proxy = a.background("proxy.log", "proxy", "--config", "config/backends.json")
     watch = a.background("watch.log", "watch", "--resync", "60")
-    load = Load(25301)
+    load = Load(25301)  # 4 threads, about 200 requests/s, at most 60,000 in 400 s
     frozen = FrozenWatch(a)
     figures: list[dict[str, object]] = []
     try:
@@ -253,7 +182,7 @@ def test_an_engine_restart_never_sends_a_request_to_another_project(
         frozen.start()
         time.sleep(3.0)
         for cycle in range(1, CYCLES + 1):
-            before = {str(e["url"]) for e in a.pool()}
+            before = {str(e["url"]) for e in a.entries()}
             began = time.monotonic()
             stop_s = node.stop()
             time.sleep(DOWN_SECONDS)
