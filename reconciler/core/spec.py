@@ -454,6 +454,10 @@ _SCHEMA_RULES: dict[str, Any] = {
                 }
             },
         },
+        {  # _container_tls: the lb container does not mount the certificates
+            "if": _CONTAINER_MODE,
+            "then": {"not": {"required": ["tls"]}},
+        },
         {  # _swarm: the proxy runs on a manager, not in a container
             "if": {"properties": {"engine": {"const": "swarm"}}, "required": ["engine"]},
             "then": {"not": _CONTAINER_MODE},
@@ -533,6 +537,12 @@ class DesiredState(RouteFeatures):
                         f"backends[{index}].name: 'lb' is the load balancer's service name "
                         "when proxy.mode is container"
                     )
+            if self.tls is not None:
+                raise ValueError(
+                    "tls: HTTPS is served by the proxy in host mode only (`lbrec up` or `lbrec "
+                    "proxy`): the lb container of proxy.mode container does not see the "
+                    "certificates under .lbrec/; remove proxy.mode: container (docs/tls.md)"
+                )
         return self
 
     @model_validator(mode="after")

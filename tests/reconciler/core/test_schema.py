@@ -54,6 +54,10 @@ _CAUGHT_BY_BOTH = {
     "admin port 0": "admin: 127.0.0.1:0\nbackends: []\n",
     "publish_host with a port": "publish_host: 127.0.0.1:80\nbackends: []\n",
     "lb in container mode": "proxy: {mode: container}\nbackends: [{name: lb, port: 1}]\n",
+    "tls in container mode": (
+        "proxy: {mode: container}\ntls: {listen: 127.0.0.1:8443, certificates: []}\n"
+        "backends: [{name: a, port: 1}]\n"
+    ),
     "swarm with the proxy in a container": (
         "engine: swarm\nproxy: {mode: container}\nbackends: [{name: a, port: 1, image: x}]\n"
     ),
