@@ -182,7 +182,21 @@ class Node:
             proc.kill()
             proc.wait(timeout=10)
         self._reap_containerd()
+        self._clear_overlay()
         return time.monotonic() - began
+
+    def _clear_overlay(self) -> None:
+        """What a stopped engine leaves of its overlay networks, so that it starts clean (a
+        reboot would clear it): the sandbox namespaces mounted under its exec-root keep their
+        vxlan devices, whose sockets stay in the node's namespace, and the engine started
+        again fails every task on an overlay with "error creating vxlan interface: file
+        exists" (moby#33626)."""
+        _unmount_under(self.folder / "x")
+        listed = _run("ip", "-n", self.netns, "-o", "link", "show", "type", "vxlan", check=False)
+        for line in listed.splitlines():
+            name = line.split(":")[1].strip().split("@")[0] if line.count(":") >= 2 else ""
+            if name:
+                _run("ip", "-n", self.netns, "link", "delete", name, check=False)
 
     def _reap_containerd(self) -> None:
         """The containerd our dockerd started, if it outlived it (found by its pid file)."""

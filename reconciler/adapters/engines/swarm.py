@@ -5,13 +5,16 @@ instance is made and unmade. Here an instance is a Swarm *task*, and a backend v
 *service* (core/engines/swarm.py):
 
 * ``observe``: the tasks of the project's services, from the manager's API alone
-  (swarm_tasks.py): each task Swarm wants running whose container started, on whatever node,
-  reached at ``<node address>:<port it published there in host mode>``; a task that ended is
-  history (Swarm keeps it), not an instance. An instance's id is its task's id.
+  (swarm_query.py, the reading half, and swarm_tasks.py): each task Swarm wants running whose
+  container started, on a node that is Ready and Active, reached at ``<node address>:<port
+  it published there in host mode>``; a task that ended is history (Swarm keeps it), not an
+  instance. An instance's id is its task's id.
 * ``scale``: deploys the stack file (without ``--prune``: the old version keeps serving) and
   waits until the new tasks have containers (their images pulled by their nodes); a task Swarm
   cannot start (no such image, no resources) is reported with Swarm's own error, naming the
   node and the image.
+* ``discard``: a new version that failed goes whole; a task that failed in a service that
+  also runs others (a current version refilling a lost node) is left to Swarm to retry.
 * ``stop_remove``: a version leaves whole (lbrec drained its tasks first): ``docker service
   rm``, then waits until its containers are gone. Removing only some of a service's tasks is
   a scale down where Swarm picks the tasks (only drift repair does that).
@@ -24,26 +27,22 @@ Tested on a single-node swarm and on swarms of 3 engines of the test's own
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from python_on_whales.exceptions import DockerException
-from python_on_whales.utils import run as run_docker
 
 from ...core.defaults import STACK_FILE
-from ...core.errors import ApplyError, DockerUnavailable
-from ...core.labels import BACKEND, CONFIG_HASH, FIELD_PREFIX, PROJECT, SWARM_SERVICE, SWARM_TASK
+from ...core.errors import ApplyError
+from ...core.labels import BACKEND, SWARM_SERVICE
 from ...core.ports import Progress
 from ...core.render import dump_yaml
-from ...core.state import ObservedContainer
 from ..files import atomic_write
-from .compose import ComposeDocker, _one_line, stderr_tail
-from .swarm_tasks import node_addresses, parse_tasks
+from .compose import _one_line, stderr_tail
+from .swarm_query import ENDED, SwarmQueries
 
 __all__ = ["SwarmDocker"]
 
@@ -51,8 +50,8 @@ __all__ = ["SwarmDocker"]
 TASKS_DEADLINE = 120.0
 
 
-class SwarmDocker(ComposeDocker):
-    """ComposeDocker's observation, inspection, logs and images; Swarm for the rest."""
+class SwarmDocker(SwarmQueries):
+    """What runs from the manager (SwarmQueries); making and unmaking instances here."""
 
     def __init__(
         self,
@@ -69,137 +68,8 @@ class SwarmDocker(ComposeDocker):
         # The service of each task container scale() made: Swarm deletes the containers of a
         # crash-looping task soon, and discard() must still find the service to remove.
         self._born: dict[str, str] = {}
-
-    def _docker(self, *args: str) -> str:
-        docker = [str(part) for part in self._client.client_config.docker_cmd]
-        return str(run_docker([*docker, *args]))
-
-    def check(self) -> None:
-        super().check()
-        try:
-            state = self._docker(
-                "info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"
-            ).split()
-        except DockerException as err:
-            raise DockerUnavailable(f"cannot ask the engine about Swarm: {_one_line(err)}") from err
-        if state[:1] != ["active"]:
-            raise DockerUnavailable(
-                "engine: swarm, but this Docker engine is not in a swarm "
-                f"(its state: {' '.join(state[:1]) or 'unknown'})",
-                hint="`docker swarm init` (or join one), or set engine: compose",
-            )
-        if state[1:2] != ["true"]:
-            raise DockerUnavailable(
-                "engine: swarm, but this node is not a manager: lbrec deploys stacks",
-                hint="run lbrec on a manager node",
-            )
-
-    # -- what runs -----------------------------------------------------------------------
-    def observe(self) -> tuple[ObservedContainer, ...]:
-        """The project's instances: tasks Swarm wants running whose container started (a task
-        marked for shutdown leaves the pool at once, before its container stops), each on its
-        node's address."""
-        return tuple(
-            _drift(c)
-            for c in self._tasks(wanted_only=True)
-            if c.state not in ("created", "exited", "dead", "removing")
-        )
-
-    def _tasks(
-        self, *, wanted_only: bool = False, services: Sequence[str] | None = None
-    ) -> tuple[ObservedContainer, ...]:
-        """Every task of the project's services (or of ``services``), history included unless
-        ``wanted_only``, that has or had a container."""
-        names = sorted(self._service_names() if services is None else services)
-        if not names:
-            return ()
-        ask = ["service", "ps", "-q", "--no-trunc"]
-        if wanted_only:
-            ask += ["--filter", "desired-state=running"]
-        ids: set[str] = set()
-        try:
-            ids = set(self._docker(*ask, *names).split())
-        except DockerException:  # one of them went meanwhile: ask each
-            for name in names:
-                with contextlib.suppress(DockerException):
-                    ids |= set(self._docker(*ask, name).split())
-        return self._inspect_tasks(sorted(ids))
-
-    def _inspect_tasks(self, ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
-        docs = self._inspect_json("task", ids)
-        docs = [
-            d
-            for d in docs
-            if ((d.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
-            or (d.get("Status") or {}).get("State") in ("starting", "running")
-        ]
-        services = {str(d.get("ServiceID")) for d in docs}
-        nodes = {str(d.get("NodeID")) for d in docs if d.get("NodeID")}
-        service_names = {
-            str(doc["ID"]): str((doc.get("Spec") or {}).get("Name", ""))
-            for doc in self._inspect_json("service", sorted(services))
-        }
-        return parse_tasks(
-            docs, service_names, node_addresses(self._inspect_json("node", sorted(nodes)))
-        )
-
-    def _inspect_json(self, kind: str, ids: Sequence[str]) -> list[dict[str, Any]]:
-        """``docker <kind> inspect`` of ``ids`` (task: ``docker inspect --type task``); the ones
-        that went meanwhile are left out."""
-        if not ids:
-            return []
-        ask = ["inspect", "--type", "task"] if kind == "task" else [kind, "inspect"]
-        try:
-            found = json.loads(self._docker(*ask, *ids) or "[]")
-        except DockerException:
-            found = []
-            for one in ids:
-                with contextlib.suppress(DockerException, ValueError):
-                    found += json.loads(self._docker(*ask, one) or "[]")
-        return [d for d in found if isinstance(d, dict)]
-
-    def inspect(self, container_ids: Sequence[str]) -> tuple[ObservedContainer, ...]:
-        """Tasks by id (an instance's id is its task's), history included."""
-        return tuple(_drift(c) for c in self._inspect_tasks(list(container_ids)))
-
-    def logs_tail(self, container_id: str) -> str:
-        """The task's last lines, from whichever node runs it (`docker service logs`)."""
-        try:
-            text = self._docker(
-                "service", "logs", "--raw", "--no-trunc", "--tail", "3", container_id
-            )
-        except DockerException:
-            return "(no logs)"
-        return " | ".join(line for line in text.splitlines() if line.strip()) or "(no output)"
-
-    def _service_names(self) -> set[str]:
-        """The project's services (stack ``<project>``)."""
-        try:
-            text = self._docker(
-                "service", "ls", "--filter", f"label={PROJECT}={self.project}",
-                "--format", "{{.Name}}",
-            )  # fmt: skip
-        except DockerException as err:
-            raise DockerUnavailable(f"cannot list services: {_one_line(err)}") from err
-        return set(text.split())
-
-    def _task_errors(self, service: str) -> list[str]:
-        """Swarm's own words for tasks that did not start, with the node and the image
-        (``node2: registry:5000/p-api:1a2b: No such image: ...``)."""
-        try:
-            text = self._docker(
-                "service", "ps", service, "--no-trunc",
-                "--format", "{{.Node}}\t{{.Image}}\t{{.Error}}",
-            )  # fmt: skip
-        except DockerException:
-            return []
-        errors = set()
-        for line in text.splitlines():
-            node, _, rest = line.partition("\t")
-            image, _, error = rest.partition("\t")
-            if error.strip():
-                errors.add(f"{node or 'no node'}: {image}: {error.strip()}")
-        return sorted(errors)
+        # The services scale() created (none of their tasks was ever routed).
+        self._created: set[str] = set()
 
     # -- making instances ------------------------------------------------------------------
     def _rendered(self) -> dict[str, Any]:
@@ -234,11 +104,14 @@ class SwarmDocker(ComposeDocker):
         """``services`` are backend names: their stack services are built, then pushed."""
         keys = [key for key, backend in self._stack_services().items() if backend in services]
         super().build(keys, progress=progress)
+        rendered = self._rendered()
+        images = sorted({str(rendered[key].get("image", key)) for key in keys})
         try:
             self._client.compose.push(keys)
         except DockerException as err:
             raise ApplyError(
-                f"pushing the image of {', '.join(services)} failed: {_one_line(err)}",
+                f"pushing {', '.join(images)} (the image of {', '.join(services)}) failed, "
+                f"nothing was deployed: {_one_line(err)}",
                 backend=services[0],
                 detail=stderr_tail(err),
                 hint="is `registry:` reachable from this host (and from every node)?",
@@ -269,7 +142,10 @@ class SwarmDocker(ComposeDocker):
             ) from err
         keys = {key: str(spec["labels"][BACKEND]) for key, spec in services.items()}
         fresh = [f"{self.project}_{key}" for key in keys]
+        # A service made by an earlier call is now an existing version (maybe routed).
+        self._created -= {name for name in fresh if name in existing}
         fresh = [name for name in fresh if name not in existing]
+        self._created.update(fresh)
         undone = self._undo_image_by_hand(
             {k: v for k, v in services.items() if f"{self.project}_{k}" in existing}
         )
@@ -380,11 +256,19 @@ class SwarmDocker(ComposeDocker):
         return live
 
     def discard(self, container_ids: Sequence[str]) -> None:
-        """A new version this pass created and never routed: its whole service goes (Swarm
-        keeps restarting a task that crashes, so its containers alone would come back)."""
+        """Instances this pass made and never routed. A service scale() created, or one with
+        no other live task, goes whole (Swarm keeps restarting a task that crashes, so its
+        containers alone would come back). A service that also runs other tasks (a current
+        version whose tasks Swarm refills after a node was lost) stays: those may be routed,
+        and Swarm retries the failed task itself."""
         services = self._services_of(container_ids)
-        self._remove_services(list(services))
-        self._wait_gone([i for ids in services.values() for i in ids])
+        gone = [
+            service
+            for service, live in services.items()
+            if service in self._created or all(i in container_ids for i in live)
+        ]
+        self._remove_services(gone)
+        self._wait_gone([i for service in gone for i in services[service]])
 
     def stop_remove(self, container_ids: Sequence[str]) -> None:
         """Drained instances go. A version leaves whole (the plan retires every task of an
@@ -428,7 +312,7 @@ class SwarmDocker(ComposeDocker):
     def _wait_gone(self, ids: Sequence[str]) -> None:
         deadline = time.monotonic() + self.tasks_deadline
         while ids and time.monotonic() < deadline:
-            left = {c.id for c in self.inspect(ids) if c.state not in _ENDED}
+            left = {c.id for c in self.inspect(ids) if c.state not in ENDED}
             if not left:
                 return
             time.sleep(0.25)
@@ -442,24 +326,3 @@ class SwarmDocker(ComposeDocker):
             self._docker("stack", "rm", self.project)
         except DockerException as err:
             raise ApplyError(f"docker stack rm {self.project} failed: {_one_line(err)}") from err
-
-
-_ENDED = ("exited", "dead", "removing")
-
-_FIELD_IMAGE = FIELD_PREFIX + "image"
-_FIELD_BUILD = FIELD_PREFIX + "build"
-
-
-def _drift(c: ObservedContainer) -> ObservedContainer:
-    """A task of an ``image:`` backend running another image than lbrec deployed: its service
-    was updated by hand (`docker service update --image`). Its labels (the service's container
-    labels, which such an update keeps) then say what runs, so the plan sees a version to
-    replace, with the image as the reason, and deploys lbrec's service spec back."""
-    if SWARM_TASK not in c.labels or c.labels.get(_FIELD_BUILD):
-        return c
-    deployed = c.labels.get(_FIELD_IMAGE)
-    running = c.image.split("@", 1)[0]
-    if not deployed or not running or running == deployed:
-        return c
-    labels = {**c.labels, _FIELD_IMAGE: running, CONFIG_HASH: "changed-by-hand"}
-    return replace(c, labels=labels)

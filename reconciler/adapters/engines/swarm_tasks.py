@@ -4,21 +4,28 @@ Discovery across nodes comes from the manager alone: the tasks of the project's 
 (``docker inspect --type task``) with the node each runs on (``docker node inspect``: its
 address) and the port it published there in host mode (``Status.PortStatus``). An instance is
 a task (its id is the task's), reached at ``<node address>:<published port>`` wherever Swarm
-scheduled it; no ``docker ps`` on any engine is needed. Parsing only: the calls are in
-swarm.py.
+scheduled it; no ``docker ps`` on any engine is needed. A task on a node that is not Ready
+and Active (Down: the manager lost its heartbeat; Drain) is no instance: what the manager last
+heard of it may be stale (a partitioned node), and Swarm reschedules it elsewhere. Parsing
+only: the calls are in swarm_query.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from ...core.labels import BACKEND, PORT_FIELD, SWARM_NODE, SWARM_SERVICE, SWARM_TASK
 from ...core.state import ObservedContainer
 
 __all__ = ["STARTED", "Node", "node_addresses", "parse_task", "parse_tasks"]
 
-Node = tuple[str, str]  # (hostname, address)
+
+class Node(NamedTuple):
+    hostname: str
+    address: str
+    ready: bool = True  # Status.State ready and Spec.Availability not drain
+
 
 # Swarm's task states as an instance's (state, health). A task is "starting" until its
 # container's healthcheck passes (a container without one goes straight to running).
@@ -36,8 +43,9 @@ STARTED = frozenset(_STATES)  # a state past preparing: the task has (or had) a 
 
 
 def node_addresses(docs: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
-    """Node id -> (hostname, address) from ``docker node inspect``. A manager may report
-    ``0.0.0.0`` as its address: its manager address is used then."""
+    """Node id -> (hostname, address, ready) from ``docker node inspect``. A manager may
+    report ``0.0.0.0`` as its address: its manager address is used then. A node is ready when
+    Swarm says it is (``Status.State``) and it is not being drained."""
     out: dict[str, Node] = {}
     for doc in docs:
         address = str((doc.get("Status") or {}).get("Addr") or "")
@@ -45,7 +53,9 @@ def node_addresses(docs: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
             manager = str((doc.get("ManagerStatus") or {}).get("Addr") or "")
             address = manager.rsplit(":", 1)[0] if manager else address
         hostname = str((doc.get("Description") or {}).get("Hostname") or "")
-        out[str(doc["ID"])] = (hostname, address)
+        state = str((doc.get("Status") or {}).get("State") or "ready")
+        availability = str((doc.get("Spec") or {}).get("Availability") or "active")
+        out[str(doc["ID"])] = Node(hostname, address, state == "ready" and availability != "drain")
     return out
 
 
@@ -62,7 +72,9 @@ def parse_task(
     state, health = _STATES.get(str(status.get("State", "")), ("created", None))
     service = services.get(str(doc.get("ServiceID", "")), "")
     node_id = str(doc.get("NodeID") or "")
-    hostname, address = nodes.get(node_id, ("", ""))
+    hostname, address, ready = nodes.get(node_id, Node("", ""))
+    if not ready and state not in ("exited", "removing"):
+        state, health = "dead", None  # its node is lost or drained: not an instance
     labels[SWARM_TASK] = str(doc["ID"])
     labels[SWARM_SERVICE] = service
     # `lbrec status` shows it: a hostname alone may not tell nodes apart (containers, VMs)
@@ -74,6 +86,11 @@ def parse_task(
             if str(port.get("TargetPort")) == labels.get(PORT_FIELD) and port.get("PublishedPort"):
                 endpoint = f"{host}:{port['PublishedPort']}"
                 break
+    if state == "running" and endpoint is None:
+        # Running, but the manager has not heard the port it published (a task just
+        # started, or its node's address is unknown): not an instance yet, as one not yet
+        # started (never "an instance that publishes no port", which a plan would replace).
+        state, health = "created", None
     slot = doc.get("Slot")
     return ObservedContainer(
         id=str(doc["ID"]),
