@@ -146,7 +146,7 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
         bound = await server.start(listeners.traffic)
         tls_bound: tuple[str, int] | None = None
         if config.tls is not None:  # later, a reload's tls.listen: frontdoor.follow_listen
-            tls_bound = await frontdoor.listen_tls(server, config.tls.listen)
+            tls_bound = await _open_tls(server, config.tls.listen, listeners.take_tls())
         admin_bound: tuple[str, int] | None = None
         if listeners.admin is not None:
             app = make_admin_app(
@@ -167,7 +167,9 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
         def taken_over() -> None:  # in the handoff thread: a successor serves now
             loop.call_soon_threadsafe(stop.set)
 
-        listeners.serving(taken_over)  # and the previous proxy stops accepting, drains
+        # and the previous proxy stops accepting, drains; a successor gets the TLS listener
+        # as it is served then (a reload may have opened or moved it)
+        listeners.serving(taken_over, tls=server.tls_listening_fd)
         if o.handle_signals:
             signals.install(stop=stop.set, reload=lambda: watcher.notify(force=True))
         runtime = server.runtime
@@ -199,6 +201,36 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
             await link.close()
         await session.close()
         _log.info("proxy stopped", extra={"event": "stopped"})
+
+
+async def _open_tls(
+    server: ProxyServer, hostport: str, taken: socket.socket | None
+) -> tuple[str, int]:
+    """Serve ``tls.listen``: on the predecessor's TLS listener when it was handed over
+    (``--handoff``: one accept queue, no connection refused or reset in between) and listens
+    where the file says, else on a socket bound here."""
+    if taken is not None:
+        if _same_address(sockname(taken), parse_hostport(hostport)):
+            try:
+                bound = await server.start_tls(taken)
+            except BaseException:
+                taken.close()
+                raise
+            server.tls_listen = hostport
+            return bound
+        taken.close()  # the file moved tls.listen meanwhile: bind the new address
+    return await frontdoor.listen_tls(server, hostport)
+
+
+def _same_address(bound: tuple[str, int], wanted: tuple[str, int]) -> bool:
+    """Whether a socket bound at ``bound`` listens at ``wanted`` (port 0: any port)."""
+    host, port = wanted
+    if port not in (0, bound[1]):
+        return False
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(bound[0])
+    except ValueError:  # a name (localhost): its address was resolved at the first bind
+        return True
 
 
 def _initial_pool(

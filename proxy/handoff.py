@@ -2,12 +2,16 @@
 
 The running proxy (started with ``--handoff PATH``) listens on a Unix socket at PATH. A new
 proxy started with the same PATH connects, asks ``TAKE``, and receives the listening sockets
-(traffic, then admin) over SCM_RIGHTS. Both processes now hold the *same* kernel sockets, with
-one accept queue: no connection can be refused or reset in between, unlike an SO_REUSEPORT
-overlap, where connections still queued on the old socket when it closes are reset. Once the
-new proxy serves, it says ``READY``; the old one stops accepting, tells keep-alive clients
-``Connection: close`` on their next answer, finishes in-flight requests (``--drain-timeout``)
-and exits. The new proxy then serves the handoff socket for its own successor.
+over SCM_RIGHTS, each named by its role in the message that carries them (``lbrec
+traffic,admin,tls``): the plain listener, the admin listener and the TLS listener
+(``tls.listen`` as it is served at that moment, also after a reload moved it). A message
+without roles (a proxy from before the TLS listener was handed over) means traffic, then admin.
+Both processes now hold the *same* kernel sockets, with one accept queue: no connection can be
+refused or reset in between, unlike an SO_REUSEPORT overlap, where connections still queued on
+the old socket when it closes are reset. Once the new proxy serves, it says ``READY``; the old
+one stops accepting, tells keep-alive clients ``Connection: close`` on their next answer,
+finishes in-flight requests (``--drain-timeout``) and exits. The new proxy then serves the
+handoff socket for its own successor.
 
 This is HAProxy's ``-x`` and nginx's binary upgrade, for one process (not ``--workers N``).
 """
@@ -20,25 +24,39 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["HandoffServer", "Taken", "take_over"]
+__all__ = ["ROLES", "HandoffServer", "Taken", "take_over"]
 
 _log = logging.getLogger("lbrec.proxy")
 
 _TAKE = b"TAKE\n"
+_WITH_TLS = b"TLS\n"  # after TAKE, in the same write: the taker serves the TLS listener too
 _READY = b"READY\n"
 _MAX_FDS = 4
+ROLES = ("traffic", "admin", "tls")  # what a handed socket is for
+_HELLO = b"lbrec"
 _READY_WAIT = 300.0  # a successor that neither serves nor exits in this long is given up
 
 
 class Taken:
-    """Listening sockets received from the previous proxy; :meth:`ready` releases it."""
+    """Listening sockets received from the previous proxy (``sockets``, in the order sent;
+    ``roles``, the role of each: :data:`ROLES`); :meth:`ready` releases it."""
 
-    def __init__(self, channel: socket.socket, sockets: list[socket.socket]) -> None:
+    def __init__(
+        self, channel: socket.socket, sockets: list[socket.socket], roles: Sequence[str] = ()
+    ) -> None:
         self._channel = channel
         self.sockets = sockets
+        self.roles = tuple(roles) or ROLES[: len(sockets)]
+
+    def role(self, name: str) -> socket.socket | None:
+        """The socket handed for ``name`` (None: none was)."""
+        for role, sock in zip(self.roles, self.sockets, strict=False):
+            if role == name:
+                return sock
+        return None
 
     def ready(self) -> None:
         """We serve on the sockets: the previous proxy may stop accepting and drain."""
@@ -68,8 +86,12 @@ def _check_listening(sock: socket.socket) -> None:
         raise OSError("the running proxy sent a TCP socket that is not listening")
 
 
-def take_over(path: Path, *, timeout: float = 5.0) -> Taken | None:
-    """The previous proxy's listening sockets, or None when no proxy serves ``path``."""
+def take_over(path: Path, *, timeout: float = 5.0, tls: bool = False) -> Taken | None:
+    """The previous proxy's listening sockets, or None when no proxy serves ``path``.
+
+    ``tls``: ask for its TLS listener too (only a taker that serves it asks: a socket handed
+    and then left unserved would keep taking its share of the port's connections). A proxy
+    from before this was possible reads ``TAKE`` only and hands traffic and admin."""
     channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     channel.settimeout(timeout)
     try:
@@ -82,8 +104,8 @@ def take_over(path: Path, *, timeout: float = 5.0) -> Taken | None:
     try:
         if not _same_user(channel):
             raise OSError(f"{path}: served by another user's process; not taking its sockets")
-        channel.sendall(_TAKE)
-        _, fds, _, _ = socket.recv_fds(channel, 64, _MAX_FDS)
+        channel.sendall(_TAKE + (_WITH_TLS if tls else b""))  # one write: see _serve
+        message, fds, _, _ = socket.recv_fds(channel, 256, _MAX_FDS)
     except OSError:
         channel.close()
         raise
@@ -91,6 +113,7 @@ def take_over(path: Path, *, timeout: float = 5.0) -> Taken | None:
     try:
         if not sockets:
             raise OSError(f"{path}: the running proxy sent no sockets")
+        roles = _roles(message, len(sockets))
         for sock in sockets:
             _check_listening(sock)
             sock.setblocking(False)
@@ -101,18 +124,38 @@ def take_over(path: Path, *, timeout: float = 5.0) -> Taken | None:
         raise
     # The old proxy waits for READY as long as this process lives (see HandoffServer).
     channel.settimeout(None)
-    return Taken(channel, sockets)
+    return Taken(channel, sockets, roles)
+
+
+def _roles(message: bytes, count: int) -> list[str]:
+    """The role of each received socket: named in the message, or traffic then admin."""
+    _hello, _, named = message.strip().partition(b" ")
+    if not named:
+        roles = list(ROLES[:2])[:count]
+    else:
+        roles = [r.decode("ascii", "replace") for r in named.split(b",")]
+    if len(roles) != count or len(set(roles)) != count or not set(roles) <= set(ROLES):
+        raise OSError(f"the running proxy sent {count} sockets named {roles}: not understood")
+    return roles
+
+
+Handed = Callable[[], Sequence[tuple[str, int]]]
 
 
 class HandoffServer:
     """Serves ``TAKE`` on a Unix socket at ``path`` (one successor), in a thread of its own.
 
-    ``on_taken`` runs in that thread once the successor said ``READY``: hand it to the event
-    loop with ``call_soon_threadsafe``.
+    ``sockets``: a list (traffic, then admin), or a function giving (role, descriptor) pairs
+    at the moment a successor asks, so that a listener opened or moved since (the TLS
+    listener at a reload) is the one handed over. ``on_taken`` runs in that thread once the
+    successor said ``READY``: hand it to the event loop with ``call_soon_threadsafe``.
     """
 
     def __init__(
-        self, path: Path, sockets: list[socket.socket], on_taken: Callable[[], None]
+        self,
+        path: Path,
+        sockets: Sequence[socket.socket] | Handed,
+        on_taken: Callable[[], None],
     ) -> None:
         self.path = path
         self._sockets = sockets
@@ -166,7 +209,16 @@ class HandoffServer:
                 return False
             if channel.recv(len(_TAKE)) != _TAKE:
                 return False
-            socket.send_fds(channel, [b"lbrec"], [s.fileno() for s in self._sockets])
+            # TLS\n, when asked, came in the same write as TAKE\n: it is here already
+            channel.setblocking(False)
+            try:
+                wants_tls = channel.recv(len(_WITH_TLS)) == _WITH_TLS
+            except BlockingIOError:
+                wants_tls = False
+            channel.settimeout(10.0)
+            handed = [(r, fd) for r, fd in self._handed() if r != "tls" or wants_tls]
+            names = b",".join(role.encode() for role, _fd in handed)
+            socket.send_fds(channel, [_HELLO + b" " + names], [fd for _role, fd in handed])
             # The successor may take a while to serve (it loads its pool first): wait for its
             # READY as long as it lives; its exit closes the channel and we keep serving.
             channel.settimeout(_READY_WAIT)
@@ -181,6 +233,11 @@ class HandoffServer:
         self._taken = True
         self._on_taken()
         return True
+
+    def _handed(self) -> list[tuple[str, int]]:
+        if callable(self._sockets):
+            return [(role, fd) for role, fd in self._sockets() if fd >= 0]
+        return list(zip(ROLES, (s.fileno() for s in self._sockets), strict=False))
 
     def close(self) -> None:
         self._closed.set()

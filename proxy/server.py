@@ -137,6 +137,11 @@ class ProxyServer:
         self._adopt_front(self.pool.config)  # redirects name the port as bound
         return str(sockname[0]), int(sockname[1])
 
+    def tls_listening_fd(self) -> int | None:
+        """The TLS listener's listening socket, for ``--handoff`` (proxy/sites.py)."""
+        sockets = getattr(self._tls_listener, "sockets", None) or ()
+        return int(sockets[0].fileno()) if sockets else None
+
     def stop_tls(self) -> None:
         """No TLS listener any more (``tls:`` left the file); its connections go on."""
         if self._tls_listener is not None:

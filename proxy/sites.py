@@ -30,9 +30,10 @@ def sockname(sock: socket.socket) -> Address:
 class Listeners:
     """The proxy's listening sockets, traffic and admin: the caller's (``lbrec up`` holds them
     across a restart of this process), a predecessor's (``handoff``: taken over, one accept
-    queue, no gap) or bound here; with ``handoff``, served in turn to a successor."""
+    queue, no gap) or bound here; with ``handoff``, served in turn to a successor, with the
+    TLS listener's socket as it is served at that moment."""
 
-    __slots__ = ("_successor", "_taken", "admin", "handoff", "traffic")
+    __slots__ = ("_successor", "_taken", "admin", "handoff", "tls", "traffic")
 
     def __init__(
         self,
@@ -44,6 +45,7 @@ class Listeners:
         self.handoff = handoff
         self.traffic = traffic
         self.admin = admin
+        self.tls: socket.socket | None = None  # the predecessor's TLS listener, taken over
         self._taken: Taken | None = None
         self._successor: HandoffServer | None = None
 
@@ -51,10 +53,16 @@ class Listeners:
         """Have both sockets (``admin_at`` None: no admin listener)."""
         if self.traffic is not None:
             return  # bound by the caller: nothing is bound or taken over here
-        taken = self._taken = take_over(self.handoff) if self.handoff is not None else None
+        taken = None
+        if self.handoff is not None:
+            taken = self._taken = take_over(self.handoff, tls=True)
         if taken is not None:
-            self.traffic = taken.sockets[0]
-            self.admin = taken.sockets[1] if len(taken.sockets) > 1 else None
+            traffic = taken.role("traffic")
+            if traffic is None:
+                for sock in taken.sockets:
+                    sock.close()
+                raise OSError(f"{self.handoff}: the running proxy handed no traffic listener")
+            self.traffic, self.admin, self.tls = traffic, taken.role("admin"), taken.role("tls")
             if admin_at is None and self.admin is not None:
                 self.admin.close()
                 self.admin = None
@@ -65,13 +73,34 @@ class Listeners:
         if admin_at is not None:
             self.admin = listening_socket(*admin_at, reuse_port=reuse_port)
 
-    def serving(self, taken_over: Callable[[], None]) -> None:
+    def take_tls(self) -> socket.socket | None:
+        """The TLS listener taken over from the predecessor (once: then the caller's)."""
+        sock, self.tls = self.tls, None
+        return sock
+
+    def serving(
+        self, taken_over: Callable[[], None], *, tls: Callable[[], int | None] = lambda: None
+    ) -> None:
         """This proxy serves: its predecessor may stop accepting and drain; a successor may
-        take the sockets over (then ``taken_over`` runs, in the handoff thread)."""
+        take the sockets over (then ``taken_over`` runs, in the handoff thread). ``tls``: the
+        TLS listener's descriptor when a successor asks (None: none is served then)."""
+        if self.tls is not None:  # taken over, but the file has no tls: (any more)
+            self.tls.close()
+            self.tls = None
         if self._taken is not None:
             self._taken.ready()
         if self.handoff is not None and self.traffic is not None:
-            handed = [self.traffic] + ([self.admin] if self.admin is not None else [])
+            traffic, admin = self.traffic, self.admin
+
+            def handed() -> list[tuple[str, int]]:
+                out = [("traffic", traffic.fileno())]
+                if admin is not None:
+                    out.append(("admin", admin.fileno()))
+                fd = tls()
+                if fd is not None:
+                    out.append(("tls", fd))
+                return out
+
             self._successor = HandoffServer(self.handoff, handed, taken_over)
             self._successor.start()
 
