@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from .addresses import check_cidrs, parse_hostport, split_hostport
 from .route_schema import (
+    STICKY_PATTERN,
     AuthSettings,
     BasicAuthSettings,
     CompressSettings,
@@ -143,7 +144,7 @@ class BackendEntry(StrictModel):
     )
     sticky: str | None = Field(
         default=None,
-        pattern=r"^(cookie|header):[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        pattern=STICKY_PATTERN,
         description="canary: keep a client on one version by this cookie or header",
     )
     # The rollout's secret key for the sticky hash (issue 20 finding 13), written by the
