@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from cryptography import x509
 
 from lbrec.proxy.cert_view import certificates_view, read_manager_status
@@ -220,6 +221,7 @@ async def test_a_proxy_without_tls_shows_no_certificates(
     }
 
 
+@pytest.mark.slow  # a browser: CI runs it, the quick loop not (tests/conftest.py)
 async def test_status_page_certificates_in_chromium(
     page: Any,  # noqa: F811  (test_dashboard's Chromium fixture)
     proxy: ProxyFactory,

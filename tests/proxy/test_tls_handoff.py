@@ -60,6 +60,7 @@ async def _get(context: ssl.SSLContext, port: int) -> bool:
             await writer.wait_closed()
 
 
+@pytest.mark.slow  # a process tree under seconds of load, as test_handoff.py
 @pytest.mark.timeout(120)
 async def test_restart_under_https_load_drops_nothing_and_keeps_the_tls_socket(
     backends: BackendFactory, tmp_path: Path
