@@ -134,3 +134,22 @@ def test_an_unchanged_status_is_not_rewritten(site: tuple[Workspace, FakeDocker,
     first = path.stat().st_mtime_ns, path.read_text()
     manager.tick()
     assert (path.stat().st_mtime_ns, path.read_text()) == first
+
+
+def test_a_failed_renew_by_hand_is_published_for_the_proxy(
+    site: tuple[Workspace, FakeDocker, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`lbrec certs --renew NAME` that fails: exit 1, the CA's error said, the certificate in
+    service kept, and the status page learns it without waiting for the manager."""
+    from lbrec.reconciler.commands.cli import main
+
+    workspace, _docker, serial = site
+    code = main(["certs", "--renew", "shop.example.com", "-f", str(workspace.spec_file)])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot reach the ACME server" in err and "keeps serving" in err
+    rows = {
+        r["name"]: r
+        for r in json.loads((workspace.folder / STATUS_FILE).read_text())["certificates"]
+    }
+    assert rows["shop.example.com"]["serial"] == serial
+    assert "cannot reach the ACME server" in rows["shop.example.com"]["last_error"]
