@@ -191,8 +191,20 @@ async def test_concurrency_cap_and_its_slot_released_on_every_ending(
     )
     running = await proxy(doc)
     port = _port(running)
+    features = running.info.server.feature_set
+    assert features is not None
+    cap = features.by_key["shop.example.com/"].concurrency
+    assert cap is not None
+
+    async def held(count: int) -> None:
+        for _ in range(200):
+            if len(cap) == count:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"{len(cap)} clients hold a slot, not {count}")
+
     slow = asyncio.create_task(curl(port, "/slow?s=1", host="shop.example.com"))
-    await asyncio.sleep(0.4)
+    await held(1)
     capped = await curl(port, "/", host="shop.example.com")
     assert capped.status == 429 and capped.header("retry-after") == "1"
     assert (await slow).status == 200
@@ -200,12 +212,8 @@ async def test_concurrency_cap_and_its_slot_released_on_every_ending(
     # a client that goes away mid-answer releases its slot too
     gone = await curl(port, "/slow?s=2", "--max-time", "0.5", host="shop.example.com")
     assert gone.status == 0  # curl gave up: the client went away
-    await asyncio.sleep(0.2)
+    await held(0)
     assert (await curl(port, "/", host="shop.example.com")).status == 200
-    features = running.info.server.feature_set
-    assert features is not None
-    plan = features.by_key["shop.example.com/"]
-    assert plan.concurrency is not None and len(plan.concurrency) == 0
 
 
 async def test_max_body_413_early_and_when_chunked_goes_over(

@@ -78,7 +78,7 @@ async def test_a_client_gone_during_the_hold_ends_its_exchange(
             break
         await asyncio.sleep(0.05)
     port = running.info.listen[1]
-    gone = await curl(port, "/", "--max-time", "0.7", host=SHOP)
+    gone = await curl(port, "/", "--max-time", "1.5", host=SHOP)
     assert gone.status == 0  # curl gave up while its request was held
     for _ in range(100):
         if server.gate.waiting == 0:
