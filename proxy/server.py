@@ -16,7 +16,7 @@ import socket
 import time
 from pathlib import Path
 
-from . import frontdoor, route_features
+from . import frontdoor, passive, route_features
 from .acme_challenges import Challenges
 from .balancer import SmoothWeightedRoundRobin
 from .config import BackendsConfig
@@ -26,7 +26,8 @@ from .framing import RequestHead
 from .front import Front
 from .health import HealthMonitor, HealthState, ProbeResult, ProbeTarget, RiseFall
 from .maintenance import HoldGate
-from .pool import Backend, Pool, instance_keys, rotation_weights, route_pools
+from .pool import Backend, Pool
+from .pool_build import build_pool
 from .route_stats import RouteFigures
 from .runtime import code_kind, listening_socket, package_version, runtime_info
 from .stats import Answers
@@ -260,36 +261,7 @@ class ProxyServer:
         self._trusted = _networks(config.trusted_proxies)
 
     def _build_pool(self, config: BackendsConfig, digest: str, *, previous: Pool | None) -> Pool:
-        backends: dict[str, Backend] = {}
-        # Carried over by (name, URL): the key of an instance changes when its backend gains or
-        # loses instances, its health, counters and connections do not.
-        # And by container: at the same URL another container (an engine restart hands the
-        # port to someone else) is a new backend, proven again by its health checks.
-        before = (
-            {}
-            if previous is None
-            else {(b.name, b.url, b.container): b for b in previous.backends.values()}
-        )
-        entries = config.routable  # a frozen entry is never routed (docs/faults.md)
-        keys = instance_keys(entries)
-        for key, entry in zip(keys, entries, strict=True):
-            prev = before.get((entry.name, entry.url, entry.container))
-            if prev is not None:
-                prev.adopt(entry, key)
-                backends[key] = prev
-            else:
-                start = HealthState.UP if previous is None else HealthState.CHECKING
-                backends[key] = Backend(entry, health=start, key=key)
-        wait = config.health.wait_healthy_on_add
-        weights = rotation_weights(entries, keys)
-        healthy = [n for n, b in backends.items() if b.takes_traffic(wait_healthy=wait)]
-        if previous is None:
-            balancer = SmoothWeightedRoundRobin(weights, healthy=healthy)
-        else:
-            balancer = previous.balancer.with_config(weights, healthy=healthy)
-        pool = Pool(config, backends, balancer, digest)
-        pool.routes = route_pools(config, keys, entries, pool, previous)
-        return pool
+        return build_pool(config, digest, previous=previous)
 
     def _update_health(self, *, initial: bool) -> None:
         if self.health is None:
@@ -351,45 +323,8 @@ class ProxyServer:
         return b"%s-%x" % (self._request_id_prefix, self._request_ids)
 
     def passive_failure(self, backend: Backend, reason: str) -> None:
-        backend.errors += 1
-        passive = self.pool.config.passive
-        if passive.max_fails == 0 or backend.ejected:
-            return
-        backend.fails += 1
-        if backend.fails < passive.max_fails:
-            return
-        backend.fails = 0
-        if self.pool.balancer.eligible == (backend.key,):
-            # Like nginx with a single server: ejecting the last backend in rotation would turn
-            # partial failure into a total outage. Active checks still take it down if dead.
-            return
-        backend.ejected = True
-        self.ejections += 1
-        backend.eject_handle = self.loop.call_later(passive.cooldown, self._readmit, backend)
-        _log.warning(
-            "backend %s ejected for %.1fs after %d consecutive failures (last: %s)",
-            backend.name,
-            passive.cooldown,
-            passive.max_fails,
-            reason,
-            extra={"event": "eject", "backend": backend.name, "reason": reason},
-        )
-        self._refresh_if_current(backend)
-
-    def _readmit(self, backend: Backend) -> None:
-        backend.eject_handle = None
-        backend.ejected = False
-        _log.info(
-            "backend %s back from passive ejection",
-            backend.name,
-            extra={"event": "readmit", "backend": backend.name},
-        )
-        self._refresh_if_current(backend)
-
-    def _refresh_if_current(self, backend: Backend) -> None:
-        pool = self.pool
-        if pool.backends.get(backend.key) is backend:
-            pool.refresh(backend)
+        """A failed attempt: counted, and the backend ejected past ``passive.max_fails``."""
+        passive.failed(self, backend, reason)
 
     # -- housekeeping --------------------------------------------------------------------------
 
