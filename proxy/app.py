@@ -76,6 +76,7 @@ class ServeOptions:
     # --workers N: a worker without the admin listener publishes its counters in
     # figures_dir, and the admin one reads them, so /metrics covers every worker
     worker: int = 0
+    workers: int = 1  # how many: each worker's rate limits are 1/N (docs/routes.md)
     figures_dir: Path | None = None
     # (project, desired-state file): serve only a pool stamped as that deployment's ("deploy"
     # in backends.json); until one is written, every request is answered 503 with the reason
@@ -108,6 +109,7 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
         access_log=o.access_log,
         fast_lane=o.fast_lane,
         config_dir=path.parent,  # certificates and ACME challenges: from the file's folder
+        workers=o.workers,
     )
     if waiting is not None:
         server.empty_reason = waiting

@@ -230,6 +230,7 @@ def _run_worker(
                     drain_timeout=args.drain_timeout,
                     handoff=args.handoff,
                     worker=worker,
+                    workers=args.workers,
                     figures_dir=figures_dir,
                     listen_sock=listen_sock,
                     admin_sock=admin_sock,

@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from lbrec.proxy.config import BackendsConfig
+from lbrec.proxy.server import ProxyServer
+
 from .conftest import BackendFactory, ProxyFactory
 from .features_support import curl, htpasswd, routed_doc
 
@@ -241,3 +244,19 @@ async def test_max_body_413_early_and_when_chunked_goes_over(
     )
     assert chunked.status == 413
     assert web_backend.hits == 1
+
+
+async def test_each_worker_takes_its_share_of_a_rate_limit() -> None:
+    """``lbrec proxy --workers N`` (proxy/cli.py -> ServeOptions.workers -> ProxyServer): each
+    worker's buckets hold 1/N of the rate and of the burst (docs/routes.md)."""
+    doc = routed_doc(
+        [("web", "http://127.0.0.1:9", 1)],
+        [{"host": "shop.example.com", "backends": ["web"]}],
+        defaults={"rate_limit": {"requests": 100, "per": "1s", "burst": 40}},
+    )
+    config = BackendsConfig.model_validate(doc)
+    for workers, rate, burst in ((1, 100.0, 40.0), (4, 25.0, 10.0)):
+        server = ProxyServer(config, workers=workers)
+        assert server.feature_set is not None
+        limiter = server.feature_set.by_key["shop.example.com/"].rate
+        assert limiter is not None and (limiter.rate, limiter.burst) == (rate, burst)
