@@ -1,13 +1,15 @@
 """The seam between the front door's features (issue 23) and the request path: what the
-exchange calls, and when. Nothing here is wired yet (docs/routes.md says what is).
+exchange calls, and when. Wired: proxy/route_features.py builds a :class:`Features` at each
+reload, proxy/admission.py and proxy/shaping.py call the steps below for each request.
 
 On every (re)load of backends.json, build a :class:`Features` from the config (the previous
 one given, so that rate-limit buckets, verified credentials and the forward-auth session of
 unchanged routes carry over a reload). Then, per request:
 
-1. ``plan = features.plan(match)`` with the route the front door chose (proxy/front.py), None
-   without routes. ``plan is None``: no feature is on; the request goes as before (the cost:
-   one list index).
+1. ``plan = features.plan_for(route)`` with the key of the route the front door chose
+   (proxy/front.py), None without routes. ``plan is None``: no feature is on; the request goes
+   as before. While no route has a feature and nothing is paused the server holds no
+   Features at all for the request path (``server.features is None``: one attribute test).
 2. ``answer = await plan.admit(...)`` before any byte goes to a backend: maintenance (with the
    hold), the allow-list, basic auth, forward-auth, the rate limit and the concurrency cap, in
    that order. A :class:`LocalAnswer` is sent as is (403, 401, 429, 503, or the auth service's
