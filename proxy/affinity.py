@@ -18,9 +18,10 @@ The secret: ``affinity_key`` of backends.json (the reconciler's, derived from th
 (:func:`route_secret`); without it, one drawn by this proxy at import (the workers of
 ``--workers N`` fork after it and share it; a restart re-pins clients, once).
 
-The seam with canaries: a sticky canary (proxy/pool.py ``Pool.stick``) keeps a client on a
-*version* by a hash of a client-chosen value. That becomes this mechanism with the eligible
-instances narrowed to the version the client was first given; see docs/routes.md.
+Canaries: on a route with ``sticky:`` this affinity replaces the pool's pick (proxy/admission.py
+``choose``): a pinned client stays on its instance, hence its version. A sticky canary without
+it (proxy/pool.py ``Pool.stick``) still keys on the application's value; docs/routes.md says why
+it was not folded into this mechanism.
 """
 
 from __future__ import annotations
