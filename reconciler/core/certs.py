@@ -52,7 +52,7 @@ from .cert_values import (
 )
 from .spec import DesiredState
 
-# The values others name from here (all of them are cert_values.py's)
+# The rules, and the values of cert_values.py that others import from here
 __all__ = [
     "CHALLENGES",
     "Challenge",
