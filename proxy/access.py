@@ -50,19 +50,33 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_SEEN_MAX = 4096
+
+
 class AllowList:
     """Whether a client address is in one of ``cidrs``. Built once per reload."""
 
-    __slots__ = ("_v4", "_v6")
+    __slots__ = ("_seen", "_v4", "_v6")
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         networks = [ipaddress.ip_network(c, strict=False) for c in cidrs]
         self._v4 = [n for n in networks if n.version == 4]
         self._v6 = [n for n in networks if n.version == 6]
+        # verdicts of addresses seen lately (parsing one costs microseconds); emptied when full
+        self._seen: dict[str, bool] = {}
 
     def allows(self, client: str) -> bool:
-        """PURE. ``client`` is an address as the proxy trusts it (``[...]`` and a zone
-        tolerated); anything that is not an address is refused (fail closed)."""
+        """``client`` is an address as the proxy trusts it (``[...]`` and a zone tolerated);
+        anything that is not an address is refused (fail closed)."""
+        seen = self._seen
+        verdict = seen.get(client)
+        if verdict is None:
+            if len(seen) >= _SEEN_MAX:
+                seen.clear()
+            verdict = seen[client] = self._judge(client)
+        return verdict
+
+    def _judge(self, client: str) -> bool:
         try:
             address: Address = ipaddress.ip_address(client.strip("[]").split("%", 1)[0])
         except ValueError:

@@ -107,7 +107,15 @@ class Affinity:
     ``sticky`` and the pool's instances: ``instances`` maps a pool key (what the balancer picks
     and the health checks count by) to (identity, weight)."""
 
-    __slots__ = ("_by_value", "_cookie_name", "_instances", "_is_cookie", "_name", "_secret")
+    __slots__ = (
+        "_by_value",
+        "_cookie_name",
+        "_instances",
+        "_is_cookie",
+        "_name",
+        "_secret",
+        "_values",
+    )
 
     def __init__(
         self, sticky: str, secret: bytes, instances: Mapping[str, tuple[str, int]]
@@ -118,14 +126,13 @@ class Affinity:
         self._name = name.encode("latin-1") if self._is_cookie else name.lower().encode("latin-1")
         self._secret = secret
         self._instances = dict(instances)
-        # cookie value -> pool key: the lookup of a pinned client is one dictionary access
-        self._by_value = {
-            cookie_value(secret, identity): key for key, (identity, _w) in instances.items()
-        }
+        # pool key -> cookie value, and back: a pin made or read is one dictionary access
+        self._values = {key: cookie_value(secret, ident) for key, (ident, _w) in instances.items()}
+        self._by_value = {value: key for key, value in self._values.items()}
 
     def value_of(self, key: str) -> str:
         """The cookie value that pins a client to the instance ``key``."""
-        return cookie_value(self._secret, self._instances[key][0])
+        return self._values[key]
 
     def choose(
         self,
