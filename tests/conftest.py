@@ -37,6 +37,17 @@ _SLOW = (
     # seconds of load or of timeouts run out on purpose
     "tests/proxy/test_reload.py",
     "tests/proxy/test_connection_edges.py",
+    "tests/proxy/http2/test_h2_clients.py",  # h2load and curl
+)
+# Single tests of seconds each in files that are otherwise quick (node id prefixes).
+_SLOW_TESTS = (
+    "tests/reconciler/commands/test_compat.py::test_python_cli_py_edits_the_desired_state",
+    "tests/proxy/test_ratelimit.py::test_the_memory_of_a_full_lru_stops_growing",
+    "tests/proxy/test_ratelimit.py::test_a_million_spoofed_addresses_stay_bounded",
+    "tests/reconciler/core/test_plan.py::test_planning_and_rendering_stay_linear",
+    "tests/proxy/test_admin_hosts.py::test_a_bad_admin_hosts_value_stops_the_proxy_at_start",
+    "tests/proxy/http2/test_h2_forward.py::test_a_slow_backend_back_pressures_the_upload",
+    "tests/proxy/http2/test_h2_floods.py::test_zero_window_stall",
 )
 
 
@@ -46,7 +57,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         where = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
         if where.startswith("tests/integration/"):
             item.add_marker(pytest.mark.docker)
-        if where.startswith(_SLOW):
+        if where.startswith(_SLOW) or item.nodeid.startswith(_SLOW_TESTS):
             item.add_marker(pytest.mark.slow)
 
 
