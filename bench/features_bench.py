@@ -7,7 +7,10 @@ process, alternating, so the ratio holds on a busy machine where absolute figure
 Basic auth and forward-auth are left out: they wait (a thread, a service) and are measured by
 what they wait for, not by the proxy's CPU.
 
-    .venv/bin/python bench/features_bench.py
+    .venv/bin/python bench/features_bench.py [--only "compress br" ...]
+
+Under valgrind (``--tool=cachegrind --cache-sim=no``), two runs of one case with different
+``--requests`` give its instructions per request, which a shared machine does not disturb.
 """
 
 from __future__ import annotations
@@ -102,15 +105,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--only", action="append", choices=CASES, help="these cases (and none)")
     args = parser.parse_args()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    clients = {name: build(loop, defaults) for name, defaults in CASES.items()}
-    requests = {name: REQUEST for name in CASES}
-    requests["sticky cookie, pinned"] = pinned(clients["sticky cookie, pinned"])
+    cases = {n: d for n, d in CASES.items() if not args.only or n in args.only or n == "none"}
+    clients = {name: build(loop, defaults) for name, defaults in cases.items()}
+    requests = {name: REQUEST for name in cases}
+    if "sticky cookie, pinned" in clients:
+        requests["sticky cookie, pinned"] = pinned(clients["sticky cookie, pinned"])
     for name, client in clients.items():
         run(client, 500, requests[name])  # warm up
-    figures: dict[str, list[float]] = {name: [] for name in CASES}
+    figures: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(args.repeat):  # alternating: the machine's noise falls on every case alike
         for name, client in clients.items():
             figures[name].append(run(client, args.requests, requests[name]))
