@@ -43,7 +43,13 @@ REGISTRY_PORT = 5000
 @dataclass
 class Cluster:
     net: EngineNet
-    registry: str  # host:port on the bridge
+    folder: Path
+    registry_proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def registry(self) -> str:
+        """host:port on the bridge"""
+        return f"{self.net.gateway}:{REGISTRY_PORT}"
 
     @property
     def manager(self) -> Node:
@@ -51,6 +57,15 @@ class Cluster:
 
     def addresses(self) -> set[str]:
         return {n.address for n in self.net.nodes}
+
+    def start_registry(self) -> None:
+        self.registry_proc = _registry(self.net, self.folder)
+
+    def stop_registry(self) -> None:
+        proc, self.registry_proc = self.registry_proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()  # our own child, by pid
+            proc.wait(timeout=20)
 
 
 def _registry(net: EngineNet, folder: Path) -> subprocess.Popen[bytes]:
@@ -87,7 +102,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.fail("needs Debian's docker-registry (bash scripts/setup.sh --tests installs it)")
     folder = tmp_path_factory.mktemp("swarm-nodes")
     net = EngineNet.create(nodes=3, dockerd_args=("--insecure-registry=198.18.0.0/15",))
-    registry: subprocess.Popen[bytes] | None = None
+    cluster = Cluster(net, folder)
     try:
         manager = net.nodes[0]
         manager.docker("swarm", "init", "--advertise-addr", manager.address)
@@ -97,13 +112,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 "swarm", "join", "--token", token, "--advertise-addr", worker.address,
                 f"{manager.address}:2377",
             )  # fmt: skip
-        registry = _registry(net, folder)
+        cluster.start_registry()
         manager.load_image(BASE_IMAGE)  # lbrec builds there; the workers pull from the registry
-        yield Cluster(net, f"{net.gateway}:{REGISTRY_PORT}")
+        yield cluster
     finally:
-        if registry is not None and registry.poll() is None:
-            registry.terminate()  # our own child, by pid
-            registry.wait(timeout=20)
+        cluster.stop_registry()
         net.close()
 
 
@@ -128,6 +141,7 @@ class Deploy:
     env: dict[str, str]
     listen: int
     admin: int
+    project: str
 
     def lbrec(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -164,17 +178,18 @@ class Deploy:
         ]
 
 
-def _deploy(tmp: Path, cluster: Cluster, backends: str) -> Deploy:
-    folder = tmp / "deploy"
+def _deploy(tmp: Path, cluster: Cluster, backends: str, name: str = "deploy") -> Deploy:
+    folder = tmp / name
     folder.mkdir()
-    for name in ("Dockerfile.backend", ".dockerignore"):
-        shutil.copy(REPO / name, folder / name)
+    for file in ("Dockerfile.backend", ".dockerignore"):
+        shutil.copy(REPO / file, folder / file)
     shutil.copytree(
         REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")
     )
     listen, admin = free_ports(2)
+    project = f"t24-{uuid.uuid4().hex[:6]}"
     (folder / "desired-state.yaml").write_text(
-        f"project: t24-{uuid.uuid4().hex[:6]}\n"
+        f"project: {project}\n"
         "engine: swarm\n"
         f"registry: {cluster.registry}\n"
         f"listen: 127.0.0.1:{listen}\n"
@@ -185,7 +200,12 @@ def _deploy(tmp: Path, cluster: Cluster, backends: str) -> Deploy:
     )
     env = cluster.manager.env(dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1"))
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return Deploy(folder, env, listen, admin)
+    return Deploy(folder, env, listen, admin, project)
+
+
+def _remove_stack(deploy: Deploy, node: Node) -> None:
+    """The test's own stack goes (the next test on this swarm gets the nodes to itself)."""
+    node.docker("stack", "rm", deploy.project, check=False)
 
 
 @dataclass
@@ -361,10 +381,13 @@ def test_multi_node_swarm(tmp_path: Path, cluster: Cluster, demo_images: dict[st
             # Swarm does not move tasks back to a node that returns: each stage takes a worker
             # that runs tasks now.
             first, second = cluster.net.nodes[2], cluster.net.nodes[1]
-            _lose_a_node(deploy, first, "engine killed", cut=first.stop, mend=first.start)
+            _lose_a_node(
+                deploy, cluster.manager, first, "engine killed", cut=first.stop, mend=first.start
+            )
             try:
                 _lose_a_node(
                     deploy,
+                    cluster.manager,
                     second,
                     "link cut",
                     cut=lambda: cluster.net.cut(second),
@@ -376,14 +399,19 @@ def test_multi_node_swarm(tmp_path: Path, cluster: Cluster, demo_images: dict[st
             _stop(watch)
     finally:
         _stop(proc)
+        _remove_stack(deploy, cluster.manager)
 
 
-def _lose_a_node(deploy: Deploy, lost: Node, what: str, *, cut: Any, mend: Any) -> None:
+def _lose_a_node(
+    deploy: Deploy, manager: Node, lost: Node, what: str, *, cut: Any, mend: Any
+) -> None:
     """``cut`` a node under load; measure the failed requests and the seconds until every
     backend is routed at full count on the nodes left; ``mend`` it and check that no stale
     instance stays in the pool."""
     wait_until(lambda: lost.address in _hosts(deploy.routable()), 120, f"tasks on {lost.address}")
     want = {"web": 6, "api": 2}
+    lost_id = lost.node_id()
+    seen: dict[str, float] = {}  # when Swarm said the node is down, when it left the pool
     with Load(deploy.listen, seconds=240) as load:
         time.sleep(2.0)
         began = time.monotonic()
@@ -391,6 +419,14 @@ def _lose_a_node(deploy: Deploy, lost: Node, what: str, *, cut: Any, mend: Any) 
 
         def full() -> bool:
             entries = deploy.routable()
+            if lost.address not in _hosts(entries):
+                seen.setdefault("out_of_pool", time.monotonic() - began)
+            if "down" not in seen:
+                state = manager.docker(
+                    "node", "inspect", lost_id, "--format", "{{.Status.State}}", check=False
+                ).strip()
+                if state and state != "ready":
+                    seen["down"] = time.monotonic() - began
             return lost.address not in _hosts(entries) and all(
                 len([e for e in entries if e["name"] == n]) >= c for n, c in want.items()
             )
@@ -410,6 +446,8 @@ def _lose_a_node(deploy: Deploy, lost: Node, what: str, *, cut: Any, mend: Any) 
         failed=len(failed),
         kinds=dict(Counter(failed)),
         seconds_to_full_capacity=round(recovered, 1),
+        seconds_to_node_down=round(seen.get("down", -1), 1),
+        seconds_to_out_of_pool=round(seen.get("out_of_pool", -1), 1),
     )
     assert len(failed) <= 50, Counter(failed).most_common(5)
     mend()
@@ -430,3 +468,195 @@ def _lose_a_node(deploy: Deploy, lost: Node, what: str, *, cut: Any, mend: Any) 
     }
     stale = [e["url"] for e in deploy.routable() if e["url"].split("//", 1)[1] not in running]
     assert stale == [], stale
+
+
+def _swarm_state(deploy: Deploy, node: Node) -> tuple[set[str], set[str], set[str]]:
+    """What runs (services, tasks wanted running) and what the pool routes."""
+    services = set(
+        node.docker(
+            "service", "ls", "--filter", f"label=lbrec.project={deploy.project}",
+            "--format", "{{.Name}}",
+        ).split()
+    )  # fmt: skip
+    tasks = set(
+        node.docker(
+            "service", "ps", "-q", "--filter", "desired-state=running", *sorted(services)
+        ).split()
+    )
+    return services, tasks, {str(e["url"]) for e in deploy.routable()}
+
+
+def test_a_push_or_pull_failure_changes_nothing_and_names_node_and_image(
+    tmp_path: Path, cluster: Cluster, demo_images: dict[str, str]
+) -> None:
+    """The registry down when lbrec pushes a new build, then a worker that cannot reach the
+    registry when a new image rolls out: each apply exits 1 naming the image (and the node
+    that could not pull it), and the running services, their tasks and the pool are the same
+    as before, under load with 0 failed."""
+    web = "  - {name: web, image: %s, port: 8000, replicas: 3, weight: 1}\n"
+    api = "  - {name: api, port: 8100, replicas: 1, weight: 1}\n"  # built and pushed
+    deploy = _deploy(tmp_path, cluster, web % demo_images["v1"] + api, "images")
+    manager, blocked = cluster.manager, cluster.net.nodes[1]
+    try:
+        deploy.ok("apply")
+        before = _swarm_state(deploy, manager)
+        proc = _serve(deploy)
+        try:
+            with Load(deploy.listen, threads=2, seconds=150) as load:
+                # -- a push failure: the registry is down, api's build context changed -------
+                cluster.stop_registry()
+                try:
+                    (deploy.folder / "backend" / "changed.txt").write_text("a new build\n")
+                    done = deploy.lbrec("apply")
+                finally:
+                    cluster.start_registry()
+                said = done.stdout + done.stderr
+                assert done.returncode == 1, said
+                assert f"pushing {cluster.registry}/{deploy.project}-" in said, said
+                assert "nothing was deployed" in said, said
+                assert _swarm_state(deploy, manager) == before
+                _figure("push failure", said=_first_line(said, "pushing"))
+
+                # -- a pull failure: one worker cannot reach the registry --------------------
+                (deploy.folder / "backend" / "changed.txt").unlink()
+                image = f"{cluster.registry}/lbrec-swarm-demo:only-in-registry"
+                manager.docker("tag", demo_images["v1"], image)
+                manager.docker("push", image)  # the manager has it; the workers must pull it
+                blocked.reject(cluster.net.gateway, REGISTRY_PORT)
+                try:
+                    deploy.write(web % image + api)
+                    done = deploy.lbrec("apply")
+                finally:
+                    blocked.allow(cluster.net.gateway, REGISTRY_PORT)
+                said = done.stdout + done.stderr
+                assert done.returncode == 1, said
+                assert f"{blocked.address}: {image}: " in said, said  # the node and the image
+                assert _swarm_state(deploy, manager) == before
+                _figure("pull failure", said=_first_line(said, blocked.address))
+            assert load.failed() == [], Counter(load.failed()).most_common(3)
+            _figure("push and pull failures under load", requests=load.total(), failed=0)
+        finally:
+            _stop(proc)
+    finally:
+        _remove_stack(deploy, manager)
+
+
+def _first_line(text: str, word: str) -> str:
+    return next((line.strip() for line in text.splitlines() if word in line), "")[:300]
+
+
+def _managers(node: Node) -> list[str]:
+    """What ``node`` (a manager) says of the managers (Leader, Reachable, Unreachable), or
+    nothing when it cannot answer (not a manager, no leader)."""
+    try:
+        done = subprocess.run(
+            ["docker", "node", "ls", "--filter", "role=manager", "--format", "{{.ManagerStatus}}"],
+            env=node.env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return []
+    return done.stdout.split() if done.returncode == 0 else []
+
+
+def _managers_answer(node: Node, reachable: int = 1) -> bool:
+    """``node`` answers as a manager, with a leader and ``reachable`` managers (leader
+    included) in the Raft group."""
+    said = _managers(node)
+    return "Leader" in said and sum(s in ("Leader", "Reachable") for s in said) >= reachable
+
+
+def test_the_manager_lost(tmp_path: Path, cluster: Cluster, demo_images: dict[str, str]) -> None:
+    """1 manager (drained: it runs no task) lost under load: the proxy keeps serving the last
+    pool, 0 failed. Then 3 managers: the one lbrec talks to is lost, lbrec pointed at another
+    converges a change (a new replica count) under load, 0 failed."""
+    manager, first, second = cluster.net.nodes
+    ids = [node.node_id() for node in cluster.net.nodes]
+    manager.docker("node", "update", "--availability", "drain", ids[0])
+    web = "  - {name: web, image: %s, port: 8000, replicas: %d, weight: 1}\n"
+    deploy = _deploy(tmp_path, cluster, web % (demo_images["v1"], 3), "managers")
+    talks_to = manager
+    retries = 0
+    try:
+        deploy.ok("apply")
+        assert manager.address not in _hosts(deploy.routable()), deploy.routable()
+        proc = _serve(deploy)
+        try:
+            # -- the only manager lost: nothing on a request's path asks it ------------------
+            with Load(deploy.listen, threads=2, seconds=60) as load:
+                time.sleep(1.0)
+                began = time.monotonic()
+                manager.stop()
+                refused = deploy.lbrec("diff")
+                time.sleep(10.0)
+                down_for = time.monotonic() - began
+            assert refused.returncode == 3, refused.stdout + refused.stderr  # no engine to ask
+            assert load.failed() == [], Counter(load.failed()).most_common(3)
+            _figure(
+                "the only manager lost",
+                requests=load.total(since=began),
+                failed=0,
+                seconds_down=round(down_for, 1),
+            )
+            manager.start()
+            wait_until(lambda: _managers_answer(manager), 120, "the manager back")
+
+            # -- 3 managers: the one lbrec talks to lost, lbrec pointed at another ---------
+            manager.docker("node", "promote", ids[1], ids[2])
+            # all three in the Raft group before one goes (two of three keep the quorum)
+            wait_until(lambda: _managers_answer(first, 3), 120, "the promoted managers")
+            with Load(deploy.listen, threads=2, seconds=150) as load:
+                time.sleep(1.0)
+                manager.stop()
+                began = time.monotonic()
+                talks_to = first
+                deploy.env = first.env(deploy.env)
+                wait_until(lambda: _managers_answer(first, 2), 90, "a leader among the two left")
+                elected = time.monotonic() - began
+                deploy.write(web % (demo_images["v1"], 4))
+                # An election may flap once more ("node lost leader status"): nothing changed
+                # then, and the next pass (lbrec watch retries a failed pass) goes through.
+                for _ in range(3):
+                    done = deploy.lbrec("apply")
+                    if done.returncode == 0 or "leader" not in done.stdout + done.stderr:
+                        break
+                    retries += 1
+                    wait_until(lambda: _managers_answer(first, 2), 60, "a leader again")
+                assert done.returncode == 0, done.stdout + done.stderr
+                converged = time.monotonic() - began
+                assert len(deploy.routable("web")) == 4, deploy.routable()
+                assert deploy.lbrec("diff").returncode == 0
+                deploy.env = second.env(deploy.env)  # the other manager left tells the same
+                assert deploy.lbrec("diff").returncode == 0
+            assert load.failed() == [], Counter(load.failed()).most_common(3)
+            _figure(
+                "a manager of 3 lost, lbrec on another",
+                requests=load.total(since=began),
+                failed=0,
+                seconds_to_a_leader=round(elected, 1),
+                seconds_to_converged=round(converged, 1),
+                passes_retried_for_an_election=retries,
+            )
+        finally:
+            _stop(proc)
+    finally:
+        # Put the swarm back as it was (1 manager, every node active) without hiding why the
+        # test failed: each step's own failure is only printed.
+        steps: list[tuple[str, Any]] = [
+            ("start the manager", lambda: manager.proc is None or manager.proc.poll() is None
+             or manager.start()),
+            ("remove the stack", lambda: _remove_stack(deploy, talks_to)),
+            ("wait for the manager", lambda: wait_until(
+                lambda: _managers_answer(manager), 120, "the manager back for the teardown")),
+            ("demote", lambda: manager.docker("node", "demote", ids[1], ids[2], check=False)),
+            ("activate", lambda: manager.docker(
+                "node", "update", "--availability", "active", ids[0], check=False)),
+        ]  # fmt: skip
+        for what, step in steps:
+            try:
+                step()
+            except Exception as err:  # teardown goes on
+                print(f"teardown: {what} failed: {err}", flush=True)

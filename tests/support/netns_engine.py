@@ -156,13 +156,16 @@ class Node:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise EngineNetError(f"node {self.index}: dockerd exited: {self.log_tail()}")
-            done = subprocess.run(
-                ["docker", "version", "--format", "{{.Server.Version}}"],
-                env=self.env(),
-                capture_output=True,
-                check=False,
-                timeout=10,
-            )
+            try:
+                done = subprocess.run(
+                    ["docker", "version", "--format", "{{.Server.Version}}"],
+                    env=self.env(),
+                    capture_output=True,
+                    check=False,
+                    timeout=10,
+                )
+            except subprocess.TimeoutExpired:  # it listens but is still restoring: not yet
+                continue
             if done.returncode == 0:
                 return time.monotonic() - began
             time.sleep(0.2)
@@ -240,6 +243,27 @@ class Node:
         if saved.returncode != 0:
             raise EngineNetError(f"docker save {reference}: {saved.stderr.decode()[-500:]}")
         self.docker("load", input_=saved.stdout)
+
+    def _reject_rule(self, address: str, port: int) -> list[str]:
+        return [
+            "OUTPUT", "-d", address, "-p", "tcp", "--dport", str(port),
+            "-j", "REJECT", "--reject-with", "tcp-reset",
+        ]  # fmt: skip
+
+    def reject(self, address: str, port: int) -> None:
+        """This node's connections to ``address:port`` are refused (e.g. the registry: its
+        pulls fail), in its own namespace; :meth:`allow` undoes it, and so does
+        :meth:`EngineNet.close` (the namespace goes)."""
+        _run("nsenter", f"--net=/run/netns/{self.netns}", "iptables", "-I",
+             *self._reject_rule(address, port))  # fmt: skip
+
+    def allow(self, address: str, port: int) -> None:
+        _run("nsenter", f"--net=/run/netns/{self.netns}", "iptables", "-D",
+             *self._reject_rule(address, port), check=False)  # fmt: skip
+
+    def node_id(self) -> str:
+        """Its Swarm node id (empty when it is in no swarm)."""
+        return self.docker("info", "--format", "{{.Swarm.NodeID}}").strip()
 
     def log_tail(self, lines: int = 20) -> str:
         try:

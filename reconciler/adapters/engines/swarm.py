@@ -6,7 +6,7 @@ instance is made and unmade. Here an instance is a Swarm *task*, and a backend v
 
 * ``observe``: the tasks of the project's services, from the manager's API alone
   (swarm_query.py, the reading half, and swarm_tasks.py): each task Swarm wants running whose
-  container started, on a node that is Ready and Active, reached at ``<node address>:<port
+  container started, on a node that is not Down or drained, reached at ``<node address>:<port
   it published there in host mode>``; a task that ended is history (Swarm keeps it), not an
   instance. An instance's id is its task's id.
 * ``scale``: deploys the stack file (without ``--prune``: the old version keeps serving) and
@@ -62,7 +62,6 @@ class SwarmDocker(SwarmQueries):
         tasks_deadline: float = TASKS_DEADLINE,
     ) -> None:
         super().__init__(folder=folder, project=project, compose_file=compose_file)
-        self.folder = folder
         self.compose_file = compose_file
         self.tasks_deadline = tasks_deadline
         # The service of each task container scale() made: Swarm deletes the containers of a

@@ -3,10 +3,11 @@
 ``SwarmQueries`` finds the project's instances from the manager's API alone (swarm_tasks.py
 parses the answers): each task Swarm wants running whose container started, on whatever node,
 reached at ``<node address>:<port it published there in host mode>``. A task that ended is
-history (Swarm keeps it), not an instance, and so is a task on a node that is not Ready and
-Active: the manager cannot hear from that node (its engine stopped, its link cut), so what it
-last said of its tasks is stale; Swarm reschedules them elsewhere. An instance's id is its
-task's id. Making and unmaking instances: swarm.py.
+history (Swarm keeps it), not an instance, and so is a task on a node that is Down or
+drained: the manager cannot hear from a Down node (its engine stopped, its link cut), so what
+it last said of its tasks is stale; Swarm starts replacements elsewhere. (A node a newly
+elected leader calls "unknown" until it reconnects is not lost: its tasks stay routed.) An
+instance's id is its task's id. Making and unmaking instances: swarm.py.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from python_on_whales.exceptions import DockerException
 from python_on_whales.utils import run as run_docker
 
+from ...core.defaults import STATE_DIR
 from ...core.errors import DockerUnavailable
 from ...core.labels import CONFIG_HASH, FIELD_PREFIX, PROJECT, SWARM_TASK
 from ...core.state import ObservedContainer
+from ..files import atomic_write
 from .compose import ComposeDocker, _one_line
-from .swarm_tasks import node_addresses, parse_tasks
+from .swarm_tasks import Endpoint, container_of, node_addresses, parse_tasks
 
 __all__ = ["ENDED", "SwarmQueries"]
 
@@ -33,6 +37,10 @@ ENDED = ("exited", "dead", "removing")
 
 class SwarmQueries(ComposeDocker):
     """ComposeDocker's images and health waits; the manager's API for what runs."""
+
+    def __init__(self, *, folder: Path, project: str, compose_file: str) -> None:
+        super().__init__(folder=folder, project=project, compose_file=compose_file)
+        self.folder = folder
 
     def _docker(self, *args: str) -> str:
         docker = [str(part) for part in self._client.client_config.docker_cmd]
@@ -60,8 +68,8 @@ class SwarmQueries(ComposeDocker):
 
     def observe(self) -> tuple[ObservedContainer, ...]:
         """The project's instances: tasks Swarm wants running whose container started, on a
-        node that is Ready and Active (a task marked for shutdown, or on a node the manager
-        lost, leaves the pool at once), each on its node's address."""
+        node that is not Down or drained (a task marked for shutdown, or on a node the
+        manager lost, leaves the pool at once), each on its node's address."""
         return tuple(
             _drift(c) for c in self._tasks(wanted_only=True) if c.state not in ("created", *ENDED)
         )
@@ -104,9 +112,50 @@ class SwarmQueries(ComposeDocker):
             str(doc["ID"]): str((doc.get("Spec") or {}).get("Name", ""))
             for doc in self._inspect_json("service", sorted(services))
         }
-        return parse_tasks(
-            docs, service_names, node_addresses(self._inspect_json("node", sorted(nodes)))
-        )
+        remembered = self._endpoints()
+        tasks = parse_tasks(
+            docs, service_names, node_addresses(self._inspect_json("node", sorted(nodes))),
+            remembered,
+        )  # fmt: skip
+        self._remember(docs, tasks, remembered)
+        return tasks
+
+    # -- the endpoints seen: a leader election loses the manager's copy of them ---------
+    @property
+    def _endpoints_file(self) -> Path:
+        return self.folder / STATE_DIR / "swarm-endpoints.json"
+
+    def _endpoints(self) -> dict[str, Endpoint]:
+        """task id -> (container id, endpoint), as last seen (.lbrec/swarm-endpoints.json)."""
+        try:
+            data = json.loads(self._endpoints_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {
+            str(k): (str(v[0]), str(v[1]))
+            for k, v in data.items()
+            if isinstance(v, list) and len(v) == 2
+        }
+
+    def _remember(
+        self,
+        docs: Sequence[dict[str, Any]],
+        tasks: Sequence[ObservedContainer],
+        remembered: dict[str, Endpoint],
+    ) -> None:
+        """Keep the endpoint of every running task seen, forget the tasks that ended."""
+        containers = {str(d["ID"]): container_of(d) for d in docs}
+        now = dict(remembered)
+        for c in tasks:
+            if c.state == "running" and c.endpoint and containers.get(c.id):
+                now[c.id] = (containers[c.id], c.endpoint)
+            elif c.state in ENDED:
+                now.pop(c.id, None)
+        if now != remembered and self._endpoints_file.parent.is_dir():
+            with contextlib.suppress(OSError):
+                atomic_write(self._endpoints_file, json.dumps(now, sort_keys=True) + "\n")
 
     def _inspect_json(self, kind: str, ids: Sequence[str]) -> list[dict[str, Any]]:
         """``docker <kind> inspect`` of ``ids`` (task: ``docker inspect --type task``); the ones

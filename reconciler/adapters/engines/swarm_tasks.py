@@ -4,8 +4,8 @@ Discovery across nodes comes from the manager alone: the tasks of the project's 
 (``docker inspect --type task``) with the node each runs on (``docker node inspect``: its
 address) and the port it published there in host mode (``Status.PortStatus``). An instance is
 a task (its id is the task's), reached at ``<node address>:<published port>`` wherever Swarm
-scheduled it; no ``docker ps`` on any engine is needed. A task on a node that is not Ready
-and Active (Down: the manager lost its heartbeat; Drain) is no instance: what the manager last
+scheduled it; no ``docker ps`` on any engine is needed. A task on a node that is Down (the
+manager lost its heartbeat) or drained is no instance: what the manager last
 heard of it may be stale (a partitioned node), and Swarm reschedules it elsewhere. Parsing
 only: the calls are in swarm_query.py.
 """
@@ -18,13 +18,26 @@ from typing import Any, NamedTuple
 from ...core.labels import BACKEND, PORT_FIELD, SWARM_NODE, SWARM_SERVICE, SWARM_TASK
 from ...core.state import ObservedContainer
 
-__all__ = ["STARTED", "Node", "node_addresses", "parse_task", "parse_tasks"]
+__all__ = [
+    "STARTED",
+    "Endpoint",
+    "Node",
+    "container_of",
+    "node_addresses",
+    "parse_task",
+    "parse_tasks",
+]
+
+
+Endpoint = tuple[str, str]  # (container id, "<node address>:<published port>")
+
+_LOST = ("down", "disconnected")  # Swarm's node states whose tasks are not routed
 
 
 class Node(NamedTuple):
     hostname: str
     address: str
-    ready: bool = True  # Status.State ready and Spec.Availability not drain
+    ready: bool = True  # Status.State not down/disconnected, Spec.Availability not drain
 
 
 # Swarm's task states as an instance's (state, health). A task is "starting" until its
@@ -44,8 +57,8 @@ STARTED = frozenset(_STATES)  # a state past preparing: the task has (or had) a 
 
 def node_addresses(docs: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
     """Node id -> (hostname, address, ready) from ``docker node inspect``. A manager may
-    report ``0.0.0.0`` as its address: its manager address is used then. A node is ready when
-    Swarm says it is (``Status.State``) and it is not being drained."""
+    report ``0.0.0.0`` as its address: its manager address is used then. A node is ready unless
+    Swarm says it is down (``Status.State``) or it is being drained."""
     out: dict[str, Node] = {}
     for doc in docs:
         address = str((doc.get("Status") or {}).get("Addr") or "")
@@ -55,14 +68,22 @@ def node_addresses(docs: Iterable[Mapping[str, Any]]) -> dict[str, Node]:
         hostname = str((doc.get("Description") or {}).get("Hostname") or "")
         state = str((doc.get("Status") or {}).get("State") or "ready")
         availability = str((doc.get("Spec") or {}).get("Availability") or "active")
-        out[str(doc["ID"])] = Node(hostname, address, state == "ready" and availability != "drain")
+        # Not "unknown": a newly elected leader says it of every node until each reconnects
+        # (seconds), and their tasks run on meanwhile; Down is a lost heartbeat.
+        ready = state not in _LOST and availability != "drain"
+        out[str(doc["ID"])] = Node(hostname, address, ready)
     return out
 
 
 def parse_task(
-    doc: Mapping[str, Any], services: Mapping[str, str], nodes: Mapping[str, Node]
+    doc: Mapping[str, Any],
+    services: Mapping[str, str],
+    nodes: Mapping[str, Node],
+    remembered: Mapping[str, Endpoint] | None = None,
 ) -> ObservedContainer | None:
-    """One task as an instance, or None when it is none of lbrec's (no backend label)."""
+    """One task as an instance, or None when it is none of lbrec's (no backend label).
+    ``remembered``: task id -> (container id, endpoint) seen before, for a running task
+    whose published port the manager no longer says (see :func:`container_of`)."""
     spec = (doc.get("Spec") or {}).get("ContainerSpec") or {}
     labels = {str(k): str(v) for k, v in (spec.get("Labels") or {}).items()}
     backend = labels.get(BACKEND)
@@ -87,6 +108,14 @@ def parse_task(
                 endpoint = f"{host}:{port['PublishedPort']}"
                 break
     if state == "running" and endpoint is None:
+        # After a leader election the manager's copy of a running task's status comes back
+        # without its published ports (PortStatus empty; seen with Swarm 20.10): the same
+        # container on the same node still publishes the port it was seen with.
+        container = container_of(doc)
+        before = (remembered or {}).get(str(doc["ID"]))
+        if before is not None and container and before[0] == container:
+            endpoint = before[1]
+    if state == "running" and endpoint is None:
         # Running, but the manager has not heard the port it published (a task just
         # started, or its node's address is unknown): not an instance yet, as one not yet
         # started (never "an instance that publishes no port", which a plan would replace).
@@ -105,7 +134,17 @@ def parse_task(
     )
 
 
+def container_of(doc: Mapping[str, Any]) -> str:
+    """The id of the task's container ("" before it has one)."""
+    return str(((doc.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID") or "")
+
+
 def parse_tasks(
-    docs: Iterable[Mapping[str, Any]], services: Mapping[str, str], nodes: Mapping[str, Node]
+    docs: Iterable[Mapping[str, Any]],
+    services: Mapping[str, str],
+    nodes: Mapping[str, Node],
+    remembered: Mapping[str, Endpoint] | None = None,
 ) -> tuple[ObservedContainer, ...]:
-    return tuple(c for doc in docs if (c := parse_task(doc, services, nodes)) is not None)
+    return tuple(
+        c for doc in docs if (c := parse_task(doc, services, nodes, remembered)) is not None
+    )

@@ -92,9 +92,9 @@ _NODES = [_node("n1", "198.18.7.10"), _node("n2", "198.18.7.11"), _node("n3", "1
 
 
 @pytest.mark.parametrize(
-    ("state", "availability"), [("down", "active"), ("unknown", "active"), ("ready", "drain")]
+    ("state", "availability"), [("down", "active"), ("disconnected", "active"), ("ready", "drain")]
 )
-def test_a_task_on_a_node_that_is_not_ready_and_active_is_not_routed(
+def test_a_task_on_a_node_that_is_down_or_drained_is_not_routed(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, state: str, availability: str
 ) -> None:
     """A partitioned node's tasks still read `running` on the manager (it cannot hear their
@@ -106,11 +106,32 @@ def test_a_task_on_a_node_that_is_not_ready_and_active_is_not_routed(
     assert {c.id: c.state for c in adapter.inspect(["t1", "t2"])} == {"t1": "running", "t2": "dead"}
 
 
-def test_the_same_task_is_routed_again_when_its_node_is_ready_again(
+@pytest.mark.parametrize("state", ["ready", "unknown"])
+def test_a_task_on_a_ready_node_or_one_a_new_leader_does_not_know_yet_is_routed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, state: str
+) -> None:
+    """A manager just elected leader says "unknown" of every node until it reconnects: their
+    tasks keep running and stay routed."""
+    nodes = [_NODES[0], _node("n2", "198.18.7.11", state)]
+    manager = _Manager([_task("t1", "n1"), _task("t2", "n2")], nodes)
+    assert [c.id for c in _adapter(monkeypatch, tmp_path, manager).observe()] == ["t1", "t2"]
+
+
+def test_a_port_the_manager_forgot_after_an_election_is_the_one_seen_before(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """After a leader election the manager's copy of a running task has no published ports
+    (seen on the 3-manager swarm: the pool emptied, 503s): the same container still
+    publishes the port it was seen with, remembered in .lbrec/ by any earlier lbrec run.
+    A new container of that task (another id) is not given the old port."""
+    (tmp_path / ".lbrec").mkdir()
     manager = _Manager([_task("t1", "n1"), _task("t2", "n2")], list(_NODES))
-    assert [c.id for c in _adapter(monkeypatch, tmp_path, manager).observe()] == ["t1", "t2"]
+    assert len(_adapter(monkeypatch, tmp_path, manager).observe()) == 2  # remembered
+    for task in manager.tasks:
+        task["Status"]["PortStatus"] = {}  # the election
+    manager.tasks[1]["Status"]["ContainerStatus"]["ContainerID"] = "another"
+    seen = _adapter(monkeypatch, tmp_path, manager).observe()  # another lbrec process
+    assert [(c.id, c.url) for c in seen] == [("t1", "http://198.18.7.10:30001")]
 
 
 def test_swarm_errors_name_the_node_by_address_and_the_image(
