@@ -48,6 +48,9 @@ _SLOW_TESTS = (
     "tests/proxy/test_admin_hosts.py::test_a_bad_admin_hosts_value_stops_the_proxy_at_start",
     "tests/proxy/http2/test_h2_forward.py::test_a_slow_backend_back_pressures_the_upload",
     "tests/proxy/http2/test_h2_floods.py::test_zero_window_stall",
+    "tests/proxy/test_route_features_http2.py::test_a_client_gone_during_the_hold_ends",
+    "tests/proxy/test_route_features_access.py::test_concurrency_cap_and_its_slot_released",
+    "tests/proxy/test_forward_auth.py::test_a_timeout_fails_closed",
 )
 
 
