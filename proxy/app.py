@@ -26,6 +26,7 @@ from .control import ControlLink
 from .health import HealthMonitor
 from .metrics import FiguresPublisher
 from .reload import ConfigWatcher, read_config
+from .runtime import listens_at
 from .server import ProxyServer
 from .sites import AdminSite, Listeners, Signals, sockname
 
@@ -61,6 +62,11 @@ class ServeOptions:
     # only with admin_sock
     listen_sock: socket.socket | None = None
     admin_sock: socket.socket | None = None
+    # tls_held: the caller holds the TLS listener too (lbrec up): tls_sock is served when it
+    # listens where the file's tls.listen says, and nothing is bound here for TLS (up starts
+    # new processes on a new socket when tls.listen moves)
+    tls_sock: socket.socket | None = None
+    tls_held: bool = False
     # a Unix socket path: a proxy serving there hands its sockets over (no gap), and this one
     # serves them to its own successor (proxy/handoff.py)
     handoff: Path | None = None
@@ -132,6 +138,9 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
     watcher = ConfigWatcher(path, server, digest=digest, check=accept if check else None)
     loop = asyncio.get_running_loop()
     listeners = Listeners(handoff=o.handoff, traffic=o.listen_sock, admin=o.admin_sock)
+    # lbrec up's TLS listener: kept until the file's tls.listen says to serve it (at start, or
+    # at the reload that brings tls:, frontdoor.follow_listen)
+    server.tls_held, server.tls_inherited = o.tls_held, o.tls_sock
     site: AdminSite | None = None
     signals = Signals(loop)
     publisher: FiguresPublisher | None = None
@@ -148,7 +157,10 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
         bound = await server.start(listeners.traffic)
         tls_bound: tuple[str, int] | None = None
         if config.tls is not None:  # later, a reload's tls.listen: frontdoor.follow_listen
-            tls_bound = await _open_tls(server, config.tls.listen, listeners.take_tls())
+            taken = listeners.take_tls()
+            if taken is None and o.tls_held:
+                taken, server.tls_inherited = server.tls_inherited, None
+            tls_bound = await _open_tls(server, config.tls.listen, taken, held=o.tls_held)
         admin_bound: tuple[str, int] | None = None
         if listeners.admin is not None:
             app = make_admin_app(
@@ -206,13 +218,14 @@ async def serve(  # noqa: PLR0915  the proxy's composition root: one start-up or
 
 
 async def _open_tls(
-    server: ProxyServer, hostport: str, taken: socket.socket | None
-) -> tuple[str, int]:
+    server: ProxyServer, hostport: str, taken: socket.socket | None, *, held: bool = False
+) -> tuple[str, int] | None:
     """Serve ``tls.listen``: on the predecessor's TLS listener when it was handed over
-    (``--handoff``: one accept queue, no connection refused or reset in between) and listens
-    where the file says, else on a socket bound here."""
+    (``--handoff``: one accept queue, no connection refused or reset in between), or on the
+    supervisor's (``held``), when it listens where the file says; else on a socket bound here,
+    but never when the supervisor holds the TLS listener (it moves it: None)."""
     if taken is not None:
-        if _same_address(sockname(taken), parse_hostport(hostport)):
+        if listens_at(taken, parse_hostport(hostport)):
             try:
                 bound = await server.start_tls(taken)
             except BaseException:
@@ -221,18 +234,14 @@ async def _open_tls(
             server.tls_listen = hostport
             return bound
         taken.close()  # the file moved tls.listen meanwhile: bind the new address
+    if held:
+        _log.warning(
+            "tls.listen %s: not bound here; the supervisor (lbrec up) moves the TLS listener",
+            hostport,
+            extra={"event": "tls_listen_held", "listen": hostport},
+        )
+        return None
     return await frontdoor.listen_tls(server, hostport)
-
-
-def _same_address(bound: tuple[str, int], wanted: tuple[str, int]) -> bool:
-    """Whether a socket bound at ``bound`` listens at ``wanted`` (port 0: any port)."""
-    host, port = wanted
-    if port not in (0, bound[1]):
-        return False
-    try:
-        return ipaddress.ip_address(host) == ipaddress.ip_address(bound[0])
-    except ValueError:  # a name (localhost): its address was resolved at the first bind
-        return True
 
 
 def _initial_pool(

@@ -129,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
         "without it, no admin listener)",
     )
     up.add_argument(
+        "--tls-fd",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the supervisor holds the TLS listener: serve this inherited socket when it "
+        "listens at the file's tls.listen (-1: none yet); never bind one here",
+    )
+    up.add_argument(
         "--ready-fd",
         type=int,
         default=None,
@@ -217,6 +225,8 @@ def _run_worker(
         admin_sock = _inherited(args.admin_fd, "--admin-fd") if admin else None
         if args.admin_fd is not None and admin_sock is None:
             os.close(args.admin_fd)  # a worker without the admin listener
+        held = args.tls_fd is not None
+        tls_sock = _inherited(args.tls_fd, "--tls-fd") if held and args.tls_fd >= 0 else None
         asyncio.run(
             serve(
                 args.config,
@@ -234,6 +244,8 @@ def _run_worker(
                     figures_dir=figures_dir,
                     listen_sock=listen_sock,
                     admin_sock=admin_sock,
+                    tls_sock=tls_sock,
+                    tls_held=held,
                     deployment=_deployment(args.deployment),
                     control_socket=args.control_socket,
                 ),

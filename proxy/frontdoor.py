@@ -22,7 +22,7 @@ from .acme_challenges import ACME_TLS_ALPN, Challenges
 from .config import BackendsConfig, parse_hostport
 from .front import Answer, Front
 from .routing import Router
-from .runtime import listening_socket
+from .runtime import listening_socket, listens_at
 from .tls import CertStore, listener_context
 from .tls_transport import ClientHello, TlsConnection
 
@@ -123,6 +123,11 @@ def follow_listen(server: ProxyServer, config: BackendsConfig) -> None:
     previous = server.tls_listen
     if wanted == previous:
         return
+    held = server.tls_inherited
+    if server.tls_held:  # lbrec up binds tls.listen and moves it, with new processes
+        if wanted is None or held is None or not listens_at(held, parse_hostport(wanted)):
+            return
+        server.tls_inherited = None
     server.tls_listen = wanted  # one attempt per change of the file, not one per reload
     if wanted is None:
         server.stop_tls()
@@ -131,7 +136,11 @@ def follow_listen(server: ProxyServer, config: BackendsConfig) -> None:
 
     async def open_listener() -> None:
         try:
-            host, port = await listen_tls(server, wanted)
+            if held is not None and server.tls_held:
+                host, port = await server.start_tls(held)
+                server.tls_listen = wanted
+            else:
+                host, port = await listen_tls(server, wanted)
         except OSError as err:
             server.tls_listen = previous
             _log.error(

@@ -4,12 +4,13 @@ whether its request path is compiled (the start line, ``--version`` and ``/-/poo
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import platform
 import socket
 
 import httptools
 
-__all__ = ["code_kind", "listening_socket", "package_version", "runtime_info"]
+__all__ = ["code_kind", "listening_socket", "listens_at", "package_version", "runtime_info"]
 
 
 def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
@@ -18,6 +19,19 @@ def listening_socket(host: str, port: int, *, reuse_port: bool = False) -> socke
     sock = socket.create_server((host, port), family=family, backlog=2048, reuse_port=reuse_port)
     sock.setblocking(False)
     return sock
+
+
+def listens_at(sock: socket.socket, wanted: tuple[str, int]) -> bool:
+    """Whether ``sock`` listens at ``wanted`` (port 0: any port; a name such as localhost: its
+    address was resolved when it was bound)."""
+    bound = sock.getsockname()
+    host, port = wanted
+    if port not in (0, int(bound[1])):
+        return False
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(bound[0])
+    except ValueError:
+        return True
 
 
 def package_version(name: str) -> str:

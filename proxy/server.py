@@ -88,6 +88,8 @@ class ProxyServer:
         self.tls_port: int | None = None  # the TLS listener's port, once bound
         self.tls_listen: str | None = None  # its tls.listen (proxy/frontdoor.py follow_listen)
         self.tls_opening: asyncio.Task[None] | None = None  # a reload's new TLS listener
+        self.tls_held = False  # lbrec up holds the TLS listener and moves it (proxy/app.py)
+        self.tls_inherited: socket.socket | None = None  # ... handed down, not served yet
         self._sweeper: asyncio.Task[None] | None = None
         self.pool = self._build_pool(config, digest, previous=None)
         # The front door (routes, TLS, ACME challenges): None while it has nothing to decide

@@ -1,7 +1,8 @@
 """EDGE. The data plane of ``lbrec up`` (proxy.mode: host): ``lbrec proxy`` processes, supervised.
 
-``up`` binds the listen and admin sockets itself and hands them to each proxy process as file
-descriptors (``lbrec proxy --listen-fd N --admin-fd M``), so they outlive any one process:
+``up`` binds the listen, admin and TLS (``tls.listen``) sockets itself and hands them to each
+proxy process as file descriptors (``lbrec proxy --listen-fd N --admin-fd M --tls-fd T``), so
+they outlive any one process:
 while a crashed proxy is started again, connecting clients wait in the kernel's accept queue
 instead of being refused. Each worker slot has a thread that starts its process, waits for it
 to say ready (``--ready-fd``), and when it exits unasked, starts it again at once (then with a
@@ -15,9 +16,9 @@ from it, starts its own proxies on them, then releases the old ones, which drain
 fails. The ``up`` whose proxy was taken over sees it leave cleanly with a new proxy serving the
 handoff socket, and stands down (:attr:`ProxySupervisor.superseded`).
 
-A change of ``listen``/``admin`` (read from this deployment's pool after a pass) moves the
-listener without a gap: the new socket is bound, new proxies serve it, then the old ones drain
-and the old socket closes.
+A change of ``listen``/``admin``/``tls.listen`` (read from this deployment's pool after a pass)
+moves the listener without a gap: the new socket is bound, new proxies serve it, then the old
+ones drain and the old socket closes.
 
 Here: the supervisor (sockets held, workers started, listeners moved, the pid file); the
 sockets themselves are in :mod:`.proxy_sockets`, one worker's restarts in :mod:`.proxy_worker`.
@@ -75,6 +76,7 @@ class ProxySupervisor:
         listen: str,
         admin: str,
         control_socket: Path | None,
+        tls: str | None = None,
         log_format: str = "text",
         access_log: bool = False,
         drain_timeout: float = 30.0,
@@ -84,6 +86,7 @@ class ProxySupervisor:
         self.project = project
         self.listen = listen
         self.admin = admin
+        self.tls = tls
         self.control_socket = control_socket
         self.log_format = log_format
         self.access_log = access_log
@@ -97,11 +100,12 @@ class ProxySupervisor:
         self._lock = threading.RLock()
         self._listen_sock: socket.socket | None = None
         self._admin_sock: socket.socket | None = None
+        self._tls_sock: socket.socket | None = None
         self._taken: Taken | None = None
         self._slots: list[Slot] = []
         self._watcher: threading.Thread | None = None
         self._pool_stat: tuple[int, int] | None = None
-        self._refused: tuple[str, str, str] | None = None  # a move that could not bind
+        self._refused: tuple[str, str, str, str | None] | None = None  # a move that failed
         self.adopted = False
 
     # -- sockets -------------------------------------------------------------------------------
@@ -110,21 +114,34 @@ class ProxySupervisor:
         previous ``up`` crashed, or runs an older version), else bound here (PortInUse when
         they cannot be). Nothing else is touched before this."""
         try:
-            taken = take_over(self.handoff)
+            taken = take_over(self.handoff, tls=True)
         except OSError as err:
             _log.warning("%s: not taking over the proxy there: %s", self.handoff, err)
             taken = None
+        if taken is not None and taken.role("traffic") is None:
+            for sock in taken.sockets:
+                sock.close()
+            _log.warning("%s: the proxy there handed no traffic listener", self.handoff)
+            taken = None
         if taken is not None:
             self._taken = taken
-            self._listen_sock = taken.sockets[0]
-            if len(taken.sockets) > 1:
-                self._admin_sock = taken.sockets[1]
-            else:  # a proxy without an admin listener (started by hand with --handoff)
-                self._admin_sock = bind_listener("admin", self.admin)
+            traffic = taken.role("traffic")
+            assert traffic is not None
+            self._listen_sock = traffic
+            admin = taken.role("admin")
+            # None: a proxy without an admin listener (started by hand with --handoff)
+            self._admin_sock = admin if admin is not None else bind_listener("admin", self.admin)
+            tls = taken.role("tls")
+            if tls is not None and self.tls is not None and same_address(tls, self.tls):
+                self._tls_sock = tls
+            else:
+                if tls is not None:
+                    tls.close()
+                self._tls_sock = self._bind_tls(self.tls)
             self.adopted = True
             _log.info(
                 "taking over the proxy serving this folder (listen %s:%d, admin %s:%d)",
-                *address_of(self._listen_sock),
+                *address_of(traffic),
                 *address_of(self._admin_sock),
                 extra={"event": "adopt"},
             )
@@ -132,18 +149,30 @@ class ProxySupervisor:
         self._listen_sock = bind_listener("listen", self.listen)
         try:
             self._admin_sock = bind_listener("admin", self.admin)
+            self._tls_sock = self._bind_tls(self.tls)
         except PortInUse:
-            self._listen_sock.close()
+            held: list[socket.socket | None] = [self._listen_sock, self._admin_sock]
+            for bound in held:
+                if bound is not None:
+                    bound.close()
             raise
+
+    @staticmethod
+    def _bind_tls(hostport: str | None) -> socket.socket | None:
+        """The TLS listener (SO_REUSEPORT: a proxy of an older up may still hold its own
+        there, draining)."""
+        return None if hostport is None else bind_listener("tls.listen", hostport, reuse=True)
 
     # -- processes -----------------------------------------------------------------------------
     def spawn(self, index: int) -> Child:
         """Start worker ``index`` on the current sockets and wait until it serves."""
         with self._lock:
-            listen, admin = self._listen_sock, self._admin_sock
+            listen, admin, tls = self._listen_sock, self._admin_sock, self._tls_sock
             assert listen is not None and admin is not None
             read_end, write_end = os.pipe()
             fds = [listen.fileno(), write_end]
+            if tls is not None:
+                fds.append(tls.fileno())
             argv = [
                 sys.executable,
                 "-m",
@@ -154,6 +183,8 @@ class ProxySupervisor:
                 str(listen.fileno()),
                 "--ready-fd",
                 str(write_end),
+                "--tls-fd",  # -1: none yet; the proxy binds none itself (moved from here)
+                str(tls.fileno() if tls is not None else -1),
                 "--deployment",
                 f"{self.project}:{self.workspace.spec_file}",
                 "--log-format",
@@ -231,7 +262,7 @@ class ProxySupervisor:
             except subprocess.TimeoutExpired:
                 child.proc.kill()
                 child.proc.wait()
-        for sock in (self._listen_sock, self._admin_sock):
+        for sock in (self._listen_sock, self._admin_sock, self._tls_sock):
             if sock is not None:
                 sock.close()
         if not self.superseded.is_set():
@@ -257,7 +288,7 @@ class ProxySupervisor:
             if wanted is not None:
                 self.move(*wanted)
 
-    def _wanted(self) -> tuple[str, str, str] | None:
+    def _wanted(self) -> tuple[str, str, str, str | None] | None:
         pool = self.workspace.pool_file
         try:
             st = pool.stat()
@@ -274,36 +305,52 @@ class ProxySupervisor:
         deploy = config.deploy
         if deploy is None or deploy.file != str(self.workspace.spec_file):
             return None
-        wanted = (config.listen, config.admin, deploy.project)
-        if wanted in ((self.listen, self.admin, self.project), self._refused):
+        tls = config.tls.listen if config.tls is not None else None
+        wanted = (config.listen, config.admin, deploy.project, tls)
+        if wanted in ((self.listen, self.admin, self.project, self.tls), self._refused):
             return None
         return wanted
 
-    def move(self, listen: str, admin: str, project: str) -> bool:
-        """Serve ``listen``/``admin`` (and the pools of ``project``): open the new sockets,
-        start new proxies on them, then let the old ones drain and close the old sockets."""
+    def move(self, listen: str, admin: str, project: str, tls: str | None = None) -> bool:
+        """Serve ``listen``/``admin``/``tls`` (and the pools of ``project``): open the new
+        sockets, start new proxies on them, then let the old ones drain and close the old
+        sockets."""
         with self._lock:
             old_listen, old_admin = self._listen_sock, self._admin_sock
+            old_tls = self._tls_sock
             assert old_listen is not None and old_admin is not None
+            new_listen: socket.socket | None = None
+            new_admin: socket.socket | None = None
+            new_tls: socket.socket | None = None
             try:
                 new_listen = _rebind(old_listen, "listen", listen)
                 new_admin = _rebind(old_admin, "admin", admin)
+                if old_tls is not None and tls is not None and same_address(old_tls, tls):
+                    new_tls = old_tls
+                else:
+                    new_tls = self._bind_tls(tls)
             except PortInUse as err:
+                for new, old in ((new_listen, old_listen), (new_admin, old_admin)):
+                    if new is not None and new is not old:
+                        new.close()
                 _log.error("%s; still serving %s (admin %s)", err.message, self.listen, self.admin)
-                self._refused = (listen, admin, project)  # said once, until the file changes
+                self._refused = (listen, admin, project, tls)  # said once, until it changes
                 return False
             self._listen_sock, self._admin_sock = new_listen, new_admin
+            self._tls_sock = new_tls
             self.project = project
             old_children = [slot.replace() for slot in self._slots]
         _log.info(
-            "listeners moved: %s -> %s, admin %s -> %s",
+            "listeners moved: %s -> %s, admin %s -> %s, tls %s -> %s",
             self.listen,
             listen,
             self.admin,
             admin,
-            extra={"event": "listeners_moved", "listen": listen, "admin": admin},
+            self.tls,
+            tls,
+            extra={"event": "listeners_moved", "listen": listen, "admin": admin, "tls": tls},
         )
-        self.listen, self.admin = listen, admin
+        self.listen, self.admin, self.tls = listen, admin, tls
         for child in old_children:
             if child is not None:
                 with contextlib.suppress(ProcessLookupError):
@@ -312,9 +359,14 @@ class ProxySupervisor:
             if child is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(timeout=self.drain_timeout + 10)
-        for old, new in ((old_listen, new_listen), (old_admin, new_admin)):
-            if old is not new:
-                old.close()
+        pairs: list[tuple[socket.socket | None, socket.socket | None]] = [
+            (old_listen, new_listen),
+            (old_admin, new_admin),
+            (old_tls, new_tls),
+        ]
+        for before, after in pairs:
+            if before is not None and before is not after:
+                before.close()
         return True
 
     # -- the pid file (for the next up, after a crash of this one) ------------------------------

@@ -43,9 +43,9 @@ def address_of(sock: socket.socket) -> tuple[str, int]:
     return str(addr[0]), int(addr[1])
 
 
-def bind_listener(role: str, hostport: str) -> socket.socket:
+def bind_listener(role: str, hostport: str, *, reuse: bool = False) -> socket.socket:
     try:
-        return listening_socket(*parse_hostport(hostport))
+        return listening_socket(*parse_hostport(hostport), reuse_port=reuse)
     except OSError as err:
         raise PortInUse(
             f"{role}: {hostport} cannot be bound ({err.strerror or err}): nothing was changed",

@@ -192,11 +192,15 @@ async def _serve_host(
     thread: threading.Thread | None = None
     try:
         await asyncio.to_thread(supervisor.start)
-        if supervisor.adopted and (supervisor.listen, supervisor.admin) != (
+        tls = desired.tls.listen if desired.tls is not None else None
+        if supervisor.adopted and (supervisor.listen, supervisor.admin, supervisor.tls) != (
             desired.listen,
             desired.admin,
+            tls,
         ):
-            await asyncio.to_thread(supervisor.move, desired.listen, desired.admin, desired.project)
+            await asyncio.to_thread(
+                supervisor.move, desired.listen, desired.admin, desired.project, tls
+            )
         _log.info(
             "serving %s (admin %s) from %d proxy process%s (pid %s); watching %s. Ctrl-C stops.",
             desired.listen,
@@ -265,6 +269,7 @@ def run_up(options: RuntimeOptions, docker: DockerFactory) -> int:
                 project=desired.project,
                 listen=desired.listen,
                 admin=desired.admin,
+                tls=desired.tls.listen if desired.tls is not None else None,
                 control_socket=socket_path(workspace.folder, "control.sock"),
                 log_format=options.log_format,
                 access_log=options.access_log,

@@ -10,6 +10,8 @@ import itertools
 import json
 import os
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -270,3 +272,93 @@ def test_two_workers_under_up_share_the_socket_follow_a_pass_and_survive_a_crash
     assert len(load.failed) <= 2  # at most the one request in flight per load thread
     assert first in _proxies(project) and len(_proxies(project)) == 2
     assert up.poll() is None
+
+
+class _TlsLoad(_Load):
+    """The same bounded load, over a new TLS connection each (SNI ``site.test``)."""
+
+    def __init__(self, port: int, ca_file: Path) -> None:
+        super().__init__(port)
+        self.context = ssl.create_default_context(cafile=str(ca_file))
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        for _ in range(self.count // 2):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                return
+            try:
+                with (
+                    socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw,
+                    self.context.wrap_socket(raw, server_hostname="site.test") as tls,
+                ):
+                    tls.sendall(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+                    answer = b""
+                    while chunk := tls.recv(65536):
+                        answer += chunk
+                outcome = None if answer.startswith(b"HTTP/1.1 200") else answer[:40].decode()
+            except ConnectionRefusedError:
+                with self._lock:
+                    self.refused += 1
+                continue
+            except (OSError, ssl.SSLError) as err:
+                outcome = repr(err)
+            with self._lock:
+                if outcome is None:
+                    self.ok.append(time.monotonic())
+                else:
+                    self.failed.append(outcome)
+
+
+def test_the_tls_listener_is_held_by_up_across_a_crash_and_a_take_over(
+    started: tuple[Project, int, int, list[subprocess.Popen[bytes]]],
+) -> None:
+    """``tls.listen`` is bound by ``lbrec up`` and handed to its proxies (``--tls-fd``), like
+    ``listen``: a proxy killed under a load of new TLS connections refuses none while it is
+    started again, and a second ``up`` taking the first one over takes the TLS socket too."""
+    from tests.support.certs import CertAuthority
+
+    project, _listen, _admin, ups = started
+    ca = CertAuthority(project.folder / "pki")
+    cert, key = ca.leaf("site", ["site.test"])
+    tls_port = free_ports(1)[0]
+    project.write(
+        project.spec.read_text().replace(
+            "backends:\n",
+            f"tls:\n  listen: 127.0.0.1:{tls_port}\n  redirect_http: false\n"
+            f"  certificates: [{{cert: {cert}, key: {key}}}]\n"
+            "routes:\n  - {host: site.test, backends: [s1]}\nbackends:\n",
+        )
+    )
+    first, first_log = _start(project, "up1.log")
+    ups.append(first)
+    load = _TlsLoad(tls_port, ca.pem)
+
+    def answers() -> bool:
+        probe = _TlsLoad(tls_port, ca.pem)
+        probe.count, probe.seconds = 2, 10
+        probe._run()
+        return len(probe.ok) == 1
+
+    wait_until(answers, 180, "lbrec up to serve HTTPS", first_log)
+    (crashed,) = _proxies(project)
+    with load:
+        time.sleep(1)
+        os.kill(crashed, signal.SIGKILL)
+        wait_until(lambda: _proxies(project) != [crashed], 60, "a new proxy", first_log)
+        time.sleep(1)
+        first.kill()  # the reconciler crashes too; the next up takes its proxy over
+        first.wait()
+        second, second_log = _start(project, "up2.log")
+        ups.append(second)
+        wait_until(lambda: "taking over" in second_log.read_text(), 60, "up 2 to adopt", second_log)
+        wait_until(lambda: "serving 127.0.0.1" in second_log.read_text(), 60, "up 2", second_log)
+        time.sleep(1)
+    print(
+        f"\nHTTPS: proxy kill -9, then up killed and taken over, under new TLS connections: "
+        f"{len(load.ok)} served, {load.refused} refused, {len(load.failed)} failed "
+        f"{sorted(set(load.failed))[:3]}, gap {load.gap_ms():.0f} ms"
+    )
+    assert load.refused == 0
+    assert len(load.failed) <= 2  # at most the one in flight per thread when the proxy died
+    assert len(load.ok) > 50
+    assert "--tls-fd" in Path(f"/proc/{_proxies(project)[0]}/cmdline").read_text()
