@@ -41,13 +41,11 @@ class Listeners:
         handoff: Path | None = None,
         traffic: socket.socket | None = None,
         admin: socket.socket | None = None,
-        tls: socket.socket | None = None,
     ) -> None:
         self.handoff = handoff
         self.traffic = traffic
         self.admin = admin
-        # the TLS listener taken over from the predecessor, or the caller's (lbrec up)
-        self.tls: socket.socket | None = tls
+        self.tls: socket.socket | None = None  # the predecessor's TLS listener, taken over
         self._taken: Taken | None = None
         self._successor: HandoffServer | None = None
 
