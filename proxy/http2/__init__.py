@@ -6,8 +6,13 @@
 * :mod:`.guard`: PURE. The frames as they arrive, counted before ``h2`` parses them: oversized
   frames, CONTINUATION floods and the control-frame floods end the connection with a bounded
   cost (GOAWAY ENHANCE_YOUR_CALM).
-* :mod:`.connection`: the asyncio Protocol of one HTTP/2 connection, and its streams, each the
-  :class:`~proxy.contracts.Downstream` of one :class:`~proxy.exchange.Exchange`.
+* :mod:`.limits`: the connection's numbers (streams, windows, back-pressure marks), RFC 9113's
+  error codes and the ``h2`` state machine configured with them.
+* :mod:`.connection`: the asyncio Protocol of one HTTP/2 connection (bytes in and out, the
+  guard, GOAWAY and the end); :mod:`.events`: what each ``h2`` event does to it.
+* :mod:`.stream`: one request stream, the :class:`~proxy.contracts.Downstream` of one
+  :class:`~proxy.exchange.Exchange` (its body's window, its answer within the peer's);
+  :mod:`.heads`: PURE, an answer's head as an HTTP/2 header list.
 """
 
 from __future__ import annotations
