@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ...proxy.config import LimitSettings, format_validation_error, split_hostport
+from ...proxy.config import LimitSettings, check_cidrs, format_validation_error, split_hostport
 from .errors import PolicyError, SpecError
 from .spec import DesiredState
 
@@ -123,12 +123,7 @@ class Policy(_Model):
     @field_validator("trusted_proxies")
     @classmethod
     def _cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as err:
-                raise ValueError(f"{item!r}: not a CIDR ({err})") from None
-        return value
+        return check_cidrs(value)  # the proxy's own rule, and its message
 
     @field_validator("limits")
     @classmethod

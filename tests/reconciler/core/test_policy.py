@@ -115,7 +115,10 @@ def test_a_violation_names_field_value_and_rule() -> None:
     [
         ("admin: ['localhost']", "admin: 'localhost': expected HOST:PORT"),
         ("listen: ['*:70000']", "ports are 1-65535"),
-        ("trusted_proxies: [10.0.0.0/33]", "'10.0.0.0/33': not a CIDR"),
+        (
+            "trusted_proxies: [10.0.0.0/33]",
+            "trusted_proxies: not an IP network (CIDR): '10.0.0.0/33'",
+        ),
         ("limits: {max_bodies: 1}", "'max_bodies': not a proxy limit"),
         ("imagez: ['*']", "imagez"),
         ("- a list", "the policy must be a mapping"),
