@@ -34,11 +34,13 @@ from typing import Any, Final
 
 from .tls import CertStore
 
-__all__ = ["STATUS_FILE", "certificates_view", "read_manager_status"]
+__all__ = ["STATUS_FIELDS", "STATUS_FILE", "certificates_view", "read_manager_status"]
 
 STATUS_FILE: Final = "status.json"  # in tls.acme_dir
 _MAX_BYTES: Final = 1 << 20
-_ROW_FIELDS: Final = (
+# The fields of a row of status.json: what the reconciler writes (adapters/cert_store.py) and
+# the only ones read back here.
+STATUS_FIELDS: Final = (
     "name",
     "state",
     "names",
@@ -61,7 +63,7 @@ def _clean_row(raw: Mapping[str, Any]) -> dict[str, Any] | None:
     if not isinstance(name, str) or not name:
         return None
     row: dict[str, Any] = {}
-    for field in _ROW_FIELDS:
+    for field in STATUS_FIELDS:
         value = raw.get(field)
         if field == "names":
             value = [n for n in value if isinstance(n, str)] if isinstance(value, list) else []

@@ -33,6 +33,8 @@ __all__ = [
     "Certificate",
     "CertificateError",
     "covers",
+    "leaf_issuer",
+    "leaf_names",
     "listener_context",
     "load_certificate",
 ]
@@ -112,7 +114,7 @@ def covers(name: str, host: str) -> bool:
     return name == host
 
 
-def _names(cert: x509.Certificate) -> tuple[str, ...]:
+def leaf_names(cert: x509.Certificate) -> tuple[str, ...]:
     try:
         san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
     except x509.ExtensionNotFound:
@@ -122,7 +124,7 @@ def _names(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(name.lower() for name in value.get_values_for_type(x509.DNSName))
 
 
-def _issuer(cert: x509.Certificate) -> str:
+def leaf_issuer(cert: x509.Certificate) -> str:
     for oid in (NameOID.ORGANIZATION_NAME, NameOID.COMMON_NAME):
         found = cert.issuer.get_attributes_for_oid(oid)
         if found:
@@ -170,7 +172,7 @@ def load_certificate(
         raise CertificateError(f"{cert_file}: expired on {not_after.isoformat()}")
     if not_before > now:
         raise CertificateError(f"{cert_file}: not valid before {not_before.isoformat()}")
-    names = _names(leaf)
+    names = leaf_names(leaf)
     if not names:
         raise CertificateError(f"{cert_file}: names no DNS host (no subjectAltName)")
     return Certificate(
@@ -179,7 +181,7 @@ def load_certificate(
         names=names,
         not_before=not_before,
         not_after=not_after,
-        issuer=_issuer(leaf),
+        issuer=leaf_issuer(leaf),
         serial=format(leaf.serial_number, "x"),
         fingerprint=hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
         context=context,

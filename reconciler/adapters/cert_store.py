@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
 
+from ...proxy.cert_view import STATUS_FIELDS
+from ...proxy.cert_view import STATUS_FILE as ROW_FILE
+from ...proxy.tls import leaf_issuer, leaf_names
 from ..core.certs import HeldCertificate, NameRecord, wanted_names
 from ..core.errors import SpecError
 from ..core.render import ACME_DIR
@@ -58,19 +60,7 @@ __all__ = [
 ]
 
 CERTS_DIR = f"{STATE_DIR}/certs"
-STATUS_FILE = f"{ACME_DIR}/status.json"  # proxy/cert_view.py STATUS_FILE, in tls.acme_dir
-_STATUS_FIELDS = (
-    "name",
-    "state",
-    "names",
-    "issuer",
-    "not_after",
-    "serial",
-    "next_renewal",
-    "failures",
-    "last_error",
-    "retry_at",
-)
+STATUS_FILE = f"{ACME_DIR}/{ROW_FILE}"  # read by proxy/cert_view.py, in tls.acme_dir
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 _SERIAL = re.compile(r"^[0-9a-f]{1,64}$")
 
@@ -100,19 +90,8 @@ def cert_folder(folder: Path, name: str) -> Path:
 
 def leaf_facts(name: str, pem: bytes, cert: str, key: str) -> HeldCertificate:
     """The facts of the leaf of ``pem`` (the first certificate of the chain)."""
-    leaf = x509.load_pem_x509_certificates(pem)[0]
-    try:
-        san = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-        assert isinstance(san, x509.SubjectAlternativeName)
-        names = tuple(n.lower() for n in san.get_values_for_type(x509.DNSName))
-    except x509.ExtensionNotFound:
-        names = ()
-    issuer = leaf.issuer.rfc4514_string()
-    for oid in (NameOID.ORGANIZATION_NAME, NameOID.COMMON_NAME):
-        found = leaf.issuer.get_attributes_for_oid(oid)
-        if found:
-            issuer = str(found[0].value)
-            break
+    leaf = x509.load_pem_x509_certificates(pem)[0]  # read as the proxy reads what it serves
+    names, issuer = leaf_names(leaf), leaf_issuer(leaf)
     return HeldCertificate(
         name=name,
         cert=cert,
@@ -245,7 +224,7 @@ def write_status(folder: Path, rows: list[dict[str, object]]) -> bool:
     only when they changed (True then); only the fields of a row that are no secret."""
     doc = {
         "version": 1,
-        "certificates": [{k: row.get(k) for k in _STATUS_FIELDS} for row in rows],
+        "certificates": [{k: row.get(k) for k in STATUS_FIELDS} for row in rows],
     }
     where = _private_dir(folder / ACME_DIR)
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
