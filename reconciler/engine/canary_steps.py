@@ -1,5 +1,6 @@
 """A canary's steps and every rollback: judge a step on the proxy's counters, wait at a pause,
-record the canary's state for `lbrec rollout`, and take a failed new version out."""
+record the canary's state for `lbrec rollout`, take a failed new version out, and say a rollout
+given up (:func:`given_up`)."""
 
 from __future__ import annotations
 
@@ -103,12 +104,8 @@ def roll_back_canary(run: Run, action: Action, ids: Sequence[str], problem: str)
         problem += f" (removing the new instances failed too: {err.message})"
     except Preempted:
         problem += " (its drain was cut short: the next pass removes the new instances)"
-    run.say(f"{name}: canary rolled back at {problem}")
-    return Outcome(
-        action,
-        ok=False,
-        error=f"{name}: canary rolled back at {problem}; the old version serves all traffic",
-        rolled_back=True,
+    return given_up(
+        run, action, f"canary rolled back at {problem}", then="the old version serves all traffic"
     )
 
 
@@ -128,9 +125,18 @@ def roll_back(
         run.say(f"{action.backend}: not healthy; {old} instance(s) keep serving")
         return Outcome(action, ok=False, error=f"{action.backend}: {problem}")
     run.say(f"{action.backend}: rolled back; {old} old instance(s) keep serving")
+    error = f"{action.backend}: new version not healthy, rolled back: {problem}"
+    return Outcome(action, ok=False, error=error, rolled_back=created)
+
+
+def given_up(run: Run, action: Action, what: str, *, then: str, preempted: bool = False) -> Outcome:
+    """A rollout given up: said as it happens (``what``), and recorded with what serves now
+    (``then``); rolled back unless ``preempted`` (the next pass carries on)."""
+    run.say(f"{action.backend}: {what}")
     return Outcome(
         action,
         ok=False,
-        error=f"{action.backend}: new version not healthy, rolled back: {problem}",
-        rolled_back=created,
+        error=f"{action.backend}: {what}; {then}",
+        rolled_back=not preempted,
+        preempted=preempted,
     )

@@ -11,7 +11,14 @@ from ..core.labels import config_hash
 from ..core.plan import Action, Step, StepKind
 from ..core.report import Outcome
 from ..core.spec import BackendSpec
-from .canary_steps import canary_state, hold_canary_step, pause_step, roll_back, roll_back_canary
+from .canary_steps import (
+    canary_state,
+    given_up,
+    hold_canary_step,
+    pause_step,
+    roll_back,
+    roll_back_canary,
+)
 from .hooks import Preempted
 from .run import Run
 
@@ -38,13 +45,7 @@ def roll_all(run: Run, actions: Sequence[Action], *, parallel: bool) -> dict[str
             return Outcome(action, ok=False, error=f"{action.backend}: {message}")
         except Preempted as err:
             why = f"preempted ({err.reason}); the next pass carries on"
-            run.say(f"{action.backend}: {why}")
-            return Outcome(
-                action,
-                ok=False,
-                error=f"{action.backend}: {why}; its old instances keep serving",
-                preempted=True,
-            )
+            return given_up(run, action, why, then="its old instances keep serving", preempted=True)
         finally:
             if canary:
                 run.workspace.rollouts.write_state(action.backend, None)
