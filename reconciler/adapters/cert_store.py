@@ -133,19 +133,26 @@ def store_certificate(folder: Path, name: str, chain_pem: str, key_pem: str) -> 
     )
 
 
+def _name_folders(folder: Path) -> list[Path]:
+    """The folders of ``.lbrec/certs``, one a host name (a link, a file or another name is
+    passed over), sorted; none when there is no such folder."""
+    try:
+        entries = sorted((folder / CERTS_DIR).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [
+        where
+        for where in entries
+        if _NAME.match(where.name) and not where.is_symlink() and where.is_dir()
+    ]
+
+
 def read_held(folder: Path) -> dict[str, HeldCertificate]:
     """The current certificate of every name under ``.lbrec/certs`` that can be read (one
     that cannot is left out: the pool keeps what it had, see render_tls)."""
-    root = folder / CERTS_DIR
     out: dict[str, HeldCertificate] = {}
-    try:
-        entries = sorted(root.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return out
-    for where in entries:
+    for where in _name_folders(folder):
         name = where.name
-        if not _NAME.match(name) or not where.is_dir() or where.is_symlink():
-            continue
         try:
             serial = (read_text_or_none(where / "current") or "").strip()
             if not _SERIAL.match(serial):
@@ -189,15 +196,8 @@ def _record_from(doc: dict[str, Any]) -> NameRecord:
 
 
 def read_records(folder: Path) -> dict[str, NameRecord]:
-    root = folder / CERTS_DIR
     out: dict[str, NameRecord] = {}
-    try:
-        entries = sorted(root.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return out
-    for where in entries:
-        if not _NAME.match(where.name) or where.is_symlink():
-            continue
+    for where in _name_folders(folder):
         try:
             text = read_text_or_none(where / "schedule.json")
             doc = json.loads(text) if text else None
