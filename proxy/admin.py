@@ -40,6 +40,7 @@ from .cert_view import certificates_view
 from .dashboard import PAGE_POLICY, render_page
 from .health import ProbeResult
 from .metrics import ProxyCollector, peer_figures
+from .route_view import routes_view
 from .server import ProxyServer
 from .stats import BUCKET_S, BUCKETS, LATENCY_BOUNDS, STATUS_CLASSES, percentile
 
@@ -229,6 +230,7 @@ def stats_snapshot(server: ProxyServer, *, now: float | None = None) -> dict[str
         },
         "backends": rows,
         "tls": certificates_snapshot(server),
+        "routes": routes_view(server),
     }
 
 

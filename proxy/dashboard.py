@@ -14,6 +14,8 @@ import json
 import re
 from typing import Any
 
+from .route_view import ROUTES_JS
+
 __all__ = ["PAGE_POLICY", "render_page"]
 
 REFRESH_MS = 2000
@@ -334,6 +336,7 @@ function render(doc) {
     `<div class="tile" style="grid-column:1/-1;min-width:0">${splitBar(t.status)}` +
     `<div class="k">${splitText(t.status)}</div></div>`;
   certs(doc.tls, doc.now);
+  routes(doc.routes || []);
   document.getElementById("cards").innerHTML =
     doc.backends.map(b => card(b, doc.now, dur(doc.bucket_s * SLOTS))).join("") ||
     `<p class="meta">no backends configured</p>`;
@@ -366,12 +369,13 @@ async function refresh() {
   }
 }
 
+__ROUTES_JS__
 render(JSON.parse(document.getElementById("initial").textContent));
 setInterval(refresh, REFRESH_MS);
 document.addEventListener("visibilitychange", refresh);
 </script>
 </body></html>
-"""
+""".replace("__ROUTES_JS__", ROUTES_JS)
 
 
 def _script_hashes(page: str) -> str:
