@@ -306,11 +306,7 @@ class Http2Connection(asyncio.Protocol):
         self.head_started = None
         REFUSALS["header block timeout"] += 1
         self._goaway(ENHANCE_YOUR_CALM, b"header block timeout")
-        self.closed = True
-        for stream in list(self.streams.values()):
-            stream.gone()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_with_streams()
 
     def close(self) -> None:
         if self.closed:
@@ -336,6 +332,10 @@ class Http2Connection(asyncio.Protocol):
                 verdict.error_code, verdict.reason.encode(), last_stream_id=self.last_taken
             )
         self._flush()
+        self._close_with_streams()
+
+    def _close_with_streams(self) -> None:
+        """Closed now, its streams lost (their clients will not read their answers)."""
         self.closed = True
         for stream in list(self.streams.values()):
             stream.gone()
