@@ -22,7 +22,7 @@ SHOP = "shop.example.com"
 
 async def _start(proxy: ProxyFactory, backends: BackendFactory, tmp_path: Path) -> RunningProxy:
     web = await backends("web")
-    routes = [
+    routes: list[dict[str, Any]] = [
         {"host": SHOP, "backends": ["web"], "rate_limit": {"requests": 2, "per": "1m"}},
         {"host": "plain.example.com", "backends": ["web"]},
     ]
