@@ -1,4 +1,6 @@
 """The client side of the data path: one asyncio Protocol per HTTP/1.1 client connection.
+(Just over 400 lines on purpose: one class, compiled by mypyc, whose slots and Downstream
+methods are one connection's state; its request reading is already in proxy/reader.py.)
 
 One :class:`ClientConnection` per accepted socket. Its reads go to the fast lane or to its
 :class:`~proxy.reader.RequestReader` (llhttp); each accepted request becomes an
