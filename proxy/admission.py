@@ -246,9 +246,12 @@ def _drop_attempt(exchange: Exchange) -> None:
 
 
 def abandon(exchange: Exchange, state: RouteState) -> None:
-    """The client went away during admission (its task is cancelled by the downstream)."""
+    """The client went away before any backend attempt was under way: during admission, or
+    while a backend connection opened (either task is cancelled by the downstream). The
+    exchange ends, and with it the concurrency slot it holds (:func:`end`)."""
+    during = "admission" if state.admitting else "the backend connect"
     state.admitting = False
-    exchange.answered_here(499, "client went away during admission", clean=False)
+    exchange.answered_here(499, f"client went away during {during}", clean=False)
 
 
 def count(exchange: Exchange, status: int) -> None:

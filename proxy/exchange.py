@@ -146,7 +146,9 @@ class Exchange:
     def client_lost(self) -> None:
         if self.attempting:
             self._outcome(Outcome.ABORTED)
-        elif self.state is not None and self.state.admitting:  # its task is cancelled
+        elif self.state is not None and not self.finished:
+            # during admission or a backend connect (its task is cancelled): the exchange
+            # ends here, its concurrency slot released
             admission.abandon(self, self.state)
 
     def client_pause_writing(self) -> None:

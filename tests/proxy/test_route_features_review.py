@@ -1,0 +1,69 @@
+"""Issue 23 under review: route features against an attacker and a demanding operator. A real
+proxy on 127.0.0.1, real backends (or a real listener whose accept queue is full, so that a
+backend connect hangs), curl as the client."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .conftest import BackendFactory, ProxyFactory
+from .features_support import curl, routed_doc
+
+SHOP = "shop.example.com"
+
+
+def _port(running: Any) -> int:
+    return int(running.info.listen[1])
+
+
+@contextmanager
+def hanging_listener() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a connect to it hangs (SYNs dropped)."""
+    listener = socket.socket()
+    fillers: list[socket.socket] = []
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        yield port
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+async def test_concurrency_slot_released_when_the_client_goes_during_the_backend_connect(
+    proxy: ProxyFactory,
+) -> None:
+    """A client that gives up while the proxy still connects to a backend (admitted, not yet
+    attempting) must give its concurrency slot back; else a few such clients lock the key out
+    (every later request 429) until the proxy restarts."""
+    limit = {"requests": 1000, "per": 1, "concurrency": 1}
+    with hanging_listener() as backend_port:
+        doc = routed_doc(
+            [("web", f"http://127.0.0.1:{backend_port}", 1)],
+            [{"host": SHOP, "backends": ["web"], "rate_limit": limit}],
+            health={"interval": 600, "timeout": 0.5, "rise": 1, "fall": 10},
+            timeouts={"connect": 8.0, "read": 5.0, "idle": 30.0},
+        )
+        running = await proxy(doc)
+        features = running.info.server.feature_set
+        assert features is not None
+        cap = features.by_key[f"{SHOP}/"].concurrency
+        assert cap is not None
+        gone = await curl(_port(running), "/", "--max-time", "0.5", host=SHOP)
+        assert gone.status == 0  # curl gave up while the proxy connected
+        for _ in range(100):
+            if len(cap) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert len(cap) == 0, "the slot of a client gone during the connect is still held"
