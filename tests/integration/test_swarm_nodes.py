@@ -13,24 +13,23 @@ docs/swarm.md.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.load import Load
 from tests.support.netns_engine import EngineNet, Node
 
 from .conftest import BASE_IMAGE, REPO, free_ports, http_request, wait_until
@@ -208,69 +207,12 @@ def _remove_stack(deploy: Deploy, node: Node) -> None:
     node.docker("stack", "rm", deploy.project, check=False)
 
 
-@dataclass
-class Load:
-    """Threads on keep-alive connections to the proxy, bounded in count and time; every
-    answer as (time, ok). A failed request is a non-2xx answer or a socket error."""
-
-    port: int
-    threads: int = 3
-    max_requests: int = 150_000
-    seconds: float = 300.0
-    answers: list[tuple[float, bool, str]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _workers: list[threading.Thread] = field(default_factory=list)
-
-    def _run(self, deadline: float) -> None:
-        conn: http.client.HTTPConnection | None = None
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            with self._lock:
-                if len(self.answers) >= self.max_requests:
-                    return
-            if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-            try:
-                conn.request("GET", "/")
-                response = conn.getresponse()
-                response.read()
-                ok, why = 200 <= response.status < 300, str(response.status)
-                if response.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as err:
-                ok, why = False, type(err).__name__
-                if conn is not None:
-                    conn.close()
-                conn = None
-            with self._lock:
-                self.answers.append((time.monotonic(), ok, why))
-            time.sleep(0.002)
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self) -> Load:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.threads):
-            worker = threading.Thread(target=self._run, args=(deadline,), daemon=True)
-            worker.start()
-            self._workers.append(worker)
-        wait_until(lambda: len(self.answers) >= 20, 30, "the load to get going")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        time.sleep(1.0)
-        self._stop.set()
-        for worker in self._workers:
-            worker.join(timeout=30)
-
-    def failed(self, since: float = 0.0) -> list[str]:
-        with self._lock:
-            return [why for at, ok, why in self.answers if not ok and at >= since]
-
-    def total(self, since: float = 0.0) -> int:
-        with self._lock:
-            return sum(1 for at, _ok, _why in self.answers if at >= since)
+def _load(port: int, *, threads: int = 3, seconds: float = 300.0) -> Load:
+    """The shared bounded load (tests/support/load.py) at this test's pace: keep-alive
+    clients with 2 ms between requests, a 15 s client timeout, at most 150,000 requests."""
+    return Load(
+        port, threads=threads, seconds=seconds, max_requests=150_000, pause=0.002, timeout=15.0
+    )
 
 
 def _serve(deploy: Deploy) -> subprocess.Popen[bytes]:
@@ -338,7 +280,7 @@ def test_multi_node_swarm(tmp_path: Path, cluster: Cluster, demo_images: dict[st
     proc = _serve(deploy)
     try:
         # -- a rollout and scaling under load, as on one node ------------------------------
-        with Load(deploy.listen) as load:
+        with _load(deploy.listen) as load:
             deploy.write(web.replace("replicas: 4", "replicas: 4") % demo_images["v2"] + api)
             began = time.monotonic()
             deploy.ok("apply")
@@ -363,7 +305,7 @@ def test_multi_node_swarm(tmp_path: Path, cluster: Cluster, demo_images: dict[st
         )
         cluster.manager.docker("service", "scale", "--detach", f"{service}=7")
         wait_until(lambda: deploy.lbrec("diff").returncode != 0, 60, "the drift to show in diff")
-        with Load(deploy.listen) as load:
+        with _load(deploy.listen) as load:
             deploy.ok("apply")
         assert load.failed() == [], Counter(load.failed()).most_common(3)
         assert deploy.lbrec("diff").returncode == 0
@@ -412,7 +354,7 @@ def _lose_a_node(
     want = {"web": 6, "api": 2}
     lost_id = lost.node_id()
     seen: dict[str, float] = {}  # when Swarm said the node is down, when it left the pool
-    with Load(deploy.listen, seconds=240) as load:
+    with _load(deploy.listen, seconds=240) as load:
         time.sleep(2.0)
         began = time.monotonic()
         cut()
@@ -502,7 +444,7 @@ def test_a_push_or_pull_failure_changes_nothing_and_names_node_and_image(
         before = _swarm_state(deploy, manager)
         proc = _serve(deploy)
         try:
-            with Load(deploy.listen, threads=2, seconds=150) as load:
+            with _load(deploy.listen, threads=2, seconds=150) as load:
                 # -- a push failure: the registry is down, api's build context changed -------
                 cluster.stop_registry()
                 try:
@@ -605,7 +547,7 @@ def test_the_manager_lost(tmp_path: Path, cluster: Cluster, demo_images: dict[st
         proc = _serve(deploy)
         try:
             # -- the only manager lost: nothing on a request's path asks it ------------------
-            with Load(deploy.listen, threads=2, seconds=60) as load:
+            with _load(deploy.listen, threads=2, seconds=60) as load:
                 time.sleep(1.0)
                 began = time.monotonic()
                 manager.stop()
@@ -627,7 +569,7 @@ def test_the_manager_lost(tmp_path: Path, cluster: Cluster, demo_images: dict[st
             manager.docker("node", "promote", ids[1], ids[2])
             # all three in the Raft group before one goes (two of three keep the quorum)
             wait_until(lambda: _managers_answer(first, 3), 120, "the promoted managers")
-            with Load(deploy.listen, threads=2, seconds=150) as load:
+            with _load(deploy.listen, threads=2, seconds=150) as load:
                 time.sleep(1.0)
                 manager.stop()
                 began = time.monotonic()
