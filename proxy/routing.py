@@ -6,10 +6,10 @@ lookup plus a walk over that host's prefixes, longest first: a handful of compar
 
 Paths are matched segment-wise (``/api`` and ``/api/`` both match ``/api``, ``/api/x`` and
 ``/api?q``, never ``/apix``) on a normalised copy of the request's path: percent-encoded
-unreserved characters decoded (``/%61pi`` is ``/api``) and dot segments resolved (``/x/../api``
-is ``/api``), so that no spelling reaches a route's backends around a more specific route
-(the one that may carry access control). What is forwarded is the path as sent, or with the
-route's prefix stripped.
+unreserved characters decoded (``/%61pi`` is ``/api``), runs of slashes merged (``//api`` is
+``/api``) and dot segments resolved (``/x/../api`` is ``/api``), so that no spelling reaches
+a route's backends around a more specific route (the one that may carry access control).
+What is forwarded is the path as sent, or with the route's prefix stripped.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .config import RouteEntry
 
 __all__ = ["Match", "Router", "normalize_path", "split_host"]
 
+_SLASHES = re.compile(rb"//+")
 _UNRESERVED_ESCAPE = re.compile(rb"%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])")
 
 
@@ -31,7 +32,7 @@ def _unescape(match: re.Match[bytes]) -> bytes:
 
 def normalize_path(target: bytes) -> bytes:
     """PURE. The path of a request target for matching: no query, unreserved escapes decoded,
-    dot segments resolved (RFC 3986 5.2.4), never empty."""
+    runs of slashes merged, dot segments resolved (RFC 3986 5.2.4), never empty."""
     path = target.split(b"?", 1)[0].split(b"#", 1)[0]
     if b"%" in path:
         path = _UNRESERVED_ESCAPE.sub(_unescape, path)
@@ -43,6 +44,8 @@ def normalize_path(target: bytes) -> bytes:
             path = rest[slash:] if slash >= 0 else b"/"
         else:
             path = b"/" + path
+    if b"//" in path:  # merged, as nginx (merge_slashes), Traefik and Caddy match paths
+        path = _SLASHES.sub(b"/", path)
     if b"/." in path:
         out: list[bytes] = []
         parts = path.split(b"/")[1:]

@@ -14,6 +14,7 @@ from .conftest import BackendFactory, ProxyFactory
 from .features_support import curl, routed_doc
 
 SHOP = "shop.example.com"
+LAN = ["10.0.0.0/8"]
 
 
 def _port(running: Any) -> int:
@@ -67,3 +68,26 @@ async def test_concurrency_slot_released_when_the_client_goes_during_the_backend
                 break
             await asyncio.sleep(0.02)
         assert len(cap) == 0, "the slot of a client gone during the connect is still held"
+
+
+async def test_no_doubled_slash_goes_around_a_routes_admission(
+    proxy: ProxyFactory, backends: BackendFactory
+) -> None:
+    """``/admin`` is allow-listed, ``/`` is open, both on the same backend. ``//admin/x`` (and
+    friends) must take the ``/admin`` route: most servers (nginx's merge_slashes, Go's
+    path.Clean, Traefik's and Caddy's own matchers) read it as ``/admin/x``."""
+    web_backend = await backends("web")
+    doc = routed_doc(
+        [("web", web_backend.url, 1)],
+        [
+            {"host": SHOP, "path": "/admin", "backends": ["web"], "auth": {"allow": LAN}},
+            {"host": SHOP, "backends": ["web"]},
+        ],
+    )
+    running = await proxy(doc)
+    port = _port(running)
+    assert (await curl(port, "/admin/x", host=SHOP)).status == 403
+    assert (await curl(port, "/", host=SHOP)).status == 200
+    for path in ("//admin/x", "///admin", "/x//..//admin", "/.//admin/"):
+        answer = await curl(port, path, "--path-as-is", host=SHOP)
+        assert answer.status == 403, (path, answer.status)
