@@ -5,8 +5,8 @@ Threads on keep-alive connections, bounded in count (``max_requests``), time (``
 and rate (``pause`` between requests); every answer is recorded as ``(monotonic time, status,
 who)``: ``who`` is the answering backend's ``X-Backend`` header, or the exception's name with
 status 0 when no answer came (a refused or reset connection, a timeout).
-tests/integration/test_swarm_nodes.py still has a copy of its own (``Load``: answers as
-``(time, ok, why)``); ``failed()`` and ``total()`` here answer what it asks of it.
+tests/integration/test_swarm_nodes.py uses it too, at its own pace (``failed()`` and
+``total()``).
 """
 
 from __future__ import annotations
