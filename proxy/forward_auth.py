@@ -129,7 +129,7 @@ class ForwardAuthClient:
                         if name.lower() in self._copy
                     ]
                     return Verdict(True, answer.status, copy=copy)
-                body = await answer.content.read(MAX_DENY_BODY + 1)
+                body = await _read_capped(answer.content, MAX_DENY_BODY + 1)
                 if len(body) > MAX_DENY_BODY:
                     return _closed("answer body too large")
                 returned = [
@@ -142,6 +142,18 @@ class ForwardAuthClient:
             return _closed("timeout")
         except (aiohttp.ClientError, OSError, ValueError, UnicodeError) as err:
             return _closed(type(err).__name__)
+
+
+async def _read_capped(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to its end or ``limit`` bytes, whichever comes first (one ``read`` returns
+    only what has arrived: a page written in pieces would be cut)."""
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await content.read(limit - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 def apply_copied(

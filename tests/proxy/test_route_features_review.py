@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+
+from aiohttp import web
 
 from .conftest import BackendFactory, ProxyFactory
 from .features_support import curl, routed_doc
@@ -91,3 +93,45 @@ async def test_no_doubled_slash_goes_around_a_routes_admission(
     for path in ("//admin/x", "///admin", "/x//..//admin", "/.//admin/"):
         answer = await curl(port, path, "--path-as-is", host=SHOP)
         assert answer.status == 403, (path, answer.status)
+
+
+@asynccontextmanager
+async def service(handler: Any) -> AsyncIterator[str]:
+    """A real aiohttp service on 127.0.0.1 whose every GET /check is ``handler``: its URL."""
+    app = web.Application()
+    app.router.add_get("/check", handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/check"
+    finally:
+        await runner.cleanup()
+
+
+async def test_forward_auth_denial_body_sent_whole_when_it_comes_in_pieces(
+    proxy: ProxyFactory, backends: BackendFactory
+) -> None:
+    """The auth service's own answer (a login page) goes to the client whole, however the
+    service writes it (was: only its first read, under a Content-Length of that read)."""
+    page = b"".join(b"%05d login page line\n" % n for n in range(2000))  # ~42 KiB
+
+    async def check(request: web.Request) -> web.StreamResponse:
+        answer = web.StreamResponse(status=401, headers={"Content-Type": "text/html"})
+        answer.content_length = len(page)
+        await answer.prepare(request)
+        for start in range(0, len(page), 4096):
+            await answer.write(page[start : start + 4096])
+            await asyncio.sleep(0.005)
+        return answer
+
+    web_backend = await backends("web")
+    async with service(check) as url:
+        forward = {"url": url, "timeout": 5}
+        routes = [{"host": SHOP, "backends": ["web"], "auth": {"forward": forward}}]
+        running = await proxy(routed_doc([("web", web_backend.url, 1)], routes))
+        denied = await curl(_port(running), "/", host=SHOP)
+    assert denied.status == 401
+    assert denied.body == page
+    assert web_backend.hits == 0
