@@ -226,13 +226,7 @@ async def _open_tls(
     but never when the supervisor holds the TLS listener (it moves it: None)."""
     if taken is not None:
         if listens_at(taken, parse_hostport(hostport)):
-            try:
-                bound = await server.start_tls(taken)
-            except BaseException:
-                taken.close()
-                raise
-            server.tls_listen = hostport
-            return bound
+            return await frontdoor.serve_tls(server, taken, hostport)
         taken.close()  # the file moved tls.listen meanwhile: bind the new address
     if held:
         _log.warning(

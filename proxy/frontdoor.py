@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .exchange import Exchange
     from .server import ProxyServer
 
-__all__ = ["adopt", "decide", "follow_listen", "listen_tls", "start_tls"]
+__all__ = ["adopt", "decide", "follow_listen", "listen_tls", "serve_tls", "start_tls"]
 
 _log = logging.getLogger("lbrec.proxy")
 
@@ -105,6 +105,12 @@ async def listen_tls(server: ProxyServer, hostport: str) -> tuple[str, int]:
     """Bind ``hostport`` (SO_REUSEPORT: a successor, after a handoff or `lbrec up`'s take-over,
     binds beside it) and serve the TLS listener there, in place of the one before."""
     sock = listening_socket(*parse_hostport(hostport), reuse_port=True)
+    return await serve_tls(server, sock, hostport)
+
+
+async def serve_tls(server: ProxyServer, sock: socket.socket, hostport: str) -> tuple[str, int]:
+    """Serve the TLS listener on ``sock`` (bound here, handed over by a predecessor, or held by
+    lbrec up) as ``tls.listen`` ``hostport``; the socket is closed if that fails."""
     try:
         bound = await server.start_tls(sock)
     except BaseException:
@@ -137,8 +143,7 @@ def follow_listen(server: ProxyServer, config: BackendsConfig) -> None:
     async def open_listener() -> None:
         try:
             if held is not None and server.tls_held:
-                host, port = await server.start_tls(held)
-                server.tls_listen = wanted
+                host, port = await serve_tls(server, held, wanted)
             else:
                 host, port = await listen_tls(server, wanted)
         except OSError as err:
