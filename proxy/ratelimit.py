@@ -2,7 +2,8 @@
 client's requests in flight.
 
 - :class:`RateLimiter`: ``requests`` per ``per`` seconds on average, ``burst`` at once, per key
-  (the address the proxy trusts, or a header's value: :func:`client_key`). Beyond it a 429 with
+  (the address the proxy trusts, an IPv6 one by its /64, or a header's value:
+  :func:`client_key`). Beyond it a 429 with
   ``Retry-After`` (:func:`retry_after`: the seconds until the bucket holds a token again).
 - Memory is bounded: the buckets live in an LRU of ``max_keys`` entries (~150 bytes each), so a
   flood of spoofed addresses or invented header values evicts the least recently seen buckets
@@ -22,6 +23,7 @@ tests/proxy/test_ratelimit.py measure the error; docs/routes.md tells it.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -52,7 +54,23 @@ def client_key(by: str, client_ip: str, headers: Iterable[tuple[bytes, bytes]]) 
                 if len(value) > _MAX_VALUE:
                     value = hashlib.blake2b(value, digest_size=16).digest()
                 return b"h:" + value
+    if ":" in client_ip:  # IPv6: its /64, as one subscriber holds (IPv4-mapped: the IPv4)
+        return b"ip:" + _ipv6_key(client_ip)
     return b"ip:" + client_ip.encode("latin-1")
+
+
+def _ipv6_key(client_ip: str) -> bytes:
+    """PURE. The key of an IPv6 client: its /64 (RFC 6177: a subscriber's own prefix, so one
+    client cannot take a fresh bucket per address), an IPv4-mapped one as the IPv4 address;
+    anything that does not parse is keyed as it is."""
+    try:
+        address = ipaddress.IPv6Address(client_ip.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return client_ip.encode("latin-1")
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return str(mapped).encode("ascii")
+    return b"%x/64" % (int(address) >> 64)
 
 
 def retry_after(wait: float) -> int:

@@ -135,3 +135,28 @@ async def test_forward_auth_denial_body_sent_whole_when_it_comes_in_pieces(
     assert denied.status == 401
     assert denied.body == page
     assert web_backend.hits == 0
+
+
+async def test_rate_limit_keys_an_ipv6_client_by_its_64(
+    proxy: ProxyFactory, backends: BackendFactory
+) -> None:
+    """One IPv6 subscriber holds a whole /64 (RFC 6177): keyed per /128, it takes a fresh bucket
+    per request (2**64 addresses) and its flood evicts everyone else's buckets. Clients come
+    through a trusted proxy here (X-Forwarded-For), as behind a CDN."""
+    web_backend = await backends("web")
+    limit = {"requests": 1, "per": 600, "burst": 1}
+    routes = [{"host": SHOP, "backends": ["web"], "rate_limit": limit}]
+    doc = routed_doc([("web", web_backend.url, 1)], routes, trusted_proxies=["127.0.0.0/8"])
+    port = _port(await proxy(doc))
+
+    async def status(address: str) -> int:
+        answer = await curl(port, "/", "-H", f"X-Forwarded-For: {address}", host=SHOP)
+        return answer.status
+
+    assert await status("2001:db8:1:2::1") == 200
+    assert await status("2001:db8:1:2::2") == 429  # the same /64
+    assert await status("2001:db8:1:2:ffff:1:2:3") == 429
+    assert await status("2001:db8:1:3::1") == 200  # another /64
+    assert await status("192.0.2.1") == 200
+    assert await status("192.0.2.2") == 200  # IPv4: per address
+    assert await status("::ffff:192.0.2.1") == 429  # IPv4-mapped: the IPv4 client
