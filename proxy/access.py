@@ -271,6 +271,11 @@ class BasicVerifier:
                 self._decoy = stored  # an argon2 check against another's hash: fails, same cost
         return self._decoy
 
+    def _check_as(self, stored: str | None, password: str) -> bool:
+        """In the pool: one check, against the decoy for an unknown user (made here on first
+        use: a bcrypt of the file's cost, too slow for the loop)."""
+        return self._check(stored if stored is not None else self._decoy_hash(), password)
+
     async def verify(self, user: str, password: str) -> bool:
         """Whether ``user``:``password`` is right. A verified pair is remembered for the TTL;
         a wrong one costs a hash every time. Raises :class:`Busy` past ``max_pending``."""
@@ -284,9 +289,8 @@ class BasicVerifier:
         try:
             loop = asyncio.get_running_loop()
             executor = self._executor or self.shared_pool()
-            target = stored if stored is not None else self._decoy_hash()
             self.checks += 1
-            ok = await loop.run_in_executor(executor, self._check, target, password)
+            ok = await loop.run_in_executor(executor, self._check_as, stored, password)
         finally:
             self._pending -= 1
         if ok and stored is not None:
