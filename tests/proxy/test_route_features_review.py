@@ -8,12 +8,16 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from tests.support.certs import CertAuthority
+
 from .conftest import BackendFactory, ProxyFactory
 from .features_support import curl, routed_doc
+from .http2.support import H2Client
 
 SHOP = "shop.example.com"
 LAN = ["10.0.0.0/8"]
@@ -96,16 +100,16 @@ async def test_no_doubled_slash_goes_around_a_routes_admission(
 
 
 @asynccontextmanager
-async def service(handler: Any) -> AsyncIterator[str]:
-    """A real aiohttp service on 127.0.0.1 whose every GET /check is ``handler``: its URL."""
+async def service(handler: Any, path: str = "/check") -> AsyncIterator[str]:
+    """A real aiohttp service on 127.0.0.1 whose every GET ``path`` is ``handler``: its URL."""
     app = web.Application()
-    app.router.add_get("/check", handler)
+    app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/check"
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}{path}"
     finally:
         await runner.cleanup()
 
@@ -160,3 +164,85 @@ async def test_rate_limit_keys_an_ipv6_client_by_its_64(
     assert await status("192.0.2.1") == 200
     assert await status("192.0.2.2") == 200  # IPv4: per address
     assert await status("::ffff:192.0.2.1") == 429  # IPv4-mapped: the IPv4 client
+
+
+def _tls_doc(ca: CertAuthority, backend_url: str, route: dict[str, Any], **extra: Any) -> Any:
+    cert, key = ca.leaf("shop", [SHOP])
+    doc = routed_doc([("web", backend_url, 1)], [{"host": SHOP, "backends": ["web"], **route}])
+    doc["tls"] = {"listen": "127.0.0.1:0", "certificates": [{"cert": str(cert), "key": str(key)}]}
+    doc.update(extra)
+    return doc
+
+
+async def test_http2_rst_stream_during_the_backend_connect_releases_the_slot(
+    proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    """The same as over HTTP/1.1, with RST_STREAM: the connection stays, the stream goes."""
+    ca = CertAuthority(tmp_path / "pki")
+    limit = {"requests": 1000, "per": 1, "concurrency": 1}
+    with hanging_listener() as backend_port:
+        doc = _tls_doc(
+            ca,
+            f"http://127.0.0.1:{backend_port}",
+            {"rate_limit": limit},
+            health={"interval": 600, "timeout": 0.5, "rise": 1, "fall": 10},
+            timeouts={"connect": 8.0, "read": 5.0, "idle": 30.0},
+        )
+        running = await proxy(doc)
+        assert running.info.tls is not None
+        features = running.info.server.feature_set
+        assert features is not None
+        cap = features.by_key[f"{SHOP}/"].concurrency
+        assert cap is not None
+        client = await H2Client.connect(ca, running.info.tls[1], name=SHOP)
+        try:
+            sid = await client.start(client.request_headers("/", "GET", SHOP))
+            for _ in range(100):
+                if len(cap) == 1:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(cap) == 1  # admitted: the proxy connects to the backend
+            client.conn.reset_stream(sid)
+            await client.send()
+            for _ in range(100):
+                if len(cap) == 0:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(cap) == 0, "the slot of a reset stream is still held"
+        finally:
+            await client.close()
+
+
+async def test_client_copies_of_forward_auth_headers_never_reach_the_backend(
+    proxy: ProxyFactory, tmp_path: Path
+) -> None:
+    """X-User as the client sends it (twice, in other cases, as HTTP/2's lower case, or as
+    X_User, which CGI-style backends read as X-User) never reaches the backend: only the auth
+    service's, over HTTP/1.1 and HTTP/2."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def check(request: web.Request) -> web.Response:
+        return web.Response(status=204, headers={"X-User": "alice"})
+
+    async def backend(request: web.Request) -> web.Response:
+        if request.path == "/app":
+            seen.append(list(request.raw_headers))
+        return web.Response(text="ok")
+
+    ca = CertAuthority(tmp_path / "pki")
+    async with service(check) as url, service(backend, "/{tail:.*}") as backend_url:
+        route = {"auth": {"forward": {"url": url, "copy_headers": ["X-User"], "timeout": 5}}}
+        running = await proxy(_tls_doc(ca, backend_url.replace("/{tail:.*}", ""), route))
+        assert running.info.tls is not None
+        spoofs = ("X-User: root", "x-user: root2", "X-USER: root3", "X_User: root4")
+        sent = [arg for spoof in spoofs for arg in ("-H", spoof)]
+        port = running.info.tls[1]
+        for version in ("--http1.1", "--http2"):
+            answer = await curl(
+                port, "/app", version, "--cacert", str(ca.pem), *sent, host=SHOP, https=True
+            )
+            assert answer.status == 200, answer
+    assert len(seen) == 2
+    for headers in seen:
+        users = [v for n, v in headers if n.lower().replace(b"_", b"-") == b"x-user"]
+        assert users == [b"alice"], headers
