@@ -16,7 +16,7 @@ from aiohttp import web
 from tests.support.certs import CertAuthority
 
 from .conftest import BackendFactory, ProxyFactory
-from .features_support import curl, routed_doc
+from .features_support import curl, htpasswd, routed_doc
 from .http2.support import H2Client
 
 SHOP = "shop.example.com"
@@ -246,3 +246,28 @@ async def test_client_copies_of_forward_auth_headers_never_reach_the_backend(
     for headers in seen:
         users = [v for n, v in headers if n.lower().replace(b"_", b"-") == b"x-user"]
         assert users == [b"alice"], headers
+
+
+async def test_expect_100_continue_gets_no_100_before_admission(
+    proxy: ProxyFactory, backends: BackendFactory, tmp_path: Path
+) -> None:
+    """A refused request that asked ``Expect: 100-continue`` gets its 401 and never a 100
+    (which would invite its body), and the backend never hears of it; the connection closes
+    (the announced body was never read)."""
+    web_backend = await backends("web")
+    htpasswd(tmp_path / "users", "alice", "pw")
+    routes = [{"host": SHOP, "backends": ["web"], "auth": {"basic": {"users_file": "users"}}}]
+    running = await proxy(routed_doc([("web", web_backend.url, 1)], routes))
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(running))
+    try:
+        writer.write(
+            b"POST /p HTTP/1.1\r\nHost: " + SHOP.encode() + b"\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nAuthorization: Basic YWxpY2U6d3Jvbmc=\r\n\r\n"
+        )
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # until the proxy closes
+    finally:
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer
+    assert b" 100 " not in answer
+    assert web_backend.hits == 0
