@@ -162,15 +162,25 @@ class RoutePlan:
             return None
         given = next((v for n, v in headers if n.lower() == b"authorization"), None)
         pair = _parse_basic(given) if given is not None else None
+        # Guessing is rate limited too: a wrong password costs the client's address a token of
+        # the route's rate limit, and an address without a token left is not checked at all
+        # (no hash: a guess flood costs no CPU, and keeps the pool free for others).
+        rate = self.rate
+        address = b"guess:" + client_key("client_ip", client_ip, ())
+        if pair is not None and rate is not None:
+            wait = rate.wait(address, time.monotonic())
+            if wait > 0:
+                after = (b"Retry-After", b"%d" % retry_after(wait))
+                return _plain(429, "Too Many Requests", "auth guesses", "ratelimit", after)
         try:
             ok = pair is not None and await self.basic.verify(*pair)
         except Busy:
             return _plain(503, "Busy", "auth busy", "basic", (b"Retry-After", b"1"))
-        return (
-            None
-            if ok
-            else _plain(401, "Unauthorized", "basic auth", "basic", challenge(self.realm))
-        )
+        if ok:
+            return None
+        if pair is not None and rate is not None:
+            rate.take(address, time.monotonic())
+        return _plain(401, "Unauthorized", "basic auth", "basic", challenge(self.realm))
 
     def _limits(
         self, client_ip: str, headers: Headers, now: float, copy: list[tuple[bytes, bytes]]

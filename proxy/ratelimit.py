@@ -112,6 +112,14 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def wait(self, key: bytes, now: float) -> float:
+        """How long until ``key`` has a token at ``now`` (0.0: it has one); takes nothing."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            return 0.0
+        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def take(self, key: bytes, now: float) -> float:
         """Take one token for ``key`` at ``now`` (monotonic seconds): 0.0 when the request may
         pass, else how long until a token is there (for Retry-After)."""

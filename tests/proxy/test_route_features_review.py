@@ -271,3 +271,30 @@ async def test_expect_100_continue_gets_no_100_before_admission(
     assert answer.startswith(b"HTTP/1.1 401 "), answer
     assert b" 100 " not in answer
     assert web_backend.hits == 0
+
+
+async def test_password_guesses_count_against_the_routes_rate_limit(
+    proxy: ProxyFactory, backends: BackendFactory, tmp_path: Path
+) -> None:
+    """A route with basic auth and a rate limit: wrong passwords cost the address tokens, and
+    past them a guess gets a 429 without a hash (was: unlimited guesses, each a bcrypt, the
+    rate limit counting only requests that passed auth)."""
+    web_backend = await backends("web")
+    htpasswd(tmp_path / "users", "alice", "pw")
+    route = {
+        "host": SHOP,
+        "backends": ["web"],
+        "auth": {"basic": {"users_file": "users"}},
+        "rate_limit": {"requests": 2, "per": 600, "burst": 2},
+    }
+    running = await proxy(routed_doc([("web", web_backend.url, 1)], [route]))
+    port = _port(running)
+    features = running.info.server.feature_set
+    assert features is not None
+    verifier = features.by_key[f"{SHOP}/"].basic
+    assert verifier is not None
+    guesses = [(await curl(port, "/", "-u", f"alice:guess{n}", host=SHOP)).status for n in range(5)]
+    assert guesses == [401, 401, 429, 429, 429]
+    assert verifier.checks == 2  # no hash past the limit
+    assert (await curl(port, "/", "-u", "alice:pw", host=SHOP)).status == 429  # this address
+    assert web_backend.hits == 0
