@@ -11,7 +11,7 @@ downstream's ``task``: a client that goes away cancels it (``Exchange.client_los
 exchange). Request body bytes that arrive meanwhile are held by the exchange's
 :class:`~proxy.body.RequestBody` (the client is paused past its replay limit), exactly as
 while a backend connection opens. A concurrency slot is released when the exchange ends,
-whatever the ending (:func:`end`).
+whatever the ending (:func:`end`); a WebSocket's when its tunnel closes.
 
 The address admission judges is :func:`client_address`: the peer, or, when the peer is a
 trusted proxy, the first untrusted hop of its X-Forwarded-For (never a header as sent by an
@@ -295,7 +295,13 @@ def end(exchange: Exchange, state: RouteState) -> None:
     slot = state.slot
     if slot is not None:
         state.slot = None
-        state.plan.release(slot)
+        tunnel = exchange.tunnel
+        if exchange.status == 101 and tunnel is not None and not exchange.client.closed:
+            # an open WebSocket holds its backend connection: its slot, until it closes
+            plan = state.plan
+            tunnel.on_close = lambda: plan.release(slot)
+        else:
+            state.plan.release(slot)
     encoder = state.encoder
     if encoder is not None:
         state.encoder = None

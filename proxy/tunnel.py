@@ -11,6 +11,7 @@ both. Any other answer ends the exchange as usual and the client connection is c
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .body import REPLAY_LIMIT
@@ -25,13 +26,15 @@ __all__ = ["Tunnel"]
 class Tunnel:
     """One upgraded connection, client to backend; the upstream's listener once open."""
 
-    __slots__ = ("client", "held", "pending", "upstream")
+    __slots__ = ("client", "held", "on_close", "pending", "upstream")
 
     def __init__(self, client: Downstream) -> None:
         self.client = client
         self.pending: list[bytes] | None = []  # the client's bytes until the backend's 101
         self.held = 0
         self.upstream: UpstreamConnection | None = None  # set by open()
+        # called once when the tunnel ends (a route's concurrency slot: proxy/admission.py)
+        self.on_close: Callable[[], None] | None = None
 
     def from_client(self, data: bytes) -> None:
         pending = self.pending
@@ -59,8 +62,14 @@ class Tunnel:
             upstream.write(data)
 
     def client_lost(self) -> None:
+        """The client connection is gone: the end of the tunnel, whichever side closed it (a
+        backend closing closes the client's transport, which ends here too)."""
         if self.upstream is not None:
             self.upstream.close()
+        on_close = self.on_close
+        if on_close is not None:
+            self.on_close = None
+            on_close()
 
     def client_pause_writing(self) -> None:
         if self.upstream is not None:

@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import pytest
 from aiohttp import web
 
 from tests.support.certs import CertAuthority
@@ -298,3 +300,39 @@ async def test_password_guesses_count_against_the_routes_rate_limit(
     assert verifier.checks == 2  # no hash past the limit
     assert (await curl(port, "/", "-u", "alice:pw", host=SHOP)).status == 429  # this address
     assert web_backend.hits == 0
+
+
+async def test_an_open_websocket_holds_its_concurrency_slot_until_it_closes(
+    proxy: ProxyFactory, backends: BackendFactory
+) -> None:
+    """``concurrency`` caps what a client holds open at once: a WebSocket holds a backend
+    connection for its whole life (as Traefik's InFlightReq counts it), so it keeps its slot
+    until it closes (was: released at the 101, so one client opened any number)."""
+    web_backend = await backends("web")
+    limit = {"requests": 1000, "per": 1, "concurrency": 1}
+    routes = [{"host": SHOP, "backends": ["web"], "rate_limit": limit}]
+    running = await proxy(routed_doc([("web", web_backend.url, 1)], routes))
+    port = _port(running)
+    features = running.info.server.feature_set
+    assert features is not None
+    cap = features.by_key[f"{SHOP}/"].concurrency
+    assert cap is not None
+    url = f"http://127.0.0.1:{port}/ws"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        first = await session.ws_connect(url, headers={"Host": SHOP})
+        await first.send_str("hi")
+        assert (await first.receive_str()) == "web:hi"
+        assert len(cap) == 1
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(url, headers={"Host": SHOP})
+        assert refused.value.status == 429
+        await first.close()
+        for _ in range(100):
+            if len(cap) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert len(cap) == 0, "the slot of a closed WebSocket is still held"
+        second = await session.ws_connect(url, headers={"Host": SHOP})
+        await second.send_str("again")
+        assert (await second.receive_str()) == "web:again"
+        await second.close()
