@@ -5,7 +5,8 @@ The service gets a ``GET`` of its own URL with the request's header fields (not 
 its hop-by-hop or framing fields) and where the request went, in ``X-Forwarded-Method``,
 ``-Proto``, ``-Host``, ``-Uri`` and ``-For``. A 2xx answer lets the request through, with the
 header fields of ``copy_headers`` taken from that answer (and every client-sent field of those
-names removed first, so that a client cannot pass ``X-User: admin`` itself). Any other answer
+names removed first, so that a client cannot pass ``X-User: admin`` itself; the fields the proxy
+writes itself, framing and forwarding ones, are never copied). Any other answer
 (a 302 to a login page, a 401, a 403) is sent to the client as it is (its status, its header
 fields but hop-by-hop ones, a body of at most 64 KiB). Redirects are never followed. An error
 (refused, reset, a timeout, an answer too big) fails closed: a 503 to the client.
@@ -23,6 +24,7 @@ import aiohttp
 from multidict import CIMultiDict
 
 from .config import ForwardAuthSettings
+from .framing import HOP_BY_HOP, PROTECTED
 
 __all__ = ["ForwardAuthClient", "Verdict", "apply_copied"]
 
@@ -44,6 +46,12 @@ _NOT_RETURNED = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "trailer", "upgrade"}
 )
 MAX_DENY_BODY = 64 * 1024
+# Never copied onto a request, whatever copy_headers lists: what frames it or where it came
+# from is the proxy's own to write (a copied Content-Length or X-Forwarded-For would sit beside
+# the proxy's: a second framing, a forged client address)
+_NEVER_COPIED = frozenset(
+    name.decode("ascii") for name in HOP_BY_HOP | PROTECTED | {b"x-request-id"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +83,7 @@ class ForwardAuthClient:
 
     def __init__(self, settings: ForwardAuthSettings) -> None:
         self.settings = settings
-        self._copy = {name.lower() for name in settings.copy_headers}
+        self._copy = {name.lower() for name in settings.copy_headers} - _NEVER_COPIED
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:

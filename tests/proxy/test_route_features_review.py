@@ -336,3 +336,34 @@ async def test_an_open_websocket_holds_its_concurrency_slot_until_it_closes(
         await second.send_str("again")
         assert (await second.receive_str()) == "web:again"
         await second.close()
+
+
+async def test_forward_auth_never_copies_framing_or_forwarding_fields(
+    proxy: ProxyFactory,
+) -> None:
+    """copy_headers naming X-Forwarded-For, Content-Length or Connection copies nothing of
+    them: those are the proxy's own to write (was: a second X-Forwarded-For beside the proxy's,
+    which most backends read first: a client address the proxy never saw)."""
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def check(request: web.Request) -> web.Response:
+        extra = {"X-User": "alice", "X-Forwarded-For": "6.6.6.6", "X-Real-IP": "6.6.6.6"}
+        return web.Response(status=204, headers=extra)
+
+    async def backend(request: web.Request) -> web.Response:
+        if request.path == "/app":
+            seen.append(list(request.raw_headers))
+        return web.Response(text="ok")
+
+    async with service(check) as url, service(backend, "/{tail:.*}") as backend_url:
+        copy = ["X-User", "X-Forwarded-For", "X-Real-IP", "Content-Length", "Connection"]
+        route = {"auth": {"forward": {"url": url, "copy_headers": copy, "timeout": 5}}}
+        routes = [{"host": SHOP, "backends": ["web"], **route}]
+        base = backend_url.replace("/{tail:.*}", "")
+        running = await proxy(routed_doc([("web", base, 1)], routes))
+        assert (await curl(_port(running), "/app", host=SHOP)).status == 200
+    (headers,) = seen
+    named = [(n.lower(), v) for n, v in headers]
+    assert (b"x-user", b"alice") in named
+    assert [v for n, v in named if n == b"x-forwarded-for"] == [b"127.0.0.1"]
+    assert b"6.6.6.6" not in b"".join(v for _n, v in named)
