@@ -92,7 +92,7 @@ def client_address(exchange: Exchange) -> str:
     if not client.trusted:
         return peer
     hops = [
-        hop.strip()
+        _address_of(hop.strip())
         for name, value in exchange.request.forwarded
         if name.lower() == b"x-forwarded-for"
         for hop in value.decode("latin-1").split(",")
@@ -103,6 +103,17 @@ def client_address(exchange: Exchange) -> str:
         if not server.is_trusted(hop):
             return hop
     return hops[0] if hops else peer
+
+
+def _address_of(hop: str) -> str:
+    """PURE. An X-Forwarded-For hop without the port some proxies add (``192.0.2.1:51234``,
+    ``[2001:db8::1]:443``): the client is its address, not one connection of it."""
+    if hop.startswith("["):
+        end = hop.find("]")
+        return hop[1:end] if end > 0 else hop
+    if hop.count(":") == 1:  # IPv4 with a port (a bare IPv6 address has two or more)
+        return hop.partition(":")[0]
+    return hop
 
 
 def begin(exchange: Exchange, plan: RoutePlan) -> None:

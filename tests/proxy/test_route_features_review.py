@@ -367,3 +367,30 @@ async def test_forward_auth_never_copies_framing_or_forwarding_fields(
     assert (b"x-user", b"alice") in named
     assert [v for n, v in named if n == b"x-forwarded-for"] == [b"127.0.0.1"]
     assert b"6.6.6.6" not in b"".join(v for _n, v in named)
+
+
+async def test_a_forwarded_for_hop_with_a_port_is_its_address(
+    proxy: ProxyFactory, backends: BackendFactory
+) -> None:
+    """Some front proxies (Azure's gateways) write X-Forwarded-For hops with the client's port
+    (``192.0.2.1:51234``, ``[2001:db8::1]:443``). The client is the address: keyed with its
+    port, each new connection took a fresh rate-limit bucket (and the allow-list refused it)."""
+    web_backend = await backends("web")
+    limit = {"requests": 1, "per": 600, "burst": 1}
+    routes = [
+        {"host": SHOP, "backends": ["web"], "rate_limit": limit},
+        {"host": "admin.example.com", "backends": ["web"], "auth": {"allow": ["192.0.2.0/24"]}},
+    ]
+    doc = routed_doc([("web", web_backend.url, 1)], routes, trusted_proxies=["127.0.0.0/8"])
+    port = _port(await proxy(doc))
+
+    async def status(hop: str, host: str = SHOP) -> int:
+        return (await curl(port, "/", "-H", f"X-Forwarded-For: {hop}", host=host)).status
+
+    assert await status("192.0.2.1:1111") == 200
+    assert await status("192.0.2.1:2222") == 429
+    assert await status("192.0.2.1") == 429
+    assert await status("[2001:db8::1]:1111") == 200
+    assert await status("[2001:db8::1]:2222") == 429
+    assert await status("192.0.2.9:1111", "admin.example.com") == 200
+    assert await status("198.51.100.9:1111", "admin.example.com") == 403
