@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Final
 
 from .compress import Encoder
 from .features import Admitted, LocalAnswer, RoutePlan
+from .http import reason_phrase
 from .route_stats import RouteCounters
 
 if TYPE_CHECKING:
@@ -48,17 +49,6 @@ __all__ = [
 
 _log = logging.getLogger("lbrec.proxy")
 
-REASONS: Final = {
-    401: b"Unauthorized",
-    403: b"Forbidden",
-    404: b"Not Found",
-    413: b"Content Too Large",
-    421: b"Misdirected Request",
-    429: b"Too Many Requests",
-    502: b"Bad Gateway",
-    503: b"Service Unavailable",
-    504: b"Gateway Timeout",
-}
 _TEXT: Final = (b"Content-Type", b"text/plain; charset=utf-8")
 
 
@@ -146,7 +136,7 @@ async def _admit(exchange: Exchange, state: RouteState, address: str) -> None:
             gate=exchange.server.gate,
             client_ip=address,
             method=head.method,
-            uri=head.target,
+            uri=head.original_target or head.target,  # as the client sent it
             host=head.host or b"",
             proto=client.proto.decode("ascii"),
             headers=head.headers,
@@ -292,7 +282,7 @@ def send_local(
         exchange.keep_alive = False  # the rest of the request body will not be read
     head_only = exchange.request.method == b"HEAD"
     fields = [*headers, (b"Content-Length", b"%d" % len(body))]
-    reason = REASONS.get(status, b"Error")
+    reason = reason_phrase(status)
     client.send_head(exchange, status, reason, fields, bodyless=head_only, upgrade=None)
     if not head_only and body:
         client.send_body(body)

@@ -128,6 +128,9 @@ class RequestHead:
     # ``headers`` as the client sent them, ``name: value\r\n`` each (the fast lane's heads,
     # which are byte for byte what the general path would write): copied as one piece
     raw_headers: bytes | None = None
+    # the target as the client sent it, when a route's strip_prefix changed ``target``
+    # (proxy/frontdoor.py): what forward-auth is told (X-Forwarded-Uri)
+    original_target: bytes | None = None
 
     @property
     def headers(self) -> tuple[Header, ...]:

@@ -16,11 +16,12 @@ import socket
 import ssl
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 from .acme_challenges import ACME_TLS_ALPN, Challenges
 from .config import BackendsConfig, parse_hostport
 from .front import Answer, Front
+from .http import reason_phrase
 from .routing import Router
 from .runtime import listening_socket, listens_at
 from .tls import CertStore, listener_context
@@ -34,13 +35,6 @@ __all__ = ["adopt", "decide", "follow_listen", "listen_tls", "serve_tls", "start
 
 _log = logging.getLogger("lbrec.proxy")
 
-_REASONS: Final = {
-    200: b"OK",
-    301: b"Moved Permanently",
-    308: b"Permanent Redirect",
-    404: b"Not Found",
-    421: b"Misdirected Request",
-}
 
 
 def adopt(
@@ -186,7 +180,7 @@ def decide(exchange: Exchange, front: Front) -> bool:
         if match.route.strip_prefix:
             target = match.forwarded_target(head.target)
             if target != head.target:
-                exchange.request = replace(head, target=target)
+                exchange.request = replace(head, target=target, original_target=head.target)
     return True
 
 
@@ -201,7 +195,7 @@ def _answer_here(exchange: Exchange, answer: Answer) -> None:
     client.send_head(
         exchange,
         answer.status,
-        _REASONS.get(answer.status, b"OK"),
+        reason_phrase(answer.status),
         headers,
         bodyless=head_only,
         upgrade=None,

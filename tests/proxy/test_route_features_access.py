@@ -5,6 +5,7 @@ forward-auth against a real aiohttp service, rate limits, the concurrency cap, m
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -260,3 +261,26 @@ async def test_each_worker_takes_its_share_of_a_rate_limit() -> None:
         assert server.feature_set is not None
         limiter = server.feature_set.by_key["shop.example.com/"].rate
         assert limiter is not None and (limiter.rate, limiter.burst) == (rate, burst)
+
+
+async def test_forward_auth_is_told_the_path_the_client_asked_for_not_the_stripped_one(
+    proxy: ProxyFactory, backends: BackendFactory, auth_service: dict[str, Any]
+) -> None:
+    """A route with ``strip_prefix``: the backend gets the stripped path, the auth service
+    (whose rules and login redirects are about what the client asked) the path as sent."""
+    web_backend = await backends("web")
+    forward = {"url": auth_service["url"], "copy_headers": ["X-User"], "timeout": 1}
+    routes = [
+        {
+            "host": ADMIN,
+            "path": "/app/",
+            "strip_prefix": True,
+            "backends": ["web"],
+            "auth": {"forward": forward},
+        },
+    ]
+    running = await proxy(routed_doc([("web", web_backend.url, 1)], routes))
+    ok = await curl(_port(running), "/app/in?q=1", "-H", "X-Token: good", host=ADMIN)
+    assert ok.status == 200
+    assert auth_service["seen"][-1]["X-Forwarded-Uri"] == "/app/in?q=1"
+    assert json.loads(ok.body)["path"] == "/in?q=1"  # what the backend was asked
