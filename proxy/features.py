@@ -10,11 +10,11 @@ unchanged routes carry over a reload). Then, per request:
    (proxy/front.py), None without routes. ``plan is None``: no feature is on; the request goes
    as before. While no route has a feature and nothing is paused the server holds no
    Features at all for the request path (``server.features is None``: one attribute test).
-2. ``answer = await plan.admit(...)`` before any byte goes to a backend: maintenance (with the
-   hold), the allow-list, basic auth, forward-auth, the rate limit and the concurrency cap, in
-   that order. A :class:`LocalAnswer` is sent as is (403, 401, 429, 503, or the auth service's
-   own answer); None lets the request go on, with ``plan.forward_headers(...)`` when forward-auth
-   copied header fields. Then ``plan.release(key)`` once its answer is done when it took a
+2. ``answer = await plan.admit(...)`` before any byte goes to a backend: the allow-list,
+   maintenance (with the hold), basic auth, forward-auth, the rate limit and the concurrency
+   cap, in that order. A :class:`LocalAnswer` is sent as is (403, 401, 429, 503, or the auth
+   service's own answer); None lets the request go on, with ``plan.forward_headers(...)`` when
+   forward-auth copied header fields. Then ``plan.release(key)`` once its answer is done when it took a
    concurrency slot (``Admitted.slot``).
 3. The body limit: ``plan.max_body`` (413 beyond, as limits.max_body_bytes).
 4. The instance: ``plan.affinity.choose(...)`` instead of the pool's pick when set.
@@ -109,6 +109,10 @@ class RoutePlan:
         now: Callable[[], float] = time.monotonic,
     ) -> LocalAnswer | Admitted:
         """Everything checked before a byte reaches a backend (see the module's steps)."""
+        # The allow-list first: a client it refuses gets 403 at once, never a place among the
+        # maintenance hold's waiters (bounded) nor a password check.
+        if self.allow is not None and not self.allow.allows(client_ip):
+            return _plain(403, "Forbidden", "not in allow-list", "allow")
         refused = await self._maintenance(gate) or await self._access(client_ip, headers)
         if refused is not None:
             return refused
@@ -156,8 +160,7 @@ class RoutePlan:
         return self._limits(client_ip, headers, now, [])
 
     async def _access(self, client_ip: str, headers: Headers) -> LocalAnswer | None:
-        if self.allow is not None and not self.allow.allows(client_ip):
-            return _plain(403, "Forbidden", "not in allow-list", "allow")
+        """Basic auth (the allow-list is checked before the maintenance hold, in admit)."""
         if self.basic is None:
             return None
         given = next((v for n, v in headers if n.lower() == b"authorization"), None)

@@ -123,3 +123,24 @@ async def test_a_reload_keeps_buckets_and_a_lost_file_fails_closed(tmp_path: Pat
     assert lost.plans[2] is None  # no feature left on that route: the hot path
     await lost.retire(again)
     await lost.retire(None)
+
+
+async def test_the_allow_list_refuses_before_the_maintenance_hold(tmp_path: Path) -> None:
+    """A paused route with a hold: a client the allow-list refuses gets its 403 at once, never
+    a waiter's place; an allowed one waits (and gets the 503 when the hold runs out)."""
+    import asyncio
+
+    cfg = config(tmp_path)
+    admin = Features(cfg, tmp_path).plans[1]
+    assert admin is not None
+    gate = HoldGate(MaintenanceState(all=Pause(since=1, hold=30)))
+    outside = await asyncio.wait_for(
+        admin.admit(gate=gate, **request(client_ip="203.0.113.1")),  # type: ignore[arg-type]
+        timeout=5,
+    )
+    assert isinstance(outside, LocalAnswer) and outside.status == 403
+    assert gate.waiting == 0
+    inside = asyncio.ensure_future(admin.admit(gate=gate, **request()))  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)
+    assert gate.waiting == 1 and not inside.done()  # an allowed client is held
+    inside.cancel()
