@@ -14,8 +14,8 @@ unchanged routes carry over a reload). Then, per request:
    maintenance (with the hold), basic auth, forward-auth, the rate limit and the concurrency
    cap, in that order. A :class:`LocalAnswer` is sent as is (403, 401, 429, 503, or the auth
    service's own answer); None lets the request go on, with ``plan.forward_headers(...)`` when
-   forward-auth copied header fields. Then ``plan.release(key)`` once its answer is done when it took a
-   concurrency slot (``Admitted.slot``).
+   forward-auth copied header fields. Then ``plan.release(key)`` once its answer is done when
+   it took a concurrency slot (``Admitted.slot``).
 3. The body limit: ``plan.max_body`` (413 beyond, as limits.max_body_bytes).
 4. The instance: ``plan.affinity.choose(...)`` instead of the pool's pick when set.
 5. The answer: ``compress.decide`` / ``rewrite_head`` / ``Encoder`` with ``plan.compress``, and
