@@ -36,7 +36,6 @@ __all__ = ["adopt", "decide", "follow_listen", "listen_tls", "serve_tls", "start
 _log = logging.getLogger("lbrec.proxy")
 
 
-
 def adopt(
     config: BackendsConfig, base: Path, *, previous: CertStore, https_port: int | None
 ) -> tuple[CertStore, Challenges | None, Front | None, tuple[bytes, bytes] | None]:
