@@ -198,8 +198,17 @@ def decide(
     headers: Headers,
     settings: CompressSettings,
 ) -> Decision:
-    """PURE. Whether to compress one answer (its status and head as the backend sent them)."""
-    if method == b"HEAD" or status < 200 or status in _NO_BODY_STATUSES:
+    """PURE. Whether to compress one answer (its status and head as the backend sent them).
+    A HEAD answer is never compressed, but says ``Vary: Accept-Encoding`` when the GET's would
+    (caches key both alike)."""
+    decision = _decide_body(accept_encoding, status, headers, settings)
+    return decision if method != b"HEAD" else Decision(None, "no body", decision.vary)
+
+
+def _decide_body(
+    accept_encoding: bytes | None, status: int, headers: Headers, settings: CompressSettings
+) -> Decision:
+    if status < 200 or status in _NO_BODY_STATUSES:
         return Decision(None, "no body" if status != 206 else "range", False)
     content_type = b""
     length: int | None = None
@@ -273,7 +282,7 @@ class Encoder:
     """Compresses one answer's body chunk by chunk: ``feed`` each chunk as it comes from the
     backend, ``flush`` when the backend has nothing more ready (so a slow or streaming answer
     is not held back in the compressor's window), ``finish`` at its end. Memory is the codec's
-    window (zlib 256 KiB, brotli q4 ~1 MiB at most, zstd 3 ~1-2 MiB), never the body."""
+    window (zlib 256 KiB, brotli 512 KiB (lgwin 19), zstd 3 ~1-2 MiB), never the body."""
 
     __slots__ = ("_flush_mode", "_obj", "coding", "size_in", "size_out")
 
@@ -288,7 +297,11 @@ class Encoder:
             self._obj: Any = zlib.compressobj(level or GZIP_LEVEL, zlib.DEFLATED, 16 + 15)
             self._flush_mode: Any = zlib.Z_SYNC_FLUSH
         elif coding == "br":
-            self._obj = module.Compressor(quality=BROTLI_QUALITY if level is None else level)
+            # a 512 KiB window (lgwin 19, nginx's brotli_window default): the default 4 MiB
+            # would let one answer hold megabytes before a byte goes out
+            self._obj = module.Compressor(
+                quality=BROTLI_QUALITY if level is None else level, lgwin=19
+            )
             self._flush_mode = None
         elif coding == "zstd":
             cctx = module.ZstdCompressor(level=ZSTD_LEVEL if level is None else level)

@@ -294,3 +294,12 @@ def test_an_unknown_coding_is_refused() -> None:
     assert compress.new_encoder(Decision(None, "type", False)) is None
     encoder = compress.new_encoder(Decision("gzip", "compressed", True))
     assert encoder is not None and encoder.coding == "gzip"
+
+
+def test_a_head_answer_says_vary_when_the_gets_would() -> None:
+    """HEAD is never compressed, but caches key it as the GET: Vary when the GET would vary."""
+    head = _decide(HTML, method=b"HEAD")
+    assert (head.coding, head.reason, head.vary) == (None, "no body", True)
+    assert rewrite_head(HTML, head) == [*HTML, (b"Vary", b"Accept-Encoding")]
+    image = _decide([(b"Content-Type", b"image/png")], method=b"HEAD")
+    assert (image.coding, image.vary) == (None, False)
