@@ -2,8 +2,9 @@
 ``sticky:``): every request of a client to the same instance while that instance is healthy.
 
 - ``cookie:NAME``: the first answer to a client sets ``NAME=<value>`` (``HttpOnly``,
-  ``SameSite=Lax``, ``Secure`` over TLS, ``Path=/``, a session cookie). The value is an HMAC of
-  the instance's identity (its container id, else its URL) under the route's secret: it names
+  ``SameSite=Lax``, ``Secure`` over TLS, ``Path=`` the route's path prefix, a session
+  cookie). The value is an HMAC of the instance's identity (its container id, else its URL)
+  under the route's secret: it names
   one instance without telling which (no address, port or container id can be read from it),
   and nobody without the secret can make the value of another instance. A client whose
   instance left, failed or is draining is given another one by the weighted rotation, and a new
@@ -68,9 +69,9 @@ def cookie_value(secret: bytes, identity: str) -> str:
     return base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode("ascii")
 
 
-def set_cookie(name: str, value: str, *, secure: bool) -> tuple[bytes, bytes]:
+def set_cookie(name: str, value: str, *, secure: bool, path: str = "/") -> tuple[bytes, bytes]:
     """The ``Set-Cookie`` header field that pins a client."""
-    text = f"{name}={value}; Path=/; HttpOnly; SameSite=Lax"
+    text = f"{name}={value}; Path={path}; HttpOnly; SameSite=Lax"
     return b"Set-Cookie", (text + "; Secure" if secure else text).encode("ascii")
 
 
@@ -113,13 +114,22 @@ class Affinity:
         "_instances",
         "_is_cookie",
         "_name",
+        "_path",
         "_secret",
         "_values",
     )
 
     def __init__(
-        self, sticky: str, secret: bytes, instances: Mapping[str, tuple[str, int]]
+        self,
+        sticky: str,
+        secret: bytes,
+        instances: Mapping[str, tuple[str, int]],
+        *,
+        path: str = "/",
     ) -> None:
+        """``path``: the route's path prefix, the cookie's ``Path`` (two routes of one host
+        with the same cookie name then keep their own pins)."""
+        self._path = path.rstrip("/") or "/"
         kind, _, name = sticky.partition(":")
         self._is_cookie = kind == "cookie"
         self._cookie_name = name
@@ -157,7 +167,7 @@ class Affinity:
         key = pick()
         if key is None or key not in self._instances:
             return Choice(key, kind=kind)
-        cookie = set_cookie(self._cookie_name, self.value_of(key), secure=secure)
+        cookie = set_cookie(self._cookie_name, self.value_of(key), secure=secure, path=self._path)
         return Choice(key, cookie, kind)
 
     def _rendezvous(self, value: bytes, eligible: Collection[str]) -> str | None:

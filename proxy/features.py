@@ -255,6 +255,7 @@ class Features:
                 old=old,
                 keys=keys,
                 backends=r.backends,
+                path=r.path,
             )
             for r in routes
         ]
@@ -322,6 +323,7 @@ class Features:
         old: dict[str, RoutePlan],
         keys: Sequence[str],
         backends: Sequence[str] | None,
+        path: str = "/",
     ) -> RoutePlan | None:
         if not features.active:
             return None
@@ -359,7 +361,7 @@ class Features:
                 if e.frozen is None and (backends is None or e.name in backends)
             }
             plan.affinity = Affinity(
-                features.sticky, route_secret(config.affinity_key, key), instances
+                features.sticky, route_secret(config.affinity_key, key), instances, path=path
             )
         pages = features.maintenance.page if features.maintenance is not None else None
         if features.error_pages or pages:

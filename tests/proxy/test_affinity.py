@@ -176,3 +176,15 @@ def test_pinned_clients_spread_like_new_ones() -> None:
     for choice, _ in itertools.product(cookies, range(3)):
         counts[affinity.choose(cookie_of(choice.cookie), ALL, balancer.pick, secure=True).key] += 1
     assert counts["web@127.0.0.1:9001"] == 900 and counts["web@127.0.0.1:9002"] == 300
+
+
+def test_the_cookie_path_is_the_routes_prefix() -> None:
+    """Two routes of one host with the same cookie name keep their own pins: each cookie is
+    sent back only under its route's path."""
+    api = Affinity("cookie:lb-web", SECRET, INSTANCES, path="/api/")
+    choice = api.choose([], list(INSTANCES), lambda: next(iter(INSTANCES)), secure=True)
+    assert choice.cookie is not None
+    assert b"; Path=/api;" in choice.cookie[1] and choice.cookie[1].endswith(b"; Secure")
+    root = Affinity("cookie:lb-web", SECRET, INSTANCES)
+    plain = root.choose([], list(INSTANCES), lambda: next(iter(INSTANCES)), secure=False)
+    assert plain.cookie is not None and b"; Path=/;" in plain.cookie[1]
