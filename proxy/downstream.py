@@ -124,6 +124,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
             return
         self.idle_since = self.loop.time()
+        self.closing = server.stopping  # made during a drain (a TLS handshake that just ended)
         server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:

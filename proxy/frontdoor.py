@@ -89,6 +89,7 @@ async def start_tls(
             lambda alpn: app_protocol(server, alpn),
             handshake_timeout=server.pool.config.timeouts.header,
             on_failure=server.tls_failed,
+            handshaking=server.handshaking,
         )
 
     return await server.loop.create_server(connection, sock=sock, backlog=backlog)

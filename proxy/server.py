@@ -64,6 +64,10 @@ class ProxyServer:
         # proxy/fastlane.py on new client connections; False: every request the general way
         self.fast_lane = fast_lane
         self.connections: set[ClientConnection] = set()
+        # TLS connections accepted whose handshake is not done yet (no app protocol yet): a
+        # shutdown waits for them too, as for the connections above (proxy/tls_transport.py)
+        self.handshaking: set[object] = set()
+        self.stopping = False  # shutdown began: a connection made now says Connection: close
         self._adopt_limits(config)
         self.refused_connections = 0
         # The 503's text with no backend in the pool; `lbrec up` says why before its first pool
@@ -182,6 +186,7 @@ class ProxyServer:
         answer says ``Connection: close`` (busy clients move to a new connection, to the
         successor after a handoff); then the connections still idle are closed.
         """
+        self.stopping = True
         if self._listener is not None:
             self._listener.close()
         if self.tls_opening is not None:
@@ -194,10 +199,11 @@ class ProxyServer:
         now = self.loop.time()
         deadline = now + drain_timeout
         grace_end = now + min(idle_grace, drain_timeout)
-        while self.connections and self.loop.time() < deadline:
+        # a TLS connection still in its handshake becomes one of self.connections (closing)
+        # when it ends: wait for both
+        while (self.connections or self.handshaking) and self.loop.time() < deadline:
             if self.loop.time() >= grace_end:
-                for conn in list(self.connections):
-                    conn.close_if_idle()
+                self._close_idle(idle_grace)
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()
@@ -216,6 +222,15 @@ class ProxyServer:
                 async with asyncio.timeout(1.0):
                     await self._listener.wait_closed()
             self._listener = None
+
+    def _close_idle(self, grace: float) -> None:
+        """A drain: close the connections idle for ``grace`` (one made or answered within it,
+        a TLS handshake that just ended for instance, may have its request on its way)."""
+        now = self.loop.time()
+        for conn in list(self.connections):
+            since = conn.idle_since
+            if since is None or now - since >= grace:
+                conn.close_if_idle()
 
     # -- reload --------------------------------------------------------------------------------
 

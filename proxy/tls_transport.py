@@ -101,7 +101,11 @@ class TlsConnection(asyncio.Protocol):
         *,
         handshake_timeout: float = 10.0,
         on_failure: Callable[[str], None] | None = None,
+        handshaking: set[object] | None = None,
     ) -> None:
+        """``handshaking``: the set this connection is in while its handshake runs (a
+        server's shutdown waits for them)."""
+        self._handshaking = handshaking
         self._choose = choose
         self._app_factory = app_factory
         self._handshake_timeout = handshake_timeout
@@ -120,6 +124,8 @@ class TlsConnection(asyncio.Protocol):
     # -- the socket's side ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._socket = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+        if self._handshaking is not None:
+            self._handshaking.add(self)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._handshake_timeout, self._handshake_too_slow)
 
@@ -150,6 +156,8 @@ class TlsConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._handshaking is not None:
+            self._handshaking.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -182,6 +190,8 @@ class TlsConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._handshaking is not None:
+            self._handshaking.discard(self)
         app = self._app_factory(self._sslobj.selected_alpn_protocol())
         self._app = app
         app.connection_made(self)  # type: ignore[arg-type]

@@ -130,6 +130,8 @@ class Http2Connection(asyncio.Protocol):
             return
         self.idle_since = self.loop.time()
         server.connections.add(self)  # type: ignore[arg-type]  # the sweeper's surface
+        if server.stopping:  # made during a drain (its TLS handshake just ended): GOAWAY
+            self.closing = True
         self._flush()
 
     def data_received(self, data: bytes) -> None:
