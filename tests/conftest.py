@@ -51,6 +51,13 @@ _SLOW_TESTS = (
     "tests/proxy/test_route_features_http2.py::test_a_client_gone_during_the_hold_ends",
     "tests/proxy/test_route_features_access.py::test_concurrency_cap_and_its_slot_released",
     "tests/proxy/test_forward_auth.py::test_a_timeout_fails_closed",
+    # a second of a timeout run out on purpose, each
+    "tests/proxy/test_limits.py::test_slowloris_is_closed_after_the_header_timeout",
+    "tests/proxy/test_limits.py::test_pipelining_is_bounded_for_a_client_that_never_reads",
+    "tests/proxy/test_tls_transport.py::test_a_silent_client_is_dropped_after_the_handshake",
+    "tests/reconciler/adapters/test_notify.py::test_a_trickling_receiver",
+    "tests/reconciler/adapters/test_http_client.py::test_a_trickling_server_cannot_hold",
+    "tests/reconciler/adapters/test_probes.py::test_a_trickling_backend_cannot_hold_the_probe",
 )
 
 
