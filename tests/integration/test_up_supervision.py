@@ -51,23 +51,27 @@ class _Load:
         for thread in self._threads:
             thread.join()
 
+    def _one(self) -> str | None:
+        """One request on a new connection: None when answered 200, else what went wrong."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request("GET", "/")
+        answer = conn.getresponse()
+        answer.read()
+        conn.close()
+        return None if answer.status == 200 else str(answer.status)
+
     def _run(self) -> None:
         deadline = time.monotonic() + self.seconds
         for _ in range(self.count // 2):
             if self.stop.is_set() or time.monotonic() > deadline:
                 return
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", "/")
-                answer = conn.getresponse()
-                answer.read()
-                conn.close()
-                outcome = None if answer.status == 200 else str(answer.status)
+                outcome = self._one()
             except ConnectionRefusedError:
                 with self._lock:
                     self.refused += 1
                 continue
-            except OSError as err:
+            except OSError as err:  # ssl.SSLError too
                 outcome = repr(err)
             with self._lock:
                 if outcome is None:
@@ -281,32 +285,16 @@ class _TlsLoad(_Load):
         super().__init__(port)
         self.context = ssl.create_default_context(cafile=str(ca_file))
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        for _ in range(self.count // 2):
-            if self.stop.is_set() or time.monotonic() > deadline:
-                return
-            try:
-                with (
-                    socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw,
-                    self.context.wrap_socket(raw, server_hostname="site.test") as tls,
-                ):
-                    tls.sendall(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
-                    answer = b""
-                    while chunk := tls.recv(65536):
-                        answer += chunk
-                outcome = None if answer.startswith(b"HTTP/1.1 200") else answer[:40].decode()
-            except ConnectionRefusedError:
-                with self._lock:
-                    self.refused += 1
-                continue
-            except (OSError, ssl.SSLError) as err:
-                outcome = repr(err)
-            with self._lock:
-                if outcome is None:
-                    self.ok.append(time.monotonic())
-                else:
-                    self.failed.append(outcome)
+    def _one(self) -> str | None:
+        with (
+            socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw,
+            self.context.wrap_socket(raw, server_hostname="site.test") as tls,
+        ):
+            tls.sendall(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := tls.recv(65536):
+                answer += chunk
+        return None if answer.startswith(b"HTTP/1.1 200") else answer[:40].decode()
 
 
 def test_the_tls_listener_is_held_by_up_across_a_crash_and_a_take_over(
