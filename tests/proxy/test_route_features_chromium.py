@@ -5,16 +5,13 @@ it sends back on the requests that follow."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.proxy.conftest import BackendFactory
-from tests.proxy.http2.support import NAME, h2_proxy
-from tests.proxy.http2.test_h2_chromium import _spki_pin
-from tests.proxy.test_dashboard import CHROMIUM, CHROMIUM_ARGS, _browser_missing
+from tests.proxy.http2.support import NAME, h2_proxy, pinned_chromium
 from tests.support.certs import CertAuthority
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # a browser: not in --quick
@@ -25,44 +22,25 @@ FEATURES = {"compress": {"min_size": 0, "with_cookies": True}, "sticky": "cookie
 async def test_chromium_decodes_compressed_answers_and_keeps_the_cookie(
     tmp_path: Path, backends: BackendFactory
 ) -> None:
-    missing = _browser_missing()
-    if missing is not None:
-        if os.environ.get("CI") or os.environ.get("LBREC_REQUIRE_BROWSER"):
-            pytest.fail(f"the browser test needs Chromium: {missing}")
-        pytest.skip(f"needs Chromium: {missing}")
-    from playwright.async_api import async_playwright
-
     ca = CertAuthority(tmp_path / "pki")
     backend = await backends("b1")
-    async with h2_proxy(ca, backend.url, defaults=FEATURES) as proxy:
-        pin = _spki_pin(ca.folder / "site.pem")
-        async with async_playwright() as driver:
-            context = await driver.chromium.launch_persistent_context(
-                str(tmp_path / "profile"),
-                executable_path=CHROMIUM,
-                headless=True,
-                args=[
-                    *CHROMIUM_ARGS,
-                    f"--host-resolver-rules=MAP {NAME} 127.0.0.1",
-                    f"--ignore-certificate-errors-spki-list={pin}",
-                ],
-            )
-            try:
-                page = context.pages[0] if context.pages else await context.new_page()
-                url = f"https://{NAME}:{proxy.tls_port}"
-                response = await page.goto(f"{url}/first")
-                assert response is not None and response.status == 200
-                headers = await response.all_headers()
-                body = json.loads(await response.text())  # decoded by the browser
-                result: Any = await page.evaluate(
-                    """async () => {
-                        const answers = await Promise.all([1, 2, 3].map(i => fetch(`/r${i}`)));
-                        return Promise.all(answers.map(a => a.json()));
-                    }"""
-                )
-                cookies = await context.cookies(url)
-            finally:
-                await context.close()
+    async with (
+        h2_proxy(ca, backend.url, defaults=FEATURES) as proxy,
+        pinned_chromium(ca.folder / "site.pem", tmp_path / "profile", "issue 23's test") as context,
+    ):
+        page = context.pages[0] if context.pages else await context.new_page()
+        url = f"https://{NAME}:{proxy.tls_port}"
+        response = await page.goto(f"{url}/first")
+        assert response is not None and response.status == 200
+        headers = await response.all_headers()
+        body = json.loads(await response.text())  # decoded by the browser
+        result: Any = await page.evaluate(
+            """async () => {
+                const answers = await Promise.all([1, 2, 3].map(i => fetch(`/r${i}`)));
+                return Promise.all(answers.map(a => a.json()));
+            }"""
+        )
+        cookies = await context.cookies(url)
     assert headers["content-encoding"] in ("br", "zstd", "gzip")
     assert "accept-encoding" in headers["vary"].lower()
     assert body["path"] == "/first" and "lb-web" not in body["headers"].get("Cookie", "")

@@ -432,3 +432,51 @@ class RawClient:
 def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
     """One HTTP/2 frame, as bytes (RFC 9113 4.1)."""
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def _spki_pin(pem: Path) -> str:
+    """Chromium's pin of a certificate's key (--ignore-certificate-errors-spki-list)."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+@contextlib.asynccontextmanager
+async def pinned_chromium(site_pem: Path, profile: Path, what: str) -> AsyncIterator[Any]:
+    """Headless Chromium (a persistent context) that maps ``NAME`` to 127.0.0.1 and trusts the
+    certificate ``site_pem`` by its key (no warning bypassed). Without Chromium: the test
+    fails under CI (``what`` says which), else it is skipped."""
+    import os
+
+    import pytest
+
+    from tests.proxy.test_dashboard import CHROMIUM, CHROMIUM_ARGS, _browser_missing
+
+    missing = _browser_missing()
+    if missing is not None:
+        if os.environ.get("CI") or os.environ.get("LBREC_REQUIRE_BROWSER"):
+            pytest.fail(f"{what} needs Chromium: {missing}")
+        pytest.skip(f"needs Chromium: {missing}")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as driver:
+        context = await driver.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                *CHROMIUM_ARGS,
+                f"--host-resolver-rules=MAP {NAME} 127.0.0.1",
+                f"--ignore-certificate-errors-spki-list={_spki_pin(site_pem)}",
+            ],
+        )
+        try:
+            yield context
+        finally:
+            await context.close()
