@@ -31,6 +31,19 @@ RESTARTS = 4
 CLIENTS = 6
 
 
+async def _hand_over(
+    procs: list[subprocess.Popen[bytes]], config: Path, handoff: Path, log: Path
+) -> None:
+    """Start the next process on ``handoff``: the old one exits by itself (0) once the new
+    one has taken over and it drained."""
+    old = procs[-1]
+    procs.append(_start(config, handoff, log))
+    deadline = time.monotonic() + 20
+    while old.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert old.returncode == 0, log.read_text()[-2000:]  # noqa: ASYNC240  (a failure only)
+
+
 def _start(config: Path, handoff: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -101,13 +114,7 @@ async def test_restart_under_load_loses_no_request(
     try:
         for _ in range(RESTARTS):
             await asyncio.sleep(0.7)
-            old = procs[-1]
-            procs.append(_start(config, handoff, log))
-            # The old process exits by itself once the new one has taken over and it drained.
-            deadline = time.monotonic() + 20
-            while old.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            assert old.returncode == 0, log.read_text()[-2000:]
+            await _hand_over(procs, config, handoff, log)
         await asyncio.sleep(0.5)
     finally:
         stop.set()

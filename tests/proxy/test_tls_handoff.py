@@ -16,14 +16,13 @@ import contextlib
 import socket
 import ssl
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from lbrec.proxy.handoff import HandoffServer, take_over
 from tests.proxy.conftest import BackendFactory, config_doc, write_config
-from tests.proxy.test_handoff import _start, _wait_serving
+from tests.proxy.test_handoff import _hand_over, _start, _wait_serving
 from tests.proxy.test_process import _free_port
 from tests.support.certs import CertAuthority
 
@@ -137,12 +136,7 @@ async def test_restart_under_https_load_drops_nothing_and_keeps_the_tls_socket(
     try:
         for _ in range(RESTARTS):
             await asyncio.sleep(0.7)
-            old = procs[-1]
-            procs.append(_start(config, handoff, log))
-            deadline = time.monotonic() + 20
-            while old.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            assert old.returncode == 0, log.read_text()[-2000:]
+            await _hand_over(procs, config, handoff, log)
             # one listening socket on the TLS port, the first process's
             assert _listening_inodes(tls_port) == first
         await asyncio.sleep(0.5)
