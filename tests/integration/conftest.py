@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -163,8 +164,10 @@ class Project:
         }
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
+@contextmanager
+def project_in(tmp_path: Path, prefix: str = "lbrec-t") -> Iterator[Project]:
+    """A deploy folder with the demo Dockerfiles and backend under ``tmp_path``, named
+    ``PREFIX-<random>``; its containers, network and images are removed by label at the end."""
     folder = tmp_path / "deploy"
     folder.mkdir()
     for name in ("Dockerfile.backend", "Dockerfile.proxy", ".dockerignore"):
@@ -172,14 +175,19 @@ def project(tmp_path: Path) -> Iterator[Project]:
     shutil.copytree(
         REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")
     )
-    name = f"lbrec-t-{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     env = dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    proj = Project(folder=folder, name=name, env=env)
     try:
-        yield proj
+        yield Project(folder=folder, name=name, env=env)
     finally:
         remove_project(name)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    with project_in(tmp_path) as proj:
+        yield proj
 
 
 def _project_ids(name: str) -> list[str]:

@@ -12,12 +12,10 @@ Its own Compose project (``t22e-``), removed by its label at the end.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import pytest
 
 from tests.support.pebble import Pebble, have_pebble, running_pebble
 
-from .conftest import BASE_IMAGE, FAST_ROLLOUT, REPO, Project, free_ports, remove_project
+from .conftest import FAST_ROLLOUT, Project, free_ports, project_in
 
 pytestmark = [
     pytest.mark.docker,
@@ -65,20 +63,8 @@ def _spec(
 
 @pytest.fixture
 def newcomer(tmp_path: Path) -> Iterator[Project]:
-    folder = tmp_path / "deploy"
-    folder.mkdir()
-    for name in ("Dockerfile.backend", "Dockerfile.proxy", ".dockerignore"):
-        shutil.copy(REPO / name, folder / name)
-    shutil.copytree(
-        REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    name = f"t22e-{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    try:
-        yield Project(folder=folder, name=name, env=env)
-    finally:
-        remove_project(name)  # its own containers, network and images, by its label and name
+    with project_in(tmp_path, "t22e") as proj:
+        yield proj
 
 
 def _curl(*args: str) -> subprocess.CompletedProcess[str]:
