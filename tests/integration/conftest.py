@@ -61,6 +61,22 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+def run_lbrec(
+    folder: Path, env: dict[str, str], *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`python -m lbrec ARGS` in ``folder`` with ``env``, output captured, no stdin."""
+    return subprocess.run(
+        [sys.executable, "-m", "lbrec", *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 @dataclass
 class Project:
     folder: Path
@@ -90,16 +106,7 @@ class Project:
     def lbrec(
         self, *args: str, check: bool | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "lbrec", *args],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        result = run_lbrec(self.folder, self.env, *args, timeout=timeout)
         if check is True and result.returncode != 0:
             command = " ".join(args)
             raise AssertionError(

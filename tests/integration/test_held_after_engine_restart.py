@@ -31,7 +31,7 @@ import pytest
 
 from tests.support.netns_engine import Node
 
-from .conftest import BASE_IMAGE, REPO, free_ports, wait_until
+from .conftest import BASE_IMAGE, REPO, free_ports, run_lbrec, wait_until
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -67,16 +67,7 @@ class Deploy:
         )
 
     def lbrec(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lbrec", *args],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        return run_lbrec(self.folder, self.env, *args, timeout=timeout)
 
     def web(self) -> dict[str, str]:
         """container id -> its published URL, for web's running instances on the engine."""

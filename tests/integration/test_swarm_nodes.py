@@ -32,7 +32,7 @@ import pytest
 from tests.support.load import Load
 from tests.support.netns_engine import EngineNet, Node
 
-from .conftest import BASE_IMAGE, REPO, free_ports, http_request, wait_until
+from .conftest import BASE_IMAGE, REPO, free_ports, http_request, run_lbrec, wait_until
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -143,16 +143,7 @@ class Deploy:
     project: str
 
     def lbrec(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "lbrec", *args],
-            cwd=self.folder,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
+        return run_lbrec(self.folder, self.env, *args, timeout=timeout)
 
     def ok(self, *args: str) -> str:
         done = self.lbrec(*args)
