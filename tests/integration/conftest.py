@@ -171,22 +171,33 @@ class Project:
         }
 
 
-@contextmanager
-def project_in(tmp_path: Path, prefix: str = "lbrec-t") -> Iterator[Project]:
-    """A deploy folder with the demo Dockerfiles and backend under ``tmp_path``, named
-    ``PREFIX-<random>``; its containers, network and images are removed by label at the end."""
-    folder = tmp_path / "deploy"
+def demo_folder(folder: Path) -> Path:
+    """``folder``, made, with the demo Dockerfiles and backend of this checkout copied in."""
     folder.mkdir()
     for name in ("Dockerfile.backend", "Dockerfile.proxy", ".dockerignore"):
         shutil.copy(REPO / name, folder / name)
     shutil.copytree(
         REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")
     )
-    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return folder
+
+
+def lbrec_env() -> dict[str, str]:
+    """This process's environment for running lbrec from this checkout: the offline base
+    image, no colour, the checkout first on PYTHONPATH."""
     env = dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1")
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+@contextmanager
+def project_in(tmp_path: Path, prefix: str = "lbrec-t") -> Iterator[Project]:
+    """A deploy folder with the demo Dockerfiles and backend under ``tmp_path``, named
+    ``PREFIX-<random>``; its containers, network and images are removed by label at the end."""
+    folder = demo_folder(tmp_path / "deploy")
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     try:
-        yield Project(folder=folder, name=name, env=env)
+        yield Project(folder=folder, name=name, env=lbrec_env())
     finally:
         remove_project(name)
 

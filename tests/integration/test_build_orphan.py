@@ -24,12 +24,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_ports, remove_project, wait_until
+from .conftest import BASE_IMAGE, free_ports, lbrec_env, remove_project, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-BASE_IMAGE = os.environ.get("LBREC_BASE_IMAGE", "lbrec-base:bookworm")
 GONE_WITHIN = 10.0  # seconds after the kill for every process of the build to end
 
 
@@ -138,8 +136,7 @@ def deploy(tmp_path: Path) -> Iterator[_Deploy]:
         "backends:\n"
         "  - {name: b1, port: 8080, build: {context: ./app}}\n"
     )
-    env = dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1")
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = lbrec_env()
     found = _Deploy(folder=folder, name=name, env=env, started=[])
     try:
         yield found

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +29,7 @@ import pytest
 from tests.support.load import Load
 from tests.support.netns_engine import Node
 
-from .conftest import BASE_IMAGE, REPO, Project, wait_until
+from .conftest import Project, demo_folder, lbrec_env, wait_until
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -69,13 +67,7 @@ class Deploy(Project):
 
 
 def _deploy(tmp: Path, node: Node, tag: str, listen: int, backends: str) -> Deploy:
-    folder = tmp / tag
-    folder.mkdir()
-    for name in ("Dockerfile.backend", "Dockerfile.proxy", ".dockerignore"):
-        shutil.copy(REPO / name, folder / name)
-    shutil.copytree(
-        REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")
-    )
+    folder = demo_folder(tmp / tag)
     name = f"t25-{tag}-{uuid.uuid4().hex[:6]}"
     (folder / "desired-state.yaml").write_text(
         f"project: {name}\n"
@@ -85,8 +77,7 @@ def _deploy(tmp: Path, node: Node, tag: str, listen: int, backends: str) -> Depl
         "rollout: {min_healthy_time: 0.5s, healthy_deadline: 60s, drain_timeout: 5s}\n"
         f"backends:\n{backends}"
     )
-    env = node.env(dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1"))
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = node.env(lbrec_env())
     return Deploy(folder, name, env)
 
 

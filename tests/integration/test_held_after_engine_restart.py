@@ -17,7 +17,6 @@ import contextlib
 import http.client
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import pytest
 
 from tests.support.netns_engine import Node
 
-from .conftest import BASE_IMAGE, REPO, free_ports, run_lbrec, wait_until
+from .conftest import BASE_IMAGE, demo_folder, free_ports, lbrec_env, run_lbrec, wait_until
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -121,15 +120,8 @@ def _answers(port: int, count: int = 10) -> Counter[tuple[int, str]]:
 
 @pytest.fixture
 def deploy(engine: Node, tmp_path: Path) -> Deploy:
-    folder = tmp_path / "deploy"
-    folder.mkdir()
-    for name in ("Dockerfile.backend", "Dockerfile.proxy", ".dockerignore"):
-        shutil.copy(REPO / name, folder / name)
-    shutil.copytree(
-        REPO / "backend", folder / "backend", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    env = engine.env(dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1"))
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    folder = demo_folder(tmp_path / "deploy")
+    env = engine.env(lbrec_env())
     listen, admin = free_ports(2)
     name = f"t25h-{uuid.uuid4().hex[:6]}"
     return Deploy(folder, name, listen, admin, env, engine)

@@ -14,7 +14,6 @@ docs/swarm.md.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ import pytest
 from tests.support.load import Load
 from tests.support.netns_engine import EngineNet, Node
 
-from .conftest import BASE_IMAGE, REPO, free_ports, http_request, run_lbrec, wait_until
+from .conftest import BASE_IMAGE, REPO, free_ports, http_request, lbrec_env, run_lbrec, wait_until
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -188,8 +187,7 @@ def _deploy(tmp: Path, cluster: Cluster, backends: str, name: str = "deploy") ->
         "rollout: {min_healthy_time: 1s, healthy_deadline: 120s, drain_timeout: 5s}\n"
         f"backends:\n{backends}"
     )
-    env = cluster.manager.env(dict(os.environ, LBREC_BASE_IMAGE=BASE_IMAGE, NO_COLOR="1"))
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env = cluster.manager.env(lbrec_env())
     return Deploy(folder, env, listen, admin, project)
 
 
