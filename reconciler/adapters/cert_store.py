@@ -228,7 +228,7 @@ def write_status(folder: Path, rows: list[dict[str, object]]) -> bool:
     }
     where = _private_dir(folder / ACME_DIR)
     text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
-    return atomic_write(where / "status.json", text, mode=0o600)
+    return atomic_write(where / ROW_FILE, text, mode=0o600)
 
 
 def operator_certificates(desired: DesiredState, folder: Path) -> list[Certificate]:
