@@ -45,9 +45,6 @@ from ..core.redact import redact_url
 from .deadline import DeadlineSocket, DeadlineTLSSocket, resolve
 from .http_errors import ConnectFailed, HttpError, InvalidRequest, ProtocolError, Timeout, why
 
-# the name tests/reconciler/adapters/test_http_client.py gives the TLS socket class
-_DeadlineTLSSocket = DeadlineTLSSocket
-
 __all__ = [
     "DEFAULT_MAX_BODY",
     "USER_AGENT",

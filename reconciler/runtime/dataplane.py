@@ -46,9 +46,6 @@ from ..core.errors import PortInUse
 from .proxy_sockets import address_of, bind_listener, same_address, socket_path
 from .proxy_worker import Child, Slot, is_our_proxy, wait_ready
 
-# _same_address: the name tests/reconciler/runtime/test_dataplane_address.py imports
-_same_address = same_address
-
 __all__ = ["ProxySupervisor", "auto_workers", "socket_path"]
 
 _log = logging.getLogger("lbrec.up")

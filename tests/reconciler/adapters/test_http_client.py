@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from lbrec.reconciler.adapters import http_client
+from lbrec.reconciler.adapters.deadline import DeadlineTLSSocket
 from lbrec.reconciler.adapters.http_client import (
     ConnectFailed,
     HttpError,
@@ -255,7 +256,7 @@ def test_https_through_a_trusted_certificate_keeps_the_deadline(
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_context.load_cert_chain(cert, key)
     client_context = ssl.create_default_context(cafile=str(cert))
-    client_context.sslsocket_class = http_client._DeadlineTLSSocket
+    client_context.sslsocket_class = DeadlineTLSSocket
     monkeypatch.setattr(http_client, "_tls", client_context)
     stop = threading.Event()
 
