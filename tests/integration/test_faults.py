@@ -39,6 +39,16 @@ _HUNG = (
 )
 
 
+def _b1_b2(p1: int, p2: int) -> tuple[str, str]:
+    """Backends b1 and b2 on ``p1`` and ``p2``; b2 a template whose ``%s`` takes its extra
+    fields (``_HUNG % p2 + ", "`` for a new version that hangs; ``""`` for none)."""
+    b2 = (
+        f"{{name: b2, port: {p2}, weight: 1, %s"
+        "rollout: {min_healthy_time: 0.5s, healthy_deadline: 120s, drain_timeout: 5s}}"
+    )
+    return f"{{name: b1, port: {p1}, weight: 1}}", b2
+
+
 def _background(project: Project, log_name: str, *args: str) -> tuple[subprocess.Popen[str], Path]:
     """``lbrec ARGS`` as our own child, its output in ``log_name`` in the project folder."""
     log_path = project.folder / log_name
@@ -126,11 +136,7 @@ def _pool_watch(project: Project) -> Iterator[list[tuple[float, dict[str, list[i
 def test_a_hung_backend_does_not_block_an_emergency_drain(project: Project) -> None:
     listen, admin, p1, p2 = free_ports(4)
     deadline = 120.0  # b2's healthy_deadline: the hung rollout would hold its pass this long
-    b2 = (
-        f"{{name: b2, port: {p2}, weight: 1, %s"
-        "rollout: {min_healthy_time: 0.5s, healthy_deadline: 120s, drain_timeout: 5s}}"
-    )
-    b1 = f"{{name: b1, port: {p1}, weight: 1}}"
+    b1, b2 = _b1_b2(p1, p2)
     project.write(_spec(project, listen, admin, [b1, b2 % ""]))
     project.lbrec("apply", check=True)
     (old_b2,) = [i.id for i in _instances(project, "b2")]
@@ -226,11 +232,7 @@ def test_an_emergency_drain_goes_first_past_a_waiting_apply_and_a_deaf_container
     waiting apply, and the preempted batch is killed, not stopped with its grace period
     (was 21.47 s from the add to b1 at weight 0)."""
     listen, admin, p1, p2 = free_ports(4)
-    b2 = (
-        f"{{name: b2, port: {p2}, weight: 1, %s"
-        "rollout: {min_healthy_time: 0.5s, healthy_deadline: 120s, drain_timeout: 5s}}"
-    )
-    b1 = f"{{name: b1, port: {p1}, weight: 1}}"
+    b1, b2 = _b1_b2(p1, p2)
     project.write(_spec(project, listen, admin, [b1, b2 % ""]))
     project.lbrec("apply", check=True)
     with _proxy(project, listen, admin):
