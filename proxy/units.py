@@ -25,7 +25,7 @@ _N = r"\d+(\.\d+)?"
 # units from the largest down, each at most once.
 DURATION_PATTERN = rf"^\s*({_N}|(?=\d)({_N}h)?({_N}m)?({_N}s)?({_N}ms)?)\s*$"
 # The free-order syntax (a route's features): a number of seconds, or units in any order.
-DURATION_SYNTAX = r"^\s*[0-9]+(\.[0-9]+)?(ms|h|m|s)?(([0-9]+(\.[0-9]+)?)(ms|h|m|s))*\s*$"
+DURATION_SYNTAX = r"^\s*([0-9]+(\.[0-9]+)?|([0-9]+(\.[0-9]+)?(ms|h|m|s))+)\s*$"
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
