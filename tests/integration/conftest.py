@@ -77,6 +77,22 @@ def run_lbrec(
     )
 
 
+def start_lbrec(
+    folder: Path, env: dict[str, str], log_name: str, *args: str
+) -> subprocess.Popen[bytes]:
+    """`python -m lbrec ARGS` started in ``folder`` with ``env``, its output (both streams)
+    in ``folder/log_name``, no stdin; the caller stops it (by its pid)."""
+    with (folder / log_name).open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lbrec", *args],
+            cwd=folder,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
 @dataclass
 class Project:
     folder: Path

@@ -15,7 +15,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import BASE_IMAGE, free_ports, lbrec_env, remove_project, wait_until
+from .conftest import BASE_IMAGE, free_ports, lbrec_env, remove_project, start_lbrec, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -105,15 +104,7 @@ class _Deploy:
 
     def apply(self, log_name: str) -> tuple[subprocess.Popen[bytes], Path]:
         log_path = self.folder / log_name
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lbrec", "apply"],
-                cwd=self.folder,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        proc = start_lbrec(self.folder, self.env, log_name, "apply")
         self.started.append(proc)
         return proc, log_path
 

@@ -16,7 +16,6 @@ import http.client
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ import pytest
 from tests.support.load import Load
 from tests.support.netns_engine import Node
 
-from .conftest import Project, demo_folder, lbrec_env, wait_until
+from .conftest import Project, demo_folder, lbrec_env, start_lbrec, wait_until
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -47,15 +46,7 @@ class Deploy(Project):
         return super().lbrec(*args, check=check, timeout=timeout)
 
     def background(self, log: str, *args: str) -> subprocess.Popen[bytes]:
-        with (self.folder / log).open("wb") as out:
-            return subprocess.Popen(
-                [sys.executable, "-m", "lbrec", *args],
-                cwd=self.folder,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        return start_lbrec(self.folder, self.env, log, *args)
 
     def entries(self) -> list[dict[str, object]]:
         backends: list[dict[str, object]] = self.pool["backends"]  # type: ignore[assignment]

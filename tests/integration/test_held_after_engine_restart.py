@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -30,7 +29,15 @@ import pytest
 
 from tests.support.netns_engine import Node
 
-from .conftest import BASE_IMAGE, demo_folder, free_ports, lbrec_env, run_lbrec, wait_until
+from .conftest import (
+    BASE_IMAGE,
+    demo_folder,
+    free_ports,
+    lbrec_env,
+    run_lbrec,
+    start_lbrec,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -179,15 +186,7 @@ def test_a_held_backend_is_routed_at_its_new_ports_after_an_engine_restart(
     assert set(moved.values()).isdisjoint(before.values()), (before, moved)  # the premise
 
     began = time.monotonic()
-    with (deploy.folder / "up.log").open("wb") as log:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "lbrec", "up"],
-            cwd=deploy.folder,
-            env=deploy.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+    up = start_lbrec(deploy.folder, deploy.env, "up.log", "up")
     try:
         wait_until(
             lambda: _answers(deploy.listen) == {(200, "web"): 10},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -31,7 +30,16 @@ import pytest
 from tests.support.load import Load
 from tests.support.netns_engine import EngineNet, Node
 
-from .conftest import BASE_IMAGE, REPO, free_ports, http_request, lbrec_env, run_lbrec, wait_until
+from .conftest import (
+    BASE_IMAGE,
+    REPO,
+    free_ports,
+    http_request,
+    lbrec_env,
+    run_lbrec,
+    start_lbrec,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.netns_engine, pytest.mark.slow]
 
@@ -205,16 +213,9 @@ def _load(port: int, *, threads: int = 3, seconds: float = 300.0) -> Load:
 
 
 def _serve(deploy: Deploy) -> subprocess.Popen[bytes]:
-    log = (deploy.folder / "proxy.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lbrec", "proxy", "--config", "config/backends.json"],
-        cwd=deploy.folder,
-        env=deploy.env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
+    proc = start_lbrec(
+        deploy.folder, deploy.env, "proxy.log", "proxy", "--config", "config/backends.json"
     )
-    log.close()
     wait_until(
         lambda: http_request("GET", deploy.listen)[0] == 200,
         30,
@@ -300,14 +301,7 @@ def test_multi_node_swarm(tmp_path: Path, cluster: Cluster, demo_images: dict[st
         assert deploy.lbrec("diff").returncode == 0
 
         # -- a worker's engine killed under load -----------------------------------------------
-        watch = subprocess.Popen(
-            [sys.executable, "-m", "lbrec", "watch", "--resync", "2s"],
-            cwd=deploy.folder,
-            env=deploy.env,
-            stdout=(deploy.folder / "watch.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        watch = start_lbrec(deploy.folder, deploy.env, "watch.log", "watch", "--resync", "2s")
         try:
             # Swarm does not move tasks back to a node that returns: each stage takes a worker
             # that runs tasks now.
