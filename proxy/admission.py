@@ -111,11 +111,8 @@ def begin(exchange: Exchange, plan: RoutePlan) -> None:
     server = exchange.server
     state = exchange.state = RouteState(plan, server.route_figures.of(exchange.route))
     head = exchange.request
-    limit = plan.max_body
-    if limit and (
-        (head.content_length is not None and head.content_length > limit)
-        or exchange.body.size > limit  # body bytes read with the head, before the start
-    ):
+    # the announced length, or the body bytes read with the head, before the start
+    if state.body_over(max(head.content_length or 0, exchange.body.size)):
         too_large(exchange)
         return
     gate = server.gate
@@ -258,10 +255,10 @@ def abandon(exchange: Exchange, state: RouteState) -> None:
 def count(exchange: Exchange, status: int) -> None:
     """An answer, in its route's figures."""
     state = exchange.state
-    counters = state.counters if state is not None else None
-    if counters is None:
-        counters = exchange.server.route_figures.of(exchange.route)
-    counters.answered(status)
+    if state is not None:
+        state.counters.answered(status)
+    else:
+        exchange.server.route_figures.of(exchange.route).answered(status)
 
 
 def send_page(exchange: Exchange, plan: RoutePlan, status: int) -> bool:
@@ -291,8 +288,7 @@ def send_local(
 
 def end(exchange: Exchange, state: RouteState) -> None:
     """The exchange is over, whatever its ending: its slot back, its figures counted."""
-    if state.admitting:
-        state.admitting = False
+    state.admitting = False
     slot = state.slot
     if slot is not None:
         state.slot = None

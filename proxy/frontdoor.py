@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .acme_challenges import ACME_TLS_ALPN, Challenges
+from .admission import send_local
 from .config import BackendsConfig, parse_hostport
 from .front import Answer, Front
-from .http import reason_phrase
 from .routing import Router
 from .runtime import listening_socket, listens_at
 from .tls import CertStore, listener_context
@@ -186,21 +186,9 @@ def decide(exchange: Exchange, front: Front) -> bool:
 
 def _answer_here(exchange: Exchange, answer: Answer) -> None:
     """A redirect, an ACME key authorization or a refusal, from the proxy itself."""
-    client = exchange.client
     body = answer.body if answer.body is not None else answer.reason.encode() + b"\n"
-    headers = [(b"Content-Type", b"text/plain"), (b"Content-Length", b"%d" % len(body))]
+    headers = [(b"Content-Type", b"text/plain")]
     if answer.location is not None:
         headers.append((b"Location", answer.location))
-    head_only = exchange.request.method == b"HEAD"
-    client.send_head(
-        exchange,
-        answer.status,
-        reason_phrase(answer.status),
-        headers,
-        bodyless=head_only,
-        upgrade=None,
-    )
-    if not head_only:
-        client.send_body(body)
-    client.send_end()
+    send_local(exchange, answer.status, headers, body)
     exchange.answered_here(answer.status, answer.reason)
